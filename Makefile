@@ -1,0 +1,64 @@
+# ngx_ha_optout_module: deps, build, test, demo
+
+NGX_SRC   ?= /usr/share/nginx/src
+BUILD     ?= $(CURDIR)/build
+MODULE     = $(BUILD)/ngx_http_ha_optout_module.so
+CLI        = $(BUILD)/ha-optoutctl
+PREFIX    ?= /usr/local
+PROVE_JOBS ?= 2
+
+# Debian packages a fresh machine lacks: build, run, and test.
+DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
+       libssl-dev libcurl4-openssl-dev pkg-config curl perl \
+       libtest-simple-perl prometheus chromium redis-server wrk
+
+SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
+
+.PHONY: all deps module cli test demo install clean
+
+all: module cli
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	        || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/Makefile: config
+	@test -d $(NGX_SRC) || { echo "no $(NGX_SRC): run 'make deps'"; exit 1; }
+	mkdir -p $(BUILD)
+	cd $(NGX_SRC) && . ./conf_flags && ./configure \
+	    --with-cc-opt="-g -O2 -fPIC -Wall -Wextra -Werror" --with-ld-opt="-fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD) > $(BUILD)/configure.log 2>&1 \
+	    || { tail -20 $(BUILD)/configure.log; exit 1; }
+
+module: $(MODULE)
+
+$(MODULE): $(BUILD)/Makefile $(SRCS)
+	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) modules
+	@ls -l $(MODULE)
+
+cli: $(CLI)
+
+$(CLI): $(wildcard cli/*.c cli/*.h) cli/Makefile
+	$(MAKE) -C cli BUILD=$(BUILD)
+
+test: deps all
+	prove -j$(PROVE_JOBS) -I t/lib t/
+
+demo: deps all
+	./demo/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/ha-optoutctl
+	install -m 644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/
+
+clean:
+	rm -rf $(BUILD)
