@@ -1,0 +1,447 @@
+
+/*
+ * ha-optoutctl fleet: one change (or one look) across many nginx
+ * instances, a thread each, one line each; a down instance is reported.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "hoctl.h"
+
+
+#define HOCTL_FLEET_MAX  1024
+
+
+typedef struct {
+    hoctl_conn_t        conn;
+    const char         *action;
+    const hoctl_flag_t *flag;
+    int                 json;
+    int                 rc;
+    char               *line;       /* what to print for this instance */
+    json_t             *result;     /* --json: the answer or the error */
+    pthread_t           tid;
+} hoctl_instance_t;
+
+
+static char *hoctl_fleet_dir;
+
+
+static const char *
+hoctl_yaml_str(yaml_document_t *doc, yaml_node_t *n)
+{
+    (void) doc;
+
+    if (n == NULL || n->type != YAML_SCALAR_NODE) {
+        return NULL;
+    }
+
+    return (const char *) n->data.scalar.value;
+}
+
+
+/* A key path relative to the fleet file reads as the operator meant it. */
+static const char *
+hoctl_fleet_path(const char *p)
+{
+    char    *s;
+    size_t   len;
+
+    if (p == NULL || p[0] == '/' || hoctl_fleet_dir == NULL) {
+        return p;
+    }
+
+    len = strlen(hoctl_fleet_dir) + 1 + strlen(p) + 1;
+    s = malloc(len);
+    snprintf(s, len, "%s/%s", hoctl_fleet_dir, p);
+    return s;
+}
+
+
+static int
+hoctl_fleet_instance(const char *file, yaml_document_t *doc,
+    yaml_node_t *n, const hoctl_conn_t *defaults, hoctl_instance_t *in)
+{
+    const char         *k, *v;
+    yaml_node_t        *kn, *vn;
+    yaml_node_pair_t   *p;
+
+    if (n->type != YAML_MAPPING_NODE) {
+        fprintf(stderr, "%s:%zu:%zu: an instance must be a mapping "
+                "(name: ..., url: ...)\n", file, n->start_mark.line + 1,
+                n->start_mark.column + 1);
+        return -1;
+    }
+
+    in->conn = *defaults;
+    in->conn.name = NULL;
+    in->conn.url = NULL;
+
+    for (p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+         p++)
+    {
+        kn = yaml_document_get_node(doc, p->key);
+        vn = yaml_document_get_node(doc, p->value);
+        k = hoctl_yaml_str(doc, kn);
+        v = hoctl_yaml_str(doc, vn);
+
+        if (k == NULL || v == NULL) {
+            fprintf(stderr, "%s:%zu:%zu: instance fields are \"key: "
+                    "value\" scalars\n", file, vn->start_mark.line + 1,
+                    vn->start_mark.column + 1);
+            return -1;
+        }
+
+        if (strcmp(k, "name") == 0) {
+            in->conn.name = v;
+        } else if (strcmp(k, "url") == 0) {
+            in->conn.url = v;
+        } else if (strcmp(k, "token") == 0) {
+            in->conn.token = v;
+            in->conn.key = NULL;
+        } else if (strcmp(k, "key") == 0) {
+            in->conn.key = hoctl_fleet_path(v);
+            in->conn.token = NULL;
+        } else if (strcmp(k, "alg") == 0) {
+            in->conn.alg = v;
+        } else if (strcmp(k, "kid") == 0) {
+            in->conn.kid = v;
+        } else if (strcmp(k, "aud") == 0) {
+            in->conn.aud = v;
+        } else if (strcmp(k, "sub") == 0) {
+            in->conn.sub = v;
+        } else if (strcmp(k, "scope") == 0) {
+            in->conn.scope = v;
+        } else if (strcmp(k, "cacert") == 0) {
+            in->conn.cacert = hoctl_fleet_path(v);
+        } else {
+            /* a typo here would silently use the wrong credentials */
+            fprintf(stderr, "%s:%zu:%zu: unknown instance field \"%s\" "
+                    "(name, url, token, key, alg, kid, aud, sub, scope, "
+                    "cacert)\n", file, kn->start_mark.line + 1,
+                    kn->start_mark.column + 1, k);
+            return -1;
+        }
+    }
+
+    if (in->conn.url == NULL) {
+        fprintf(stderr, "%s:%zu:%zu: instance without \"url\"\n", file,
+                n->start_mark.line + 1, n->start_mark.column + 1);
+        return -1;
+    }
+
+    if (in->conn.name == NULL) {
+        in->conn.name = in->conn.url;
+    }
+
+    return 0;
+}
+
+
+/* Returns the number of instances, or -1 after printing file:line:col. */
+static int
+hoctl_fleet_load(const char *file, yaml_document_t *doc,
+    const hoctl_conn_t *defaults, hoctl_instance_t **out)
+{
+    int                 n;
+    FILE               *f;
+    char               *dir;
+    yaml_node_t        *root, *list, *item;
+    yaml_parser_t       parser;
+    yaml_node_item_t   *it;
+    yaml_node_pair_t   *p;
+    hoctl_instance_t   *in;
+
+    f = fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "%s: cannot open fleet file \"%s\": %s\n",
+                hoctl_progname, file, strerror(errno));
+        return -1;
+    }
+
+    dir = strdup(file);
+    hoctl_fleet_dir = strdup(dirname(dir));
+    free(dir);
+
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+
+    if (!yaml_parser_load(&parser, doc)) {
+        fprintf(stderr, "%s:%zu:%zu: %s\n", file,
+                parser.problem_mark.line + 1,
+                parser.problem_mark.column + 1,
+                parser.problem ? parser.problem : "YAML error");
+        yaml_parser_delete(&parser);
+        fclose(f);
+        return -1;
+    }
+
+    yaml_parser_delete(&parser);
+    fclose(f);
+
+    root = yaml_document_get_root_node(doc);
+    list = NULL;
+
+    if (root != NULL && root->type == YAML_MAPPING_NODE) {
+        for (p = root->data.mapping.pairs.start;
+             p < root->data.mapping.pairs.top; p++)
+        {
+            const char *k = hoctl_yaml_str(doc,
+                                  yaml_document_get_node(doc, p->key));
+
+            if (k != NULL && strcmp(k, "instances") == 0) {
+                list = yaml_document_get_node(doc, p->value);
+            }
+        }
+    }
+
+    if (list == NULL || list->type != YAML_SEQUENCE_NODE) {
+        fprintf(stderr, "%s: expected \"instances:\" with a list of "
+                "instances\n", file);
+        return -1;
+    }
+
+    n = list->data.sequence.items.top - list->data.sequence.items.start;
+    if (n == 0 || n > HOCTL_FLEET_MAX) {
+        fprintf(stderr, "%s: %d instances (1..%d expected)\n", file, n,
+                HOCTL_FLEET_MAX);
+        return -1;
+    }
+
+    in = calloc(n, sizeof(hoctl_instance_t));
+
+    n = 0;
+    for (it = list->data.sequence.items.start;
+         it < list->data.sequence.items.top; it++)
+    {
+        item = yaml_document_get_node(doc, *it);
+
+        if (hoctl_fleet_instance(file, doc, item, defaults, &in[n]) != 0) {
+            free(in);
+            return -1;
+        }
+
+        n++;
+    }
+
+    *out = in;
+    return n;
+}
+
+
+static char *
+hoctl_fleet_status_line(json_t *flags)
+{
+    char        buf[1024], *what, *left;
+    size_t      len;
+    time_t      now;
+    json_t     *flag;
+    const char *name;
+    int         active, total;
+
+    now = time(NULL);
+    active = 0;
+    total = 0;
+    len = 0;
+    buf[0] = '\0';
+
+    json_object_foreach(flags, name, flag) {
+        total++;
+
+        if (!json_is_object(flag)) {
+            continue;
+        }
+
+        active++;
+        what = hoctl_flag_summary(flag);
+        left = hoctl_time_left(flag, now);
+
+        if (len < sizeof(buf)) {
+            len += snprintf(buf + len, sizeof(buf) - len, "; %s %s by %s, "
+                            "%s left", name, what,
+                            json_string_value(json_object_get(flag, "actor"))
+                            ? json_string_value(json_object_get(flag,
+                                                                "actor"))
+                            : "-", left);
+        }
+
+        free(what);
+        free(left);
+    }
+
+    if (asprintf(&what, "%d upstream%s, %d with HA suspended%s", total,
+                 total == 1 ? "" : "s", active, buf) < 0)
+    {
+        return NULL;
+    }
+
+    return what;
+}
+
+
+static void *
+hoctl_fleet_worker(void *arg)
+{
+    hoctl_instance_t  *in = arg;
+    char              *path, *body, *what, *line;
+    json_t            *j, *wrap;
+    const char        *exp;
+    hoctl_resp_t       r;
+
+    body = NULL;
+    line = NULL;
+
+    if (strcmp(in->action, "status") == 0) {
+        path = in->flag->upstream ? hoctl_upstream_path(in->flag->upstream)
+                                  : strdup("v1/flags");
+        in->rc = hoctl_request(&in->conn, "GET", path, NULL, NULL, &r);
+
+    } else if (strcmp(in->action, "set") == 0) {
+        path = hoctl_upstream_path(in->flag->upstream);
+        body = hoctl_flag_body(in->flag);
+        in->rc = hoctl_request(&in->conn, "PUT", path, body, NULL, &r);
+
+    } else {
+        path = hoctl_upstream_path(in->flag->upstream);
+        in->rc = hoctl_request(&in->conn, "DELETE", path, NULL, NULL, &r);
+    }
+
+    free(path);
+    free(body);
+
+    if (in->rc != HOCTL_OK) {
+        in->line = strdup(r.error);
+        in->result = json_pack("{s:{s:s}}", "error", "message", r.error);
+        hoctl_resp_free(&r);
+        return NULL;
+    }
+
+    j = json_loads(r.body ? r.body : "null", JSON_DECODE_ANY, NULL);
+    in->result = j ? json_incref(j) : json_null();
+
+    if (strcmp(in->action, "status") == 0) {
+        if (in->flag->upstream != NULL) {
+            wrap = json_object();
+            json_object_set(wrap, in->flag->upstream, j);
+            line = hoctl_fleet_status_line(wrap);
+            json_decref(wrap);
+        } else {
+            line = hoctl_fleet_status_line(j);
+        }
+
+    } else if (strcmp(in->action, "set") == 0) {
+        what = hoctl_flag_summary(j);
+        exp = json_string_value(json_object_get(j, "expires_at"));
+        if (asprintf(&line, "%s: HA suspended: %s until %s (etag %s)",
+                     in->flag->upstream, what, exp ? exp : "-",
+                     r.etag[0] ? r.etag : "-") < 0)
+        {
+            line = NULL;
+        }
+        free(what);
+
+    } else {
+        if (asprintf(&line, "%s: HA restored", in->flag->upstream) < 0) {
+            line = NULL;
+        }
+    }
+
+    json_decref(j);
+    hoctl_resp_free(&r);
+    in->line = line;
+
+    return NULL;
+}
+
+
+int
+hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
+    const char *action, const hoctl_flag_t *f, int json)
+{
+    int                 n, i, w, refused, unreachable, usage;
+    char               *s;
+    json_t             *all;
+    yaml_document_t     doc;
+    hoctl_instance_t   *in;
+    static const char  *state[] = { "ok", "refused", "error", "unreachable" };
+
+    n = hoctl_fleet_load(file, &doc, defaults, &in);
+    if (n < 0) {
+        return HOCTL_USAGE;
+    }
+
+    for (i = 0; i < n; i++) {
+        in[i].action = action;
+        in[i].flag = f;
+        in[i].json = json;
+
+        if (pthread_create(&in[i].tid, NULL, hoctl_fleet_worker, &in[i])
+            != 0)
+        {
+            in[i].tid = 0;
+            hoctl_fleet_worker(&in[i]);
+        }
+    }
+
+    w = 4;
+    for (i = 0; i < n; i++) {
+        if (in[i].tid != 0) {
+            pthread_join(in[i].tid, NULL);
+        }
+
+        if ((int) strlen(in[i].conn.name) > w) {
+            w = (int) strlen(in[i].conn.name);
+        }
+    }
+
+    refused = 0;
+    unreachable = 0;
+    usage = 0;
+    all = json_object();
+
+    for (i = 0; i < n; i++) {
+        switch (in[i].rc) {
+        case HOCTL_OK:          break;
+        case HOCTL_REFUSED:     refused++; break;
+        case HOCTL_UNREACHABLE: unreachable++; break;
+        default:                usage++; break;
+        }
+
+        if (json) {
+            json_object_set_new(all, in[i].conn.name,
+                                json_pack("{s:s,s:o}", "state",
+                                          state[in[i].rc], "result",
+                                          in[i].result));
+        } else {
+            printf("%-*s  %-11s  %s\n", w, in[i].conn.name, state[in[i].rc],
+                   in[i].line ? in[i].line : "");
+            json_decref(in[i].result);
+        }
+
+        free(in[i].line);
+    }
+
+    if (json) {
+        s = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+    }
+
+    json_decref(all);
+    free(in);
+    yaml_document_delete(&doc);
+
+    /* an instance we could not even ask (bad key) counts as refused */
+    if (refused + usage > 0) {
+        return HOCTL_REFUSED;
+    }
+
+    return unreachable > 0 ? HOCTL_UNREACHABLE : HOCTL_OK;
+}

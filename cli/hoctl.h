@@ -1,0 +1,101 @@
+
+/*
+ * ha-optoutctl: command line client for the ngx_ha_optout admin API.
+ */
+
+#ifndef _HOCTL_H_INCLUDED_
+#define _HOCTL_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <time.h>
+#include <jansson.h>
+
+
+#define HOCTL_VERSION       "0.1.0"
+
+/* exit codes, SPEC section 7 */
+#define HOCTL_OK            0
+#define HOCTL_REFUSED       1
+#define HOCTL_USAGE         2
+#define HOCTL_UNREACHABLE   3
+
+#define HOCTL_ERRLEN        512
+
+
+/* Everything needed to talk to one nginx instance. */
+typedef struct {
+    const char     *name;           /* fleet instance name, or NULL */
+    const char     *url;            /* admin location prefix */
+    const char     *token;          /* static bearer token, or NULL */
+    const char     *key;            /* key file to mint tokens with, or NULL */
+    const char     *alg;            /* hs256 | es256 | eddsa */
+    const char     *kid;
+    const char     *aud;
+    const char     *sub;
+    const char     *scope;
+    long            token_ttl;      /* seconds */
+    const char     *cacert;
+    int             insecure;
+    long            timeout;        /* seconds, whole request */
+    int             verbose;
+} hoctl_conn_t;
+
+
+typedef struct {
+    long            status;         /* HTTP status, 0 when unreachable */
+    char           *body;
+    size_t          len;
+    char            etag[64];
+    char            error[HOCTL_ERRLEN];  /* filled when rc != HOCTL_OK */
+} hoctl_resp_t;
+
+
+/* The opt-out a set/run/fleet set asks for. */
+typedef struct {
+    const char     *upstream;
+    int             no_failover;
+    const char     *pin;
+    const char     *pin_selector;
+    int             no_replication;
+    int             sticky;
+    const char     *ttl;
+    const char     *reason;
+    const char     *if_match;
+    int             dry_run;
+} hoctl_flag_t;
+
+
+/* http.c */
+void hoctl_http_init(void);
+int hoctl_request(const hoctl_conn_t *c, const char *method,
+    const char *path, const char *body, const char *if_match,
+    hoctl_resp_t *r);
+void hoctl_resp_free(hoctl_resp_t *r);
+char *hoctl_upstream_path(const char *upstream);
+
+/* jwt.c */
+char *hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen);
+
+/* flag.c */
+int hoctl_flag_check(const hoctl_flag_t *f, int need_ttl, char *err,
+    size_t errlen);
+char *hoctl_flag_body(const hoctl_flag_t *f);
+char *hoctl_flag_summary(json_t *flag);
+char *hoctl_time_left(json_t *flag, time_t now);
+long hoctl_parse_duration(const char *s);
+void hoctl_print_flags_table(json_t *flags, const char *prefix);
+
+/* run.c, fleet.c, audit.c */
+int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);
+int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
+    const char *action, const hoctl_flag_t *f, int json);
+int hoctl_audit_verify(const char *file, const char *prev_hash);
+
+/* main.c */
+extern const char *hoctl_progname;
+void hoctl_warn(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+
+#endif /* _HOCTL_H_INCLUDED_ */

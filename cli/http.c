@@ -1,0 +1,299 @@
+
+/*
+ * ha-optoutctl: one request to the admin API, and the one place that turns
+ * an answer into "ok", "refused" or "unreachable".
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <ctype.h>
+#include <curl/curl.h>
+
+#include "hoctl.h"
+
+
+static size_t hoctl_http_body(char *data, size_t size, size_t n, void *arg);
+static size_t hoctl_http_header(char *data, size_t size, size_t n,
+    void *arg);
+static void hoctl_http_error(hoctl_resp_t *r);
+
+
+void
+hoctl_http_init(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+
+/*
+ * The upstream name goes into the path escaped: a name is an nginx upstream
+ * name, but nothing stops an operator from mistyping "app/../x".
+ */
+char *
+hoctl_upstream_path(const char *upstream)
+{
+    char  *esc, *path;
+    size_t len;
+
+    esc = curl_easy_escape(NULL, upstream, 0);
+    if (esc == NULL) {
+        return NULL;
+    }
+
+    len = sizeof("v1/flags/") + strlen(esc);
+    path = malloc(len);
+    if (path != NULL) {
+        snprintf(path, len, "v1/flags/%s", esc);
+    }
+
+    curl_free(esc);
+    return path;
+}
+
+
+int
+hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
+    const char *body, const char *if_match, hoctl_resp_t *r)
+{
+    int                 rc;
+    char               *url, *token, *hdr;
+    size_t              len;
+    CURL               *curl;
+    CURLcode            cc;
+    struct curl_slist  *headers;
+    char                cerr[CURL_ERROR_SIZE];
+
+    memset(r, 0, sizeof(hoctl_resp_t));
+
+    if (c->url == NULL || c->url[0] == '\0') {
+        snprintf(r->error, sizeof(r->error), "no --url given");
+        return HOCTL_USAGE;
+    }
+
+    /* a fresh token per request: each write needs its own jti */
+    if (c->token != NULL) {
+        token = strdup(c->token);
+
+    } else if (c->key != NULL) {
+        token = hoctl_jwt_mint(c, r->error, sizeof(r->error));
+        if (token == NULL) {
+            return HOCTL_USAGE;
+        }
+
+    } else {
+        snprintf(r->error, sizeof(r->error), "no credentials: give --token "
+                 "or --key, or set HA_OPTOUT_TOKEN or HA_OPTOUT_KEY");
+        return HOCTL_USAGE;
+    }
+
+    len = strlen(c->url) + 1 + strlen(path) + 1;
+    url = malloc(len);
+    hdr = token ? malloc(strlen(token) + sizeof("Authorization: Bearer "))
+                : NULL;
+    if (url == NULL || hdr == NULL) {
+        fprintf(stderr, "%s: out of memory\n", hoctl_progname);
+        exit(HOCTL_USAGE);
+    }
+
+    /* the API lives below the admin prefix: "URL/" + "v1/..." */
+    snprintf(url, len, "%s%s%s", c->url,
+             c->url[strlen(c->url) - 1] == '/' ? "" : "/", path);
+
+    sprintf(hdr, "Authorization: Bearer %s", token);
+    memset(token, 0, strlen(token));
+    free(token);
+
+    headers = NULL;
+    headers = curl_slist_append(headers, hdr);
+    headers = curl_slist_append(headers, "Accept: application/json");
+    if (body != NULL) {
+        headers = curl_slist_append(headers,
+                                    "Content-Type: application/json");
+    }
+
+    if (if_match != NULL) {
+        char  im[96];
+
+        snprintf(im, sizeof(im), "If-Match: \"%s\"", if_match);
+        headers = curl_slist_append(headers, im);
+    }
+
+    memset(hdr, 0, strlen(hdr));
+    free(hdr);
+
+    curl = curl_easy_init();
+    if (curl == NULL || headers == NULL) {
+        fprintf(stderr, "%s: cannot initialise libcurl\n", hoctl_progname);
+        exit(HOCTL_USAGE);
+    }
+
+    cerr[0] = '\0';
+
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, "ha-optoutctl/" HOCTL_VERSION);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT,
+                     c->timeout < 5 ? c->timeout : 5L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, c->timeout);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, hoctl_http_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, hoctl_http_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    }
+
+    if (body != NULL) {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
+    }
+
+    if (c->cacert != NULL) {
+        curl_easy_setopt(curl, CURLOPT_CAINFO, c->cacert);
+    }
+
+    if (c->insecure) {
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+
+    cc = curl_easy_perform(curl);
+
+    if (cc != CURLE_OK) {
+        snprintf(r->error, sizeof(r->error), "cannot reach %s: %s",
+                 c->url, cerr[0] ? cerr : curl_easy_strerror(cc));
+        rc = (cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL)
+             ? HOCTL_USAGE : HOCTL_UNREACHABLE;
+
+    } else {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
+
+        if (r->status >= 200 && r->status < 300) {
+            rc = HOCTL_OK;
+
+        } else {
+            hoctl_http_error(r);
+            rc = HOCTL_REFUSED;
+        }
+    }
+
+    if (c->verbose) {
+        fprintf(stderr, "%s: %s %s -> %ld\n", hoctl_progname, method, url,
+                r->status);
+    }
+
+    curl_easy_cleanup(curl);
+    curl_slist_free_all(headers);
+    free(url);
+
+    return rc;
+}
+
+
+void
+hoctl_resp_free(hoctl_resp_t *r)
+{
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}
+
+
+static size_t
+hoctl_http_body(char *data, size_t size, size_t n, void *arg)
+{
+    hoctl_resp_t  *r = arg;
+    char          *p;
+    size_t         len;
+
+    len = size * n;
+
+    /* the API answers small JSON documents; refuse to buffer a flood */
+    if (r->len + len > 16 * 1024 * 1024) {
+        return 0;
+    }
+
+    p = realloc(r->body, r->len + len + 1);
+    if (p == NULL) {
+        return 0;
+    }
+
+    memcpy(p + r->len, data, len);
+    r->body = p;
+    r->len += len;
+    r->body[r->len] = '\0';
+
+    return len;
+}
+
+
+static size_t
+hoctl_http_header(char *data, size_t size, size_t n, void *arg)
+{
+    hoctl_resp_t  *r = arg;
+    char          *v, *e;
+    size_t         len;
+
+    len = size * n;
+
+    if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
+        v = data + 5;
+        e = data + len;
+
+        while (v < e && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+
+        while (e > v && isspace((unsigned char) e[-1])) {
+            e--;
+        }
+
+        if (e - v > 0 && (size_t) (e - v) < sizeof(r->etag)) {
+            memcpy(r->etag, v, e - v);
+            r->etag[e - v] = '\0';
+        }
+    }
+
+    return len;
+}
+
+
+/*
+ * SPEC section 3: {"error": {"status", "code", "message"}, "request_id"}.
+ * Something else (a proxy's HTML page, a wrong --url) is reported by status.
+ */
+static void
+hoctl_http_error(hoctl_resp_t *r)
+{
+    json_t      *root, *err, *rid;
+    const char  *code, *msg;
+
+    root = r->body ? json_loads(r->body, 0, NULL) : NULL;
+    err = root ? json_object_get(root, "error") : NULL;
+
+    if (json_is_object(err)) {
+        code = json_string_value(json_object_get(err, "code"));
+        msg = json_string_value(json_object_get(err, "message"));
+        rid = json_object_get(root, "request_id");
+
+        snprintf(r->error, sizeof(r->error), "%ld %s: %s%s%s%s", r->status,
+                 code ? code : "Error", msg ? msg : "(no message)",
+                 json_is_string(rid) ? " (request_id " : "",
+                 json_is_string(rid) ? json_string_value(rid) : "",
+                 json_is_string(rid) ? ")" : "");
+
+    } else {
+        snprintf(r->error, sizeof(r->error), "%ld %s: the server did not "
+                 "answer with an API error (is --url the admin location?)",
+                 r->status, r->status == 404 ? "NotFound" : "HTTPError");
+    }
+
+    json_decref(root);
+}

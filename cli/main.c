@@ -1,0 +1,996 @@
+
+/*
+ * ha-optoutctl: verbs, options, help, and the simple verbs (token, status,
+ * set, clear, whoami, audit list).  run, fleet and audit verify have files
+ * of their own.
+ */
+
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <getopt.h>
+#include <unistd.h>
+#include <pwd.h>
+#include <openssl/crypto.h>
+
+#include "hoctl.h"
+
+
+/* option groups: a verb accepts the groups it names */
+#define G_CONN    0x0001    /* --url, --token, --timeout, TLS, --verbose */
+#define G_MINT    0x0002    /* --key, --alg, --kid, --aud, --sub, --scope */
+#define G_UP      0x0004    /* --upstream */
+#define G_FLAG    0x0008    /* --no-failover, --pin, ... --reason */
+#define G_TTL     0x0010    /* --ttl */
+#define G_IFM     0x0020    /* --if-match */
+#define G_JSON    0x0040    /* --json */
+#define G_FLEET   0x0080    /* --fleet */
+#define G_AUDIT   0x0100    /* --prev-hash */
+#define G_LIMIT   0x0200    /* --limit */
+
+
+enum {
+    O_URL = 256, O_TOKEN, O_KEY, O_ALG, O_KID, O_AUD, O_SUB, O_SCOPE,
+    O_TOKEN_TTL, O_TIMEOUT, O_CACERT, O_INSECURE, O_VERBOSE, O_JSON,
+    O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
+    O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
+    O_LIMIT, O_HELP
+};
+
+
+typedef struct {
+    struct option   opt;
+    unsigned        group;
+} hoctl_option_t;
+
+
+static const hoctl_option_t  hoctl_options[] = {
+    { { "url",            required_argument, NULL, O_URL },         G_CONN },
+    { { "token",          required_argument, NULL, O_TOKEN },       G_CONN },
+    { { "timeout",        required_argument, NULL, O_TIMEOUT },     G_CONN },
+    { { "cacert",         required_argument, NULL, O_CACERT },      G_CONN },
+    { { "insecure",       no_argument,       NULL, O_INSECURE },    G_CONN },
+    { { "verbose",        no_argument,       NULL, O_VERBOSE },     G_CONN },
+    { { "key",            required_argument, NULL, O_KEY },         G_MINT },
+    { { "alg",            required_argument, NULL, O_ALG },         G_MINT },
+    { { "kid",            required_argument, NULL, O_KID },         G_MINT },
+    { { "aud",            required_argument, NULL, O_AUD },         G_MINT },
+    { { "sub",            required_argument, NULL, O_SUB },         G_MINT },
+    { { "scope",          required_argument, NULL, O_SCOPE },       G_MINT },
+    { { "token-ttl",      required_argument, NULL, O_TOKEN_TTL },   G_MINT },
+    { { "upstream",       required_argument, NULL, O_UPSTREAM },    G_UP },
+    { { "no-failover",    no_argument,       NULL, O_NO_FAILOVER }, G_FLAG },
+    { { "pin",            required_argument, NULL, O_PIN },         G_FLAG },
+    { { "pin-selector",   required_argument, NULL, O_PIN_SELECTOR },G_FLAG },
+    { { "no-replication", no_argument,       NULL, O_NO_REPLICATION },
+      G_FLAG },
+    { { "sticky",         no_argument,       NULL, O_STICKY },      G_FLAG },
+    { { "reason",         required_argument, NULL, O_REASON },      G_FLAG },
+    { { "dry-run",        no_argument,       NULL, O_DRY_RUN },     G_FLAG },
+    { { "ttl",            required_argument, NULL, O_TTL },         G_TTL },
+    { { "if-match",       required_argument, NULL, O_IF_MATCH },    G_IFM },
+    { { "json",           no_argument,       NULL, O_JSON },        G_JSON },
+    { { "fleet",          required_argument, NULL, O_FLEET },       G_FLEET },
+    { { "prev-hash",      required_argument, NULL, O_PREV_HASH },   G_AUDIT },
+    { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
+    { { "help",           no_argument,       NULL, O_HELP },        0 },
+};
+
+#define HOCTL_NOPTS  (sizeof(hoctl_options) / sizeof(hoctl_options[0]))
+
+
+typedef struct {
+    hoctl_conn_t    conn;
+    hoctl_flag_t    flag;
+    const char     *fleet;
+    const char     *prev_hash;
+    const char     *ttl;            /* as given, before it means anything */
+    long            limit;
+    int             url_given;
+    int             json;
+    int             dry_run;
+    char          **args;           /* positional arguments */
+    int             nargs;
+} hoctl_args_t;
+
+
+typedef struct hoctl_verb_s  hoctl_verb_t;
+
+struct hoctl_verb_s {
+    const char     *name;
+    unsigned        groups;
+    int             posix;          /* stop at the first non-option */
+    int           (*handler)(const hoctl_verb_t *v, hoctl_args_t *a);
+    const char     *help;
+};
+
+
+static int hoctl_verb_token(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_status(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+
+#define HOCTL_CREDS_HELP                                                     \
+    "credentials (one of; never printed):\n"                                 \
+    "  --token JWT          a bearer token (single-use for writes)\n"        \
+    "  --key FILE           mint a fresh token per request with this key\n"  \
+    "  HA_OPTOUT_TOKEN, HA_OPTOUT_KEY   the same from the environment\n"     \
+    "minting (with --key):\n"                                                \
+    "  --alg hs256|es256|eddsa  default hs256; es256/eddsa: private PEM\n"  \
+    "  --kid K  --aud A         key id, audience (HA_OPTOUT_KID, _AUD)\n"   \
+    "  --sub NAME               default: your login name\n"                  \
+    "  --scope S                default \"ha:read ha:write\"\n"              \
+    "  --token-ttl D            lifetime of minted tokens, default 5m\n"     \
+    "connection:\n"                                                          \
+    "  --url URL            admin location prefix (HA_OPTOUT_URL), e.g.\n"  \
+    "                       http://127.0.0.1:8080/ha-optout/\n"              \
+    "  --timeout SECONDS    default 10;  --cacert FILE;  --insecure\n"       \
+    "  --verbose            log each request (method, url, status)\n"
+
+#define HOCTL_FLAG_HELP                                                      \
+    "what to suspend (at least one):\n"                                      \
+    "  --no-failover        no retry on another server, no ejection\n"       \
+    "  --pin ADDR           send requests to this server only\n"             \
+    "  --pin-selector V     pin only requests whose selector equals V\n"     \
+    "  --no-replication     mirror gates answer 204\n"                       \
+    "  --sticky             keep clients on their server\n"                  \
+    "  --ttl D              Ns|Nm|Nh, auto-revert (required)\n"              \
+    "  --reason TEXT        why (required, 1..256 bytes)\n"
+
+#define HOCTL_EXIT_HELP                                                      \
+    "exit: 0 ok, 1 request refused, 2 usage, 3 unreachable\n"
+
+
+static const hoctl_verb_t  hoctl_verbs[] = {
+
+    { "token", G_MINT | G_TTL, 0, hoctl_verb_token,
+      "usage: ha-optoutctl token --key FILE [--alg hs256|es256|eddsa]\n"
+      "           [--sub NAME] [--scope S] [--ttl 5m] [--aud A] [--kid K]\n"
+      "\n"
+      "Mints a signed JWT and prints it to stdout (the only verb that\n"
+      "prints a token).  --ttl is the token's lifetime (default 5m);\n"
+      "--scope defaults to \"ha:read ha:write\", --sub to your login name.\n"
+      "The key comes from --key or HA_OPTOUT_KEY; for es256 and eddsa it\n"
+      "is the PRIVATE key PEM.\n\n" HOCTL_EXIT_HELP },
+
+    { "status", G_CONN | G_MINT | G_UP | G_JSON, 0, hoctl_verb_status,
+      "usage: ha-optoutctl status --url URL [--upstream NAME] [--json]\n"
+      "\n"
+      "Shows every upstream with ha_optout (GET v1/flags): state, what is\n"
+      "suspended, by whom, time left and why.  --json prints the API's\n"
+      "JSON as it came.\n\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+
+    { "set", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_IFM | G_JSON, 0,
+      hoctl_verb_set,
+      "usage: ha-optoutctl set --url URL --upstream NAME [--no-failover]\n"
+      "           [--pin ADDR] [--pin-selector V] [--no-replication]\n"
+      "           [--sticky] --ttl 30m --reason TEXT\n"
+      "           [--if-match VERSION] [--dry-run] [--json]\n"
+      "\n"
+      "Sets (replaces) the opt-out of one upstream (PUT v1/flags/NAME).\n"
+      "--dry-run asks the server what it would store, changing nothing.\n\n"
+      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+
+    { "clear", G_CONN | G_MINT | G_UP | G_IFM | G_JSON, 0, hoctl_verb_clear,
+      "usage: ha-optoutctl clear --url URL --upstream NAME\n"
+      "           [--if-match VERSION] [--json]\n"
+      "\n"
+      "Restores HA on one upstream now (DELETE v1/flags/NAME).\n\n"
+      HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+
+    { "run", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL, 1, hoctl_verb_run,
+      "usage: ha-optoutctl run --url URL --upstream NAME [flags as set]\n"
+      "           --ttl 10m --reason TEXT -- COMMAND [ARGS...]\n"
+      "\n"
+      "Sets the flag, runs COMMAND, renews the flag's TTL every third of\n"
+      "the TTL while COMMAND runs, and clears the flag however COMMAND\n"
+      "ends.  SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed to COMMAND;\n"
+      "the flag is cleared once it has exited.  Exits with COMMAND's\n"
+      "status (128+N if a signal N ended it); 1 or 3 if the flag could\n"
+      "not be set (COMMAND is then not run).  If ha-optoutctl itself is\n"
+      "killed, the flag lapses within one TTL.  Writes need a fresh token\n"
+      "each: use --key (a static --token works only with replay off).\n\n"
+      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
+
+    { "fleet", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_JSON | G_FLEET,
+      0, hoctl_verb_fleet,
+      "usage: ha-optoutctl fleet --fleet FILE.yaml set --upstream NAME\n"
+      "           [flags as set] --ttl 30m --reason TEXT\n"
+      "       ha-optoutctl fleet --fleet FILE.yaml clear --upstream NAME\n"
+      "       ha-optoutctl fleet --fleet FILE.yaml status [--upstream NAME]"
+      " [--json]\n"
+      "\n"
+      "Applies to every instance in FILE.yaml in parallel and prints one\n"
+      "line per instance:\n"
+      "  instances:\n"
+      "    - {name: eu1, url: http://10.0.0.1:8080/ha-optout/,\n"
+      "       key: /etc/ha-optout/ops.key, kid: ops, alg: hs256}\n"
+      "    - {name: eu2, url: https://eu2.example/ha-optout/,"
+      " token: eyJ...}\n"
+      "Per instance: name, url (required), token, key, alg, kid, aud, sub,\n"
+      "scope; missing ones come from the command line or environment.\n"
+      "A relative key path is relative to FILE.yaml.\n"
+      "exit: 0 every instance converged, 1 some refused,\n"
+      "      3 some unreachable and none refused, 2 usage\n\n"
+      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
+
+    { "whoami", G_CONN | G_MINT | G_JSON, 0, hoctl_verb_whoami,
+      "usage: ha-optoutctl whoami --url URL [--json]\n"
+      "\n"
+      "Shows what nginx makes of your credentials (GET v1/whoami):\n"
+      "subject, scopes, expiry.\n\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+
+    { "audit", G_CONN | G_MINT | G_JSON | G_AUDIT | G_LIMIT, 0,
+      hoctl_verb_audit,
+      "usage: ha-optoutctl audit verify [--prev-hash HEX] FILE\n"
+      "       ha-optoutctl audit list --url URL [--limit N] [--json]\n"
+      "\n"
+      "verify checks the SHA-256 hash chain of an audit log (JSONL) and\n"
+      "prints \"ok: N lines\" (exit 0) or names the first broken line\n"
+      "(\"line K: ...\", exit 1).  The first line must have a prev_hash of\n"
+      "64 zeros, unless --prev-hash gives the hash the file continues\n"
+      "from (a rotated log).  An unreadable FILE exits 2.\n"
+      "list prints the newest entries nginx keeps in memory, one JSON\n"
+      "object per line (GET v1/audit?limit=N).\n\n" HOCTL_EXIT_HELP },
+};
+
+#define HOCTL_NVERBS  (sizeof(hoctl_verbs) / sizeof(hoctl_verbs[0]))
+
+
+const char  *hoctl_progname = "ha-optoutctl";
+
+
+static void
+hoctl_main_help(FILE *out)
+{
+    fprintf(out,
+        "usage: ha-optoutctl VERB [OPTIONS]\n"
+        "\n"
+        "Switch high availability off on purpose, per upstream, for a\n"
+        "bounded time, through the ngx_ha_optout admin API.\n"
+        "\n"
+        "verbs:\n"
+        "  token         mint a signed token and print it\n"
+        "  status        show which upstreams have HA suspended\n"
+        "  set           suspend HA on an upstream for a TTL\n"
+        "  clear         restore HA on an upstream now\n"
+        "  run           suspend HA while a command runs\n"
+        "  fleet         set, clear or show across many nginx instances\n"
+        "  whoami        show what nginx makes of your credentials\n"
+        "  audit verify  check an audit log's hash chain\n"
+        "  audit list    show the newest audit entries\n"
+        "\n"
+        "'ha-optoutctl VERB --help' tells more.\n"
+        HOCTL_EXIT_HELP);
+}
+
+
+void
+hoctl_warn(const char *fmt, ...)
+{
+    va_list  ap;
+
+    fprintf(stderr, "%s: ", hoctl_progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+
+static int
+hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
+{
+    va_list  ap;
+
+    fprintf(stderr, "%s: ", hoctl_progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (v != NULL) {
+        fprintf(stderr, "\nTry '%s %s --help'.\n", hoctl_progname, v->name);
+    } else {
+        fprintf(stderr, "\nTry '%s --help'.\n", hoctl_progname);
+    }
+
+    return HOCTL_USAGE;
+}
+
+
+static const char *
+hoctl_login_name(void)
+{
+    const char     *s;
+    struct passwd  *pw;
+
+    s = getlogin();
+    if (s != NULL && s[0] != '\0') {
+        return s;
+    }
+
+    s = getenv("USER");
+    if (s != NULL && s[0] != '\0') {
+        return s;
+    }
+
+    pw = getpwuid(geteuid());
+    return pw ? pw->pw_name : "unknown";
+}
+
+
+static int
+hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
+{
+    int             c, i, n;
+    long            t;
+    char           *end, optstring[8];
+    const char     *s;
+    struct option   longopts[HOCTL_NOPTS + 1];
+    hoctl_conn_t   *cn;
+
+    memset(a, 0, sizeof(hoctl_args_t));
+    cn = &a->conn;
+    cn->timeout = 10;
+    cn->token_ttl = 300;
+    a->limit = 20;
+
+    for (n = 0; n < (int) HOCTL_NOPTS; n++) {
+        longopts[n] = hoctl_options[n].opt;
+    }
+    memset(&longopts[n], 0, sizeof(struct option));
+
+    /* run keeps everything after COMMAND for COMMAND */
+    snprintf(optstring, sizeof(optstring), "%s:hv", v->posix ? "+" : "");
+
+    opterr = 0;
+    optind = 1;
+
+    while ((c = getopt_long(argc, argv, optstring, longopts, &i)) != -1) {
+
+        if (c == '?' || c == ':') {
+            if (optopt != 0 && optopt < 256) {
+                return hoctl_usage(v, "unknown option -%c", optopt);
+            }
+            return hoctl_usage(v, "unknown option or missing value: %s",
+                               argv[optind - 1]);
+        }
+
+        if (c == 'h' || c == O_HELP) {
+            fputs(v->help, stdout);
+            exit(HOCTL_OK);
+        }
+
+        if (c == 'v') {
+            c = O_VERBOSE;
+        }
+
+        for (n = 0; n < (int) HOCTL_NOPTS; n++) {
+            if (hoctl_options[n].opt.val == c) {
+                break;
+            }
+        }
+
+        if (n < (int) HOCTL_NOPTS && hoctl_options[n].group != 0
+            && !(hoctl_options[n].group & v->groups))
+        {
+            return hoctl_usage(v, "--%s does not apply to '%s'",
+                               hoctl_options[n].opt.name, v->name);
+        }
+
+        switch (c) {
+        case O_URL:            cn->url = optarg; a->url_given = 1; break;
+        case O_TOKEN:          cn->token = optarg; break;
+        case O_KEY:            cn->key = optarg; break;
+        case O_ALG:            cn->alg = optarg; break;
+        case O_KID:            cn->kid = optarg; break;
+        case O_AUD:            cn->aud = optarg; break;
+        case O_SUB:            cn->sub = optarg; break;
+        case O_SCOPE:          cn->scope = optarg; break;
+        case O_CACERT:         cn->cacert = optarg; break;
+        case O_INSECURE:       cn->insecure = 1; break;
+        case O_VERBOSE:        cn->verbose = 1; break;
+        case O_JSON:           a->json = 1; break;
+        case O_UPSTREAM:       a->flag.upstream = optarg; break;
+        case O_NO_FAILOVER:    a->flag.no_failover = 1; break;
+        case O_PIN:            a->flag.pin = optarg; break;
+        case O_PIN_SELECTOR:   a->flag.pin_selector = optarg; break;
+        case O_NO_REPLICATION: a->flag.no_replication = 1; break;
+        case O_STICKY:         a->flag.sticky = 1; break;
+        case O_TTL:            a->ttl = optarg; break;
+        case O_REASON:         a->flag.reason = optarg; break;
+        case O_IF_MATCH:       a->flag.if_match = optarg; break;
+        case O_DRY_RUN:        a->flag.dry_run = 1; break;
+        case O_FLEET:          a->fleet = optarg; break;
+        case O_PREV_HASH:      a->prev_hash = optarg; break;
+
+        case O_TOKEN_TTL:
+            cn->token_ttl = hoctl_parse_duration(optarg);
+            if (cn->token_ttl <= 0) {
+                return hoctl_usage(v, "--token-ttl must be Ns, Nm or Nh");
+            }
+            break;
+
+        case O_TIMEOUT:
+            t = strtol(optarg, &end, 10);
+            if (*end != '\0' || t <= 0 || t > 3600) {
+                return hoctl_usage(v, "--timeout must be 1..3600 seconds");
+            }
+            cn->timeout = t;
+            break;
+
+        case O_LIMIT:
+            t = strtol(optarg, &end, 10);
+            if (*end != '\0' || t <= 0 || t > 100000) {
+                return hoctl_usage(v, "--limit must be a positive number");
+            }
+            a->limit = t;
+            break;
+
+        default:
+            return hoctl_usage(v, "unexpected option");
+        }
+    }
+
+    a->args = argv + optind;
+    a->nargs = argc - optind;
+
+    /* the environment fills in what the command line left out */
+    if (cn->url == NULL) {
+        cn->url = getenv("HA_OPTOUT_URL");
+    }
+
+    if (cn->token != NULL && cn->key != NULL) {
+        return hoctl_usage(v, "give --token or --key, not both");
+    }
+
+    if (cn->token == NULL && cn->key == NULL) {
+        s = getenv("HA_OPTOUT_TOKEN");
+        if (s != NULL && s[0] != '\0') {
+            cn->token = s;
+        } else {
+            s = getenv("HA_OPTOUT_KEY");
+            cn->key = (s != NULL && s[0] != '\0') ? s : NULL;
+        }
+    }
+
+    if (cn->alg == NULL) {
+        cn->alg = getenv("HA_OPTOUT_ALG");
+    }
+
+    if (cn->kid == NULL) {
+        cn->kid = getenv("HA_OPTOUT_KID");
+    }
+
+    if (cn->aud == NULL) {
+        cn->aud = getenv("HA_OPTOUT_AUD");
+    }
+
+    if (cn->sub == NULL) {
+        cn->sub = hoctl_login_name();
+    }
+
+    if (cn->scope == NULL) {
+        cn->scope = "ha:read ha:write";
+    }
+
+    a->flag.ttl = a->ttl;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_fail(int rc, hoctl_resp_t *r)
+{
+    if (rc == HOCTL_USAGE) {
+        hoctl_warn("%s", r->error);
+    } else {
+        fprintf(stderr, "error: %s\n", r->error);
+    }
+
+    hoctl_resp_free(r);
+    return rc;
+}
+
+
+static json_t *
+hoctl_json_body(hoctl_resp_t *r)
+{
+    json_t        *j;
+    json_error_t   e;
+
+    j = json_loads(r->body ? r->body : "", JSON_DECODE_ANY, &e);
+    if (j == NULL) {
+        fprintf(stderr, "error: %ld: the answer is not JSON: %s\n",
+                r->status, e.text);
+    }
+
+    return j;
+}
+
+
+static void
+hoctl_print_raw(hoctl_resp_t *r)
+{
+    if (r->body != NULL) {
+        fputs(r->body, stdout);
+        if (r->len > 0 && r->body[r->len - 1] != '\n') {
+            fputc('\n', stdout);
+        }
+    }
+}
+
+
+static int
+hoctl_verb_token(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char  *jwt, err[HOCTL_ERRLEN];
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (a->conn.key == NULL) {
+        return hoctl_usage(v, "--key FILE (or HA_OPTOUT_KEY) is required");
+    }
+
+    if (a->ttl != NULL) {
+        a->conn.token_ttl = hoctl_parse_duration(a->ttl);
+        if (a->conn.token_ttl <= 0) {
+            return hoctl_usage(v, "--ttl must be Ns, Nm or Nh");
+        }
+    }
+
+    jwt = hoctl_jwt_mint(&a->conn, err, sizeof(err));
+    if (jwt == NULL) {
+        hoctl_warn("%s", err);
+        return HOCTL_USAGE;
+    }
+
+    printf("%s\n", jwt);
+    OPENSSL_cleanse(jwt, strlen(jwt));
+    free(jwt);
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_status(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    char          *path;
+    json_t        *j, *wrap;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    path = a->flag.upstream ? hoctl_upstream_path(a->flag.upstream)
+                            : strdup("v1/flags");
+
+    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+    free(path);
+
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = hoctl_json_body(&r);
+    hoctl_resp_free(&r);
+
+    if (j == NULL) {
+        return HOCTL_REFUSED;
+    }
+
+    if (a->flag.upstream != NULL) {
+        wrap = json_object();
+        json_object_set(wrap, a->flag.upstream, j);
+        hoctl_print_flags_table(wrap, "");
+        json_decref(wrap);
+
+    } else if (json_is_object(j)) {
+        hoctl_print_flags_table(j, "");
+
+    } else {
+        fprintf(stderr, "error: v1/flags did not answer an object\n");
+        json_decref(j);
+        return HOCTL_REFUSED;
+    }
+
+    json_decref(j);
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    char          *path, *body, *what, err[HOCTL_ERRLEN];
+    size_t         len;
+    json_t        *j;
+    const char    *exp;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (hoctl_flag_check(&a->flag, 0, err, sizeof(err)) != 0) {
+        return hoctl_usage(v, "%s", err);
+    }
+
+    path = hoctl_upstream_path(a->flag.upstream);
+    if (a->flag.dry_run) {
+        len = strlen(path) + sizeof("?dry_run=1");
+        path = realloc(path, len);
+        strcat(path, "?dry_run=1");
+    }
+
+    body = hoctl_flag_body(&a->flag);
+
+    rc = hoctl_request(&a->conn, "PUT", path, body, a->flag.if_match, &r);
+    free(path);
+    free(body);
+
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = hoctl_json_body(&r);
+    if (j == NULL) {
+        hoctl_resp_free(&r);
+        return HOCTL_REFUSED;
+    }
+
+    what = hoctl_flag_summary(j);
+    exp = json_string_value(json_object_get(j, "expires_at"));
+
+    printf("%s: %s %s until %s (etag %s)\n", a->flag.upstream,
+           a->flag.dry_run ? "dry run, would set" : "HA suspended:", what,
+           exp ? exp : "cleared", r.etag[0] ? r.etag : "-");
+
+    free(what);
+    json_decref(j);
+    hoctl_resp_free(&r);
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    char          *path;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (a->flag.upstream == NULL) {
+        return hoctl_usage(v, "--upstream is required");
+    }
+
+    path = hoctl_upstream_path(a->flag.upstream);
+    rc = hoctl_request(&a->conn, "DELETE", path, NULL, a->flag.if_match, &r);
+    free(path);
+
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+    } else {
+        printf("%s: HA restored\n", a->flag.upstream);
+    }
+
+    hoctl_resp_free(&r);
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char  err[HOCTL_ERRLEN];
+
+    if (hoctl_flag_check(&a->flag, 1, err, sizeof(err)) != 0) {
+        return hoctl_usage(v, "%s", err);
+    }
+
+    if (a->flag.dry_run) {
+        return hoctl_usage(v, "--dry-run does not apply to 'run'");
+    }
+
+    if (a->nargs == 0) {
+        return hoctl_usage(v, "no COMMAND given after --");
+    }
+
+    if (a->conn.url == NULL) {
+        return hoctl_usage(v, "--url is required");
+    }
+
+    return hoctl_run(&a->conn, &a->flag, a->args);
+}
+
+
+static int
+hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char        err[HOCTL_ERRLEN];
+    const char *action;
+
+    if (a->fleet == NULL) {
+        return hoctl_usage(v, "--fleet FILE.yaml is required");
+    }
+
+    if (a->url_given) {
+        return hoctl_usage(v, "--url does not apply to 'fleet': the urls "
+                           "come from the fleet file");
+    }
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "give one of set, clear, status");
+    }
+
+    action = a->args[0];
+
+    if (strcmp(action, "set") == 0) {
+        if (hoctl_flag_check(&a->flag, 0, err, sizeof(err)) != 0) {
+            return hoctl_usage(v, "%s", err);
+        }
+
+    } else if (strcmp(action, "clear") == 0) {
+        if (a->flag.upstream == NULL) {
+            return hoctl_usage(v, "--upstream is required");
+        }
+
+    } else if (strcmp(action, "status") != 0) {
+        return hoctl_usage(v, "unknown fleet action \"%s\" (set, clear, "
+                           "status)", action);
+    }
+
+    return hoctl_fleet(&a->conn, a->fleet, action, &a->flag, a->json);
+}
+
+
+static void
+hoctl_print_scalar(const char *name, json_t *val)
+{
+    size_t   i;
+    json_t  *e;
+
+    printf("%-10s ", name);
+
+    if (json_is_string(val)) {
+        printf("%s\n", json_string_value(val));
+
+    } else if (json_is_array(val)) {
+        json_array_foreach(val, i, e) {
+            printf("%s%s", i ? " " : "",
+                   json_is_string(e) ? json_string_value(e) : "?");
+        }
+        printf("\n");
+
+    } else {
+        char  *s = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+
+        printf("%s\n", s ? s : "?");
+        free(s);
+    }
+}
+
+
+static int
+hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    json_t        *j, *val;
+    const char    *name;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    rc = hoctl_request(&a->conn, "GET", "v1/whoami", NULL, NULL, &r);
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = hoctl_json_body(&r);
+    hoctl_resp_free(&r);
+
+    if (j == NULL) {
+        return HOCTL_REFUSED;
+    }
+
+    json_object_foreach(j, name, val) {
+        hoctl_print_scalar(name, val);
+    }
+
+    json_decref(j);
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    char           path[64], *line;
+    size_t         i;
+    json_t        *j, *list, *e;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "'audit list' takes no FILE");
+    }
+
+    snprintf(path, sizeof(path), "v1/audit?limit=%ld", a->limit);
+
+    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = hoctl_json_body(&r);
+    hoctl_resp_free(&r);
+
+    if (j == NULL) {
+        return HOCTL_REFUSED;
+    }
+
+    /* an array of entries, or an object holding one */
+    list = j;
+    if (json_is_object(j)) {
+        list = json_object_get(j, "entries");
+        if (!json_is_array(list)) {
+            list = json_object_get(j, "audit");
+        }
+    }
+
+    if (!json_is_array(list)) {
+        line = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", line ? line : "");
+        free(line);
+        json_decref(j);
+        return HOCTL_OK;
+    }
+
+    json_array_foreach(list, i, e) {
+        line = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER
+                             | JSON_ENCODE_ANY);
+        printf("%s\n", line ? line : "");
+        free(line);
+    }
+
+    json_decref(j);
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    if (a->nargs == 0) {
+        return hoctl_usage(v, "give 'audit verify FILE' or 'audit list'");
+    }
+
+    if (strcmp(a->args[0], "verify") == 0) {
+        if (a->nargs != 2) {
+            return hoctl_usage(v, "'audit verify' takes one FILE");
+        }
+
+        return hoctl_audit_verify(a->args[1], a->prev_hash);
+    }
+
+    if (strcmp(a->args[0], "list") == 0) {
+        return hoctl_audit_list(v, a);
+    }
+
+    return hoctl_usage(v, "unknown audit action \"%s\" (verify, list)",
+                       a->args[0]);
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                  rc;
+    size_t               i;
+    hoctl_args_t         a;
+    const hoctl_verb_t  *v;
+
+    if (argc < 2) {
+        hoctl_main_help(stderr);
+        return HOCTL_USAGE;
+    }
+
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0
+        || strcmp(argv[1], "help") == 0)
+    {
+        if (argc > 2 && strcmp(argv[1], "help") == 0) {
+            for (i = 0; i < HOCTL_NVERBS; i++) {
+                if (strcmp(argv[2], hoctl_verbs[i].name) == 0) {
+                    fputs(hoctl_verbs[i].help, stdout);
+                    return HOCTL_OK;
+                }
+            }
+        }
+
+        hoctl_main_help(stdout);
+        return HOCTL_OK;
+    }
+
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("ha-optoutctl %s\n", HOCTL_VERSION);
+        return HOCTL_OK;
+    }
+
+    v = NULL;
+    for (i = 0; i < HOCTL_NVERBS; i++) {
+        if (strcmp(argv[1], hoctl_verbs[i].name) == 0) {
+            v = &hoctl_verbs[i];
+            break;
+        }
+    }
+
+    if (v == NULL) {
+        fprintf(stderr, "%s: unknown verb \"%s\"\n\n", hoctl_progname,
+                argv[1]);
+        hoctl_main_help(stderr);
+        return HOCTL_USAGE;
+    }
+
+    /* a vanished peer must not kill us between set and clear */
+    signal(SIGPIPE, SIG_IGN);
+
+    hoctl_http_init();
+
+    rc = hoctl_parse(v, argc - 1, argv + 1, &a);
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    return v->handler(v, &a);
+}

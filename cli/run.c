@@ -1,0 +1,266 @@
+
+/*
+ * ha-optoutctl run: a dead man's switch around a command.  The flag is set
+ * with a short TTL and renewed while the command lives; if we die without
+ * a chance to clear it, the server lets it lapse within one TTL.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "hoctl.h"
+
+
+#define HOCTL_CLEAR_TRIES  3
+
+
+static const int  hoctl_forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+
+
+static void
+hoctl_run_sigchld(int signo)
+{
+    (void) signo;
+}
+
+
+static long long
+hoctl_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static int
+hoctl_run_heartbeat(const hoctl_conn_t *c, const char *path, const char *ttl,
+    const char *upstream)
+{
+    int            rc;
+    char          *body;
+    json_t        *b;
+    hoctl_resp_t   r;
+
+    b = json_pack("{s:s}", "ttl", ttl);
+    body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+
+    rc = hoctl_request(c, "PATCH", path, body, NULL, &r);
+    free(body);
+
+    if (rc != HOCTL_OK) {
+        hoctl_warn("%s: cannot renew the flag: %s", upstream, r.error);
+    }
+
+    hoctl_resp_free(&r);
+    return rc;
+}
+
+
+static int
+hoctl_run_clear(const hoctl_conn_t *c, const char *path, const char *upstream)
+{
+    int            rc, i;
+    hoctl_resp_t   r;
+
+    for (i = 0; i < HOCTL_CLEAR_TRIES; i++) {
+        if (i > 0) {
+            sleep(1);
+        }
+
+        rc = hoctl_request(c, "DELETE", path, NULL, NULL, &r);
+
+        if (rc == HOCTL_OK) {
+            hoctl_resp_free(&r);
+            hoctl_warn("%s: HA restored", upstream);
+            return HOCTL_OK;
+        }
+
+        hoctl_warn("%s: cannot clear the flag: %s", upstream, r.error);
+        hoctl_resp_free(&r);
+
+        /* only an unreachable server is worth asking again */
+        if (rc != HOCTL_UNREACHABLE) {
+            break;
+        }
+    }
+
+    hoctl_warn("%s: the flag stays until its TTL runs out", upstream);
+    return rc;
+}
+
+
+static pid_t
+hoctl_run_spawn(char **argv, const sigset_t *mask)
+{
+    int    err;
+    pid_t  pid;
+
+    pid = fork();
+    if (pid != 0) {
+        return pid;
+    }
+
+    /* the command gets the signal state we were started with */
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, mask, NULL);
+
+    execvp(argv[0], argv);
+
+    err = errno;
+    fprintf(stderr, "%s: cannot run \"%s\": %s\n", hoctl_progname, argv[0],
+            strerror(err));
+    _exit(err == ENOENT ? 127 : 126);
+}
+
+
+int
+hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
+{
+    int                rc, sig, status, got;
+    char              *path, *body, *what;
+    long               ttl, interval;
+    pid_t              pid;
+    sigset_t           set, old;
+    siginfo_t          info;
+    long long          next, now, wait;
+    hoctl_conn_t       hb;
+    hoctl_resp_t       r;
+    struct timespec    ts;
+    struct sigaction   sa;
+    json_t            *j;
+    size_t             i;
+
+    ttl = hoctl_parse_duration(f->ttl);
+    interval = ttl * 1000 / 3;
+
+    /*
+     * Signals wait in the mask until the loop below takes them with
+     * sigtimedwait(): a Ctrl-C during the PUT must still end in a DELETE.
+     * SIGCHLD gets a handler since a blocked default-ignored signal might
+     * otherwise be dropped.
+     */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = hoctl_run_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    for (i = 0; i < sizeof(hoctl_forwarded) / sizeof(int); i++) {
+        sigaddset(&set, hoctl_forwarded[i]);
+    }
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    path = hoctl_upstream_path(f->upstream);
+    body = hoctl_flag_body(f);
+
+    rc = hoctl_request(c, "PUT", path, body, NULL, &r);
+    free(body);
+
+    if (rc != HOCTL_OK) {
+        fprintf(stderr, "error: %s\n", r.error);
+        hoctl_warn("%s: flag not set, \"%s\" not run", f->upstream, argv[0]);
+        hoctl_resp_free(&r);
+        free(path);
+        return rc;
+    }
+
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    what = hoctl_flag_summary(j);
+    hoctl_warn("%s: HA suspended (%s), ttl %s renewed every %ld.%03lds, "
+               "running \"%s\"", f->upstream, what, f->ttl, interval / 1000,
+               interval % 1000, argv[0]);
+    free(what);
+    json_decref(j);
+    hoctl_resp_free(&r);
+
+    fflush(stdout);
+    fflush(stderr);
+
+    pid = hoctl_run_spawn(argv, &old);
+    if (pid < 0) {
+        hoctl_warn("fork: %s", strerror(errno));
+        hoctl_run_clear(c, path, f->upstream);
+        free(path);
+        return HOCTL_REFUSED;
+    }
+
+    /* a heartbeat that hangs must not outlive the TTL it is renewing */
+    hb = *c;
+    if (hb.timeout > interval / 1000) {
+        hb.timeout = interval / 1000 > 2 ? interval / 1000 : 2;
+    }
+
+    status = 0;
+    next = hoctl_now_ms() + interval;
+
+    for ( ;; ) {
+        now = hoctl_now_ms();
+
+        if (now >= next) {
+            if (hoctl_run_heartbeat(&hb, path, f->ttl, f->upstream)
+                == HOCTL_OK)
+            {
+                next = now + interval;
+
+            } else {
+                /* try again soon: the TTL is running out meanwhile */
+                next = now + (interval < 5000 ? interval : 5000);
+            }
+
+            continue;
+        }
+
+        wait = next - now;
+        ts.tv_sec = wait / 1000;
+        ts.tv_nsec = (wait % 1000) * 1000000;
+
+        sig = sigtimedwait(&set, &info, &ts);
+
+        if (sig == -1) {
+            continue;           /* EAGAIN: heartbeat time; EINTR */
+        }
+
+        if (sig == SIGCHLD) {
+            got = waitpid(pid, &status, WNOHANG);
+            if (got == pid) {
+                break;
+            }
+
+            continue;
+        }
+
+        /*
+         * A Ctrl-C at the terminal reaches the whole foreground process
+         * group (si_code SI_KERNEL): the command has it already.  A kill()
+         * aimed at us is passed on.  Either way we wait for the command
+         * and clear the flag after it.
+         */
+        if (info.si_code != SI_KERNEL) {
+            kill(pid, sig);
+        }
+    }
+
+    hoctl_run_clear(c, path, f->upstream);
+    free(path);
+
+    if (WIFEXITED(status)) {
+        return WEXITSTATUS(status);
+    }
+
+    if (WIFSIGNALED(status)) {
+        return 128 + WTERMSIG(status);
+    }
+
+    return HOCTL_REFUSED;
+}
