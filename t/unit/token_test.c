@@ -1,0 +1,966 @@
+
+/*
+ * Unit test of ngx_http_ha_optout_token.c: tokens are minted here with
+ * OpenSSL from keys generated at run time, written to 0600 files and
+ * loaded through ngx_http_ha_optout_key_load() as nginx -t would.
+ * Output is TAP; the exit status is non-zero when anything failed.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+
+#include "ngx_http_ha_optout_token.h"
+#include "ngx_stubs.h"
+
+
+#define T_NOW        1790000000
+#define T_LIFETIME   3600
+#define T_SECRET     "0123456789abcdef0123456789abcdef-unit"
+
+
+typedef struct {
+    const char  *alg;          /* the "alg" header value; NULL: omitted */
+    const char  *kid;          /* NULL: omitted */
+    ngx_uint_t   sign_alg;     /* how to sign; 0: empty signature */
+    EVP_PKEY    *pkey;         /* ES256 / EdDSA private key */
+    const u_char *secret;      /* HS256 secret */
+    size_t       secret_len;
+} t_signer_t;
+
+
+static int          t_tests, t_failed;
+static ngx_pool_t  *t_pool;
+static char         t_dir[] = "/tmp/ha_optout_unit.XXXXXX";
+
+static EVP_PKEY    *t_ec, *t_ed, *t_ec384;
+static char        *t_ec_pem;
+static ngx_array_t *t_keys, *t_one_key;
+static ngx_str_t    t_audience = ngx_string("edge-eu-1");
+static ngx_str_t    t_no_audience = ngx_null_string;
+
+static ngx_http_ha_optout_claims_t  t_claims;
+
+
+static void *
+xmalloc(size_t size)
+{
+    void  *p;
+
+    p = malloc(size);
+    if (p == NULL) {
+        printf("Bail out! out of memory\n");
+        exit(2);
+    }
+
+    return p;
+}
+
+
+static void
+ok(int cond, const char *name)
+{
+    t_tests++;
+
+    if (!cond) {
+        t_failed++;
+    }
+
+    printf("%sok %d - %s\n", cond ? "" : "not ", t_tests, name);
+}
+
+
+static void
+b64url(const u_char *in, size_t len, char *out)
+{
+    int   n, i, j;
+
+    n = EVP_EncodeBlock((u_char *) out, in, (int) len);
+
+    for (i = 0, j = 0; i < n; i++) {
+        if (out[i] == '=') {
+            continue;
+        }
+
+        out[j++] = (out[i] == '+') ? '-' : (out[i] == '/') ? '_' : out[i];
+    }
+
+    out[j] = '\0';
+}
+
+
+static size_t
+sign(t_signer_t *s, const char *data, u_char *sig)
+{
+    size_t         len;
+    EVP_MD_CTX    *ctx;
+    ECDSA_SIG     *es;
+    const BIGNUM  *r, *ss;
+    const u_char  *p;
+    u_char         der[128];
+    unsigned int   mlen;
+
+    switch (s->sign_alg) {
+
+    case NGX_HA_OPTOUT_ALG_HS256:
+        HMAC(EVP_sha256(), s->secret, (int) s->secret_len,
+             (const u_char *) data, strlen(data), sig, &mlen);
+        return mlen;
+
+    case NGX_HA_OPTOUT_ALG_ES256:
+        ctx = EVP_MD_CTX_new();
+        len = sizeof(der);
+        EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, s->pkey);
+        EVP_DigestSign(ctx, der, &len, (const u_char *) data, strlen(data));
+        EVP_MD_CTX_free(ctx);
+
+        p = der;
+        es = d2i_ECDSA_SIG(NULL, &p, (long) len);
+        ECDSA_SIG_get0(es, &r, &ss);
+        BN_bn2binpad(r, sig, 32);
+        BN_bn2binpad(ss, sig + 32, 32);
+        ECDSA_SIG_free(es);
+        return 64;
+
+    case NGX_HA_OPTOUT_ALG_EDDSA:
+        ctx = EVP_MD_CTX_new();
+        len = 64;
+        EVP_DigestSignInit(ctx, NULL, NULL, NULL, s->pkey);
+        EVP_DigestSign(ctx, sig, &len, (const u_char *) data, strlen(data));
+        EVP_MD_CTX_free(ctx);
+        return len;
+
+    default:
+        return 0;
+    }
+}
+
+
+/* returns a malloc()ed compact JWS */
+
+static char *
+mint_raw(const char *header, const char *claims, t_signer_t *s)
+{
+    char    *tok, *p;
+    u_char   sig[EVP_MAX_MD_SIZE + 64];
+    size_t   n, siglen;
+
+    n = (strlen(header) + strlen(claims) + 200) * 2;
+    tok = xmalloc(n);
+
+    b64url((const u_char *) header, strlen(header), tok);
+    p = tok + strlen(tok);
+    *p++ = '.';
+    b64url((const u_char *) claims, strlen(claims), p);
+
+    siglen = sign(s, tok, sig);
+
+    p = tok + strlen(tok);
+    *p++ = '.';
+    b64url(sig, siglen, p);
+
+    return tok;
+}
+
+
+static char *
+mint(t_signer_t *s, const char *claims)
+{
+    char  header[256];
+
+    if (s->alg == NULL) {
+        snprintf(header, sizeof(header), "{\"kid\":\"%s\"}", s->kid);
+
+    } else if (s->kid == NULL) {
+        snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\"}",
+                 s->alg);
+
+    } else {
+        snprintf(header, sizeof(header),
+                 "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}",
+                 s->alg, s->kid);
+    }
+
+    return mint_raw(header, claims, s);
+}
+
+
+static ngx_int_t
+verify_in(ngx_array_t *keys, ngx_str_t *aud, const char *token,
+    const char **reason)
+{
+    ngx_str_t  t;
+
+    t.data = (u_char *) token;
+    t.len = strlen(token);
+
+    *reason = NULL;
+
+    return ngx_http_ha_optout_token_verify(t_pool, keys, &t, aud, T_LIFETIME,
+                                           T_NOW, &t_claims, reason);
+}
+
+
+/* verifies and frees the token; returns the reason, "" when accepted */
+
+static const char *
+check_aud(ngx_array_t *keys, ngx_str_t *aud, char *token)
+{
+    ngx_int_t    rc;
+    const char  *reason;
+
+    rc = verify_in(keys, aud, token, &reason);
+    free(token);
+
+    if (rc == NGX_OK) {
+        return "";
+    }
+
+    if (rc != NGX_DECLINED || reason == NULL) {
+        return "(bad return)";
+    }
+
+    return reason;
+}
+
+
+static const char *
+check(char *token)
+{
+    return check_aud(t_keys, &t_no_audience, token);
+}
+
+
+static void
+is_reason(const char *got, const char *want, const char *name)
+{
+    ok(strcmp(got, want) == 0, name);
+
+    if (strcmp(got, want) != 0) {
+        printf("#   got \"%s\", want \"%s\"\n", got, want);
+    }
+}
+
+
+static char *
+claims_json(const char *extra)
+{
+    static char  buf[1024];
+
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"alice\",\"jti\":\"j-1\",\"iat\":%d,\"exp\":%d,"
+             "\"scope\":\"ha:read ha:write\"%s%s}",
+             T_NOW - 10, T_NOW + 300, *extra ? "," : "", extra);
+
+    return buf;
+}
+
+
+static int
+str_is(ngx_str_t *s, const char *v)
+{
+    return s->len == strlen(v) && memcmp(s->data, v, s->len) == 0;
+}
+
+
+static char *
+write_file(const char *name, const void *data, size_t len, mode_t mode)
+{
+    int     fd;
+    char   *path;
+    size_t  n;
+
+    n = strlen(t_dir) + strlen(name) + 2;
+    path = xmalloc(n);
+    snprintf(path, n, "%s/%s", t_dir, name);
+
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd == -1 || write(fd, data, len) != (ssize_t) len) {
+        perror(path);
+        exit(2);
+    }
+
+    close(fd);
+    chmod(path, mode);
+
+    return path;
+}
+
+
+static char *
+pem_of(EVP_PKEY *pkey)
+{
+    BIO   *bio;
+    char  *p, *pem;
+    long   n;
+
+    bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PUBKEY(bio, pkey);
+    n = BIO_get_mem_data(bio, &p);
+    pem = xmalloc(n + 1);
+    memcpy(pem, p, n);
+    pem[n] = '\0';
+    BIO_free(bio);
+
+    return pem;
+}
+
+
+/* returns NULL on success, else the recorded error message */
+
+static const char *
+load(ngx_http_ha_optout_key_t *key, ngx_uint_t alg, const char *kid,
+    char *path)
+{
+    char        *rv;
+    ngx_conf_t   cf;
+
+    ngx_memzero(&cf, sizeof(ngx_conf_t));
+    cf.pool = t_pool;
+
+    ngx_memzero(key, sizeof(ngx_http_ha_optout_key_t));
+    key->alg = alg;
+    key->kid.data = (u_char *) kid;
+    key->kid.len = strlen(kid);
+    key->file.data = (u_char *) path;
+    key->file.len = strlen(path);
+
+    ngx_unit_conf_error[0] = '\0';
+
+    rv = ngx_http_ha_optout_key_load(&cf, key);
+
+    if (rv == NGX_CONF_OK) {
+        return NULL;
+    }
+
+    if (rv != NGX_CONF_ERROR) {
+        return rv;
+    }
+
+    return ngx_unit_conf_error[0] ? ngx_unit_conf_error : "(no message)";
+}
+
+
+static void
+test_key_load(void)
+{
+    char                      *path;
+    const char                *err;
+    EVP_PKEY                  *pkey;
+    ngx_http_ha_optout_key_t   key;
+
+    path = write_file("weak.key", "0123456789abcdef0123456789abcde\n", 32,
+                      0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "is shorter than 32 bytes")
+       && strstr(err, path), "a 31-byte HS256 secret is refused at load");
+    free(path);
+
+    path = write_file("exact.key", "0123456789abcdef0123456789abcdef\r\n",
+                      34, 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err == NULL && key.secret.len == 32,
+       "a 32-byte secret loads and its trailing CRLF is stripped");
+    free(path);
+
+    path = write_file("two-newlines.key",
+                      "0123456789abcdef0123456789abcde\n\n", 33, 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err == NULL && key.secret.len == 32
+       && key.secret.data[31] == '\n',
+       "only one trailing newline is stripped");
+    free(path);
+
+    path = write_file("open.key", T_SECRET, sizeof(T_SECRET) - 1, 0644);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "is accessible by group or others (chmod 600)"),
+       "a key file readable by others (0644) is refused");
+    free(path);
+
+    path = write_file("group.key", T_SECRET, sizeof(T_SECRET) - 1, 0620);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "accessible by group"),
+       "a key file writable by the group (0620) is refused");
+    free(path);
+
+    path = write_file("ec.pub.pem", t_ec_pem, strlen(t_ec_pem), 0644);
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err && strstr(err, "chmod 600"),
+       "the mode rule applies to public key files too");
+    free(path);
+
+    path = write_file("pem-as-secret.key", t_ec_pem, strlen(t_ec_pem), 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "is a PEM key"),
+       "a PEM public key given as an HS256 secret is refused");
+    free(path);
+
+    path = pem_of(t_ec384);
+    {
+        char  *p384 = path;
+
+        path = write_file("p384.pem", p384, strlen(p384), 0600);
+        free(p384);
+    }
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err && strstr(err, "is not a P-256 EC public key"),
+       "a P-384 key is refused for es256");
+    free(path);
+
+    path = pem_of(t_ed);
+    {
+        char  *ed = path;
+
+        path = write_file("ed-for-es.pem", ed, strlen(ed), 0600);
+        free(ed);
+    }
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err && strstr(err, "is not a P-256"),
+       "an Ed25519 key is refused for es256");
+    free(path);
+
+    path = write_file("ec-for-ed.pem", t_ec_pem, strlen(t_ec_pem), 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_EDDSA, "k", path);
+    ok(err && strstr(err, "is not an Ed25519 public key"),
+       "a P-256 key is refused for eddsa");
+    free(path);
+
+    path = write_file("junk.pem", "hello\n", 6, 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err && strstr(err, "holds no PEM public key"),
+       "a file without a PEM public key is refused");
+    free(path);
+
+    pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    {
+        BIO   *bio;
+        char  *p;
+        long   n;
+
+        bio = BIO_new(BIO_s_mem());
+        PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL);
+        n = BIO_get_mem_data(bio, &p);
+        path = write_file("private.pem", p, n, 0600);
+        BIO_free(bio);
+    }
+    EVP_PKEY_free(pkey);
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err != NULL, "a private key PEM is refused for es256");
+    free(path);
+
+    path = xmalloc(strlen(t_dir) + sizeof("/missing.key"));
+    snprintf(path, strlen(t_dir) + sizeof("/missing.key"), "%s/missing.key",
+             t_dir);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "open()") && strstr(err, "missing.key"),
+       "a missing key file is refused with its name");
+    free(path);
+
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", t_dir);
+    ok(err && strstr(err, "is not a regular file"),
+       "a directory is refused as a key file");
+}
+
+
+static void
+setup_keys(void)
+{
+    char                      *path, *pem;
+    const char                *err;
+    ngx_http_ha_optout_key_t  *key;
+
+    t_ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    t_ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    t_ec384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+
+    if (t_ec == NULL || t_ed == NULL || t_ec384 == NULL) {
+        printf("Bail out! key generation failed\n");
+        exit(2);
+    }
+
+    t_ec_pem = pem_of(t_ec);
+
+    t_keys = ngx_array_create(t_pool, 1, sizeof(ngx_http_ha_optout_key_t));
+    t_one_key = ngx_array_create(t_pool, 1,
+                                 sizeof(ngx_http_ha_optout_key_t));
+
+    path = write_file("ops.key", T_SECRET "\n", sizeof(T_SECRET), 0600);
+    key = ngx_array_push(t_keys);
+    err = load(key, NGX_HA_OPTOUT_ALG_HS256, "ops", path);
+    ok(err == NULL && key->secret.len == sizeof(T_SECRET) - 1,
+       "an HS256 secret file with mode 0600 loads");
+
+    key = ngx_array_push(t_one_key);
+    err = load(key, NGX_HA_OPTOUT_ALG_HS256, "", path);
+    ok(err == NULL, "a key without kid loads");
+    free(path);
+
+    path = write_file("ci.pub.pem", t_ec_pem, strlen(t_ec_pem), 0600);
+    key = ngx_array_push(t_keys);
+    err = load(key, NGX_HA_OPTOUT_ALG_ES256, "ci", path);
+    ok(err == NULL && key->pkey != NULL, "a P-256 public key PEM loads");
+    free(path);
+
+    pem = pem_of(t_ed);
+    path = write_file("ed.pub.pem", pem, strlen(pem), 0600);
+    key = ngx_array_push(t_keys);
+    err = load(key, NGX_HA_OPTOUT_ALG_EDDSA, "ed", path);
+    ok(err == NULL && key->pkey != NULL, "an Ed25519 public key PEM loads");
+    free(path);
+    free(pem);
+
+    if (t_failed) {
+        printf("Bail out! keys did not load: %s\n", ngx_unit_conf_error);
+        exit(2);
+    }
+}
+
+
+static void
+test_algorithms(void)
+{
+    char        *tok, *p;
+    ngx_int_t    rc;
+    const char  *reason;
+    t_signer_t   hs = { "HS256", "ops", NGX_HA_OPTOUT_ALG_HS256, NULL,
+                        (u_char *) T_SECRET, sizeof(T_SECRET) - 1 };
+    t_signer_t   es = { "ES256", "ci", NGX_HA_OPTOUT_ALG_ES256, NULL,
+                        NULL, 0 };
+    t_signer_t   ed = { "EdDSA", "ed", NGX_HA_OPTOUT_ALG_EDDSA, NULL,
+                        NULL, 0 };
+    t_signer_t   s;
+
+    es.pkey = t_ec;
+    ed.pkey = t_ed;
+
+    tok = mint(&hs, claims_json("\"ha_upstreams\":[\"app\",\"db\"]"));
+    rc = verify_in(t_keys, &t_no_audience, tok, &reason);
+    free(tok);
+    ok(rc == NGX_OK, "a valid HS256 token is accepted");
+    ok(str_is(&t_claims.sub, "alice") && t_claims.sub.data[5] == '\0',
+       "sub becomes the actor (NUL-terminated pool copy)");
+    ok(str_is(&t_claims.jti, "j-1"), "jti is returned");
+    ok(str_is(&t_claims.kid, "ops"), "the verifying key's kid is returned");
+    ok(t_claims.exp == T_NOW + 300 && t_claims.iat == T_NOW - 10
+       && t_claims.nbf == 0, "exp, iat and nbf are returned");
+    ok(t_claims.scopes == (NGX_HA_OPTOUT_SCOPE_READ
+                           | NGX_HA_OPTOUT_SCOPE_WRITE)
+       && str_is(&t_claims.scope, "ha:read ha:write"),
+       "scope \"ha:read ha:write\" grants both");
+    ok(t_claims.upstreams && t_claims.upstreams->nelts == 2
+       && str_is(&((ngx_str_t *) t_claims.upstreams->elts)[0], "app")
+       && str_is(&((ngx_str_t *) t_claims.upstreams->elts)[1], "db"),
+       "ha_upstreams limits the token to app and db");
+
+    is_reason(check(mint(&es, claims_json(""))), "",
+              "a valid ES256 token (raw r||s) is accepted");
+    ok(str_is(&t_claims.kid, "ci") && t_claims.upstreams == NULL,
+       "without ha_upstreams the token is not limited");
+
+    is_reason(check(mint(&ed, claims_json(""))), "",
+              "a valid EdDSA token is accepted");
+
+    s = hs;
+    s.kid = NULL;
+    is_reason(check_aud(t_one_key, &t_no_audience,
+                        mint(&s, claims_json(""))), "",
+              "without kid the only configured key is used");
+    is_reason(check(mint(&s, claims_json(""))), "unknown_kid",
+              "without kid and several keys the token is refused");
+
+    s = hs;
+    s.kid = "nobody";
+    is_reason(check(mint(&s, claims_json(""))), "unknown_kid",
+              "a kid that names no key is refused");
+    is_reason(check_aud(t_one_key, &t_no_audience,
+                        mint(&s, claims_json(""))), "unknown_kid",
+              "a kid does not match a key configured without kid");
+
+    s = hs;
+    s.alg = "none";
+    s.sign_alg = 0;
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "alg none is refused");
+    s.kid = NULL;
+    is_reason(check_aud(t_one_key, &t_no_audience,
+                        mint(&s, claims_json(""))), "algorithm",
+              "alg none is refused even with a single key");
+    s.alg = "NONE";
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "alg NONE is refused");
+
+    s = hs;
+    s.alg = NULL;
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "a header without alg is refused");
+
+    s = hs;
+    s.alg = "hs256";
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "alg names are case-sensitive");
+
+    s = hs;
+    s.alg = "HS512";
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "an unsupported alg is refused");
+
+    /* HMAC keyed with the public PEM: the classic algorithm confusion */
+    s = hs;
+    s.kid = "ci";
+    s.secret = (u_char *) t_ec_pem;
+    s.secret_len = strlen(t_ec_pem);
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "an HS256 token for an ES256 key (alg confusion) is refused");
+
+    s = ed;
+    s.kid = "ci";
+    is_reason(check(mint(&s, claims_json(""))), "algorithm",
+              "an EdDSA token for an ES256 key is refused");
+
+    s = es;
+    s.alg = "EdDSA";
+    s.kid = "ed";
+    is_reason(check(mint(&s, claims_json(""))), "signature",
+              "an ES256 signature under an EdDSA header does not verify");
+
+    s = hs;
+    s.secret = (u_char *) "another secret of more than thirty-two bytes";
+    s.secret_len = strlen((char *) s.secret);
+    is_reason(check(mint(&s, claims_json(""))), "signature",
+              "an HS256 token with another secret is refused");
+
+    tok = mint(&es, claims_json(""));
+    p = strrchr(tok, '.') + 5;
+    *p = (*p == 'A') ? 'B' : 'A';
+    is_reason(check(tok), "signature",
+              "a flipped ES256 signature byte is refused");
+
+    tok = mint(&ed, claims_json(""));
+    p = strrchr(tok, '.') + 5;
+    *p = (*p == 'A') ? 'B' : 'A';
+    is_reason(check(tok), "signature",
+              "a flipped EdDSA signature byte is refused");
+
+    tok = mint(&es, claims_json(""));
+    tok[strlen(tok) - 4] = '\0';
+    is_reason(check(tok), "signature",
+              "an ES256 signature of the wrong length is refused");
+
+    tok = mint(&hs, claims_json(""));
+    p = strrchr(tok, '.') + 1;
+    *p = '\0';
+    is_reason(check(tok), "signature", "an empty signature is refused");
+
+    /* the DER form OpenSSL produces is not the JWS form */
+    {
+        char        buf[2048], der64[256];
+        u_char      der[128];
+        size_t      len;
+        EVP_MD_CTX *ctx;
+
+        tok = mint(&es, claims_json(""));
+        *strrchr(tok, '.') = '\0';
+
+        ctx = EVP_MD_CTX_new();
+        len = sizeof(der);
+        EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, t_ec);
+        EVP_DigestSign(ctx, der, &len, (u_char *) tok, strlen(tok));
+        EVP_MD_CTX_free(ctx);
+        b64url(der, len, der64);
+
+        snprintf(buf, sizeof(buf), "%s.%s", tok, der64);
+        free(tok);
+        is_reason(check(strdup(buf)), "signature",
+                  "a DER-encoded ES256 signature is refused");
+    }
+
+    /* the signature covers the payload */
+    {
+        char  buf[2048], body[512];
+
+        tok = mint(&hs, claims_json(""));
+        p = strchr(tok, '.');
+        *p = '\0';
+        b64url((u_char *) claims_json("\"ha_upstreams\":[\"*\"]"),
+               strlen(claims_json("\"ha_upstreams\":[\"*\"]")), body);
+        snprintf(buf, sizeof(buf), "%s.%s.%s", tok, body,
+                 strchr(p + 1, '.') + 1);
+        free(tok);
+        is_reason(check(strdup(buf)), "signature",
+                  "a payload changed after signing is refused");
+    }
+}
+
+
+static void
+test_claims(void)
+{
+    char         buf[512];
+    t_signer_t   hs = { "HS256", "ops", NGX_HA_OPTOUT_ALG_HS256, NULL,
+                        (u_char *) T_SECRET, sizeof(T_SECRET) - 1 };
+
+#define CLAIMS(...)                                                          \
+    (snprintf(buf, sizeof(buf), __VA_ARGS__), mint(&hs, buf))
+
+    is_reason(check(CLAIMS("{\"sub\":\"a\",\"exp\":%d}", T_NOW - 61)),
+              "expired", "a token expired 61 s ago is refused");
+    is_reason(check(CLAIMS("{\"sub\":\"a\",\"exp\":%d}", T_NOW - 60)),
+              "expired", "exp + 60 s leeway == now is expired");
+    is_reason(check(CLAIMS("{\"sub\":\"a\",\"exp\":%d}", T_NOW - 59)),
+              "", "a token expired 59 s ago is within the leeway");
+    is_reason(check(CLAIMS("{\"sub\":\"a\",\"exp\":%d.75}", T_NOW + 100)),
+              "", "a fractional exp is accepted");
+    is_reason(check(CLAIMS("{\"sub\":\"a\"}")), "expired",
+              "a token without exp is refused as expired");
+    is_reason(check(CLAIMS("{\"exp\":\"%d\"}", T_NOW + 100)), "malformed",
+              "a string exp is malformed");
+    is_reason(check(CLAIMS("{\"exp\":1e300}")), "malformed",
+              "an absurd exp is malformed");
+    is_reason(check(CLAIMS("{\"exp\":-5}")), "malformed",
+              "a negative exp is malformed");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"nbf\":%d}", T_NOW + 300,
+                           T_NOW + 120)),
+              "not_yet_valid", "nbf two minutes ahead is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"nbf\":%d}", T_NOW + 300,
+                           T_NOW + 30)),
+              "", "nbf 30 s ahead is within the leeway");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iat\":%d}", T_NOW + 300,
+                           T_NOW + 120)),
+              "not_yet_valid", "iat two minutes ahead is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"nbf\":true}", T_NOW + 300)),
+              "malformed", "a boolean nbf is malformed");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iat\":%d}", T_NOW + 3700,
+                           T_NOW - 10)),
+              "lifetime", "a token living longer than the limit is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iat\":%d}", T_NOW + 3590,
+                           T_NOW - 10)),
+              "", "a token living exactly the limit is accepted");
+    is_reason(check(CLAIMS("{\"exp\":%d}", T_NOW + 3601)),
+              "lifetime", "without iat, exp - now counts as the lifetime");
+    is_reason(check(CLAIMS("{\"exp\":%d}", T_NOW + 3600)),
+              "", "without iat, exp one hour ahead is accepted");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iat\":%d}", T_NOW - 61,
+                           T_NOW + 120)),
+              "expired", "expiry is reported before a future iat");
+
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":\"edge-eu-1\"}",
+                               T_NOW + 60)),
+              "", "aud equal to the configured audience is accepted");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":[\"x\",\"edge-eu-1\"]}",
+                               T_NOW + 60)),
+              "", "an aud array holding the audience is accepted");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":\"edge-eu-2\"}",
+                               T_NOW + 60)),
+              "audience", "aud naming another audience is refused");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":\"edge-eu-1x\"}",
+                               T_NOW + 60)),
+              "audience", "an aud with the audience as prefix is refused");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":[\"x\",\"y\"]}",
+                               T_NOW + 60)),
+              "audience", "an aud array without the audience is refused");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":[]}", T_NOW + 60)),
+              "audience", "an empty aud array is refused");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d}", T_NOW + 60)),
+              "audience", "a missing aud is refused when audience is set");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"aud\":\"other\"}", T_NOW + 60)),
+              "", "aud is not checked when no audience is configured");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"aud\":[1]}", T_NOW + 60)),
+              "malformed", "an aud array of numbers is malformed");
+    is_reason(check_aud(t_keys, &t_audience,
+                        CLAIMS("{\"exp\":%d,\"aud\":\"edge-eu-1\"}",
+                               T_NOW - 100)),
+              "expired", "time claims are checked before the audience");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scope\":\"ha:read\"}",
+                           T_NOW + 60)), "", "scope ha:read parses");
+    ok(t_claims.scopes == NGX_HA_OPTOUT_SCOPE_READ, "ha:read grants read");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scope\":\"ha:write\"}",
+                           T_NOW + 60)), "", "scope ha:write parses");
+    ok(t_claims.scopes == NGX_HA_OPTOUT_SCOPE_WRITE,
+       "ha:write alone does not grant read");
+    is_reason(check(CLAIMS("{\"exp\":%d,"
+                           "\"scope\":\"openid  ha:write ha:read \"}",
+                           T_NOW + 60)), "", "scope with extras parses");
+    ok(t_claims.scopes == (NGX_HA_OPTOUT_SCOPE_READ
+                           | NGX_HA_OPTOUT_SCOPE_WRITE)
+       && str_is(&t_claims.scope, "openid  ha:write ha:read "),
+       "scopes among others and extra spaces are found, raw scope kept");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scope\":\"ha:readx ha:writ\"}",
+                           T_NOW + 60)), "", "near-miss scopes parse");
+    ok(t_claims.scopes == 0, "near-miss scopes grant nothing");
+    is_reason(check(CLAIMS("{\"exp\":%d}", T_NOW + 60)), "",
+              "a token without scope or sub is valid");
+    ok(t_claims.scopes == 0 && t_claims.sub.len == 0
+       && t_claims.sub.data != NULL && t_claims.jti.len == 0,
+       "without scope nothing is granted; sub and jti are empty");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scope\":[\"ha:read\"]}",
+                           T_NOW + 60)), "malformed",
+              "a scope array is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"sub\":7}", T_NOW + 60)),
+              "malformed", "a numeric sub is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"jti\":null}", T_NOW + 60)),
+              "malformed", "a null jti is malformed");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"ha_upstreams\":[]}", T_NOW + 60)),
+              "", "an empty ha_upstreams parses");
+    ok(t_claims.upstreams != NULL && t_claims.upstreams->nelts == 0,
+       "an empty ha_upstreams allows no upstream");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"ha_upstreams\":[\"a\",\"b\","
+                           "\"c\",\"d\",\"e\"]}", T_NOW + 60)),
+              "", "five ha_upstreams parse");
+    ok(t_claims.upstreams != NULL && t_claims.upstreams->nelts == 5
+       && str_is(&((ngx_str_t *) t_claims.upstreams->elts)[4], "e"),
+       "all five upstreams are kept");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"ha_upstreams\":\"app\"}",
+                           T_NOW + 60)),
+              "malformed", "ha_upstreams as a string is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"ha_upstreams\":[\"app\",1]}",
+                           T_NOW + 60)),
+              "malformed", "ha_upstreams with a number is malformed");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"sub\":\"a\",\"sub\":\"root\"}",
+                           T_NOW + 60)),
+              "malformed", "duplicate claims are refused");
+    is_reason(check(CLAIMS("[{\"exp\":%d}]", T_NOW + 60)),
+              "malformed", "a claims array is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d} x", T_NOW + 60)),
+              "malformed", "trailing garbage after the claims is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"sub\":\"a\\u0000b\"}",
+                           T_NOW + 60)),
+              "malformed", "a NUL inside a claim string is refused");
+
+#undef CLAIMS
+}
+
+
+static void
+test_structure(void)
+{
+    char        *tok, *p, buf[2048];
+    t_signer_t   hs = { "HS256", "ops", NGX_HA_OPTOUT_ALG_HS256, NULL,
+                        (u_char *) T_SECRET, sizeof(T_SECRET) - 1 };
+
+    is_reason(check(strdup("")), "malformed", "an empty token is refused");
+    is_reason(check(strdup("abc")), "malformed", "one part is refused");
+    is_reason(check(strdup("abc.def")), "malformed",
+              "two parts are refused");
+    is_reason(check(strdup("a$b.c.d")), "malformed",
+              "a non-base64url character is refused");
+    is_reason(check(strdup("a+b/.c.d")), "malformed",
+              "plain base64 characters are refused");
+    is_reason(check(strdup("abcde.abcd.abcd")), "malformed",
+              "a base64url part of impossible length is refused");
+
+    tok = mint(&hs, claims_json(""));
+    snprintf(buf, sizeof(buf), "%s.x", tok);
+    free(tok);
+    is_reason(check(strdup(buf)), "malformed", "four parts are refused");
+
+    tok = mint(&hs, claims_json(""));
+    snprintf(buf, sizeof(buf), "%s=", tok);
+    free(tok);
+    is_reason(check(strdup(buf)), "malformed",
+              "base64 padding in the signature is refused");
+
+    tok = mint(&hs, claims_json(""));
+    p = strchr(tok, '.');
+    snprintf(buf, sizeof(buf), "%.*s=%s", (int) (p - tok), tok, p);
+    free(tok);
+    is_reason(check(strdup(buf)), "malformed",
+              "base64 padding in the header is refused");
+
+    is_reason(check(mint_raw("{\"alg\":\"HS256\",\"alg\":\"none\","
+                             "\"kid\":\"ops\"}", claims_json(""), &hs)),
+              "malformed", "a header with duplicate alg is refused");
+    is_reason(check(mint_raw("{\"alg\":\"HS256\",\"kid\":1}",
+                             claims_json(""), &hs)),
+              "malformed", "a numeric kid is refused");
+    is_reason(check(mint_raw("{\"alg\":\"HS256\",\"kid\":\"ops\","
+                             "\"crit\":[\"exp\"]}", claims_json(""), &hs)),
+              "malformed", "a header with crit is refused");
+    is_reason(check(mint_raw("[\"HS256\"]", claims_json(""), &hs)),
+              "malformed", "a header array is refused");
+    is_reason(check(mint_raw("{\"alg\":1,\"kid\":\"ops\"}",
+                             claims_json(""), &hs)),
+              "algorithm", "a numeric alg is refused");
+    is_reason(check(mint_raw("{\"alg\":\"HS256\",\"kid\":\"ops\"}",
+                             "not json", &hs)),
+              "malformed", "a signed payload that is not JSON is refused");
+
+    tok = xmalloc(9000);
+    memset(tok, 'A', 8999);
+    tok[8999] = '\0';
+    tok[10] = '.';
+    tok[20] = '.';
+    is_reason(check(tok), "malformed", "an oversized token is refused");
+}
+
+
+int
+main(void)
+{
+    u_char  a[4] = "abcd", b[4] = "abce";
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    t_pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, NULL);
+
+    if (mkdtemp(t_dir) == NULL) {
+        perror("mkdtemp");
+        return 2;
+    }
+
+    setup_keys();
+    test_key_load();
+    test_algorithms();
+    test_claims();
+    test_structure();
+
+    ok(ngx_http_ha_optout_memeq_ct(a, a, 4) == 0
+       && ngx_http_ha_optout_memeq_ct(a, b, 4) != 0
+       && ngx_http_ha_optout_memeq_ct(a, b, 3) == 0,
+       "memeq_ct compares exactly n bytes");
+
+    /* runs the pool cleanups: EVP_PKEY_free and the secret wipe */
+    ngx_destroy_pool(t_pool);
+
+    EVP_PKEY_free(t_ec);
+    EVP_PKEY_free(t_ed);
+    EVP_PKEY_free(t_ec384);
+    free(t_ec_pem);
+
+    {
+        char  cmd[sizeof(t_dir) + 16];
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t_dir);
+        if (system(cmd) != 0) {
+            printf("# could not remove %s\n", t_dir);
+        }
+    }
+
+    printf("1..%d\n", t_tests);
+
+    if (t_failed) {
+        printf("# FAILED %d of %d unit tests\n", t_failed, t_tests);
+        return 1;
+    }
+
+    printf("# all %d unit tests passed\n", t_tests);
+
+    return 0;
+}
