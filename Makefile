@@ -1,5 +1,7 @@
 # ngx_ha_optout_module: deps, build, test, demo
 
+SHELL := /bin/bash
+
 NGX_SRC   ?= /usr/share/nginx/src
 BUILD     ?= $(CURDIR)/build
 MODULE     = $(BUILD)/ngx_http_ha_optout_module.so

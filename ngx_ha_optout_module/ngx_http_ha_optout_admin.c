@@ -1,0 +1,997 @@
+
+/*
+ * ngx_ha_optout_module: the admin REST API below the ha_optout_admin
+ * location (SPEC section 3).  Every answer is JSON; a rejected request
+ * changes nothing and is counted.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+#include <jansson.h>
+
+
+typedef enum {
+    NGX_HA_OPTOUT_R_FLAGS = 0,
+    NGX_HA_OPTOUT_R_FLAG,
+    NGX_HA_OPTOUT_R_AUDIT,
+    NGX_HA_OPTOUT_R_WHOAMI
+} ngx_http_ha_optout_route_e;
+
+
+typedef struct {
+    ngx_http_ha_optout_claims_t      claims;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_uint_t                       route;
+    ngx_str_t                        upstream;
+} ngx_http_ha_optout_admin_ctx_t;
+
+
+static ngx_int_t ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope);
+static void ngx_http_ha_optout_admin_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
+    ngx_uint_t status, char *code, ngx_str_t *message);
+static ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
+    ngx_uint_t status, json_t *json, uint64_t etag);
+
+
+#define ngx_ha_optout_err(r, st, c, m)                                        \
+    ngx_http_ha_optout_admin_errorf(r, st, c, m)
+
+static ngx_int_t
+ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r, ngx_uint_t status,
+    char *code, char *text)
+{
+    ngx_str_t  message;
+
+    message.data = (u_char *) text;
+    message.len = ngx_strlen(text);
+
+    return ngx_http_ha_optout_admin_error(r, status, code, &message);
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_uint_t                       write;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_admin_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ha_optout_module);
+
+    write = r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE);
+
+    rc = ngx_http_ha_optout_admin_auth(r, ctx,
+                                       write ? NGX_HA_OPTOUT_SCOPE_WRITE
+                                             : NGX_HA_OPTOUT_SCOPE_READ);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_ha_optout_admin_route(r, ctx);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (!write) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_ha_optout_admin_get(r, ctx);
+    }
+
+    if (r->method == NGX_HTTP_DELETE) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_ha_optout_admin_write(r, ctx, NULL, 0);
+    }
+
+    if (r->headers_in.content_length_n > NGX_HA_OPTOUT_BODY_MAX) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_ha_optout_err(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                 "PayloadTooLarge",
+                                 "request body is larger than 16 KiB");
+    }
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_ha_optout_admin_body);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* "v1/flags", "v1/flags/{upstream}", "v1/audit", "v1/whoami" */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    u_char                          *p, *last;
+    size_t                           len;
+    ngx_uint_t                       allowed;
+    ngx_table_elt_t                 *h;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->uri.data;
+    last = r->uri.data + r->uri.len;
+
+    if (r->uri.len >= clcf->name.len
+        && ngx_strncmp(p, clcf->name.data, clcf->name.len) == 0)
+    {
+        p += clcf->name.len;
+    }
+
+    while (p < last && *p == '/') {
+        p++;
+    }
+
+    len = last - p;
+
+#define ngx_ha_optout_path_is(s)                                              \
+    (len == sizeof(s) - 1 && ngx_strncmp(p, s, sizeof(s) - 1) == 0)
+
+    if (ngx_ha_optout_path_is("v1/flags")) {
+        ctx->route = NGX_HA_OPTOUT_R_FLAGS;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    } else if (len > sizeof("v1/flags/") - 1
+               && ngx_strncmp(p, "v1/flags/", sizeof("v1/flags/") - 1) == 0)
+    {
+        ctx->route = NGX_HA_OPTOUT_R_FLAG;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT|NGX_HTTP_PATCH
+                  |NGX_HTTP_DELETE;
+        ctx->upstream.data = p + sizeof("v1/flags/") - 1;
+        ctx->upstream.len = last - ctx->upstream.data;
+
+    } else if (ngx_ha_optout_path_is("v1/audit")) {
+        ctx->route = NGX_HA_OPTOUT_R_AUDIT;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    } else if (ngx_ha_optout_path_is("v1/whoami")) {
+        ctx->route = NGX_HA_OPTOUT_R_WHOAMI;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    } else {
+        return ngx_ha_optout_err(r, NGX_HTTP_NOT_FOUND, "NotFound",
+                                 "no such endpoint; see v1/flags, "
+                                 "v1/flags/{upstream}, v1/audit, v1/whoami");
+    }
+
+#undef ngx_ha_optout_path_is
+
+    if (!(r->method & allowed)) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Allow");
+
+        if (ctx->route == NGX_HA_OPTOUT_R_FLAG) {
+            ngx_str_set(&h->value, "GET, HEAD, PUT, PATCH, DELETE");
+        } else {
+            ngx_str_set(&h->value, "GET, HEAD");
+        }
+
+        return ngx_ha_optout_err(r, NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
+                                 "method not allowed on this endpoint");
+    }
+
+    if (ctx->route != NGX_HA_OPTOUT_R_FLAG) {
+        return NGX_OK;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    ctx->hscf = ngx_http_ha_optout_find_upstream(hmcf, &ctx->upstream);
+
+    if (ctx->hscf == NULL) {
+        return ngx_ha_optout_err(r, NGX_HTTP_NOT_FOUND, "UnknownUpstream",
+                                 "no upstream with \"ha_optout\" has this "
+                                 "name");
+    }
+
+    if (ctx->claims.upstreams) {
+        ngx_uint_t   i;
+        ngx_str_t   *u = ctx->claims.upstreams->elts;
+
+        for (i = 0; i < ctx->claims.upstreams->nelts; i++) {
+            if (u[i].len == ctx->upstream.len
+                && ngx_strncmp(u[i].data, ctx->upstream.data, u[i].len) == 0)
+            {
+                return NGX_OK;
+            }
+        }
+
+        ngx_http_ha_optout_auth_count("scope");
+
+        return ngx_ha_optout_err(r, NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
+                                 "the token's ha_upstreams claim does not "
+                                 "include this upstream");
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope)
+{
+    u_char                         *msg;
+    ngx_str_t                       token, message;
+    ngx_int_t                       rc;
+    const char                     *reason;
+    ngx_table_elt_t                *auth;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+    auth = r->headers_in.authorization;
+    reason = "missing";
+
+    if (auth == NULL || auth->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(auth->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1) != 0)
+    {
+        goto invalid;
+    }
+
+    token.data = auth->value.data + sizeof("Bearer ") - 1;
+    token.len = auth->value.len - (sizeof("Bearer ") - 1);
+
+    while (token.len && token.data[0] == ' ') {
+        token.data++;
+        token.len--;
+    }
+
+    rc = ngx_http_ha_optout_token_verify(r->pool, hlcf->keys, &token,
+                                         &hlcf->audience,
+                                         hlcf->token_lifetime, ngx_time(),
+                                         &ctx->claims, &reason);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        goto invalid;
+    }
+
+    if (ctx->claims.scopes & scope) {
+        return NGX_OK;
+    }
+
+    ngx_http_ha_optout_auth_count("scope");
+
+    msg = ngx_pnalloc(r->pool, 128);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message.data = msg;
+    message.len = ngx_sprintf(msg, "the token's scope lacks \"%s\"",
+                              scope == NGX_HA_OPTOUT_SCOPE_WRITE
+                              ? "ha:write" : "ha:read")
+                  - msg;
+
+    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
+                                          "InsufficientScope", &message);
+
+invalid:
+
+    ngx_http_ha_optout_auth_count(reason);
+
+    msg = ngx_pnalloc(r->pool, 128);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message.data = msg;
+    message.len = ngx_sprintf(msg, "bearer token rejected: %s", reason)
+                  - msg;
+
+    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
+                                          "InvalidToken", &message);
+}
+
+
+static void
+ngx_http_ha_optout_admin_body(ngx_http_request_t *r)
+{
+    u_char                          *body, *p;
+    size_t                           len;
+    ssize_t                          n;
+    ngx_buf_t                       *b;
+    ngx_chain_t                     *cl;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+
+    if (r->request_body == NULL) {
+        ngx_http_finalize_request(r,
+                                  ngx_http_ha_optout_admin_write(r, ctx, NULL,
+                                                                 0));
+        return;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        len += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                          : (size_t) (b->last - b->pos);
+    }
+
+    if (len > NGX_HA_OPTOUT_BODY_MAX) {
+        ngx_http_finalize_request(r,
+            ngx_ha_optout_err(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                              "PayloadTooLarge",
+                              "request body is larger than 16 KiB"));
+        return;
+    }
+
+    body = ngx_pnalloc(r->pool, len + 1);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    p = body;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+                return;
+            }
+
+            p += n;
+
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    ngx_http_finalize_request(r,
+                              ngx_http_ha_optout_admin_write(r, ctx, body,
+                                                             p - body));
+}
+
+
+static ngx_str_t *
+ngx_http_ha_optout_request_id(ngx_http_request_t *r)
+{
+    ngx_str_t                      *id;
+    ngx_http_variable_value_t      *vv;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+    vv = ngx_http_get_indexed_variable(r, hlcf->request_id_index);
+
+    id = ngx_palloc(r->pool, sizeof(ngx_str_t));
+    if (id == NULL) {
+        return NULL;
+    }
+
+    if (vv == NULL || vv->not_found) {
+        ngx_str_set(id, "");
+        return id;
+    }
+
+    id->data = vv->data;
+    id->len = vv->len;
+
+    return id;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_if_match(ngx_http_request_t *r, uint64_t version)
+{
+    u_char           *p, *last;
+    uint64_t          v;
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.if_match;
+
+    if (h == NULL) {
+        return NGX_OK;
+    }
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    if (h->value.len == 1 && *p == '*') {
+        return NGX_OK;
+    }
+
+    if (last - p >= 2 && *p == 'W' && p[1] == '/') {
+        p += 2;
+    }
+
+    if (last - p < 3 || *p != '"' || last[-1] != '"') {
+        return NGX_DECLINED;
+    }
+
+    p++;
+    last--;
+    v = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_DECLINED;
+        }
+
+        v = v * 10 + (*p - '0');
+    }
+
+    return (v == version) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * PUT, PATCH and DELETE.  Everything is checked before the zone is
+ * touched; the replay cache and If-Match are checked last, under the
+ * zone's lock, so that a request rejected for any reason burns nothing.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
+{
+    time_t                           now, ttl;
+    ngx_str_t                        code, message, actor, client, reason;
+    ngx_str_t                       *request_id, dry;
+    ngx_int_t                        rc;
+    ngx_uint_t                       ttl_set, action, down;
+    json_t                          *json;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t       *flag, *before;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_loc_conf_t   *hlcf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hscf = ctx->hscf;
+    rec = hscf->rec;
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    now = ngx_time();
+
+    flag = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
+    before = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
+    if (flag == NULL || before == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ttl = 0;
+    ttl_set = 0;
+
+    if (r->method == NGX_HTTP_PATCH) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        *flag = rec->api;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (!ngx_http_ha_optout_flag_live(flag, now)) {
+            return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "NoFlag",
+                                     "there is no API flag to change on this "
+                                     "upstream; use PUT");
+        }
+    }
+
+    if (r->method != NGX_HTTP_DELETE) {
+
+        if (body == NULL || len == 0) {
+            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidJSON",
+                                     "a JSON body is required");
+        }
+
+        if (ngx_http_ha_optout_flag_parse(r->pool, body, len,
+                                          r->method == NGX_HTTP_PATCH, flag,
+                                          &ttl, &ttl_set, &code, &message)
+            != NGX_OK)
+        {
+            if (message.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            /* code is a static literal, so it is terminated */
+            return ngx_http_ha_optout_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                                  (char *) code.data,
+                                                  &message);
+        }
+
+        if (flag->pin_len) {
+            rc = ngx_http_ha_optout_find_peer(hscf->uscf, flag->pin,
+                                              flag->pin_len, &down, NULL);
+            if (rc == NGX_BUSY) {
+                return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "PinConflict",
+                                         "the pinned server is marked "
+                                         "\"down\" in the upstream and "
+                                         "cannot be pinned");
+            }
+
+            if (rc != NGX_OK) {
+                return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "PinConflict",
+                                         "pin names no server of this "
+                                         "upstream");
+            }
+        }
+
+        if (flag->selector_len && hscf->selector == NULL) {
+            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
+                                     "pin_selector needs \"ha_optout "
+                                     "selector=$var\" in the upstream");
+        }
+
+        if (ttl_set && ttl == 0) {
+            return ngx_ha_optout_err(r, NGX_HTTP_FORBIDDEN,
+                                     "ForbiddenByPolicy",
+                                     "ttl \"none\" is not allowed by policy");
+        }
+
+        flag->present = 1;
+        flag->source = NGX_HA_OPTOUT_SRC_API;
+        flag->actor_len = ngx_min(ctx->claims.sub.len,
+                                  NGX_HA_OPTOUT_ACTOR_LEN);
+        ngx_memcpy(flag->actor, ctx->claims.sub.data, flag->actor_len);
+
+        if (r->method == NGX_HTTP_PUT) {
+            flag->set_at = now;
+        }
+
+        if (ttl_set) {
+            flag->expires_at = ttl ? now + ttl : 0;
+        }
+    }
+
+    dry.len = 0;
+
+    if (r->args.len
+        && ngx_http_arg(r, (u_char *) "dry_run", 7, &dry) == NGX_OK
+        && dry.len == 1 && dry.data[0] == '1')
+    {
+        flag->version = rec->api.version;
+
+        json = (r->method == NGX_HTTP_DELETE)
+               ? json_null()
+               : ngx_http_ha_optout_flag_json(flag, &hscf->name,
+                                              &hmcf->environment);
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                             rec->api.version);
+    }
+
+    if (hlcf->replay) {
+        if (ctx->claims.jti.len == 0) {
+            ngx_http_ha_optout_auth_count("replay");
+            return ngx_ha_optout_err(r, NGX_HTTP_UNAUTHORIZED, "InvalidToken",
+                                     "bearer token rejected: a write needs "
+                                     "a jti claim");
+        }
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (ngx_http_ha_optout_if_match(r, rec->api.present ? rec->api.version
+                                                        : 0)
+        != NGX_OK)
+    {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return ngx_ha_optout_err(r, NGX_HTTP_PRECONDITION_FAILED,
+                                 "PreconditionFailed",
+                                 "If-Match does not match the current "
+                                 "version of the flag");
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (hlcf->replay) {
+        rc = ngx_http_ha_optout_replay_check(&ctx->claims.jti,
+                                             ctx->claims.exp, now);
+        if (rc == NGX_BUSY) {
+            return ngx_ha_optout_err(r, NGX_HTTP_INSUFFICIENT_STORAGE,
+                                     "ZoneFull", "the replay cache is full; "
+                                     "try again when older tokens expire");
+        }
+
+        if (rc != NGX_OK) {
+            ngx_http_ha_optout_auth_count("replay");
+            return ngx_ha_optout_err(r, NGX_HTTP_UNAUTHORIZED, "InvalidToken",
+                                     "bearer token rejected: replayed jti");
+        }
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    *before = rec->api;
+
+    if (ngx_http_ha_optout_if_match(r, before->present ? before->version : 0)
+        != NGX_OK)
+    {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return ngx_ha_optout_err(r, NGX_HTTP_PRECONDITION_FAILED,
+                                 "PreconditionFailed",
+                                 "If-Match does not match the current "
+                                 "version of the flag");
+    }
+
+    if (r->method == NGX_HTTP_DELETE) {
+        action = NGX_HA_OPTOUT_ACT_CLEAR;
+        ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+
+    } else {
+        action = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_ACT_UPDATE
+                                               : NGX_HA_OPTOUT_ACT_SET;
+        flag->version = ++ngx_http_ha_optout_sh->version_seq;
+        rec->api = *flag;
+    }
+
+    if (before->present || r->method != NGX_HTTP_DELETE) {
+        rec->changes[action]++;
+        ngx_http_ha_optout_bump();
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (before->present || r->method != NGX_HTTP_DELETE) {
+
+        if (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
+            != NGX_OK)
+        {
+            /* memory and disk must not disagree: undo */
+            ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+            rec->api = *before;
+            rec->changes[action]--;
+            ngx_http_ha_optout_bump();
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+            return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     "StateNotPersisted",
+                                     "the state file could not be written; "
+                                     "nothing was changed");
+        }
+
+        actor = ctx->claims.sub;
+        client = r->connection->addr_text;
+        reason.data = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? before->reason
+                                                          : flag->reason;
+        reason.len = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? before->reason_len
+                                                         : flag->reason_len;
+        request_id = ngx_http_ha_optout_request_id(r);
+
+        ngx_http_ha_optout_audit(hmcf, r->connection->log, action,
+                                 &hscf->name, &actor, &client, &reason,
+                                 before->present ? before : NULL,
+                                 (action == NGX_HA_OPTOUT_ACT_CLEAR)
+                                 ? NULL : flag, request_id);
+    }
+
+    if (r->method == NGX_HTTP_DELETE) {
+        json = ngx_http_ha_optout_flag_json(ngx_http_ha_optout_acting(hscf,
+                                                                      now),
+                                            &hscf->name, &hmcf->environment);
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+    }
+
+    json = ngx_http_ha_optout_flag_json(flag, &hscf->name,
+                                        &hmcf->environment);
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                         flag->version);
+}
+
+
+static json_t *
+ngx_http_ha_optout_audit_json(ngx_http_request_t *r)
+{
+    u_char      *line;
+    ngx_str_t    value;
+    ngx_int_t    limit;
+    ngx_uint_t   i, n, pos;
+    json_t      *arr, *entry;
+
+    limit = 50;
+
+    if (r->args.len
+        && ngx_http_arg(r, (u_char *) "limit", 5, &value) == NGX_OK)
+    {
+        limit = ngx_atoi(value.data, value.len);
+        if (limit <= 0) {
+            return NULL;
+        }
+    }
+
+    arr = json_array();
+    if (arr == NULL) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    n = ngx_min((ngx_uint_t) limit, ngx_http_ha_optout_sh->audit_count);
+    n = ngx_min(n, NGX_HA_OPTOUT_AUDIT_RING);
+
+    for (i = 0; i < n; i++) {
+        pos = (ngx_http_ha_optout_sh->audit_next + NGX_HA_OPTOUT_AUDIT_RING
+               - 1 - i) % NGX_HA_OPTOUT_AUDIT_RING;
+        line = ngx_http_ha_optout_sh->audit_ring[pos];
+
+        if (line == NULL) {
+            break;
+        }
+
+        entry = json_loads((char *) line, 0, NULL);
+        if (entry) {
+            json_array_append_new(arr, entry);
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return arr;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    time_t                           now;
+    json_t                          *json, *scopes, *ups;
+    ngx_str_t                       *s;
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    now = ngx_time();
+
+    switch (ctx->route) {
+
+    case NGX_HA_OPTOUT_R_FLAG:
+        ngx_http_ha_optout_refresh(ctx->hscf);
+        json = ngx_http_ha_optout_flag_json(
+                   ngx_http_ha_optout_acting(ctx->hscf, now),
+                   &ctx->hscf->name, &hmcf->environment);
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                   ngx_http_ha_optout_flag_live(&ctx->hscf->api, now)
+                   ? ctx->hscf->api.version : 0);
+
+    case NGX_HA_OPTOUT_R_FLAGS:
+        json = json_object();
+        hscfp = hmcf->upstreams.elts;
+
+        for (i = 0; json && i < hmcf->upstreams.nelts; i++) {
+            if (ctx->claims.upstreams) {
+                /* a token limited to some upstreams sees only those */
+                ngx_uint_t  k;
+
+                s = ctx->claims.upstreams->elts;
+
+                for (k = 0; k < ctx->claims.upstreams->nelts; k++) {
+                    if (s[k].len == hscfp[i]->name.len
+                        && ngx_strncmp(s[k].data, hscfp[i]->name.data,
+                                       s[k].len) == 0)
+                    {
+                        break;
+                    }
+                }
+
+                if (k == ctx->claims.upstreams->nelts) {
+                    continue;
+                }
+            }
+
+            json_object_setn_new(json, (char *) hscfp[i]->name.data,
+                                 hscfp[i]->name.len,
+                                 ngx_http_ha_optout_flag_json(
+                                     ngx_http_ha_optout_acting(hscfp[i], now),
+                                     &hscfp[i]->name, &hmcf->environment));
+        }
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+
+    case NGX_HA_OPTOUT_R_AUDIT:
+        json = ngx_http_ha_optout_audit_json(r);
+        if (json == NULL) {
+            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
+                                     "limit must be a positive integer");
+        }
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+                                             json_pack("{s:o}", "entries",
+                                                       json), 0);
+
+    default: /* NGX_HA_OPTOUT_R_WHOAMI */
+        scopes = json_array();
+
+        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_READ)) {
+            json_array_append_new(scopes, json_string("ha:read"));
+        }
+
+        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_WRITE)) {
+            json_array_append_new(scopes, json_string("ha:write"));
+        }
+
+        if (ctx->claims.upstreams) {
+            ups = json_array();
+            s = ctx->claims.upstreams->elts;
+
+            for (i = 0; ups && i < ctx->claims.upstreams->nelts; i++) {
+                json_array_append_new(ups, json_stringn((char *) s[i].data,
+                                                        s[i].len));
+            }
+
+        } else {
+            ups = json_null();
+        }
+
+        {
+            u_char  exp[sizeof("2026-11-27T10:00:00Z")];
+
+            json = json_pack("{s:s%,s:o,s:s%,s:I,s:s%,s:o}",
+                             "sub", ctx->claims.sub.data, ctx->claims.sub.len,
+                             "scopes", scopes,
+                             "kid", ctx->claims.kid.data, ctx->claims.kid.len,
+                             "exp", (json_int_t) ctx->claims.exp,
+                             "expires_at", exp,
+                             ngx_http_ha_optout_time_iso(exp,
+                                                         ctx->claims.exp)
+                             - exp,
+                             "ha_upstreams", ups);
+        }
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
+    char *code, ngx_str_t *message)
+{
+    json_t           *json;
+    ngx_str_t        *request_id;
+    ngx_table_elt_t  *h;
+
+    request_id = ngx_http_ha_optout_request_id(r);
+    if (request_id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (status == NGX_HTTP_UNAUTHORIZED
+        || (status == NGX_HTTP_FORBIDDEN
+            && ngx_strcmp(code, "ForbiddenByPolicy") != 0))
+    {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "WWW-Authenticate");
+
+        if (status == NGX_HTTP_UNAUTHORIZED) {
+            ngx_str_set(&h->value, "Bearer error=\"invalid_token\"");
+        } else {
+            ngx_str_set(&h->value, "Bearer error=\"insufficient_scope\"");
+        }
+
+        r->headers_out.www_authenticate = h;
+    }
+
+    json = json_pack("{s:{s:i,s:s,s:s%},s:s%}",
+                     "error", "status", (int) status, "code", code,
+                     "message", message->data, message->len,
+                     "request_id", request_id->data, request_id->len);
+
+    return ngx_http_ha_optout_admin_send(r, status, json, 0);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
+    json_t *json, uint64_t etag)
+{
+    u_char           *p;
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_str_t         out;
+    ngx_chain_t       cl;
+    ngx_table_elt_t  *h;
+
+    ngx_http_ha_optout_admin_count(r->method, status);
+
+    if (ngx_http_ha_optout_json_out(r->pool, json, &out) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
+        || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD) && etag))
+    {
+        h = ngx_list_push(&r->headers_out.headers);
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
+        if (h == NULL || p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "ETag");
+        h->value.data = p;
+        h->value.len = ngx_sprintf(p, "\"%uL\"", etag) - p;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Cache-Control");
+    ngx_str_set(&h->value, "no-store");
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = out.len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_create_temp_buf(r->pool, 0);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = out.data;
+    b->last = out.data + out.len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl.buf = b;
+    cl.next = NULL;
+
+    return ngx_http_output_filter(r, &cl);
+}

@@ -1,0 +1,212 @@
+
+/*
+ * ngx_ha_optout_module: the audit trail.  One JSON object per line with a
+ * SHA-256 hash chain, a ring of recent lines in the zone for v1/audit, and
+ * an error_log line for every suspension and restoration.
+ *
+ * Chain: the line is written as {..., "prev_hash": "<hex>", "hash":
+ * "<hex>"}; "hash" is the SHA-256 of the same line without its
+ * ', "hash": "<hex>"' member, and "prev_hash" is the previous line's hash
+ * (64 zeros for the first line).
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+
+static void ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *flag);
+
+
+static json_t *
+ngx_http_ha_optout_audit_str(ngx_str_t *s)
+{
+    return (s && s->len) ? json_stringn((char *) s->data, s->len)
+                         : json_null();
+}
+
+
+static void
+ngx_http_ha_optout_sha256_hex(u_char *data, size_t len, u_char *hex)
+{
+    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int  n;
+
+    n = 0;
+
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1) {
+        n = 0;
+    }
+
+    ngx_hex_dump(hex, md, n);
+    hex[2 * n] = '\0';
+}
+
+
+void
+ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id)
+{
+    u_char                      *line, *p, *copy, **slot;
+    u_char                       now[sizeof("2026-11-27T10:00:00Z")];
+    u_char                       hash[65];
+    char                        *s;
+    size_t                       len, n;
+    json_t                      *json;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    ngx_http_ha_optout_audit_warn(log, action, upstream, actor, reason,
+                                  after ? after : before);
+
+    json = json_pack("{s:s%,s:s%,s:s,s:s%,s:o,s:o,s:o,s:o,s:o,s:o}",
+                     "time", now, ngx_http_ha_optout_time_iso(now, ngx_time())
+                                  - now,
+                     "environment", hmcf->environment.data,
+                     hmcf->environment.len,
+                     "action", ngx_http_ha_optout_actions[action],
+                     "upstream", upstream->data, upstream->len,
+                     "actor", ngx_http_ha_optout_audit_str(actor),
+                     "client", ngx_http_ha_optout_audit_str(client),
+                     "reason", ngx_http_ha_optout_audit_str(reason),
+                     "before", ngx_http_ha_optout_flag_json(before, upstream,
+                                                      &hmcf->environment),
+                     "after", ngx_http_ha_optout_flag_json(after, upstream,
+                                                      &hmcf->environment),
+                     "request_id", ngx_http_ha_optout_audit_str(request_id));
+    if (json == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: audit record could not be built");
+        return;
+    }
+
+    sh = ngx_http_ha_optout_sh;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    json_object_set_new(json, "prev_hash",
+                        json_string((char *) sh->audit_hash));
+
+    s = json_dumps(json, 0);
+    json_decref(json);
+
+    if (s == NULL) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: audit record could not be built");
+        return;
+    }
+
+    len = ngx_strlen(s);
+    ngx_http_ha_optout_sha256_hex((u_char *) s, len, hash);
+
+    n = len - 1 + sizeof(", \"hash\": \"\"}\n") - 1 + 64;
+
+    line = ngx_alloc(n + 1, log);
+    if (line == NULL) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        free(s);
+        return;
+    }
+
+    p = ngx_cpymem(line, s, len - 1);
+    p = ngx_sprintf(p, ", \"hash\": \"%s\"}\n", hash);
+    free(s);
+
+    if (hmcf->audit_log && hmcf->audit_log->fd != NGX_INVALID_FILE) {
+        if (ngx_write_fd(hmcf->audit_log->fd, line, p - line)
+            != (ssize_t) (p - line))
+        {
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          "ha_optout: audit line could not be written to "
+                          "\"%V\"", &hmcf->audit_log->name);
+        }
+    }
+
+    ngx_memcpy(sh->audit_hash, hash, 65);
+
+    /* the ring for GET v1/audit; an old line gives way */
+
+    slot = &sh->audit_ring[sh->audit_next];
+
+    if (*slot) {
+        ngx_slab_free_locked(ngx_http_ha_optout_shpool, *slot);
+        *slot = NULL;
+    }
+
+    copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, p - line);
+    if (copy) {
+        ngx_memcpy(copy, line, p - line - 1);
+        copy[p - line - 1] = '\0';
+        *slot = copy;
+        sh->audit_next = (sh->audit_next + 1) % NGX_HA_OPTOUT_AUDIT_RING;
+        sh->audit_count++;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_free(line);
+}
+
+
+static void
+ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *flag)
+{
+    u_char      text[NGX_HA_OPTOUT_TEXT_LEN];
+    u_char      until[sizeof("2026-11-27T10:00:00Z")];
+    size_t      len, ulen;
+    ngx_str_t   empty = ngx_string("-");
+    const char *what;
+
+    actor = (actor && actor->len) ? actor : &empty;
+    reason = (reason && reason->len) ? reason : &empty;
+
+    switch (action) {
+
+    case NGX_HA_OPTOUT_ACT_SET:
+    case NGX_HA_OPTOUT_ACT_UPDATE:
+    case NGX_HA_OPTOUT_ACT_WINDOW_START:
+    case NGX_HA_OPTOUT_ACT_RESTORE:
+        len = flag ? ngx_http_ha_optout_flag_text(flag, text) : 0;
+
+        if (flag && flag->expires_at) {
+            ulen = ngx_http_ha_optout_time_iso(until, flag->expires_at)
+                   - until;
+        } else {
+            ulen = sizeof("(no ttl)") - 1;
+            ngx_memcpy(until, "(no ttl)", ulen);
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: availability protections suspended on "
+                      "\"%V\" by \"%V\" (%s): %*s, reason \"%V\", until %*s",
+                      upstream, actor, ngx_http_ha_optout_actions[action],
+                      len, text, reason, ulen, until);
+        return;
+
+    case NGX_HA_OPTOUT_ACT_CLEAR:
+    case NGX_HA_OPTOUT_ACT_EXPIRE:
+    case NGX_HA_OPTOUT_ACT_WINDOW_END:
+        what = ngx_http_ha_optout_actions[action];
+
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: availability protections restored on "
+                      "\"%V\" (%s, flag set by \"%V\", reason \"%V\")",
+                      upstream, what, actor, reason);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: %s on \"%V\" by \"%V\", reason \"%V\"",
+                      ngx_http_ha_optout_actions[action], upstream, actor,
+                      reason);
+    }
+}

@@ -1,0 +1,378 @@
+
+/*
+ * ngx_ha_optout_module: the upstream peer wrap (model: the keepalive
+ * module).  Save the original hooks, wrap, delegate; act only while a flag
+ * is set.  The request path reads top to bottom: init_peer -> get -> free.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+
+typedef struct {
+    ngx_http_ha_optout_srv_conf_t     *hscf;
+    ngx_http_ha_optout_decision_t     *decision;
+
+    void                              *data;
+    ngx_event_get_peer_pt              original_get_peer;
+    ngx_event_free_peer_pt             original_free_peer;
+#if (NGX_HTTP_SSL)
+    ngx_event_set_peer_session_pt      original_set_session;
+    ngx_event_save_peer_session_pt     original_save_session;
+#endif
+
+    ngx_http_upstream_rr_peer_data_t  *rrp;
+    ngx_http_upstream_rr_peers_t      *primary;
+    ngx_http_upstream_rr_peer_t       *selected;   /* this request only */
+    ngx_uint_t                         tries;      /* before we clamped */
+} ngx_http_ha_optout_peer_data_t;
+
+
+static ngx_int_t ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
+    ngx_http_upstream_rr_peer_t *want);
+#if (NGX_HTTP_SSL)
+static ngx_int_t ngx_http_ha_optout_set_session(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_ha_optout_save_session(ngx_peer_connection_t *pc,
+    void *data);
+#endif
+
+
+/* called from the "ha_optout" directive inside upstream {} */
+
+char *
+ngx_http_ha_optout_wrap(ngx_conf_t *cf, ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    ngx_http_upstream_srv_conf_t  *uscf = hscf->uscf;
+
+    hscf->original_init_upstream = uscf->peer.init_upstream
+                                   ? uscf->peer.init_upstream
+                                   : ngx_http_upstream_init_round_robin;
+
+    uscf->peer.init_upstream = ngx_http_ha_optout_init_upstream;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    hscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ha_optout_module);
+
+    if (hscf->original_init_upstream(cf, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    hscf->original_init_peer = us->peer.init;
+    us->peer.init = ngx_http_ha_optout_init_peer;
+    hscf->wrapped = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_http_upstream_t             *u;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_decision_t   *d;
+    ngx_http_ha_optout_peer_data_t  *bp;
+
+    hscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ha_optout_module);
+
+    if (hscf->original_init_peer(r, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the no-flag path: one atomic load */
+
+    if (ngx_http_ha_optout_sh->active == 0 && hscf->config_flag == NULL) {
+        return NGX_OK;
+    }
+
+    u = r->upstream;
+
+    /* only balancers that keep the round-robin data first */
+
+    if (u->peer.free != ngx_http_upstream_free_round_robin_peer) {
+        return NGX_OK;
+    }
+
+    d = ngx_http_ha_optout_decide(r, hscf);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (d->flag == NULL || !(d->pin || d->no_failover)) {
+        return NGX_OK;
+    }
+
+    bp = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
+    if (bp == NULL) {
+        return NGX_ERROR;
+    }
+
+    bp->hscf = hscf;
+    bp->decision = d;
+    bp->data = u->peer.data;
+    bp->rrp = u->peer.data;
+    bp->primary = bp->rrp->peers;
+    bp->original_get_peer = u->peer.get;
+    bp->original_free_peer = u->peer.free;
+    bp->tries = u->peer.tries;
+
+    u->peer.data = bp;
+    u->peer.get = ngx_http_ha_optout_get_peer;
+    u->peer.free = ngx_http_ha_optout_free_peer;
+    u->peer.tries = 1;
+
+#if (NGX_HTTP_SSL)
+    bp->original_set_session = u->peer.set_session;
+    bp->original_save_session = u->peer.save_session;
+    u->peer.set_session = ngx_http_ha_optout_set_session;
+    u->peer.save_session = ngx_http_ha_optout_save_session;
+#endif
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_ha_optout_peer_data_t  *bp = data;
+
+    ngx_int_t                       rc;
+    ngx_http_ha_optout_flag_t      *flag;
+    ngx_http_upstream_rr_peer_t    *peer;
+
+    flag = bp->decision->flag;
+
+    if (bp->decision->pin) {
+        rc = ngx_http_ha_optout_select(pc, bp, flag->pin, flag->pin_len,
+                                       NULL);
+
+        if (rc == NGX_OK && bp->selected == NULL) {
+            ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 1);
+        }
+
+        bp->selected = bp->rrp->current;
+        return rc;
+    }
+
+    if (bp->selected) {
+        /*
+         * a cached keepalive connection failed and nginx granted one more
+         * try: reconnect to the same server, which is not a failover
+         */
+        return ngx_http_ha_optout_select(pc, bp, NULL, 0, bp->selected);
+    }
+
+    rc = bp->original_get_peer(pc, bp->data);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (bp->rrp->peers != bp->primary) {
+        /* no new switch to backup servers while failover is off */
+
+        peer = bp->rrp->current;
+
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "ha_optout: upstream \"%V\" would have failed over to "
+                      "backup %V (failover off)", &bp->hscf->name,
+                      &peer->name);
+
+        ngx_http_ha_optout_count_server(bp->hscf->rec, &peer->name, 0);
+
+        bp->original_free_peer(pc, bp->data, 0);
+        pc->sockaddr = NULL;
+        pc->tries = 0;
+
+        return NGX_BUSY;
+    }
+
+    bp->selected = bp->rrp->current;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_ha_optout_peer_data_t  *bp = data;
+
+    if ((state & NGX_PEER_FAILED) && bp->tries > 1) {
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "ha_optout: upstream \"%V\" would have failed over "
+                      "from %V (%s)", &bp->hscf->name, pc->name,
+                      bp->decision->pin ? "pinned" : "failover off");
+
+        ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 0);
+    }
+
+    /* errors neither eject the server nor open a retry */
+
+    bp->original_free_peer(pc, bp->data, state & ~NGX_PEER_FAILED);
+
+    pc->tries = 0;
+}
+
+
+/*
+ * Chooses a server by hand: by name (the pin) or the one this request
+ * already used.  The pinned server is taken even while ejected by
+ * max_fails or at max_conns; its fails/checked are not touched, so a pin
+ * neither revives nor extends an ejection.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
+    ngx_http_upstream_rr_peer_t *want)
+{
+    ngx_uint_t                      n, i;
+    ngx_http_upstream_rr_peer_t    *peer;
+    ngx_http_upstream_rr_peers_t   *list;
+
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    for (list = bp->primary; list; list = (list == bp->primary)
+                                          ? bp->primary->next : NULL)
+    {
+        ngx_http_upstream_rr_peers_wlock(list);
+
+        for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
+
+            if (want) {
+                if (peer != want) {
+                    continue;
+                }
+
+            } else if (!((peer->name.len == len
+                          && ngx_strncmp(peer->name.data, name, len) == 0)
+                         || (peer->server.len == len
+                             && ngx_strncmp(peer->server.data, name, len)
+                                == 0)))
+            {
+                continue;
+            }
+
+            if (peer->down) {
+                break;
+            }
+
+            n = i / (8 * sizeof(uintptr_t));
+            bp->rrp->tried[n] |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+
+            bp->rrp->peers = list;
+            bp->rrp->current = peer;
+
+            pc->sockaddr = peer->sockaddr;
+            pc->socklen = peer->socklen;
+            pc->name = &peer->name;
+
+            peer->conns++;
+
+            ngx_http_upstream_rr_peers_unlock(list);
+
+            return NGX_OK;
+        }
+
+        ngx_http_upstream_rr_peers_unlock(list);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                  "ha_optout: pinned server \"%*s\" of upstream \"%V\" is "
+                  "not usable", len, name, &bp->hscf->name);
+
+    pc->name = bp->primary->name;
+
+    return NGX_BUSY;
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static ngx_int_t
+ngx_http_ha_optout_set_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_ha_optout_peer_data_t  *bp = data;
+
+    return bp->original_set_session(pc, bp->data);
+}
+
+
+static void
+ngx_http_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_ha_optout_peer_data_t  *bp = data;
+
+    bp->original_save_session(pc, bp->data);
+}
+
+#endif
+
+
+/*
+ * Finds a server of an upstream by its server-line text or its resolved
+ * address.  NGX_OK: found and usable; NGX_DECLINED: unknown; NGX_BUSY: a
+ * static "down" server.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
+    u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup)
+{
+    ngx_uint_t                   i, j;
+    ngx_http_upstream_server_t  *server;
+
+    if (uscf->servers == NULL) {
+        return NGX_DECLINED;
+    }
+
+    server = uscf->servers->elts;
+
+    for (i = 0; i < uscf->servers->nelts; i++) {
+
+        for (j = 0; j < server[i].naddrs; j++) {
+            if ((server[i].name.len == len
+                 && ngx_strncmp(server[i].name.data, name, len) == 0)
+                || (server[i].addrs[j].name.len == len
+                    && ngx_strncmp(server[i].addrs[j].name.data, name, len)
+                       == 0))
+            {
+                if (down) {
+                    *down = server[i].down;
+                }
+
+                if (backup) {
+                    *backup = server[i].backup;
+                }
+
+                return server[i].down ? NGX_BUSY : NGX_OK;
+            }
+        }
+    }
+
+    return NGX_DECLINED;
+}

@@ -1,0 +1,357 @@
+
+/*
+ * ngx_ha_optout_module: a flag to and from JSON (jansson): the one parser
+ * of request bodies and the one printer of flags.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+#include <jansson.h>
+
+
+#define NGX_HA_OPTOUT_TTL_MAX  (366 * 86400)
+
+
+u_char *
+ngx_http_ha_optout_time_iso(u_char *buf, time_t t)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(t, &tm);
+
+    return ngx_sprintf(buf, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+}
+
+
+/* "Ns", "Nm", "Nh"; "none" gives 0 */
+
+ngx_int_t
+ngx_http_ha_optout_parse_ttl(u_char *p, size_t len, time_t *ttl)
+{
+    time_t      n, unit;
+    ngx_uint_t  i;
+
+    if (len == 4 && ngx_strncmp(p, "none", 4) == 0) {
+        *ttl = 0;
+        return NGX_OK;
+    }
+
+    if (len < 2 || len > 10) {
+        return NGX_ERROR;
+    }
+
+    switch (p[len - 1]) {
+    case 's':
+        unit = 1;
+        break;
+    case 'm':
+        unit = 60;
+        break;
+    case 'h':
+        unit = 3600;
+        break;
+    default:
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (i = 0; i < len - 1; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (p[i] - '0');
+    }
+
+    if (n == 0 || n > NGX_HA_OPTOUT_TTL_MAX / unit) {
+        return NGX_ERROR;
+    }
+
+    *ttl = n * unit;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_json_str(json_t *v, u_char *dst, uint16_t *len,
+    size_t min, size_t max)
+{
+    size_t  n;
+
+    if (json_is_null(v)) {
+        if (min) {
+            return NGX_ERROR;
+        }
+
+        *len = 0;
+        return NGX_OK;
+    }
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    n = json_string_length(v);
+
+    if (n < min || n > max || ngx_strlchr((u_char *) json_string_value(v),
+                                          (u_char *) json_string_value(v) + n,
+                                          '\0'))
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst, json_string_value(v), n);
+    *len = (uint16_t) n;
+
+    return NGX_OK;
+}
+
+
+#define ngx_ha_optout_fail(c, ...)                                            \
+    do {                                                                      \
+        ngx_str_set(code, c);                                                 \
+        message->data = ngx_pnalloc(pool, 512);                               \
+        if (message->data == NULL) {                                          \
+            goto failed;                                                      \
+        }                                                                     \
+        message->len = ngx_snprintf(message->data, 512, __VA_ARGS__)          \
+                       - message->data;                                       \
+        goto failed;                                                          \
+    } while (0)
+
+
+/*
+ * Parses a PUT (patch == 0, flag zeroed by the caller) or PATCH body
+ * (patch == 1, flag holds the current flag) into flag.  Unknown fields,
+ * wrong types and duplicate keys are rejected.  On NGX_DECLINED, code and
+ * message say why (400).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_uint_t patch, ngx_http_ha_optout_flag_t *flag, time_t *ttl,
+    ngx_uint_t *ttl_set, ngx_str_t *code, ngx_str_t *message)
+{
+    json_t        *root, *v;
+    const char    *key;
+    json_error_t   err;
+
+    *ttl_set = 0;
+
+    root = json_loadb((const char *) body, len, JSON_REJECT_DUPLICATES, &err);
+
+    if (root == NULL) {
+        ngx_ha_optout_fail("InvalidJSON", "body is not valid JSON: %s "
+                           "(line %d, column %d)", err.text, err.line,
+                           err.column);
+    }
+
+    if (!json_is_object(root)) {
+        ngx_ha_optout_fail("InvalidJSON", "body must be a JSON object");
+    }
+
+    json_object_foreach(root, key, v) {
+
+        if (ngx_strcmp(key, "failover") == 0) {
+            if (!json_is_boolean(v)) {
+                ngx_ha_optout_fail("InvalidField",
+                                   "failover must be true or false");
+            }
+
+            flag->no_failover = json_is_false(v);
+
+        } else if (ngx_strcmp(key, "replication") == 0) {
+            if (!json_is_boolean(v)) {
+                ngx_ha_optout_fail("InvalidField",
+                                   "replication must be true or false");
+            }
+
+            flag->no_replication = json_is_false(v);
+
+        } else if (ngx_strcmp(key, "sticky") == 0) {
+            if (!json_is_boolean(v)) {
+                ngx_ha_optout_fail("InvalidField",
+                                   "sticky must be true or false");
+            }
+
+            flag->sticky = json_is_true(v);
+
+        } else if (ngx_strcmp(key, "pin") == 0) {
+            if (ngx_http_ha_optout_json_str(v, flag->pin, &flag->pin_len, 1,
+                                            NGX_HA_OPTOUT_PIN_LEN - 1)
+                != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidField", "pin must be a server "
+                                   "address such as \"127.0.0.1:9002\" "
+                                   "(or null)");
+            }
+
+        } else if (ngx_strcmp(key, "pin_selector") == 0) {
+            if (ngx_http_ha_optout_json_str(v, flag->selector,
+                                            &flag->selector_len, 1,
+                                            NGX_HA_OPTOUT_SELECTOR_LEN - 1)
+                != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidField", "pin_selector must be a "
+                                   "string of 1..255 bytes (or null)");
+            }
+
+        } else if (ngx_strcmp(key, "reason") == 0) {
+            if (ngx_http_ha_optout_json_str(v, flag->reason,
+                                            &flag->reason_len, 1,
+                                            NGX_HA_OPTOUT_REASON_LEN)
+                != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidReason",
+                                   "reason must be a string of 1..256 bytes");
+            }
+
+        } else if (ngx_strcmp(key, "ttl") == 0) {
+            if (!json_is_string(v)
+                || ngx_http_ha_optout_parse_ttl((u_char *) json_string_value(v),
+                                                json_string_length(v), ttl)
+                   != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidTTL", "ttl must be a string "
+                                   "\"Ns\", \"Nm\" or \"Nh\" (N > 0, at "
+                                   "most 366 days), or \"none\" where "
+                                   "policy allows it");
+            }
+
+            *ttl_set = 1;
+
+        } else {
+            ngx_ha_optout_fail("UnknownField", "unknown field \"%s\"", key);
+        }
+    }
+
+    if (!patch && !*ttl_set) {
+        ngx_ha_optout_fail("InvalidTTL", "ttl is required, e.g. \"30m\"");
+    }
+
+    if (flag->reason_len == 0) {
+        ngx_ha_optout_fail("InvalidReason", "reason is required "
+                           "(1..256 bytes)");
+    }
+
+    if (flag->selector_len && flag->pin_len == 0) {
+        ngx_ha_optout_fail("InvalidField", "pin_selector requires pin");
+    }
+
+    if (!(flag->no_failover || flag->no_replication || flag->sticky
+          || flag->pin_len))
+    {
+        ngx_ha_optout_fail("EmptyFlag", "a flag must opt out of something: "
+                           "failover false, pin, replication false or "
+                           "sticky true");
+    }
+
+    json_decref(root);
+
+    return NGX_OK;
+
+failed:
+
+    if (root) {
+        json_decref(root);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static json_t *
+ngx_http_ha_optout_json_strn(u_char *p, size_t len)
+{
+    return len ? json_stringn((const char *) p, len) : json_null();
+}
+
+
+static json_t *
+ngx_http_ha_optout_json_time(time_t t)
+{
+    u_char  buf[sizeof("2026-11-27T10:00:00Z")];
+
+    if (t == 0) {
+        return json_null();
+    }
+
+    return json_stringn((const char *) buf,
+                        ngx_http_ha_optout_time_iso(buf, t) - buf);
+}
+
+
+/* the stored flag as SPEC section 3 prints it; json null for no flag */
+
+void *
+ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
+    ngx_str_t *upstream, ngx_str_t *environment)
+{
+    static const char  *sources[] = { "config", "window", "api" };
+
+    if (flag == NULL || !flag->present) {
+        return json_null();
+    }
+
+    return json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:s%,s:s%,s:s,s:I,"
+                     "s:o,s:o}",
+                     "upstream", upstream->data, upstream->len,
+                     "environment", environment->data, environment->len,
+                     "failover", !flag->no_failover,
+                     "pin", ngx_http_ha_optout_json_strn(flag->pin,
+                                                         flag->pin_len),
+                     "pin_selector",
+                     ngx_http_ha_optout_json_strn(flag->selector,
+                                                  flag->selector_len),
+                     "replication", !flag->no_replication,
+                     "sticky", (int) flag->sticky,
+                     "reason", flag->reason, (size_t) flag->reason_len,
+                     "actor", flag->actor, (size_t) flag->actor_len,
+                     "source", sources[flag->source],
+                     "version", (json_int_t) flag->version,
+                     "set_at", ngx_http_ha_optout_json_time(flag->set_at),
+                     "expires_at",
+                     ngx_http_ha_optout_json_time(flag->expires_at));
+}
+
+
+/* serialises and frees a jansson value into pool memory */
+
+ngx_int_t
+ngx_http_ha_optout_json_out(ngx_pool_t *pool, void *json, ngx_str_t *out)
+{
+    char    *s;
+    size_t   len;
+
+    if (json == NULL) {
+        return NGX_ERROR;
+    }
+
+    s = json_dumps(json, JSON_ENCODE_ANY|JSON_COMPACT);
+    json_decref(json);
+
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(s);
+
+    out->data = ngx_pnalloc(pool, len + 1);
+    if (out->data == NULL) {
+        free(s);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out->data, s, len);
+    out->data[len] = '\n';
+    out->len = len + 1;
+
+    free(s);
+
+    return NGX_OK;
+}

@@ -1,0 +1,1392 @@
+
+/*
+ * ngx_ha_optout_module: directives, configuration, the per-request
+ * decision, the $ha_optout_<upstream> variable, the X-HA-Optout header,
+ * the mirror gate and the worker's periodic job.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+
+static void *ngx_http_ha_optout_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ha_optout_create_srv_conf(ngx_conf_t *cf);
+static void *ngx_http_ha_optout_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ha_optout_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ha_optout_init_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_mirror_gate(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ha_optout_admin(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_policy(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ha_optout_main_path(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+static ngx_int_t ngx_http_ha_optout_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ha_optout_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ha_optout_gate_handler(ngx_http_request_t *r);
+static void ngx_http_ha_optout_tick(ngx_event_t *ev);
+
+
+static ngx_command_t  ngx_http_ha_optout_commands[] = {
+
+    { ngx_string("ha_optout_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ha_optout_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_environment"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_main_conf_t, environment),
+      NULL },
+
+    { ngx_string("ha_optout_state_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ha_optout_main_path,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_main_conf_t, state_file),
+      NULL },
+
+    { ngx_string("ha_optout_policy"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ha_optout_policy,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_audit_log"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ha_optout_audit_log,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_flag"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ha_optout_flag,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_ANY,
+      ngx_http_ha_optout,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_loc_conf_t, header),
+      NULL },
+
+    { ngx_string("ha_optout_mirror_gate"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ha_optout_mirror_gate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_admin"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ha_optout_admin,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_admin_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE23,
+      ngx_http_ha_optout_admin_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_optout_admin_audience"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_loc_conf_t, audience),
+      NULL },
+
+    { ngx_string("ha_optout_admin_token_lifetime"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_loc_conf_t, token_lifetime),
+      NULL },
+
+    { ngx_string("ha_optout_admin_replay"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_loc_conf_t, replay),
+      NULL },
+
+    { ngx_string("ha_optout_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ha_optout_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ha_optout_module_ctx = {
+    ngx_http_ha_optout_preconfiguration,   /* preconfiguration */
+    ngx_http_ha_optout_postconfiguration,  /* postconfiguration */
+
+    ngx_http_ha_optout_create_main_conf,   /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_http_ha_optout_create_srv_conf,    /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ha_optout_create_loc_conf,    /* create location configuration */
+    ngx_http_ha_optout_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ha_optout_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ha_optout_module_ctx,        /* module context */
+    ngx_http_ha_optout_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ha_optout_init_process,       /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+static ngx_event_t       ngx_http_ha_optout_timer;
+static ngx_connection_t  ngx_http_ha_optout_timer_conn;
+
+static ngx_str_t  ngx_http_ha_optout_header_name = ngx_string("X-HA-Optout");
+
+
+static void *
+ngx_http_ha_optout_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_main_conf_t));
+    if (hmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *     hmcf->shm_zone = NULL;
+     *     hmcf->state_file = { 0, NULL };
+     *     hmcf->audit_log = NULL;
+     */
+
+    if (ngx_array_init(&hmcf->upstreams, cf->pool, 4,
+                       sizeof(ngx_http_ha_optout_srv_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&hmcf->refs, cf->pool, 4,
+                       sizeof(ngx_http_ha_optout_ref_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return hmcf;
+}
+
+
+static void *
+ngx_http_ha_optout_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    hscf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_srv_conf_t));
+    if (hscf == NULL) {
+        return NULL;
+    }
+
+    hscf->generation = (ngx_atomic_uint_t) -1;
+
+    return hscf;
+}
+
+
+static void *
+ngx_http_ha_optout_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_loc_conf_t));
+    if (hlcf == NULL) {
+        return NULL;
+    }
+
+    hlcf->header = NGX_CONF_UNSET;
+    hlcf->keys = NGX_CONF_UNSET_PTR;
+    hlcf->token_lifetime = NGX_CONF_UNSET;
+    hlcf->replay = NGX_CONF_UNSET;
+    hlcf->request_id_index = NGX_ERROR;
+
+    return hlcf;
+}
+
+
+static char *
+ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ha_optout_loc_conf_t *prev = parent;
+    ngx_http_ha_optout_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->header, prev->header, 0);
+    ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
+    ngx_conf_merge_str_value(conf->audience, prev->audience, "");
+    ngx_conf_merge_sec_value(conf->token_lifetime, prev->token_lifetime,
+                             3600);
+    ngx_conf_merge_value(conf->replay, prev->replay, 1);
+
+    if (conf->admin && conf->keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout_admin\" requires at least one "
+                           "\"ha_optout_admin_key\"");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_preconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var;
+    ngx_str_t             name = ngx_string("ha_optout_");
+
+    var = ngx_http_add_variable(cf, &name,
+                                NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_ha_optout_variable;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ha_optout_mark_used(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    if (!hmcf->used) {
+        hmcf->used = 1;
+        hmcf->used_file = cf->conf_file->file.name;
+        hmcf->used_line = cf->conf_file->line;
+    }
+}
+
+
+/* resolves the upstream names of ha_optout_flag and ha_optout_mirror_gate */
+static ngx_int_t
+ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    ngx_uint_t                       i, j, found;
+    ngx_http_ha_optout_ref_t        *ref;
+    ngx_http_upstream_srv_conf_t   **uscfp;
+    ngx_http_upstream_main_conf_t   *umcf;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+    ref = hmcf->refs.elts;
+
+    for (i = 0; i < hmcf->refs.nelts; i++) {
+
+        found = 0;
+
+        for (j = 0; j < umcf->upstreams.nelts; j++) {
+            if (!(uscfp[j]->flags & NGX_HTTP_UPSTREAM_CREATE)
+                || uscfp[j]->host.len != ref[i].name.len
+                || ngx_strncmp(uscfp[j]->host.data, ref[i].name.data,
+                               ref[i].name.len) != 0)
+            {
+                continue;
+            }
+
+            found = 1;
+
+            hscf = ngx_http_conf_upstream_srv_conf(uscfp[j],
+                                                   ngx_http_ha_optout_module);
+            if (!hscf->enabled) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "ha_optout: upstream \"%V\" has no "
+                              "\"ha_optout\" directive in %V:%ui",
+                              &ref[i].name, &ref[i].file, ref[i].line);
+                return NGX_ERROR;
+            }
+
+            if (ref[i].flag) {
+                if (hscf->config_flag) {
+                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                                  "ha_optout: duplicate \"ha_optout_flag\" "
+                                  "for upstream \"%V\" in %V:%ui",
+                                  &ref[i].name, &ref[i].file, ref[i].line);
+                    return NGX_ERROR;
+                }
+
+                if (ref[i].flag->pin_len
+                    && ngx_http_ha_optout_find_peer(uscfp[j],
+                                                    ref[i].flag->pin,
+                                                    ref[i].flag->pin_len,
+                                                    NULL, NULL)
+                       != NGX_OK)
+                {
+                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                                  "ha_optout: pin \"%*s\" is not a usable "
+                                  "server of upstream \"%V\" in %V:%ui",
+                                  (size_t) ref[i].flag->pin_len,
+                                  ref[i].flag->pin, &ref[i].name,
+                                  &ref[i].file, ref[i].line);
+                    return NGX_ERROR;
+                }
+
+                if (ref[i].flag->selector_len && hscf->selector == NULL) {
+                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                                  "ha_optout: pin_selector needs "
+                                  "\"ha_optout selector=\" in upstream "
+                                  "\"%V\" in %V:%ui", &ref[i].name,
+                                  &ref[i].file, ref[i].line);
+                    return NGX_ERROR;
+                }
+
+                hscf->config_flag = ref[i].flag;
+            }
+
+            if (ref[i].target) {
+                *ref[i].target = hscf;
+            }
+
+            break;
+        }
+
+        if (!found) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: unknown upstream \"%V\" in %V:%ui",
+                          &ref[i].name, &ref[i].file, ref[i].line);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                       i;
+    ngx_http_handler_pt             *h;
+    ngx_http_core_main_conf_t       *cmcf;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ha_optout_module);
+
+    if (hmcf->environment.data == NULL) {
+        ngx_str_set(&hmcf->environment, "default");
+    }
+
+    if (!hmcf->used) {
+        return NGX_OK;
+    }
+
+    if (hmcf->shm_zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: \"ha_optout_zone\" is required by the "
+                      "ha_optout directive in %V:%ui",
+                      &hmcf->used_file, hmcf->used_line);
+        return NGX_ERROR;
+    }
+
+    hscfp = hmcf->upstreams.elts;
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        if (!hscfp[i]->wrapped) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: \"ha_optout\" in upstream \"%V\" is "
+                          "overridden by a balancer directive after it; "
+                          "put \"ha_optout\" after the balancer and before "
+                          "\"keepalive\" in %V:%ui", &hscfp[i]->name,
+                          &hscfp[i]->conf_file, hscfp[i]->conf_line);
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_ha_optout_resolve_refs(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ha_optout_header_filter;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ha_optout_gate_handler;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_main_conf_t *hmcf = conf;
+
+    ssize_t                         size;
+    ngx_str_t                      *value;
+    ngx_http_ha_optout_zone_ctx_t  *ctx;
+
+    if (hmcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR || size < (ssize_t) (64 * 1024)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\" (at least 64k)",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_zone_ctx_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->mcf = hmcf;
+
+    hmcf->shm_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                           &ngx_http_ha_optout_module);
+    if (hmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (hmcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is already used", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    hmcf->shm_zone->init = ngx_http_ha_optout_init_zone;
+    hmcf->shm_zone->data = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_main_path(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *field, *value;
+
+    field = (ngx_str_t *) ((u_char *) conf + cmd->offset);
+
+    if (field->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    *field = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, field, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_audit_log(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_main_conf_t *hmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (hmcf->audit_log) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    hmcf->audit_log = ngx_conf_open_file(cf->cycle, &value[1]);
+    if (hmcf->audit_log == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_policy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_main_conf_t *hmcf = conf;
+
+    char  *rv;
+
+    rv = ngx_http_ha_optout_main_path(cf, cmd, (u_char *) hmcf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_http_ha_optout_policy_load(cf, hmcf);
+}
+
+
+static char *
+ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_srv_conf_t *hscf = conf;
+
+    ngx_str_t                          *value, v;
+    ngx_uint_t                          i;
+    ngx_http_complex_value_t          **cvp;
+    ngx_http_upstream_srv_conf_t       *uscf;
+    ngx_http_ha_optout_main_conf_t     *hmcf;
+    ngx_http_ha_optout_srv_conf_t     **slot;
+    ngx_http_compile_complex_value_t    ccv;
+
+    if (hscf->enabled) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "selector=", 9) == 0) {
+            cvp = &hscf->selector;
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+        } else if (ngx_strncmp(value[i].data, "sticky_key=", 11) == 0) {
+            cvp = &hscf->sticky_key;
+            v.data = value[i].data + 11;
+            v.len = value[i].len - 11;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (v.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty value in \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        *cvp = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (*cvp == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &v;
+        ccv.complex_value = *cvp;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "upstream name \"%V\" is too long for ha_optout",
+                           &uscf->host);
+        return NGX_CONF_ERROR;
+    }
+
+    hscf->enabled = 1;
+    hscf->uscf = uscf;
+    hscf->name = uscf->host;
+    hscf->conf_file = cf->conf_file->file.name;
+    hscf->conf_line = cf->conf_file->line;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ha_optout_module);
+    ngx_http_ha_optout_mark_used(cf, hmcf);
+
+    slot = ngx_array_push(&hmcf->upstreams);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = hscf;
+
+    return ngx_http_ha_optout_wrap(cf, hscf);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_conf_copy(u_char *dst, uint16_t *len, size_t max,
+    ngx_str_t *src)
+{
+    if (src->len == 0 || src->len > max) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst, src->data, src->len);
+    *len = (uint16_t) src->len;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_ha_optout_ref_t *
+ngx_http_ha_optout_add_ref(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_http_ha_optout_ref_t        *ref;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ha_optout_module);
+    ngx_http_ha_optout_mark_used(cf, hmcf);
+
+    ref = ngx_array_push(&hmcf->refs);
+    if (ref == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(ref, sizeof(ngx_http_ha_optout_ref_t));
+    ref->name = *name;
+    ref->file = cf->conf_file->file.name;
+    ref->line = cf->conf_file->line;
+
+    return ref;
+}
+
+
+static char *
+ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t                  *value, v;
+    ngx_uint_t                  i, optout;
+    ngx_http_ha_optout_ref_t   *ref;
+    ngx_http_ha_optout_flag_t  *flag;
+
+    value = cf->args->elts;
+
+    flag = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_flag_t));
+    if (flag == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    optout = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        v.data = (u_char *) ngx_strlchr(value[i].data,
+                                        value[i].data + value[i].len, '=');
+        if (v.data == NULL) {
+            goto invalid;
+        }
+
+        v.data++;
+        v.len = value[i].data + value[i].len - v.data;
+
+#define ngx_ha_optout_is(s)                                                   \
+        (ngx_strncmp(value[i].data, s "=", sizeof(s)) == 0)
+
+        if (ngx_ha_optout_is("failover")) {
+            if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+                flag->no_failover = 1;
+                optout = 1;
+            } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
+                goto invalid;
+            }
+
+        } else if (ngx_ha_optout_is("replication")) {
+            if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+                flag->no_replication = 1;
+                optout = 1;
+            } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
+                goto invalid;
+            }
+
+        } else if (ngx_ha_optout_is("sticky")) {
+            if (v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0) {
+                flag->sticky = 1;
+                optout = 1;
+            } else if (!(v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)) {
+                goto invalid;
+            }
+
+        } else if (ngx_ha_optout_is("pin")) {
+            if (ngx_http_ha_optout_conf_copy(flag->pin, &flag->pin_len,
+                                             NGX_HA_OPTOUT_PIN_LEN, &v)
+                != NGX_OK)
+            {
+                goto invalid;
+            }
+            optout = 1;
+
+        } else if (ngx_ha_optout_is("pin_selector")) {
+            if (ngx_http_ha_optout_conf_copy(flag->selector,
+                                             &flag->selector_len,
+                                             NGX_HA_OPTOUT_SELECTOR_LEN, &v)
+                != NGX_OK)
+            {
+                goto invalid;
+            }
+
+        } else if (ngx_ha_optout_is("reason")) {
+            if (ngx_http_ha_optout_conf_copy(flag->reason, &flag->reason_len,
+                                             NGX_HA_OPTOUT_REASON_LEN, &v)
+                != NGX_OK)
+            {
+                goto invalid;
+            }
+
+        } else {
+            goto invalid;
+        }
+
+#undef ngx_ha_optout_is
+    }
+
+    if (!optout) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout_flag\" must opt out of something: "
+                           "failover=off, pin=, replication=off or sticky=on");
+        return NGX_CONF_ERROR;
+    }
+
+    if (flag->selector_len && flag->pin_len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"pin_selector=\" requires \"pin=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (flag->reason_len == 0) {
+        ngx_str_set(&v, "declared in nginx.conf");
+        (void) ngx_http_ha_optout_conf_copy(flag->reason, &flag->reason_len,
+                                            NGX_HA_OPTOUT_REASON_LEN, &v);
+    }
+
+    ngx_str_set(&v, "config");
+    (void) ngx_http_ha_optout_conf_copy(flag->actor, &flag->actor_len,
+                                        NGX_HA_OPTOUT_ACTOR_LEN, &v);
+
+    flag->present = 1;
+    flag->source = NGX_HA_OPTOUT_SRC_CONFIG;
+    flag->set_at = ngx_time();
+
+    ref = ngx_http_ha_optout_add_ref(cf, &value[1]);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->flag = flag;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_ha_optout_mirror_gate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ha_optout_loc_conf_t *hlcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_ha_optout_ref_t  *ref;
+
+    if (hlcf->mirror_gate) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ref = ngx_http_ha_optout_add_ref(cf, &value[1]);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a placeholder until postconfiguration resolves the name */
+    hlcf->mirror_gate = (ngx_http_ha_optout_srv_conf_t *) -1;
+    ref->target = &hlcf->mirror_gate;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_location(ngx_conf_t *cf, ngx_http_handler_pt handler,
+    ngx_http_ha_optout_loc_conf_t *hlcf)
+{
+    ngx_str_t                        name = ngx_string("request_id");
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = handler;
+
+    hlcf->request_id_index = ngx_http_get_variable_index(cf, &name);
+    if (hlcf->request_id_index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ha_optout_module);
+    ngx_http_ha_optout_mark_used(cf, hmcf);
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_loc_conf_t *hlcf = conf;
+
+    if (hlcf->admin || hlcf->status) {
+        return "is duplicate";
+    }
+
+    hlcf->admin = 1;
+
+    if (ngx_http_ha_optout_location(cf, ngx_http_ha_optout_admin_handler,
+                                    hlcf)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_loc_conf_t *hlcf = conf;
+
+    if (hlcf->admin || hlcf->status) {
+        return "is duplicate";
+    }
+
+    hlcf->status = 1;
+
+    if (ngx_http_ha_optout_location(cf, ngx_http_ha_optout_status_handler,
+                                    hlcf)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ha_optout_loc_conf_t *hlcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_ha_optout_key_t  *key, *k;
+
+    value = cf->args->elts;
+
+    if (hlcf->keys == NGX_CONF_UNSET_PTR) {
+        hlcf->keys = ngx_array_create(cf->pool, 2,
+                                      sizeof(ngx_http_ha_optout_key_t));
+        if (hlcf->keys == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    key = ngx_array_push(hlcf->keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(key, sizeof(ngx_http_ha_optout_key_t));
+
+    if (ngx_strcasecmp(value[1].data, (u_char *) "hs256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_HS256;
+
+    } else if (ngx_strcasecmp(value[1].data, (u_char *) "es256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_ES256;
+
+    } else if (ngx_strcasecmp(value[1].data, (u_char *) "eddsa") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_EDDSA;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown algorithm \"%V\" "
+                           "(hs256, es256 or eddsa)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    key->file = value[2];
+
+    if (ngx_conf_full_name(cf->cycle, &key->file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 4) {
+        if (ngx_strncmp(value[3].data, "kid=", 4) != 0 || value[3].len == 4) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        key->kid.data = value[3].data + 4;
+        key->kid.len = value[3].len - 4;
+
+        k = hlcf->keys->elts;
+
+        for (i = 0; i + 1 < hlcf->keys->nelts; i++) {
+            if (k[i].kid.len == key->kid.len
+                && ngx_strncmp(k[i].kid.data, key->kid.data, key->kid.len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "duplicate kid \"%V\"", &key->kid);
+                return NGX_CONF_ERROR;
+            }
+        }
+    }
+
+    return ngx_http_ha_optout_key_load(cf, key);
+}
+
+
+/* the decision of a request for an upstream, memoised in the request */
+
+ngx_http_ha_optout_decision_t *
+ngx_http_ha_optout_decide(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    u_char                         *p;
+    ngx_str_t                       value;
+    ngx_http_ha_optout_flag_t      *flag;
+    ngx_http_ha_optout_decision_t  *d;
+
+    d = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+
+    if (d && d->hscf == hscf) {
+        return d;
+    }
+
+    if (d == NULL) {
+        d = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_decision_t));
+        if (d == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, d, ngx_http_ha_optout_module);
+
+    } else {
+        /* another upstream's variable: answer without memoising */
+        d = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_decision_t));
+        if (d == NULL) {
+            return NULL;
+        }
+    }
+
+    d->hscf = hscf;
+
+    flag = ngx_http_ha_optout_acting(hscf, ngx_time());
+    if (flag == NULL) {
+        return d;
+    }
+
+    /* a copy: the worker's view may be refreshed while the request runs */
+
+    d->flag = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
+    p = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_TEXT_LEN);
+    if (d->flag == NULL || p == NULL) {
+        return NULL;
+    }
+
+    *d->flag = *flag;
+    d->text.data = p;
+    d->text.len = ngx_http_ha_optout_flag_text(flag, p);
+    d->no_failover = flag->no_failover;
+
+    if (flag->pin_len) {
+        if (flag->selector_len == 0) {
+            d->pin = 1;
+
+        } else if (hscf->selector
+                   && ngx_http_complex_value(r, hscf->selector, &value)
+                      == NGX_OK
+                   && value.len == flag->selector_len
+                   && ngx_strncmp(value.data, flag->selector, value.len) == 0)
+        {
+            d->pin = 1;
+        }
+    }
+
+    return d;
+}
+
+
+ngx_http_ha_optout_srv_conf_t *
+ngx_http_ha_optout_find_upstream(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *name)
+{
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        if (hscfp[i]->name.len == name->len
+            && ngx_strncmp(hscfp[i]->name.data, name->data, name->len) == 0)
+        {
+            return hscfp[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * $ha_optout_<upstream>: characters of the upstream name that cannot
+ * stand in a variable name ("-", ".") are written as "_".
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *name = (ngx_str_t *) data;
+
+    u_char                           c;
+    size_t                           len;
+    ngx_uint_t                       i, k;
+    ngx_http_ha_optout_srv_conf_t  **hscfp, *hscf;
+    ngx_http_ha_optout_decision_t   *d;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    hscfp = hmcf->upstreams.elts;
+    len = name->len - (sizeof("ha_optout_") - 1);
+    hscf = NULL;
+
+    for (i = 0; i < hmcf->upstreams.nelts && hscf == NULL; i++) {
+        if (hscfp[i]->name.len != len) {
+            continue;
+        }
+
+        for (k = 0; k < len; k++) {
+            c = hscfp[i]->name.data[k];
+            c = (c == '-' || c == '.') ? '_' : ngx_tolower(c);
+
+            if (c != ngx_tolower(name->data[sizeof("ha_optout_") - 1 + k])) {
+                break;
+            }
+        }
+
+        if (k == len) {
+            hscf = hscfp[i];
+        }
+    }
+
+    if (hscf == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->len = 0;
+    v->data = (u_char *) "";
+
+    if (ngx_http_ha_optout_sh->active == 0 && hscf->config_flag == NULL) {
+        return NGX_OK;
+    }
+
+    d = ngx_http_ha_optout_decide(r, hscf);
+    if (d == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (d->flag) {
+        v->len = d->text.len;
+        v->data = d->text.data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
+{
+    ngx_table_elt_t                *h;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+    ngx_http_ha_optout_decision_t  *d;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+
+    if (!hlcf->header || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    d = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+
+    if (d == NULL || d->flag == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key = ngx_http_ha_optout_header_name;
+    h->value = d->text;
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* replication=false: the mirror target answers 204 instead of sending */
+
+static ngx_int_t
+ngx_http_ha_optout_gate_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                       rc;
+    ngx_http_ha_optout_flag_t      *flag;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+
+    if (hlcf->mirror_gate == NULL
+        || (ngx_http_ha_optout_sh->active == 0
+            && hlcf->mirror_gate->config_flag == NULL))
+    {
+        return NGX_DECLINED;
+    }
+
+    flag = ngx_http_ha_optout_acting(hlcf->mirror_gate, ngx_time());
+
+    if (flag == NULL || !flag->no_replication) {
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_atomic_fetch_add(&hlcf->mirror_gate->rec->replication_bypassed,
+                                1);
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->headers_out.status = NGX_HTTP_NO_CONTENT;
+    r->headers_out.content_length_n = 0;
+    r->header_only = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+    ngx_http_ha_optout_zone_ctx_t   *ctx;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ha_optout_module);
+
+    if (hmcf == NULL || hmcf->shm_zone == NULL) {
+        return NGX_OK;
+    }
+
+    ctx = hmcf->shm_zone->data;
+    ngx_http_ha_optout_sh = ctx->sh;
+    ngx_http_ha_optout_shpool = ctx->shpool;
+
+    if (ngx_process != NGX_PROCESS_SINGLE
+        && !(ngx_process == NGX_PROCESS_WORKER && ngx_worker == 0))
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_ha_optout_timer_conn.fd = (ngx_socket_t) -1;
+
+    ngx_http_ha_optout_timer.handler = ngx_http_ha_optout_tick;
+    ngx_http_ha_optout_timer.log = cycle->log;
+    ngx_http_ha_optout_timer.data = &ngx_http_ha_optout_timer_conn;
+    ngx_http_ha_optout_timer.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_ha_optout_timer, 1);
+
+    return NGX_OK;
+}
+
+
+static void ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+
+
+static void
+ngx_http_ha_optout_tick(ngx_event_t *ev)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ha_optout_module);
+
+    if (!ngx_http_ha_optout_sh->restored) {
+        ngx_http_ha_optout_state_restore(hmcf, ev->log);
+    }
+
+    ngx_http_ha_optout_expire(hmcf, ev->log);
+
+    ngx_add_timer(ev, 250);
+}
+
+
+/*
+ * Clears API flags past expires_at (they stopped acting on the request path
+ * already) and moves policy windows.  Idempotent: two "worker 0" may run it
+ * during a reload.
+ */
+
+static void
+ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    time_t                           now;
+    ngx_str_t                        upstream, actor, reason;
+    ngx_uint_t                       i, n;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t       *before;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    now = ngx_time();
+    hscfp = hmcf->upstreams.elts;
+    n = 0;
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        rec = hscfp[i]->rec;
+
+        if (rec == NULL || !rec->api.present || rec->api.expires_at == 0
+            || now < rec->api.expires_at)
+        {
+            continue;
+        }
+
+        before = ngx_alloc(sizeof(ngx_http_ha_optout_flag_t), log);
+        if (before == NULL) {
+            return;
+        }
+
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (!rec->api.present || rec->api.expires_at == 0
+            || now < rec->api.expires_at)
+        {
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            ngx_free(before);
+            continue;
+        }
+
+        *before = rec->api;
+        ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+        rec->changes[NGX_HA_OPTOUT_ACT_EXPIRE]++;
+        ngx_http_ha_optout_bump();
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        upstream = hscfp[i]->name;
+        actor.data = before->actor;
+        actor.len = before->actor_len;
+        reason.data = before->reason;
+        reason.len = before->reason_len;
+
+        ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_EXPIRE,
+                                 &upstream, &actor, NULL, &reason, before,
+                                 NULL, NULL);
+        ngx_free(before);
+        n++;
+    }
+
+    if (n) {
+        (void) ngx_http_ha_optout_state_save(hmcf, log);
+    }
+}

@@ -1,0 +1,293 @@
+
+/*
+ * ngx_ha_optout_module: switch high availability off on purpose, per
+ * upstream, for a bounded time.  Shared types of the module's files.
+ */
+
+#ifndef _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_
+#define _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_ha_optout_token.h"
+
+
+#define NGX_HA_OPTOUT_VERSION        "0.1.0"
+
+#define NGX_HA_OPTOUT_NAME_LEN       64
+#define NGX_HA_OPTOUT_PIN_LEN        128
+#define NGX_HA_OPTOUT_SELECTOR_LEN   256
+#define NGX_HA_OPTOUT_REASON_LEN     256
+#define NGX_HA_OPTOUT_ACTOR_LEN      128
+#define NGX_HA_OPTOUT_MAX_SERVERS    32
+#define NGX_HA_OPTOUT_BODY_MAX       16384
+#define NGX_HA_OPTOUT_TEXT_LEN                                              \
+    (sizeof("failover=off; pin=; pin_selector=; replication=off; sticky=on")\
+     + NGX_HA_OPTOUT_PIN_LEN + NGX_HA_OPTOUT_SELECTOR_LEN)
+
+/* where a flag came from: also its layer, lowest precedence first */
+#define NGX_HA_OPTOUT_SRC_CONFIG     0
+#define NGX_HA_OPTOUT_SRC_WINDOW     1
+#define NGX_HA_OPTOUT_SRC_API        2
+
+/* audit and metric actions */
+typedef enum {
+    NGX_HA_OPTOUT_ACT_SET = 0,
+    NGX_HA_OPTOUT_ACT_UPDATE,
+    NGX_HA_OPTOUT_ACT_CLEAR,
+    NGX_HA_OPTOUT_ACT_EXPIRE,
+    NGX_HA_OPTOUT_ACT_WINDOW_START,
+    NGX_HA_OPTOUT_ACT_WINDOW_END,
+    NGX_HA_OPTOUT_ACT_RESTORE,
+    NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
+    NGX_HA_OPTOUT_ACT_DENIED,
+    NGX_HA_OPTOUT_ACT_N
+} ngx_http_ha_optout_action_e;
+
+
+/*
+ * The one representation of a flag: in shared memory, in the worker-local
+ * view, in config and in the state file.  Fixed size, so it can be copied
+ * in and out of the zone under the mutex without pointers.
+ */
+typedef struct {
+    unsigned                    present:1;
+    unsigned                    no_failover:1;
+    unsigned                    no_replication:1;
+    unsigned                    sticky:1;
+    unsigned                    source:2;       /* NGX_HA_OPTOUT_SRC_* */
+
+    uint16_t                    pin_len;
+    uint16_t                    selector_len;
+    uint16_t                    reason_len;
+    uint16_t                    actor_len;
+
+    uint64_t                    version;
+    time_t                      set_at;
+    time_t                      expires_at;     /* 0: no ttl */
+
+    u_char                      pin[NGX_HA_OPTOUT_PIN_LEN];
+    u_char                      selector[NGX_HA_OPTOUT_SELECTOR_LEN];
+    u_char                      reason[NGX_HA_OPTOUT_REASON_LEN];
+    u_char                      actor[NGX_HA_OPTOUT_ACTOR_LEN];
+} ngx_http_ha_optout_flag_t;
+
+
+typedef struct {
+    u_char                      name[NGX_HA_OPTOUT_NAME_LEN];
+    size_t                      len;
+    ngx_atomic_t                suppressed;
+    ngx_atomic_t                pinned;
+} ngx_http_ha_optout_server_stat_t;
+
+
+/* per-upstream record in the zone; never freed, so pointers stay valid */
+typedef struct {
+    ngx_queue_t                 queue;
+    u_char                      name[NGX_HA_OPTOUT_NAME_LEN];
+    size_t                      name_len;
+
+    ngx_http_ha_optout_flag_t   api;
+    ngx_http_ha_optout_flag_t   window;
+
+    ngx_atomic_t                failover_suppressed;
+    ngx_atomic_t                pinned_requests;
+    ngx_atomic_t                replication_bypassed;
+    ngx_atomic_t                changes[NGX_HA_OPTOUT_ACT_N];
+
+    ngx_uint_t                  nservers;
+    ngx_http_ha_optout_server_stat_t  servers[NGX_HA_OPTOUT_MAX_SERVERS];
+} ngx_http_ha_optout_rec_t;
+
+
+#define NGX_HA_OPTOUT_ADMIN_CODES    16
+#define NGX_HA_OPTOUT_AUTH_REASONS   12
+#define NGX_HA_OPTOUT_AUDIT_RING     128
+#define NGX_HA_OPTOUT_AUDIT_LINE     4096
+
+typedef struct {
+    ngx_uint_t                  method;         /* NGX_HTTP_GET ... */
+    ngx_uint_t                  status;
+    ngx_atomic_t                count;
+} ngx_http_ha_optout_admin_stat_t;
+
+
+typedef struct {
+    ngx_atomic_t                active;         /* api+window flags present */
+    ngx_atomic_t                generation;     /* bumped on every change */
+    uint64_t                    version_seq;
+    ngx_uint_t                  restored;       /* state file loaded once */
+    ngx_queue_t                 upstreams;      /* ngx_http_ha_optout_rec_t */
+
+    ngx_rbtree_t                replay;         /* jti cache */
+    ngx_rbtree_node_t           replay_sentinel;
+    ngx_queue_t                 replay_queue;   /* oldest first */
+    ngx_uint_t                  replay_count;
+
+    u_char                      audit_hash[65]; /* last line's hash, hex */
+    ngx_uint_t                  audit_next;     /* ring position */
+    ngx_uint_t                  audit_count;
+    u_char                     *audit_ring[NGX_HA_OPTOUT_AUDIT_RING];
+
+    ngx_http_ha_optout_admin_stat_t  admin[NGX_HA_OPTOUT_ADMIN_CODES * 6];
+    ngx_atomic_t                auth_failures[NGX_HA_OPTOUT_AUTH_REASONS];
+} ngx_http_ha_optout_shctx_t;
+
+
+typedef struct {
+    ngx_http_ha_optout_shctx_t *sh;
+    ngx_slab_pool_t            *shpool;
+    void                       *mcf;
+} ngx_http_ha_optout_zone_ctx_t;
+
+
+/* per upstream block (the upstream's srv_conf) */
+typedef struct {
+    ngx_uint_t                       enabled;   /* "ha_optout" seen */
+    ngx_uint_t                       wrapped;   /* our init_upstream ran */
+    ngx_str_t                        name;
+    ngx_http_upstream_srv_conf_t    *uscf;
+    ngx_str_t                        conf_file;
+    ngx_uint_t                       conf_line;
+
+    ngx_http_upstream_init_pt        original_init_upstream;
+    ngx_http_upstream_init_peer_pt   original_init_peer;
+
+    ngx_http_complex_value_t        *selector;
+    ngx_http_complex_value_t        *sticky_key;
+
+    ngx_http_ha_optout_flag_t       *config_flag;   /* ha_optout_flag */
+    ngx_http_ha_optout_rec_t        *rec;           /* in the zone */
+
+    /* worker-local copy of the zone's layers, see _acting() */
+    ngx_atomic_uint_t                generation;
+    ngx_http_ha_optout_flag_t        api;
+    ngx_http_ha_optout_flag_t        window;
+} ngx_http_ha_optout_srv_conf_t;
+
+
+/* a name given in config that is resolved to an upstream later */
+typedef struct {
+    ngx_str_t                        name;
+    ngx_str_t                        file;
+    ngx_uint_t                       line;
+    ngx_http_ha_optout_srv_conf_t  **target;
+    ngx_http_ha_optout_flag_t       *flag;      /* ha_optout_flag only */
+} ngx_http_ha_optout_ref_t;
+
+
+typedef struct {
+    ngx_shm_zone_t                  *shm_zone;
+    ngx_str_t                        environment;
+    ngx_str_t                        state_file;
+    ngx_str_t                        policy_file;
+    void                            *policy;
+    ngx_open_file_t                 *audit_log;
+    ngx_array_t                      upstreams;  /* srv_conf_t * */
+    ngx_array_t                      refs;       /* ngx_http_ha_optout_ref_t */
+    ngx_uint_t                       used;       /* any directive seen */
+    ngx_str_t                        used_file;
+    ngx_uint_t                       used_line;
+} ngx_http_ha_optout_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                       header;
+    ngx_http_ha_optout_srv_conf_t   *mirror_gate;
+    ngx_uint_t                       admin;
+    ngx_uint_t                       status;
+    ngx_array_t                     *keys;      /* ngx_http_ha_optout_key_t */
+    ngx_str_t                        audience;
+    time_t                           token_lifetime;
+    ngx_flag_t                       replay;
+    ngx_int_t                        request_id_index;
+} ngx_http_ha_optout_loc_conf_t;
+
+
+/* what a request decided about its upstream, memoised in the request ctx */
+typedef struct {
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_flag_t       *flag;      /* NULL: HA as usual */
+    ngx_str_t                        text;      /* header / variable */
+    unsigned                         pin:1;     /* pin applies here */
+    unsigned                         no_failover:1;
+} ngx_http_ha_optout_decision_t;
+
+
+extern ngx_module_t  ngx_http_ha_optout_module;
+extern ngx_http_ha_optout_shctx_t  *ngx_http_ha_optout_sh;
+extern ngx_slab_pool_t             *ngx_http_ha_optout_shpool;
+
+
+/* module.c */
+ngx_http_ha_optout_srv_conf_t *ngx_http_ha_optout_find_upstream(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
+ngx_http_ha_optout_decision_t *ngx_http_ha_optout_decide(
+    ngx_http_request_t *r, ngx_http_ha_optout_srv_conf_t *hscf);
+
+/* store.c */
+ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+ngx_http_ha_optout_flag_t *ngx_http_ha_optout_acting(
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now);
+ngx_http_ha_optout_flag_t *ngx_http_ha_optout_layer(
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_uint_t source, time_t now);
+void ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf);
+void ngx_http_ha_optout_bump(void);
+void ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *server, ngx_uint_t pinned);
+ngx_http_ha_optout_server_stat_t *ngx_http_ha_optout_server_stat(
+    ngx_http_ha_optout_rec_t *rec, ngx_str_t *server);
+size_t ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag,
+    u_char *buf);
+ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
+    time_t now);
+ngx_int_t ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp,
+    time_t now);
+void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);
+void ngx_http_ha_optout_auth_count(const char *reason);
+extern const char  *ngx_http_ha_optout_auth_reasons[];
+extern const char  *ngx_http_ha_optout_actions[];
+
+/* balancer.c */
+char *ngx_http_ha_optout_wrap(ngx_conf_t *cf,
+    ngx_http_ha_optout_srv_conf_t *hscf);
+ngx_int_t ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
+    u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
+
+/* json.c */
+ngx_int_t ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_uint_t patch, ngx_http_ha_optout_flag_t *flag,
+    time_t *ttl, ngx_uint_t *ttl_set, ngx_str_t *code, ngx_str_t *message);
+ngx_int_t ngx_http_ha_optout_parse_ttl(u_char *p, size_t len, time_t *ttl);
+void *ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
+    ngx_str_t *upstream, ngx_str_t *environment);
+ngx_int_t ngx_http_ha_optout_json_out(ngx_pool_t *pool, void *json,
+    ngx_str_t *out);
+u_char *ngx_http_ha_optout_time_iso(u_char *buf, time_t t);
+
+/* admin.c */
+ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);
+
+/* status.c */
+ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
+
+/* audit.c */
+void ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id);
+
+/* yaml.c */
+ngx_int_t ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+char *ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf);
+
+
+#endif /* _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_ */

@@ -1,0 +1,565 @@
+
+/*
+ * ngx_ha_optout_module: the flag store in shared memory.
+ *
+ * The zone holds one record per upstream with "ha_optout" (its API and
+ * window layers and its counters), the replay cache, the audit ring and
+ * the admin counters.  Workers keep a local copy of the layers and
+ * refresh it only when the zone's generation moves, so the request path
+ * with no flag set is one atomic load.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+
+
+ngx_http_ha_optout_shctx_t  *ngx_http_ha_optout_sh;
+ngx_slab_pool_t             *ngx_http_ha_optout_shpool;
+
+
+const char  *ngx_http_ha_optout_actions[] = {
+    "set", "update", "clear", "expire", "window_start", "window_end",
+    "restore", "restore_rejected", "denied"
+};
+
+
+const char  *ngx_http_ha_optout_auth_reasons[] = {
+    "missing", "malformed", "algorithm", "unknown_kid", "signature",
+    "expired", "not_yet_valid", "lifetime", "audience", "replay",
+    "scope", NULL
+};
+
+
+typedef struct {
+    ngx_rbtree_node_t   node;       /* key: hash of jti */
+    ngx_queue_t         queue;
+    time_t              expires;
+    u_char              len;
+    u_char              jti[1];
+} ngx_http_ha_optout_replay_t;
+
+
+static ngx_http_ha_optout_rec_t *
+ngx_http_ha_optout_rec_get(ngx_http_ha_optout_shctx_t *sh,
+    ngx_slab_pool_t *shpool, ngx_str_t *name)
+{
+    ngx_queue_t               *q;
+    ngx_http_ha_optout_rec_t  *rec;
+
+    for (q = ngx_queue_head(&sh->upstreams);
+         q != ngx_queue_sentinel(&sh->upstreams);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+
+        if (rec->name_len == name->len
+            && ngx_strncmp(rec->name, name->data, name->len) == 0)
+        {
+            return rec;
+        }
+    }
+
+    rec = ngx_slab_calloc_locked(shpool, sizeof(ngx_http_ha_optout_rec_t));
+    if (rec == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(rec->name, name->data, name->len);
+    rec->name_len = name->len;
+    ngx_queue_insert_tail(&sh->upstreams, &rec->queue);
+
+    return rec;
+}
+
+
+static void
+ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
+    ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_uint_t                         i, j, k;
+    ngx_str_t                         *name;
+    ngx_http_upstream_server_t        *server;
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    if (uscf->servers == NULL) {
+        return;
+    }
+
+    server = uscf->servers->elts;
+
+    for (i = 0; i < uscf->servers->nelts; i++) {
+        for (j = 0; j < server[i].naddrs; j++) {
+            name = &server[i].addrs[j].name;
+
+            for (k = 0; k < rec->nservers; k++) {
+                st = &rec->servers[k];
+                if (st->len == name->len
+                    && ngx_strncmp(st->name, name->data, name->len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < rec->nservers || rec->nservers == NGX_HA_OPTOUT_MAX_SERVERS
+                || name->len >= NGX_HA_OPTOUT_NAME_LEN)
+            {
+                continue;
+            }
+
+            st = &rec->servers[rec->nservers++];
+            ngx_memcpy(st->name, name->data, name->len);
+            st->len = name->len;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_replay_cmp(ngx_rbtree_node_t *a, ngx_rbtree_node_t *b)
+{
+    ngx_http_ha_optout_replay_t  *ra, *rb;
+
+    ra = (ngx_http_ha_optout_replay_t *) a;
+    rb = (ngx_http_ha_optout_replay_t *) b;
+
+    return ngx_memn2cmp(ra->jti, rb->jti, ra->len, rb->len);
+}
+
+
+static void
+ngx_http_ha_optout_replay_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t  **p;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            p = ngx_http_ha_optout_replay_cmp(node, temp) < 0
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_ha_optout_zone_ctx_t  *octx = data;
+
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_rec_t         *rec;
+    ngx_http_ha_optout_shctx_t       *sh;
+    ngx_http_ha_optout_zone_ctx_t    *ctx;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+    ngx_http_ha_optout_main_conf_t   *hmcf;
+
+    ctx = shm_zone->data;
+    hmcf = ctx->mcf;
+
+    if (octx) {
+        /* reload with the same zone: flags, counters and replay survive */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+
+    } else {
+        ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+        if (shm_zone->shm.exists) {
+            ctx->sh = ctx->shpool->data;
+
+        } else {
+            sh = ngx_slab_calloc(ctx->shpool,
+                                 sizeof(ngx_http_ha_optout_shctx_t));
+            if (sh == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_queue_init(&sh->upstreams);
+            ngx_queue_init(&sh->replay_queue);
+            ngx_rbtree_init(&sh->replay, &sh->replay_sentinel,
+                            ngx_http_ha_optout_replay_insert);
+            ngx_memset(sh->audit_hash, '0', 64);
+
+            ctx->sh = sh;
+            ctx->shpool->data = sh;
+            ctx->shpool->log_nomem = 0;
+            ctx->shpool->log_ctx = (u_char *) " in ha_optout zone";
+        }
+    }
+
+    sh = ctx->sh;
+    hscfp = hmcf->upstreams.elts;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        rec = ngx_http_ha_optout_rec_get(sh, ctx->shpool, &hscfp[i]->name);
+        if (rec == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "ha_optout: zone \"%V\" is too small for %ui "
+                          "upstreams", &shm_zone->shm.name,
+                          hmcf->upstreams.nelts);
+            return NGX_ERROR;
+        }
+
+        ngx_http_ha_optout_rec_servers(rec, hscfp[i]->uscf);
+        hscfp[i]->rec = rec;
+    }
+
+    /* a new configuration may have config flags: workers refresh */
+    sh->generation++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* called with the zone mutex held, after a layer changed */
+
+void
+ngx_http_ha_optout_bump(void)
+{
+    ngx_uint_t                 active;
+    ngx_queue_t               *q;
+    ngx_http_ha_optout_rec_t  *rec;
+
+    active = 0;
+
+    for (q = ngx_queue_head(&ngx_http_ha_optout_sh->upstreams);
+         q != ngx_queue_sentinel(&ngx_http_ha_optout_sh->upstreams);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+        active += rec->api.present + rec->window.present;
+    }
+
+    ngx_http_ha_optout_sh->active = active;
+    ngx_memory_barrier();
+    ngx_http_ha_optout_sh->generation++;
+}
+
+
+void
+ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    ngx_atomic_uint_t  gen;
+
+    gen = ngx_http_ha_optout_sh->generation;
+
+    if (gen == hscf->generation) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    hscf->api = hscf->rec->api;
+    hscf->window = hscf->rec->window;
+    hscf->generation = ngx_http_ha_optout_sh->generation;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag, time_t now)
+{
+    return flag && flag->present
+           && (flag->expires_at == 0 || now < flag->expires_at);
+}
+
+
+/* one layer as the worker sees it, or NULL when empty or expired */
+
+ngx_http_ha_optout_flag_t *
+ngx_http_ha_optout_layer(ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_uint_t source, time_t now)
+{
+    ngx_http_ha_optout_flag_t  *flag;
+
+    switch (source) {
+
+    case NGX_HA_OPTOUT_SRC_API:
+        ngx_http_ha_optout_refresh(hscf);
+        flag = &hscf->api;
+        break;
+
+    case NGX_HA_OPTOUT_SRC_WINDOW:
+        ngx_http_ha_optout_refresh(hscf);
+        flag = &hscf->window;
+        break;
+
+    default:
+        flag = hscf->config_flag;
+    }
+
+    return ngx_http_ha_optout_flag_live(flag, now) ? flag : NULL;
+}
+
+
+/* precedence: an API flag wins over a window, a window over config */
+
+ngx_http_ha_optout_flag_t *
+ngx_http_ha_optout_acting(ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
+{
+    ngx_http_ha_optout_flag_t  *flag;
+
+    flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_API, now);
+
+    if (flag == NULL) {
+        flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_WINDOW, now);
+    }
+
+    if (flag == NULL) {
+        flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_CONFIG, now);
+    }
+
+    return flag;
+}
+
+
+ngx_http_ha_optout_server_stat_t *
+ngx_http_ha_optout_server_stat(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *server)
+{
+    ngx_uint_t                         i;
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    for (i = 0; i < rec->nservers; i++) {
+        st = &rec->servers[i];
+
+        if (st->len == server->len
+            && ngx_strncmp(st->name, server->data, server->len) == 0)
+        {
+            return st;
+        }
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *server, ngx_uint_t pinned)
+{
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    if (pinned) {
+        (void) ngx_atomic_fetch_add(&rec->pinned_requests, 1);
+
+    } else {
+        (void) ngx_atomic_fetch_add(&rec->failover_suppressed, 1);
+    }
+
+    st = server ? ngx_http_ha_optout_server_stat(rec, server) : NULL;
+
+    if (st) {
+        (void) ngx_atomic_fetch_add(pinned ? &st->pinned : &st->suppressed,
+                                    1);
+    }
+}
+
+
+/* the short text of the X-HA-Optout header and $ha_optout_<upstream> */
+
+size_t
+ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
+{
+    u_char  *p;
+
+    p = buf;
+
+    if (flag->no_failover) {
+        p = ngx_cpymem(p, "failover=off; ", sizeof("failover=off; ") - 1);
+    }
+
+    if (flag->pin_len) {
+        p = ngx_sprintf(p, "pin=%*s; ", (size_t) flag->pin_len, flag->pin);
+    }
+
+    if (flag->selector_len) {
+        p = ngx_sprintf(p, "pin_selector=%*s; ",
+                        (size_t) flag->selector_len, flag->selector);
+    }
+
+    if (flag->no_replication) {
+        p = ngx_cpymem(p, "replication=off; ",
+                       sizeof("replication=off; ") - 1);
+    }
+
+    if (flag->sticky) {
+        p = ngx_cpymem(p, "sticky=on; ", sizeof("sticky=on; ") - 1);
+    }
+
+    return (p > buf) ? (size_t) (p - buf - 2) : 0;
+}
+
+
+/*
+ * Remembers a write's jti until its token expires.  NGX_OK: first use;
+ * NGX_DECLINED: a replay; NGX_BUSY: the cache is full of live entries.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
+{
+    uint32_t                      hash;
+    ngx_queue_t                  *q;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_ha_optout_shctx_t   *sh;
+    ngx_http_ha_optout_replay_t  *rp, *rp2;
+
+    if (jti->len == 0 || jti->len > 255) {
+        return NGX_DECLINED;
+    }
+
+    sh = ngx_http_ha_optout_sh;
+    hash = ngx_crc32_short(jti->data, jti->len);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    /* drop what has expired, oldest first */
+
+    while (!ngx_queue_empty(&sh->replay_queue)) {
+        q = ngx_queue_head(&sh->replay_queue);
+        rp = ngx_queue_data(q, ngx_http_ha_optout_replay_t, queue);
+
+        if (rp->expires + NGX_HA_OPTOUT_LEEWAY > now) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&sh->replay, &rp->node);
+        ngx_slab_free_locked(ngx_http_ha_optout_shpool, rp);
+        sh->replay_count--;
+    }
+
+    node = sh->replay.root;
+    sentinel = sh->replay.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        rp = (ngx_http_ha_optout_replay_t *) node;
+
+        if (rp->len == jti->len
+            && ngx_memcmp(rp->jti, jti->data, jti->len) == 0)
+        {
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            return NGX_DECLINED;
+        }
+
+        node = (ngx_memn2cmp(jti->data, rp->jti, jti->len, rp->len) < 0)
+               ? node->left : node->right;
+    }
+
+    rp = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool,
+                               sizeof(ngx_http_ha_optout_replay_t)
+                               + jti->len);
+    if (rp == NULL) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return NGX_BUSY;
+    }
+
+    rp->node.key = hash;
+    rp->expires = exp;
+    rp->len = (u_char) jti->len;
+    ngx_memcpy(rp->jti, jti->data, jti->len);
+
+    ngx_rbtree_insert(&sh->replay, &rp->node);
+
+    /* keep the queue ordered by expiry: tokens mostly come in order */
+
+    for (q = ngx_queue_last(&sh->replay_queue);
+         q != ngx_queue_sentinel(&sh->replay_queue);
+         q = ngx_queue_prev(q))
+    {
+        rp2 = ngx_queue_data(q, ngx_http_ha_optout_replay_t, queue);
+
+        if (rp2->expires <= exp) {
+            break;
+        }
+    }
+
+    ngx_queue_insert_after(q, &rp->queue);
+    sh->replay_count++;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status)
+{
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_admin_stat_t  *st;
+
+    st = ngx_http_ha_optout_sh->admin;
+
+    for (i = 0; i < NGX_HA_OPTOUT_ADMIN_CODES * 6; i++) {
+
+        if (st[i].method == method && st[i].status == status) {
+            (void) ngx_atomic_fetch_add(&st[i].count, 1);
+            return;
+        }
+
+        if (st[i].method == 0) {
+            ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+            if (st[i].method == 0) {
+                st[i].status = status;
+                ngx_memory_barrier();
+                st[i].method = method;
+            }
+
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+            if (st[i].method == method && st[i].status == status) {
+                (void) ngx_atomic_fetch_add(&st[i].count, 1);
+                return;
+            }
+        }
+    }
+}
+
+
+void
+ngx_http_ha_optout_auth_count(const char *reason)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; ngx_http_ha_optout_auth_reasons[i]; i++) {
+        if (ngx_strcmp(ngx_http_ha_optout_auth_reasons[i], reason) == 0) {
+            (void) ngx_atomic_fetch_add(&ngx_http_ha_optout_sh
+                                        ->auth_failures[i], 1);
+            return;
+        }
+    }
+}
