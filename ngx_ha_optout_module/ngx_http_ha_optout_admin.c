@@ -24,6 +24,7 @@ typedef struct {
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_uint_t                       route;
     ngx_str_t                        upstream;
+    ngx_int_t                        rc;        /* of a refusal sent */
 } ngx_http_ha_optout_admin_ctx_t;
 
 
@@ -42,8 +43,21 @@ static ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
     ngx_uint_t status, json_t *json, uint64_t etag);
 
 
+static ngx_int_t
+ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ctx->rc = rc;
+    return NGX_DECLINED;
+}
+
+
 #define ngx_ha_optout_err(r, st, c, m)                                        \
     ngx_http_ha_optout_admin_errorf(r, st, c, m)
+
+#define ngx_ha_optout_refuse(ctx, r, st, c, m)                                \
+    ngx_http_ha_optout_admin_refuse(ctx,                                      \
+                                    ngx_http_ha_optout_admin_errorf(r, st, c, m))
 
 static ngx_int_t
 ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r, ngx_uint_t status,
@@ -74,16 +88,25 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
 
     write = r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE);
 
+    /* both answer NGX_DECLINED once they have sent a refusal */
+
     rc = ngx_http_ha_optout_admin_auth(r, ctx,
                                        write ? NGX_HA_OPTOUT_SCOPE_WRITE
                                              : NGX_HA_OPTOUT_SCOPE_READ);
-    if (rc != NGX_OK) {
-        return rc;
+    if (rc == NGX_OK) {
+        rc = ngx_http_ha_optout_admin_route(r, ctx);
     }
 
-    rc = ngx_http_ha_optout_admin_route(r, ctx);
     if (rc != NGX_OK) {
-        return rc;
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+
+        return ctx->rc;
     }
 
     if (!write) {
@@ -180,9 +203,9 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else {
-        return ngx_ha_optout_err(r, NGX_HTTP_NOT_FOUND, "NotFound",
-                                 "no such endpoint; see v1/flags, "
-                                 "v1/flags/{upstream}, v1/audit, v1/whoami");
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_FOUND, "NotFound",
+                                    "no such endpoint; see v1/flags, "
+                                    "v1/flags/{upstream}, v1/audit, v1/whoami");
     }
 
 #undef ngx_ha_optout_path_is
@@ -202,8 +225,8 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
             ngx_str_set(&h->value, "GET, HEAD");
         }
 
-        return ngx_ha_optout_err(r, NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
-                                 "method not allowed on this endpoint");
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
+                                    "method not allowed on this endpoint");
     }
 
     if (ctx->route != NGX_HA_OPTOUT_R_FLAG) {
@@ -215,9 +238,9 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
     ctx->hscf = ngx_http_ha_optout_find_upstream(hmcf, &ctx->upstream);
 
     if (ctx->hscf == NULL) {
-        return ngx_ha_optout_err(r, NGX_HTTP_NOT_FOUND, "UnknownUpstream",
-                                 "no upstream with \"ha_optout\" has this "
-                                 "name");
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_FOUND, "UnknownUpstream",
+                                    "no upstream with \"ha_optout\" has this "
+                                    "name");
     }
 
     if (ctx->claims.upstreams) {
@@ -234,9 +257,9 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
         ngx_http_ha_optout_auth_count("scope");
 
-        return ngx_ha_optout_err(r, NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
-                                 "the token's ha_upstreams claim does not "
-                                 "include this upstream");
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
+                                    "the token's ha_upstreams claim does not "
+                                    "include this upstream");
     }
 
     return NGX_OK;
@@ -302,8 +325,10 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
                               ? "ha:write" : "ha:read")
                   - msg;
 
-    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
-                                          "InsufficientScope", &message);
+    return ngx_http_ha_optout_admin_refuse(ctx,
+               ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
+                                              "InsufficientScope",
+                                              &message));
 
 invalid:
 
@@ -318,8 +343,9 @@ invalid:
     message.len = ngx_sprintf(msg, "bearer token rejected: %s", reason)
                   - msg;
 
-    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
-                                          "InvalidToken", &message);
+    return ngx_http_ha_optout_admin_refuse(ctx,
+               ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
+                                              "InvalidToken", &message));
 }
 
 
