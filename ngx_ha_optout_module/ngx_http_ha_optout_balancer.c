@@ -25,6 +25,10 @@ typedef struct {
     ngx_http_upstream_rr_peers_t      *primary;
     ngx_http_upstream_rr_peer_t       *selected;   /* this request only */
     ngx_uint_t                         tries;      /* before we clamped */
+
+    ngx_str_t                          sticky_key;
+    size_t                             sticky_len;  /* 0: key not bound */
+    u_char                             sticky_server[NGX_HA_OPTOUT_NAME_LEN];
 } ngx_http_ha_optout_peer_data_t;
 
 
@@ -32,6 +36,8 @@ static ngx_int_t ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
+    ngx_http_ha_optout_peer_data_t *bp);
 static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
@@ -118,7 +124,7 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (d->flag == NULL || !(d->pin || d->no_failover)) {
+    if (d->flag == NULL || !(d->pin || d->no_failover || d->sticky)) {
         return NGX_OK;
     }
 
@@ -140,6 +146,10 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     u->peer.get = ngx_http_ha_optout_get_peer;
     u->peer.free = ngx_http_ha_optout_free_peer;
     u->peer.tries = 1;
+
+    if (d->sticky && ngx_http_ha_optout_sticky_init(r, bp) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
 #if (NGX_HTTP_SSL)
     bp->original_set_session = u->peer.set_session;
@@ -183,13 +193,26 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
         return ngx_http_ha_optout_select(pc, bp, NULL, 0, bp->selected);
     }
 
+    if (bp->sticky_len) {
+        /* a known client: back to its server, whatever its health */
+
+        rc = ngx_http_ha_optout_select(pc, bp, bp->sticky_server,
+                                       bp->sticky_len, NULL);
+        if (rc == NGX_OK) {
+            bp->selected = bp->rrp->current;
+            return NGX_OK;
+        }
+
+        /* the server left the configuration: balance and bind anew */
+    }
+
     rc = bp->original_get_peer(pc, bp->data);
 
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (bp->rrp->peers != bp->primary) {
+    if (bp->decision->no_failover && bp->rrp->peers != bp->primary) {
         /* no new switch to backup servers while failover is off */
 
         peer = bp->rrp->current;
@@ -210,6 +233,49 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     bp->selected = bp->rrp->current;
 
+    if (bp->decision->sticky) {
+        ngx_http_ha_optout_sticky_set(bp->hscf->rec,
+                                      ngx_http_ha_optout_flag_ident(flag),
+                                      &bp->sticky_key, pc->name);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the client key ($remote_addr unless sticky_key=) and its binding */
+
+static ngx_int_t
+ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
+    ngx_http_ha_optout_peer_data_t *bp)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf = bp->hscf;
+
+    if (hscf->sticky_key) {
+        if (ngx_http_complex_value(r, hscf->sticky_key, &bp->sticky_key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        bp->sticky_key = r->connection->addr_text;
+    }
+
+    if (bp->sticky_key.len == 0) {
+        /* no key, nothing to keep: balanced, without failover */
+        bp->decision->sticky = 0;
+        return NGX_OK;
+    }
+
+    if (bp->sticky_key.len > NGX_HA_OPTOUT_STICKY_KEY) {
+        bp->sticky_key.len = NGX_HA_OPTOUT_STICKY_KEY;
+    }
+
+    bp->sticky_len = ngx_http_ha_optout_sticky_get(hscf->rec,
+                         ngx_http_ha_optout_flag_ident(bp->decision->flag),
+                         &bp->sticky_key, bp->sticky_server);
+
     return NGX_OK;
 }
 
@@ -220,18 +286,29 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
+    ngx_http_ha_optout_decision_t   *d = bp->decision;
+
     if ((state & NGX_PEER_FAILED) && bp->tries > 1) {
         ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                       "ha_optout: upstream \"%V\" would have failed over "
                       "from %V (%s)", &bp->hscf->name, pc->name,
-                      bp->decision->pin ? "pinned" : "failover off");
+                      d->pin ? "pinned" : d->no_failover ? "failover off"
+                                                         : "sticky");
 
         ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 0);
     }
 
-    /* errors neither eject the server nor open a retry */
+    /*
+     * errors open no retry; with pin or failover off they do not eject the
+     * server either, while sticky alone lets them count, so that new
+     * clients avoid a failing server
+     */
 
-    bp->original_free_peer(pc, bp->data, state & ~NGX_PEER_FAILED);
+    if (d->pin || d->no_failover) {
+        state &= ~NGX_PEER_FAILED;
+    }
+
+    bp->original_free_peer(pc, bp->data, state);
 
     pc->tries = 0;
 }

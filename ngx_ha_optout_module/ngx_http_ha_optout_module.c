@@ -1083,6 +1083,8 @@ ngx_http_ha_optout_decide(ngx_http_request_t *r,
         }
     }
 
+    d->sticky = flag->sticky && !d->pin;
+
     return d;
 }
 
@@ -1316,6 +1318,7 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     }
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
+    ngx_http_ha_optout_sticky_sweep(hmcf);
 
     ngx_add_timer(ev, 250);
 }

@@ -24,6 +24,8 @@
 #define NGX_HA_OPTOUT_ACTOR_LEN      128
 #define NGX_HA_OPTOUT_MAX_SERVERS    32
 #define NGX_HA_OPTOUT_BODY_MAX       16384
+#define NGX_HA_OPTOUT_STICKY_MAX     65536      /* entries per zone */
+#define NGX_HA_OPTOUT_STICKY_KEY     255
 #define NGX_HA_OPTOUT_TEXT_LEN                                              \
     (sizeof("failover=off; pin=; pin_selector=; replication=off; sticky=on")\
      + NGX_HA_OPTOUT_PIN_LEN + NGX_HA_OPTOUT_SELECTOR_LEN)
@@ -100,6 +102,8 @@ typedef struct {
 
     ngx_uint_t                  nservers;
     ngx_http_ha_optout_server_stat_t  servers[NGX_HA_OPTOUT_MAX_SERVERS];
+
+    ngx_atomic_t                sticky_entries;
 } ngx_http_ha_optout_rec_t;
 
 
@@ -126,6 +130,13 @@ typedef struct {
     ngx_rbtree_node_t           replay_sentinel;
     ngx_queue_t                 replay_queue;   /* oldest first */
     ngx_uint_t                  replay_count;
+
+    ngx_rbtree_t                sticky;         /* client key -> server */
+    ngx_rbtree_node_t           sticky_sentinel;
+    ngx_queue_t                 sticky_queue;   /* most recent first */
+    ngx_uint_t                  sticky_count;
+    ngx_atomic_t                sticky_evicted;
+    ngx_atomic_uint_t           sticky_swept;   /* generation swept */
 
     u_char                      audit_hash[65]; /* last line's hash, hex */
     ngx_uint_t                  audit_next;     /* ring position */
@@ -214,6 +225,7 @@ typedef struct {
     ngx_str_t                        text;      /* header / variable */
     unsigned                         pin:1;     /* pin applies here */
     unsigned                         no_failover:1;
+    unsigned                         sticky:1;
 } ngx_http_ha_optout_decision_t;
 
 
@@ -247,6 +259,12 @@ ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
 ngx_int_t ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp,
     time_t now);
 void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);
+uint64_t ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag);
+size_t ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, u_char *server);
+void ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, ngx_str_t *server);
+void ngx_http_ha_optout_sticky_sweep(ngx_http_ha_optout_main_conf_t *hmcf);
 void ngx_http_ha_optout_auth_count(const char *reason);
 extern const char  *ngx_http_ha_optout_auth_reasons[];
 extern const char  *ngx_http_ha_optout_actions[];

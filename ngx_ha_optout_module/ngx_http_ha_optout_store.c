@@ -30,13 +30,20 @@ const char  *ngx_http_ha_optout_auth_reasons[] = {
 };
 
 
+/*
+ * An entry of the replay cache (owner NULL, data the jti) or of the sticky
+ * table (owner the upstream record, data the client key).  Ordered by a
+ * hash of the data, then owner, then data.
+ */
 typedef struct {
-    ngx_rbtree_node_t   node;       /* key: hash of jti */
+    ngx_rbtree_node_t   node;
     ngx_queue_t         queue;
-    time_t              expires;
+    void               *owner;
+    uint64_t            value;      /* replay: expiry; sticky: flag ident */
+    u_char              server;     /* sticky: index in rec->servers[] */
     u_char              len;
-    u_char              jti[1];
-} ngx_http_ha_optout_replay_t;
+    u_char              data[1];
+} ngx_http_ha_optout_entry_t;
 
 
 static ngx_http_ha_optout_rec_t *
@@ -115,34 +122,35 @@ ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
 
 
 static ngx_int_t
-ngx_http_ha_optout_replay_cmp(ngx_rbtree_node_t *a, ngx_rbtree_node_t *b)
+ngx_http_ha_optout_entry_cmp(ngx_http_ha_optout_entry_t *e, void *owner,
+    u_char *data, size_t len)
 {
-    ngx_http_ha_optout_replay_t  *ra, *rb;
+    if (e->owner != owner) {
+        return ((uintptr_t) owner < (uintptr_t) e->owner) ? -1 : 1;
+    }
 
-    ra = (ngx_http_ha_optout_replay_t *) a;
-    rb = (ngx_http_ha_optout_replay_t *) b;
-
-    return ngx_memn2cmp(ra->jti, rb->jti, ra->len, rb->len);
+    return ngx_memn2cmp(data, e->data, len, e->len);
 }
 
 
 static void
-ngx_http_ha_optout_replay_insert(ngx_rbtree_node_t *temp,
+ngx_http_ha_optout_entry_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_rbtree_node_t  **p;
+    ngx_rbtree_node_t           **p;
+    ngx_http_ha_optout_entry_t   *e;
+
+    e = (ngx_http_ha_optout_entry_t *) node;
 
     for ( ;; ) {
 
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
 
         } else {
-            p = ngx_http_ha_optout_replay_cmp(node, temp) < 0
-                ? &temp->left : &temp->right;
+            p = ngx_http_ha_optout_entry_cmp((ngx_http_ha_optout_entry_t *)
+                                             temp, e->owner, e->data, e->len)
+                < 0 ? &temp->left : &temp->right;
         }
 
         if (*p == sentinel) {
@@ -157,6 +165,58 @@ ngx_http_ha_optout_replay_insert(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+static ngx_http_ha_optout_entry_t *
+ngx_http_ha_optout_entry_find(ngx_rbtree_t *tree, uint32_t hash, void *owner,
+    u_char *data, size_t len)
+{
+    ngx_int_t           rc;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    node = tree->root;
+    sentinel = tree->sentinel;
+
+    while (node != sentinel) {
+
+        if (hash != node->key) {
+            node = (hash < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        rc = ngx_http_ha_optout_entry_cmp((ngx_http_ha_optout_entry_t *) node,
+                                          owner, data, len);
+        if (rc == 0) {
+            return (ngx_http_ha_optout_entry_t *) node;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_ha_optout_entry_t *
+ngx_http_ha_optout_entry_alloc(void *owner, u_char *data, size_t len,
+    uint32_t hash)
+{
+    ngx_http_ha_optout_entry_t  *e;
+
+    e = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool,
+                              offsetof(ngx_http_ha_optout_entry_t, data)
+                              + len);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    e->node.key = hash;
+    e->owner = owner;
+    e->len = (u_char) len;
+    ngx_memcpy(e->data, data, len);
+
+    return e;
 }
 
 
@@ -196,7 +256,10 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_queue_init(&sh->upstreams);
             ngx_queue_init(&sh->replay_queue);
             ngx_rbtree_init(&sh->replay, &sh->replay_sentinel,
-                            ngx_http_ha_optout_replay_insert);
+                            ngx_http_ha_optout_entry_insert);
+            ngx_queue_init(&sh->sticky_queue);
+            ngx_rbtree_init(&sh->sticky, &sh->sticky_sentinel,
+                            ngx_http_ha_optout_entry_insert);
             ngx_memset(sh->audit_hash, '0', 64);
 
             ctx->sh = sh;
@@ -424,11 +487,10 @@ ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
 ngx_int_t
 ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
 {
-    uint32_t                      hash;
-    ngx_queue_t                  *q;
-    ngx_rbtree_node_t            *node, *sentinel;
-    ngx_http_ha_optout_shctx_t   *sh;
-    ngx_http_ha_optout_replay_t  *rp, *rp2;
+    uint32_t                     hash;
+    ngx_queue_t                 *q;
+    ngx_http_ha_optout_entry_t  *e, *e2;
+    ngx_http_ha_optout_shctx_t  *sh;
 
     if (jti->len == 0 || jti->len > 255) {
         return NGX_DECLINED;
@@ -443,55 +505,33 @@ ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
 
     while (!ngx_queue_empty(&sh->replay_queue)) {
         q = ngx_queue_head(&sh->replay_queue);
-        rp = ngx_queue_data(q, ngx_http_ha_optout_replay_t, queue);
+        e = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
 
-        if (rp->expires + NGX_HA_OPTOUT_LEEWAY > now) {
+        if ((time_t) e->value + NGX_HA_OPTOUT_LEEWAY > now) {
             break;
         }
 
         ngx_queue_remove(q);
-        ngx_rbtree_delete(&sh->replay, &rp->node);
-        ngx_slab_free_locked(ngx_http_ha_optout_shpool, rp);
+        ngx_rbtree_delete(&sh->replay, &e->node);
+        ngx_slab_free_locked(ngx_http_ha_optout_shpool, e);
         sh->replay_count--;
     }
 
-    node = sh->replay.root;
-    sentinel = sh->replay.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash != node->key) {
-            node = (hash < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        rp = (ngx_http_ha_optout_replay_t *) node;
-
-        if (rp->len == jti->len
-            && ngx_memcmp(rp->jti, jti->data, jti->len) == 0)
-        {
-            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-            return NGX_DECLINED;
-        }
-
-        node = (ngx_memn2cmp(jti->data, rp->jti, jti->len, rp->len) < 0)
-               ? node->left : node->right;
+    if (ngx_http_ha_optout_entry_find(&sh->replay, hash, NULL, jti->data,
+                                      jti->len))
+    {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return NGX_DECLINED;
     }
 
-    rp = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool,
-                               sizeof(ngx_http_ha_optout_replay_t)
-                               + jti->len);
-    if (rp == NULL) {
+    e = ngx_http_ha_optout_entry_alloc(NULL, jti->data, jti->len, hash);
+    if (e == NULL) {
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         return NGX_BUSY;
     }
 
-    rp->node.key = hash;
-    rp->expires = exp;
-    rp->len = (u_char) jti->len;
-    ngx_memcpy(rp->jti, jti->data, jti->len);
-
-    ngx_rbtree_insert(&sh->replay, &rp->node);
+    e->value = (uint64_t) exp;
+    ngx_rbtree_insert(&sh->replay, &e->node);
 
     /* keep the queue ordered by expiry: tokens mostly come in order */
 
@@ -499,19 +539,212 @@ ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
          q != ngx_queue_sentinel(&sh->replay_queue);
          q = ngx_queue_prev(q))
     {
-        rp2 = ngx_queue_data(q, ngx_http_ha_optout_replay_t, queue);
+        e2 = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
 
-        if (rp2->expires <= exp) {
+        if (e2->value <= (uint64_t) exp) {
             break;
         }
     }
 
-    ngx_queue_insert_after(q, &rp->queue);
+    ngx_queue_insert_after(q, &e->queue);
     sh->replay_count++;
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     return NGX_OK;
+}
+
+
+/* which flag a sticky binding belongs to: a new flag starts afresh */
+
+uint64_t
+ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag)
+{
+    return (flag->version << 34) ^ ((uint64_t) flag->set_at << 2)
+           ^ flag->source;
+}
+
+
+static void
+ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e)
+{
+    ngx_http_ha_optout_rec_t  *rec = e->owner;
+
+    ngx_queue_remove(&e->queue);
+    ngx_rbtree_delete(&ngx_http_ha_optout_sh->sticky, &e->node);
+    ngx_slab_free_locked(ngx_http_ha_optout_shpool, e);
+
+    ngx_http_ha_optout_sh->sticky_count--;
+    rec->sticky_entries--;
+}
+
+
+/* the server a client key is bound to: its length (0: none) into server */
+
+size_t
+ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
+    ngx_str_t *key, u_char *server)
+{
+    size_t                       len;
+    ngx_http_ha_optout_entry_t  *e;
+
+    len = 0;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    e = ngx_http_ha_optout_entry_find(&ngx_http_ha_optout_sh->sticky,
+                                      ngx_crc32_short(key->data, key->len),
+                                      rec, key->data, key->len);
+    if (e && e->value != ident) {
+        ngx_http_ha_optout_sticky_drop(e);
+        e = NULL;
+    }
+
+    if (e && e->server < rec->nservers) {
+        ngx_queue_remove(&e->queue);
+        ngx_queue_insert_head(&ngx_http_ha_optout_sh->sticky_queue,
+                              &e->queue);
+
+        len = rec->servers[e->server].len;
+        ngx_memcpy(server, rec->servers[e->server].name, len);
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return len;
+}
+
+
+/* binds a client key to a server; the least recently used gives way */
+
+void
+ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
+    ngx_str_t *key, ngx_str_t *server)
+{
+    uint32_t                           hash;
+    ngx_queue_t                       *q;
+    ngx_http_ha_optout_entry_t        *e;
+    ngx_http_ha_optout_shctx_t        *sh;
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    st = ngx_http_ha_optout_server_stat(rec, server);
+    if (st == NULL) {
+        return;
+    }
+
+    sh = ngx_http_ha_optout_sh;
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    e = ngx_http_ha_optout_entry_find(&sh->sticky, hash, rec, key->data,
+                                      key->len);
+
+    if (e == NULL) {
+
+        for ( ;; ) {
+            if (sh->sticky_count < NGX_HA_OPTOUT_STICKY_MAX) {
+                e = ngx_http_ha_optout_entry_alloc(rec, key->data, key->len,
+                                                   hash);
+                if (e) {
+                    break;
+                }
+            }
+
+            if (ngx_queue_empty(&sh->sticky_queue)) {
+                ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+                return;
+            }
+
+            q = ngx_queue_last(&sh->sticky_queue);
+            ngx_http_ha_optout_sticky_drop(
+                ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue));
+            (void) ngx_atomic_fetch_add(&sh->sticky_evicted, 1);
+        }
+
+        ngx_rbtree_insert(&sh->sticky, &e->node);
+        sh->sticky_count++;
+        rec->sticky_entries++;
+
+    } else {
+        ngx_queue_remove(&e->queue);
+    }
+
+    e->value = ident;
+    e->server = (u_char) (st - rec->servers);
+    ngx_queue_insert_head(&sh->sticky_queue, &e->queue);
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
+/*
+ * Bindings go when their flag goes: after any change, drop the entries
+ * whose upstream's acting flag is no longer the sticky flag they belong to.
+ * Run by the worker-0 timer; cheap when nothing changed.
+ */
+
+void
+ngx_http_ha_optout_sticky_sweep(ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    time_t                           now;
+    uint64_t                        *ident;
+    ngx_uint_t                       i;
+    ngx_queue_t                     *q, *next;
+    ngx_atomic_uint_t                gen;
+    ngx_http_ha_optout_entry_t      *e;
+    ngx_http_ha_optout_flag_t       *flag;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    sh = ngx_http_ha_optout_sh;
+    gen = sh->generation;
+
+    if (sh->sticky_swept == gen || sh->sticky_count == 0) {
+        sh->sticky_swept = gen;
+        return;
+    }
+
+    now = ngx_time();
+    hscfp = hmcf->upstreams.elts;
+
+    ident = ngx_alloc(hmcf->upstreams.nelts * sizeof(uint64_t),
+                      ngx_cycle->log);
+    if (ident == NULL) {
+        return;
+    }
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        flag = ngx_http_ha_optout_acting(hscfp[i], now);
+        ident[i] = (flag && flag->sticky)
+                   ? ngx_http_ha_optout_flag_ident(flag) : (uint64_t) -1;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (q = ngx_queue_head(&sh->sticky_queue);
+         q != ngx_queue_sentinel(&sh->sticky_queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
+
+        for (i = 0; i < hmcf->upstreams.nelts; i++) {
+            if (hscfp[i]->rec == e->owner) {
+                break;
+            }
+        }
+
+        if (i == hmcf->upstreams.nelts || ident[i] != e->value) {
+            ngx_http_ha_optout_sticky_drop(e);
+        }
+    }
+
+    sh->sticky_swept = gen;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_free(ident);
 }
 
 
