@@ -27,6 +27,8 @@ typedef struct {
     int                 rc;
     char               *line;       /* what to print for this instance */
     json_t             *result;     /* --json: the answer or the error */
+    char               *key_path;   /* resolved against the fleet file */
+    char               *cacert_path;
     pthread_t           tid;
 } hoctl_instance_t;
 
@@ -49,19 +51,24 @@ hoctl_yaml_str(yaml_document_t *doc, yaml_node_t *n)
 
 /* A key path relative to the fleet file reads as the operator meant it. */
 static const char *
-hoctl_fleet_path(const char *p)
+hoctl_fleet_path(const char *p, char **owned)
 {
-    char    *s;
-    size_t   len;
+    size_t  len;
 
-    if (p == NULL || p[0] == '/' || hoctl_fleet_dir == NULL) {
+    if (p[0] == '/' || hoctl_fleet_dir == NULL) {
         return p;
     }
 
+    free(*owned);
+
     len = strlen(hoctl_fleet_dir) + 1 + strlen(p) + 1;
-    s = malloc(len);
-    snprintf(s, len, "%s/%s", hoctl_fleet_dir, p);
-    return s;
+    *owned = malloc(len);
+    if (*owned == NULL) {
+        return p;
+    }
+
+    snprintf(*owned, len, "%s/%s", hoctl_fleet_dir, p);
+    return *owned;
 }
 
 
@@ -107,7 +114,7 @@ hoctl_fleet_instance(const char *file, yaml_document_t *doc,
             in->conn.token = v;
             in->conn.key = NULL;
         } else if (strcmp(k, "key") == 0) {
-            in->conn.key = hoctl_fleet_path(v);
+            in->conn.key = hoctl_fleet_path(v, &in->key_path);
             in->conn.token = NULL;
         } else if (strcmp(k, "alg") == 0) {
             in->conn.alg = v;
@@ -120,7 +127,7 @@ hoctl_fleet_instance(const char *file, yaml_document_t *doc,
         } else if (strcmp(k, "scope") == 0) {
             in->conn.scope = v;
         } else if (strcmp(k, "cacert") == 0) {
-            in->conn.cacert = hoctl_fleet_path(v);
+            in->conn.cacert = hoctl_fleet_path(v, &in->cacert_path);
         } else {
             /* a typo here would silently use the wrong credentials */
             fprintf(stderr, "%s:%zu:%zu: unknown instance field \"%s\" "
@@ -145,19 +152,12 @@ hoctl_fleet_instance(const char *file, yaml_document_t *doc,
 }
 
 
-/* Returns the number of instances, or -1 after printing file:line:col. */
 static int
-hoctl_fleet_load(const char *file, yaml_document_t *doc,
-    const hoctl_conn_t *defaults, hoctl_instance_t **out)
+hoctl_fleet_parse(const char *file, yaml_document_t *doc)
 {
-    int                 n;
-    FILE               *f;
-    char               *dir;
-    yaml_node_t        *root, *list, *item;
-    yaml_parser_t       parser;
-    yaml_node_item_t   *it;
-    yaml_node_pair_t   *p;
-    hoctl_instance_t   *in;
+    FILE           *f;
+    char           *dir;
+    yaml_parser_t   parser;
 
     f = fopen(file, "rb");
     if (f == NULL) {
@@ -167,7 +167,7 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
     }
 
     dir = strdup(file);
-    hoctl_fleet_dir = strdup(dirname(dir));
+    hoctl_fleet_dir = dir ? strdup(dirname(dir)) : NULL;
     free(dir);
 
     yaml_parser_initialize(&parser);
@@ -186,6 +186,17 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
     yaml_parser_delete(&parser);
     fclose(f);
 
+    return 0;
+}
+
+
+static yaml_node_t *
+hoctl_fleet_list(const char *file, yaml_document_t *doc)
+{
+    const char        *k;
+    yaml_node_t       *root, *list;
+    yaml_node_pair_t  *p;
+
     root = yaml_document_get_root_node(doc);
     list = NULL;
 
@@ -193,8 +204,7 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
         for (p = root->data.mapping.pairs.start;
              p < root->data.mapping.pairs.top; p++)
         {
-            const char *k = hoctl_yaml_str(doc,
-                                  yaml_document_get_node(doc, p->key));
+            k = hoctl_yaml_str(doc, yaml_document_get_node(doc, p->key));
 
             if (k != NULL && strcmp(k, "instances") == 0) {
                 list = yaml_document_get_node(doc, p->value);
@@ -205,17 +215,44 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
     if (list == NULL || list->type != YAML_SEQUENCE_NODE) {
         fprintf(stderr, "%s: expected \"instances:\" with a list of "
                 "instances\n", file);
+        return NULL;
+    }
+
+    return list;
+}
+
+
+/* Returns the number of instances, or -1 after printing file:line:col. */
+static int
+hoctl_fleet_load(const char *file, yaml_document_t *doc,
+    const hoctl_conn_t *defaults, hoctl_instance_t **out)
+{
+    int                 n;
+    yaml_node_t        *list, *item;
+    yaml_node_item_t   *it;
+    hoctl_instance_t   *in;
+
+    if (hoctl_fleet_parse(file, doc) != 0) {
         return -1;
+    }
+
+    list = hoctl_fleet_list(file, doc);
+    if (list == NULL) {
+        goto failed;
     }
 
     n = list->data.sequence.items.top - list->data.sequence.items.start;
     if (n == 0 || n > HOCTL_FLEET_MAX) {
         fprintf(stderr, "%s: %d instances (1..%d expected)\n", file, n,
                 HOCTL_FLEET_MAX);
-        return -1;
+        goto failed;
     }
 
     in = calloc(n, sizeof(hoctl_instance_t));
+    if (in == NULL) {
+        fprintf(stderr, "%s: out of memory\n", hoctl_progname);
+        goto failed;
+    }
 
     n = 0;
     for (it = list->data.sequence.items.start;
@@ -224,8 +261,13 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
         item = yaml_document_get_node(doc, *it);
 
         if (hoctl_fleet_instance(file, doc, item, defaults, &in[n]) != 0) {
+            do {
+                free(in[n].key_path);
+                free(in[n].cacert_path);
+            } while (n-- > 0);
+
             free(in);
-            return -1;
+            goto failed;
         }
 
         n++;
@@ -233,6 +275,14 @@ hoctl_fleet_load(const char *file, yaml_document_t *doc,
 
     *out = in;
     return n;
+
+failed:
+
+    yaml_document_delete(doc);
+    free(hoctl_fleet_dir);
+    hoctl_fleet_dir = NULL;
+
+    return -1;
 }
 
 
@@ -426,6 +476,8 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
         }
 
         free(in[i].line);
+        free(in[i].key_path);
+        free(in[i].cacert_path);
     }
 
     if (json) {
@@ -436,6 +488,8 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
 
     json_decref(all);
     free(in);
+    free(hoctl_fleet_dir);
+    hoctl_fleet_dir = NULL;
     yaml_document_delete(&doc);
 
     /* an instance we could not even ask (bad key) counts as refused */

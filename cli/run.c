@@ -124,54 +124,27 @@ hoctl_run_spawn(char **argv, const sigset_t *mask)
 }
 
 
-int
-hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
+/*
+ * Sets the flag with SIGINT and friends already blocked: a Ctrl-C during
+ * the PUT must still end in a DELETE.
+ */
+static int
+hoctl_run_set(const hoctl_conn_t *c, const hoctl_flag_t *f, const char *path,
+    const char *cmd, long interval)
 {
-    int                rc, sig, status, got;
-    char              *path, *body, *what;
-    long               ttl, interval;
-    pid_t              pid;
-    sigset_t           set, old;
-    siginfo_t          info;
-    long long          next, now, wait;
-    hoctl_conn_t       hb;
-    hoctl_resp_t       r;
-    struct timespec    ts;
-    struct sigaction   sa;
-    json_t            *j;
-    size_t             i;
+    int            rc;
+    char          *body, *what;
+    json_t        *j;
+    hoctl_resp_t   r;
 
-    ttl = hoctl_parse_duration(f->ttl);
-    interval = ttl * 1000 / 3;
-
-    /*
-     * Signals wait in the mask until the loop below takes them with
-     * sigtimedwait(): a Ctrl-C during the PUT must still end in a DELETE.
-     * SIGCHLD gets a handler since a blocked default-ignored signal might
-     * otherwise be dropped.
-     */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = hoctl_run_sigchld;
-    sigaction(SIGCHLD, &sa, NULL);
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    for (i = 0; i < sizeof(hoctl_forwarded) / sizeof(int); i++) {
-        sigaddset(&set, hoctl_forwarded[i]);
-    }
-    sigprocmask(SIG_BLOCK, &set, &old);
-
-    path = hoctl_upstream_path(f->upstream);
     body = hoctl_flag_body(f);
-
     rc = hoctl_request(c, "PUT", path, body, NULL, &r);
     free(body);
 
     if (rc != HOCTL_OK) {
         fprintf(stderr, "error: %s\n", r.error);
-        hoctl_warn("%s: flag not set, \"%s\" not run", f->upstream, argv[0]);
+        hoctl_warn("%s: flag not set, \"%s\" not run", f->upstream, cmd);
         hoctl_resp_free(&r);
-        free(path);
         return rc;
     }
 
@@ -179,21 +152,28 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
     what = hoctl_flag_summary(j);
     hoctl_warn("%s: HA suspended (%s), ttl %s renewed every %ld.%03lds, "
                "running \"%s\"", f->upstream, what, f->ttl, interval / 1000,
-               interval % 1000, argv[0]);
+               interval % 1000, cmd);
     free(what);
     json_decref(j);
     hoctl_resp_free(&r);
 
-    fflush(stdout);
-    fflush(stderr);
+    return HOCTL_OK;
+}
 
-    pid = hoctl_run_spawn(argv, &old);
-    if (pid < 0) {
-        hoctl_warn("fork: %s", strerror(errno));
-        hoctl_run_clear(c, path, f->upstream);
-        free(path);
-        return HOCTL_REFUSED;
-    }
+
+/*
+ * Waits for the command, renewing the flag every "interval" ms and passing
+ * signals on; returns its wait status.
+ */
+static int
+hoctl_run_wait(const hoctl_conn_t *c, const hoctl_flag_t *f,
+    const char *path, long interval, pid_t pid, const sigset_t *set)
+{
+    int               sig, status;
+    long long         next, now, wait;
+    siginfo_t         info;
+    hoctl_conn_t      hb;
+    struct timespec   ts;
 
     /* a heartbeat that hangs must not outlive the TTL it is renewing */
     hb = *c;
@@ -225,16 +205,15 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
         ts.tv_sec = wait / 1000;
         ts.tv_nsec = (wait % 1000) * 1000000;
 
-        sig = sigtimedwait(&set, &info, &ts);
+        sig = sigtimedwait(set, &info, &ts);
 
         if (sig == -1) {
             continue;           /* EAGAIN: heartbeat time; EINTR */
         }
 
         if (sig == SIGCHLD) {
-            got = waitpid(pid, &status, WNOHANG);
-            if (got == pid) {
-                break;
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                return status;
             }
 
             continue;
@@ -250,6 +229,64 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
             kill(pid, sig);
         }
     }
+}
+
+
+int
+hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
+{
+    int                rc, status;
+    char              *path;
+    long               interval;
+    pid_t              pid;
+    size_t             i;
+    sigset_t           set, old;
+    struct sigaction   sa;
+
+    interval = hoctl_parse_duration(f->ttl) * 1000 / 3;
+
+    /*
+     * Signals wait in the mask until hoctl_run_wait() takes them with
+     * sigtimedwait().  SIGCHLD gets a handler since a blocked signal whose
+     * default is to be ignored might otherwise be dropped.
+     */
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = hoctl_run_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    for (i = 0; i < sizeof(hoctl_forwarded) / sizeof(int); i++) {
+        sigaddset(&set, hoctl_forwarded[i]);
+    }
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    if (c->token != NULL) {
+        hoctl_warn("a static token is good for one write while nginx "
+                   "refuses replays: the heartbeat and the clear need "
+                   "--key (or ha_optout_admin_replay off)");
+    }
+
+    path = hoctl_upstream_path(f->upstream);
+
+    rc = hoctl_run_set(c, f, path, argv[0], interval);
+    if (rc != HOCTL_OK) {
+        free(path);
+        return rc;
+    }
+
+    fflush(stdout);
+    fflush(stderr);
+
+    pid = hoctl_run_spawn(argv, &old);
+    if (pid < 0) {
+        hoctl_warn("fork: %s", strerror(errno));
+        hoctl_run_clear(c, path, f->upstream);
+        free(path);
+        return HOCTL_REFUSED;
+    }
+
+    status = hoctl_run_wait(c, f, path, interval, pid, &set);
 
     hoctl_run_clear(c, path, f->upstream);
     free(path);
