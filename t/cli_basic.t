@@ -21,16 +21,36 @@ $t->backend('b1');
 $t->backend('b2');
 my $key = $t->secret_file;
 
-# asymmetric keys: the CLI signs with the private half, nginx holds the
-# public one
+# asymmetric keys, for these tests only: the CLI signs with the private
+# half, nginx holds the public one
 my $d = $t->testdir;
-system("openssl genpkey -algorithm ed25519 -out $d/ed.pem 2>/dev/null"
-       . " && openssl pkey -in $d/ed.pem -pubout -out $d/ed.pub.pem"
-       . " && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-       . " -out $d/ec.pem 2>/dev/null"
-       . " && openssl pkey -in $d/ec.pem -pubout -out $d/ec.pub.pem") == 0
-    or die "openssl failed\n";
-chmod 0600, map { "$d/$_" } qw(ed.pem ed.pub.pem ec.pem ec.pub.pem);
+
+$t->write_file('ed.pem', <<'EOF', 0600);
+-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIJpvWwWc0rBkoVgWZUEUes/CSMFn2LYde+BAXdp4X/rN
+-----END PRIVATE KEY-----
+EOF
+
+$t->write_file('ed.pub.pem', <<'EOF', 0600);
+-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEA5rmCe3WeKqS80hzfINLr6BLMToW6nFc+hLoJaFND+e4=
+-----END PUBLIC KEY-----
+EOF
+
+$t->write_file('ec.pem', <<'EOF', 0600);
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg19cVcpYHXpDK6XfH
+iL8mNad8orBLlbwMLc5eUPBiWhShRANCAARHZ5lOpx5JJ8fcYVAnulzZxRgQfOcZ
+FUUBqHQ0J+4y8WiFdMyJ1mt+6zF3gt9FkIky4sNLFNoEHG8AQyaPxDS7
+-----END PRIVATE KEY-----
+EOF
+
+$t->write_file('ec.pub.pem', <<'EOF', 0600);
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER2eZTqceSSfH3GFQJ7pc2cUYEHzn
+GRVFAah0NCfuMvFohXTMidZrfusxd4LfRZCJMuLDSxTaBBxvAEMmj8Q0uw==
+-----END PUBLIC KEY-----
+EOF
 
 $t->conf(<<'EOF');
 http {
