@@ -453,3 +453,17 @@ ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
 
     return NGX_DECLINED;
 }
+
+
+/* a server of any upstream with ha_optout, http or stream */
+
+ngx_int_t
+ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
+    u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup)
+{
+    if (hscf->find_peer) {
+        return hscf->find_peer(hscf->stream_conf, name, len, down, backup);
+    }
+
+    return ngx_http_ha_optout_find_peer(hscf->uscf, name, len, down, backup);
+}

@@ -145,6 +145,9 @@ typedef struct {
 
     ngx_http_ha_optout_admin_stat_t  admin[NGX_HA_OPTOUT_ADMIN_CODES * 6];
     ngx_atomic_t                auth_failures[NGX_HA_OPTOUT_AUTH_REASONS];
+
+    uint64_t                    state_seq;      /* last snapshot taken */
+    uint64_t                    state_saved;    /* last snapshot renamed */
 } ngx_http_ha_optout_shctx_t;
 
 
@@ -172,6 +175,15 @@ typedef struct {
 
     ngx_http_ha_optout_flag_t       *config_flag;   /* ha_optout_flag */
     ngx_http_ha_optout_rec_t        *rec;           /* in the zone */
+
+    /*
+     * a stream {} upstream, registered by the stream module under the name
+     * "stream:NAME": uscf is NULL, peers are found through find_peer
+     */
+    void                            *stream_conf;
+    ngx_int_t                      (*find_peer)(void *conf, u_char *name,
+                                       size_t len, ngx_uint_t *down,
+                                       ngx_uint_t *backup);
 
     /* worker-local copy of the zone's layers, see _acting() */
     ngx_atomic_uint_t                generation;
@@ -242,6 +254,10 @@ ngx_http_ha_optout_decision_t *ngx_http_ha_optout_decide(
 
 /* store.c */
 ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+ngx_http_ha_optout_rec_t *ngx_http_ha_optout_rec_attach(
+    ngx_shm_zone_t *shm_zone, ngx_str_t *name);
+void ngx_http_ha_optout_rec_add_server(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *name);
 ngx_http_ha_optout_flag_t *ngx_http_ha_optout_acting(
     ngx_http_ha_optout_srv_conf_t *hscf, time_t now);
 ngx_http_ha_optout_flag_t *ngx_http_ha_optout_layer(
@@ -273,6 +289,8 @@ extern const char  *ngx_http_ha_optout_actions[];
 char *ngx_http_ha_optout_wrap(ngx_conf_t *cf,
     ngx_http_ha_optout_srv_conf_t *hscf);
 ngx_int_t ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
+    u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
+ngx_int_t ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
     u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
 
 /* json.c */
@@ -306,6 +324,14 @@ void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 char *ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
     ngx_http_ha_optout_main_conf_t *hmcf);
+ngx_int_t ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf);
+ngx_int_t ngx_http_ha_optout_policy_check(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
+    ngx_str_t *message, ngx_pool_t *pool);
+void ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
 
 
 #endif /* _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_ */

@@ -79,16 +79,43 @@ ngx_http_ha_optout_rec_get(ngx_http_ha_optout_shctx_t *sh,
 }
 
 
+void
+ngx_http_ha_optout_rec_add_server(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *name)
+{
+    ngx_uint_t                         k;
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    for (k = 0; k < rec->nservers; k++) {
+        st = &rec->servers[k];
+
+        if (st->len == name->len
+            && ngx_strncmp(st->name, name->data, name->len) == 0)
+        {
+            return;
+        }
+    }
+
+    if (rec->nservers == NGX_HA_OPTOUT_MAX_SERVERS
+        || name->len >= NGX_HA_OPTOUT_NAME_LEN)
+    {
+        return;
+    }
+
+    st = &rec->servers[rec->nservers++];
+    ngx_memcpy(st->name, name->data, name->len);
+    st->len = name->len;
+}
+
+
 static void
 ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
     ngx_http_upstream_srv_conf_t *uscf)
 {
-    ngx_uint_t                         i, j, k;
-    ngx_str_t                         *name;
-    ngx_http_upstream_server_t        *server;
-    ngx_http_ha_optout_server_stat_t  *st;
+    ngx_uint_t                   i, j;
+    ngx_http_upstream_server_t  *server;
 
-    if (uscf->servers == NULL) {
+    if (uscf == NULL || uscf->servers == NULL) {
         return;
     }
 
@@ -96,28 +123,32 @@ ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
 
     for (i = 0; i < uscf->servers->nelts; i++) {
         for (j = 0; j < server[i].naddrs; j++) {
-            name = &server[i].addrs[j].name;
-
-            for (k = 0; k < rec->nservers; k++) {
-                st = &rec->servers[k];
-                if (st->len == name->len
-                    && ngx_strncmp(st->name, name->data, name->len) == 0)
-                {
-                    break;
-                }
-            }
-
-            if (k < rec->nservers || rec->nservers == NGX_HA_OPTOUT_MAX_SERVERS
-                || name->len >= NGX_HA_OPTOUT_NAME_LEN)
-            {
-                continue;
-            }
-
-            st = &rec->servers[rec->nservers++];
-            ngx_memcpy(st->name, name->data, name->len);
-            st->len = name->len;
+            ngx_http_ha_optout_rec_add_server(rec, &server[i].addrs[j].name);
         }
     }
+}
+
+
+/* a record for an upstream registered after the zone was set up */
+
+ngx_http_ha_optout_rec_t *
+ngx_http_ha_optout_rec_attach(ngx_shm_zone_t *shm_zone, ngx_str_t *name)
+{
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (ctx->sh == NULL) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    rec = ngx_http_ha_optout_rec_get(ctx->sh, ctx->shpool, name);
+    ctx->sh->generation++;
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rec;
 }
 
 
