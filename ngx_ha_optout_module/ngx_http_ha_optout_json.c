@@ -83,11 +83,9 @@ ngx_http_ha_optout_json_str(json_t *v, u_char *dst, uint16_t *len,
 {
     size_t  n;
 
-    if (json_is_null(v)) {
-        if (min) {
-            return NGX_ERROR;
-        }
+    /* null clears: no pin in a PUT, an unpin in a PATCH (as printed) */
 
+    if (json_is_null(v)) {
         *len = 0;
         return NGX_OK;
     }
