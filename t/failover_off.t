@@ -76,6 +76,17 @@ is(count(qr/^200 good$/, @r), 10, 'with HA on, 503s are retried on good')
     or diag "@r";
 ok($t->hits('bad') > 0, 'with HA on, bad is tried (and failed over from)');
 
+sub fails {
+    my ($up, $name) = @_;
+    my $addr = '127.0.0.1:' . $t->port($name);
+    my ($srv) = grep { $_->{address} eq $addr }
+        @{ $t->status->{upstreams}{$up}{servers} // [] };
+    return $srv ? $srv->{fails} : undef;
+}
+
+my $fails = fails('app', 'bad');
+ok(defined $fails && $fails > 0, 'with HA on, failures of bad are counted');
+
 # HA off
 
 my $res = $t->api(PUT => 'v1/flags/app', json => {
@@ -102,9 +113,16 @@ is($t->hits('spare'), 0, 'the backup is never used');
 
 my $s = $t->status;
 ok(($s->{upstreams}{app}{failover_suppressed} // 0) > 0,
-    'status counts the suppressed failovers');
+    'status counts the suppressed failovers')
+    or diag explain $s->{upstreams}{app};
 is($s->{upstreams}{app}{flag}{failover}, JSON::PP::false,
     'status shows the acting flag');
+is(fails('app', 'bad'), $fails,
+    'errors while failover is off do not count toward max_fails');
+
+my $bad = '127.0.0.1:' . $t->port('bad');
+like($t->error_log, qr/\[warn\].*would have failed over.*\Q$bad\E/,
+    'error_log says the 503 of bad would have failed over');
 
 # all primaries down: no switch to the backup
 
@@ -154,6 +172,9 @@ is($t->hits('good'), 10 - $errors,
     'requests to the dead server were not retried on good');
 ok(($t->status->{upstreams}{gone}{failover_suppressed} // 0) > 0,
     'status counts the suppressed failovers of gone');
+my $dead = '127.0.0.1:' . $t->port('dead');
+like($t->error_log, qr/\[warn\].*would have failed over.*\Q$dead\E/,
+    'error_log says the dead server would have failed over');
 
 is($t->api(GET => 'v1/flags/app')->{body} =~ /^null\s*$/ ? 1 : 0, 1,
     'the flag of one upstream leaves the others alone');

@@ -104,7 +104,18 @@ is($r->{body}, '', 'the 204 has no body');
 sleep 0.5;
 is($t->hits('shadow'), 0, 'with replication off, the shadow gets nothing');
 ok($t->wait_for(sub { shadow_log(204) >= 5 }, 2),
-    'mirror subrequests are answered 204 by the gate');
+    'mirror subrequests are answered 204 by the gate')
+    or diag $t->read_file('access.log');
+
+ok($t->wait_for(sub { grep { m{^/off/\d+ 200$} }
+                          split /\n/, $t->read_file('access.log') }, 2),
+    'with replication off, mirrored requests complete and are logged');
+
+my ($raw, $closed) = $t->raw("GET /off/raw HTTP/1.0\r\n\r\n");
+like($raw, qr{^HTTP/1.1 200.*\r\n\r\nb1\z}s,
+    'HTTP/1.0 request answered by b1 with replication off');
+ok($closed, 'nginx closes the connection after the response (no stuck '
+    . 'mirror subrequest)');
 
 ok(($t->status->{upstreams}{app}{replication_bypassed} // 0) >= 5,
     'status counts the bypassed copies');

@@ -13,6 +13,7 @@ use Fcntl qw(:flock O_CREAT O_EXCL O_WRONLY);
 use File::Basename qw(dirname);
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
+use IO::Select;
 use IO::Socket::INET;
 use JSON::PP ();
 use MIME::Base64 qw(encode_base64url);
@@ -62,6 +63,11 @@ sub new {
 
     push @INSTANCES, $self;
     weaken($INSTANCES[-1]);
+
+    # killed by a timeout or ^C: still stop nginx and the backends (END)
+    for my $sig (qw(INT TERM HUP)) {
+        $SIG{$sig} = sub { exit 128 } unless $SIG{$sig};
+    }
 
     return $self;
 }
@@ -557,6 +563,33 @@ sub get {
 }
 
 
+# Sends raw request text and reads until nginx closes the connection or
+# $o{timeout} (2 s) passes; returns (text read, 1 if nginx closed it).
+sub raw {
+    my ($self, $request, %o) = @_;
+
+    my $port = $self->port($o{port} // 'http');
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 2)
+        or return ('', 0);
+    $s->autoflush(1);
+    print $s $request;
+
+    my ($buf, $closed) = ('', 0);
+    my $deadline = time + ($o{timeout} // 2);
+    my $sel = IO::Select->new($s);
+
+    while ((my $left = $deadline - time) > 0) {
+        last unless $sel->can_read($left);
+        my $n = sysread($s, $buf, 65536, length $buf);
+        if (!$n) { $closed = 1; last }
+    }
+
+    close $s;
+    return ($buf, $closed);
+}
+
+
 # Sends $n requests (each on its own connection); returns the list of
 # "status backend" strings, e.g. ("200 b1", "503 b2", "502 -").
 sub spray {
@@ -805,6 +838,11 @@ C<state_dir> is a directory owned by C<nobody>.
 
 One request on a fresh connection; no redirects followed.  Returns
 C<{status, headers (lower-cased names), body, json, is_json}>.
+
+=item raw(TEXT, port => NAME, timeout => 2)
+
+Sends TEXT as is on a fresh connection and reads until nginx closes it;
+returns (what was read, 1 if nginx closed the connection in time).
 
 =item spray(N, PATH_OR_SUB, %http_options)
 
