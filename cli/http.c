@@ -111,6 +111,9 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
     if (body != NULL) {
         headers = curl_slist_append(headers,
                                     "Content-Type: application/json");
+
+        /* the body is small: no 100-continue round trip */
+        headers = curl_slist_append(headers, "Expect:");
     }
 
     if (if_match != NULL) {
