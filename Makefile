@@ -5,6 +5,7 @@ SHELL := /bin/bash
 NGX_SRC   ?= /usr/share/nginx/src
 BUILD     ?= $(CURDIR)/build
 MODULE     = $(BUILD)/ngx_http_ha_optout_module.so
+STREAM_MODULE = $(BUILD)/ngx_stream_ha_optout_module.so
 CLI        = $(BUILD)/ha-optoutctl
 PREFIX    ?= /usr/local
 PROVE_JOBS ?= 2
@@ -16,7 +17,7 @@ DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps module cli test demo install clean
+.PHONY: all deps module cli test demo install clean fuzz test-asan
 
 all: module cli
 
@@ -36,15 +37,16 @@ $(BUILD)/Makefile: config
 	mkdir -p $(BUILD)
 	cd $(NGX_SRC) && . ./conf_flags && ./configure \
 	    --with-cc-opt="-g -O2 -fPIC -Wall -Wextra -Werror" --with-ld-opt="-fPIC" \
-	    "$${NGX_CONF_FLAGS[@]}" \
+	    "$${NGX_CONF_FLAGS[@]}" --with-stream=dynamic \
 	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD) > $(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
 module: $(MODULE)
 
+# only our two objects: nginx-dev ships headers, not the stream core sources
 $(MODULE): $(BUILD)/Makefile $(SRCS)
-	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) modules
-	@ls -l $(MODULE)
+	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) $(MODULE) $(STREAM_MODULE)
+	@ls -l $(MODULE) $(STREAM_MODULE)
 
 cli: $(CLI)
 
@@ -54,13 +56,21 @@ $(CLI): $(wildcard cli/*.c cli/*.h) cli/Makefile
 test: deps all
 	prove -j$(PROVE_JOBS) -I t/lib t/
 
+fuzz:
+	$(MAKE) -C fuzz
+
+# the module with ASan+UBSan in build-asan/, then all of t/ (docs/reliability.md)
+test-asan: deps all
+	BUILD_ASAN=$(CURDIR)/build-asan NGX_SRC=$(NGX_SRC) PROVE_JOBS=$(PROVE_JOBS) \
+	    ./fuzz/test-asan.sh
+
 demo: deps all
 	./demo/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/ha-optoutctl
-	install -m 644 $(MODULE) $(DESTDIR)/usr/lib/nginx/modules/
+	install -m 644 $(MODULE) $(STREAM_MODULE) $(DESTDIR)/usr/lib/nginx/modules/
 
 clean:
 	rm -rf $(BUILD)

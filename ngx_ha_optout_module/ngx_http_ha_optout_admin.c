@@ -559,7 +559,7 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         }
 
         if (flag->pin_len) {
-            rc = ngx_http_ha_optout_find_peer(hscf->uscf, flag->pin,
+            rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin,
                                               flag->pin_len, &down, NULL);
             if (rc == NGX_BUSY) {
                 return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "PinConflict",
@@ -581,10 +581,17 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
                                      "selector=$var\" in the upstream");
         }
 
-        if (ttl_set && ttl == 0) {
-            return ngx_ha_optout_err(r, NGX_HTTP_FORBIDDEN,
-                                     "ForbiddenByPolicy",
-                                     "ttl \"none\" is not allowed by policy");
+        if (ngx_http_ha_optout_policy_check(hmcf, &hscf->name, flag, ttl_set,
+                                            ttl, &message, r->pool)
+            != NGX_OK)
+        {
+            if (message.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            return ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
+                                                  "ForbiddenByPolicy",
+                                                  &message);
         }
 
         flag->present = 1;

@@ -73,7 +73,7 @@ static ngx_command_t  ngx_http_ha_optout_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_ha_optout_policy,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_ha_optout_main_conf_t, policy_file),
       NULL },
 
     { ngx_string("ha_optout_audit_log"),
@@ -459,6 +459,10 @@ ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf)
     }
 
     if (ngx_http_ha_optout_resolve_refs(cf, hmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ha_optout_policy_resolve(cf, hmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1318,6 +1322,7 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     }
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
+    ngx_http_ha_optout_windows_tick(hmcf, ev->log);
     ngx_http_ha_optout_sticky_sweep(hmcf);
 
     ngx_add_timer(ev, 250);

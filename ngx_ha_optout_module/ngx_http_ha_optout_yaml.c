@@ -1,6 +1,14 @@
 
 /*
  * ngx_ha_optout_module: policy and state files (libyaml).
+ *
+ * The state file is the API layer of every upstream in the zone, written
+ * after each change (temp file, fsync, rename) and read once per fresh
+ * zone.  The policy file is read at configuration time; it limits what the
+ * API may set and schedules windows, which the worker-0 timer opens and
+ * closes.  Both are read with yaml_parser_load(), so every error can name
+ * its line and column; the state file is written with yaml_emitter.
+ * docs/state-and-policy.md describes both layouts.
  */
 
 
@@ -9,21 +17,2150 @@
 #include <yaml.h>
 
 
+#define NGX_HA_OPTOUT_STATE_VERSION  1
+#define NGX_HA_OPTOUT_FILE_MAX       (4 * 1024 * 1024)
+#define NGX_HA_OPTOUT_WEEK           (7 * 86400)
+
+#define NGX_HA_OPTOUT_ALLOW_FAILOVER     0x01
+#define NGX_HA_OPTOUT_ALLOW_PIN          0x02
+#define NGX_HA_OPTOUT_ALLOW_REPLICATION  0x04
+#define NGX_HA_OPTOUT_ALLOW_STICKY       0x08
+#define NGX_HA_OPTOUT_ALLOW_ALL          0x0f
+
+
+/* a loaded YAML document and where its first error is */
+typedef struct {
+    yaml_document_t                  doc;
+    ngx_str_t                       *file;
+    ngx_pool_t                      *pool;
+    ngx_uint_t                       line;      /* 1-based */
+    ngx_uint_t                       column;
+    u_char                           err[NGX_MAX_ERROR_STR];
+    size_t                           err_len;
+} ngx_http_ha_optout_yaml_t;
+
+
+/* one entry of the policy's "upstreams:"; -1 means "not given" */
+typedef struct {
+    ngx_str_t                        name;
+    ngx_uint_t                       line;
+    ngx_uint_t                       column;
+    ngx_int_t                        allow;
+    time_t                           max_ttl;
+    ngx_int_t                        ttl_none;
+    ngx_int_t                        protect;
+} ngx_http_ha_optout_policy_ups_t;
+
+
+typedef struct {
+    ngx_str_t                        upstream;
+    ngx_uint_t                       line;
+    ngx_uint_t                       column;
+    ngx_uint_t                       pin_line;
+    ngx_uint_t                       pin_column;
+    ngx_uint_t                       weekly;
+    time_t                           start;     /* one-off: RFC 3339 */
+    time_t                           end;
+    time_t                           offset;    /* weekly: from mon 00:00 */
+    time_t                           length;
+    ngx_http_ha_optout_flag_t        flag;      /* the opt-outs, reason */
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+} ngx_http_ha_optout_window_t;
+
+
+typedef struct {
+    ngx_str_t                        file;
+    ngx_str_t                        conf_file;
+    ngx_uint_t                       conf_line;
+    ngx_array_t                      upstreams; /* policy_ups_t */
+    ngx_array_t                      windows;   /* window_t */
+} ngx_http_ha_optout_policy_t;
+
+
+/* a flag read from the state file */
+typedef struct {
+    ngx_str_t                        upstream;
+    ngx_http_ha_optout_flag_t        flag;
+    ngx_uint_t                       action;
+    const char                      *why;
+} ngx_http_ha_optout_saved_t;
+
+
+typedef struct {
+    uint64_t                         version_seq;
+    ngx_array_t                      flags;     /* saved_t */
+} ngx_http_ha_optout_state_t;
+
+
+static const char  *ngx_http_ha_optout_optouts[] = {
+    "failover", "pin", "replication", "sticky", NULL
+};
+
+static ngx_str_t  ngx_http_ha_optout_policy_actor = ngx_string("policy");
+
+
+/* ------------------------------------------------------------ YAML nodes */
+
+static ngx_int_t ngx_cdecl
+ngx_http_ha_optout_yfail(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *fmt, ...)
+{
+    va_list  args;
+
+    if (node) {
+        y->line = node->start_mark.line + 1;
+        y->column = node->start_mark.column + 1;
+    }
+
+    va_start(args, fmt);
+    y->err_len = ngx_vslprintf(y->err, y->err + sizeof(y->err), fmt, args)
+                 - y->err;
+    va_end(args);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Reads the file and loads its one YAML document.  NGX_DECLINED: the file
+ * does not exist; NGX_ABORT: it is not valid YAML (y->err says where);
+ * NGX_ERROR: it could not be read (y->err says why).
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
+    ngx_log_t *log)
+{
+    u_char           *buf;
+    size_t            size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_err_t         err;
+    ngx_int_t         rc;
+    ngx_file_info_t   fi;
+    yaml_parser_t     parser;
+    yaml_document_t   extra;
+
+    y->file = file;
+    y->line = 0;
+    y->column = 0;
+    y->err_len = 0;
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        err = ngx_errno;
+
+        if (err == NGX_ENOENT) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_ha_optout_yfail(y, NULL, "cannot open: %s",
+                                 strerror(err));
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_http_ha_optout_yfail(y, NULL, "cannot stat: %s",
+                                 strerror(ngx_errno));
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    if (size > NGX_HA_OPTOUT_FILE_MAX) {
+        ngx_http_ha_optout_yfail(y, NULL, "file is larger than %uz bytes",
+                                 (size_t) NGX_HA_OPTOUT_FILE_MAX);
+        ngx_close_file(fd);
+        return NGX_ABORT;
+    }
+
+    buf = ngx_pnalloc(y->pool, size + 1);
+    if (buf == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_fd(fd, buf, size);
+    err = ngx_errno;
+    ngx_close_file(fd);
+
+    if (n != (ssize_t) size) {
+        ngx_http_ha_optout_yfail(y, NULL, "cannot read: %s",
+                                 n == -1 ? strerror(err) : "short read");
+        return NGX_ERROR;
+    }
+
+    if (!yaml_parser_initialize(&parser)) {
+        return NGX_ERROR;
+    }
+
+    yaml_parser_set_input_string(&parser, buf, size);
+
+    if (!yaml_parser_load(&parser, &y->doc)) {
+        y->line = parser.problem_mark.line + 1;
+        y->column = parser.problem_mark.column + 1;
+
+        if (parser.context) {
+            ngx_http_ha_optout_yfail(y, NULL, "%s %s (which started at "
+                                     "%uz:%uz)",
+                                     parser.problem ? parser.problem
+                                                    : "invalid YAML",
+                                     parser.context,
+                                     parser.context_mark.line + 1,
+                                     parser.context_mark.column + 1);
+        } else {
+            ngx_http_ha_optout_yfail(y, NULL, "%s",
+                                     parser.problem ? parser.problem
+                                                    : "invalid YAML");
+        }
+
+        yaml_parser_delete(&parser);
+        return NGX_ABORT;
+    }
+
+    rc = NGX_OK;
+
+    if (yaml_document_get_root_node(&y->doc) != NULL) {
+        /* a second document would be silently ignored: refuse it */
+
+        if (!yaml_parser_load(&parser, &extra)) {
+            y->line = parser.problem_mark.line + 1;
+            y->column = parser.problem_mark.column + 1;
+            ngx_http_ha_optout_yfail(y, NULL, "%s",
+                                     parser.problem ? parser.problem
+                                                    : "invalid YAML");
+            yaml_document_delete(&y->doc);
+            rc = NGX_ABORT;
+
+        } else {
+            if (yaml_document_get_root_node(&extra) != NULL) {
+                y->line = extra.start_mark.line + 1;
+                y->column = extra.start_mark.column + 1;
+                ngx_http_ha_optout_yfail(y, NULL, "only one YAML document "
+                                         "is allowed");
+                yaml_document_delete(&y->doc);
+                rc = NGX_ABORT;
+            }
+
+            yaml_document_delete(&extra);
+        }
+    }
+
+    yaml_parser_delete(&parser);
+
+    return rc;
+}
+
+
+static yaml_node_t *
+ngx_http_ha_optout_ynode(ngx_http_ha_optout_yaml_t *y, int id)
+{
+    return yaml_document_get_node(&y->doc, id);
+}
+
+
+static ngx_uint_t
+ngx_http_ha_optout_yis_null(yaml_node_t *node)
+{
+    u_char  *v;
+    size_t   len;
+
+    if (node->type != YAML_SCALAR_NODE
+        || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+    {
+        return 0;
+    }
+
+    v = node->data.scalar.value;
+    len = node->data.scalar.length;
+
+    return len == 0
+           || (len == 1 && v[0] == '~')
+           || (len == 4 && (ngx_strncmp(v, "null", 4) == 0
+                            || ngx_strncmp(v, "Null", 4) == 0
+                            || ngx_strncmp(v, "NULL", 4) == 0));
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_yscalar(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, ngx_str_t *value)
+{
+    if (node->type != YAML_SCALAR_NODE) {
+        ngx_str_null(value);
+        return ngx_http_ha_optout_yfail(y, node, "%s must be a scalar", what);
+    }
+
+    value->data = node->data.scalar.value;
+    value->len = node->data.scalar.length;
+
+    return NGX_OK;
+}
+
+
+/* keys are compared as text, so a key is always a scalar */
+
+static ngx_int_t
+ngx_http_ha_optout_ymapping(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what)
+{
+    yaml_node_t       *k1, *k2;
+    yaml_node_pair_t  *p, *q;
+
+    if (node->type != YAML_MAPPING_NODE) {
+        return ngx_http_ha_optout_yfail(y, node, "%s must be a mapping",
+                                        what);
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k1 = ngx_http_ha_optout_ynode(y, p->key);
+
+        if (k1 == NULL || k1->type != YAML_SCALAR_NODE) {
+            return ngx_http_ha_optout_yfail(y, k1 ? k1 : node,
+                                            "keys in %s must be scalars",
+                                            what);
+        }
+
+        for (q = node->data.mapping.pairs.start; q < p; q++) {
+            k2 = ngx_http_ha_optout_ynode(y, q->key);
+
+            if (k2->data.scalar.length == k1->data.scalar.length
+                && ngx_strncmp(k2->data.scalar.value, k1->data.scalar.value,
+                               k1->data.scalar.length) == 0)
+            {
+                return ngx_http_ha_optout_yfail(y, k1, "duplicate key "
+                                                "\"%*s\" in %s",
+                                                k1->data.scalar.length,
+                                                k1->data.scalar.value, what);
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ha_optout_ykey_is(yaml_node_t *key, const char *name)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    return key->data.scalar.length == len
+           && ngx_strncmp(key->data.scalar.value, name, len) == 0;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_ybool(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, ngx_uint_t *value)
+{
+    size_t   len;
+    u_char  *v;
+
+    if (node->type != YAML_SCALAR_NODE
+        || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+    {
+        goto invalid;
+    }
+
+    v = node->data.scalar.value;
+    len = node->data.scalar.length;
+
+    if ((len == 4 && ngx_strncasecmp(v, (u_char *) "true", 4) == 0)
+        || (len == 3 && ngx_strncasecmp(v, (u_char *) "yes", 3) == 0)
+        || (len == 2 && ngx_strncasecmp(v, (u_char *) "on", 2) == 0))
+    {
+        *value = 1;
+        return NGX_OK;
+    }
+
+    if ((len == 5 && ngx_strncasecmp(v, (u_char *) "false", 5) == 0)
+        || (len == 2 && ngx_strncasecmp(v, (u_char *) "no", 2) == 0)
+        || (len == 3 && ngx_strncasecmp(v, (u_char *) "off", 3) == 0))
+    {
+        *value = 0;
+        return NGX_OK;
+    }
+
+invalid:
+
+    return ngx_http_ha_optout_yfail(y, node, "%s must be true or false",
+                                    what);
+}
+
+
+/* a string of min..max bytes into a fixed field; null gives "" if min 0 */
+
+static ngx_int_t
+ngx_http_ha_optout_ystr(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, u_char *dst, uint16_t *len, size_t min, size_t max)
+{
+    ngx_str_t  v;
+
+    if (min == 0 && ngx_http_ha_optout_yis_null(node)) {
+        *len = 0;
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_yscalar(y, node, what, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (v.len < ngx_max(min, 1) || v.len > max
+        || ngx_strlchr(v.data, v.data + v.len, '\0'))
+    {
+        return ngx_http_ha_optout_yfail(y, node, "%s must be a string of "
+                                        "%uz..%uz bytes", what,
+                                        ngx_max(min, 1), max);
+    }
+
+    ngx_memcpy(dst, v.data, v.len);
+    *len = (uint16_t) v.len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_yuint(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, uint64_t *value)
+{
+    size_t     i;
+    uint64_t   n;
+    ngx_str_t  v;
+
+    if (ngx_http_ha_optout_yscalar(y, node, what, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (v.len == 0 || v.len > 19) {
+        goto invalid;
+    }
+
+    n = 0;
+
+    for (i = 0; i < v.len; i++) {
+        if (v.data[i] < '0' || v.data[i] > '9') {
+            goto invalid;
+        }
+
+        n = n * 10 + (v.data[i] - '0');
+    }
+
+    *value = n;
+
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_ha_optout_yfail(y, node, "%s must be a non-negative "
+                                    "integer", what);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_digits(u_char *p, ngx_uint_t n)
+{
+    ngx_int_t   v;
+    ngx_uint_t  i;
+
+    v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        v = v * 10 + (p[i] - '0');
+    }
+
+    return v;
+}
+
+
+/* RFC 3339: 2026-12-01T02:00:00Z, fractions ignored, offsets honoured */
+
+static time_t
+ngx_http_ha_optout_parse_time(u_char *p, size_t len)
+{
+    u_char     *last;
+    time_t      days, t;
+    ngx_int_t   y, m, d, hh, mm, ss, oh, om, era, yoe, doy, doe, mdays;
+
+    static const ngx_int_t  mlen[] = { 31, 29, 31, 30, 31, 30,
+                                       31, 31, 30, 31, 30, 31 };
+
+    last = p + len;
+
+    if (len < 20 || p[4] != '-' || p[7] != '-'
+        || (p[10] != 'T' && p[10] != 't' && p[10] != ' ')
+        || p[13] != ':' || p[16] != ':')
+    {
+        return -1;
+    }
+
+    y = ngx_http_ha_optout_digits(p, 4);
+    m = ngx_http_ha_optout_digits(p + 5, 2);
+    d = ngx_http_ha_optout_digits(p + 8, 2);
+    hh = ngx_http_ha_optout_digits(p + 11, 2);
+    mm = ngx_http_ha_optout_digits(p + 14, 2);
+    ss = ngx_http_ha_optout_digits(p + 17, 2);
+
+    if (y < 1970 || m < 1 || m > 12 || d < 1 || hh < 0 || hh > 23
+        || mm < 0 || mm > 59 || ss < 0 || ss > 60)
+    {
+        return -1;
+    }
+
+    mdays = mlen[m - 1];
+
+    if (m == 2 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) {
+        mdays = 28;
+    }
+
+    if (d > mdays) {
+        return -1;
+    }
+
+    p += 19;
+
+    if (p < last && *p == '.') {
+        for (p++; p < last && *p >= '0' && *p <= '9'; p++) { /* void */ }
+    }
+
+    oh = 0;
+    om = 0;
+
+    if (last - p == 1 && (*p == 'Z' || *p == 'z')) {
+        /* UTC */
+
+    } else if (last - p == 6 && (*p == '+' || *p == '-') && p[3] == ':') {
+        oh = ngx_http_ha_optout_digits(p + 1, 2);
+        om = ngx_http_ha_optout_digits(p + 4, 2);
+
+        if (oh < 0 || oh > 23 || om < 0 || om > 59) {
+            return -1;
+        }
+
+        if (*p == '-') {
+            oh = -oh;
+            om = -om;
+        }
+
+    } else {
+        return -1;
+    }
+
+    /* days from the civil date (H. Hinnant's algorithm) */
+
+    y -= (m <= 2);
+    era = y / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    days = (time_t) era * 146097 + doe - 719468;
+
+    t = days * 86400 + hh * 3600 + mm * 60 + ngx_min(ss, 59);
+
+    return t - (oh * 3600 + om * 60);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_ytime(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, ngx_uint_t nullable, time_t *value)
+{
+    time_t     t;
+    ngx_str_t  v;
+
+    if (nullable && ngx_http_ha_optout_yis_null(node)) {
+        *value = 0;
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_yscalar(y, node, what, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    t = ngx_http_ha_optout_parse_time(v.data, v.len);
+
+    if (t <= 0) {
+        return ngx_http_ha_optout_yfail(y, node, "%s must be an RFC 3339 "
+                                        "time such as "
+                                        "2026-12-01T02:00:00Z", what);
+    }
+
+    *value = t;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_yttl(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    const char *what, time_t *value)
+{
+    ngx_str_t  v;
+
+    if (ngx_http_ha_optout_yscalar(y, node, what, &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ha_optout_parse_ttl(v.data, v.len, value) != NGX_OK
+        || *value == 0)
+    {
+        return ngx_http_ha_optout_yfail(y, node, "%s must be a duration "
+                                        "\"Ns\", \"Nm\" or \"Nh\" (N > 0)",
+                                        what);
+    }
+
+    return NGX_OK;
+}
+
+
+/* ------------------------------------------------------------ state file */
+
+typedef struct {
+    ngx_fd_t     fd;
+    ngx_err_t    err;
+} ngx_http_ha_optout_out_t;
+
+
+static int
+ngx_http_ha_optout_emit_write(void *data, unsigned char *buffer, size_t size)
+{
+    ngx_http_ha_optout_out_t *out = data;
+
+    ssize_t  n;
+
+    while (size) {
+        n = ngx_write_fd(out->fd, buffer, size);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            out->err = ngx_errno;
+            return 0;
+        }
+
+        buffer += n;
+        size -= n;
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit(yaml_emitter_t *e, yaml_event_t *ev, int ok)
+{
+    if (!ok) {
+        return NGX_ERROR;
+    }
+
+    return yaml_emitter_emit(e, ev) ? NGX_OK : NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_scalar(yaml_emitter_t *e, u_char *value, size_t len,
+    yaml_scalar_style_t style)
+{
+    yaml_event_t  ev;
+
+    return ngx_http_ha_optout_emit(e, &ev,
+               yaml_scalar_event_initialize(&ev, NULL, NULL, value,
+                                            (int) len, 1, 1, style));
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_key(yaml_emitter_t *e, const char *key)
+{
+    return ngx_http_ha_optout_emit_scalar(e, (u_char *) key,
+                                          ngx_strlen(key),
+                                          YAML_PLAIN_SCALAR_STYLE);
+}
+
+
+/* user text is always quoted, so "null" or "yes" stays a string */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_str(yaml_emitter_t *e, const char *key, u_char *v,
+    size_t len)
+{
+    if (ngx_http_ha_optout_emit_key(e, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (len == 0) {
+        return ngx_http_ha_optout_emit_scalar(e, (u_char *) "null", 4,
+                                              YAML_PLAIN_SCALAR_STYLE);
+    }
+
+    return ngx_http_ha_optout_emit_scalar(e, v, len,
+                                          YAML_DOUBLE_QUOTED_SCALAR_STYLE);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_plain(yaml_emitter_t *e, const char *key,
+    u_char *v, size_t len)
+{
+    if (ngx_http_ha_optout_emit_key(e, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit_scalar(e, v, len,
+                                          YAML_PLAIN_SCALAR_STYLE);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_bool(yaml_emitter_t *e, const char *key,
+    ngx_uint_t v)
+{
+    return ngx_http_ha_optout_emit_plain(e, key,
+                                         (u_char *) (v ? "true" : "false"),
+                                         v ? 4 : 5);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_uint(yaml_emitter_t *e, const char *key, uint64_t v)
+{
+    u_char  buf[NGX_INT64_LEN];
+
+    return ngx_http_ha_optout_emit_plain(e, key, buf,
+                                         ngx_sprintf(buf, "%uL", v) - buf);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_emit_time(yaml_emitter_t *e, const char *key, time_t t)
+{
+    u_char  buf[sizeof("2026-11-27T10:00:00Z")];
+
+    if (t == 0) {
+        return ngx_http_ha_optout_emit_plain(e, key, (u_char *) "null", 4);
+    }
+
+    return ngx_http_ha_optout_emit_plain(e, key, buf,
+                                         ngx_http_ha_optout_time_iso(buf, t)
+                                         - buf);
+}
+
+
+/* one flag as a mapping: the same fields as the API's JSON */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
+{
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+            yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                YAML_BLOCK_MAPPING_STYLE))
+        != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "failover", !f->no_failover)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "pin", f->pin, f->pin_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "pin_selector", f->selector,
+                                       f->selector_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "replication", !f->no_replication)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "sticky", f->sticky) != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "reason", f->reason, f->reason_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "actor", f->actor, f->actor_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version", f->version) != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "set_at", f->set_at) != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "expires_at", f->expires_at)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
+    ngx_http_ha_optout_rec_t *snap, ngx_uint_t n)
+{
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+            yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING))
+        != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_document_start_event_initialize(&ev, NULL, NULL, NULL,
+                                                    1))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version",
+                                        NGX_HA_OPTOUT_STATE_VERSION)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version_seq", version_seq)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "saved_at", ngx_time()) != NGX_OK
+        || ngx_http_ha_optout_emit_key(e, "flags") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
+                                           YAML_ANY_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &snap[i].api) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+                                yaml_mapping_end_event_initialize(&ev))
+        != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_document_end_event_initialize(&ev, 1))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_stream_end_event_initialize(&ev))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return yaml_emitter_flush(e) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_ha_optout_state_error(ngx_log_t *log, ngx_err_t err,
+    const char *what, u_char *name, ngx_str_t *state_file)
+{
+    char             *user;
+    ngx_core_conf_t  *ccf;
+
+    if (err == NGX_EACCES || err == NGX_EPERM || err == EROFS) {
+        ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                               ngx_core_module);
+        user = (ccf && ccf->username) ? ccf->username : "of the workers";
+
+        ngx_log_error(NGX_LOG_ERR, log, err,
+                      "ha_optout: state file \"%V\" cannot be written: %s "
+                      "\"%s\" failed; its directory must be writable by "
+                      "the nginx worker user \"%s\"",
+                      state_file, what, name, user);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, log, err,
+                  "ha_optout: state file \"%V\" cannot be written: %s \"%s\" "
+                  "failed", state_file, what, name);
+}
+
+
+/*
+ * Writes the API layer of every record in the zone.  The snapshot takes a
+ * number under the zone's mutex; the rename happens under the mutex too,
+ * and only when no later snapshot has been renamed already, so two workers
+ * saving at once can never leave the older picture on disk.
+ */
+
 ngx_int_t
 ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
+    u_char                      *tmp;
+    uint64_t                     seq, version_seq;
+    ngx_fd_t                     fd;
+    ngx_err_t                    err;
+    ngx_int_t                    rc;
+    ngx_uint_t                   n, cap;
+    ngx_queue_t                 *q;
+    yaml_emitter_t               emitter;
+    ngx_http_ha_optout_out_t     out;
+    ngx_http_ha_optout_rec_t    *rec, *snap;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    if (hmcf->state_file.len == 0) {
+        return NGX_OK;
+    }
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (!sh->restored) {
+        /* a write before worker 0's first tick: the file comes first */
+        ngx_http_ha_optout_state_restore(hmcf, log);
+    }
+
+    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp.") + NGX_INT64_LEN,
+                    log);
+    if (tmp == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(tmp, "%V.tmp.%P%Z", &hmcf->state_file, ngx_pid);
+
+    /* records are only added (by the master, under the mutex) */
+
+    snap = NULL;
+    cap = 0;
+
+    for ( ;; ) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        n = 0;
+
+        for (q = ngx_queue_head(&sh->upstreams);
+             q != ngx_queue_sentinel(&sh->upstreams);
+             q = ngx_queue_next(q))
+        {
+            rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+
+            if (!rec->api.present) {
+                continue;
+            }
+
+            if (n < cap) {
+                ngx_memcpy(snap[n].name, rec->name, rec->name_len);
+                snap[n].name_len = rec->name_len;
+                snap[n].api = rec->api;
+            }
+
+            n++;
+        }
+
+        if (n <= cap) {
+            seq = ++sh->state_seq;
+            version_seq = sh->version_seq;
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            break;
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (snap) {
+            ngx_free(snap);
+        }
+
+        cap = n + 4;
+        snap = ngx_alloc(cap * sizeof(ngx_http_ha_optout_rec_t), log);
+        if (snap == NULL) {
+            ngx_free(tmp);
+            return NGX_ERROR;
+        }
+    }
+
+    rc = NGX_ERROR;
+
+    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE, 0600);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
+                                       &hmcf->state_file);
+        goto done;
+    }
+
+    out.fd = fd;
+    out.err = 0;
+
+    if (!yaml_emitter_initialize(&emitter)) {
+        ngx_close_file(fd);
+        goto failed;
+    }
+
+    yaml_emitter_set_output(&emitter, ngx_http_ha_optout_emit_write, &out);
+    yaml_emitter_set_unicode(&emitter, 1);
+    yaml_emitter_set_width(&emitter, 1000);
+
+    if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n)
+        != NGX_OK)
+    {
+        yaml_emitter_delete(&emitter);
+        ngx_close_file(fd);
+
+        if (out.err) {
+            ngx_http_ha_optout_state_error(log, out.err, "write()", tmp,
+                                           &hmcf->state_file);
+        } else {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "ha_optout: state file \"%V\": YAML emitter "
+                          "failed: %s", &hmcf->state_file,
+                          emitter.problem ? emitter.problem : "unknown");
+        }
+
+        goto failed;
+    }
+
+    yaml_emitter_delete(&emitter);
+
+    if (fsync(fd) == -1) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "fsync()", tmp,
+                                       &hmcf->state_file);
+        ngx_close_file(fd);
+        goto failed;
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "close()", tmp,
+                                       &hmcf->state_file);
+        goto failed;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (sh->state_saved > seq) {
+        /* a later snapshot, which includes this one's change, is there */
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        (void) ngx_delete_file(tmp);
+        rc = NGX_OK;
+        goto done;
+    }
+
+    if (ngx_rename_file(tmp, hmcf->state_file.data) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_http_ha_optout_state_error(log, err, "rename() to",
+                                       hmcf->state_file.data,
+                                       &hmcf->state_file);
+        goto failed;
+    }
+
+    sh->state_saved = seq;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "ha_optout: state file saved, %ui flags, snapshot %uL",
+                   n, seq);
+
+    rc = NGX_OK;
+    goto done;
+
+failed:
+
+    (void) ngx_delete_file(tmp);
+
+done:
+
+    if (snap) {
+        ngx_free(snap);
+    }
+
+    ngx_free(tmp);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
+{
+    uint64_t           v;
+    ngx_uint_t         b, seen;
+    yaml_node_t       *k, *val;
+    yaml_node_pair_t  *p;
+
+    if (ngx_http_ha_optout_ymapping(y, node, "a flag") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    seen = 0;
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "failover")) {
+            if (ngx_http_ha_optout_ybool(y, val, "failover", &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->no_failover = !b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "replication")) {
+            if (ngx_http_ha_optout_ybool(y, val, "replication", &b)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            f->no_replication = !b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "sticky")) {
+            if (ngx_http_ha_optout_ybool(y, val, "sticky", &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->sticky = b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "pin")) {
+            if (ngx_http_ha_optout_ystr(y, val, "pin", f->pin, &f->pin_len,
+                                        0, NGX_HA_OPTOUT_PIN_LEN - 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "pin_selector")) {
+            if (ngx_http_ha_optout_ystr(y, val, "pin_selector", f->selector,
+                                        &f->selector_len, 0,
+                                        NGX_HA_OPTOUT_SELECTOR_LEN - 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "reason")) {
+            if (ngx_http_ha_optout_ystr(y, val, "reason", f->reason,
+                                        &f->reason_len, 1,
+                                        NGX_HA_OPTOUT_REASON_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            seen |= 1;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "actor")) {
+            if (ngx_http_ha_optout_ystr(y, val, "actor", f->actor,
+                                        &f->actor_len, 0,
+                                        NGX_HA_OPTOUT_ACTOR_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "version")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->version = v;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "set_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "set_at", 1, &f->set_at)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "expires_at", 1,
+                                         &f->expires_at)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            seen |= 2;
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
+                                            "a flag",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    if (seen != 3) {
+        return ngx_http_ha_optout_yfail(y, node, "a flag needs \"reason\" "
+                                        "and \"expires_at\"");
+    }
+
+    if (f->selector_len && f->pin_len == 0) {
+        return ngx_http_ha_optout_yfail(y, node, "pin_selector requires "
+                                        "pin");
+    }
+
+    if (!(f->no_failover || f->no_replication || f->sticky || f->pin_len)) {
+        return ngx_http_ha_optout_yfail(y, node, "the flag opts out of "
+                                        "nothing");
+    }
+
+    f->present = 1;
+    f->source = NGX_HA_OPTOUT_SRC_API;
+
     return NGX_OK;
 }
 
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
+    ngx_http_ha_optout_state_t *st)
+{
+    time_t                       t;
+    uint64_t                     v;
+    ngx_uint_t                   version;
+    yaml_node_t                 *root, *k, *val, *fk;
+    yaml_node_pair_t            *p, *fp;
+    ngx_http_ha_optout_saved_t  *s;
+
+    root = yaml_document_get_root_node(&y->doc);
+
+    if (root == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "the file is empty");
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, root, "the state file") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    version = 0;
+
+    for (p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "version")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (v != NGX_HA_OPTOUT_STATE_VERSION) {
+                return ngx_http_ha_optout_yfail(y, val, "unsupported state "
+                                                "file version %uL", v);
+            }
+
+            version = 1;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "version_seq")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version_seq",
+                                         &st->version_seq)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "saved_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "saved_at", 1, &t)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "flags")) {
+            if (ngx_http_ha_optout_yis_null(val)) {
+                continue;
+            }
+
+            if (ngx_http_ha_optout_ymapping(y, val, "flags") != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            for (fp = val->data.mapping.pairs.start;
+                 fp < val->data.mapping.pairs.top;
+                 fp++)
+            {
+                fk = ngx_http_ha_optout_ynode(y, fp->key);
+
+                if (fk->data.scalar.length == 0
+                    || fk->data.scalar.length >= NGX_HA_OPTOUT_NAME_LEN)
+                {
+                    return ngx_http_ha_optout_yfail(y, fk, "invalid "
+                                                    "upstream name");
+                }
+
+                s = ngx_array_push(&st->flags);
+                if (s == NULL) {
+                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
+                                                    "memory");
+                }
+
+                ngx_memzero(s, sizeof(ngx_http_ha_optout_saved_t));
+
+                s->upstream.len = fk->data.scalar.length;
+                s->upstream.data = fk->data.scalar.value;
+                s->upstream.data = ngx_pstrdup(y->pool, &s->upstream);
+                if (s->upstream.data == NULL) {
+                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
+                                                    "memory");
+                }
+
+                if (ngx_http_ha_optout_state_flag(y,
+                        ngx_http_ha_optout_ynode(y, fp->value), &s->flag)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\"",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    if (!version) {
+        return ngx_http_ha_optout_yfail(y, root, "\"version\" is missing");
+    }
+
+    return NGX_OK;
+}
+
+
+/* decides what becomes of a saved flag; config only, no zone access */
+
+static void
+ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_saved_t *s, time_t now)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, &s->upstream);
+
+    if (hscf == NULL || hscf->rec == NULL) {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "the upstream has no \"ha_optout\" any more";
+        return;
+    }
+
+    if (s->flag.pin_len
+        && ngx_http_ha_optout_upstream_peer(hscf, s->flag.pin,
+                                            s->flag.pin_len, NULL, NULL)
+           != NGX_OK)
+    {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "its pin no longer names a usable server of the upstream";
+        return;
+    }
+
+    if (s->flag.selector_len && hscf->selector == NULL) {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "the upstream has no \"ha_optout selector=\" any more";
+        return;
+    }
+
+    if (s->flag.expires_at && s->flag.expires_at <= now) {
+        s->action = NGX_HA_OPTOUT_ACT_EXPIRE;
+        s->why = "it expired while nginx was down";
+        return;
+    }
+
+    s->action = NGX_HA_OPTOUT_ACT_RESTORE;
+    s->why = NULL;
+}
+
+
+/* PATH.corrupt-<unix time>, with a suffix if that name is taken */
+
+static u_char *
+ngx_http_ha_optout_aside_name(ngx_pool_t *pool, ngx_str_t *file)
+{
+    u_char           *name, *p;
+    ngx_uint_t        i;
+    ngx_file_info_t   fi;
+
+    name = ngx_pnalloc(pool, file->len + sizeof(".corrupt--")
+                             + 2 * NGX_INT_T_LEN);
+    if (name == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(name, "%V.corrupt-%T", file, ngx_time());
+
+    for (i = 1; i < 1000; i++) {
+        *p = '\0';
+
+        if (ngx_file_info(name, &fi) == NGX_FILE_ERROR
+            && ngx_errno == NGX_ENOENT)
+        {
+            return name;
+        }
+
+        p = ngx_sprintf(name, "%V.corrupt-%T-%ui", file, ngx_time(), i);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Worker 0, while the zone is fresh (start, restart, zone resize): puts the
+ * saved API flags back.  The file is read outside the zone's mutex; the
+ * flags are applied, and a corrupt file is renamed aside, under it with
+ * "restored" checked again, so that exactly one process does either.
+ */
 
 void
 ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
+    u_char                         *aside;
+    time_t                          now;
+    uint64_t                        max;
+    ngx_int_t                       rc;
+    ngx_err_t                       err;
+    ngx_str_t                       actor, reason;
+    ngx_uint_t                      i, changed;
+    ngx_pool_t                     *pool;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_state_t      st;
+    ngx_http_ha_optout_saved_t     *s;
+    ngx_http_ha_optout_shctx_t     *sh;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+    ngx_http_ha_optout_yaml_t      *y;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (sh->restored) {
+        return;
+    }
+
+    if (hmcf->state_file.len == 0) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        sh->restored = 1;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    pool = ngx_create_pool(16384, log);
+    if (pool == NULL) {
+        return;
+    }
+
+    y = ngx_pcalloc(pool, sizeof(ngx_http_ha_optout_yaml_t));
+    if (y == NULL
+        || ngx_array_init(&st.flags, pool, 8,
+                          sizeof(ngx_http_ha_optout_saved_t))
+           != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    y->pool = pool;
+    st.version_seq = 0;
+    now = ngx_time();
+
+    rc = ngx_http_ha_optout_yaml_load(y, &hmcf->state_file, log);
+
+    if (rc == NGX_OK) {
+        if (ngx_http_ha_optout_state_parse(y, &st) != NGX_OK) {
+            rc = NGX_ABORT;
+        }
+
+        yaml_document_delete(&y->doc);
+    }
+
+    s = st.flags.elts;
+
+    if (rc == NGX_OK) {
+        for (i = 0; i < st.flags.nelts; i++) {
+            ngx_http_ha_optout_state_judge(hmcf, &s[i], now);
+        }
+    }
+
+    aside = NULL;
+    err = 0;
+
+    if (rc == NGX_ABORT) {
+        aside = ngx_http_ha_optout_aside_name(pool, &hmcf->state_file);
+    }
+
+    changed = 0;
+
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    ngx_http_ha_optout_sh->restored = 1;
+
+    if (sh->restored) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    if (rc == NGX_ABORT) {
+        if (aside == NULL
+            || ngx_rename_file(hmcf->state_file.data, aside)
+               == NGX_FILE_ERROR)
+        {
+            err = aside ? ngx_errno : 0;
+            aside = NULL;
+        }
+    }
+
+    max = st.version_seq;
+
+    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
+        if (s[i].action != NGX_HA_OPTOUT_ACT_RESTORE) {
+            continue;
+        }
+
+        hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
+        rec = hscf->rec;
+
+        if (rec->api.present) {
+            /* set through the API since this start: that one is newer */
+            s[i].action = NGX_HA_OPTOUT_ACT_N;
+            continue;
+        }
+
+        rec->api = s[i].flag;
+        rec->changes[NGX_HA_OPTOUT_ACT_RESTORE]++;
+        max = ngx_max(max, s[i].flag.version);
+        changed = 1;
+    }
+
+    if (sh->version_seq < max) {
+        sh->version_seq = max;
+    }
+
+    sh->restored = 1;
+
+    if (changed) {
+        ngx_http_ha_optout_bump();
+    }
+
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (rc == NGX_ABORT) {
+        if (aside) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_optout: state file \"%V\" is corrupt "
+                          "(%V:%ui:%ui: %*s); it was renamed to \"%s\" and "
+                          "nginx starts with HA fully on (no flags)",
+                          &hmcf->state_file, &hmcf->state_file, y->line,
+                          y->column, y->err_len, y->err, aside);
+        } else {
+            ngx_log_error(NGX_LOG_ALERT, log, err,
+                          "ha_optout: state file \"%V\" is corrupt "
+                          "(%V:%ui:%ui: %*s) and could not be renamed "
+                          "aside; nginx starts with HA fully on (no flags)",
+                          &hmcf->state_file, &hmcf->state_file, y->line,
+                          y->column, y->err_len, y->err);
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+    } else if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: state file \"%V\" cannot be read (%*s); "
+                      "nginx starts with HA fully on (no flags)",
+                      &hmcf->state_file, y->err_len, y->err);
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
+        actor.data = s[i].flag.actor;
+        actor.len = s[i].flag.actor_len;
+        reason.data = s[i].flag.reason;
+        reason.len = s[i].flag.reason_len;
+
+        switch (s[i].action) {
+
+        case NGX_HA_OPTOUT_ACT_RESTORE:
+            ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_RESTORE,
+                                     &s[i].upstream, &actor, NULL, &reason,
+                                     NULL, &s[i].flag, NULL);
+            break;
+
+        case NGX_HA_OPTOUT_ACT_EXPIRE:
+        case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ha_optout: saved flag of \"%V\" dropped: %s",
+                          &s[i].upstream, s[i].why);
+
+            hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
+
+            if (hscf && hscf->rec) {
+                (void) ngx_atomic_fetch_add(&hscf->rec->changes[s[i].action],
+                                            1);
+            }
+
+            ngx_http_ha_optout_audit(hmcf, log, s[i].action, &s[i].upstream,
+                                     &actor, NULL, &reason, &s[i].flag, NULL,
+                                     NULL);
+            break;
+
+        default:
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "ha_optout: saved flag of \"%V\" not restored: a "
+                          "newer one was set through the API",
+                          &s[i].upstream);
+        }
+    }
+
+    ngx_destroy_pool(pool);
+
+    /* the file now says what the zone holds: dropped flags disappear */
+
+    (void) ngx_http_ha_optout_state_save(hmcf, log);
+}
+
+
+/* ---------------------------------------------------------------- policy */
+
+#define ngx_ha_optout_policy_fail(cf, y)                                      \
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "policy %V:%ui:%ui: %*s",       \
+                       (y)->file, (y)->line, (y)->column, (y)->err_len,      \
+                       (y)->err)
+
+
+static ngx_int_t
+ngx_http_ha_optout_policy_allow(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_int_t *allow)
+{
+    ngx_str_t     v;
+    ngx_uint_t    i;
+    yaml_node_t  *item;
+    yaml_node_item_t  *it;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        return ngx_http_ha_optout_yfail(y, node, "allow must be a list such "
+                                        "as [failover, pin, replication, "
+                                        "sticky]");
+    }
+
+    *allow = 0;
+
+    for (it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top;
+         it++)
+    {
+        item = ngx_http_ha_optout_ynode(y, *it);
+
+        if (ngx_http_ha_optout_yscalar(y, item, "an allow entry", &v)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; ngx_http_ha_optout_optouts[i]; i++) {
+            if (v.len == ngx_strlen(ngx_http_ha_optout_optouts[i])
+                && ngx_strncmp(v.data, ngx_http_ha_optout_optouts[i], v.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (ngx_http_ha_optout_optouts[i] == NULL) {
+            return ngx_http_ha_optout_yfail(y, item, "unknown opt-out \"%V\" "
+                                            "(failover, pin, replication or "
+                                            "sticky)", &v);
+        }
+
+        *allow |= 1 << i;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *key, yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
+{
+    ngx_uint_t                        b;
+    yaml_node_t                      *k, *val;
+    yaml_node_pair_t                 *p;
+    ngx_http_ha_optout_policy_ups_t  *u;
+
+    u = ngx_array_push(&pol->upstreams);
+    if (u == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    u->name.len = key->data.scalar.length;
+    u->name.data = key->data.scalar.value;
+    u->name.data = ngx_pstrdup(y->pool, &u->name);
+    if (u->name.data == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    u->line = key->start_mark.line + 1;
+    u->column = key->start_mark.column + 1;
+    u->allow = -1;
+    u->max_ttl = -1;
+    u->ttl_none = -1;
+    u->protect = -1;
+
+    if (u->name.len == 0) {
+        return ngx_http_ha_optout_yfail(y, key, "empty upstream name");
+    }
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "an upstream's policy")
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "allow")) {
+            if (ngx_http_ha_optout_policy_allow(y, val, &u->allow)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "max_ttl")) {
+            if (ngx_http_ha_optout_yttl(y, val, "max_ttl", &u->max_ttl)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "ttl_none")) {
+            if (ngx_http_ha_optout_ybool(y, val, "ttl_none", &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            u->ttl_none = b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "protected")) {
+            if (ngx_http_ha_optout_ybool(y, val, "protected", &b)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            u->protect = b;
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
+                                            "upstream \"%V\" (allow, "
+                                            "max_ttl, ttl_none, protected)",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value, &u->name);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* "sun 02:00-04:00": weekly, UTC; the end may pass midnight */
+
+static ngx_int_t
+ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_window_t *w)
+{
+    u_char      *p, *last;
+    ngx_int_t    day, h1, m1, h2, m2, from, to;
+    ngx_str_t    v;
+
+    static const char  *days[] = { "mon", "tue", "wed", "thu", "fri", "sat",
+                                   "sun" };
+
+    if (ngx_http_ha_optout_yscalar(y, node, "every", &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = v.data;
+    last = v.data + v.len;
+
+    for (day = 0; day < 7; day++) {
+        if (v.len > 3 && ngx_strncasecmp(p, (u_char *) days[day], 3) == 0) {
+            break;
+        }
+    }
+
+    if (day == 7) {
+        goto invalid;
+    }
+
+    p += 3;
+
+    /* "sun", "sunday" */
+    while (p < last && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+    {
+        p++;
+    }
+
+    if (p == last || *p != ' ') {
+        goto invalid;
+    }
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (last - p < 11) {
+        goto invalid;
+    }
+
+    h1 = ngx_http_ha_optout_digits(p, 2);
+    m1 = (p[2] == ':') ? ngx_http_ha_optout_digits(p + 3, 2) : -1;
+    p += 5;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (p == last || *p != '-') {
+        goto invalid;
+    }
+
+    p++;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    if (last - p != 5 || p[2] != ':') {
+        goto invalid;
+    }
+
+    h2 = ngx_http_ha_optout_digits(p, 2);
+    m2 = ngx_http_ha_optout_digits(p + 3, 2);
+
+    if (h1 < 0 || h1 > 23 || m1 < 0 || m1 > 59 || h2 < 0 || m2 < 0
+        || m2 > 59 || h2 > 24 || (h2 == 24 && m2 != 0))
+    {
+        goto invalid;
+    }
+
+    from = h1 * 60 + m1;
+    to = h2 * 60 + m2;
+
+    if (to == from) {
+        return ngx_http_ha_optout_yfail(y, node, "every: the window "
+                                        "\"%V\" is empty (start equals end)",
+                                        &v);
+    }
+
+    if (to < from) {
+        to += 24 * 60;
+    }
+
+    w->weekly = 1;
+    w->offset = (time_t) day * 86400 + from * 60;
+    w->length = (time_t) (to - from) * 60;
+
+    return NGX_OK;
+
+invalid:
+
+    return ngx_http_ha_optout_yfail(y, node, "every must look like "
+                                    "\"sun 02:00-04:00\" (a day mon..sun, "
+                                    "then HH:MM-HH:MM in UTC), not \"%V\"",
+                                    &v);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
+{
+    ngx_uint_t                    b, seen;
+    yaml_node_t                  *k, *val, *upstream;
+    yaml_node_pair_t             *p;
+    ngx_http_ha_optout_flag_t    *f;
+    ngx_http_ha_optout_window_t  *w;
+
+    enum {
+        SEEN_EVERY = 1,
+        SEEN_START = 2,
+        SEEN_END = 4
+    };
+
+    if (ngx_http_ha_optout_ymapping(y, node, "a window") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    w = ngx_array_push(&pol->windows);
+    if (w == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    ngx_memzero(w, sizeof(ngx_http_ha_optout_window_t));
+
+    w->line = node->start_mark.line + 1;
+    w->column = node->start_mark.column + 1;
+    f = &w->flag;
+    upstream = NULL;
+    seen = 0;
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
+            if (ngx_http_ha_optout_yscalar(y, val, "upstream", &w->upstream)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (w->upstream.len == 0
+                || (w->upstream.len == 1 && w->upstream.data[0] == '*'))
+            {
+                return ngx_http_ha_optout_yfail(y, val, "a window names one "
+                                                "upstream");
+            }
+
+            w->upstream.data = ngx_pstrdup(y->pool, &w->upstream);
+            if (w->upstream.data == NULL) {
+                return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+            }
+
+            upstream = val;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "every")) {
+            if (ngx_http_ha_optout_policy_every(y, val, w) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            seen |= SEEN_EVERY;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "start")) {
+            if (ngx_http_ha_optout_ytime(y, val, "start", 0, &w->start)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            seen |= SEEN_START;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "end")) {
+            if (ngx_http_ha_optout_ytime(y, val, "end", 0, &w->end)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if ((seen & SEEN_START) && w->start >= w->end) {
+                return ngx_http_ha_optout_yfail(y, val, "end must be after "
+                                                "start");
+            }
+
+            seen |= SEEN_END;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "failover")) {
+            if (ngx_http_ha_optout_ybool(y, val, "failover", &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->no_failover = !b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "replication")) {
+            if (ngx_http_ha_optout_ybool(y, val, "replication", &b)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            f->no_replication = !b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "sticky")) {
+            if (ngx_http_ha_optout_ybool(y, val, "sticky", &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->sticky = b;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "pin")) {
+            if (ngx_http_ha_optout_ystr(y, val, "pin", f->pin, &f->pin_len,
+                                        0, NGX_HA_OPTOUT_PIN_LEN - 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            w->pin_line = val->start_mark.line + 1;
+            w->pin_column = val->start_mark.column + 1;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "pin_selector")) {
+            if (ngx_http_ha_optout_ystr(y, val, "pin_selector", f->selector,
+                                        &f->selector_len, 0,
+                                        NGX_HA_OPTOUT_SELECTOR_LEN - 1)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "reason")) {
+            if (ngx_http_ha_optout_ystr(y, val, "reason", f->reason,
+                                        &f->reason_len, 1,
+                                        NGX_HA_OPTOUT_REASON_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in a "
+                                            "window (upstream, every, start, "
+                                            "end, failover, pin, "
+                                            "pin_selector, replication, "
+                                            "sticky, reason)",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    if (upstream == NULL) {
+        return ngx_http_ha_optout_yfail(y, node, "a window needs "
+                                        "\"upstream\"");
+    }
+
+    if (f->reason_len == 0) {
+        return ngx_http_ha_optout_yfail(y, node, "a window needs a "
+                                        "\"reason\"");
+    }
+
+    if (seen == SEEN_EVERY) {
+        /* weekly */
+
+    } else if (seen == (SEEN_START|SEEN_END)) {
+        if (w->start >= w->end) {
+            return ngx_http_ha_optout_yfail(y, node, "end must be after "
+                                            "start");
+        }
+
+    } else {
+        return ngx_http_ha_optout_yfail(y, node, "a window needs either "
+                                        "\"every\" (weekly) or both "
+                                        "\"start\" and \"end\" (one-off)");
+    }
+
+    if (f->selector_len && f->pin_len == 0) {
+        return ngx_http_ha_optout_yfail(y, node, "pin_selector requires "
+                                        "pin");
+    }
+
+    if (!(f->no_failover || f->no_replication || f->sticky || f->pin_len)) {
+        return ngx_http_ha_optout_yfail(y, node, "a window must opt out of "
+                                        "something: failover false, pin, "
+                                        "replication false or sticky true");
+    }
+
+    f->present = 1;
+    f->source = NGX_HA_OPTOUT_SRC_WINDOW;
+    f->actor_len = ngx_http_ha_optout_policy_actor.len;
+    ngx_memcpy(f->actor, ngx_http_ha_optout_policy_actor.data, f->actor_len);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_policy_parse(ngx_http_ha_optout_yaml_t *y,
+    ngx_http_ha_optout_policy_t *pol)
+{
+    yaml_node_t       *root, *k, *val;
+    yaml_node_item_t  *it;
+    yaml_node_pair_t  *p, *up;
+
+    root = yaml_document_get_root_node(&y->doc);
+
+    if (root == NULL || ngx_http_ha_optout_yis_null(root)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, root, "the policy") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "upstreams")) {
+            if (ngx_http_ha_optout_yis_null(val)) {
+                continue;
+            }
+
+            if (ngx_http_ha_optout_ymapping(y, val, "upstreams") != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            for (up = val->data.mapping.pairs.start;
+                 up < val->data.mapping.pairs.top;
+                 up++)
+            {
+                if (ngx_http_ha_optout_policy_upstream(y,
+                        ngx_http_ha_optout_ynode(y, up->key),
+                        ngx_http_ha_optout_ynode(y, up->value), pol)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "windows")) {
+            if (ngx_http_ha_optout_yis_null(val)) {
+                continue;
+            }
+
+            if (val->type != YAML_SEQUENCE_NODE) {
+                return ngx_http_ha_optout_yfail(y, val, "windows must be a "
+                                                "list");
+            }
+
+            for (it = val->data.sequence.items.start;
+                 it < val->data.sequence.items.top;
+                 it++)
+            {
+                if (ngx_http_ha_optout_policy_window(y,
+                        ngx_http_ha_optout_ynode(y, *it), pol)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+            }
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" "
+                                            "(upstreams, windows)",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -31,5 +2168,430 @@ char *
 ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
     ngx_http_ha_optout_main_conf_t *hmcf)
 {
+    ngx_int_t                     rc;
+    ngx_http_ha_optout_yaml_t    *y;
+    ngx_http_ha_optout_policy_t  *pol;
+
+    pol = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_policy_t));
+    y = ngx_pcalloc(cf->pool, sizeof(ngx_http_ha_optout_yaml_t));
+    if (pol == NULL || y == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_array_init(&pol->upstreams, cf->pool, 4,
+                       sizeof(ngx_http_ha_optout_policy_ups_t))
+        != NGX_OK
+        || ngx_array_init(&pol->windows, cf->pool, 4,
+                          sizeof(ngx_http_ha_optout_window_t))
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    pol->file = hmcf->policy_file;
+    pol->conf_file = cf->conf_file->file.name;
+    pol->conf_line = cf->conf_file->line;
+    y->pool = cf->pool;
+
+    rc = ngx_http_ha_optout_yaml_load(y, &pol->file, cf->log);
+
+    if (rc == NGX_DECLINED || rc == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "policy %V: %*s",
+                           &pol->file,
+                           rc == NGX_DECLINED ? sizeof("no such file") - 1
+                                              : y->err_len,
+                           rc == NGX_DECLINED ? (u_char *) "no such file"
+                                              : y->err);
+        return NGX_CONF_ERROR;
+    }
+
+    if (rc == NGX_ABORT) {
+        ngx_ha_optout_policy_fail(cf, y);
+        return NGX_CONF_ERROR;
+    }
+
+    rc = ngx_http_ha_optout_policy_parse(y, pol);
+
+    yaml_document_delete(&y->doc);
+
+    if (rc != NGX_OK) {
+        ngx_ha_optout_policy_fail(cf, y);
+        return NGX_CONF_ERROR;
+    }
+
+    hmcf->policy = pol;
+
     return NGX_CONF_OK;
+}
+
+
+/* postconfiguration: the names in the policy against the upstreams */
+
+ngx_int_t
+ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_window_t      *w;
+    ngx_http_ha_optout_policy_t      *pol;
+    ngx_http_ha_optout_srv_conf_t    *hscf;
+    ngx_http_ha_optout_policy_ups_t  *u;
+
+    pol = hmcf->policy;
+
+    if (pol == NULL) {
+        return NGX_OK;
+    }
+
+    u = pol->upstreams.elts;
+
+    for (i = 0; i < pol->upstreams.nelts; i++) {
+        if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_find_upstream(hmcf, &u[i].name) == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: policy %V:%ui:%ui: no upstream "
+                          "\"%V\" with \"ha_optout\" in %V:%ui",
+                          &pol->file, u[i].line, u[i].column, &u[i].name,
+                          &pol->conf_file, pol->conf_line);
+            return NGX_ERROR;
+        }
+    }
+
+    w = pol->windows.elts;
+
+    for (i = 0; i < pol->windows.nelts; i++) {
+        hscf = ngx_http_ha_optout_find_upstream(hmcf, &w[i].upstream);
+
+        if (hscf == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: policy %V:%ui:%ui: window for unknown "
+                          "upstream \"%V\" (it needs \"ha_optout\") "
+                          "in %V:%ui", &pol->file, w[i].line, w[i].column,
+                          &w[i].upstream, &pol->conf_file, pol->conf_line);
+            return NGX_ERROR;
+        }
+
+        if (w[i].flag.pin_len
+            && ngx_http_ha_optout_upstream_peer(hscf, w[i].flag.pin,
+                                                w[i].flag.pin_len, NULL, NULL)
+               != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: policy %V:%ui:%ui: pin \"%*s\" is not "
+                          "a usable server of upstream \"%V\" in %V:%ui",
+                          &pol->file, w[i].pin_line, w[i].pin_column,
+                          (size_t) w[i].flag.pin_len, w[i].flag.pin,
+                          &w[i].upstream, &pol->conf_file, pol->conf_line);
+            return NGX_ERROR;
+        }
+
+        if (w[i].flag.selector_len && hscf->selector == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: policy %V:%ui:%ui: pin_selector needs "
+                          "\"ha_optout selector=\" in upstream \"%V\" "
+                          "in %V:%ui", &pol->file, w[i].line, w[i].column,
+                          &w[i].upstream, &pol->conf_file, pol->conf_line);
+            return NGX_ERROR;
+        }
+
+        w[i].hscf = hscf;
+    }
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_ha_optout_duration(u_char *buf, time_t t)
+{
+    if (t % 3600 == 0) {
+        return ngx_sprintf(buf, "%Th", t / 3600);
+    }
+
+    if (t % 60 == 0) {
+        return ngx_sprintf(buf, "%Tm", t / 60);
+    }
+
+    return ngx_sprintf(buf, "%Ts", t);
+}
+
+
+/*
+ * May the API set this flag on this upstream?  The upstream's own entry
+ * wins field by field over "*", which wins over the defaults: everything
+ * allowed, no max_ttl, no ttl "none", not protected.  For a PATCH that
+ * leaves the ttl alone, the remaining time of the flag is checked.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream, ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set,
+    time_t ttl, ngx_str_t *message, ngx_pool_t *pool)
+{
+    u_char                           *p, *last;
+    ngx_int_t                         allow, ttl_none, protect, want;
+    ngx_uint_t                        i, k;
+    time_t                            max_ttl;
+    ngx_http_ha_optout_policy_t      *pol;
+    ngx_http_ha_optout_policy_ups_t  *u, *e[2];
+
+    allow = NGX_HA_OPTOUT_ALLOW_ALL;
+    max_ttl = 0;
+    ttl_none = 0;
+    protect = 0;
+
+    pol = hmcf->policy;
+    e[0] = NULL;
+    e[1] = NULL;
+
+    if (pol) {
+        u = pol->upstreams.elts;
+
+        for (i = 0; i < pol->upstreams.nelts; i++) {
+            if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
+                e[0] = &u[i];
+
+            } else if (u[i].name.len == upstream->len
+                       && ngx_strncmp(u[i].name.data, upstream->data,
+                                      upstream->len) == 0)
+            {
+                e[1] = &u[i];
+            }
+        }
+    }
+
+    for (k = 0; k < 2; k++) {
+        if (e[k] == NULL) {
+            continue;
+        }
+
+        if (e[k]->allow != -1) {
+            allow = e[k]->allow;
+        }
+
+        if (e[k]->max_ttl != -1) {
+            max_ttl = e[k]->max_ttl;
+        }
+
+        if (e[k]->ttl_none != -1) {
+            ttl_none = e[k]->ttl_none;
+        }
+
+        if (e[k]->protect != -1) {
+            protect = e[k]->protect;
+        }
+    }
+
+    if (!ttl_set) {
+        ttl = flag->expires_at ? flag->expires_at - ngx_time() : 0;
+    }
+
+    want = (flag->no_failover ? NGX_HA_OPTOUT_ALLOW_FAILOVER : 0)
+           | (flag->pin_len ? NGX_HA_OPTOUT_ALLOW_PIN : 0)
+           | (flag->no_replication ? NGX_HA_OPTOUT_ALLOW_REPLICATION : 0)
+           | (flag->sticky ? NGX_HA_OPTOUT_ALLOW_STICKY : 0);
+
+    if (!protect && (want & ~allow) == 0 && (ttl != 0 || ttl_none)
+        && (max_ttl == 0 || ttl == 0 || ttl <= max_ttl))
+    {
+        return NGX_OK;
+    }
+
+    message->data = ngx_pnalloc(pool, 512);
+    if (message->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = message->data;
+    last = p + 512;
+
+    if (protect) {
+        p = ngx_slprintf(p, last, "upstream \"%V\" is protected by policy: "
+                         "HA may be suspended only in its scheduled "
+                         "windows", upstream);
+
+    } else if (want & ~allow) {
+        for (i = 0; !((want & ~allow) & (1 << i)); i++) { /* void */ }
+
+        p = ngx_slprintf(p, last, "policy does not allow opting out of "
+                         "\"%s\" on upstream \"%V\"",
+                         ngx_http_ha_optout_optouts[i], upstream);
+
+    } else if (ttl == 0) {
+        p = ngx_slprintf(p, last, "ttl \"none\" is not allowed by policy on "
+                         "upstream \"%V\"", upstream);
+
+    } else {
+        p = ngx_slprintf(p, last, "ttl ");
+        p = ngx_http_ha_optout_duration(p, ttl);
+        p = ngx_slprintf(p, last, " is over the policy's max_ttl of ");
+        p = ngx_http_ha_optout_duration(p, max_ttl);
+        p = ngx_slprintf(p, last, " for upstream \"%V\"", upstream);
+    }
+
+    message->len = p - message->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* --------------------------------------------------------------- windows */
+
+/* the occurrence of the window that holds now, if any */
+
+static ngx_uint_t
+ngx_http_ha_optout_window_open(ngx_http_ha_optout_window_t *w, time_t now,
+    time_t *start, time_t *end)
+{
+    time_t  week, since;
+
+    if (!w->weekly) {
+        if (now < w->start || now >= w->end) {
+            return 0;
+        }
+
+        *start = w->start;
+        *end = w->end;
+        return 1;
+    }
+
+    /* 1970-01-01 was a thursday: monday 00:00 is 3 days before it */
+
+    week = (now + 3 * 86400) % NGX_HA_OPTOUT_WEEK;
+    since = (week - w->offset + NGX_HA_OPTOUT_WEEK) % NGX_HA_OPTOUT_WEEK;
+
+    if (since >= w->length) {
+        return 0;
+    }
+
+    *start = now - since;
+    *end = *start + w->length;
+
+    return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_ha_optout_window_same(ngx_http_ha_optout_flag_t *a,
+    ngx_http_ha_optout_flag_t *b)
+{
+    if (!a->present || !b->present) {
+        return a->present == b->present;
+    }
+
+    return a->set_at == b->set_at
+           && a->expires_at == b->expires_at
+           && a->no_failover == b->no_failover
+           && a->no_replication == b->no_replication
+           && a->sticky == b->sticky
+           && a->pin_len == b->pin_len
+           && a->selector_len == b->selector_len
+           && a->reason_len == b->reason_len
+           && ngx_memcmp(a->pin, b->pin, a->pin_len) == 0
+           && ngx_memcmp(a->selector, b->selector, a->selector_len) == 0
+           && ngx_memcmp(a->reason, b->reason, a->reason_len) == 0;
+}
+
+
+/*
+ * Worker 0, every tick: each upstream's window layer becomes the first
+ * window in file order that is open now (set_at and expires_at are the
+ * occurrence's start and end), or empty.  Idempotent: the zone is compared
+ * under the mutex, so an overlapping "worker 0" during a reload finds
+ * nothing left to do.
+ */
+
+void
+ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    time_t                           now, start, end;
+    ngx_str_t                        actor, reason;
+    ngx_uint_t                       i, j, nw, changed;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t        want, before;
+    ngx_http_ha_optout_window_t     *w;
+    ngx_http_ha_optout_policy_t     *pol;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    now = ngx_time();
+    pol = hmcf->policy;
+    hscfp = hmcf->upstreams.elts;
+    w = pol ? pol->windows.elts : NULL;
+    nw = pol ? pol->windows.nelts : 0;
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        rec = hscfp[i]->rec;
+
+        if (rec == NULL) {
+            continue;
+        }
+
+        ngx_memzero(&want, sizeof(ngx_http_ha_optout_flag_t));
+
+        for (j = 0; j < nw; j++) {
+            if (w[j].hscf == hscfp[i]
+                && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
+            {
+                want = w[j].flag;
+                want.set_at = start;
+                want.expires_at = end;
+                break;
+            }
+        }
+
+        if (!want.present && !rec->window.present) {
+            /* the common case, read without the lock: nothing to do */
+            continue;
+        }
+
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        before = rec->window;
+        changed = !ngx_http_ha_optout_window_same(&before, &want);
+
+        if (changed) {
+            if (before.present) {
+                rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_END]++;
+            }
+
+            if (want.present) {
+                want.version = ++ngx_http_ha_optout_sh->version_seq;
+                rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_START]++;
+            }
+
+            rec->window = want;
+            ngx_http_ha_optout_bump();
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (!changed) {
+            continue;
+        }
+
+        actor = ngx_http_ha_optout_policy_actor;
+
+        if (before.present) {
+            reason.data = before.reason;
+            reason.len = before.reason_len;
+
+            ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_WINDOW_END,
+                                     &hscfp[i]->name, &actor, NULL, &reason,
+                                     &before, NULL, NULL);
+        }
+
+        if (want.present) {
+            reason.data = want.reason;
+            reason.len = want.reason_len;
+
+            ngx_http_ha_optout_audit(hmcf, log,
+                                     NGX_HA_OPTOUT_ACT_WINDOW_START,
+                                     &hscfp[i]->name, &actor, NULL, &reason,
+                                     NULL, &want, NULL);
+        }
+    }
 }

@@ -1,0 +1,708 @@
+
+/*
+ * ngx_ha_optout_module, stream twin: the same opt-outs (failover off, pin,
+ * sticky) for stream {} upstreams.  It shares the zone, the admin API,
+ * audit, status and metrics with the http module: each stream upstream
+ * with "ha_optout" is registered there as "stream:NAME", so it cannot
+ * collide with an http upstream.  Load it after ngx_http_ha_optout_module
+ * and ngx_stream_module.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_stream.h>
+
+#include "ngx_http_ha_optout_module.h"
+
+
+typedef struct {
+    ngx_uint_t                          enabled;
+    ngx_uint_t                          wrapped;
+    ngx_str_t                           file;
+    ngx_uint_t                          line;
+
+    ngx_stream_upstream_srv_conf_t     *uscf;
+    ngx_stream_upstream_init_pt         original_init_upstream;
+    ngx_stream_upstream_init_peer_pt    original_init_peer;
+
+    ngx_stream_complex_value_t         *sticky_key;
+
+    ngx_http_ha_optout_srv_conf_t      *hscf;    /* as the http side sees it */
+} ngx_stream_ha_optout_srv_conf_t;
+
+
+typedef struct {
+    ngx_array_t                         upstreams;  /* srv_conf_t * */
+} ngx_stream_ha_optout_main_conf_t;
+
+
+typedef struct {
+    ngx_stream_ha_optout_srv_conf_t    *scf;
+    ngx_http_ha_optout_flag_t           flag;      /* a copy for the session */
+
+    unsigned                            pin:1;
+    unsigned                            no_failover:1;
+    unsigned                            sticky:1;
+
+    void                               *data;
+    ngx_event_get_peer_pt               original_get_peer;
+    ngx_event_free_peer_pt              original_free_peer;
+    ngx_event_notify_peer_pt            original_notify;
+#if (NGX_STREAM_SSL)
+    ngx_event_set_peer_session_pt       original_set_session;
+    ngx_event_save_peer_session_pt      original_save_session;
+#endif
+
+    ngx_stream_upstream_rr_peer_data_t *rrp;
+    ngx_stream_upstream_rr_peers_t     *primary;
+    ngx_stream_upstream_rr_peer_t      *selected;
+    ngx_uint_t                          tries;
+
+    ngx_str_t                           sticky_key;
+    size_t                              sticky_len;
+    u_char                              sticky_server[NGX_HA_OPTOUT_NAME_LEN];
+} ngx_stream_ha_optout_peer_data_t;
+
+
+static void *ngx_stream_ha_optout_create_main_conf(ngx_conf_t *cf);
+static void *ngx_stream_ha_optout_create_srv_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_stream_ha_optout_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle);
+static char *ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_stream_ha_optout_init_upstream(ngx_conf_t *cf,
+    ngx_stream_upstream_srv_conf_t *us);
+static ngx_int_t ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
+    ngx_stream_upstream_srv_conf_t *us);
+static ngx_int_t ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+static void ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t type);
+static ngx_int_t ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
+    ngx_stream_upstream_rr_peer_t *want);
+static ngx_int_t ngx_stream_ha_optout_find_peer(void *conf, u_char *name,
+    size_t len, ngx_uint_t *down, ngx_uint_t *backup);
+#if (NGX_STREAM_SSL)
+static ngx_int_t ngx_stream_ha_optout_set_session(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_stream_ha_optout_save_session(ngx_peer_connection_t *pc,
+    void *data);
+#endif
+
+
+static ngx_command_t  ngx_stream_ha_optout_commands[] = {
+
+    { ngx_string("ha_optout"),
+      NGX_STREAM_UPS_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_stream_ha_optout,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_stream_module_t  ngx_stream_ha_optout_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_stream_ha_optout_postconfiguration, /* postconfiguration */
+
+    ngx_stream_ha_optout_create_main_conf, /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_stream_ha_optout_create_srv_conf,  /* create server configuration */
+    NULL                                   /* merge server configuration */
+};
+
+
+ngx_module_t  ngx_stream_ha_optout_module = {
+    NGX_MODULE_V1,
+    &ngx_stream_ha_optout_module_ctx,      /* module context */
+    ngx_stream_ha_optout_commands,         /* module directives */
+    NGX_STREAM_MODULE,                     /* module type */
+    NULL,                                  /* init master */
+    ngx_stream_ha_optout_init_module,      /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_stream_ha_optout_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_stream_ha_optout_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_stream_ha_optout_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&smcf->upstreams, cf->pool, 4,
+                       sizeof(ngx_stream_ha_optout_srv_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return smcf;
+}
+
+
+static void *
+ngx_stream_ha_optout_create_srv_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_stream_ha_optout_srv_conf_t));
+}
+
+
+/* "ha_optout [sticky_key=$var];" inside stream upstream {} */
+
+static char *
+ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_stream_ha_optout_srv_conf_t *scf = conf;
+
+    ngx_str_t                            *value, v;
+    ngx_stream_ha_optout_srv_conf_t     **slot;
+    ngx_stream_ha_optout_main_conf_t     *smcf;
+    ngx_stream_compile_complex_value_t    ccv;
+
+    if (scf->enabled) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strncmp(value[1].data, "sticky_key=", 11) != 0
+            || value[1].len == 11)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
+        v.data = value[1].data + 11;
+        v.len = value[1].len - 11;
+
+        scf->sticky_key = ngx_palloc(cf->pool,
+                                     sizeof(ngx_stream_complex_value_t));
+        if (scf->sticky_key == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_stream_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &v;
+        ccv.complex_value = scf->sticky_key;
+
+        if (ngx_stream_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    scf->uscf = ngx_stream_conf_get_module_srv_conf(cf,
+                                                    ngx_stream_upstream_module);
+
+    if (scf->uscf->host.len + sizeof("stream:") > NGX_HA_OPTOUT_NAME_LEN) {
+        return "names an upstream too long for ha_optout";
+    }
+
+    scf->enabled = 1;
+    scf->file = cf->conf_file->file.name;
+    scf->line = cf->conf_file->line;
+    scf->original_init_upstream = scf->uscf->peer.init_upstream
+                                  ? scf->uscf->peer.init_upstream
+                                  : ngx_stream_upstream_init_round_robin;
+    scf->uscf->peer.init_upstream = ngx_stream_ha_optout_init_upstream;
+
+    smcf = ngx_stream_conf_get_module_main_conf(cf,
+                                                ngx_stream_ha_optout_module);
+
+    slot = ngx_array_push(&smcf->upstreams);
+    if (slot == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *slot = scf;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_ha_optout_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t                         i;
+    ngx_stream_ha_optout_srv_conf_t  **scfp;
+    ngx_stream_ha_optout_main_conf_t  *smcf;
+
+    smcf = ngx_stream_conf_get_module_main_conf(cf,
+                                                ngx_stream_ha_optout_module);
+    scfp = smcf->upstreams.elts;
+
+    for (i = 0; i < smcf->upstreams.nelts; i++) {
+        if (!scfp[i]->wrapped) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: \"ha_optout\" in stream upstream "
+                          "\"%V\" is overridden by a balancer directive "
+                          "after it; put \"ha_optout\" after the balancer "
+                          "in %V:%ui", &scfp[i]->uscf->host, &scfp[i]->file,
+                          scfp[i]->line);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Both http {} and stream {} are parsed and the zone exists by now,
+ * whatever their order in nginx.conf: register the stream upstreams with
+ * the http side, which owns the zone and the admin API.
+ */
+
+static ngx_int_t
+ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
+{
+    u_char                            *p;
+    ngx_str_t                          name;
+    ngx_uint_t                         i, j, k;
+    ngx_stream_upstream_server_t      *server;
+    ngx_http_ha_optout_srv_conf_t     *hscf, **slot;
+    ngx_stream_ha_optout_srv_conf_t  **scfp;
+    ngx_http_ha_optout_main_conf_t    *hmcf;
+    ngx_stream_ha_optout_main_conf_t  *smcf;
+
+    smcf = ngx_stream_cycle_get_module_main_conf(cycle,
+                                                 ngx_stream_ha_optout_module);
+
+    if (smcf == NULL || smcf->upstreams.nelts == 0) {
+        return NGX_OK;
+    }
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ha_optout_module);
+
+    if (hmcf == NULL || hmcf->shm_zone == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                      "ha_optout: \"ha_optout\" in stream {} needs "
+                      "\"ha_optout_zone\" in http {}");
+        return NGX_ERROR;
+    }
+
+    scfp = smcf->upstreams.elts;
+
+    for (i = 0; i < smcf->upstreams.nelts; i++) {
+
+        name.len = sizeof("stream:") - 1 + scfp[i]->uscf->host.len;
+        name.data = ngx_pnalloc(cycle->pool, name.len);
+        hscf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_ha_optout_srv_conf_t));
+        if (name.data == NULL || hscf == NULL) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_cpymem(name.data, "stream:", sizeof("stream:") - 1);
+        ngx_memcpy(p, scfp[i]->uscf->host.data, scfp[i]->uscf->host.len);
+
+        hscf->enabled = 1;
+        hscf->wrapped = 1;
+        hscf->name = name;
+        hscf->conf_file = scfp[i]->file;
+        hscf->conf_line = scfp[i]->line;
+        hscf->generation = (ngx_atomic_uint_t) -1;
+        hscf->stream_conf = scfp[i];
+        hscf->find_peer = ngx_stream_ha_optout_find_peer;
+
+        hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
+        if (hscf->rec == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                          "ha_optout: zone \"%V\" is too small",
+                          &hmcf->shm_zone->shm.name);
+            return NGX_ERROR;
+        }
+
+        if (scfp[i]->uscf->servers) {
+            server = scfp[i]->uscf->servers->elts;
+
+            for (j = 0; j < scfp[i]->uscf->servers->nelts; j++) {
+                for (k = 0; k < server[j].naddrs; k++) {
+                    ngx_http_ha_optout_rec_add_server(hscf->rec,
+                                                  &server[j].addrs[k].name);
+                }
+            }
+        }
+
+        slot = ngx_array_push(&hmcf->upstreams);
+        if (slot == NULL) {
+            return NGX_ERROR;
+        }
+
+        *slot = hscf;
+        scfp[i]->hscf = hscf;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_ha_optout_init_upstream(ngx_conf_t *cf,
+    ngx_stream_upstream_srv_conf_t *us)
+{
+    ngx_stream_ha_optout_srv_conf_t  *scf;
+
+    scf = ngx_stream_conf_upstream_srv_conf(us, ngx_stream_ha_optout_module);
+
+    if (scf->original_init_upstream(cf, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    scf->original_init_peer = us->peer.init;
+    us->peer.init = ngx_stream_ha_optout_init_peer;
+    scf->wrapped = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
+    ngx_stream_upstream_srv_conf_t *us)
+{
+    ngx_stream_upstream_t             *u;
+    ngx_http_ha_optout_flag_t         *flag;
+    ngx_stream_ha_optout_srv_conf_t   *scf;
+    ngx_stream_ha_optout_peer_data_t  *bp;
+
+    scf = ngx_stream_conf_upstream_srv_conf(us, ngx_stream_ha_optout_module);
+
+    if (scf->original_init_peer(s, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* the no-flag path: one atomic load */
+
+    if (ngx_http_ha_optout_sh->active == 0 || scf->hscf == NULL) {
+        return NGX_OK;
+    }
+
+    u = s->upstream;
+
+    if (u->peer.free != ngx_stream_upstream_free_round_robin_peer) {
+        return NGX_OK;
+    }
+
+    flag = ngx_http_ha_optout_acting(scf->hscf, ngx_time());
+
+    if (flag == NULL
+        || !(flag->no_failover || flag->pin_len || flag->sticky))
+    {
+        return NGX_OK;
+    }
+
+    bp = ngx_pcalloc(s->connection->pool,
+                     sizeof(ngx_stream_ha_optout_peer_data_t));
+    if (bp == NULL) {
+        return NGX_ERROR;
+    }
+
+    bp->scf = scf;
+    bp->flag = *flag;
+    bp->pin = (flag->pin_len != 0);
+    bp->no_failover = flag->no_failover;
+    bp->sticky = flag->sticky && !bp->pin;
+
+    bp->data = u->peer.data;
+    bp->rrp = u->peer.data;
+    bp->primary = bp->rrp->peers;
+    bp->original_get_peer = u->peer.get;
+    bp->original_free_peer = u->peer.free;
+    bp->original_notify = u->peer.notify;
+    bp->tries = u->peer.tries;
+
+    u->peer.data = bp;
+    u->peer.get = ngx_stream_ha_optout_get_peer;
+    u->peer.free = ngx_stream_ha_optout_free_peer;
+    u->peer.notify = ngx_stream_ha_optout_notify;
+    u->peer.tries = 1;
+
+#if (NGX_STREAM_SSL)
+    bp->original_set_session = u->peer.set_session;
+    bp->original_save_session = u->peer.save_session;
+    u->peer.set_session = ngx_stream_ha_optout_set_session;
+    u->peer.save_session = ngx_stream_ha_optout_save_session;
+#endif
+
+    if (!bp->sticky) {
+        return NGX_OK;
+    }
+
+    if (scf->sticky_key) {
+        if (ngx_stream_complex_value(s, scf->sticky_key, &bp->sticky_key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        bp->sticky_key = s->connection->addr_text;
+    }
+
+    if (bp->sticky_key.len == 0) {
+        bp->sticky = 0;
+        return NGX_OK;
+    }
+
+    if (bp->sticky_key.len > NGX_HA_OPTOUT_STICKY_KEY) {
+        bp->sticky_key.len = NGX_HA_OPTOUT_STICKY_KEY;
+    }
+
+    bp->sticky_len = ngx_http_ha_optout_sticky_get(scf->hscf->rec,
+                         ngx_http_ha_optout_flag_ident(&bp->flag),
+                         &bp->sticky_key, bp->sticky_server);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_stream_ha_optout_peer_data_t  *bp = data;
+
+    ngx_int_t                       rc;
+    ngx_stream_upstream_rr_peer_t  *peer;
+
+    if (bp->pin) {
+        rc = ngx_stream_ha_optout_select(pc, bp, bp->flag.pin,
+                                         bp->flag.pin_len, NULL);
+
+        if (rc == NGX_OK && bp->selected == NULL) {
+            ngx_http_ha_optout_count_server(bp->scf->hscf->rec, pc->name, 1);
+        }
+
+        bp->selected = bp->rrp->current;
+        return rc;
+    }
+
+    if (bp->sticky_len) {
+        rc = ngx_stream_ha_optout_select(pc, bp, bp->sticky_server,
+                                         bp->sticky_len, NULL);
+        if (rc == NGX_OK) {
+            bp->selected = bp->rrp->current;
+            return NGX_OK;
+        }
+    }
+
+    rc = bp->original_get_peer(pc, bp->data);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (bp->no_failover && bp->rrp->peers != bp->primary) {
+        peer = bp->rrp->current;
+
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "ha_optout: upstream \"%V\" would have failed over to "
+                      "backup %V (failover off)", &bp->scf->hscf->name,
+                      &peer->name);
+
+        ngx_http_ha_optout_count_server(bp->scf->hscf->rec, &peer->name, 0);
+
+        bp->original_free_peer(pc, bp->data, 0);
+        pc->sockaddr = NULL;
+        pc->tries = 0;
+
+        return NGX_BUSY;
+    }
+
+    bp->selected = bp->rrp->current;
+
+    if (bp->sticky) {
+        ngx_http_ha_optout_sticky_set(bp->scf->hscf->rec,
+                                      ngx_http_ha_optout_flag_ident(&bp->flag),
+                                      &bp->sticky_key, pc->name);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_stream_ha_optout_peer_data_t  *bp = data;
+
+    if ((state & NGX_PEER_FAILED) && bp->tries > 1) {
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "ha_optout: upstream \"%V\" would have failed over "
+                      "from %V (%s)", &bp->scf->hscf->name, pc->name,
+                      bp->pin ? "pinned" : bp->no_failover ? "failover off"
+                                                           : "sticky");
+
+        ngx_http_ha_optout_count_server(bp->scf->hscf->rec, pc->name, 0);
+    }
+
+    if (bp->pin || bp->no_failover) {
+        state &= ~NGX_PEER_FAILED;
+    }
+
+    bp->original_free_peer(pc, bp->data, state);
+
+    pc->tries = 0;
+}
+
+
+static void
+ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t type)
+{
+    ngx_stream_ha_optout_peer_data_t  *bp = data;
+
+    if (bp->original_notify) {
+        bp->original_notify(pc, bp->data, type);
+    }
+}
+
+
+/* as ngx_http_ha_optout_select(): a server by name or this session's own */
+
+static ngx_int_t
+ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
+    ngx_stream_upstream_rr_peer_t *want)
+{
+    ngx_uint_t                       n, i;
+    ngx_stream_upstream_rr_peer_t   *peer;
+    ngx_stream_upstream_rr_peers_t  *list;
+
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    for (list = bp->primary; list; list = (list == bp->primary)
+                                          ? bp->primary->next : NULL)
+    {
+        ngx_stream_upstream_rr_peers_wlock(list);
+
+        for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
+
+            if (want) {
+                if (peer != want) {
+                    continue;
+                }
+
+            } else if (!((peer->name.len == len
+                          && ngx_strncmp(peer->name.data, name, len) == 0)
+                         || (peer->server.len == len
+                             && ngx_strncmp(peer->server.data, name, len)
+                                == 0)))
+            {
+                continue;
+            }
+
+            if (peer->down) {
+                break;
+            }
+
+            n = i / (8 * sizeof(uintptr_t));
+            bp->rrp->tried[n] |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+
+            bp->rrp->peers = list;
+            bp->rrp->current = peer;
+
+            pc->sockaddr = peer->sockaddr;
+            pc->socklen = peer->socklen;
+            pc->name = &peer->name;
+
+            peer->conns++;
+
+            ngx_stream_upstream_rr_peers_unlock(list);
+
+            return NGX_OK;
+        }
+
+        ngx_stream_upstream_rr_peers_unlock(list);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, pc->log, 0,
+                  "ha_optout: server \"%*s\" of upstream \"%V\" is not "
+                  "usable", len, name, &bp->scf->hscf->name);
+
+    pc->name = bp->primary->name;
+
+    return NGX_BUSY;
+}
+
+
+#if (NGX_STREAM_SSL)
+
+static ngx_int_t
+ngx_stream_ha_optout_set_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_stream_ha_optout_peer_data_t  *bp = data;
+
+    return bp->original_set_session(pc, bp->data);
+}
+
+
+static void
+ngx_stream_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_stream_ha_optout_peer_data_t  *bp = data;
+
+    bp->original_save_session(pc, bp->data);
+}
+
+#endif
+
+
+static ngx_int_t
+ngx_stream_ha_optout_find_peer(void *conf, u_char *name, size_t len,
+    ngx_uint_t *down, ngx_uint_t *backup)
+{
+    ngx_stream_ha_optout_srv_conf_t *scf = conf;
+
+    ngx_uint_t                     i, j;
+    ngx_stream_upstream_server_t  *server;
+
+    if (scf->uscf->servers == NULL) {
+        return NGX_DECLINED;
+    }
+
+    server = scf->uscf->servers->elts;
+
+    for (i = 0; i < scf->uscf->servers->nelts; i++) {
+        for (j = 0; j < server[i].naddrs; j++) {
+            if ((server[i].name.len == len
+                 && ngx_strncmp(server[i].name.data, name, len) == 0)
+                || (server[i].addrs[j].name.len == len
+                    && ngx_strncmp(server[i].addrs[j].name.data, name, len)
+                       == 0))
+            {
+                if (down) {
+                    *down = server[i].down;
+                }
+
+                if (backup) {
+                    *backup = server[i].backup;
+                }
+
+                return server[i].down ? NGX_BUSY : NGX_OK;
+            }
+        }
+    }
+
+    return NGX_DECLINED;
+}
