@@ -28,6 +28,9 @@ my $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 our $NGINX = $ENV{HA_OPTOUT_NGINX} || '/usr/sbin/nginx';
 our $MODULE = $ENV{HA_OPTOUT_MODULE}
     || "$ROOT/build/ngx_http_ha_optout_module.so";
+our $STREAM_MODULE = $ENV{HA_OPTOUT_STREAM_MODULE}
+    || "$ROOT/build/ngx_stream_ha_optout_module.so";
+our $STREAM_CORE = '/usr/lib/nginx/modules/ngx_stream_module.so';
 
 my $PORT_DIR = '/tmp/ha-optout-test-ports';
 my %CLAIMED;            # ports this process reserved: port => 1
@@ -355,8 +358,13 @@ sub _write_conf {
     my $text = $self->{conf_text} // die "no conf given\n";
 
     unless ($text =~ /^\s*events\s*\{/m) {
-        my $g = "load_module %%MODULE%%;\n"
-            . "pid %%TESTDIR%%/nginx.pid;\n"
+        my $g = "load_module %%MODULE%%;\n";
+
+        # the stream twin loads after the stream core and the http module
+        $g .= "load_module $STREAM_CORE;\nload_module $STREAM_MODULE;\n"
+            if $text =~ /^\s*stream\s*\{/m;
+
+        $g .= "pid %%TESTDIR%%/nginx.pid;\n"
             . "error_log %%TESTDIR%%/error.log info;\n"
             . "daemon on;\n"
             . "master_process on;\n";
