@@ -44,6 +44,15 @@ static ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
 
 
 static ngx_int_t
+ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
+{
+    return r->uri.len >= sizeof("v1/whoami") - 1
+           && ngx_strncmp(r->uri.data + r->uri.len - (sizeof("v1/whoami") - 1),
+                          "v1/whoami", sizeof("v1/whoami") - 1) == 0;
+}
+
+
+static ngx_int_t
 ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
     ngx_int_t rc)
 {
@@ -308,7 +317,9 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
         goto invalid;
     }
 
-    if (ctx->claims.scopes & scope) {
+    /* any valid token may ask who it is */
+
+    if ((ctx->claims.scopes & scope) || ngx_http_ha_optout_admin_whoami(r)) {
         return NGX_OK;
     }
 
@@ -972,8 +983,12 @@ ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
-        || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD) && etag))
+    /* If-Match is ours to judge (412 JSON), not the not_modified filter's */
+    r->disable_not_modified = 1;
+
+    if (status < NGX_HTTP_SPECIAL_RESPONSE
+        && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
+            || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD) && etag)))
     {
         h = ngx_list_push(&r->headers_out.headers);
         p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);

@@ -10,6 +10,7 @@
 
 
 typedef struct {
+    ngx_http_request_t                *request;
     ngx_http_ha_optout_srv_conf_t     *hscf;
     ngx_http_ha_optout_decision_t     *decision;
 
@@ -42,6 +43,7 @@ static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
+static ngx_uint_t ngx_http_ha_optout_would_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want);
@@ -133,6 +135,7 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    bp->request = r;
     bp->hscf = hscf;
     bp->decision = d;
     bp->data = u->peer.data;
@@ -288,7 +291,10 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ngx_http_ha_optout_decision_t   *d = bp->decision;
 
-    if ((state & NGX_PEER_FAILED) && bp->tries > 1) {
+    if (bp->tries > 1
+        && ((state & NGX_PEER_FAILED)
+            || ngx_http_ha_optout_would_retry(bp->request)))
+    {
         ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                       "ha_optout: upstream \"%V\" would have failed over "
                       "from %V (%s)", &bp->hscf->name, pc->name,
@@ -311,6 +317,54 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
     bp->original_free_peer(pc, bp->data, state);
 
     pc->tries = 0;
+}
+
+
+/*
+ * An answer that proxy_next_upstream would have retried (http_503 ...):
+ * with one try nginx passes it on without reporting a failure, so tell
+ * it from the status.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_would_retry(ngx_http_request_t *r)
+{
+    ngx_uint_t            mask;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (u == NULL || u->conf == NULL) {
+        return 0;
+    }
+
+    switch (u->headers_in.status_n) {
+    case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_500;
+        break;
+    case NGX_HTTP_BAD_GATEWAY:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_502;
+        break;
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_503;
+        break;
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_504;
+        break;
+    case NGX_HTTP_FORBIDDEN:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_403;
+        break;
+    case NGX_HTTP_NOT_FOUND:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_404;
+        break;
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        mask = NGX_HTTP_UPSTREAM_FT_HTTP_429;
+        break;
+    default:
+        return 0;
+    }
+
+    return (u->conf->next_upstream & mask) == mask;
 }
 
 

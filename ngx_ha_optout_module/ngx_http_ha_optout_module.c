@@ -1222,7 +1222,6 @@ ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ha_optout_gate_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
     ngx_http_ha_optout_flag_t      *flag;
     ngx_http_ha_optout_loc_conf_t  *hlcf;
 
@@ -1244,24 +1243,9 @@ ngx_http_ha_optout_gate_handler(ngx_http_request_t *r)
     (void) ngx_atomic_fetch_add(&hlcf->mirror_gate->rec->replication_bypassed,
                                 1);
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
+    /* nginx finalizes it as a bodyless 204, subrequest or not */
 
-    r->headers_out.status = NGX_HTTP_NO_CONTENT;
-    r->headers_out.content_length_n = 0;
-    r->header_only = 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        return rc;
-    }
-
-    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
-
-    return NGX_DONE;
+    return NGX_HTTP_NO_CONTENT;
 }
 
 

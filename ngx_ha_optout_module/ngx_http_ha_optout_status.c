@@ -459,7 +459,7 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
         "pinned_requests", (json_int_t) (rec ? rec->pinned_requests : 0),
         "replication_bypassed",
         (json_int_t) (rec ? rec->replication_bypassed : 0),
-        "sticky_entries", (json_int_t) 0);
+        "sticky_entries", (json_int_t) (rec ? rec->sticky_entries : 0));
 }
 
 
@@ -1022,10 +1022,11 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
         "<span><b>%uA</b> failovers suppressed</span>"
         "<span><b>%uA</b> pinned requests</span>"
         "<span><b>%uA</b> replication bypassed</span>"
-        "<span><b>0</b> sticky entries</span></p></section>",
+        "<span><b>%uA</b> sticky entries</span></p></section>",
         rec ? rec->failover_suppressed : 0,
         rec ? rec->pinned_requests : 0,
-        rec ? rec->replication_bypassed : 0);
+        rec ? rec->replication_bypassed : 0,
+        rec ? rec->sticky_entries : 0);
 
     return NGX_OK;
 }
