@@ -923,6 +923,51 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
 }
 
 
+/* a refused write (401, 403) is audited as "denied" */
+
+static void
+ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
+    ngx_str_t *request_id)
+{
+    u_char                          *p, *last;
+    ngx_str_t                        upstream, *actor;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    upstream = ctx ? ctx->upstream : r->uri;
+
+    if (upstream.len == 0) {
+        /* refused before routing: the name is what follows v1/flags/ */
+        last = r->uri.data + r->uri.len;
+        p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/flags/",
+                             sizeof("v1/flags/") - 2);
+        upstream.data = p ? p + sizeof("v1/flags/") - 1 : last;
+        upstream.len = last - upstream.data;
+    }
+
+    if (upstream.len > NGX_HA_OPTOUT_NAME_LEN) {
+        upstream.len = NGX_HA_OPTOUT_NAME_LEN;
+    }
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, &upstream);
+    if (hscf && hscf->rec) {
+        (void) ngx_atomic_fetch_add(
+                   &hscf->rec->changes[NGX_HA_OPTOUT_ACT_DENIED], 1);
+    }
+
+    actor = ctx ? &ctx->claims.sub : NULL;
+
+    ngx_http_ha_optout_audit(hmcf, r->connection->log,
+                             NGX_HA_OPTOUT_ACT_DENIED, &upstream, actor,
+                             &r->connection->addr_text, message, NULL, NULL,
+                             request_id);
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     char *code, ngx_str_t *message)
@@ -955,6 +1000,12 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
         }
 
         r->headers_out.www_authenticate = h;
+    }
+
+    if ((status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN)
+        && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)))
+    {
+        ngx_http_ha_optout_admin_denied(r, message, request_id);
     }
 
     json = json_pack("{s:{s:i,s:s,s:s%},s:s%}",
