@@ -44,6 +44,7 @@ http {
             ha_optout_admin;
             ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
             ha_optout_admin_audience edge-test;
+            add_header X-Request-Id $request_id always;
         }
     }
 }
@@ -84,6 +85,8 @@ sub refused {
     }
     like($e->{error}{message} // '', qr/\S/, "$name: error.message explains");
     like($e->{request_id} // '', qr/^\w+$/, "$name: carries a request_id");
+    is($e->{request_id}, $r->{headers}{'x-request-id'},
+        "$name: request_id is the request's \$request_id");
 
     is($t->api(GET => 'v1/flags')->{body}, $before, "$name: changes nothing");
 
