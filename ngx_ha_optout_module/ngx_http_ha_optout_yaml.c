@@ -92,6 +92,10 @@ typedef struct {
 } ngx_http_ha_optout_state_t;
 
 
+static ngx_uint_t ngx_http_ha_optout_window_open(
+    ngx_http_ha_optout_window_t *w, time_t now, time_t *start, time_t *end);
+
+
 static const char  *ngx_http_ha_optout_optouts[] = {
     "failover", "pin", "replication", "sticky", NULL
 };
@@ -2319,11 +2323,44 @@ ngx_http_ha_optout_duration(u_char *buf, time_t t)
 }
 
 
+/* the end of the window open now on this upstream, or 0 */
+
+static time_t
+ngx_http_ha_optout_policy_window_end(ngx_http_ha_optout_policy_t *pol,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream, time_t now)
+{
+    time_t                          start, end;
+    ngx_uint_t                      i;
+    ngx_http_ha_optout_window_t    *w;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, upstream);
+
+    if (pol == NULL || hscf == NULL) {
+        return 0;
+    }
+
+    w = pol->windows.elts;
+
+    for (i = 0; i < pol->windows.nelts; i++) {
+        if (w[i].hscf == hscf
+            && ngx_http_ha_optout_window_open(&w[i], now, &start, &end))
+        {
+            return end;
+        }
+    }
+
+    return 0;
+}
+
+
 /*
  * May the API set this flag on this upstream?  The upstream's own entry
  * wins field by field over "*", which wins over the defaults: everything
  * allowed, no max_ttl, no ttl "none", not protected.  For a PATCH that
- * leaves the ttl alone, the remaining time of the flag is checked.
+ * leaves the ttl alone, the remaining time of the flag is checked.  On a
+ * protected upstream the API may act only inside an open window, and its
+ * flag must end with the window at the latest.
  */
 
 ngx_int_t
@@ -2333,8 +2370,8 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
 {
     u_char                           *p, *last;
     ngx_int_t                         allow, ttl_none, protect, want;
-    ngx_uint_t                        i, k;
-    time_t                            max_ttl;
+    ngx_uint_t                        i, k, outside;
+    time_t                            max_ttl, now, expiry, wend;
     ngx_http_ha_optout_policy_t      *pol;
     ngx_http_ha_optout_policy_ups_t  *u, *e[2];
 
@@ -2385,8 +2422,22 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
         }
     }
 
-    if (!ttl_set) {
-        ttl = flag->expires_at ? flag->expires_at - ngx_time() : 0;
+    now = ngx_time();
+
+    if (ttl_set) {
+        expiry = ttl ? now + ttl : 0;
+
+    } else {
+        expiry = flag->expires_at;
+        ttl = expiry ? expiry - now : 0;
+    }
+
+    outside = 0;
+    wend = 0;
+
+    if (protect) {
+        wend = ngx_http_ha_optout_policy_window_end(pol, hmcf, upstream, now);
+        outside = (wend == 0 || expiry == 0 || expiry > wend);
     }
 
     want = (flag->no_failover ? NGX_HA_OPTOUT_ALLOW_FAILOVER : 0)
@@ -2394,7 +2445,7 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
            | (flag->no_replication ? NGX_HA_OPTOUT_ALLOW_REPLICATION : 0)
            | (flag->sticky ? NGX_HA_OPTOUT_ALLOW_STICKY : 0);
 
-    if (!protect && (want & ~allow) == 0 && (ttl != 0 || ttl_none)
+    if (!outside && (want & ~allow) == 0 && (ttl != 0 || ttl_none)
         && (max_ttl == 0 || ttl == 0 || ttl <= max_ttl))
     {
         return NGX_OK;
@@ -2408,10 +2459,16 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
     p = message->data;
     last = p + 512;
 
-    if (protect) {
+    if (outside && wend == 0) {
         p = ngx_slprintf(p, last, "upstream \"%V\" is protected by policy: "
                          "HA may be suspended only in its scheduled "
                          "windows", upstream);
+
+    } else if (outside) {
+        p = ngx_slprintf(p, last, "upstream \"%V\" is protected by policy: "
+                         "a flag must end with its open window, at ",
+                         upstream);
+        p = ngx_http_ha_optout_time_iso(p, wend);
 
     } else if (want & ~allow) {
         for (i = 0; !((want & ~allow) & (1 << i)); i++) { /* void */ }
