@@ -146,4 +146,16 @@ $r = $t->api(PATCH => 'v1/flags/app', json => { ttl => '1m' });
 is($r->{status}, 409, 'PATCH with no flag answers 409');
 is($r->{json}{error}{code}, 'NoFlag', 'as NoFlag');
 
+# a refused write is audited as denied
+
+$r = $t->api(PUT => 'v1/flags/app', json => {
+    failover => JSON::PP::false, ttl => '1m', reason => 'sneaky' },
+    token => $t->token(sub => 'mallory', scope => 'ha:read'));
+is($r->{status}, 403, 'a read-only token cannot write');
+
+my $audit = $t->api(GET => 'v1/audit?limit=1')->{json}{entries};
+is($audit->[0]{action}, 'denied', 'the refusal is the newest audit entry');
+is($audit->[0]{actor}, 'mallory', 'denied names the actor');
+is($audit->[0]{upstream}, 'app', 'denied names the upstream');
+
 done_testing();
