@@ -64,14 +64,6 @@ test-asan: deps all
 	BUILD_ASAN=$(CURDIR)/build-asan NGX_SRC=$(NGX_SRC) PROVE_JOBS=$(PROVE_JOBS) \
 	    ./fuzz/test-asan.sh
 
-fuzz:
-	$(MAKE) -C fuzz
-
-# the module with ASan+UBSan in build-asan/, then all of t/ (docs/reliability.md)
-test-asan: deps all
-	BUILD_ASAN=$(CURDIR)/build-asan NGX_SRC=$(NGX_SRC) PROVE_JOBS=$(PROVE_JOBS) \
-	    ./fuzz/test-asan.sh
-
 demo: deps all
 	./demo/run.sh
 
