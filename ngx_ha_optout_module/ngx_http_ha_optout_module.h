@@ -158,6 +158,17 @@ typedef struct {
 } ngx_http_ha_optout_zone_ctx_t;
 
 
+/* a server of an upstream as status shows it */
+typedef struct {
+    ngx_str_t                        address;   /* resolved */
+    ngx_str_t                        server;    /* as in its server line */
+    ngx_uint_t                       fails;
+    unsigned                         backup:1;
+    unsigned                         down:1;
+    unsigned                         pinned:1;
+} ngx_http_ha_optout_peer_view_t;
+
+
 /* per upstream block (the upstream's srv_conf) */
 typedef struct {
     ngx_uint_t                       enabled;   /* "ha_optout" seen */
@@ -184,6 +195,8 @@ typedef struct {
     ngx_int_t                      (*find_peer)(void *conf, u_char *name,
                                        size_t len, ngx_uint_t *down,
                                        ngx_uint_t *backup);
+    ngx_int_t                      (*peer_views)(void *conf,
+                                       ngx_array_t *views);
 
     /* worker-local copy of the zone's layers, see _acting() */
     ngx_atomic_uint_t                generation;

@@ -21,16 +21,6 @@
 #define NGX_HA_OPTOUT_REFRESH    "5"    /* seconds, HTML page */
 
 
-/* a server of an upstream as status shows it */
-typedef struct {
-    ngx_str_t                        address;
-    ngx_uint_t                       fails;
-    unsigned                         backup:1;
-    unsigned                         down:1;
-    unsigned                         pinned:1;
-} ngx_http_ha_optout_peer_view_t;
-
-
 /* the response body, written into a chain of pool buffers */
 typedef struct {
     ngx_pool_t                      *pool;
@@ -246,7 +236,7 @@ static ngx_array_t *
 ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag)
 {
-    ngx_uint_t                       backup;
+    ngx_uint_t                       i, backup;
     ngx_array_t                     *views;
     ngx_http_upstream_rr_peer_t     *peer;
     ngx_http_upstream_rr_peers_t    *peers, *list;
@@ -257,39 +247,48 @@ ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
         return NULL;
     }
 
-    peers = hscf->uscf ? hscf->uscf->peer.data : NULL;
-
-    for (list = peers, backup = 0; list; list = list->next, backup = 1) {
-
-        ngx_http_upstream_rr_peers_rlock(list);
-
-        for (peer = list->peer; peer; peer = peer->next) {
-
-            v = ngx_array_push(views);
-            if (v == NULL) {
-                ngx_http_upstream_rr_peers_unlock(list);
-                return NULL;
-            }
-
-            v->address = peer->name;
-            v->fails = peer->fails;
-            v->backup = backup;
-            v->down = peer->down ? 1 : 0;
-            v->pinned = 0;
-
-            if (flag && flag->pin_len
-                && ((peer->name.len == flag->pin_len
-                     && ngx_strncmp(peer->name.data, flag->pin,
-                                    flag->pin_len) == 0)
-                    || (peer->server.len == flag->pin_len
-                        && ngx_strncmp(peer->server.data, flag->pin,
-                                       flag->pin_len) == 0)))
-            {
-                v->pinned = 1;
-            }
+    if (hscf->peer_views) {
+        /* a stream upstream: its module knows its peers */
+        if (hscf->peer_views(hscf->stream_conf, views) != NGX_OK) {
+            return NULL;
         }
 
-        ngx_http_upstream_rr_peers_unlock(list);
+    } else {
+        peers = hscf->uscf ? hscf->uscf->peer.data : NULL;
+
+        for (list = peers, backup = 0; list; list = list->next, backup = 1) {
+
+            ngx_http_upstream_rr_peers_rlock(list);
+
+            for (peer = list->peer; peer; peer = peer->next) {
+
+                v = ngx_array_push(views);
+                if (v == NULL) {
+                    ngx_http_upstream_rr_peers_unlock(list);
+                    return NULL;
+                }
+
+                v->address = peer->name;
+                v->server = peer->server;
+                v->fails = peer->fails;
+                v->backup = backup;
+                v->down = peer->down ? 1 : 0;
+            }
+
+            ngx_http_upstream_rr_peers_unlock(list);
+        }
+    }
+
+    v = views->elts;
+
+    for (i = 0; i < views->nelts; i++) {
+        v[i].pinned = flag && flag->pin_len
+                      && ((v[i].address.len == flag->pin_len
+                           && ngx_strncmp(v[i].address.data, flag->pin,
+                                          flag->pin_len) == 0)
+                          || (v[i].server.len == flag->pin_len
+                              && ngx_strncmp(v[i].server.data, flag->pin,
+                                             flag->pin_len) == 0));
     }
 
     return views;

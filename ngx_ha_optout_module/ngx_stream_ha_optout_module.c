@@ -86,6 +86,8 @@ static ngx_int_t ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_stream_upstream_rr_peer_t *want);
 static ngx_int_t ngx_stream_ha_optout_find_peer(void *conf, u_char *name,
     size_t len, ngx_uint_t *down, ngx_uint_t *backup);
+static ngx_int_t ngx_stream_ha_optout_peer_views(void *conf,
+    ngx_array_t *views);
 #if (NGX_STREAM_SSL)
 static ngx_int_t ngx_stream_ha_optout_set_session(ngx_peer_connection_t *pc,
     void *data);
@@ -322,6 +324,7 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
         hscf->generation = (ngx_atomic_uint_t) -1;
         hscf->stream_conf = scfp[i];
         hscf->find_peer = ngx_stream_ha_optout_find_peer;
+        hscf->peer_views = ngx_stream_ha_optout_peer_views;
 
         hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
         if (hscf->rec == NULL) {
@@ -705,4 +708,45 @@ ngx_stream_ha_optout_find_peer(void *conf, u_char *name, size_t len,
     }
 
     return NGX_DECLINED;
+}
+
+
+/* the servers of a stream upstream for the status page */
+
+static ngx_int_t
+ngx_stream_ha_optout_peer_views(void *conf, ngx_array_t *views)
+{
+    ngx_stream_ha_optout_srv_conf_t *scf = conf;
+
+    ngx_uint_t                        backup;
+    ngx_stream_upstream_rr_peer_t    *peer;
+    ngx_stream_upstream_rr_peers_t   *list;
+    ngx_http_ha_optout_peer_view_t   *v;
+
+    for (list = scf->uscf->peer.data, backup = 0;
+         list;
+         list = list->next, backup = 1)
+    {
+        ngx_stream_upstream_rr_peers_rlock(list);
+
+        for (peer = list->peer; peer; peer = peer->next) {
+
+            v = ngx_array_push(views);
+            if (v == NULL) {
+                ngx_stream_upstream_rr_peers_unlock(list);
+                return NGX_ERROR;
+            }
+
+            v->address = peer->name;
+            v->server = peer->server;
+            v->fails = peer->fails;
+            v->backup = backup;
+            v->down = peer->down ? 1 : 0;
+            v->pinned = 0;
+        }
+
+        ngx_stream_upstream_rr_peers_unlock(list);
+    }
+
+    return NGX_OK;
 }

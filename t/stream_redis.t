@@ -127,6 +127,12 @@ is(`$CLI -p $redis{r1} DBSIZE` + 0, 0, 'r1 receives no write while pinned');
 ok($t->status->{upstreams}{'stream:db'}{pinned_requests} >= 8,
     'status counts the pinned stream connections');
 
+my %srv = map { $_->{address} => $_ }
+          @{ $t->status->{upstreams}{'stream:db'}{servers} };
+ok($srv{$pin}{pinned}, 'status marks the pinned Redis server');
+ok(exists $srv{"127.0.0.1:$redis{r1}"} && !$srv{"127.0.0.1:$redis{r1}"}{pinned},
+    'status lists the other Redis server, not pinned');
+
 $r = $t->api(DELETE => 'v1/flags/stream:db');
 is($r->{status}, 200, 'pin cleared');
 
