@@ -15,6 +15,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NGINX=${HA_OPTOUT_NGINX:-/usr/sbin/nginx}
 MODULE=${HA_OPTOUT_MODULE:-$ROOT/build/ngx_http_ha_optout_module.so}
+STREAM_MODULE=${HA_OPTOUT_STREAM_MODULE:-$ROOT/build/ngx_stream_ha_optout_module.so}
 CTL=$ROOT/build/ha-optoutctl
 TEMPLATE=$ROOT/demo/nginx.conf.in
 PORT_DIR=/tmp/ha-optout-test-ports     # shared with t/lib/HaOptout/Test.pm
@@ -36,7 +37,7 @@ done
 
 die() { echo "demo: $*" >&2; exit 1; }
 
-for f in "$NGINX" "$MODULE" "$CTL"; do
+for f in "$NGINX" "$MODULE" "$STREAM_MODULE" "$CTL"; do
     [ -x "$f" ] || [ -f "$f" ] || die "$f is missing: run 'make deps && make'"
 done
 command -v curl >/dev/null || die "curl is missing: run 'make deps'"
@@ -76,14 +77,16 @@ pick_ports() {
             if ($s) { close $s } else { $p = any() }
             $taken{$p} = 1;
             print "$p\n";
-        }' "$MODE" "$$" "$PORT_DIR" 8080 9001 9002 9003 9009
+        }' "$MODE" "$$" "$PORT_DIR" 8080 9001 9002 9003 9009 8306 9101 9102
 }
 
 PORTS=($(pick_ports)) || die "cannot find free ports on 127.0.0.1"
-[ ${#PORTS[@]} -eq 5 ] || die "cannot find free ports on 127.0.0.1"
+[ ${#PORTS[@]} -eq 8 ] || die "cannot find free ports on 127.0.0.1"
 PORT_FRONT=${PORTS[0]} PORT_B1=${PORTS[1]} PORT_B2=${PORTS[2]}
 PORT_B3=${PORTS[3]} PORT_SHADOW=${PORTS[4]}
+PORT_DB=${PORTS[5]} PORT_DB1=${PORTS[6]} PORT_DB2=${PORTS[7]}
 B1=127.0.0.1:$PORT_B1
+DB2=127.0.0.1:$PORT_DB2
 
 
 # ------------------------------------------------------------- the directory
@@ -102,7 +105,9 @@ chmod 0600 "$KEY"                       # 64 hex digits: a 32-byte secret
 sed -e "s|@@DIR@@|$DIR|g" -e "s|@@MODULE@@|$MODULE|g" \
     -e "s|@@PORT_FRONT@@|$PORT_FRONT|g" -e "s|@@PORT_B1@@|$PORT_B1|g" \
     -e "s|@@PORT_B2@@|$PORT_B2|g" -e "s|@@PORT_B3@@|$PORT_B3|g" \
-    -e "s|@@PORT_SHADOW@@|$PORT_SHADOW|g" \
+    -e "s|@@PORT_SHADOW@@|$PORT_SHADOW|g" -e "s|@@PORT_DB@@|$PORT_DB|g" \
+    -e "s|@@PORT_DB1@@|$PORT_DB1|g" -e "s|@@PORT_DB2@@|$PORT_DB2|g" \
+    -e "s|@@STREAM_MODULE@@|$STREAM_MODULE|g" \
     "$TEMPLATE" > "$DIR/nginx.conf"
 
 NGINX_CMD=("$NGINX" -p "$DIR/" -c "$DIR/nginx.conf" -e "$DIR/error.log")
@@ -221,6 +226,8 @@ json_has() {                    # json_has FILE PERL-EXPR-ON-$j
 }
 
 shadow_hits() { wc -l < "$DIR/shadow.log"; }
+db() { timeout 3 bash -c "cat < /dev/tcp/127.0.0.1/$PORT_DB"; }
+export -f db; export PORT_DB
 
 run_check() {
     local t code before
@@ -307,7 +314,19 @@ run_check() {
     expect "after clear the shadow receives copies again" \
         [ "$(shadow_hits)" -gt "$before" ]
 
-    # 8. the audit log holds the tour, and its hash chain verifies
+    # 8. the stream twin: hold "database" connections on db-2
+    expect "without a flag TCP clients are balanced over db-1 and db-2" \
+        bash -c '[ "$(for i in 1 2 3 4; do db; done | sort -u | wc -l)" = 2 ]'
+    expect "ha-optoutctl set --pin on stream:db succeeds" \
+        ctl set --url "$ADMIN" --key "$KEY" --kid demo --sub demo \
+        --upstream stream:db --pin "$DB2" --ttl 10m --reason "demo: hold db"
+    expect "pinned: every TCP client lands on db-2" \
+        bash -c '[ "$(for i in 1 2 3 4; do db; done | sort -u)" = db-2 ]'
+    expect "ha-optoutctl clear stream:db succeeds" \
+        ctl clear --url "$ADMIN" --key "$KEY" --kid demo --sub demo \
+        --upstream stream:db
+
+    # 9. the audit log holds the tour, and its hash chain verifies
     expect "audit log has set and clear entries" \
         bash -c 'grep -Eq "\"action\": *\"set\"" "$0" && grep -Eq "\"action\": *\"clear\"" "$0"' \
         "$DIR/audit.jsonl"
@@ -341,6 +360,8 @@ cat <<EOF
                backend-2 127.0.0.1:$PORT_B2
                backend-3 127.0.0.1:$PORT_B3
              mirrored to a shadow on 127.0.0.1:$PORT_SHADOW (shadow.log)
+  database   127.0.0.1:$PORT_DB (stream {}) upstream "db", API name "stream:db":
+               db-1 127.0.0.1:$PORT_DB1, db-2 $DB2 (each answers its name)
   admin API  $ADMIN   status $URL/ha-status
 
   In another shell, paste this first (or: . $DIR/env).  The token is
@@ -391,6 +412,12 @@ ha-optoutctl audit verify $DIR/audit.jsonl
   More: bypass the mirror during a "migration" (watch $DIR/shadow.log stop):
 
 ha-optoutctl set --url \$URL/ha-optout/ --key \$KEY --kid demo --upstream app --no-replication --ttl 5m --reason "schema migration"
+
+  TCP too: hold "database" connections (stream {}) on db-2:
+
+cat < /dev/tcp/127.0.0.1/$PORT_DB      # db-1 or db-2
+ha-optoutctl set --url \$URL/ha-optout/ --key \$KEY --kid demo --upstream stream:db --pin $DB2 --ttl 10m --reason "hold db on db-2"
+for i in 1 2 3; do cat < /dev/tcp/127.0.0.1/$PORT_DB; done     # db-2, db-2, db-2
 
   Ctrl-C stops nginx and removes $DIR$([ "$KEEP" = 1 ] && echo " (no: --keep, it is kept)").
 
