@@ -1786,11 +1786,13 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_window_t *w)
 {
     u_char      *p, *last;
+    size_t       len;
     ngx_int_t    day, h1, m1, h2, m2, from, to;
     ngx_str_t    v;
 
-    static const char  *days[] = { "mon", "tue", "wed", "thu", "fri", "sat",
-                                   "sun" };
+    static const char  *days[] = { "monday", "tuesday", "wednesday",
+                                   "thursday", "friday", "saturday",
+                                   "sunday" };
 
     if (ngx_http_ha_optout_yscalar(y, node, "every", &v) != NGX_OK) {
         return NGX_ERROR;
@@ -1809,15 +1811,20 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
         goto invalid;
     }
 
-    p += 3;
+    /* "sun" or "sunday" */
 
-    /* "sun", "sunday" */
-    while (p < last && ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+    len = ngx_strlen(days[day]);
+
+    if ((size_t) (last - p) > len
+        && ngx_strncasecmp(p, (u_char *) days[day], len) == 0
+        && p[len] == ' ')
     {
-        p++;
-    }
+        p += len;
 
-    if (p == last || *p != ' ') {
+    } else if (p[3] == ' ') {
+        p += 3;
+
+    } else {
         goto invalid;
     }
 

@@ -217,6 +217,14 @@ windows:
     reason: "x"
 EOF
 
+rejected('a misspelt day', <<'EOF', 3, 12, qr/every must look like/);
+windows:
+  - upstream: app
+    every: "sunnday 02:00-04:00"
+    failover: false
+    reason: "x"
+EOF
+
 rejected('a one-off window that ends before it starts', <<'EOF', 4, 10,
 windows:
   - upstream: app
@@ -259,6 +267,10 @@ windows:
     every: "sat 23:00-01:00"
     failover: false
     reason: "a weekly window that passes midnight"
+  - upstream: app
+    every: "Sunday 22:00-24:00"
+    replication: false
+    reason: "full day names and 24:00 are fine"
 EOF
 my ($rc, $out) = $t->nginx_t;
 is($rc, 0, 'nginx -t accepts a valid policy') or diag $out;
