@@ -2238,6 +2238,19 @@ ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
 
 /* postconfiguration: the names in the policy against the upstreams */
 
+/*
+ * stream upstreams ("stream:NAME") register after http's postconfiguration,
+ * so the policy can name them but not have them checked at "nginx -t"
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_policy_stream(ngx_str_t *name)
+{
+    return name->len > sizeof("stream:") - 1
+           && ngx_strncmp(name->data, "stream:", sizeof("stream:") - 1) == 0;
+}
+
+
 ngx_int_t
 ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     ngx_http_ha_optout_main_conf_t *hmcf)
@@ -2257,7 +2270,9 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     u = pol->upstreams.elts;
 
     for (i = 0; i < pol->upstreams.nelts; i++) {
-        if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
+        if ((u[i].name.len == 1 && u[i].name.data[0] == '*')
+            || ngx_http_ha_optout_policy_stream(&u[i].name))
+        {
             continue;
         }
 
@@ -2274,6 +2289,10 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     w = pol->windows.elts;
 
     for (i = 0; i < pol->windows.nelts; i++) {
+        if (ngx_http_ha_optout_policy_stream(&w[i].upstream)) {
+            continue;
+        }
+
         hscf = ngx_http_ha_optout_find_upstream(hmcf, &w[i].upstream);
 
         if (hscf == NULL) {
