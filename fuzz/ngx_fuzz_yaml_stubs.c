@@ -1,0 +1,140 @@
+
+/*
+ * Fuzzing support for the targets that compile ngx_http_ha_optout_yaml.c
+ * (fuzz_policy, fuzz_state): the rest of the module and of nginx that the
+ * file refers to.  The parsers under test reach none of the zone, audit
+ * or upstream functions; those abort if they are ever called, so a harness
+ * that strays into them is noticed.
+ *
+ * ngx_strncasecmp() and ngx_pstrdup() are copied verbatim from nginx
+ * 1.22.1 src/core/ngx_string.c (Copyright (C) Igor Sysoev, Copyright (C)
+ * Nginx, Inc.; 2-clause BSD license).
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+#include "fuzz.h"
+
+
+static ngx_time_t           fuzz_time = { FUZZ_NOW, 0, 0 };
+
+volatile ngx_time_t        *ngx_cached_time = &fuzz_time;
+volatile ngx_cycle_t       *ngx_cycle;
+ngx_pid_t                   ngx_pid = 4242;
+ngx_module_t                ngx_core_module;
+
+ngx_http_ha_optout_shctx_t  *ngx_http_ha_optout_sh;
+ngx_slab_pool_t             *ngx_http_ha_optout_shpool;
+
+
+void *
+ngx_alloc(size_t size, ngx_log_t *log)
+{
+    return malloc(size);
+}
+
+
+void ngx_cdecl
+ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
+    const char *fmt, ...)
+{
+}
+
+
+void
+ngx_shmtx_lock(ngx_shmtx_t *mtx)
+{
+    fuzz_fail("ngx_shmtx_lock() called");
+}
+
+
+void
+ngx_shmtx_unlock(ngx_shmtx_t *mtx)
+{
+    fuzz_fail("ngx_shmtx_unlock() called");
+}
+
+
+void
+ngx_http_ha_optout_bump(void)
+{
+    fuzz_fail("ngx_http_ha_optout_bump() called");
+}
+
+
+void
+ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id)
+{
+    fuzz_fail("ngx_http_ha_optout_audit() called");
+}
+
+
+ngx_http_ha_optout_srv_conf_t *
+ngx_http_ha_optout_find_upstream(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *name)
+{
+    return NULL;
+}
+
+
+/* the harnesses declare no upstream: nothing resolves */
+
+ngx_int_t
+ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
+    u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup)
+{
+    return NGX_DECLINED;
+}
+
+
+/* from nginx 1.22.1 src/core/ngx_string.c */
+
+
+u_char *
+ngx_pstrdup(ngx_pool_t *pool, ngx_str_t *src)
+{
+    u_char  *dst;
+
+    dst = ngx_pnalloc(pool, src->len);
+    if (dst == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(dst, src->data, src->len);
+
+    return dst;
+}
+
+
+
+ngx_int_t
+ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
+{
+    ngx_uint_t  c1, c2;
+
+    while (n) {
+        c1 = (ngx_uint_t) *s1++;
+        c2 = (ngx_uint_t) *s2++;
+
+        c1 = (c1 >= 'A' && c1 <= 'Z') ? (c1 | 0x20) : c1;
+        c2 = (c2 >= 'A' && c2 <= 'Z') ? (c2 | 0x20) : c2;
+
+        if (c1 == c2) {
+
+            if (c1) {
+                n--;
+                continue;
+            }
+
+            return 0;
+        }
+
+        return c1 - c2;
+    }
+
+    return 0;
+}
