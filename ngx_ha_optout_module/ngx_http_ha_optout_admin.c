@@ -147,6 +147,22 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
                                  "request body is larger than 16 KiB");
     }
 
+    if (r->headers_in.content_length_n < 0 && r->headers_in.chunked) {
+        /*
+         * nginx's own body limit is off in this location (its 413 would be
+         * HTML), so a body of unknown length is not read at all
+         */
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_ha_optout_err(r, NGX_HTTP_LENGTH_REQUIRED,
+                                 "LengthRequired",
+                                 "send the JSON body with a Content-Length "
+                                 "(at most 16 KiB), not chunked");
+    }
+
     rc = ngx_http_read_client_request_body(r, ngx_http_ha_optout_admin_body);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {

@@ -273,6 +273,8 @@ ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ha_optout_loc_conf_t *prev = parent;
     ngx_http_ha_optout_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
     ngx_conf_merge_value(conf->header, prev->header, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_str_value(conf->audience, prev->audience, "");
@@ -285,6 +287,15 @@ ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"ha_optout_admin\" requires at least one "
                            "\"ha_optout_admin_key\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->admin) {
+        /*
+         * the API limits bodies to 16 KiB itself and answers 413 in JSON;
+         * nginx's client_max_body_size would answer it in HTML first
+         */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->client_max_body_size = 0;
     }
 
     return NGX_CONF_OK;

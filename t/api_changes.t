@@ -146,6 +146,13 @@ $r = $t->api(PATCH => 'v1/flags/app', json => { ttl => '1m' });
 is($r->{status}, 409, 'PATCH with no flag answers 409');
 is($r->{json}{error}{code}, 'NoFlag', 'as NoFlag');
 
+# bodies over nginx's default client_max_body_size still get JSON
+
+$r = $t->api(PUT => 'v1/flags/app', body => 'x' x (2 * 1024 * 1024),
+             headers => { 'Content-Type' => 'application/json' });
+is($r->{status}, 413, 'a 2 MiB body answers 413');
+is($r->{json}{error}{code}, 'PayloadTooLarge', 'the 413 is JSON, not HTML');
+
 # a refused write is audited as denied
 
 $r = $t->api(PUT => 'v1/flags/app', json => {
