@@ -17,7 +17,7 @@ DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps module cli test demo install clean fuzz test-asan
+.PHONY: all deps module cli test demo bench install clean fuzz test-asan
 
 all: module cli
 
@@ -66,6 +66,9 @@ test-asan: deps all
 
 demo: deps all
 	./demo/run.sh
+
+bench: deps all
+	bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules

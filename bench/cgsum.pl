@@ -1,0 +1,83 @@
+#!/usr/bin/perl
+# bench/cgsum.pl CASE N base.out full.out
+#
+# base.out and full.out are two callgrind runs of the same configuration
+# that differ only in N more requests (same start, same admin PUT, same
+# warm-up), so their difference is the cost of N requests.
+# Instructions (Ir) per request: the whole process, and the module's own
+# share.  The module's share is the self cost of every ngx_http_ha_optout_*
+# function plus what they call elsewhere in nginx or libc, except the hooks
+# they wrap (the original round-robin init/get/free and the next header
+# filter; Debian's nginx is stripped, so static nginx functions reached
+# through those hooks show as 0x... and are excluded too), which stock
+# nginx runs anyway.  Prints CG lines for report.pl.
+
+use strict;
+use warnings;
+
+my ($case, $n, @files) = @ARGV;
+
+my (%self, %call, %calls, $total);
+$total = 0;
+
+sub resolve {
+    my ($h, $s) = @_;
+    if ($s =~ /^\((\d+)\)(?: (.*))?$/) {
+        $h->{$1} = $2 if defined $2;
+        return $h->{$1};
+    }
+    return $s;
+}
+
+for my $i (0, 1) {
+my $sign = $i ? 1 : -1;
+my (%name, $fn, $cfn, $in_call);
+open my $fh, '<', $files[$i] or die "$files[$i]: $!\n";
+while (<$fh>) {
+    chomp;
+    if (/^fn=(.*)$/) { $fn = resolve(\%name, $1); $in_call = 0; next }
+    if (/^cfn=(.*)$/) { $cfn = resolve(\%name, $1); next }
+    if (/^calls=(\d+)/) { $in_call = 1; $calls{$fn}{$cfn} += $sign * $1; next }
+    if (/^(?:[+-]?\d+|\*)\s+(\d+)/) {
+        if ($in_call) {
+            $call{$fn}{$cfn} += $sign * $1;
+            $in_call = 0;
+        } else {
+            $self{$fn} += $sign * $1;
+            $total += $sign * $1;
+        }
+    }
+}
+}
+
+my $mod = qr/^ngx_http_ha_optout_/;
+my $wrapped = qr/^ngx_http_upstream_(?:init|get|free)_round_robin_peer$|_header_filter$|^0x/;
+my (%own, $sum);
+$sum = 0;
+
+for my $f (grep { /$mod/ } keys %self) {
+    my $c = $self{$f};
+    for my $g (keys %{ $call{$f} || {} }) {
+        next if $g =~ /$mod/ || $g =~ /$wrapped/;
+        $c += $call{$f}{$g};
+    }
+    $own{$f} = $c;
+    $sum += $c;
+}
+
+# entry points and their call counts, so one can see what ran per request
+my %entry;
+for my $f (keys %calls) {
+    next if $f =~ /$mod/;
+    for my $g (keys %{ $calls{$f} }) {
+        $entry{$g} += $calls{$f}{$g} if $g =~ /$mod/;
+    }
+}
+
+printf "CG case=%s requests=%d total_ir_per_req=%.1f module_ir_per_req=%.1f\n",
+    $case, $n, $total / $n, $sum / $n;
+for my $f (sort { $own{$b} <=> $own{$a} } keys %own) {
+    next unless $own{$f};
+    printf "CGFN case=%s fn=%s ir_per_req=%.1f calls_per_req=%.2f\n",
+        $case, $f, $own{$f} / $n, ($entry{$f} // 0) / $n;
+}
