@@ -20,6 +20,9 @@ typedef enum {
 
 
 typedef struct {
+    /* first: the request ctx slot is shared with the upstream decision */
+    ngx_http_ha_optout_decision_t    decision;
+
     ngx_http_ha_optout_claims_t      claims;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_uint_t                       route;
@@ -34,6 +37,8 @@ static ngx_int_t ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope);
 static void ngx_http_ha_optout_admin_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
 static ngx_int_t ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
@@ -524,11 +529,27 @@ static ngx_int_t
 ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
+    ngx_int_t  rc;
+
+    ngx_http_ha_optout_writer_lock();
+    rc = ngx_http_ha_optout_admin_change(r, ctx, body, len);
+    ngx_http_ha_optout_writer_unlock();
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
+{
     time_t                           now, ttl;
     ngx_str_t                        code, message, actor, client, reason;
     ngx_str_t                       *request_id, dry;
     ngx_int_t                        rc;
-    ngx_uint_t                       ttl_set, action, down;
+    char                            *ecode, *text;
+    uint64_t                         base;
+    ngx_uint_t                       ttl_set, action, down, status;
     json_t                          *json;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t       *flag, *before;
@@ -625,6 +646,15 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         flag->source = NGX_HA_OPTOUT_SRC_API;
         flag->actor_len = ngx_min(ctx->claims.sub.len,
                                   NGX_HA_OPTOUT_ACTOR_LEN);
+
+        /* a long sub is cut on a UTF-8 character boundary */
+        while (flag->actor_len < ctx->claims.sub.len
+               && flag->actor_len > 0
+               && (ctx->claims.sub.data[flag->actor_len] & 0xc0) == 0x80)
+        {
+            flag->actor_len--;
+        }
+
         ngx_memcpy(flag->actor, ctx->claims.sub.data, flag->actor_len);
 
         if (r->method == NGX_HTTP_PUT) {
@@ -662,36 +692,16 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         }
     }
 
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    /*
+     * One critical section decides and applies: If-Match, a PATCH built on
+     * a version that is no longer current, and the replay cache (last, so
+     * a request refused for any other reason burns no jti).
+     */
 
-    if (ngx_http_ha_optout_if_match(r, rec->api.present ? rec->api.version
-                                                        : 0)
-        != NGX_OK)
-    {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        return ngx_ha_optout_err(r, NGX_HTTP_PRECONDITION_FAILED,
-                                 "PreconditionFailed",
-                                 "If-Match does not match the current "
-                                 "version of the flag");
-    }
-
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    if (hlcf->replay) {
-        rc = ngx_http_ha_optout_replay_check(&ctx->claims.jti,
-                                             ctx->claims.exp, now);
-        if (rc == NGX_BUSY) {
-            return ngx_ha_optout_err(r, NGX_HTTP_INSUFFICIENT_STORAGE,
-                                     "ZoneFull", "the replay cache is full; "
-                                     "try again when older tokens expire");
-        }
-
-        if (rc != NGX_OK) {
-            ngx_http_ha_optout_auth_count("replay");
-            return ngx_ha_optout_err(r, NGX_HTTP_UNAUTHORIZED, "InvalidToken",
-                                     "bearer token rejected: replayed jti");
-        }
-    }
+    base = flag->version;
+    status = 0;
+    ecode = NULL;
+    text = NULL;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -700,11 +710,43 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     if (ngx_http_ha_optout_if_match(r, before->present ? before->version : 0)
         != NGX_OK)
     {
+        status = NGX_HTTP_PRECONDITION_FAILED;
+        ecode = "PreconditionFailed";
+        text = "If-Match does not match the current version of the flag";
+
+    } else if (r->method == NGX_HTTP_PATCH
+               && (!before->present || before->version != base))
+    {
+        status = NGX_HTTP_CONFLICT;
+        ecode = "Conflict";
+        text = "the flag changed while this PATCH was processed; retry";
+
+    } else if (hlcf->replay) {
+        rc = ngx_http_ha_optout_replay_check_locked(&ctx->claims.jti,
+                                                    ctx->claims.exp, now);
+
+        if (rc == NGX_DECLINED) {
+            status = NGX_HTTP_UNAUTHORIZED;
+            ecode = "InvalidToken";
+            text = "bearer token rejected: replayed jti";
+
+        } else if (rc == NGX_BUSY && r->method != NGX_HTTP_DELETE) {
+            /* restoring HA (DELETE) is never refused for want of room */
+            status = NGX_HTTP_INSUFFICIENT_STORAGE;
+            ecode = "ZoneFull";
+            text = "the replay cache is full; try again when older tokens "
+                   "expire";
+        }
+    }
+
+    if (status) {
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        return ngx_ha_optout_err(r, NGX_HTTP_PRECONDITION_FAILED,
-                                 "PreconditionFailed",
-                                 "If-Match does not match the current "
-                                 "version of the flag");
+
+        if (status == NGX_HTTP_UNAUTHORIZED) {
+            ngx_http_ha_optout_auth_count("replay");
+        }
+
+        return ngx_ha_optout_err(r, status, ecode, text);
     }
 
     if (r->method == NGX_HTTP_DELETE) {
@@ -719,7 +761,7 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     }
 
     if (before->present || r->method != NGX_HTTP_DELETE) {
-        rec->changes[action]++;
+        (void) ngx_atomic_fetch_add(&rec->changes[action], 1);
         ngx_http_ha_optout_bump();
     }
 
@@ -730,11 +772,22 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         if (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
             != NGX_OK)
         {
-            /* memory and disk must not disagree: undo */
+            /*
+             * memory and disk must not disagree: undo, unless another
+             * write has replaced ours meanwhile (it was persisted or undone
+             * by its own writer)
+             */
             ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-            rec->api = *before;
-            rec->changes[action]--;
-            ngx_http_ha_optout_bump();
+
+            if (action == NGX_HA_OPTOUT_ACT_CLEAR ? !rec->api.present
+                                                  : rec->api.version
+                                                    == flag->version)
+            {
+                rec->api = *before;
+                (void) ngx_atomic_fetch_add(&rec->changes[action], -1);
+                ngx_http_ha_optout_bump();
+            }
+
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
             return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -922,10 +975,13 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
         {
             u_char  exp[sizeof("2026-11-27T10:00:00Z")];
 
-            json = json_pack("{s:s%,s:o,s:s%,s:I,s:s%,s:o}",
+            json = json_pack("{s:s%,s:o,s:o,s:I,s:s%,s:o}",
                              "sub", ctx->claims.sub.data, ctx->claims.sub.len,
                              "scopes", scopes,
-                             "kid", ctx->claims.kid.data, ctx->claims.kid.len,
+                             "kid", ctx->claims.kid.len
+                                    ? json_stringn((char *) ctx->claims.kid.data,
+                                                   ctx->claims.kid.len)
+                                    : json_null(),
                              "exp", (json_int_t) ctx->claims.exp,
                              "expires_at", exp,
                              ngx_http_ha_optout_time_iso(exp,

@@ -141,6 +141,11 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, p - line);
+
+    while (copy == NULL && ngx_http_ha_optout_make_room_locked()) {
+        copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, p - line);
+    }
+
     if (copy) {
         ngx_memcpy(copy, line, p - line - 1);
         copy[p - line - 1] = '\0';

@@ -291,7 +291,9 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
 
     ngx_http_ha_optout_decision_t   *d = bp->decision;
 
-    if (bp->tries > 1
+    /* a stale cached keepalive connection is retried on the same server */
+
+    if (bp->tries > 1 && !pc->cached
         && ((state & NGX_PEER_FAILED)
             || ngx_http_ha_optout_would_retry(bp->request)))
     {

@@ -785,7 +785,7 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         } else if (ngx_ha_optout_is("pin")) {
             if (ngx_http_ha_optout_conf_copy(flag->pin, &flag->pin_len,
-                                             NGX_HA_OPTOUT_PIN_LEN, &v)
+                                             NGX_HA_OPTOUT_PIN_LEN - 1, &v)
                 != NGX_OK)
             {
                 goto invalid;
@@ -795,7 +795,7 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         } else if (ngx_ha_optout_is("pin_selector")) {
             if (ngx_http_ha_optout_conf_copy(flag->selector,
                                              &flag->selector_len,
-                                             NGX_HA_OPTOUT_SELECTOR_LEN, &v)
+                                             NGX_HA_OPTOUT_SELECTOR_LEN - 1, &v)
                 != NGX_OK)
             {
                 goto invalid;
@@ -1205,7 +1205,7 @@ ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
 
-    if (!hlcf->header || r != r->main) {
+    if (!hlcf->header || r != r->main || hlcf->admin || hlcf->status) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -1298,6 +1298,10 @@ ngx_http_ha_optout_init_process(ngx_cycle_t *cycle)
 
 static void ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+static void ngx_http_ha_optout_revalidate(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log);
+
+static ngx_uint_t  ngx_http_ha_optout_revalidated;
 
 
 static void
@@ -1312,15 +1316,134 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_ha_optout_module);
 
+    ngx_http_ha_optout_writer_lock();
+
     if (!ngx_http_ha_optout_sh->restored) {
         ngx_http_ha_optout_state_restore(hmcf, ev->log);
+    }
+
+    if (!ngx_http_ha_optout_revalidated) {
+        ngx_http_ha_optout_revalidated = 1;
+        ngx_http_ha_optout_revalidate(hmcf, ev->log);
     }
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
     ngx_http_ha_optout_windows_tick(hmcf, ev->log);
     ngx_http_ha_optout_sticky_sweep(hmcf);
 
+    ngx_http_ha_optout_writer_unlock();
+
     ngx_add_timer(ev, 250);
+}
+
+
+/*
+ * The zone outlives a reload, the configuration does not: once per new
+ * worker 0, drop what no longer fits it, as a restore would (an API flag
+ * whose pin names no server of its upstream any more would send every
+ * request to a 502; a layer of an upstream that lost "ha_optout" would
+ * never expire and keep the request path off its fast path).
+ */
+
+typedef struct {
+    ngx_http_ha_optout_flag_t       flag;
+    u_char                          name[NGX_HA_OPTOUT_NAME_LEN];
+    size_t                          len;
+    ngx_str_t                      *why;
+} ngx_http_ha_optout_dropped_t;
+
+
+static void
+ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    ngx_str_t                       name, actor;
+    ngx_uint_t                      i, n;
+    ngx_queue_t                    *q;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_dropped_t   *d;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    static ngx_str_t  gone = ngx_string("dropped at reload: the upstream no "
+                                        "longer has \"ha_optout\"");
+    static ngx_str_t  nopin = ngx_string("dropped at reload: the pin no "
+                                         "longer names a server of the "
+                                         "upstream");
+
+#define NGX_HA_OPTOUT_DROP_MAX  32
+
+    d = ngx_alloc(NGX_HA_OPTOUT_DROP_MAX
+                  * sizeof(ngx_http_ha_optout_dropped_t), log);
+    if (d == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (q = ngx_queue_head(&ngx_http_ha_optout_sh->upstreams);
+         q != ngx_queue_sentinel(&ngx_http_ha_optout_sh->upstreams)
+         && n + 2 <= NGX_HA_OPTOUT_DROP_MAX;
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+
+        name.data = rec->name;
+        name.len = rec->name_len;
+        hscf = ngx_http_ha_optout_find_upstream(hmcf, &name);
+
+        for (i = 0; i < 2; i++) {
+            ngx_http_ha_optout_flag_t  *layer;
+
+            layer = i ? &rec->window : &rec->api;
+
+            if (!layer->present
+                || (hscf
+                    && (i == 1 || layer->pin_len == 0
+                        || ngx_http_ha_optout_upstream_peer(hscf, layer->pin,
+                                                            layer->pin_len,
+                                                            NULL, NULL)
+                           == NGX_OK)))
+            {
+                continue;
+            }
+
+            d[n].flag = *layer;
+            d[n].why = hscf ? &nopin : &gone;
+            d[n].len = rec->name_len;
+            ngx_memcpy(d[n].name, rec->name, rec->name_len);
+            n++;
+
+            ngx_memzero(layer, sizeof(ngx_http_ha_optout_flag_t));
+            (void) ngx_atomic_fetch_add(
+                &rec->changes[NGX_HA_OPTOUT_ACT_RESTORE_REJECTED], 1);
+        }
+    }
+
+    if (n) {
+        ngx_http_ha_optout_bump();
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        name.data = d[i].name;
+        name.len = d[i].len;
+        actor.data = d[i].flag.actor;
+        actor.len = d[i].flag.actor_len;
+
+        ngx_http_ha_optout_audit(hmcf, log,
+                                 NGX_HA_OPTOUT_ACT_RESTORE_REJECTED, &name,
+                                 &actor, NULL, d[i].why, &d[i].flag, NULL,
+                                 NULL);
+    }
+
+    ngx_free(d);
+
+    if (n) {
+        (void) ngx_http_ha_optout_state_save(hmcf, log);
+    }
 }
 
 
@@ -1371,7 +1494,8 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
 
         *before = rec->api;
         ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
-        rec->changes[NGX_HA_OPTOUT_ACT_EXPIRE]++;
+        (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_EXPIRE],
+                                    1);
         ngx_http_ha_optout_bump();
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);

@@ -27,7 +27,7 @@
 #define NGX_HA_OPTOUT_STICKY_MAX     65536      /* entries per zone */
 #define NGX_HA_OPTOUT_STICKY_KEY     255
 #define NGX_HA_OPTOUT_TEXT_LEN                                              \
-    (sizeof("failover=off; pin=; pin_selector=; replication=off; sticky=on")\
+    (sizeof("failover=off; pin=; pin_selector=; replication=off; sticky=on; ")\
      + NGX_HA_OPTOUT_PIN_LEN + NGX_HA_OPTOUT_SELECTOR_LEN)
 
 /* where a flag came from: also its layer, lowest precedence first */
@@ -121,6 +121,7 @@ typedef struct {
 
 typedef struct {
     ngx_atomic_t                active;         /* api+window flags present */
+    ngx_atomic_t                writer;         /* pid of the writer */
     ngx_atomic_t                generation;     /* bumped on every change */
     uint64_t                    version_seq;
     ngx_uint_t                  restored;       /* state file loaded once */
@@ -135,6 +136,7 @@ typedef struct {
     ngx_rbtree_node_t           sticky_sentinel;
     ngx_queue_t                 sticky_queue;   /* most recent first */
     ngx_uint_t                  sticky_count;
+    ngx_uint_t                  sticky_max;     /* a quarter of the zone */
     ngx_atomic_t                sticky_evicted;
     ngx_atomic_uint_t           sticky_swept;   /* generation swept */
 
@@ -277,6 +279,9 @@ ngx_http_ha_optout_flag_t *ngx_http_ha_optout_layer(
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_uint_t source, time_t now);
 void ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf);
 void ngx_http_ha_optout_bump(void);
+ngx_uint_t ngx_http_ha_optout_make_room_locked(void);
+void ngx_http_ha_optout_writer_lock(void);
+void ngx_http_ha_optout_writer_unlock(void);
 void ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
     ngx_str_t *server, ngx_uint_t pinned);
 ngx_http_ha_optout_server_stat_t *ngx_http_ha_optout_server_stat(
@@ -286,6 +291,8 @@ size_t ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag,
 ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
     time_t now);
 ngx_int_t ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp,
+    time_t now);
+ngx_int_t ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp,
     time_t now);
 void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);
 uint64_t ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag);

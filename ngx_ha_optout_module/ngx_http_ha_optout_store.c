@@ -46,6 +46,9 @@ typedef struct {
 } ngx_http_ha_optout_entry_t;
 
 
+static void ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e);
+
+
 static ngx_http_ha_optout_rec_t *
 ngx_http_ha_optout_rec_get(ngx_http_ha_optout_shctx_t *sh,
     ngx_slab_pool_t *shpool, ngx_str_t *name)
@@ -303,6 +306,13 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh = ctx->sh;
     hscfp = hmcf->upstreams.elts;
 
+    /*
+     * workers set these in init_process; a single-process nginx never runs
+     * it again after a reload, so the new zone is published here too
+     */
+    ngx_http_ha_optout_sh = ctx->sh;
+    ngx_http_ha_optout_shpool = ctx->shpool;
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
@@ -320,12 +330,75 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         hscfp[i]->rec = rec;
     }
 
+    /* sticky bindings may use a quarter of the zone, at most */
+    sh->sticky_max = ngx_min(NGX_HA_OPTOUT_STICKY_MAX,
+                             shm_zone->shm.size / 4 / 128);
+
     /* a new configuration may have config flags: workers refresh */
     sh->generation++;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return NGX_OK;
+}
+
+
+/*
+ * Writers of flags (the API, the expiry and window timer, the restore) are
+ * serialised from their change to its state file and audit line, so that
+ * an undo after a failed save can never hide another writer's change.  Not
+ * the zone mutex: that one is taken on the request path, and a save takes
+ * an fsync.  A writer killed with its lock is recognised by its pid.
+ */
+
+static ngx_uint_t  ngx_http_ha_optout_writer_depth;
+
+
+void
+ngx_http_ha_optout_writer_lock(void)
+{
+    ngx_atomic_uint_t  owner;
+
+    if (ngx_http_ha_optout_writer_depth++) {
+        return;
+    }
+
+    for ( ;; ) {
+        owner = ngx_http_ha_optout_sh->writer;
+
+        if (owner == (ngx_atomic_uint_t) ngx_pid) {
+            return;     /* left behind by this process: never happens */
+        }
+
+        if (owner == 0
+            && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, 0,
+                                  (ngx_atomic_uint_t) ngx_pid))
+        {
+            return;
+        }
+
+        if (owner != 0 && owner != (ngx_atomic_uint_t) ngx_pid
+            && kill((ngx_pid_t) owner, 0) == -1 && ngx_errno == NGX_ESRCH
+            && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, owner,
+                                  (ngx_atomic_uint_t) ngx_pid))
+        {
+            return;
+        }
+
+        ngx_msleep(1);
+    }
+}
+
+
+void
+ngx_http_ha_optout_writer_unlock(void)
+{
+    if (--ngx_http_ha_optout_writer_depth) {
+        return;
+    }
+
+    (void) ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer,
+                              (ngx_atomic_uint_t) ngx_pid, 0);
 }
 
 
@@ -518,6 +591,21 @@ ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
 ngx_int_t
 ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
 {
+    ngx_int_t  rc;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    rc = ngx_http_ha_optout_replay_check_locked(jti, exp, now);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return rc;
+}
+
+
+/* the same, with the zone mutex held by the caller */
+
+ngx_int_t
+ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp, time_t now)
+{
     uint32_t                     hash;
     ngx_queue_t                 *q;
     ngx_http_ha_optout_entry_t  *e, *e2;
@@ -529,8 +617,6 @@ ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
 
     sh = ngx_http_ha_optout_sh;
     hash = ngx_crc32_short(jti->data, jti->len);
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
     /* drop what has expired, oldest first */
 
@@ -551,13 +637,16 @@ ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
     if (ngx_http_ha_optout_entry_find(&sh->replay, hash, NULL, jti->data,
                                       jti->len))
     {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         return NGX_DECLINED;
     }
 
     e = ngx_http_ha_optout_entry_alloc(NULL, jti->data, jti->len, hash);
+
+    while (e == NULL && ngx_http_ha_optout_make_room_locked()) {
+        e = ngx_http_ha_optout_entry_alloc(NULL, jti->data, jti->len, hash);
+    }
+
     if (e == NULL) {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         return NGX_BUSY;
     }
 
@@ -580,19 +669,67 @@ ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
     ngx_queue_insert_after(q, &e->queue);
     sh->replay_count++;
 
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
     return NGX_OK;
 }
 
 
-/* which flag a sticky binding belongs to: a new flag starts afresh */
+/*
+ * The zone is full: what may give way to a replay entry (security) or an
+ * audit line does, least valuable first: the least recently used sticky
+ * binding, then the oldest line of the audit ring (the audit log file has
+ * it).  Returns 0 when nothing is left to free.
+ */
+
+ngx_uint_t
+ngx_http_ha_optout_make_room_locked(void)
+{
+    ngx_uint_t                   i, pos;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (!ngx_queue_empty(&sh->sticky_queue)) {
+        ngx_http_ha_optout_sticky_drop(
+            ngx_queue_data(ngx_queue_last(&sh->sticky_queue),
+                           ngx_http_ha_optout_entry_t, queue));
+        (void) ngx_atomic_fetch_add(&sh->sticky_evicted, 1);
+        return 1;
+    }
+
+    /* the oldest ring line sits at or after the next write position */
+
+    for (i = 0; i < NGX_HA_OPTOUT_AUDIT_RING; i++) {
+        pos = (sh->audit_next + i) % NGX_HA_OPTOUT_AUDIT_RING;
+
+        if (sh->audit_ring[pos]) {
+            ngx_slab_free_locked(ngx_http_ha_optout_shpool,
+                                 sh->audit_ring[pos]);
+            sh->audit_ring[pos] = NULL;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * Which flag a sticky binding belongs to: a new flag (PUT) starts afresh,
+ * while a PATCH (a heartbeat) keeps set_at and so the bindings.  A config
+ * flag is parsed anew by every reload: it is known by its content.
+ */
 
 uint64_t
 ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag)
 {
-    return (flag->version << 34) ^ ((uint64_t) flag->set_at << 2)
-           ^ flag->source;
+    uint64_t  t;
+
+    t = (flag->source == NGX_HA_OPTOUT_SRC_CONFIG)
+        ? ngx_crc32_short(flag->reason, flag->reason_len)
+          ^ ngx_crc32_short(flag->pin, flag->pin_len)
+        : (uint64_t) flag->set_at;
+
+    return (t << 2) | flag->source;
 }
 
 
@@ -674,7 +811,7 @@ ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
     if (e == NULL) {
 
         for ( ;; ) {
-            if (sh->sticky_count < NGX_HA_OPTOUT_STICKY_MAX) {
+            if (sh->sticky_count < sh->sticky_max) {
                 e = ngx_http_ha_optout_entry_alloc(rec, key->data, key->len,
                                                    hash);
                 if (e) {

@@ -245,11 +245,31 @@ ngx_stream_ha_optout_postconfiguration(ngx_conf_t *cf)
 {
     ngx_uint_t                         i;
     ngx_stream_ha_optout_srv_conf_t  **scfp;
+    ngx_http_ha_optout_main_conf_t    *hmcf;
     ngx_stream_ha_optout_main_conf_t  *smcf;
 
     smcf = ngx_stream_conf_get_module_main_conf(cf,
                                                 ngx_stream_ha_optout_module);
     scfp = smcf->upstreams.elts;
+
+    if (smcf->upstreams.nelts == 0) {
+        return NGX_OK;
+    }
+
+    /* "nginx -t" catches a missing zone when http {} came first */
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cf->cycle,
+                                               ngx_http_ha_optout_module);
+
+    if (cf->cycle->conf_ctx[ngx_http_module.index]
+        && (hmcf == NULL || hmcf->shm_zone == NULL))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: \"ha_optout\" in stream upstream \"%V\" "
+                      "needs \"ha_optout_zone\" in http {} in %V:%ui",
+                      &scfp[0]->uscf->host, &scfp[0]->file, scfp[0]->line);
+        return NGX_ERROR;
+    }
 
     for (i = 0; i < smcf->upstreams.nelts; i++) {
         if (!scfp[i]->wrapped) {
@@ -295,11 +315,17 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
     hmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_ha_optout_module);
 
+    /*
+     * failing here would make a running master exit(1) on reload: the
+     * stream upstreams then just stay highly available, said loudly
+     */
+
     if (hmcf == NULL || hmcf->shm_zone == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                       "ha_optout: \"ha_optout\" in stream {} needs "
-                      "\"ha_optout_zone\" in http {}");
-        return NGX_ERROR;
+                      "\"ha_optout_zone\" in http {}; stream upstreams "
+                      "ignore opt-outs");
+        return NGX_OK;
     }
 
     scfp = smcf->upstreams.elts;
@@ -310,7 +336,7 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
         name.data = ngx_pnalloc(cycle->pool, name.len);
         hscf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_ha_optout_srv_conf_t));
         if (name.data == NULL || hscf == NULL) {
-            return NGX_ERROR;
+            return NGX_OK;
         }
 
         p = ngx_cpymem(name.data, "stream:", sizeof("stream:") - 1);
@@ -329,9 +355,10 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
         hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
         if (hscf->rec == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "ha_optout: zone \"%V\" is too small",
-                          &hmcf->shm_zone->shm.name);
-            return NGX_ERROR;
+                          "ha_optout: zone \"%V\" is too small for stream "
+                          "upstream \"%V\", which ignores opt-outs",
+                          &hmcf->shm_zone->shm.name, &name);
+            continue;
         }
 
         if (scfp[i]->uscf->servers) {
@@ -347,7 +374,7 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
 
         slot = ngx_array_push(&hmcf->upstreams);
         if (slot == NULL) {
-            return NGX_ERROR;
+            return NGX_OK;
         }
 
         *slot = hscf;
@@ -548,7 +575,7 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    if ((state & NGX_PEER_FAILED) && bp->tries > 1) {
+    if ((state & NGX_PEER_FAILED) && bp->tries > 1 && !pc->cached) {
         ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                       "ha_optout: upstream \"%V\" would have failed over "
                       "from %V (%s)", &bp->scf->hscf->name, pc->name,

@@ -95,12 +95,15 @@ http {
 EOF
     $t->run;
 
-    # a DELETE of no flag is a write (it burns a jti) that changes nothing
+    # each PUT is a write that burns a jti (a DELETE would not do: it is
+    # never refused for want of room, restoring HA must always work)
     my ($n, $r) = (0);
     my $seq = 0;
     while ($n < 100000) {
         my $jti = sprintf '%032x', ++$seq;
-        $r = $t->api(DELETE => 'v1/flags/app',
+        $r = $t->api(PUT => 'v1/flags/app',
+                     json => { failover => JSON::PP::false, ttl => '10m',
+                               reason => 'fill the replay cache' },
                      token_args => { jti => $jti, %{ $o{token} // {} } });
         last unless $r->{status} == 200;
         $n++;
@@ -119,6 +122,12 @@ EOF
 
     is($t->api(GET => 'v1/flags/app')->{status}, 200,
        '64k zone: reads still work while the replay cache is full');
+
+    my $d = $t->api(DELETE => 'v1/flags/app',
+                    token_args => { jti => 'restore-while-full' });
+    is($d->{status}, 200, '64k zone: DELETE restores HA even when full');
+    is($t->api(GET => 'v1/flags/app')->{body}, "null\n",
+       '64k zone: and the flag is gone');
 
     $t->stop;
 }
@@ -144,7 +153,9 @@ EOF
 
     sleep 1 while time < $exp + 61;
 
-    $r = $t->api(DELETE => 'v1/flags/app',
+    $r = $t->api(PUT => 'v1/flags/app',
+                 json => { failover => JSON::PP::false, ttl => '10m',
+                           reason => 'after expiry' },
                  token_args => { jti => 'after-expiry' });
     is($r->{status}, 200,
        'once the tokens have expired the replay cache has room again');
