@@ -231,11 +231,7 @@ chmod 0755, $dir;
 is_deeply(\%all, { 503 => 20 * $rounds },
           "all @{[ 20 * $rounds ]} concurrent writes were refused 503");
 
-TODO: {
-    local $TODO = 'finding (docs/reliability.md, "Fault tests"): the undo '
-                . 'of a refused write restores the flag it saw before, '
-                . 'overwriting a concurrent write that is being undone too';
-
+{
     is(scalar @drift, 0, 'after every burst the flag is the one from before '
                        . 'the directory became read-only')
         or diag "a write answered 503 acts: @drift";
