@@ -126,7 +126,7 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (d->flag == NULL || !(d->pin || d->no_failover || d->sticky)) {
+    if (!d->active || !(d->pin || d->no_failover || d->sticky)) {
         return NGX_OK;
     }
 
@@ -171,14 +171,11 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
     ngx_int_t                       rc;
-    ngx_http_ha_optout_flag_t      *flag;
     ngx_http_upstream_rr_peer_t    *peer;
 
-    flag = bp->decision->flag;
-
     if (bp->decision->pin) {
-        rc = ngx_http_ha_optout_select(pc, bp, flag->pin, flag->pin_len,
-                                       NULL);
+        rc = ngx_http_ha_optout_select(pc, bp, bp->decision->pin_name.data,
+                                       bp->decision->pin_name.len, NULL);
 
         if (rc == NGX_OK && bp->selected == NULL) {
             ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 1);
@@ -237,8 +234,7 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     bp->selected = bp->rrp->current;
 
     if (bp->decision->sticky) {
-        ngx_http_ha_optout_sticky_set(bp->hscf->rec,
-                                      ngx_http_ha_optout_flag_ident(flag),
+        ngx_http_ha_optout_sticky_set(bp->hscf->rec, bp->decision->ident,
                                       &bp->sticky_key, pc->name);
     }
 
@@ -276,7 +272,7 @@ ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
     }
 
     bp->sticky_len = ngx_http_ha_optout_sticky_get(hscf->rec,
-                         ngx_http_ha_optout_flag_ident(bp->decision->flag),
+                         bp->decision->ident,
                          &bp->sticky_key, bp->sticky_server);
 
     return NGX_OK;

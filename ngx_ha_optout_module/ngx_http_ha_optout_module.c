@@ -407,6 +407,8 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
                 }
 
                 hscf->config_flag = ref[i].flag;
+                ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_CONFIG,
+                                            hscf->config_flag);
             }
 
             if (ref[i].target) {
@@ -1071,31 +1073,44 @@ ngx_http_ha_optout_decide(ngx_http_request_t *r,
         return d;
     }
 
-    /* a copy: the worker's view may be refreshed while the request runs */
+    /*
+     * what the request needs is copied: the worker's view may be refreshed
+     * while the request runs
+     */
 
-    d->flag = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
-    p = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_TEXT_LEN);
-    if (d->flag == NULL || p == NULL) {
+    d->active = 1;
+    d->no_failover = flag->no_failover;
+
+    d->text.len = hscf->text_len[flag->source];
+    d->text.data = ngx_pnalloc(r->pool, d->text.len);
+    if (d->text.data == NULL) {
         return NULL;
     }
 
-    *d->flag = *flag;
-    d->text.data = p;
-    d->text.len = ngx_http_ha_optout_flag_text(flag, p);
-    d->no_failover = flag->no_failover;
+    ngx_memcpy(d->text.data, hscf->text[flag->source], d->text.len);
 
-    if (flag->pin_len) {
-        if (flag->selector_len == 0) {
-            d->pin = 1;
-
-        } else if (hscf->selector
-                   && ngx_http_complex_value(r, hscf->selector, &value)
-                      == NGX_OK
-                   && value.len == flag->selector_len
-                   && ngx_strncmp(value.data, flag->selector, value.len) == 0)
-        {
-            d->pin = 1;
+    if (flag->pin_len
+        && (flag->selector_len == 0
+            || (hscf->selector
+                && ngx_http_complex_value(r, hscf->selector, &value)
+                   == NGX_OK
+                && value.len == flag->selector_len
+                && ngx_strncmp(value.data, flag->selector, value.len) == 0)))
+    {
+        p = ngx_pnalloc(r->pool, flag->pin_len);
+        if (p == NULL) {
+            return NULL;
         }
+
+        ngx_memcpy(p, flag->pin, flag->pin_len);
+
+        d->pin = 1;
+        d->pin_name.data = p;
+        d->pin_name.len = flag->pin_len;
+    }
+
+    if (flag->sticky) {
+        d->ident = ngx_http_ha_optout_flag_ident(flag);
     }
 
     d->sticky = flag->sticky && !d->pin;
@@ -1187,7 +1202,7 @@ ngx_http_ha_optout_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (d->flag) {
+    if (d->active) {
         v->len = d->text.len;
         v->data = d->text.data;
     }
@@ -1211,7 +1226,7 @@ ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
 
     d = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
 
-    if (d == NULL || d->flag == NULL) {
+    if (d == NULL || !d->active) {
         return ngx_http_next_header_filter(r);
     }
 

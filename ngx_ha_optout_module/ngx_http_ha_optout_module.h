@@ -204,6 +204,10 @@ typedef struct {
     ngx_atomic_uint_t                generation;
     ngx_http_ha_optout_flag_t        api;
     ngx_http_ha_optout_flag_t        window;
+
+    /* their X-HA-Optout text, made once per change, by source */
+    uint16_t                         text_len[3];
+    u_char                           text[3][NGX_HA_OPTOUT_TEXT_LEN];
 } ngx_http_ha_optout_srv_conf_t;
 
 
@@ -248,8 +252,10 @@ typedef struct {
 /* what a request decided about its upstream, memoised in the request ctx */
 typedef struct {
     ngx_http_ha_optout_srv_conf_t   *hscf;
-    ngx_http_ha_optout_flag_t       *flag;      /* NULL: HA as usual */
     ngx_str_t                        text;      /* header / variable */
+    ngx_str_t                        pin_name;  /* when the pin applies */
+    uint64_t                         ident;     /* of a sticky flag */
+    unsigned                         active:1;  /* 0: HA as usual */
     unsigned                         pin:1;     /* pin applies here */
     unsigned                         no_failover:1;
     unsigned                         sticky:1;
@@ -278,6 +284,8 @@ ngx_http_ha_optout_flag_t *ngx_http_ha_optout_acting(
 ngx_http_ha_optout_flag_t *ngx_http_ha_optout_layer(
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_uint_t source, time_t now);
 void ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf);
+void ngx_http_ha_optout_set_text(ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_uint_t source, ngx_http_ha_optout_flag_t *flag);
 void ngx_http_ha_optout_bump(void);
 ngx_uint_t ngx_http_ha_optout_make_room_locked(void);
 void ngx_http_ha_optout_writer_lock(void);

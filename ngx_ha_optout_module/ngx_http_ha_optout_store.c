@@ -445,6 +445,23 @@ ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf)
     hscf->generation = ngx_http_ha_optout_sh->generation;
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_API, &hscf->api);
+    ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_WINDOW,
+                                &hscf->window);
+}
+
+
+/* the header text of a layer, made once per change instead of per request */
+
+void
+ngx_http_ha_optout_set_text(ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_uint_t source, ngx_http_ha_optout_flag_t *flag)
+{
+    hscf->text_len[source] =
+        (uint16_t) (flag->present
+                    ? ngx_http_ha_optout_flag_text(flag, hscf->text[source])
+                    : 0);
 }
 
 
@@ -562,12 +579,15 @@ ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
     }
 
     if (flag->pin_len) {
-        p = ngx_sprintf(p, "pin=%*s; ", (size_t) flag->pin_len, flag->pin);
+        p = ngx_cpymem(p, "pin=", sizeof("pin=") - 1);
+        p = ngx_cpymem(p, flag->pin, flag->pin_len);
+        *p++ = ';'; *p++ = ' ';
     }
 
     if (flag->selector_len) {
-        p = ngx_sprintf(p, "pin_selector=%*s; ",
-                        (size_t) flag->selector_len, flag->selector);
+        p = ngx_cpymem(p, "pin_selector=", sizeof("pin_selector=") - 1);
+        p = ngx_cpymem(p, flag->selector, flag->selector_len);
+        *p++ = ';'; *p++ = ' ';
     }
 
     if (flag->no_replication) {
