@@ -1,7 +1,7 @@
 
 /*
  * Replay driver: runs a fuzz target once over each file named on the
- * command line (directories: each regular file in them, in name order),
+ * command line (directories: each file below them, in name order),
  * without libFuzzer.  Exit status 0 when every input ran; a broken
  * invariant or a sanitizer report aborts with the input's name printed
  * first.
@@ -93,8 +93,10 @@ replay_path(const char *path)
         if (list[i]->d_name[0] != '.') {
             snprintf(sub, sizeof(sub), "%s/%s", path, list[i]->d_name);
 
-            if (stat(sub, &st) == 0 && S_ISREG(st.st_mode)) {
-                rc = replay_file(sub);
+            if (stat(sub, &st) == 0
+                && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
+            {
+                rc = replay_path(sub);
                 if (rc < 0) {
                     return rc;
                 }

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 
-# Every stored fuzz input (fuzz/corpus/TARGET/ and fuzz/regressions/TARGET/)
+# Every stored fuzz input (fuzz/corpus/TARGET/, its min/ subdirectory: the
+# campaign's corpus minimised with -merge=1, and fuzz/regressions/TARGET/)
 # runs once through its target, built without libFuzzer but with
 # AddressSanitizer and UBSan (make -C fuzz replay): a parser change that
 # brings back a crash, an overread or a broken invariant fails here.
@@ -13,6 +14,7 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(dirname basename);
+use File::Find qw(find);
 use Test::More;
 
 my $root = abs_path(dirname(__FILE__) . '/..');
@@ -42,7 +44,10 @@ sub replay {
 
 for my $target (@targets) {
     my @dirs = grep { -d } "$fuzz/corpus/$target", "$fuzz/regressions/$target";
-    my @files = map { glob "$_/*" } @dirs;
+    my @files;
+    find({ wanted => sub { push @files, $File::Find::name if -f },
+           no_chdir => 1 }, @dirs) if @dirs;
+    @files = sort @files;
     my @open = grep { basename($_) =~ /^open-/ } @files;
     my @closed = grep { basename($_) !~ /^open-/ } @files;
 

@@ -2,9 +2,10 @@
 # Valgrind (memcheck) pass over a representative request mix: one nginx
 # process (master_process off; daemon off) with the module from build/,
 # its own backends (server blocks of the same nginx), and ha-optoutctl to
-# mint tokens.  Exercised: balancing, pin, failover off with a dead
-# server, PUT/PATCH/DELETE, dry runs, If-Match, refused tokens and bodies,
-# replay, whoami, audit, the status formats and reload-free expiry.
+# mint tokens.  Exercised: balancing, pin, pin_selector, failover off
+# with a dead server, sticky bindings, PUT/PATCH/DELETE with the state
+# file written after each, dry runs, If-Match, refused tokens and bodies,
+# replay, whoami, audit, the status formats and expiry by the timer.
 #
 #   t/valgrind/run.sh [MODULE.so]      exit 0: no memcheck error
 #
@@ -43,13 +44,14 @@ http {
     ha_optout_zone ha_optout 1m;
     ha_optout_environment valgrind;
     ha_optout_audit_log $D/audit.jsonl;
+    ha_optout_state_file $D/ha-optout.state;
     ha_optout_flag cfg failover=off "reason=config flag";
 
     upstream app {
         server 127.0.0.1:$((P+1)) max_fails=1 fail_timeout=10s;
         server 127.0.0.1:$((P+2));
         server 127.0.0.1:$((P+3));
-        ha_optout selector=\$http_x_case;
+        ha_optout selector=\$http_x_case sticky_key=\$http_x_key;
     }
     upstream cfg {
         server 127.0.0.1:$((P+1));
@@ -104,6 +106,9 @@ api() {   # METHOD PATH [BODY [EXTRA CURL ARGS]]
     for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w "%{http_code} GET /\n" "$U/"; done
     api PUT v1/flags/app "{\"pin\":\"127.0.0.1:$((P+1))\",\"pin_selector\":\"INC-1\",\"ttl\":\"2s\",\"reason\":\"selector\"}"
     curl -s -H "X-Case: INC-1" "$U/"; curl -s "$U/"
+    api PUT v1/flags/app '{"sticky":true,"ttl":"1m","reason":"sticky"}'
+    for i in 1 2 3 4 5 6; do curl -s -o /dev/null -H "X-Key: k$i" "$U/"; done
+    for i in 1 2 3; do curl -s -o /dev/null -H "X-Key: k$i" "$U/"; done
     api PUT 'v1/flags/app?dry_run=1' '{"replication":false,"ttl":"1m","reason":"dry"}'
     api PUT v1/flags/app '{"sticky":true,"ttl":"1m","reason":"if-match"}' -H 'If-Match: "999"'
     api PUT v1/flags/app '{"failover":false,"ttl":"1x","reason":"bad ttl"}'
