@@ -827,13 +827,15 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
 
 
 static json_t *
-ngx_http_ha_optout_audit_json(ngx_http_request_t *r)
+ngx_http_ha_optout_audit_json(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    u_char      *line;
-    ngx_str_t    value;
+    u_char      *line, **lines;
+    size_t       len;
+    ngx_str_t    value, *u;
     ngx_int_t    limit;
-    ngx_uint_t   i, n, pos;
-    json_t      *arr, *entry;
+    ngx_uint_t   i, k, n, pos;
+    json_t      *arr, *entry, *up;
 
     limit = 50;
 
@@ -846,15 +848,17 @@ ngx_http_ha_optout_audit_json(ngx_http_request_t *r)
         }
     }
 
+    lines = ngx_pcalloc(r->pool, NGX_HA_OPTOUT_AUDIT_RING * sizeof(u_char *));
     arr = json_array();
-    if (arr == NULL) {
+    if (lines == NULL || arr == NULL) {
         return NULL;
     }
 
+    /* copied under the lock, parsed outside it */
+
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-    n = ngx_min((ngx_uint_t) limit, ngx_http_ha_optout_sh->audit_count);
-    n = ngx_min(n, NGX_HA_OPTOUT_AUDIT_RING);
+    n = ngx_min(ngx_http_ha_optout_sh->audit_count, NGX_HA_OPTOUT_AUDIT_RING);
 
     for (i = 0; i < n; i++) {
         pos = (ngx_http_ha_optout_sh->audit_next + NGX_HA_OPTOUT_AUDIT_RING
@@ -865,13 +869,48 @@ ngx_http_ha_optout_audit_json(ngx_http_request_t *r)
             break;
         }
 
-        entry = json_loads((char *) line, 0, NULL);
-        if (entry) {
-            json_array_append_new(arr, entry);
+        len = ngx_strlen(line) + 1;
+        lines[i] = ngx_pnalloc(r->pool, len);
+        if (lines[i] == NULL) {
+            break;
         }
+
+        ngx_memcpy(lines[i], line, len);
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (i = 0, k = 0; i < n && lines[i] && k < (ngx_uint_t) limit; i++) {
+
+        entry = json_loads((char *) lines[i], 0, NULL);
+        if (entry == NULL) {
+            continue;
+        }
+
+        if (ctx->claims.upstreams) {
+            /* a token limited to some upstreams sees only their entries */
+            up = json_object_get(entry, "upstream");
+            u = ctx->claims.upstreams->elts;
+
+            for (pos = 0; pos < ctx->claims.upstreams->nelts; pos++) {
+                if (json_is_string(up)
+                    && json_string_length(up) == u[pos].len
+                    && ngx_strncmp(json_string_value(up), u[pos].data,
+                                   u[pos].len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (pos == ctx->claims.upstreams->nelts) {
+                json_decref(entry);
+                continue;
+            }
+        }
+
+        json_array_append_new(arr, entry);
+        k++;
+    }
 
     return arr;
 }
@@ -938,7 +977,7 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
         return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
 
     case NGX_HA_OPTOUT_R_AUDIT:
-        json = ngx_http_ha_optout_audit_json(r);
+        json = ngx_http_ha_optout_audit_json(r, ctx);
         if (json == NULL) {
             return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
                                      "limit must be a positive integer");
@@ -1003,6 +1042,7 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
 {
     u_char                          *p, *last;
     ngx_str_t                        upstream, *actor;
+    ngx_uint_t                       i;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_admin_ctx_t  *ctx;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -1024,6 +1064,20 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
     if (upstream.len > NGX_HA_OPTOUT_NAME_LEN) {
         upstream.len = NGX_HA_OPTOUT_NAME_LEN;
     }
+
+    /* a name from the URI may be anything: keep it printable ASCII */
+
+    p = ngx_pnalloc(r->pool, upstream.len);
+    if (p == NULL) {
+        return;
+    }
+
+    for (i = 0; i < upstream.len; i++) {
+        p[i] = (upstream.data[i] > 0x20 && upstream.data[i] < 0x7f)
+               ? upstream.data[i] : '?';
+    }
+
+    upstream.data = p;
 
     hscf = ngx_http_ha_optout_find_upstream(hmcf, &upstream);
     if (hscf && hscf->rec) {
@@ -1074,7 +1128,12 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
         r->headers_out.www_authenticate = h;
     }
 
-    if ((status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN)
+    /*
+     * a refusal of an authenticated actor is an audit event; anonymous
+     * noise (401) is counted and logged, but kept out of the audit trail
+     */
+
+    if (status == NGX_HTTP_FORBIDDEN
         && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)))
     {
         ngx_http_ha_optout_admin_denied(r, message, request_id);

@@ -86,38 +86,39 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
         return;
     }
 
-    sh = ngx_http_ha_optout_sh;
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-
-    json_object_set_new(json, "prev_hash",
-                        json_string((char *) sh->audit_hash));
+    /* built outside the lock: only the chain is made under it */
 
     s = json_dumps(json, 0);
     json_decref(json);
 
     if (s == NULL) {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: audit record could not be built");
         return;
     }
 
     len = ngx_strlen(s);
-    ngx_http_ha_optout_sha256_hex((u_char *) s, len, hash);
-
-    n = len - 1 + sizeof(", \"hash\": \"\"}\n") - 1 + 64;
+    n = len - 1 + sizeof(", \"prev_hash\": \"\", \"hash\": \"\"}\n") - 1
+        + 2 * 64;
 
     line = ngx_alloc(n + 1, log);
     if (line == NULL) {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         free(s);
         return;
     }
 
+    sh = ngx_http_ha_optout_sh;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
     p = ngx_cpymem(line, s, len - 1);
-    p = ngx_sprintf(p, ", \"hash\": \"%s\"}\n", hash);
+    p = ngx_sprintf(p, ", \"prev_hash\": \"%s\"}", sh->audit_hash);
     free(s);
+
+    ngx_http_ha_optout_sha256_hex(line, p - line, hash);
+
+    p--;
+    p = ngx_sprintf(p, ", \"hash\": \"%s\"}\n", hash);
 
     if (hmcf->audit_log && hmcf->audit_log->fd != NGX_INVALID_FILE) {
         if (ngx_write_fd(hmcf->audit_log->fd, line, p - line)

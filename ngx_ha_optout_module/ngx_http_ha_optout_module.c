@@ -407,6 +407,7 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
                 }
 
                 hscf->config_flag = ref[i].flag;
+                hmcf->config_flags++;
                 ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_CONFIG,
                                             hscf->config_flag);
             }
@@ -1159,6 +1160,19 @@ ngx_http_ha_optout_variable(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    if (hmcf->config_flags == 0
+        && (ngx_http_ha_optout_sh == NULL || ngx_http_ha_optout_sh->active == 0))
+    {
+        /* no flag anywhere: empty, without looking the name up */
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        v->len = 0;
+        v->data = (u_char *) "";
+        return NGX_OK;
+    }
+
     hscfp = hmcf->upstreams.elts;
     len = name->len - (sizeof("ha_optout_") - 1);
     hscf = NULL;

@@ -231,6 +231,7 @@ typedef struct {
     ngx_array_t                      upstreams;  /* srv_conf_t * */
     ngx_array_t                      refs;       /* ngx_http_ha_optout_ref_t */
     ngx_uint_t                       used;       /* any directive seen */
+    ngx_uint_t                       config_flags;   /* ha_optout_flag */
     ngx_str_t                        used_file;
     ngx_uint_t                       used_line;
 } ngx_http_ha_optout_main_conf_t;
