@@ -496,14 +496,21 @@ ngx_http_ha_optout_status_json(ngx_http_request_t *r,
         }
     }
 
-    root = json_pack("{s:s%,s:s,s:s,s:s%,s:o}",
+    root = json_pack("{s:s%,s:s,s:s,s:s%,s:o,s:{s:I,s:I,s:I}}",
                      "environment", hmcf->environment.data,
                      hmcf->environment.len,
                      "nginx_version", NGINX_VERSION,
                      "module_version", NGX_HA_OPTOUT_VERSION,
                      "generated_at", now,
                      ngx_http_ha_optout_time_iso(now, t) - now,
-                     "upstreams", upstreams);
+                     "upstreams", upstreams,
+                     "sticky",
+                     "entries",
+                     (json_int_t) ngx_http_ha_optout_sh->sticky_count,
+                     "capacity",
+                     (json_int_t) ngx_http_ha_optout_sh->sticky_max,
+                     "evicted",
+                     (json_int_t) ngx_http_ha_optout_sh->sticky_evicted);
 
     if (ngx_http_ha_optout_json_out(r->pool, root, &text) != NGX_OK) {
         return NGX_ERROR;

@@ -91,6 +91,9 @@ ok(keys %used > 1, 'different clients are still spread over servers');
 
 my $st = $t->status;
 is($st->{upstreams}{app}{sticky_entries}, 6, 'status counts 6 sticky entries');
+is($st->{sticky}{entries}, 6, 'the zone-wide sticky table holds 6 entries');
+ok($st->{sticky}{capacity} >= 2048, 'a 1m zone has room for 2048 bindings');
+is($st->{sticky}{evicted}, 0, 'nothing was evicted');
 
 # the server of alice fails: alice is not moved elsewhere
 
@@ -111,6 +114,14 @@ $t->backend_set_status($a, 200);
 $t->reload;
 is(spread('alice', 4), "200 $a", 'after nginx -s reload alice keeps her server');
 is(spread('bob', 4), "200 $home{bob}", 'after nginx -s reload bob keeps his');
+
+# a heartbeat (PATCH ttl, as ha-optoutctl run sends) keeps the bindings
+
+$r = $t->api(PATCH => 'v1/flags/app', json => { ttl => '15m' });
+is($r->{status}, 200, 'heartbeat PATCH extends the sticky flag');
+is(spread('alice', 4), "200 $a", 'after a heartbeat alice keeps her server');
+is($t->status->{upstreams}{app}{sticky_entries}, 6,
+    'a heartbeat drops no binding');
 
 # the flag goes, the bindings go
 
