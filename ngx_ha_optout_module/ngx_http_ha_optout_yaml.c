@@ -2243,6 +2243,23 @@ ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
  * so the policy can name them but not have them checked at "nginx -t"
  */
 
+/*
+ * The upstream of a window: bound by "nginx -t" for http upstreams, on
+ * first use for stream ones (they register after http's postconfiguration)
+ */
+
+static ngx_http_ha_optout_srv_conf_t *
+ngx_http_ha_optout_window_upstream(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_window_t *w)
+{
+    if (w->hscf == NULL) {
+        w->hscf = ngx_http_ha_optout_find_upstream(hmcf, &w->upstream);
+    }
+
+    return w->hscf;
+}
+
+
 static ngx_uint_t
 ngx_http_ha_optout_policy_stream(ngx_str_t *name)
 {
@@ -2369,7 +2386,7 @@ ngx_http_ha_optout_policy_window_end(ngx_http_ha_optout_policy_t *pol,
     w = pol->windows.elts;
 
     for (i = 0; i < pol->windows.nelts; i++) {
-        if (w[i].hscf == hscf
+        if (ngx_http_ha_optout_window_upstream(hmcf, &w[i]) == hscf
             && ngx_http_ha_optout_window_open(&w[i], now, &start, &end))
         {
             return end;
@@ -2616,7 +2633,7 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_memzero(&want, sizeof(ngx_http_ha_optout_flag_t));
 
         for (j = 0; j < nw; j++) {
-            if (w[j].hscf == hscfp[i]
+            if (ngx_http_ha_optout_window_upstream(hmcf, &w[j]) == hscfp[i]
                 && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
             {
                 want = w[j].flag;
