@@ -1085,12 +1085,82 @@ done:
 }
 
 
+/*
+ * The flag fields that a state file entry and a policy window share: the
+ * one YAML reading of a flag.  NGX_OK: k was one of them; NGX_DECLINED:
+ * another key, for the caller.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_yflag_field(ngx_http_ha_optout_yaml_t *y, yaml_node_t *k,
+    yaml_node_t *val, ngx_http_ha_optout_flag_t *f)
+{
+    ngx_uint_t  b;
+
+    if (ngx_http_ha_optout_ykey_is(k, "failover")) {
+        if (ngx_http_ha_optout_ybool(y, val, "failover", &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        f->no_failover = !b;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "replication")) {
+        if (ngx_http_ha_optout_ybool(y, val, "replication", &b)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        f->no_replication = !b;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "sticky")) {
+        if (ngx_http_ha_optout_ybool(y, val, "sticky", &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        f->sticky = b;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "pin")) {
+        if (ngx_http_ha_optout_ystr(y, val, "pin", f->pin, &f->pin_len,
+                                    0, NGX_HA_OPTOUT_PIN_LEN - 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "pin_selector")) {
+        if (ngx_http_ha_optout_ystr(y, val, "pin_selector", f->selector,
+                                    &f->selector_len, 0,
+                                    NGX_HA_OPTOUT_SELECTOR_LEN - 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "reason")) {
+        if (ngx_http_ha_optout_ystr(y, val, "reason", f->reason,
+                                    &f->reason_len, 1,
+                                    NGX_HA_OPTOUT_REASON_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
 {
     uint64_t           v;
-    ngx_uint_t         b, seen;
+    ngx_int_t          rc;
+    ngx_uint_t         seen;
     yaml_node_t       *k, *val;
     yaml_node_pair_t  *p;
 
@@ -1107,56 +1177,16 @@ ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
         k = ngx_http_ha_optout_ynode(y, p->key);
         val = ngx_http_ha_optout_ynode(y, p->value);
 
-        if (ngx_http_ha_optout_ykey_is(k, "failover")) {
-            if (ngx_http_ha_optout_ybool(y, val, "failover", &b) != NGX_OK) {
-                return NGX_ERROR;
+        rc = ngx_http_ha_optout_yflag_field(y, k, val, f);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            if (f->reason_len) {
+                seen |= 1;
             }
-
-            f->no_failover = !b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "replication")) {
-            if (ngx_http_ha_optout_ybool(y, val, "replication", &b)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            f->no_replication = !b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "sticky")) {
-            if (ngx_http_ha_optout_ybool(y, val, "sticky", &b) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            f->sticky = b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "pin")) {
-            if (ngx_http_ha_optout_ystr(y, val, "pin", f->pin, &f->pin_len,
-                                        0, NGX_HA_OPTOUT_PIN_LEN - 1)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "pin_selector")) {
-            if (ngx_http_ha_optout_ystr(y, val, "pin_selector", f->selector,
-                                        &f->selector_len, 0,
-                                        NGX_HA_OPTOUT_SELECTOR_LEN - 1)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "reason")) {
-            if (ngx_http_ha_optout_ystr(y, val, "reason", f->reason,
-                                        &f->reason_len, 1,
-                                        NGX_HA_OPTOUT_REASON_LEN)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            seen |= 1;
 
         } else if (ngx_http_ha_optout_ykey_is(k, "actor")) {
             if (ngx_http_ha_optout_ystr(y, val, "actor", f->actor,
@@ -1899,7 +1929,8 @@ static ngx_int_t
 ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
 {
-    ngx_uint_t                    b, seen;
+    ngx_int_t                     rc;
+    ngx_uint_t                    seen;
     yaml_node_t                  *k, *val, *upstream;
     yaml_node_pair_t             *p;
     ngx_http_ha_optout_flag_t    *f;
@@ -1986,56 +2017,16 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
 
             seen |= SEEN_END;
 
-        } else if (ngx_http_ha_optout_ykey_is(k, "failover")) {
-            if (ngx_http_ha_optout_ybool(y, val, "failover", &b) != NGX_OK) {
+        } else if ((rc = ngx_http_ha_optout_yflag_field(y, k, val, f))
+                   != NGX_DECLINED)
+        {
+            if (rc == NGX_ERROR) {
                 return NGX_ERROR;
             }
 
-            f->no_failover = !b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "replication")) {
-            if (ngx_http_ha_optout_ybool(y, val, "replication", &b)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            f->no_replication = !b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "sticky")) {
-            if (ngx_http_ha_optout_ybool(y, val, "sticky", &b) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            f->sticky = b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "pin")) {
-            if (ngx_http_ha_optout_ystr(y, val, "pin", f->pin, &f->pin_len,
-                                        0, NGX_HA_OPTOUT_PIN_LEN - 1)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            w->pin_line = val->start_mark.line + 1;
-            w->pin_column = val->start_mark.column + 1;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "pin_selector")) {
-            if (ngx_http_ha_optout_ystr(y, val, "pin_selector", f->selector,
-                                        &f->selector_len, 0,
-                                        NGX_HA_OPTOUT_SELECTOR_LEN - 1)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "reason")) {
-            if (ngx_http_ha_optout_ystr(y, val, "reason", f->reason,
-                                        &f->reason_len, 1,
-                                        NGX_HA_OPTOUT_REASON_LEN)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
+            if (ngx_http_ha_optout_ykey_is(k, "pin")) {
+                w->pin_line = val->start_mark.line + 1;
+                w->pin_column = val->start_mark.column + 1;
             }
 
         } else {
