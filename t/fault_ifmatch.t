@@ -11,10 +11,9 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
-use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::Load qw(send_at_once audit_verify);
 
 my $t = HaOptout::Test->new(workers => 2);
 
@@ -46,61 +45,25 @@ EOF
 
 $t->run;
 
-my $port = $t->port('http');
-
-# N processes, each with its own connection open and its request ready;
-# they all send when the parent closes the pipe, then write down the
-# status they got
+# N operators PATCH the flag at the same instant, each with a token of its
+# own and If-Match: VERSION; returns the count of each status
 sub round {
     my ($round, $n, $version) = @_;
-
-    pipe(my $rd, my $wr) or die "pipe: $!\n";
-    my @kids;
+    my @requests;
 
     for my $i (1 .. $n) {
         my $tok = $t->token(sub => "op-$round-$i");
         my $body = $t->encode_json({ reason => "round $round writer $i" });
-        my $req = "PATCH /ha-optout/v1/flags/app HTTP/1.1\r\n"
+        push @requests, "PATCH /ha-optout/v1/flags/app HTTP/1.1\r\n"
             . "Host: localhost\r\nConnection: close\r\n"
             . "Authorization: Bearer $tok\r\n"
             . "If-Match: \"$version\"\r\n"
             . "Content-Type: application/json\r\n"
             . "Content-Length: " . length($body) . "\r\n\r\n$body";
-        my $out = $t->testdir . "/round-$round-$i";
-
-        my $pid = fork // die "fork: $!\n";
-        if ($pid == 0) {
-            close $wr;
-            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                          Timeout => 5);
-            sysread($rd, my $x, 1);         # EOF: go
-            my $status = 'connect';
-            if ($s) {
-                local $SIG{ALRM} = sub { _exit(1) };
-                alarm 10;
-                print $s $req;
-                local $/;
-                my $resp = <$s> // '';
-                $status = $resp =~ m{^HTTP/1\.1 (\d{3})} ? $1 : 'lost';
-            }
-            open my $fh, '>', $out;
-            print $fh $status;
-            close $fh;
-            _exit(0);
-        }
-        push @kids, [ $pid, $out ];
     }
 
-    close $rd;
-    sleep 0.3;                  # every writer connected and waiting
-    close $wr;
-
-    my %st;
-    for my $k (@kids) {
-        waitpid $k->[0], 0;
-        $st{ $t->read_file($k->[1]) || 'none' }++;
-    }
-    return \%st;
+    # 0.3 s: every writer connected and waiting
+    return send_at_once($t, "round-$round", 0.3, @requests);
 }
 
 ###############################################################################
@@ -144,19 +107,11 @@ is($good, scalar @rounds,
 my @a = grep { /"action": ?"update"/ } split /\n/, $t->read_file('audit.jsonl');
 is(scalar @a, scalar @rounds, 'the audit log has one update line per round');
 
-my $ctl = $ENV{HA_OPTOUT_CTL};
-my $out = `$ctl audit verify @{[ $t->testdir ]}/audit.jsonl 2>&1`;
-is($? >> 8, 0, 'the audit chain verifies') or diag $out;
+my ($rc, $out) = audit_verify($t);
+is($rc, 0, 'the audit chain verifies') or diag $out;
 
 diag(sprintf 'fault_ifmatch: %d writers in %d rounds (10 x 10, then 100 at '
      . 'once) in %.1f s: %d rounds with exactly one winner',
      $writers, scalar @rounds, time - $t0, $good);
 
 done_testing();
-
-BEGIN {
-    require Cwd;
-    require File::Basename;
-    $ENV{HA_OPTOUT_CTL} //= Cwd::abs_path(File::Basename::dirname(__FILE__)
-                                          . '/..') . '/build/ha-optoutctl';
-}

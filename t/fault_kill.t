@@ -28,9 +28,9 @@ use warnings;
 use Test::More;
 use IO::Select;
 use IO::Socket::INET;
-use POSIX qw(_exit WNOHANG);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::Load qw(load_start load_wait audit_lines audit_verify);
 
 use constant KILLS => 30;
 use constant WRITES_PER_KILL => 8;
@@ -115,14 +115,6 @@ sub finish {
     return $w;
 }
 
-sub audit_lines {
-    my @a;
-    for my $l (split /\n/, $t->read_file('audit.jsonl')) {
-        push @a, eval { JSON::PP::decode_json($l) } // { action => 'BAD' };
-    }
-    return @a;
-}
-
 sub state_flag {
     my ($name) = @_;
     my $text = $t->read_file($state);
@@ -138,12 +130,6 @@ sub respawned {
         my @p = $t->worker_pids;
         @p == 2 && !grep { $_ == $old } @p;
     }, 3);
-}
-
-sub verify_chain {
-    my $ctl = $ENV{HA_OPTOUT_CTL};
-    my $out = `$ctl audit verify @{[ $t->testdir ]}/audit.jsonl 2>&1`;
-    return ($? >> 8, $out);
 }
 
 ###############################################################################
@@ -219,11 +205,11 @@ like($t->read_file($state), qr/^version_seq: $flag->{version}$/m,
 
 # the audit trail
 
-my ($rc, $out) = verify_chain();
+my ($rc, $out) = audit_verify($t);
 is($rc, 0, 'ha-optoutctl audit verify accepts the chain after the kills')
     or diag $out;
 
-my @a = audit_lines();
+my @a = audit_lines($t);
 my %lines;
 $lines{ $_->{after}{reason} // '' }++ for grep { $_->{action} eq 'set' } @a;
 
@@ -284,24 +270,9 @@ is($set->{status}, 200, 'pin on b1 set before the kills under load');
 
 $t->reset_hits;
 
-my $wrk_out = $t->testdir . '/wrk.out';
-my $wrk = fork // die "fork: $!\n";
-if ($wrk == 0) {
-    open STDOUT, '>', $wrk_out;
-    open STDERR, '>&', \*STDOUT;
-    if (-x '/usr/bin/wrk' && !$ENV{HA_OPTOUT_NO_WRK}) {
-        { exec 'wrk', '-t1', '-c8', '-d4s', '--timeout', '2s',
-               "http://127.0.0.1:$port/load" }
-        _exit(127);
-    }
-    my $ua = HTTP::Tiny->new(timeout => 2);
-    my ($n, $t0) = (0, time);
-    while (time - $t0 < 4) { $ua->get("http://127.0.0.1:$port/load"); $n++ }
-    print "  $n requests in 4.00s\n";
-    _exit(0);
-}
-
-sleep 1;
+# 4 s of load (wrk, else the Perl client printing its count only)
+my $wrk = load_start($t, seconds => 4, timeout => 2, out => 'wrk.out',
+                     settle => 1, count_only => 1);
 my @victims = $t->worker_pids;
 my @kept;
 for my $v (@victims) {
@@ -312,10 +283,8 @@ for my $v (@victims) {
     push @kept, ($r->{json}{version} // 'none');
 }
 
-my $deadline = time + 10;
-sleep 0.1 while !waitpid($wrk, WNOHANG) && time < $deadline;
-my $wtext = $t->read_file($wrk_out);
-my ($served) = $wtext =~ /(\d+) requests in/;
+my $wl = load_wait($wrk, 10);
+my ($wtext, $served) = ($wl->{text}, $wl->{requests});
 
 is_deeply(\@kept, [ ($set->{json}{version}) x @victims ],
           'after each kill the flag is there with the same version');
@@ -336,12 +305,12 @@ my $short = $t->api(PUT => 'v1/flags/other', json => {
 is($short->{status}, 200, 'a 1 s flag set on other');
 ok($t->wait_for(sub {
         grep { $_->{action} eq 'expire' && $_->{upstream} eq 'other' }
-            audit_lines();
+            audit_lines($t);
     }, 3),
    'the expiry timer of the respawned worker 0 clears it and audits expire');
 ok(!defined state_flag('other'), 'and the state file forgets it');
 
-($rc, $out) = verify_chain();
+($rc, $out) = audit_verify($t);
 is($rc, 0, 'the audit chain still verifies at the end') or diag $out;
 
 my ($errs) = $wtext =~ /Socket errors: (.*)/;
@@ -350,10 +319,3 @@ diag(sprintf 'fault_kill: %d workers killed under load; %s requests served; '
      $errs // 'none');
 
 done_testing();
-
-BEGIN {
-    require Cwd;
-    require File::Basename;
-    $ENV{HA_OPTOUT_CTL} //= Cwd::abs_path(File::Basename::dirname(__FILE__)
-                                          . '/..') . '/build/ha-optoutctl';
-}

@@ -10,9 +10,9 @@ use strict;
 use warnings;
 
 use Test::More;
-use POSIX qw(_exit WNOHANG);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::Load qw(load_start load_stop);
 
 use constant RELOADS => 8;
 
@@ -56,70 +56,7 @@ EOF
 
 $t->run;
 
-my $port = $t->port('http');
 my $b1 = '127.0.0.1:' . $t->port('b1');
-
-# ---------------------------------------------------------------- load
-
-# wrk when installed (make deps), else a forked Perl client with the same
-# summary lines; either runs until it gets SIGINT (or 120 s at most)
-
-sub load_start {
-    my (@extra) = @_;
-    my $out = $t->testdir . '/load.out';
-    my $pid = fork // die "fork: $!\n";
-
-    if ($pid == 0) {
-        open STDOUT, '>', $out;
-        open STDERR, '>&', \*STDOUT;
-        if (-x '/usr/bin/wrk' && !$ENV{HA_OPTOUT_NO_WRK}) {
-            { exec 'wrk', '-t1', '-c8', '-d120s', '--timeout', '5s', @extra,
-                   "http://127.0.0.1:$port/load" }
-            _exit(127);
-        }
-        perl_load($port);
-        _exit(0);
-    }
-
-    sleep 0.5;
-    return { pid => $pid, out => $out, start => time };
-}
-
-sub perl_load {
-    my ($port) = @_;
-    my ($n, $bad, $err, $stop) = (0, 0, 0, 0);
-    local $SIG{INT} = sub { $stop = 1 };
-    my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 5);
-    my $t0 = time;
-    while (!$stop && time - $t0 < 120) {
-        my $r = $ua->get("http://127.0.0.1:$port/load");
-        if ($r->{status} == 599) { $err++ }
-        elsif ($r->{status} !~ /^2/) { $bad++ }
-        $n++;
-    }
-    printf "  %d requests in %.2fs, 0MB read\n", $n, time - $t0;
-    print "  Non-2xx or 3xx responses: $bad\n" if $bad;
-    print "  Socket errors: connect 0, read 0, write 0, timeout $err\n" if $err;
-}
-
-sub load_stop {
-    my ($l) = @_;
-    kill 'INT', $l->{pid};
-    my $deadline = time + 10;
-    sleep 0.05 while !waitpid($l->{pid}, WNOHANG) && time < $deadline;
-    kill 'KILL', $l->{pid} if kill 0, $l->{pid};
-
-    my $text = $t->read_file($l->{out});
-    my %r = (text => $text, requests => undef, non2xx => 0, socket => 0);
-    $r{requests} = $1 if $text =~ /(\d+) requests in ([\d.]+)(\w+)/;
-    $r{seconds} = $2 * ($3 eq 'ms' ? 0.001 : $3 eq 'm' ? 60 : 1)
-        if defined $2;
-    $r{non2xx} = $1 if $text =~ /Non-2xx or 3xx responses: (\d+)/;
-    if ($text =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) {
-        $r{socket} = $1 + $2 + $3 + $4;
-    }
-    return \%r;
-}
 
 ###############################################################################
 
@@ -134,7 +71,7 @@ my $audit_before = $t->read_file('audit.jsonl');
 # the instant an old worker exits is closed under the client's next request
 # (nginx core, with or without this module: docs/reliability.md), which
 # HTTP clients answer by retrying; wrk counts it as a read error instead
-my $load = load_start('-H', 'Connection: close');
+my $load = load_start($t, args => [ '-H', 'Connection: close' ]);
 
 my ($reloaded, $sampled, @off, @versions) = (0, 0);
 my $t0 = time;

@@ -17,10 +17,9 @@ use strict;
 use warnings;
 
 use Test::More;
-use IO::Socket::INET;
-use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::Load qw(send_at_once);
 
 my $t = HaOptout::Test->new(workers => 2);
 
@@ -75,7 +74,6 @@ EOF
 
 $t->run;
 
-my $port = $t->port('http');
 my $b1 = '127.0.0.1:' . $t->port('b1');
 my $b2 = '127.0.0.1:' . $t->port('b2');
 
@@ -152,49 +150,18 @@ SKIP: {
 # PUT on its own connection from N processes at once
 sub burst {
     my ($round, $n) = @_;
-    pipe(my $rd, my $wr) or die "pipe: $!\n";
-    my @kids;
+    my @requests;
     for my $i (1 .. $n) {
         my $body = $t->encode_json({ pin => $b2, failover => JSON::PP::false,
                                      ttl => '5m',
                                      reason => "refused $round.$i" });
-        my $req = "PUT /ha-optout/v1/flags/app HTTP/1.1\r\n"
+        push @requests, "PUT /ha-optout/v1/flags/app HTTP/1.1\r\n"
             . "Host: localhost\r\nConnection: close\r\n"
             . "Authorization: Bearer " . $t->token . "\r\n"
             . "Content-Type: application/json\r\n"
             . "Content-Length: " . length($body) . "\r\n\r\n$body";
-        my $out = $t->testdir . "/burst-$round-$i";
-        my $pid = fork // die "fork: $!\n";
-        if ($pid == 0) {
-            close $wr;
-            my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                          Timeout => 5);
-            sysread($rd, my $x, 1);
-            my $status = 'connect';
-            if ($s) {
-                local $SIG{ALRM} = sub { _exit(1) };
-                alarm 10;
-                print $s $req;
-                local $/;
-                my $resp = <$s> // '';
-                $status = $resp =~ m{^HTTP/1\.1 (\d{3})} ? $1 : 'lost';
-            }
-            open my $fh, '>', $out;
-            print $fh $status;
-            close $fh;
-            _exit(0);
-        }
-        push @kids, [ $pid, $out ];
     }
-    close $rd;
-    sleep 0.2;
-    close $wr;
-    my %st;
-    for my $k (@kids) {
-        waitpid $k->[0], 0;
-        $st{ $t->read_file($k->[1]) || 'none' }++;
-    }
-    return \%st;
+    return send_at_once($t, "burst-$round", 0.2, @requests);
 }
 
 my $keep = $t->api(PUT => 'v1/flags/app', json => {

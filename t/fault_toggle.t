@@ -11,9 +11,9 @@ use strict;
 use warnings;
 
 use Test::More;
-use POSIX qw(_exit WNOHANG);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::Load qw(load_start load_stop audit_lines audit_verify);
 
 use constant TOGGLES => 1000;
 use constant LOOP_SECONDS => 45;        # bound on the toggle loop
@@ -57,84 +57,13 @@ EOF
 
 $t->run;
 
-my $port = $t->port('http');
 my $b1 = '127.0.0.1:' . $t->port('b1');
 my $state = $t->state_dir . '/ha-optout.state';
-
-# ---------------------------------------------------------------- load
-
-# wrk when installed (make deps), else a forked Perl client with the same
-# summary lines; either runs until it gets SIGINT (or 120 s at most)
-
-sub load_start {
-    my $out = $t->testdir . '/load.out';
-    my $pid = fork // die "fork: $!\n";
-
-    if ($pid == 0) {
-        open STDOUT, '>', $out;
-        open STDERR, '>&', \*STDOUT;
-        if (-x '/usr/bin/wrk' && !$ENV{HA_OPTOUT_NO_WRK}) {
-            { exec 'wrk', '-t1', '-c8', '-d120s', '--timeout', '5s',
-                   "http://127.0.0.1:$port/load" }
-            _exit(127);
-        }
-        perl_load($port);
-        _exit(0);
-    }
-
-    sleep 0.5;
-    return { pid => $pid, out => $out, start => time };
-}
-
-sub perl_load {
-    my ($port) = @_;
-    my ($n, $bad, $err, $stop) = (0, 0, 0, 0);
-    local $SIG{INT} = sub { $stop = 1 };
-    my $ua = HTTP::Tiny->new(keep_alive => 1, timeout => 5);
-    my $t0 = time;
-    while (!$stop && time - $t0 < 120) {
-        my $r = $ua->get("http://127.0.0.1:$port/load");
-        if ($r->{status} == 599) { $err++ }
-        elsif ($r->{status} !~ /^2/) { $bad++ }
-        $n++;
-    }
-    printf "  %d requests in %.2fs, 0MB read\n", $n, time - $t0;
-    print "  Non-2xx or 3xx responses: $bad\n" if $bad;
-    print "  Socket errors: connect 0, read 0, write 0, timeout $err\n" if $err;
-}
-
-sub load_stop {
-    my ($l) = @_;
-    kill 'INT', $l->{pid};
-    my $deadline = time + 10;
-    sleep 0.05 while !waitpid($l->{pid}, WNOHANG) && time < $deadline;
-    kill 'KILL', $l->{pid} if kill 0, $l->{pid};
-
-    my $text = $t->read_file($l->{out});
-    my %r = (text => $text, requests => undef, non2xx => 0, socket => 0);
-    $r{requests} = $1 if $text =~ /(\d+) requests in ([\d.]+)(\w+)/;
-    $r{seconds} = $2 * ($3 eq 'ms' ? 0.001 : $3 eq 'm' ? 60 : 1)
-        if defined $2;
-    $r{non2xx} = $1 if $text =~ /Non-2xx or 3xx responses: (\d+)/;
-    if ($text =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/) {
-        $r{socket} = $1 + $2 + $3 + $4;
-    }
-    return \%r;
-}
-
-sub audit_lines {
-    my @a;
-    for my $l (split /\n/, $t->read_file('audit.jsonl')) {
-        my $j = eval { JSON::PP::decode_json($l) };
-        push @a, $j // { action => 'UNPARSABLE' };
-    }
-    return @a;
-}
 
 ###############################################################################
 
 $t->reset_hits;
-my $load = load_start();
+my $load = load_start($t);
 
 my (%status, @fails, @versions, $last);
 my $t0 = time;
@@ -216,7 +145,7 @@ my @r = $t->spray(10, sub { "/after/$_[0]" });
 ok($t->hits('b1') > 0 && $t->hits('b2') > 0,
    'traffic is balanced over both servers again') or diag "@r";
 
-my @a = audit_lines();
+my @a = audit_lines($t);
 my $sets = grep { $_->{action} eq 'set' } @a;
 my $clears = grep { $_->{action} eq 'clear' } @a;
 is(scalar @a, TOGGLES, 'the audit log has exactly one line per toggle');
@@ -231,8 +160,7 @@ for my $k (0 .. $#a) {
 }
 ok($alternate, 'the audit lines are in the order of the writes');
 
-my $verify = `$ENV{HA_OPTOUT_CTL} audit verify @{[ $t->testdir ]}/audit.jsonl 2>&1`;
-my $rc = $? >> 8;
+my ($rc, $verify) = audit_verify($t);
 is($rc, 0, 'ha-optoutctl audit verify accepts the chain') or diag $verify;
 
 # ---------------------------------------------------------------- figures
@@ -247,10 +175,3 @@ diag(sprintf 'fault_toggle: %d toggles in %.1f s (%.0f toggles/s); '
      $w->{non2xx}, $w->{socket});
 
 done_testing();
-
-BEGIN {
-    require Cwd;
-    require File::Basename;
-    $ENV{HA_OPTOUT_CTL} //= Cwd::abs_path(File::Basename::dirname(__FILE__)
-                                          . '/..') . '/build/ha-optoutctl';
-}
