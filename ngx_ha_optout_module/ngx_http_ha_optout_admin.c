@@ -66,12 +66,15 @@ ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
 }
 
 
+#define NGX_HA_OPTOUT_NO_ETAG  ((uint64_t) -1)
+
+
 #define ngx_ha_optout_err(r, st, c, m)                                        \
     ngx_http_ha_optout_admin_errorf(r, st, c, m)
 
 #define ngx_ha_optout_refuse(ctx, r, st, c, m)                                \
     ngx_http_ha_optout_admin_refuse(ctx,                                      \
-                                    ngx_http_ha_optout_admin_errorf(r, st, c, m))
+        ngx_http_ha_optout_admin_errorf(r, st, c, m))
 
 static ngx_int_t
 ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r, ngx_uint_t status,
@@ -233,7 +236,8 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else {
-        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_FOUND, "NotFound",
+        return ngx_ha_optout_refuse(ctx, r,
+                                    NGX_HTTP_NOT_FOUND, "NotFound",
                                     "no such endpoint; see v1/flags, "
                                     "v1/flags/{upstream}, v1/audit, v1/whoami");
     }
@@ -255,7 +259,8 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
             ngx_str_set(&h->value, "GET, HEAD");
         }
 
-        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
+        return ngx_ha_optout_refuse(ctx, r,
+                                    NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
                                     "method not allowed on this endpoint");
     }
 
@@ -268,7 +273,8 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
     ctx->hscf = ngx_http_ha_optout_find_upstream(hmcf, &ctx->upstream);
 
     if (ctx->hscf == NULL) {
-        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_NOT_FOUND, "UnknownUpstream",
+        return ngx_ha_optout_refuse(ctx, r,
+                                    NGX_HTTP_NOT_FOUND, "UnknownUpstream",
                                     "no upstream with \"ha_optout\" has this "
                                     "name");
     }
@@ -287,7 +293,8 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
         ngx_http_ha_optout_auth_count("scope");
 
-        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
+        return ngx_ha_optout_refuse(ctx, r,
+                                    NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
                                     "the token's ha_upstreams claim does not "
                                     "include this upstream");
     }
@@ -1018,8 +1025,9 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
                              "sub", ctx->claims.sub.data, ctx->claims.sub.len,
                              "scopes", scopes,
                              "kid", ctx->claims.kid.len
-                                    ? json_stringn((char *) ctx->claims.kid.data,
-                                                   ctx->claims.kid.len)
+                                    ? json_stringn(
+                                          (char *) ctx->claims.kid.data,
+                                          ctx->claims.kid.len)
                                     : json_null(),
                              "exp", (json_int_t) ctx->claims.exp,
                              "expires_at", exp,
@@ -1098,9 +1106,11 @@ static ngx_int_t
 ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     char *code, ngx_str_t *message)
 {
-    json_t           *json;
-    ngx_str_t        *request_id;
-    ngx_table_elt_t  *h;
+    json_t                          *json;
+    uint64_t                         etag;
+    ngx_str_t                       *request_id;
+    ngx_table_elt_t                 *h;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
 
     request_id = ngx_http_ha_optout_request_id(r);
     if (request_id == NULL) {
@@ -1144,7 +1154,25 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
                      "message", message->data, message->len,
                      "request_id", request_id->data, request_id->len);
 
-    return ngx_http_ha_optout_admin_send(r, status, json, 0);
+    /*
+     * a refused write still tells the version that is current, so that a
+     * client answered 412 can retry with it
+     */
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+
+    if ((r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE))
+        && ctx && ctx->hscf && ctx->hscf->rec)
+    {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        etag = ctx->hscf->rec->api.present ? ctx->hscf->rec->api.version : 0;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        return ngx_http_ha_optout_admin_send(r, status, json, etag);
+    }
+
+    return ngx_http_ha_optout_admin_send(r, status, json,
+                                         NGX_HA_OPTOUT_NO_ETAG);
 }
 
 
@@ -1168,7 +1196,7 @@ ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
     /* If-Match is ours to judge (412 JSON), not the not_modified filter's */
     r->disable_not_modified = 1;
 
-    if (status < NGX_HTTP_SPECIAL_RESPONSE
+    if (etag != NGX_HA_OPTOUT_NO_ETAG
         && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
             || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD) && etag)))
     {

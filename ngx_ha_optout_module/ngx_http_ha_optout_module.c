@@ -1162,7 +1162,8 @@ ngx_http_ha_optout_variable(ngx_http_request_t *r,
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
     if (hmcf->config_flags == 0
-        && (ngx_http_ha_optout_sh == NULL || ngx_http_ha_optout_sh->active == 0))
+        && (ngx_http_ha_optout_sh == NULL
+            || ngx_http_ha_optout_sh->active == 0))
     {
         /* no flag anywhere: empty, without looking the name up */
         v->valid = 1;

@@ -1565,7 +1565,8 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         }
 
         rec->api = s[i].flag;
-        (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_RESTORE], 1);
+        (void) ngx_atomic_fetch_add(
+            &rec->changes[NGX_HA_OPTOUT_ACT_RESTORE], 1);
         max = ngx_max(max, s[i].flag.version);
         changed = 1;
     }
@@ -2646,12 +2647,14 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
 
         if (changed) {
             if (before.present) {
-                (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_END], 1);
+                (void) ngx_atomic_fetch_add(
+                    &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_END], 1);
             }
 
             if (want.present) {
                 want.version = ++ngx_http_ha_optout_sh->version_seq;
-                (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_START], 1);
+                (void) ngx_atomic_fetch_add(
+                    &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_START], 1);
             }
 
             rec->window = want;

@@ -91,6 +91,7 @@ $r = $t->api(PATCH => 'v1/flags/app', json => { ttl => '1h' },
              headers => { 'If-Match' => "\"$v\"" });
 is($r->{status}, 412, 'stale If-Match answers 412');
 is($r->{json}{error}{code}, 'PreconditionFailed', '412 is JSON');
+is($r->{headers}{etag}, "\"$v2\"", '412 tells the current version in ETag');
 is(flag()->{body}, $before, 'stale If-Match changes nothing');
 
 $r = $t->api(DELETE => 'v1/flags/app', headers => { 'If-Match' => '"1"' });
