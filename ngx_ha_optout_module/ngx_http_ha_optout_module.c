@@ -1331,7 +1331,11 @@ static void ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
 static void ngx_http_ha_optout_revalidate(
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log);
 
+static void ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+
 static ngx_uint_t  ngx_http_ha_optout_revalidated;
+static ngx_uint_t  ngx_http_ha_optout_ticks;
 
 
 static void
@@ -1355,6 +1359,10 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     if (!ngx_http_ha_optout_revalidated) {
         ngx_http_ha_optout_revalidated = 1;
         ngx_http_ha_optout_revalidate(hmcf, ev->log);
+    }
+
+    if (ngx_http_ha_optout_ticks++ % 240 == 0) {
+        ngx_http_ha_optout_tmp_sweep(hmcf, ev->log);
     }
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
@@ -1546,4 +1554,89 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     if (n) {
         (void) ngx_http_ha_optout_state_save(hmcf, log);
     }
+}
+
+
+/*
+ * A worker killed while saving leaves its "STATE.tmp.PID" behind: the
+ * timer removes those of processes that no longer exist (about once a
+ * minute), so the state directory does not fill up with them.
+ */
+
+static void
+ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    u_char     *p, *base, path[NGX_MAX_PATH];
+    size_t      blen, len;
+    ngx_str_t   dirname;
+    ngx_int_t   pid;
+    ngx_dir_t   dir;
+
+    if (hmcf->state_file.len == 0
+        || hmcf->state_file.len + 32 > NGX_MAX_PATH)
+    {
+        return;
+    }
+
+    /* the path is absolute (ngx_conf_full_name): split at the last "/" */
+
+    base = hmcf->state_file.data + hmcf->state_file.len;
+
+    while (base > hmcf->state_file.data && base[-1] != '/') {
+        base--;
+    }
+
+    if (base == hmcf->state_file.data) {
+        return;
+    }
+
+    dirname.len = base - hmcf->state_file.data;
+    dirname.data = path;
+    ngx_memcpy(path, hmcf->state_file.data, dirname.len);
+    path[dirname.len] = '\0';
+
+    blen = hmcf->state_file.data + hmcf->state_file.len - base;
+
+    if (ngx_open_dir(&dirname, &dir) == NGX_ERROR) {
+        return;
+    }
+
+    while (ngx_read_dir(&dir) == NGX_OK) {
+        p = ngx_de_name(&dir);
+        len = ngx_de_namelen(&dir);
+
+        if (len <= blen + sizeof(".tmp.") - 1
+            || ngx_strncmp(p, base, blen) != 0
+            || ngx_strncmp(p + blen, ".tmp.", sizeof(".tmp.") - 1) != 0)
+        {
+            continue;
+        }
+
+        pid = ngx_atoi(p + blen + sizeof(".tmp.") - 1,
+                       len - blen - (sizeof(".tmp.") - 1));
+
+        if (pid <= 0 || kill((ngx_pid_t) pid, 0) == 0
+            || ngx_errno != NGX_ESRCH)
+        {
+            continue;
+        }
+
+        (void) ngx_snprintf(path + dirname.len, NGX_MAX_PATH - dirname.len,
+                            "%*s%Z", len, p);
+
+        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_INFO, log, ngx_errno,
+                          "ha_optout: " ngx_delete_file_n " \"%s\" failed",
+                          path);
+        } else {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "ha_optout: removed \"%s\" left by a killed "
+                          "worker", path);
+        }
+
+        path[dirname.len] = '\0';
+    }
+
+    (void) ngx_close_dir(&dir);
 }

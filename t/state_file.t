@@ -225,6 +225,19 @@ chmod 0755, $dir;
 is($t->api(DELETE => 'v1/flags/app')->{status}, 200,
     'writes work again once the directory is writable');
 
+# a worker killed while saving leaves STATE.tmp.PID; the timer removes those
+# of processes that are gone (at the first tick of a new worker 0)
+
+$t->write_file("state/ha-optout.state.tmp.999999", "half a snapshot\n", 0600);
+my $live = "state/ha-optout.state.tmp.$$";
+$t->write_file($live, "ours\n", 0600);
+$t->reload;
+
+ok($t->wait_for(sub { !-e "$dir/ha-optout.state.tmp.999999" }, 3),
+   'a temp file left by a killed worker is removed');
+ok(-e "$t->{dir}/$live", 'a temp file of a live process is kept');
+unlink "$t->{dir}/$live";
+
 ###############################################################################
 
 done_testing;
