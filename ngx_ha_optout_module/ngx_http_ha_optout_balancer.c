@@ -72,6 +72,16 @@ ngx_http_ha_optout_wrap(ngx_conf_t *cf, ngx_http_ha_optout_srv_conf_t *hscf)
 }
 
 
+/* the late wrap of an enrolled upstream, see ngx_http_ha_optout_enroll() */
+
+void
+ngx_http_ha_optout_wrap_peer(ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    hscf->original_init_peer = hscf->uscf->peer.init;
+    hscf->uscf->peer.init = ngx_http_ha_optout_init_peer;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us)

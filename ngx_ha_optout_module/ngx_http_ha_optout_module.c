@@ -332,6 +332,56 @@ ngx_http_ha_optout_mark_used(ngx_conf_t *cf,
 }
 
 
+/*
+ * An upstream named by ha_optout_flag or ha_optout_mirror_gate without an
+ * "ha_optout" line of its own is enrolled as if it had one.  Its balancer
+ * is already set up by now, so the wrap goes around it from outside: that
+ * works for every stock balancer, but not under "keepalive" (the flag is
+ * then shown, and not acted on), hence the warning.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_ref_t *ref)
+{
+    ngx_http_ha_optout_srv_conf_t  **slot;
+
+    if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN || uscf->peer.init == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: upstream \"%V\" cannot be enrolled; give "
+                      "it an \"ha_optout\" line in %V:%ui", &ref->name,
+                      &ref->file, ref->line);
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                  "ha_optout: upstream \"%V\" has no \"ha_optout\" line; "
+                  "enrolled as if it had one at its end (put \"ha_optout\" "
+                  "after its balancer and before \"keepalive\" to use it "
+                  "with keepalive) in %V:%ui", &ref->name, &ref->file,
+                  ref->line);
+
+    hscf->enabled = 1;
+    hscf->wrapped = 1;
+    hscf->uscf = uscf;
+    hscf->name = uscf->host;
+    hscf->conf_file = ref->file;
+    hscf->conf_line = ref->line;
+
+    ngx_http_ha_optout_wrap_peer(hscf);
+
+    slot = ngx_array_push(&hmcf->upstreams);
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    *slot = hscf;
+
+    return NGX_OK;
+}
+
+
 /* resolves the upstream names of ha_optout_flag and ha_optout_mirror_gate */
 static ngx_int_t
 ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
@@ -364,11 +414,11 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
 
             hscf = ngx_http_conf_upstream_srv_conf(uscfp[j],
                                                    ngx_http_ha_optout_module);
-            if (!hscf->enabled) {
-                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                              "ha_optout: upstream \"%V\" has no "
-                              "\"ha_optout\" directive in %V:%ui",
-                              &ref[i].name, &ref[i].file, ref[i].line);
+            if (!hscf->enabled
+                && ngx_http_ha_optout_enroll(cf, hmcf, uscfp[j], hscf,
+                                             &ref[i])
+                   != NGX_OK)
+            {
                 return NGX_ERROR;
             }
 

@@ -317,6 +317,7 @@ extern const char  *ngx_http_ha_optout_actions[];
 /* balancer.c */
 char *ngx_http_ha_optout_wrap(ngx_conf_t *cf,
     ngx_http_ha_optout_srv_conf_t *hscf);
+void ngx_http_ha_optout_wrap_peer(ngx_http_ha_optout_srv_conf_t *hscf);
 ngx_int_t ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
     u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
 ngx_int_t ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
