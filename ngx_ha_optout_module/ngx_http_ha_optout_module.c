@@ -9,6 +9,9 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+extern ngx_module_t  ngx_http_upstream_keepalive_module;
+
+
 static void *ngx_http_ha_optout_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ha_optout_create_srv_conf(ngx_conf_t *cf);
 static void *ngx_http_ha_optout_create_loc_conf(ngx_conf_t *cf);
@@ -661,6 +664,7 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ha_optout_srv_conf_t *hscf = conf;
 
+    void                               *kcf;
     ngx_str_t                          *value, v;
     ngx_uint_t                          i;
     ngx_http_complex_value_t          **cvp;
@@ -715,6 +719,22 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    /*
+     * "keepalive" before "ha_optout" would end up inside our wrap, where
+     * the round-robin data is out of reach and no flag could act.  The
+     * keepalive module's server conf starts with max_cached, which only
+     * its directive sets (to at least 1).
+     */
+
+    kcf = ngx_http_conf_get_module_srv_conf(cf,
+                                            ngx_http_upstream_keepalive_module);
+    if (kcf && *(ngx_uint_t *) kcf != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" must come before \"keepalive\" "
+                           "(after the balancer directive)");
+        return NGX_CONF_ERROR;
+    }
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -137,6 +137,11 @@ warned('ha_optout_mirror_gate naming an upstream without ha_optout',
     conf(LOCATION => 'ha_optout_mirror_gate plain;'),
     qr/"plain" has no "ha_optout" line; enrolled/);
 
+rejected('ha_optout after keepalive (keepalive would sit inside it)',
+    conf(UPSTREAM => 'keepalive 4;
+        ha_optout;'),
+    qr/^\s*ha_optout;/, qr/before "keepalive"/);
+
 (my $weak = conf()) =~ s/ha-optout\.key/weak.key/;
 rejected('an HS256 secret under 32 bytes', $weak,
     qr/ha_optout_admin_key/, qr/32|short|weak/i);
