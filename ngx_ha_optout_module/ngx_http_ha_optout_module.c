@@ -348,7 +348,20 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_srv_conf_t *hscf,
     ngx_http_ha_optout_ref_t *ref)
 {
+    void                            *kcf;
     ngx_http_ha_optout_srv_conf_t  **slot;
+
+    kcf = ngx_http_conf_upstream_srv_conf(uscf,
+                                          ngx_http_upstream_keepalive_module);
+
+    if (kcf && *(ngx_uint_t *) kcf != 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: upstream \"%V\" uses \"keepalive\": give "
+                      "it an \"ha_optout\" line before \"keepalive\", a flag "
+                      "could not act on it otherwise, in %V:%ui", &ref->name,
+                      &ref->file, ref->line);
+        return NGX_ERROR;
+    }
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN || uscf->peer.init == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -360,10 +373,8 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
 
     ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                   "ha_optout: upstream \"%V\" has no \"ha_optout\" line; "
-                  "enrolled as if it had one at its end (put \"ha_optout\" "
-                  "after its balancer and before \"keepalive\" to use it "
-                  "with keepalive) in %V:%ui", &ref->name, &ref->file,
-                  ref->line);
+                  "enrolled as if it had one at its end in %V:%ui",
+                  &ref->name, &ref->file, ref->line);
 
     hscf->enabled = 1;
     hscf->wrapped = 1;
