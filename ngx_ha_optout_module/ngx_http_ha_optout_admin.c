@@ -557,6 +557,7 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
     char                            *ecode, *text;
     uint64_t                         base;
     ngx_uint_t                       ttl_set, action, down, status;
+    ngx_http_ha_optout_pending_t    *pending;
     json_t                          *json;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t       *flag, *before;
@@ -770,6 +771,16 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
     if (before->present || r->method != NGX_HTTP_DELETE) {
         (void) ngx_atomic_fetch_add(&rec->changes[action], 1);
         ngx_http_ha_optout_bump();
+
+        /* until its audit line is written (see audit_recover()) */
+
+        pending = &ngx_http_ha_optout_sh->pending;
+        pending->action = action;
+        pending->upstream_len = hscf->name.len;
+        ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
+        pending->before = *before;
+        pending->after = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? rec->api : *flag;
+        pending->pid = ngx_pid;
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
@@ -794,6 +805,8 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
                 (void) ngx_atomic_fetch_add(&rec->changes[action], -1);
                 ngx_http_ha_optout_bump();
             }
+
+            ngx_http_ha_optout_sh->pending.pid = 0;
 
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 

@@ -132,6 +132,12 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 
     ngx_memcpy(sh->audit_hash, hash, 65);
 
+    /* a write's audit line is its last step: it is no longer pending */
+
+    if (sh->pending.pid == ngx_pid) {
+        sh->pending.pid = 0;
+    }
+
     /* the ring for GET v1/audit; an old line gives way */
 
     slot = &sh->audit_ring[sh->audit_next];
@@ -215,4 +221,66 @@ ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
                       ngx_http_ha_optout_actions[action], upstream, actor,
                       reason);
     }
+}
+
+
+/*
+ * A writer killed between its change and its audit line leaves the change
+ * pending in the zone.  The next writer to take the writer lock (a live
+ * writer always clears its own before releasing it) writes the line for
+ * it, marked so, and saves the state file that the dead writer may not
+ * have saved.
+ */
+
+void
+ngx_http_ha_optout_audit_recover(void)
+{
+    u_char                           text[NGX_HA_OPTOUT_REASON_LEN + 64];
+    ngx_str_t                        upstream, actor, reason;
+    ngx_http_ha_optout_flag_t       *f;
+    ngx_http_ha_optout_pending_t     p;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (ngx_http_ha_optout_sh->pending.pid == 0) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    p = ngx_http_ha_optout_sh->pending;
+    ngx_http_ha_optout_sh->pending.pid = 0;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ha_optout_module);
+    if (hmcf == NULL) {
+        return;
+    }
+
+    f = p.after.present ? &p.after : &p.before;
+
+    upstream.data = p.upstream;
+    upstream.len = p.upstream_len;
+    actor.data = f->actor;
+    actor.len = f->actor_len;
+    reason.data = text;
+    reason.len = ngx_snprintf(text, sizeof(text), "%*s (audited after "
+                              "process %P, which made it, died)",
+                              (size_t) f->reason_len, f->reason, p.pid)
+                 - text;
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "ha_optout: the %s of \"%V\" by \"%V\" was made by "
+                  "process %P, which died before auditing it",
+                  ngx_http_ha_optout_actions[p.action], &upstream, &actor,
+                  p.pid);
+
+    ngx_http_ha_optout_audit(hmcf, ngx_cycle->log, p.action, &upstream,
+                             &actor, NULL, &reason,
+                             p.before.present ? &p.before : NULL,
+                             p.after.present ? &p.after : NULL, NULL);
+
+    (void) ngx_http_ha_optout_state_save(hmcf, ngx_cycle->log);
 }

@@ -119,6 +119,17 @@ typedef struct {
 } ngx_http_ha_optout_admin_stat_t;
 
 
+/* an API change made and not yet audited: its writer may be killed */
+typedef struct {
+    ngx_pid_t                   pid;            /* 0: none */
+    ngx_uint_t                  action;
+    size_t                      upstream_len;
+    u_char                      upstream[NGX_HA_OPTOUT_NAME_LEN];
+    ngx_http_ha_optout_flag_t   before;
+    ngx_http_ha_optout_flag_t   after;
+} ngx_http_ha_optout_pending_t;
+
+
 typedef struct {
     ngx_atomic_t                active;         /* api+window flags present */
     ngx_atomic_t                writer;         /* pid of the writer */
@@ -147,6 +158,8 @@ typedef struct {
 
     ngx_http_ha_optout_admin_stat_t  admin[NGX_HA_OPTOUT_ADMIN_CODES * 6];
     ngx_atomic_t                auth_failures[NGX_HA_OPTOUT_AUTH_REASONS];
+
+    ngx_http_ha_optout_pending_t  pending;
 
     uint64_t                    state_seq;      /* last snapshot taken */
     uint64_t                    state_saved;    /* last snapshot renamed */
@@ -341,6 +354,7 @@ ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
 
 /* audit.c */
+void ngx_http_ha_optout_audit_recover(void);
 void ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,

@@ -367,14 +367,14 @@ ngx_http_ha_optout_writer_lock(void)
         owner = ngx_http_ha_optout_sh->writer;
 
         if (owner == (ngx_atomic_uint_t) ngx_pid) {
-            return;     /* left behind by this process: never happens */
+            break;      /* left behind by this process: never happens */
         }
 
         if (owner == 0
             && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, 0,
                                   (ngx_atomic_uint_t) ngx_pid))
         {
-            return;
+            break;
         }
 
         if (owner != 0 && owner != (ngx_atomic_uint_t) ngx_pid
@@ -382,10 +382,16 @@ ngx_http_ha_optout_writer_lock(void)
             && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, owner,
                                   (ngx_atomic_uint_t) ngx_pid))
         {
-            return;
+            break;
         }
 
         ngx_msleep(1);
+    }
+
+    /* a change left unaudited by a killed writer is ours to audit first */
+
+    if (ngx_http_ha_optout_sh->pending.pid) {
+        ngx_http_ha_optout_audit_recover();
     }
 }
 
