@@ -662,6 +662,11 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
 
         for (j = 0; rec && j < rec->nservers; j++) {
             st = &rec->servers[j];
+
+            if (st->len == 0) {
+                continue;       /* a free slot */
+            }
+
             l[1].value.data = st->name;
             l[1].value.len = st->len;
             ngx_http_ha_optout_prom_sample(out,
@@ -679,6 +684,11 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
 
         for (j = 0; rec && j < rec->nservers; j++) {
             st = &rec->servers[j];
+
+            if (st->len == 0) {
+                continue;       /* a free slot */
+            }
+
             l[1].value.data = st->name;
             l[1].value.len = st->len;
             ngx_http_ha_optout_prom_sample(out,

@@ -99,13 +99,27 @@ ngx_http_ha_optout_rec_add_server(ngx_http_ha_optout_rec_t *rec,
         }
     }
 
-    if (rec->nservers == NGX_HA_OPTOUT_MAX_SERVERS
-        || name->len >= NGX_HA_OPTOUT_NAME_LEN)
-    {
+    if (name->len == 0 || name->len >= NGX_HA_OPTOUT_NAME_LEN) {
         return;
     }
 
-    st = &rec->servers[rec->nservers++];
+    /* a slot freed by a server that left the configuration, or a new one */
+
+    for (k = 0; k < rec->nservers; k++) {
+        if (rec->servers[k].len == 0) {
+            break;
+        }
+    }
+
+    if (k == rec->nservers) {
+        if (rec->nservers == NGX_HA_OPTOUT_MAX_SERVERS) {
+            return;
+        }
+
+        rec->nservers++;
+    }
+
+    st = &rec->servers[k];
     ngx_memcpy(st->name, name->data, name->len);
     st->len = name->len;
 }
@@ -115,14 +129,37 @@ static void
 ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
     ngx_http_upstream_srv_conf_t *uscf)
 {
-    ngx_uint_t                   i, j;
-    ngx_http_upstream_server_t  *server;
+    ngx_uint_t                         i, j, k, found;
+    ngx_http_upstream_server_t        *server;
+    ngx_http_ha_optout_server_stat_t  *st;
 
     if (uscf == NULL || uscf->servers == NULL) {
         return;
     }
 
     server = uscf->servers->elts;
+
+    /*
+     * reloads may change the servers: one that left the configuration
+     * frees its slot, so that the slots do not run out
+     */
+
+    for (k = 0; k < rec->nservers; k++) {
+        st = &rec->servers[k];
+        found = (st->len == 0);
+
+        for (i = 0; !found && i < uscf->servers->nelts; i++) {
+            for (j = 0; !found && j < server[i].naddrs; j++) {
+                found = server[i].addrs[j].name.len == st->len
+                        && ngx_strncmp(server[i].addrs[j].name.data,
+                                       st->name, st->len) == 0;
+            }
+        }
+
+        if (!found) {
+            ngx_memzero(st, sizeof(ngx_http_ha_optout_server_stat_t));
+        }
+    }
 
     for (i = 0; i < uscf->servers->nelts; i++) {
         for (j = 0; j < server[i].naddrs; j++) {
