@@ -1580,7 +1580,7 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t                        upstream, actor, reason;
     ngx_uint_t                       i, n;
     ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t       *before;
+    ngx_http_ha_optout_flag_t        before;
     ngx_http_ha_optout_srv_conf_t  **hscfp;
 
     now = ngx_time();
@@ -1596,22 +1596,16 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
             continue;
         }
 
-        before = ngx_alloc(sizeof(ngx_http_ha_optout_flag_t), log);
-        if (before == NULL) {
-            return;
-        }
-
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
         if (!rec->api.present || rec->api.expires_at == 0
             || now < rec->api.expires_at)
         {
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-            ngx_free(before);
             continue;
         }
 
-        *before = rec->api;
+        before = rec->api;
         ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
         (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_EXPIRE],
                                     1);
@@ -1620,15 +1614,14 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
         upstream = hscfp[i]->name;
-        actor.data = before->actor;
-        actor.len = before->actor_len;
-        reason.data = before->reason;
-        reason.len = before->reason_len;
+        actor.data = before.actor;
+        actor.len = before.actor_len;
+        reason.data = before.reason;
+        reason.len = before.reason_len;
 
         ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_EXPIRE,
-                                 &upstream, &actor, NULL, &reason, before,
+                                 &upstream, &actor, NULL, &reason, &before,
                                  NULL, NULL);
-        ngx_free(before);
         n++;
     }
 

@@ -312,8 +312,6 @@ size_t ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag,
     u_char *buf);
 ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
     time_t now);
-ngx_int_t ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp,
-    time_t now);
 ngx_int_t ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp,
     time_t now);
 void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);

@@ -609,6 +609,43 @@ ngx_http_ha_optout_prom_sample(ngx_http_ha_optout_out_t *out, char *name,
 }
 
 
+/* one per-server counter of every upstream: the field at "offset" */
+
+static void
+ngx_http_ha_optout_prom_servers(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, char *name, size_t offset)
+{
+    ngx_uint_t                         i, j;
+    ngx_keyval_t                       l[2];
+    ngx_http_ha_optout_rec_t          *rec;
+    ngx_http_ha_optout_srv_conf_t    **hscfp;
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    hscfp = hmcf->upstreams.elts;
+
+    ngx_str_set(&l[0].key, "upstream");
+    ngx_str_set(&l[1].key, "server");
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        rec = hscfp[i]->rec;
+        l[0].value = hscfp[i]->name;
+
+        for (j = 0; rec && j < rec->nservers; j++) {
+            st = &rec->servers[j];
+
+            if (st->len == 0) {
+                continue;       /* a free slot */
+            }
+
+            l[1].value.data = st->name;
+            l[1].value.len = st->len;
+            ngx_http_ha_optout_prom_sample(out, name, l, 2,
+                                 *(ngx_atomic_t *) ((u_char *) st + offset));
+        }
+    }
+}
+
+
 static void
 ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
@@ -618,7 +655,6 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_rec_t          *rec;
     ngx_http_ha_optout_flag_t         *flag;
     ngx_http_ha_optout_srv_conf_t    **hscfp;
-    ngx_http_ha_optout_server_stat_t  *st;
 
     hscfp = hmcf->upstreams.elts;
 
@@ -655,47 +691,15 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_failover_suppressed_total",
         "counter", "Failovers that would have happened but were suppressed");
-
-    for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        rec = hscfp[i]->rec;
-        l[0].value = hscfp[i]->name;
-
-        for (j = 0; rec && j < rec->nservers; j++) {
-            st = &rec->servers[j];
-
-            if (st->len == 0) {
-                continue;       /* a free slot */
-            }
-
-            l[1].value.data = st->name;
-            l[1].value.len = st->len;
-            ngx_http_ha_optout_prom_sample(out,
-                                    "ha_optout_failover_suppressed_total",
-                                    l, 2, st->suppressed);
-        }
-    }
+    ngx_http_ha_optout_prom_servers(out, hmcf,
+        "ha_optout_failover_suppressed_total",
+        offsetof(ngx_http_ha_optout_server_stat_t, suppressed));
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_pinned_requests_total",
         "counter", "Requests sent to a pinned server");
-
-    for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        rec = hscfp[i]->rec;
-        l[0].value = hscfp[i]->name;
-
-        for (j = 0; rec && j < rec->nservers; j++) {
-            st = &rec->servers[j];
-
-            if (st->len == 0) {
-                continue;       /* a free slot */
-            }
-
-            l[1].value.data = st->name;
-            l[1].value.len = st->len;
-            ngx_http_ha_optout_prom_sample(out,
-                                           "ha_optout_pinned_requests_total",
-                                           l, 2, st->pinned);
-        }
-    }
+    ngx_http_ha_optout_prom_servers(out, hmcf,
+        "ha_optout_pinned_requests_total",
+        offsetof(ngx_http_ha_optout_server_stat_t, pinned));
 
     ngx_http_ha_optout_prom_family(out,
         "ha_optout_replication_bypassed_total", "counter",

@@ -549,19 +549,21 @@ ngx_http_ha_optout_layer(ngx_http_ha_optout_srv_conf_t *hscf,
 ngx_http_ha_optout_flag_t *
 ngx_http_ha_optout_acting(ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
 {
-    ngx_http_ha_optout_flag_t  *flag;
+    ngx_http_ha_optout_refresh(hscf);
 
-    flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_API, now);
-
-    if (flag == NULL) {
-        flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_WINDOW, now);
+    if (ngx_http_ha_optout_flag_live(&hscf->api, now)) {
+        return &hscf->api;
     }
 
-    if (flag == NULL) {
-        flag = ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_CONFIG, now);
+    if (ngx_http_ha_optout_flag_live(&hscf->window, now)) {
+        return &hscf->window;
     }
 
-    return flag;
+    if (ngx_http_ha_optout_flag_live(hscf->config_flag, now)) {
+        return hscf->config_flag;
+    }
+
+    return NULL;
 }
 
 
@@ -651,20 +653,7 @@ ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
  * NGX_DECLINED: a replay; NGX_BUSY: the cache is full of live entries.
  */
 
-ngx_int_t
-ngx_http_ha_optout_replay_check(ngx_str_t *jti, time_t exp, time_t now)
-{
-    ngx_int_t  rc;
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    rc = ngx_http_ha_optout_replay_check_locked(jti, exp, now);
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    return rc;
-}
-
-
-/* the same, with the zone mutex held by the caller */
+/* called with the zone mutex held: the write that uses it is decided there */
 
 ngx_int_t
 ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp, time_t now)
