@@ -52,7 +52,8 @@ my $b2 = '127.0.0.1:' . $t->port('b2');
 
 ###############################################################################
 
-my $set = $t->api(PUT => 'v1/flags/app', json => {
+my $used = $t->token;    # its jti is spent by this write
+my $set = $t->api(PUT => 'v1/flags/app', token => $used, json => {
     pin => $b2, failover => JSON::PP::false, ttl => '10m',
     reason => 'hold b2 across a reload' });
 is($set->{status}, 200, 'flag set before the reload');
@@ -68,6 +69,11 @@ $t->conf($changed);
 
 ok($t->reload, 'nginx -s reload replaced every worker');
 is($t->get('/reloaded')->{body}, 'yes', 'the new configuration is in effect');
+
+my $replay = $t->api(PATCH => 'v1/flags/app', token => $used,
+                     json => { ttl => '20m' });
+is($replay->{status}, 401, 'the replay cache survives the reload: a token '
+                         . 'spent before it is refused after it');
 
 my $get = $t->api(GET => 'v1/flags/app');
 is($get->{status}, 200, 'flag readable after the reload');
