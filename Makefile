@@ -13,7 +13,7 @@ PROVE_JOBS ?= 2
 # Debian packages a fresh machine lacks: build, run, and test.
 DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
        libssl-dev libcurl4-openssl-dev pkg-config curl perl \
-       libtest-simple-perl prometheus chromium redis-server wrk \
+       libtest-simple-perl prometheus prometheus-alertmanager chromium redis-server wrk \
        clang libclang-rt-14-dev
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config

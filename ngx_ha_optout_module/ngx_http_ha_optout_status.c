@@ -20,6 +20,9 @@
 
 #define NGX_HA_OPTOUT_REFRESH    "5"    /* seconds, HTML page */
 
+/* the reason in ha_optout_flag_info, bytes */
+#define NGX_HA_OPTOUT_PROM_REASON_LEN  128
+
 
 /* the response body, written into a chain of pool buffers */
 typedef struct {
@@ -803,11 +806,97 @@ ngx_http_ha_optout_prom_admin(ngx_http_ha_optout_out_t *out)
 }
 
 
+/*
+ * The length of the longest prefix of s, at most max bytes, that is whole
+ * UTF-8 characters: a label value must be valid UTF-8, so a cut never
+ * splits a character, and an invalid byte ends the value.
+ */
+
+static size_t
+ngx_http_ha_optout_prom_utf8_cut(u_char *s, size_t len, size_t max)
+{
+    u_char  *p, *q, *end;
+
+    p = s;
+    end = s + len;
+
+    while (p < end) {
+        q = p;
+
+        if (*p < 0x80) {
+            p++;
+
+        } else if (ngx_utf8_decode(&p, end - p) > 0x10ffff) {
+            return q - s;
+        }
+
+        if ((size_t) (p - s) > max) {
+            return q - s;
+        }
+    }
+
+    return p - s;
+}
+
+
+/*
+ * Who holds each suspended upstream and why, for alert annotations: one
+ * series per acting flag, value 1.  The labels are few per upstream (a
+ * new series when the flag is replaced), the reason is cut to
+ * NGX_HA_OPTOUT_PROM_REASON_LEN bytes; the whole of it is in the JSON.
+ */
+
+static void
+ngx_http_ha_optout_prom_info(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
+{
+    ngx_uint_t                         i;
+    ngx_keyval_t                       l[5];
+    ngx_http_ha_optout_flag_t         *flag;
+    ngx_http_ha_optout_srv_conf_t    **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
+
+    ngx_str_set(&l[0].key, "environment");
+    ngx_str_set(&l[1].key, "upstream");
+    ngx_str_set(&l[2].key, "layer");
+    ngx_str_set(&l[3].key, "actor");
+    ngx_str_set(&l[4].key, "reason");
+    l[0].value = hmcf->environment;
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_flag_info", "gauge",
+        "The acting opt-out: its layer, actor and reason (cut to 128 bytes)");
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        flag = ngx_http_ha_optout_acting(hscfp[i], now);
+
+        if (flag == NULL) {
+            continue;
+        }
+
+        l[1].value = hscfp[i]->name;
+        l[2].value = ngx_http_ha_optout_layer_names[flag->source];
+
+        l[3].value.data = flag->actor;
+        l[3].value.len = ngx_http_ha_optout_prom_utf8_cut(flag->actor,
+                                 flag->actor_len, NGX_HA_OPTOUT_ACTOR_LEN);
+
+        l[4].value.data = flag->reason;
+        l[4].value.len = ngx_http_ha_optout_prom_utf8_cut(flag->reason,
+                                 flag->reason_len,
+                                 NGX_HA_OPTOUT_PROM_REASON_LEN);
+
+        ngx_http_ha_optout_prom_sample(out, "ha_optout_flag_info", l, 5, 1);
+    }
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_status_prometheus(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_out_t *out)
 {
     ngx_http_ha_optout_prom_upstreams(out, hmcf, ngx_time());
+    ngx_http_ha_optout_prom_info(out, hmcf, ngx_time());
     ngx_http_ha_optout_prom_admin(out);
 
     return NGX_OK;

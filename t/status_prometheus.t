@@ -93,6 +93,7 @@ my %LABELS = (
     ha_optout_admin_requests_total => [qw(code method)],
     ha_optout_auth_failures_total => [qw(reason)],
     ha_optout_changes_total => [qw(action upstream)],
+    ha_optout_flag_info => [qw(actor environment layer reason upstream)],
 );
 
 my %TYPE = map { $_ => /_total$/ ? 'counter' : 'gauge' } keys %LABELS;
@@ -184,6 +185,12 @@ is(value($m, 'ha_optout_active', environment => $ENVIRONMENT,
 ok(!defined value($m, 'ha_optout_flag_expiry_timestamp_seconds',
                   upstream => 'reporting'),
     'a flag without a TTL has no expiry timestamp');
+is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
+         upstream => 'reporting', layer => 'config', actor => 'config',
+         reason => 'nightly batch window'), 1,
+    'flag_info names the config flag\'s layer, actor and reason');
+is(scalar @{ $m->{samples}{ha_optout_flag_info} }, 1,
+    'flag_info has a series only for the acting flags');
 is(value($m, 'ha_optout_failover_suppressed_total', upstream => 'app',
          server => $_), 0, "suppressed failovers start at 0 for $_")
     for $dead, $good;
@@ -267,6 +274,39 @@ is(value($m, 'ha_optout_changes_total', upstream => 'app',
 is(value($m, 'ha_optout_changes_total', upstream => 'app', action => 'set'),
     2, 'changes_total counts both sets (PUT)');
 
+is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
+         upstream => 'app', layer => 'api', actor => 'alice',
+         reason => 'INC-21 let errors through'), 1,
+    'flag_info follows the replacing flag (actor and reason from the API)');
+ok(!grep({ $_->{labels}{reason} eq 'INC-20 hold good' }
+         @{ $m->{samples}{ha_optout_flag_info} }),
+    'and the replaced flag\'s series is gone');
+
+# a reason that needs escaping, longer than the label keeps: cut at 128
+# bytes on a character boundary (7 ASCII bytes, then 2-byte characters)
+
+my $odd = qq{q"b\\n\n } . ("\x{e9}" x 80);
+$r = api(PUT => 'v1/flags/idle',
+    body => JSON::PP->new->utf8->encode({
+        failover => JSON::PP::false, ttl => '5m', reason => $odd }),
+    headers => { 'Content-Type' => 'application/json' },
+    token_args => { sub => "ops \"bot\"" });
+is($r->{status}, 200, 'a flag whose reason and actor need escaping') or diag $r->{body};
+
+($r, $m) = scrape();
+promtool_ok($r->{body}, 'promtool accepts the escaped, cut reason');
+my $cut = substr($odd, 0, 7 + 60);
+utf8::encode($cut);
+is(length $cut, 127, '(the cut reason is 127 bytes, the 128th would split)');
+is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
+         upstream => 'idle', layer => 'api', actor => 'ops "bot"',
+         reason => $cut), 1,
+    'flag_info escapes quote, backslash, newline and cuts on a UTF-8 boundary')
+    or diag join "\n", grep { /flag_info/ } split /\n/, $r->{body};
+
+$r = api(DELETE => 'v1/flags/idle');
+is($r->{status}, 200, 'idle flag cleared');
+
 # admin requests and auth failures
 
 api(GET => 'v1/flags');
@@ -346,7 +386,7 @@ ok(@exprs >= 8, 'the dashboard has its queries');
 
 my %used;
 $used{$_}++ for map { /\b(ha_optout_\w+)/g } @exprs;
-ok($used{$_}, "the dashboard charts $_") for sort keys %LABELS;
+ok($used{$_}, "the dashboard charts $_") for grep { !/_info$/ } sort keys %LABELS;
 
 my $i = 0;
 my $rules = "groups:\n  - name: dashboard\n    rules:\n";
