@@ -82,22 +82,45 @@ my $hook = HaOptout::Daemon->webhook(port => $hport,
 
 # ------------------------------------------------------------ Alertmanager
 
-# what docs/status.md shows, with the waits cut to seconds
-$t->write_file('alertmanager.yml', <<"EOF");
-global:
-  resolve_timeout: 10s
-route:
-  receiver: team-webhook
-  group_by: [alertname, environment, upstream]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: team-webhook
-    webhook_configs:
-      - url: http://127.0.0.1:$hport/alerts
-        send_resolved: true
-EOF
+# the webhook route of docs/status.md, as it is written there (its port
+# replaced), and the team route shown beside it checked with amtool
+
+my $DOC = $t->read_file(dirname($RULES) . '/status.md');
+my @yaml = $DOC =~ /^```yaml\n(.*?)^```$/msg;
+my ($am_conf) = grep { /^route:\n  receiver: team-webhook$/m } @yaml;
+my ($am_team) = grep { /^# alertmanager\.yml$/m } @yaml;
+ok($am_conf && $am_team, 'docs/status.md shows the two Alertmanager routes')
+    or BAIL_OUT('docs/status.md: no Alertmanager routes');
+
+$am_conf =~ s{http://127\.0\.0\.1:9099/}{http://127.0.0.1:$hport/}
+    or BAIL_OUT('the webhook route has no http://127.0.0.1:9099/ url');
+$t->write_file('alertmanager.yml', $am_conf);
+
+my $AMTOOL = HaOptout::Daemon->find_program('amtool');
+
+SKIP: {
+    skip 'no amtool', 4 unless $AMTOOL;
+
+    my $f = $t->write_file('alertmanager-team.yml', $am_team);
+    my $out = `$AMTOOL check-config '$f' 2>&1`;
+    is($? >> 8, 0, 'amtool accepts the team route of docs/status.md')
+        or diag $out;
+
+    my %want = (
+        'alertname=HaOptoutActive environment=production severity=info'
+            => 'sre-pagerduty,sre-slack',
+        'alertname=HaOptoutActive environment=staging severity=info'
+            => 'sre-slack',
+        'alertname=HaOptoutSuppressedFailoverSpike severity=critical'
+            => 'sre-pagerduty,sre-slack',
+    );
+
+    for my $labels (sort keys %want) {
+        $out = `$AMTOOL config routes test --config.file='$f' $labels 2>/dev/null`;
+        chomp $out;
+        is($out, $want{$labels}, "the team route sends $labels to $want{$labels}");
+    }
+}
 
 mkdir "$dir/am-data";
 my $am = HaOptout::Daemon->spawn(name => 'alertmanager', log =>
