@@ -36,6 +36,8 @@ typedef struct {
     const char     *scope;
     long            token_ttl;      /* seconds */
     const char     *cacert;
+    const char     *cert;           /* TLS client certificate (PEM) */
+    const char     *cert_key;       /* its private key, if not in cert */
     int             insecure;
     long            timeout;        /* seconds, whole request */
     int             verbose;

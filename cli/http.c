@@ -18,6 +18,7 @@ static size_t hoctl_http_body(char *data, size_t size, size_t n, void *arg);
 static size_t hoctl_http_header(char *data, size_t size, size_t n,
     void *arg);
 static void hoctl_http_error(hoctl_resp_t *r);
+static void hoctl_http_tls_error(const hoctl_conn_t *c, hoctl_resp_t *r);
 
 
 void
@@ -162,6 +163,16 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
         curl_easy_setopt(curl, CURLOPT_CAINFO, c->cacert);
     }
 
+    if (c->cert != NULL) {
+        curl_easy_setopt(curl, CURLOPT_SSLCERT, c->cert);
+        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+
+    if (c->cert_key != NULL) {
+        curl_easy_setopt(curl, CURLOPT_SSLKEY, c->cert_key);
+        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+
     if (c->insecure) {
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -169,7 +180,23 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
 
     cc = curl_easy_perform(curl);
 
-    if (cc != CURLE_OK) {
+    if (cc == CURLE_SSL_CERTPROBLEM) {
+        /* our own certificate or key: a local mistake, as a bad --key */
+        snprintf(r->error, sizeof(r->error), "cannot use the client "
+                 "certificate (--cert %s%s%s): %s", c->cert,
+                 c->cert_key ? ", --cert-key " : "",
+                 c->cert_key ? c->cert_key : "",
+                 cerr[0] ? cerr : curl_easy_strerror(cc));
+        rc = HOCTL_USAGE;
+
+    } else if (cc == CURLE_PEER_FAILED_VERIFICATION) {
+        snprintf(r->error, sizeof(r->error), "cannot reach %s: the server's "
+                 "certificate is not trusted (%s); give its CA with "
+                 "--cacert or HA_OPTOUT_CACERT", c->url,
+                 cerr[0] ? cerr : curl_easy_strerror(cc));
+        rc = HOCTL_UNREACHABLE;
+
+    } else if (cc != CURLE_OK) {
         snprintf(r->error, sizeof(r->error), "cannot reach %s: %s",
                  c->url, cerr[0] ? cerr : curl_easy_strerror(cc));
         rc = (cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL)
@@ -183,6 +210,7 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
 
         } else {
             hoctl_http_error(r);
+            hoctl_http_tls_error(c, r);
             rc = HOCTL_REFUSED;
         }
     }
@@ -265,6 +293,39 @@ hoctl_http_header(char *data, size_t size, size_t n, void *arg)
     }
 
     return len;
+}
+
+
+/*
+ * nginx answers a TLS client certificate problem with its own 400 page
+ * (codes 495, 496, 497 inside): say what it means and what to give.
+ */
+static void
+hoctl_http_tls_error(const hoctl_conn_t *c, hoctl_resp_t *r)
+{
+    if (r->status != 400 || r->body == NULL) {
+        return;
+    }
+
+    if (strstr(r->body, "No required SSL certificate was sent") != NULL) {
+        snprintf(r->error, sizeof(r->error), "400 ClientCertificateRequired: "
+                 "%s asks for a TLS client certificate (ssl_verify_client); "
+                 "give --cert FILE and --cert-key FILE, or HA_OPTOUT_CERT "
+                 "and HA_OPTOUT_CERT_KEY", c->url);
+
+    } else if (strstr(r->body, "The SSL certificate error") != NULL) {
+        snprintf(r->error, sizeof(r->error), "400 ClientCertificateRejected: "
+                 "%s did not accept the client certificate %s (not issued "
+                 "by its ssl_client_certificate CA, expired or revoked; "
+                 "nginx's error_log says which)", c->url,
+                 c->cert ? c->cert : "");
+
+    } else if (strstr(r->body, "The plain HTTP request was sent to HTTPS")
+               != NULL)
+    {
+        snprintf(r->error, sizeof(r->error), "400 PlainHTTPToHTTPS: %s is "
+                 "a TLS port: use https://", c->url);
+    }
 }
 
 

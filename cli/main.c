@@ -34,7 +34,8 @@
 
 enum {
     O_URL = 256, O_TOKEN, O_KEY, O_ALG, O_KID, O_AUD, O_SUB, O_SCOPE,
-    O_TOKEN_TTL, O_TIMEOUT, O_CACERT, O_INSECURE, O_VERBOSE, O_JSON,
+    O_TOKEN_TTL, O_TIMEOUT, O_CACERT, O_CERT, O_CERT_KEY, O_INSECURE,
+    O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
     O_LIMIT, O_HELP
@@ -52,6 +53,8 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "token",          required_argument, NULL, O_TOKEN },       G_CONN },
     { { "timeout",        required_argument, NULL, O_TIMEOUT },     G_CONN },
     { { "cacert",         required_argument, NULL, O_CACERT },      G_CONN },
+    { { "cert",           required_argument, NULL, O_CERT },        G_CONN },
+    { { "cert-key",       required_argument, NULL, O_CERT_KEY },    G_CONN },
     { { "insecure",       no_argument,       NULL, O_INSECURE },    G_CONN },
     { { "verbose",        no_argument,       NULL, O_VERBOSE },     G_CONN },
     { { "key",            required_argument, NULL, O_KEY },         G_MINT },
@@ -134,7 +137,11 @@ static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     "connection:\n"                                                          \
     "  --url URL            admin location prefix (HA_OPTOUT_URL), e.g.\n"  \
     "                       http://127.0.0.1:8080/ha-optout/\n"              \
-    "  --timeout SECONDS    default 10;  --cacert FILE;  --insecure\n"       \
+    "  --timeout SECONDS    default 10;  --insecure (no server check)\n"    \
+    "  --cacert FILE        CA bundle for an https URL (HA_OPTOUT_CACERT)\n"\
+    "  --cert FILE          TLS client certificate, PEM (HA_OPTOUT_CERT)\n" \
+    "  --cert-key FILE      its private key, unless in --cert\n"            \
+    "                       (HA_OPTOUT_CERT_KEY)\n"                          \
     "  --verbose            log each request (method, url, status)\n"
 
 #define HOCTL_FLAG_HELP                                                      \
@@ -307,6 +314,18 @@ hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
 }
 
 
+/* an environment variable, set and not empty, or NULL */
+static const char *
+hoctl_getenv(const char *name)
+{
+    const char  *s;
+
+    s = getenv(name);
+
+    return (s != NULL && s[0] != '\0') ? s : NULL;
+}
+
+
 static const char *
 hoctl_login_name(void)
 {
@@ -397,6 +416,8 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_SUB:            cn->sub = optarg; break;
         case O_SCOPE:          cn->scope = optarg; break;
         case O_CACERT:         cn->cacert = optarg; break;
+        case O_CERT:           cn->cert = optarg; break;
+        case O_CERT_KEY:       cn->cert_key = optarg; break;
         case O_INSECURE:       cn->insecure = 1; break;
         case O_VERBOSE:        cn->verbose = 1; break;
         case O_JSON:           a->json = 1; break;
@@ -461,6 +482,23 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
             s = getenv("HA_OPTOUT_KEY");
             cn->key = (s != NULL && s[0] != '\0') ? s : NULL;
         }
+    }
+
+    if (cn->cacert == NULL) {
+        cn->cacert = hoctl_getenv("HA_OPTOUT_CACERT");
+    }
+
+    if (cn->cert == NULL) {
+        cn->cert = hoctl_getenv("HA_OPTOUT_CERT");
+    }
+
+    if (cn->cert_key == NULL) {
+        cn->cert_key = hoctl_getenv("HA_OPTOUT_CERT_KEY");
+    }
+
+    if (cn->cert_key != NULL && cn->cert == NULL) {
+        return hoctl_usage(v, "--cert-key needs --cert (the certificate "
+                           "it belongs to)");
     }
 
     if (cn->alg == NULL) {
