@@ -40,6 +40,10 @@ sub spawn {
     if ($pid == 0) {
         setsid();
         chdir $o{dir} if defined $o{dir};
+
+        # everything here talks to 127.0.0.1: never through a proxy
+        delete @ENV{qw(http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
+                       all_proxy ALL_PROXY)};
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', $log;
         open STDERR, '>&', \*STDOUT;
