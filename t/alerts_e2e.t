@@ -221,9 +221,11 @@ sub notifications {
 }
 
 sub first_with {
-    my ($status, $upstream) = @_;
+    my ($status, $upstream, $actor) = @_;
     my ($n) = grep { $_->{alert}{status} eq $status
-                     && $_->{alert}{labels}{upstream} eq $upstream }
+                     && $_->{alert}{labels}{upstream} eq $upstream
+                     && (!defined $actor
+                         || ($_->{alert}{labels}{actor} // '') eq $actor) }
               notifications();
     return $n;
 }
@@ -259,13 +261,28 @@ like($an->{description} // '',
 
 ok(!first_with('firing', 'idle'), 'the upstream without a flag does not fire');
 
+# ------------------------------------------------------------ replace it
+
+# another person takes over: the alert now names them, carol's resolves
+
+$r = $t->api(PUT => 'v1/flags/app', token_args => { sub => 'dave' },
+             json => { failover => JSON::PP::false, ttl => '10m',
+                       reason => 'INC-5151 taking over' });
+is($r->{status}, 200, 'dave replaces the flag');
+
+ok($t->wait_for(sub { first_with('firing', 'app', 'dave') }, 30),
+    'the webhook receives the alert naming dave');
+ok($t->wait_for(sub { first_with('resolved', 'app', 'carol') }, 30),
+    'and carol\'s alert resolved');
+
 # ------------------------------------------------------------ clear it
 
 my $t_clear = time;
-$r = $t->api(DELETE => 'v1/flags/app', token_args => { sub => 'carol' });
-is($r->{status}, 200, 'carol clears the flag');
+$r = $t->api(DELETE => 'v1/flags/app', token_args => { sub => 'dave' });
+is($r->{status}, 200, 'dave clears the flag');
 
-my $resolved = $t->wait_for(sub { first_with('resolved', 'app') }, 30);
+my $resolved = $t->wait_for(sub { first_with('resolved', 'app', 'dave') },
+                            30);
 ok($resolved, 'the webhook receives HaOptoutActive resolved')
     or diag join '', $hook->log_text, $am->log_tail;
 
@@ -273,7 +290,7 @@ my $resolve_s = $resolved ? $resolved->{time} - $t_clear : undef;
 note(sprintf 'DELETE to webhook (resolved): %.2f s', $resolve_s)
     if $resolved;
 
-is($resolved && $resolved->{alert}{labels}{actor}, 'carol',
+is($resolved && $resolved->{alert}{labels}{reason}, 'INC-5151 taking over',
     'the resolved alert is the one that fired');
 ok($resolved && $resolved->{time} >= $t_clear,
     'and it came after the clear, not before');
