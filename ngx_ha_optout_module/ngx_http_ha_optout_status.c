@@ -809,33 +809,58 @@ ngx_http_ha_optout_prom_admin(ngx_http_ha_optout_out_t *out)
 /*
  * The length of the longest prefix of s, at most max bytes, that is whole
  * UTF-8 characters: a label value must be valid UTF-8, so a cut never
- * splits a character, and an invalid byte ends the value.
+ * splits a character, and an invalid sequence (overlong, a surrogate,
+ * above U+10FFFF) ends the value.
  */
 
 static size_t
 ngx_http_ha_optout_prom_utf8_cut(u_char *s, size_t len, size_t max)
 {
-    u_char  *p, *q, *end;
+    u_char    c;
+    size_t    i, k, n;
+    uint32_t  u, min;
 
-    p = s;
-    end = s + len;
+    if (len > max) {
+        len = max;
+    }
 
-    while (p < end) {
-        q = p;
+    for (i = 0; i < len; i += n + 1) {
+        c = s[i];
 
-        if (*p < 0x80) {
-            p++;
-
-        } else if (ngx_utf8_decode(&p, end - p) > 0x10ffff) {
-            return q - s;
+        if (c < 0x80) {
+            n = 0;
+            continue;
         }
 
-        if ((size_t) (p - s) > max) {
-            return q - s;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1; u = c & 0x1f; min = 0x80;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2; u = c & 0x0f; min = 0x800;
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3; u = c & 0x07; min = 0x10000;
+
+        } else {
+            break;
+        }
+
+        if (len - i - 1 < n) {
+            break;                      /* cut here, or incomplete */
+        }
+
+        for (k = 1; k <= n && (s[i + k] & 0xc0) == 0x80; k++) {
+            u = (u << 6) | (s[i + k] & 0x3f);
+        }
+
+        if (k <= n || u < min || u > 0x10ffff
+            || (u >= 0xd800 && u <= 0xdfff))
+        {
+            break;
         }
     }
 
-    return p - s;
+    return i;
 }
 
 

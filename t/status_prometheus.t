@@ -27,13 +27,15 @@ $t->backend('good');
 $t->dead_port('dead');
 $t->secret_file;
 
-# an environment with a quote, a backslash and a newline: label escaping
-$t->conf(<<'EOF');
+# an environment with a quote, a backslash and a newline: label escaping;
+# a reason in Latin-1, not UTF-8, as an old nginx.conf may have it
+$t->conf(<<'EOF' =~ s/%%E9%%/\xe9/r);
 http {
     ha_optout_zone ha_optout 1m;
     ha_optout_environment "eu \"west\" \\ 1\nb";
 
     ha_optout_flag reporting failover=off "reason=nightly batch window";
+    ha_optout_flag latin1 failover=off "reason=caf%%E9%% run";
 
     upstream app {
         zone app 64k;
@@ -48,6 +50,11 @@ http {
     }
 
     upstream idle {
+        server 127.0.0.1:%%PORT_good%%;
+        ha_optout;
+    }
+
+    upstream latin1 {
         server 127.0.0.1:%%PORT_good%%;
         ha_optout;
     }
@@ -189,7 +196,11 @@ is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
          upstream => 'reporting', layer => 'config', actor => 'config',
          reason => 'nightly batch window'), 1,
     'flag_info names the config flag\'s layer, actor and reason');
-is(scalar @{ $m->{samples}{ha_optout_flag_info} }, 1,
+is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
+         upstream => 'latin1', layer => 'config', actor => 'config',
+         reason => 'caf'), 1,
+    'a reason that is not UTF-8 ends before the first invalid byte');
+is(scalar @{ $m->{samples}{ha_optout_flag_info} }, 2,
     'flag_info has a series only for the acting flags');
 is(value($m, 'ha_optout_failover_suppressed_total', upstream => 'app',
          server => $_), 0, "suppressed failovers start at 0 for $_")
