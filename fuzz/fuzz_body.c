@@ -10,6 +10,11 @@
  *     pin_selector < 256, reason 1..256 bytes, no NUL in them, ttl 0 or
  *     1 s..366 d, pin_selector only with pin, opts out of something);
  *   - a PUT always carries a ttl;
+ *   - pin and pin_selector are printable ASCII (they reach a header), a
+ *     refusal's message is whole UTF-8 that jansson prints (a 400 JSON,
+ *     never a 500);
+ *   - ngx_http_ha_optout_escape() of the body leaves no control byte, no
+ *     C1, bidi or line separator character and only valid UTF-8;
  *   - the printer (flag_json + json_out) turns an accepted flag into JSON
  *     that parses again, and that JSON fed back as a PUT body gives the
  *     same flag ("one parser and one printer", STYLE.md).
@@ -86,6 +91,12 @@ check_flag(ngx_http_ha_optout_flag_t *flag, ngx_uint_t patch, time_t ttl,
                 "NUL in pin_selector");
     fuzz_assert(memchr(flag->reason, '\0', flag->reason_len) == NULL,
                 "NUL in reason");
+
+    fuzz_assert(ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len)
+                == NGX_OK, "a pin that is not printable ASCII");
+    fuzz_assert(ngx_http_ha_optout_header_safe(flag->selector,
+                                               flag->selector_len)
+                == NGX_OK, "a pin_selector that is not printable ASCII");
 
     fuzz_assert(patch || ttl_set, "a PUT was accepted without a ttl");
     fuzz_assert(!ttl_set || (ttl >= 0 && ttl <= 366 * 86400),
@@ -189,6 +200,42 @@ round_trip(ngx_pool_t *pool, ngx_http_ha_optout_flag_t *flag, time_t ttl,
 }
 
 
+/* the escaper of error_log fields, fed the raw body */
+
+static void
+check_escape(ngx_pool_t *pool, u_char *data, size_t len)
+{
+    u_char  *buf, *p, *end;
+    size_t   size;
+
+    size = (len % 97) * 3 + 1;      /* also sizes that cut escapes */
+    buf = ngx_pnalloc(pool, size);
+    if (buf == NULL) {
+        return;
+    }
+
+    end = ngx_http_ha_optout_escape(buf, size, data, len);
+    fuzz_assert(end >= buf && end <= buf + size, "escape wrote past its end");
+    fuzz_assert(ngx_http_ha_optout_utf8_prefix(buf, end - buf)
+                == (size_t) (end - buf), "escaped text is not UTF-8");
+
+    for (p = buf; p < end; p++) {
+        fuzz_assert(*p >= 0x20 && *p != 0x7f, "escaped text holds 0x%02x",
+                    *p);
+
+        /* C1 (U+0080-009F): C2 80..9F; U+2028-202E, U+2066-2069 */
+        fuzz_assert(!(p[0] == 0xc2 && p + 1 < end && p[1] < 0xa0),
+                    "escaped text holds a C1 control");
+        fuzz_assert(!(p[0] == 0xe2 && p + 2 < end && p[1] == 0x80
+                      && p[2] >= 0xa8 && p[2] <= 0xae),
+                    "escaped text holds a separator or bidi override");
+        fuzz_assert(!(p[0] == 0xe2 && p + 2 < end && p[1] == 0x81
+                      && p[2] >= 0xa6 && p[2] <= 0xa9),
+                    "escaped text holds a bidi isolate");
+    }
+}
+
+
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -201,6 +248,7 @@ int
 LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
     time_t                     ttl;
+    json_t                    *json;
     ngx_int_t                  rc;
     ngx_str_t                  code, message;
     ngx_uint_t                 patch, ttl_set;
@@ -239,7 +287,14 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
                     "a refusal without a message");
         fuzz_touch(message.data, message.len);
         fuzz_touch(code.data, code.len);
+        fuzz_assert(ngx_http_ha_optout_utf8_prefix(message.data, message.len)
+                    == message.len, "a refusal's message is not UTF-8");
+        json = json_stringn((char *) message.data, message.len);
+        fuzz_assert(json != NULL, "jansson refuses a refusal's message");
+        json_decref(json);
     }
+
+    check_escape(pool, (u_char *) data + 1, size - 1);
 
     ngx_destroy_pool(pool);
 

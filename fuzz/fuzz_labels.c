@@ -13,7 +13,9 @@
  *   - the sample is one line that a Prometheus text-format reader
  *     (written here from the exposition format spec) parses back into
  *     the same name, the same label values byte for byte and the value;
- *   - the HTML text holds no raw < > & " and unescapes to the input;
+ *   - the HTML text holds no raw < > & " and no control byte (a newline
+ *     included: a value stays on its line), and unescapes to the input,
+ *     control bytes shown as \n, \r, \t or \xHH;
  *   - nothing is written past what out_reserve() handed out (ASan).
  */
 
@@ -174,9 +176,35 @@ fuzz_html_check(u_char *p, size_t len, const u_char *data, size_t size)
         { "&lt;", '<' }, { "&gt;", '>' }, { "&amp;", '&' }, { "&quot;", '"' }
     };
 
+    u_char       esc[4];
+    size_t       n;
+
     for (i = 0, j = 0; i < len; ) {
         fuzz_assert(p[i] != '<' && p[i] != '>' && p[i] != '"',
                     "a raw %c on the HTML page", p[i]);
+        fuzz_assert(p[i] >= 0x20 && p[i] != 0x7f,
+                    "a raw control byte 0x%02x on the HTML page", p[i]);
+
+        if (j < size && (data[j] < 0x20 || data[j] == 0x7f)) {
+            if (data[j] == '\n' || data[j] == '\r' || data[j] == '\t') {
+                esc[0] = '\\';
+                esc[1] = data[j] == '\n' ? 'n' : data[j] == '\r' ? 'r' : 't';
+                n = 2;
+
+            } else {
+                esc[0] = '\\';
+                esc[1] = 'x';
+                esc[2] = "0123456789abcdef"[data[j] >> 4];
+                esc[3] = "0123456789abcdef"[data[j] & 0xf];
+                n = 4;
+            }
+
+            fuzz_assert(len - i >= n && memcmp(p + i, esc, n) == 0,
+                        "control byte 0x%02x not shown escaped", data[j]);
+            i += n;
+            j++;
+            continue;
+        }
 
         if (p[i] == '&') {
             for (e = 0; e < 4; e++) {

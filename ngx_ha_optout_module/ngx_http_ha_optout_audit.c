@@ -174,12 +174,35 @@ ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
 {
     u_char      text[NGX_HA_OPTOUT_TEXT_LEN];
     u_char      until[sizeof("2026-11-27T10:00:00Z")];
+    u_char      ubuf[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char      abuf[NGX_HA_OPTOUT_ACTOR_LEN * 4];
+    u_char      rbuf[NGX_HA_OPTOUT_REASON_LEN * 4];
     size_t      len, ulen;
     ngx_str_t   empty = ngx_string("-");
+    ngx_str_t   u, a, r;
     const char *what;
 
     actor = (actor && actor->len) ? actor : &empty;
     reason = (reason && reason->len) ? reason : &empty;
+
+    /*
+     * sub, reason and a name from a state file are anyone's text: escaped,
+     * so that a newline cannot forge a line of error_log (SPEC section 8)
+     */
+
+    u.data = ubuf;
+    u.len = ngx_http_ha_optout_escape(ubuf, sizeof(ubuf), upstream->data,
+                                      upstream->len) - ubuf;
+    a.data = abuf;
+    a.len = ngx_http_ha_optout_escape(abuf, sizeof(abuf), actor->data,
+                                      actor->len) - abuf;
+    r.data = rbuf;
+    r.len = ngx_http_ha_optout_escape(rbuf, sizeof(rbuf), reason->data,
+                                      reason->len) - rbuf;
+
+    upstream = &u;
+    actor = &a;
+    reason = &r;
 
     switch (action) {
 
@@ -236,6 +259,7 @@ void
 ngx_http_ha_optout_audit_recover(void)
 {
     u_char                           text[NGX_HA_OPTOUT_REASON_LEN + 64];
+    u_char                           abuf[NGX_HA_OPTOUT_ACTOR_LEN * 4];
     ngx_str_t                        upstream, actor, reason;
     ngx_http_ha_optout_flag_t       *f;
     ngx_http_ha_optout_pending_t     p;
@@ -272,10 +296,13 @@ ngx_http_ha_optout_audit_recover(void)
                  - text;
 
     ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
-                  "ha_optout: the %s of \"%V\" by \"%V\" was made by "
+                  "ha_optout: the %s of \"%V\" by \"%*s\" was made by "
                   "process %P, which died before auditing it",
-                  ngx_http_ha_optout_actions[p.action], &upstream, &actor,
-                  p.pid);
+                  ngx_http_ha_optout_actions[p.action], &upstream,
+                  (size_t) (ngx_http_ha_optout_escape(abuf, sizeof(abuf),
+                                                      actor.data, actor.len)
+                            - abuf),
+                  abuf, p.pid);
 
     ngx_http_ha_optout_audit(hmcf, ngx_cycle->log, p.action, &upstream,
                              &actor, NULL, &reason,

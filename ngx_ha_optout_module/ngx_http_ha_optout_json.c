@@ -77,6 +77,222 @@ ngx_http_ha_optout_parse_ttl(u_char *p, size_t len, time_t *ttl)
 }
 
 
+/*
+ * Whether text may reach a response or request header or $ha_optout_*:
+ * printable ASCII only (0x20..0x7e).  CR, LF, NUL, any other control byte
+ * and any byte of a non-ASCII character are refused (SPEC section 8).
+ * The API, ha_optout_flag, policy windows and the state file restore all
+ * ask this one function.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_header_safe(u_char *p, size_t len)
+{
+    u_char  *last;
+
+    for (last = p + len; p < last; p++) {
+        if (*p < 0x20 || *p > 0x7e) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One UTF-8 character at p (n bytes left, *p >= 0x80): its length, and its
+ * code point in *u; 0 for a byte that does not start a whole, shortest,
+ * valid character (no overlong forms, no surrogates, none past U+10FFFF).
+ */
+
+static size_t
+ngx_http_ha_optout_utf8_char(u_char *p, size_t n, uint32_t *u)
+{
+    size_t    len, i;
+    uint32_t  c, min;
+
+    if (*p >= 0xf0 && *p <= 0xf4) {
+        len = 4;
+        c = *p & 0x07;
+        min = 0x10000;
+
+    } else if (*p >= 0xe0 && *p <= 0xef) {
+        len = 3;
+        c = *p & 0x0f;
+        min = 0x800;
+
+    } else if (*p >= 0xc2 && *p <= 0xdf) {
+        len = 2;
+        c = *p & 0x1f;
+        min = 0x80;
+
+    } else {
+        return 0;
+    }
+
+    if (n < len) {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return 0;
+    }
+
+    *u = c;
+
+    return len;
+}
+
+
+/*
+ * Escapes text for one line of error_log (or a message a client reads):
+ * backslash and double quote get a backslash, C0 control bytes and DEL
+ * become \n, \r, \t or \xHH, bytes that are not UTF-8 become \xHH, and
+ * the C1 controls, the line and paragraph separators and the bidi
+ * overrides and isolates (U+202A-202E, U+2066-2069) become \uHHHH.  Other
+ * UTF-8 stays as it is.  No field can so forge a line or hide text.  At
+ * most size bytes are written, never half an escape or half a character;
+ * returns the end of what was written.
+ */
+
+u_char *
+ngx_http_ha_optout_escape(u_char *dst, size_t size, u_char *src, size_t len)
+{
+    u_char          *last, *end;
+    size_t           n;
+    uint32_t         u;
+    static u_char    hex[] = "0123456789abcdef";
+
+    last = dst + size;
+    end = src + len;
+
+    while (src < end) {
+
+        if (*src >= 0x20 && *src < 0x7f) {
+
+            if (*src == '\\' || *src == '"') {
+                if (last - dst < 2) {
+                    break;
+                }
+
+                *dst++ = '\\';
+            }
+
+            if (dst == last) {
+                break;
+            }
+
+            *dst++ = *src++;
+            continue;
+        }
+
+        if (*src < 0x80) {
+
+            if (*src == '\n' || *src == '\r' || *src == '\t') {
+                if (last - dst < 2) {
+                    break;
+                }
+
+                *dst++ = '\\';
+                *dst++ = (*src == '\n') ? 'n' : (*src == '\r') ? 'r' : 't';
+                src++;
+                continue;
+            }
+
+            goto byte;
+        }
+
+        n = ngx_http_ha_optout_utf8_char(src, end - src, &u);
+
+        if (n == 0) {
+            goto byte;
+        }
+
+        if ((u >= 0x80 && u <= 0x9f)
+            || u == 0x2028 || u == 0x2029
+            || (u >= 0x202a && u <= 0x202e)
+            || (u >= 0x2066 && u <= 0x2069))
+        {
+            if (last - dst < 6) {
+                break;
+            }
+
+            *dst++ = '\\';
+            *dst++ = 'u';
+            *dst++ = hex[(u >> 12) & 0xf];
+            *dst++ = hex[(u >> 8) & 0xf];
+            *dst++ = hex[(u >> 4) & 0xf];
+            *dst++ = hex[u & 0xf];
+            src += n;
+            continue;
+        }
+
+        if ((size_t) (last - dst) < n) {
+            break;
+        }
+
+        dst = ngx_cpymem(dst, src, n);
+        src += n;
+        continue;
+
+    byte:
+
+        if (last - dst < 4) {
+            break;
+        }
+
+        *dst++ = '\\';
+        *dst++ = 'x';
+        *dst++ = hex[*src >> 4];
+        *dst++ = hex[*src & 0xf];
+        src++;
+    }
+
+    return dst;
+}
+
+
+/* the longest prefix of text that is whole UTF-8 characters */
+
+size_t
+ngx_http_ha_optout_utf8_prefix(u_char *p, size_t len)
+{
+    u_char    *start, *last;
+    size_t     n;
+    uint32_t   u;
+
+    start = p;
+    last = p + len;
+
+    while (p < last) {
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        n = ngx_http_ha_optout_utf8_char(p, last - p, &u);
+
+        if (n == 0) {
+            break;
+        }
+
+        p += n;
+    }
+
+    return p - start;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_json_str(json_t *v, u_char *dst, uint16_t *len,
     size_t min, size_t max)
@@ -119,6 +335,8 @@ ngx_http_ha_optout_json_str(json_t *v, u_char *dst, uint16_t *len,
         }                                                                     \
         message->len = ngx_snprintf(message->data, 512, __VA_ARGS__)          \
                        - message->data;                                       \
+        message->len = ngx_http_ha_optout_utf8_prefix(message->data,          \
+                                                      message->len);          \
         goto failed;                                                          \
     } while (0)
 
@@ -135,6 +353,8 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_uint_t patch, ngx_http_ha_optout_flag_t *flag, time_t *ttl,
     ngx_uint_t *ttl_set, ngx_str_t *code, ngx_str_t *message)
 {
+    u_char        *p, name[64 * 6];
+    size_t         n;
     json_t        *root, *v;
     const char    *key;
     json_error_t   err;
@@ -189,6 +409,15 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
                                    "(or null)");
             }
 
+            if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len)
+                != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidField", "pin must be printable "
+                                   "ASCII: it reaches the X-HA-Optout "
+                                   "header, so control bytes (CR, LF, ...) "
+                                   "and non-ASCII are refused");
+            }
+
         } else if (ngx_strcmp(key, "pin_selector") == 0) {
             if (ngx_http_ha_optout_json_str(v, flag->selector,
                                             &flag->selector_len, 1,
@@ -197,6 +426,17 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
             {
                 ngx_ha_optout_fail("InvalidField", "pin_selector must be a "
                                    "string of 1..255 bytes (or null)");
+            }
+
+            if (ngx_http_ha_optout_header_safe(flag->selector,
+                                               flag->selector_len)
+                != NGX_OK)
+            {
+                ngx_ha_optout_fail("InvalidField", "pin_selector must be "
+                                   "printable ASCII: it reaches the "
+                                   "X-HA-Optout header and $ha_optout_*, so "
+                                   "control bytes (CR, LF, ...) and "
+                                   "non-ASCII are refused");
             }
 
         } else if (ngx_strcmp(key, "reason") == 0) {
@@ -224,7 +464,16 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
             *ttl_set = 1;
 
         } else {
-            ngx_ha_optout_fail("UnknownField", "unknown field \"%s\"", key);
+            /* a name of any length and bytes: shown escaped, cut */
+
+            n = ngx_strlen(key);
+            p = ngx_http_ha_optout_escape(name, sizeof(name), (u_char *) key,
+                    ngx_http_ha_optout_utf8_prefix((u_char *) key,
+                                                   ngx_min(n, 64)));
+
+            ngx_ha_optout_fail("UnknownField", "unknown field \"%*s%s\"",
+                               (size_t) (p - name), name,
+                               (n > 64) ? "..." : "");
         }
     }
 

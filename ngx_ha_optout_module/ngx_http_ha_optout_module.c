@@ -900,6 +900,31 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 #undef ngx_ha_optout_is
     }
 
+    /* what reaches X-HA-Optout and $ha_optout_* is printable ASCII */
+
+    if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len) != NGX_OK
+        || ngx_http_ha_optout_header_safe(flag->selector, flag->selector_len)
+           != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout_flag\": \"pin=\" and "
+                           "\"pin_selector=\" must be printable ASCII (they "
+                           "reach the X-HA-Optout header): no control bytes, "
+                           "no non-ASCII");
+        return NGX_CONF_ERROR;
+    }
+
+    /* the reason is shown as JSON, which is UTF-8 */
+
+    if (ngx_http_ha_optout_utf8_prefix(flag->reason, flag->reason_len)
+        != flag->reason_len)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout_flag\": \"reason=\" must be UTF-8 "
+                           "text");
+        return NGX_CONF_ERROR;
+    }
+
     if (!optout) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ha_optout_flag\" must opt out of something: "

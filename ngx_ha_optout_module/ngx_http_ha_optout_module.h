@@ -344,6 +344,10 @@ void *ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
 ngx_int_t ngx_http_ha_optout_json_out(ngx_pool_t *pool, void *json,
     ngx_str_t *out);
 u_char *ngx_http_ha_optout_time_iso(u_char *buf, time_t t);
+ngx_int_t ngx_http_ha_optout_header_safe(u_char *p, size_t len);
+size_t ngx_http_ha_optout_utf8_prefix(u_char *p, size_t len);
+u_char *ngx_http_ha_optout_escape(u_char *dst, size_t size, u_char *src,
+    size_t len);
 
 /* admin.c */
 ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);

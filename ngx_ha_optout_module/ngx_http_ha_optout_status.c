@@ -379,19 +379,49 @@ ngx_http_ha_optout_out_printf(ngx_http_ha_optout_out_t *out, size_t max,
 }
 
 
-/* every value that reaches the HTML page goes through here */
+/*
+ * every value that reaches the HTML page goes through here: HTML escaped,
+ * and control bytes (a newline too) shown as \n, \r, \t or \xHH, so that
+ * a value stays on its line of the page's source
+ */
 
 static void
 ngx_http_ha_optout_out_html(ngx_http_ha_optout_out_t *out, u_char *data,
     size_t len)
 {
-    u_char  *p;
+    u_char  *p, *last, *run;
+    size_t   n;
 
-    p = ngx_http_ha_optout_out_reserve(out,
-                                   len + ngx_escape_html(NULL, data, len));
-    if (p) {
+    last = data + len;
+
+    while (data < last) {
+
+        for (run = data; run < last && *run >= 0x20 && *run != 0x7f; run++) {
+            /* void */
+        }
+
+        if (run > data) {
+            n = run - data;
+            p = ngx_http_ha_optout_out_reserve(out,
+                                       n + ngx_escape_html(NULL, data, n));
+            if (p == NULL) {
+                return;
+            }
+
+            ngx_http_ha_optout_out_commit(out,
+                                 (u_char *) ngx_escape_html(p, data, n));
+            data = run;
+            continue;
+        }
+
+        p = ngx_http_ha_optout_out_reserve(out, 4);
+        if (p == NULL) {
+            return;
+        }
+
         ngx_http_ha_optout_out_commit(out,
-                             (u_char *) ngx_escape_html(p, data, len));
+                     ngx_http_ha_optout_escape(p, 4, data, 1));
+        data++;
     }
 }
 

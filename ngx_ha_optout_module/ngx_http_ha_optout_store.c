@@ -610,6 +610,24 @@ ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
 }
 
 
+/*
+ * A field copied into header text: any byte that is not printable ASCII
+ * becomes '?'.  The fields are refused at every entry already; this keeps
+ * a field added later, or a bug, from ever splitting a header (SPEC 8).
+ */
+
+static u_char *
+ngx_http_ha_optout_text_cpy(u_char *dst, u_char *src, size_t len)
+{
+    while (len--) {
+        *dst++ = (*src >= 0x20 && *src <= 0x7e) ? *src : '?';
+        src++;
+    }
+
+    return dst;
+}
+
+
 /* the short text of the X-HA-Optout header and $ha_optout_<upstream> */
 
 size_t
@@ -625,13 +643,14 @@ ngx_http_ha_optout_flag_text(ngx_http_ha_optout_flag_t *flag, u_char *buf)
 
     if (flag->pin_len) {
         p = ngx_cpymem(p, "pin=", sizeof("pin=") - 1);
-        p = ngx_cpymem(p, flag->pin, flag->pin_len);
+        p = ngx_http_ha_optout_text_cpy(p, flag->pin, flag->pin_len);
         *p++ = ';'; *p++ = ' ';
     }
 
     if (flag->selector_len) {
         p = ngx_cpymem(p, "pin_selector=", sizeof("pin_selector=") - 1);
-        p = ngx_cpymem(p, flag->selector, flag->selector_len);
+        p = ngx_http_ha_optout_text_cpy(p, flag->selector,
+                                        flag->selector_len);
         *p++ = ';'; *p++ = ' ';
     }
 

@@ -1385,6 +1385,17 @@ ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
         return;
     }
 
+    if (ngx_http_ha_optout_header_safe(s->flag.pin, s->flag.pin_len)
+        != NGX_OK
+        || ngx_http_ha_optout_header_safe(s->flag.selector,
+                                          s->flag.selector_len)
+           != NGX_OK)
+    {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "its pin or pin_selector holds control bytes or non-ASCII";
+        return;
+    }
+
     if (s->flag.pin_len
         && ngx_http_ha_optout_upstream_peer(hscf, s->flag.pin,
                                             s->flag.pin_len, NULL, NULL)
@@ -1457,6 +1468,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
     u_char                         *aside;
+    u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
     time_t                          now;
     uint64_t                        max;
     ngx_int_t                       rc;
@@ -1627,9 +1639,13 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 
         case NGX_HA_OPTOUT_ACT_EXPIRE:
         case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
+            /* the name is the file's text: escaped, one line */
             ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "ha_optout: saved flag of \"%V\" dropped: %s",
-                          &s[i].upstream, s[i].why);
+                          "ha_optout: saved flag of \"%*s\" dropped: %s",
+                          (size_t) (ngx_http_ha_optout_escape(name,
+                                        sizeof(name), s[i].upstream.data,
+                                        s[i].upstream.len) - name),
+                          name, s[i].why);
 
             hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
 
@@ -2069,6 +2085,16 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
     if (f->selector_len && f->pin_len == 0) {
         return ngx_http_ha_optout_yfail(y, node, "pin_selector requires "
                                         "pin");
+    }
+
+    if (ngx_http_ha_optout_header_safe(f->pin, f->pin_len) != NGX_OK
+        || ngx_http_ha_optout_header_safe(f->selector, f->selector_len)
+           != NGX_OK)
+    {
+        return ngx_http_ha_optout_yfail(y, node, "pin and pin_selector must "
+                                        "be printable ASCII (they reach the "
+                                        "X-HA-Optout header): no control "
+                                        "bytes, no non-ASCII");
     }
 
     if (!(f->no_failover || f->no_replication || f->sticky || f->pin_len)) {
