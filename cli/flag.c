@@ -5,6 +5,7 @@
  */
 
 #define _GNU_SOURCE
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,12 +174,14 @@ hoctl_flag_summary(json_t *flag)
 
     v = json_object_get(flag, "pin");
     if (json_is_string(v)) {
-        hoctl_cat(buf, sizeof(buf), "pin=%s", json_string_value(v));
+        hoctl_cat(buf, sizeof(buf), "pin=%s",
+                  hoctl_safe(json_string_value(v)));
     }
 
     v = json_object_get(flag, "pin_selector");
     if (json_is_string(v)) {
-        hoctl_cat(buf, sizeof(buf), "selector=%s", json_string_value(v));
+        hoctl_cat(buf, sizeof(buf), "selector=%s",
+                  hoctl_safe(json_string_value(v)));
     }
 
     if (json_is_false(json_object_get(flag, "replication"))) {
@@ -214,7 +217,7 @@ hoctl_time_left(json_t *flag, time_t now)
     memset(&tm, 0, sizeof(tm));
     end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
     if (end == NULL) {
-        return strdup(s);
+        return strdup(hoctl_safe(s));
     }
 
     left = (long) (timegm(&tm) - now);
@@ -245,7 +248,7 @@ hoctl_str(json_t *flag, const char *name)
     const char  *s;
 
     s = json_string_value(json_object_get(flag, name));
-    return (s && s[0]) ? s : "-";
+    return (s && s[0]) ? hoctl_safe(s) : "-";
 }
 
 
@@ -264,8 +267,8 @@ hoctl_print_flags_table(json_t *flags, const char *prefix)
 
     w = (int) sizeof("UPSTREAM") - 1;
     json_object_foreach(flags, name, flag) {
-        if ((int) strlen(name) > w) {
-            w = (int) strlen(name);
+        if ((int) strlen(hoctl_safe(name)) > w) {
+            w = (int) strlen(hoctl_safe(name));
         }
     }
 
@@ -276,19 +279,233 @@ hoctl_print_flags_table(json_t *flags, const char *prefix)
 
     json_object_foreach(flags, name, flag) {
         if (!json_is_object(flag)) {
-            printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s\n", prefix, w, name,
-                   "-", "-", "-", "-", "-");
+            printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s\n", prefix, w,
+                   hoctl_safe(name), "-", "-", "-", "-", "-");
             continue;
         }
 
         what = hoctl_flag_summary(flag);
         left = hoctl_time_left(flag, now);
 
-        printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s\n", prefix, w, name,
-               "ACTIVE", what, hoctl_str(flag, "actor"), left,
-               hoctl_str(flag, "reason"));
+        printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s\n", prefix, w,
+               hoctl_safe(name), "ACTIVE", what, hoctl_str(flag, "actor"),
+               left, hoctl_str(flag, "reason"));
 
         free(what);
         free(left);
     }
+}
+
+
+/*
+ * One UTF-8 character at p: its length and code point, or 0 when p does
+ * not start a whole, shortest, valid character.
+ */
+static size_t
+hoctl_utf8_char(const unsigned char *p, uint32_t *u)
+{
+    size_t    len, i;
+    uint32_t  c, min;
+
+    if (*p >= 0xf0 && *p <= 0xf4) {
+        len = 4; c = *p & 0x07; min = 0x10000;
+    } else if (*p >= 0xe0 && *p <= 0xef) {
+        len = 3; c = *p & 0x0f; min = 0x800;
+    } else if (*p >= 0xc2 && *p <= 0xdf) {
+        len = 2; c = *p & 0x1f; min = 0x80;
+    } else {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;       /* also stops at the terminating NUL */
+        }
+        c = (c << 6) | (p[i] & 0x3f);
+    }
+
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) {
+        return 0;
+    }
+
+    *u = c;
+    return len;
+}
+
+
+/*
+ * Text from a server, made safe for a terminal: C0 control bytes (ESC,
+ * CR, BS ...), DEL, bytes that are not UTF-8, the C1 controls, the line
+ * and paragraph separators and the bidi overrides and isolates
+ * (U+202A-202E, U+2066-2069) are shown escaped; other UTF-8 stays.  In
+ * text mode they read \n, \r, \t, \xHH, \uHHHH (a newline too: one record
+ * stays on one line).  In JSON mode the input is JSON text and each becomes
+ * \u00HH or \uHHHH, the same value, except newlines and tabs, which JSON
+ * allows between tokens.  Returns a malloc()ed string.
+ */
+char *
+hoctl_escape(const char *s, int json)
+{
+    char                 *out, *o;
+    size_t                n;
+    uint32_t              u;
+    const unsigned char  *p;
+
+    if (s == NULL) {
+        return strdup("");
+    }
+
+    out = malloc(strlen(s) * 6 + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    o = out;
+
+    for (p = (const unsigned char *) s; *p; /* void */) {
+
+        if (*p >= 0x20 && *p < 0x7f) {
+            *o++ = (char) *p++;
+            continue;
+        }
+
+        if (*p < 0x80) {
+            if (json && (*p == '\n' || *p == '\t')) {
+                *o++ = (char) *p++;
+            } else if (json) {
+                o += sprintf(o, "\\u%04x", *p++);
+            } else if (*p == '\n' || *p == '\r' || *p == '\t') {
+                *o++ = '\\';
+                *o++ = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+                p++;
+            } else {
+                o += sprintf(o, "\\x%02x", *p++);
+            }
+            continue;
+        }
+
+        n = hoctl_utf8_char(p, &u);
+
+        if (n == 0) {
+            /* not UTF-8: JSON from jansson never holds it */
+            if (json) {
+                o += sprintf(o, "\\ufffd");
+            } else {
+                o += sprintf(o, "\\x%02x", *p);
+            }
+            p++;
+            continue;
+        }
+
+        if ((u >= 0x80 && u <= 0x9f) || u == 0x2028 || u == 0x2029
+            || (u >= 0x202a && u <= 0x202e) || (u >= 0x2066 && u <= 0x2069))
+        {
+            o += sprintf(o, "\\u%04x", u);
+        } else {
+            memcpy(o, p, n);
+            o += n;
+        }
+
+        p += n;
+    }
+
+    *o = '\0';
+    return out;
+}
+
+
+/*
+ * hoctl_escape() in text mode for printf(): the result lives until 16
+ * more calls in the same thread (fleet asks from threads).
+ */
+const char *
+hoctl_safe(const char *s)
+{
+    static __thread char      *ring[16];
+    static __thread unsigned   next;
+    char                      *e;
+
+    e = hoctl_escape(s, 0);
+    free(ring[next % 16]);
+    ring[next++ % 16] = e;
+
+    return e ? e : "?";
+}
+
+
+/*
+ * After a DELETE: what still acts on the upstream, read from the answer
+ * (the flag acting now, or null; {"acting": ..., "persisted": false} when
+ * nginx could not save it yet) or from a GET of the flag.  Returns 0 when
+ * HA is back, 1 when another layer (a window, an ha_optout_flag line)
+ * still suspends it -- 0 then too if only the API layer was to go
+ * (api_only) -- and -1 when the answer does not tell.  *line says it.
+ */
+int
+hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
+    char **line)
+{
+    int          rc;
+    char        *what, until[128];
+    json_t      *acting;
+    const char  *note, *source, *exp;
+
+    *line = NULL;
+    acting = body;
+    note = "";
+
+    if (json_is_object(body) && json_object_get(body, "persisted") != NULL) {
+        acting = json_object_get(body, "acting");
+
+        if (json_is_false(json_object_get(body, "persisted"))) {
+            note = " (not saved to the state file yet: nginx retries)";
+        }
+    }
+
+    if (json_is_null(acting)) {
+        if (asprintf(line, "%s: HA restored%s", hoctl_safe(upstream), note)
+            < 0)
+        {
+            *line = NULL;
+        }
+
+        return 0;
+    }
+
+    source = json_string_value(json_object_get(acting, "source"));
+
+    if (!json_is_object(acting) || source == NULL) {
+        return -1;
+    }
+
+    exp = json_string_value(json_object_get(acting, "expires_at"));
+
+    if (exp != NULL) {
+        snprintf(until, sizeof(until), "until %s", hoctl_safe(exp));
+    } else if (strcmp(source, "config") == 0) {
+        snprintf(until, sizeof(until), "while its ha_optout_flag line is "
+                 "in nginx.conf");
+    } else {
+        snprintf(until, sizeof(until), "with no end");
+    }
+
+    /* a new API flag (someone set one meanwhile) is never "api only" */
+    rc = (api_only && strcmp(source, "api") != 0) ? 0 : 1;
+
+    what = hoctl_flag_summary(acting);
+
+    if (asprintf(line, "%s: API flag removed%s the %s flag still acts: %s, "
+                 "%s (set by %s, reason: %s)%s",
+                 hoctl_safe(upstream),
+                 rc ? ", but HA is NOT restored:" : ";", hoctl_safe(source),
+                 what, until, hoctl_str(acting, "actor"),
+                 hoctl_str(acting, "reason"), note)
+        < 0)
+    {
+        *line = NULL;
+    }
+
+    free(what);
+
+    return rc;
 }

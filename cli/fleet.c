@@ -26,6 +26,7 @@ typedef struct {
     int                 json;
     int                 rc;
     char               *line;       /* what to print for this instance */
+    int                 suspended;  /* clear: another layer still acts */
     json_t             *result;     /* --json: the answer or the error */
     char               *key_path;   /* resolved against the fleet file */
     char               *cacert_path;
@@ -315,10 +316,10 @@ hoctl_fleet_status_line(json_t *flags)
 
         if (len < sizeof(buf)) {
             len += snprintf(buf + len, sizeof(buf) - len, "; %s %s by %s, "
-                            "%s left", name, what,
+                            "%s left", hoctl_safe(name), what,
                             json_string_value(json_object_get(flag, "actor"))
-                            ? json_string_value(json_object_get(flag,
-                                                                "actor"))
+                            ? hoctl_safe(json_string_value(
+                                  json_object_get(flag, "actor")))
                             : "-", left);
         }
 
@@ -390,17 +391,18 @@ hoctl_fleet_worker(void *arg)
         what = hoctl_flag_summary(j);
         exp = json_string_value(json_object_get(j, "expires_at"));
         if (asprintf(&line, "%s: HA suspended: %s until %s (etag %s)",
-                     in->flag->upstream, what, exp ? exp : "-",
-                     r.etag[0] ? r.etag : "-") < 0)
+                     hoctl_safe(in->flag->upstream), what,
+                     exp ? hoctl_safe(exp) : "-",
+                     r.etag[0] ? hoctl_safe(r.etag) : "-") < 0)
         {
             line = NULL;
         }
         free(what);
 
     } else {
-        if (asprintf(&line, "%s: HA restored", in->flag->upstream) < 0) {
-            line = NULL;
-        }
+        /* what still acts once the API flag is gone (as clear says it) */
+        in->suspended = hoctl_clear_outcome(j, in->flag->upstream,
+                                            in->flag->api_only, &line) != 0;
     }
 
     json_decref(j);
@@ -416,7 +418,7 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json)
 {
     int                 n, i, w, refused, unreachable, usage;
-    char               *s;
+    char               *s, *line;
     json_t             *all;
     yaml_document_t     doc;
     hoctl_instance_t   *in;
@@ -458,7 +460,7 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
 
     for (i = 0; i < n; i++) {
         switch (in[i].rc) {
-        case HOCTL_OK:          break;
+        case HOCTL_OK:          refused += in[i].suspended; break;
         case HOCTL_REFUSED:     refused++; break;
         case HOCTL_UNREACHABLE: unreachable++; break;
         default:                usage++; break;
@@ -467,11 +469,17 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
         if (json) {
             json_object_set_new(all, in[i].conn.name,
                                 json_pack("{s:s,s:o}", "state",
-                                          state[in[i].rc], "result",
-                                          in[i].result));
+                                          (in[i].rc == HOCTL_OK
+                                           && in[i].suspended)
+                                          ? "suspended" : state[in[i].rc],
+                                          "result", in[i].result));
         } else {
-            printf("%-*s  %-11s  %s\n", w, in[i].conn.name, state[in[i].rc],
-                   in[i].line ? in[i].line : "");
+            printf("%-*s  %-11s  %s\n", w, in[i].conn.name,
+                   (in[i].rc == HOCTL_OK && in[i].suspended)
+                   ? "suspended" : state[in[i].rc],
+                   in[i].line ? in[i].line
+                   : in[i].suspended ? "whether HA is back cannot be told"
+                   : "");
             json_decref(in[i].result);
         }
 
@@ -482,7 +490,9 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
 
     if (json) {
         s = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("%s\n", s ? s : "{}");
+        line = hoctl_escape(s ? s : "{}", 1);
+        printf("%s\n", line ? line : "{}");
+        free(line);
         free(s);
     }
 

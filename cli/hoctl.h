@@ -65,6 +65,7 @@ typedef struct {
     const char     *reason;
     const char     *if_match;
     int             dry_run;
+    int             api_only;       /* clear: only the API layer is asked */
 } hoctl_flag_t;
 
 
@@ -87,6 +88,10 @@ char *hoctl_flag_summary(json_t *flag);
 char *hoctl_time_left(json_t *flag, time_t now);
 long hoctl_parse_duration(const char *s);
 void hoctl_print_flags_table(json_t *flags, const char *prefix);
+char *hoctl_escape(const char *s, int json);
+const char *hoctl_safe(const char *s);
+int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
+    char **line);
 
 /* run.c, fleet.c, audit.c */
 int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);

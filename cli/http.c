@@ -347,10 +347,13 @@ hoctl_http_error(hoctl_resp_t *r)
         msg = json_string_value(json_object_get(err, "message"));
         rid = json_object_get(root, "request_id");
 
+        /* the server's words, never its control bytes */
         snprintf(r->error, sizeof(r->error), "%ld %s: %s%s%s%s", r->status,
-                 code ? code : "Error", msg ? msg : "(no message)",
+                 code ? hoctl_safe(code) : "Error",
+                 msg ? hoctl_safe(msg) : "(no message)",
                  json_is_string(rid) ? " (request_id " : "",
-                 json_is_string(rid) ? json_string_value(rid) : "",
+                 json_is_string(rid) ? hoctl_safe(json_string_value(rid))
+                                     : "",
                  json_is_string(rid) ? ")" : "");
 
     } else {

@@ -30,6 +30,7 @@
 #define G_FLEET   0x0080    /* --fleet */
 #define G_AUDIT   0x0100    /* --prev-hash */
 #define G_LIMIT   0x0200    /* --limit */
+#define G_CLEAR   0x0400    /* --api-only */
 
 
 enum {
@@ -38,7 +39,7 @@ enum {
     O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_LIMIT, O_HELP
+    O_LIMIT, O_API_ONLY, O_HELP
 };
 
 
@@ -79,6 +80,7 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "fleet",          required_argument, NULL, O_FLEET },       G_FLEET },
     { { "prev-hash",      required_argument, NULL, O_PREV_HASH },   G_AUDIT },
     { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
+    { { "api-only",       no_argument,       NULL, O_API_ONLY },    G_CLEAR },
     { { "help",           no_argument,       NULL, O_HELP },        0 },
 };
 
@@ -188,12 +190,20 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "--dry-run asks the server what it would store, changing nothing.\n\n"
       HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
 
-    { "clear", G_CONN | G_MINT | G_UP | G_IFM | G_JSON, 0, hoctl_verb_clear,
+    { "clear", G_CONN | G_MINT | G_UP | G_IFM | G_JSON | G_CLEAR, 0,
+      hoctl_verb_clear,
       "usage: ha-optoutctl clear --url URL --upstream NAME\n"
-      "           [--if-match VERSION] [--json]\n"
+      "           [--if-match VERSION] [--api-only] [--json]\n"
       "\n"
-      "Restores HA on one upstream now (DELETE v1/flags/NAME).\n\n"
-      HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+      "Removes the API flag of one upstream (DELETE v1/flags/NAME) and\n"
+      "says whether HA is really back: a policy window or an\n"
+      "ha_optout_flag line may still suspend it, and is then named (layer,\n"
+      "what, until when).  --api-only: removing the API flag is all that\n"
+      "is asked; exit 0 even if another layer still acts.\n\n"
+      HOCTL_CREDS_HELP "\n"
+      "exit: 0 HA restored (or --api-only and the API flag is gone),\n"
+      "      1 refused, or HA still suspended by another layer,\n"
+      "      2 usage, 3 unreachable\n" },
 
     { "run", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL, 1, hoctl_verb_run,
       "usage: ha-optoutctl run --url URL --upstream NAME [flags as set]\n"
@@ -209,8 +219,8 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "each: use --key (a static --token works only with replay off).\n\n"
       HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
 
-    { "fleet", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_JSON | G_FLEET,
-      0, hoctl_verb_fleet,
+    { "fleet", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_JSON | G_FLEET
+      | G_CLEAR, 0, hoctl_verb_fleet,
       "usage: ha-optoutctl fleet --fleet FILE.yaml set --upstream NAME\n"
       "           [flags as set] --ttl 30m --reason TEXT\n"
       "       ha-optoutctl fleet --fleet FILE.yaml clear --upstream NAME\n"
@@ -227,7 +237,9 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "Per instance: name, url (required), token, key, alg, kid, aud, sub,\n"
       "scope; missing ones come from the command line or environment.\n"
       "A relative key path is relative to FILE.yaml.\n"
-      "exit: 0 every instance converged, 1 some refused,\n"
+      "clear names what still acts on an instance (state \"suspended\")\n"
+      "unless --api-only.\n"
+      "exit: 0 every instance converged, 1 some refused or suspended,\n"
       "      3 some unreachable and none refused, 2 usage\n\n"
       HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
 
@@ -433,6 +445,7 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_DRY_RUN:        a->flag.dry_run = 1; break;
         case O_FLEET:          a->fleet = optarg; break;
         case O_PREV_HASH:      a->prev_hash = optarg; break;
+        case O_API_ONLY:       a->flag.api_only = 1; break;
 
         case O_TOKEN_TTL:
             cn->token_ttl = hoctl_parse_duration(optarg);
@@ -550,21 +563,27 @@ hoctl_json_body(hoctl_resp_t *r)
     j = json_loads(r->body ? r->body : "", JSON_DECODE_ANY, &e);
     if (j == NULL) {
         fprintf(stderr, "error: %ld: the answer is not JSON: %s\n",
-                r->status, e.text);
+                r->status, hoctl_safe(e.text));
     }
 
     return j;
 }
 
 
+/* the answer's JSON, the same values, nothing a terminal would act on */
+
 static void
 hoctl_print_raw(hoctl_resp_t *r)
 {
+    char  *s;
+
     if (r->body != NULL) {
-        fputs(r->body, stdout);
-        if (r->len > 0 && r->body[r->len - 1] != '\n') {
+        s = hoctl_escape(r->body, 1);
+        fputs(s ? s : "", stdout);
+        if (s == NULL || s[0] == '\0' || s[strlen(s) - 1] != '\n') {
             fputc('\n', stdout);
         }
+        free(s);
     }
 }
 
@@ -708,9 +727,10 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
     what = hoctl_flag_summary(j);
     exp = json_string_value(json_object_get(j, "expires_at"));
 
-    printf("%s: %s %s until %s (etag %s)\n", a->flag.upstream,
+    printf("%s: %s %s until %s (etag %s)\n", hoctl_safe(a->flag.upstream),
            a->flag.dry_run ? "dry run, would set" : "HA suspended:", what,
-           exp ? exp : "cleared", r.etag[0] ? r.etag : "-");
+           exp ? hoctl_safe(exp) : "cleared",
+           r.etag[0] ? hoctl_safe(r.etag) : "-");
 
     free(what);
     json_decref(j);
@@ -723,8 +743,9 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
 static int
 hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 {
-    int            rc;
-    char          *path;
+    int            rc, still;
+    char          *path, *line;
+    json_t        *j;
     hoctl_resp_t   r;
 
     if (a->nargs != 0) {
@@ -737,20 +758,59 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 
     path = hoctl_upstream_path(a->flag.upstream);
     rc = hoctl_request(&a->conn, "DELETE", path, NULL, a->flag.if_match, &r);
-    free(path);
 
     if (rc != HOCTL_OK) {
+        free(path);
         return hoctl_fail(rc, &r);
     }
 
     if (a->json) {
         hoctl_print_raw(&r);
-    } else {
-        printf("%s: HA restored\n", a->flag.upstream);
     }
 
+    /*
+     * The answer is the flag that acts now: a window or an ha_optout_flag
+     * line may still suspend HA, and "HA restored" would then be a lie.
+     */
+
+    j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
     hoctl_resp_free(&r);
-    return HOCTL_OK;
+
+    still = hoctl_clear_outcome(j, a->flag.upstream, a->flag.api_only,
+                                &line);
+    json_decref(j);
+
+    if (still < 0) {
+        rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+
+        if (rc == HOCTL_OK) {
+            j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
+            still = hoctl_clear_outcome(j, a->flag.upstream,
+                                        a->flag.api_only, &line);
+            json_decref(j);
+
+        } else {
+            fprintf(stderr, "error: %s\n", r.error);
+        }
+
+        hoctl_resp_free(&r);
+    }
+
+    free(path);
+
+    if (still < 0) {
+        fprintf(stderr, "%s: API flag removed; whether HA is back cannot be "
+                "told (the answer does not say what acts now)\n",
+                hoctl_safe(a->flag.upstream));
+        return HOCTL_REFUSED;
+    }
+
+    if (line != NULL) {
+        fprintf(a->json ? stderr : stdout, "%s\n", line);
+        free(line);
+    }
+
+    return still ? HOCTL_REFUSED : HOCTL_OK;
 }
 
 
@@ -825,22 +885,25 @@ hoctl_print_scalar(const char *name, json_t *val)
     size_t   i;
     json_t  *e;
 
-    printf("%-10s ", name);
+    printf("%-10s ", hoctl_safe(name));
 
     if (json_is_string(val)) {
-        printf("%s\n", json_string_value(val));
+        printf("%s\n", hoctl_safe(json_string_value(val)));
 
     } else if (json_is_array(val)) {
         json_array_foreach(val, i, e) {
             printf("%s%s", i ? " " : "",
-                   json_is_string(e) ? json_string_value(e) : "?");
+                   json_is_string(e) ? hoctl_safe(json_string_value(e))
+                                     : "?");
         }
         printf("\n");
 
     } else {
         char  *s = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+        char  *t = hoctl_escape(s, 1);
 
-        printf("%s\n", s ? s : "?");
+        printf("%s\n", t ? t : "?");
+        free(t);
         free(s);
     }
 }
@@ -889,7 +952,7 @@ static int
 hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
 {
     int            rc;
-    char           path[64], *line;
+    char           path[64], *line, *safe;
     size_t         i;
     json_t        *j, *list, *e;
     hoctl_resp_t   r;
@@ -929,16 +992,22 @@ hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
 
     if (!json_is_array(list)) {
         line = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("%s\n", line ? line : "");
+        safe = hoctl_escape(line, 1);
+        printf("%s\n", safe ? safe : "");
+        free(safe);
         free(line);
         json_decref(j);
         return HOCTL_OK;
     }
 
+    /* one entry per line, as the log holds them, nothing raw */
+
     json_array_foreach(list, i, e) {
         line = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER
                              | JSON_ENCODE_ANY);
-        printf("%s\n", line ? line : "");
+        safe = hoctl_escape(line, 1);
+        printf("%s\n", safe ? safe : "");
+        free(safe);
         free(line);
     }
 

@@ -24,6 +24,11 @@
 static const int  hoctl_forwarded[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
 
 
+static int  hoctl_hup_ignored;
+
+
+/* never runs: the signals are blocked and taken by sigtimedwait() */
+
 static void
 hoctl_run_sigchld(int signo)
 {
@@ -70,6 +75,8 @@ static int
 hoctl_run_clear(const hoctl_conn_t *c, const char *path, const char *upstream)
 {
     int            rc, i;
+    char          *line;
+    json_t        *j;
     hoctl_resp_t   r;
 
     for (i = 0; i < HOCTL_CLEAR_TRIES; i++) {
@@ -80,8 +87,19 @@ hoctl_run_clear(const hoctl_conn_t *c, const char *path, const char *upstream)
         rc = hoctl_request(c, "DELETE", path, NULL, NULL, &r);
 
         if (rc == HOCTL_OK) {
+            /* our flag is gone; say so honestly if another layer acts */
+            j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
             hoctl_resp_free(&r);
-            hoctl_warn("%s: HA restored", upstream);
+
+            if (hoctl_clear_outcome(j, upstream, 0, &line) < 0) {
+                hoctl_warn("%s: flag cleared; whether HA is back cannot be "
+                           "told", hoctl_safe(upstream));
+            } else if (line != NULL) {
+                hoctl_warn("%s", line);
+            }
+
+            free(line);
+            json_decref(j);
             return HOCTL_OK;
         }
 
@@ -110,9 +128,23 @@ hoctl_run_spawn(char **argv, const sigset_t *mask)
         return pid;
     }
 
-    /* the command gets the signal state we were started with */
+    /*
+     * The command gets the signal mask we were started with, and default
+     * dispositions for what we pass on: started from a shell that ignores
+     * SIGINT and SIGQUIT (a background job, CI), it would otherwise ignore
+     * the very signals we forward.  SIGHUP stays as inherited, so that
+     * "nohup ha-optoutctl run ..." keeps the command alive on a hangup.
+     */
     signal(SIGPIPE, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (hoctl_hup_ignored) {
+        signal(SIGHUP, SIG_IGN);
+    } else {
+        signal(SIGHUP, SIG_DFL);
+    }
     sigprocmask(SIG_SETMASK, mask, NULL);
 
     execvp(argv[0], argv);
@@ -241,7 +273,7 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
     pid_t              pid;
     size_t             i;
     sigset_t           set, old;
-    struct sigaction   sa;
+    struct sigaction   sa, sa_old;
 
     interval = hoctl_parse_duration(f->ttl) * 1000 / 3;
 
@@ -253,6 +285,23 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = hoctl_run_sigchld;
     sigaction(SIGCHLD, &sa, NULL);
+
+    /*
+     * The same handler for every signal we pass on, whatever we inherited:
+     * a signal whose disposition is "ignore" may be discarded even while
+     * blocked (POSIX leaves it open), and a shell that starts us in the
+     * background ignores SIGINT and SIGQUIT.  A kill() aimed at us is
+     * always passed on to the command.
+     */
+    if (sigaction(SIGHUP, NULL, &sa_old) == 0
+        && sa_old.sa_handler == SIG_IGN)
+    {
+        hoctl_hup_ignored = 1;
+    }
+
+    for (i = 0; i < sizeof(hoctl_forwarded) / sizeof(int); i++) {
+        sigaction(hoctl_forwarded[i], &sa, NULL);
+    }
 
     sigemptyset(&set);
     sigaddset(&set, SIGCHLD);

@@ -54,11 +54,16 @@ my $url = 'http://127.0.0.1:' . $t->port('http') . '/ha-optout/';
 my @run = ('run', '--url', $url, '--key', $key, '--upstream', 'app',
            '--no-failover', '--reason', 'chaos test');
 
-# starts the CLI in the background; returns its pid
+# starts the CLI in the background; returns its pid.  The CLI gets the
+# signal dispositions this test was started with (a CI job or "make test &"
+# ignores SIGINT) unless @IGNORE names signals to ignore on purpose.
+our @IGNORE;
+
 sub start {
     my (@args) = @_;
     my $pid = fork // die "fork: $!\n";
     if ($pid == 0) {
+        $SIG{$_} = 'IGNORE' for @IGNORE;
         delete $ENV{"HA_OPTOUT_$_"} for qw(URL TOKEN KEY ALG KID AUD);
         open STDIN, '<', '/dev/null';
         open STDOUT, '>>', "$d/cli.out";
@@ -135,22 +140,45 @@ is(finish($pid, 10), 128 + 15,
    'SIGTERM reaches the command; run returns 128+15');
 ok(!flag_set(), 'the flag is cleared after SIGTERM');
 
+# the script says when its trap is set: no guessed sleep before the kill
 $t->write_file('trap.sh', <<'EOF', 0755);
 #!/bin/sh
 trap 'echo interrupted > "$1"; exit 5' INT
+echo ready > "$1.ready"
 sleep 30 &
 wait
 EOF
 
-$pid = start(@run, '--ttl', '1m', '--', "$d/trap.sh", "$d/trap.out");
-ok($t->wait_for(\&flag_set, 3), 'flag set for a command that handles SIGINT');
-sleep 0.3;
-kill 'INT', $pid;
-is(finish($pid, 10), 5, 'SIGINT is passed on; the command\'s own status '
-   . 'comes back');
-like($t->read_file('trap.out'), qr/interrupted/,
-     'the command saw the SIGINT');
-ok(!flag_set(), 'the flag is cleared after SIGINT');
+# started as a shell starts a background job or CI starts "make test":
+# SIGINT and SIGQUIT ignored; and as a terminal starts it
+
+for my $how ('with SIGINT and SIGQUIT ignored', 'with default signals') {
+    local @IGNORE = $how =~ /ignored/ ? qw(INT QUIT) : ();
+    unlink "$d/trap.out", "$d/trap.out.ready";
+
+    $pid = start(@run, '--ttl', '1m', '--', "$d/trap.sh", "$d/trap.out");
+    ok($t->wait_for(sub { -e "$d/trap.out.ready" }, 5),
+       "$how: the command runs and has set its SIGINT trap");
+    ok(flag_set(), "$how: the flag is set meanwhile");
+    kill 'INT', $pid;
+    is(finish($pid, 10), 5, "$how: SIGINT is passed on; the command's own "
+       . 'status comes back');
+    like(-e "$d/trap.out" ? $t->read_file('trap.out') : '', qr/interrupted/,
+         "$how: the command saw the SIGINT");
+    ok(!flag_set(), "$how: the flag is cleared after SIGINT");
+}
+
+# a command started ignoring SIGTERM would outlive a kill aimed at run
+
+{
+    local @IGNORE = qw(INT QUIT TERM);
+    $pid = start(@run, '--ttl', '1m', '--', 'sleep', '30');
+    ok($t->wait_for(\&flag_set, 3), 'started with SIGTERM ignored: flag set');
+    kill 'TERM', $pid;
+    is(finish($pid, 10), 128 + 15,
+       'SIGTERM still reaches the command: run returns 128+15');
+    ok(!flag_set(), 'the flag is cleared');
+}
 
 # a refused or unreachable set: the command is not run
 
@@ -172,7 +200,7 @@ ok(!-e "$d/ran", 'and the command is not run');
 $pid = start(@run, '--ttl', '3s', '--', 'sh', '-c',
              "echo \$\$ > $d/child.pid; exec sleep 20");
 ok($t->wait_for(\&flag_set, 3), 'flag set');
-sleep 1;
+ok($t->wait_for(sub { -s "$d/child.pid" }, 5), 'the command runs');
 kill 'KILL', $pid;
 my $killed = time;
 is(finish($pid), 128 + 9, 'the CLI is killed');
