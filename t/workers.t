@@ -61,7 +61,10 @@ sub fifty {
 
 ###############################################################################
 
-is(scalar($t->worker_pids), 2, 'two workers run');
+# nginx answers once the master listens, before it has forked every
+# worker: wait for them rather than count at once
+ok($t->wait_for(sub { $t->worker_pids == 2 }, 10), 'two workers run')
+    or diag('workers: ' . join ' ', $t->worker_pids);
 
 my $res = $t->api(PUT => 'v1/flags/app', json => {
     pin => $b2, failover => JSON::PP::false, ttl => '5m',

@@ -39,6 +39,9 @@ sub load_start {
     my $pid = fork // die "fork: $!\n";
 
     if ($pid == 0) {
+        # load_stop() ends it with SIGINT, which a test started in the
+        # background or by CI inherits as ignored: give wrk the default
+        $SIG{$_} = 'DEFAULT' for qw(INT QUIT TERM);
         open STDOUT, '>', $out;
         open STDERR, '>&', \*STDOUT;
         if (-x '/usr/bin/wrk' && !$ENV{HA_OPTOUT_NO_WRK}) {
