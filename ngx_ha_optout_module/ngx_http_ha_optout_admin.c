@@ -1203,7 +1203,17 @@ ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_ha_optout_admin_count(r->method, status);
 
     if (ngx_http_ha_optout_json_out(r->pool, json, &out) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+        /* an answer jansson could not build is still a JSON answer */
+
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ha_optout: an admin answer could not be built");
+
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        etag = NGX_HA_OPTOUT_NO_ETAG;
+        ngx_str_set(&out, "{\"error\":{\"status\":500,\"code\":"
+                    "\"InternalError\",\"message\":\"the answer could "
+                    "not be built\"}}\n");
     }
 
     /* If-Match is ours to judge (412 JSON), not the not_modified filter's */
