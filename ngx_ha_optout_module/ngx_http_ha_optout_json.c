@@ -519,6 +519,46 @@ ngx_http_ha_optout_json_strn(u_char *p, size_t len)
 }
 
 
+/*
+ * reason and actor as a JSON string: an nginx.conf reason may be Latin-1
+ * (an old config; nginx -t accepts it), which jansson refuses, and then
+ * the whole answer would fail.  Each byte that is not UTF-8 is printed as
+ * U+FFFD instead.
+ */
+
+static json_t *
+ngx_http_ha_optout_json_text(u_char *p, size_t len)
+{
+    u_char  *d, *last, buf[NGX_HA_OPTOUT_REASON_LEN * 3];
+    size_t   n;
+
+    n = ngx_http_ha_optout_utf8_prefix(p, len);
+
+    if (n == len) {
+        return json_stringn((const char *) p, len);
+    }
+
+    d = buf;
+    last = p + len;
+
+    while (p < last && (size_t) (buf + sizeof(buf) - d) >= n + 3) {
+        d = ngx_cpymem(d, p, n);
+        p += n;
+
+        if (p == last) {
+            break;
+        }
+
+        *d++ = 0xef; *d++ = 0xbf; *d++ = 0xbd;
+        p++;
+
+        n = ngx_http_ha_optout_utf8_prefix(p, last - p);
+    }
+
+    return json_stringn((const char *) buf, d - buf);
+}
+
+
 static json_t *
 ngx_http_ha_optout_json_time(time_t t)
 {
@@ -545,7 +585,7 @@ ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
         return json_null();
     }
 
-    return json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:s%,s:s%,s:s,s:I,"
+    return json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:o,s:o,s:s,s:I,"
                      "s:o,s:o}",
                      "upstream", upstream->data, upstream->len,
                      "environment", environment->data, environment->len,
@@ -557,8 +597,10 @@ ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
                                                   flag->selector_len),
                      "replication", !flag->no_replication,
                      "sticky", (int) flag->sticky,
-                     "reason", flag->reason, (size_t) flag->reason_len,
-                     "actor", flag->actor, (size_t) flag->actor_len,
+                     "reason", ngx_http_ha_optout_json_text(flag->reason,
+                                                            flag->reason_len),
+                     "actor", ngx_http_ha_optout_json_text(flag->actor,
+                                                           flag->actor_len),
                      "source", sources[flag->source],
                      "version", (json_int_t) flag->version,
                      "set_at", ngx_http_ha_optout_json_time(flag->set_at),

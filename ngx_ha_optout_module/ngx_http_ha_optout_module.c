@@ -914,17 +914,6 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* the reason is shown as JSON, which is UTF-8 */
-
-    if (ngx_http_ha_optout_utf8_prefix(flag->reason, flag->reason_len)
-        != flag->reason_len)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_optout_flag\": \"reason=\" must be UTF-8 "
-                           "text");
-        return NGX_CONF_ERROR;
-    }
-
     if (!optout) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ha_optout_flag\" must opt out of something: "

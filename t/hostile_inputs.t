@@ -37,6 +37,14 @@ http {
         ha_optout selector=$http_x_case;
     }
 
+    # a reason in Latin-1, as an old nginx.conf may hold it
+    upstream latin1 {
+        server 127.0.0.1:%%PORT_b2%%;
+        ha_optout;
+    }
+
+    ha_optout_flag latin1 failover=off "reason=caf%%E9%% run";
+
     server {
         listen 127.0.0.1:%%PORT_http%%;
 
@@ -57,6 +65,7 @@ http {
     }
 }
 EOF
+$conf =~ s/%%E9%%/\xe9/;
 
 $t->conf($conf)->run;
 
@@ -160,6 +169,16 @@ $r = api(PUT => 'v1/flags/app', json => {
     reason => 'x' });
 is($r->{json}{error}{message}, 'unknown field "a\nb\u202e"',
    'control bytes and bidi overrides in a field name are escaped');
+
+# a reason that is not UTF-8 (nginx -t accepts it, as it always did) does
+# not break the JSON that shows it
+
+$r = api(GET => 'v1/flags/latin1');
+is($r->{status}, 200, 'GET of a flag with a Latin-1 reason: 200');
+is($r->{json}{reason}, "caf\x{fffd} run", '... the byte shown as U+FFFD');
+$r = $t->get('/ha-status');
+is($r->{status}, 200, 'the JSON status page too');
+ok($r->{is_json}, '... is JSON');
 
 ###############################################################################
 # item 9: sub and reason cannot forge an error_log line
