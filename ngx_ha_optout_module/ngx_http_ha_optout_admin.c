@@ -711,6 +711,11 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
     ecode = NULL;
     text = NULL;
 
+    if (!ngx_http_ha_optout_sh->restored) {
+        /* a fresh zone: the spent jtis come back before one is checked */
+        ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+    }
+
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
     *before = rec->api;

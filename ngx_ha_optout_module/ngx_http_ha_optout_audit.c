@@ -7,7 +7,13 @@
  * Chain: the line is written as {..., "prev_hash": "<hex>", "hash":
  * "<hex>"}; "hash" is the SHA-256 of the same line without its
  * ', "hash": "<hex>"' member, and "prev_hash" is the previous line's hash
- * (64 zeros for the first line).
+ * (64 zeros for the first line of a log).
+ *
+ * The chain is one across restarts, zone resizes and log rotation: a fresh
+ * zone continues from the last line of the existing log (read once, at
+ * start, by the master: only its tail), or, when the log is empty or
+ * gone (rotated away), from the hash the state file holds; "nginx -s
+ * reopen" changes only the file, the zone keeps the last hash.
  */
 
 
@@ -244,6 +250,139 @@ ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
                       ngx_http_ha_optout_actions[action], upstream, actor,
                       reason);
     }
+}
+
+
+/*
+ * A fresh zone: the chain continues from the last line of the log.  Only
+ * its tail is read (the log may be large), with O_NONBLOCK and only if it
+ * is a regular file.  A log that ends inside a line (a crash while it was
+ * written) continues from the last whole line.
+ */
+
+#define NGX_HA_OPTOUT_AUDIT_TAIL  (4 * NGX_HA_OPTOUT_AUDIT_LINE)
+
+void
+ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log)
+{
+    u_char           *buf, *last, *start, *p;
+    off_t             size, from;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_uint_t        i, torn;
+    const char       *why;
+    ngx_file_info_t   fi;
+
+    static const char  member[] = ", \"hash\": \"";
+
+    if (hmcf->audit_log == NULL) {
+        return;
+    }
+
+    fd = ngx_http_ha_optout_open_regular(hmcf->audit_log->name.data, 0, &fi,
+                                         &why);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (why) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_optout: audit log \"%V\" %s; its chain "
+                          "starts again", &hmcf->audit_log->name, why);
+        }
+
+        return;
+    }
+
+    size = ngx_file_size(&fi);
+
+    if (size == 0) {
+        ngx_close_file(fd);
+        return;
+    }
+
+    buf = ngx_alloc(NGX_HA_OPTOUT_AUDIT_TAIL, log);
+    if (buf == NULL) {
+        ngx_close_file(fd);
+        return;
+    }
+
+    from = ngx_max(0, size - NGX_HA_OPTOUT_AUDIT_TAIL);
+
+    n = pread(fd, buf, (size_t) (size - from), from);
+
+    ngx_close_file(fd);
+
+    if (n <= 0) {
+        ngx_log_error(NGX_LOG_ALERT, log, n ? ngx_errno : 0,
+                      "ha_optout: audit log \"%V\" cannot be read; its "
+                      "chain starts again", &hmcf->audit_log->name);
+        ngx_free(buf);
+        return;
+    }
+
+    /* the last whole line: [start, last) without its "\n" */
+
+    last = buf + n;
+    torn = (last[-1] != '\n');
+
+    while (last > buf && last[-1] != '\n') {
+        last--;
+    }
+
+    if (last > buf) {
+        last--;
+    }
+
+    start = last;
+
+    while (start > buf && start[-1] != '\n') {
+        start--;
+    }
+
+    p = last - (sizeof(member) - 1 + 64 + 2);
+
+    if (last == buf || (start == buf && from > 0)
+        || p < start
+        || ngx_strncmp(p, member, sizeof(member) - 1) != 0
+        || ngx_strncmp(last - 2, "\"}", 2) != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: the last line of the audit log \"%V\" "
+                      "has no hash; its chain starts again (\"ha-optoutctl "
+                      "audit verify\" will show where)",
+                      &hmcf->audit_log->name);
+        ngx_free(buf);
+        return;
+    }
+
+    p += sizeof(member) - 1;
+
+    for (i = 0; i < 64; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_optout: the last line of the audit log "
+                          "\"%V\" has no valid hash; its chain starts "
+                          "again", &hmcf->audit_log->name);
+            ngx_free(buf);
+            return;
+        }
+    }
+
+    ngx_memcpy(sh->audit_hash, p, 64);
+    sh->audit_hash[64] = '\0';
+
+    if (torn) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: the audit log \"%V\" ends inside a line "
+                      "(a write was cut); the chain continues from the last "
+                      "whole line", &hmcf->audit_log->name);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "ha_optout: audit chain of \"%V\" continues from %s",
+                   &hmcf->audit_log->name, sh->audit_hash);
+
+    ngx_free(buf);
 }
 
 

@@ -1463,6 +1463,7 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     ngx_http_ha_optout_expire(hmcf, ev->log);
     ngx_http_ha_optout_windows_tick(hmcf, ev->log);
     ngx_http_ha_optout_sticky_sweep(hmcf);
+    ngx_http_ha_optout_state_sync(hmcf, ev->log);
 
     ngx_http_ha_optout_writer_unlock();
 
@@ -1646,23 +1647,28 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
 
 
 /*
- * A worker killed while saving leaves its "STATE.tmp.PID" behind: the
- * timer removes those of processes that no longer exist (about once a
- * minute), so the state directory does not fill up with them.
+ * A worker killed while saving leaves its "STATE.tmp.PID.RANDOM" behind
+ * (an older version: "STATE.tmp.PID"): the timer removes those of
+ * processes that no longer exist (about once a minute), so the state
+ * directory does not fill up with them.  Only regular files are removed:
+ * an entry is looked at with lstat(), never through a symbolic link, and
+ * anything else planted under such a name is left alone.
  */
 
 static void
 ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    u_char     *p, *base, path[NGX_MAX_PATH];
-    size_t      blen, len;
-    ngx_str_t   dirname;
-    ngx_int_t   pid;
-    ngx_dir_t   dir;
+    u_char           *p, *base, *dot, path[NGX_MAX_PATH];
+    size_t            blen, len, plen;
+    ngx_str_t         dirname;
+    ngx_int_t         pid;
+    ngx_dir_t         dir;
+    ngx_uint_t        i;
+    ngx_file_info_t   fi;
 
     if (hmcf->state_file.len == 0
-        || hmcf->state_file.len + 32 > NGX_MAX_PATH)
+        || hmcf->state_file.len + 64 > NGX_MAX_PATH)
     {
         return;
     }
@@ -1695,14 +1701,40 @@ ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
         len = ngx_de_namelen(&dir);
 
         if (len <= blen + sizeof(".tmp.") - 1
+            || len + dirname.len >= NGX_MAX_PATH
             || ngx_strncmp(p, base, blen) != 0
             || ngx_strncmp(p + blen, ".tmp.", sizeof(".tmp.") - 1) != 0)
         {
             continue;
         }
 
-        pid = ngx_atoi(p + blen + sizeof(".tmp.") - 1,
-                       len - blen - (sizeof(".tmp.") - 1));
+        /* PID, then ".RANDOM" (16 hex digits) or nothing */
+
+        p += blen + sizeof(".tmp.") - 1;
+        len -= blen + sizeof(".tmp.") - 1;
+
+        dot = ngx_strlchr(p, p + len, '.');
+        plen = dot ? (size_t) (dot - p) : len;
+
+        if (dot) {
+            if (len - plen != 1 + 16) {
+                continue;
+            }
+
+            for (i = 1; i <= 16; i++) {
+                if (!((dot[i] >= '0' && dot[i] <= '9')
+                      || (dot[i] >= 'a' && dot[i] <= 'f')))
+                {
+                    break;
+                }
+            }
+
+            if (i <= 16) {
+                continue;
+            }
+        }
+
+        pid = ngx_atoi(p, plen);
 
         if (pid <= 0 || kill((ngx_pid_t) pid, 0) == 0
             || ngx_errno != NGX_ESRCH)
@@ -1711,7 +1743,17 @@ ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
         }
 
         (void) ngx_snprintf(path + dirname.len, NGX_MAX_PATH - dirname.len,
-                            "%*s%Z", len, p);
+                            "%*s%Z", ngx_de_namelen(&dir), ngx_de_name(&dir));
+
+        if (ngx_link_info(path, &fi) == NGX_FILE_ERROR
+            || !ngx_is_file(&fi))
+        {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ha_optout: \"%s\" is not a regular file: it was "
+                          "not made by nginx and is left alone", path);
+            path[dirname.len] = '\0';
+            continue;
+        }
 
         if (ngx_delete_file(path) == NGX_FILE_ERROR) {
             ngx_log_error(NGX_LOG_INFO, log, ngx_errno,

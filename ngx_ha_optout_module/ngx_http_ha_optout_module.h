@@ -163,6 +163,7 @@ typedef struct {
 
     uint64_t                    state_seq;      /* last snapshot taken */
     uint64_t                    state_saved;    /* last snapshot renamed */
+    u_char                      state_audit_hash[65];  /* in the file */
 } ngx_http_ha_optout_shctx_t;
 
 
@@ -314,6 +315,8 @@ ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
     time_t now);
 ngx_int_t ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp,
     time_t now);
+size_t ngx_http_ha_optout_replay_export_locked(u_char *buf, size_t size,
+    ngx_uint_t max, time_t now);
 void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);
 uint64_t ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag);
 size_t ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec,
@@ -356,6 +359,8 @@ ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
 
 /* audit.c */
+void ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log);
 void ngx_http_ha_optout_audit_recover(void);
 void ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
@@ -364,6 +369,10 @@ void ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t *request_id);
 
 /* yaml.c */
+ngx_fd_t ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
+    ngx_file_info_t *fi, const char **why);
+void ngx_http_ha_optout_state_sync(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,

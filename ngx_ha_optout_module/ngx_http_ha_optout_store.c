@@ -332,6 +332,10 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_rbtree_init(&sh->sticky, &sh->sticky_sentinel,
                             ngx_http_ha_optout_entry_insert);
             ngx_memset(sh->audit_hash, '0', 64);
+            ngx_memset(sh->state_audit_hash, '0', 64);
+
+            /* a fresh zone continues the chain of the log nginx wrote */
+            ngx_http_ha_optout_audit_chain_init(hmcf, sh, shm_zone->shm.log);
 
             ctx->sh = sh;
             ctx->shpool->data = sh;
@@ -741,6 +745,55 @@ ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp, time_t now)
     sh->replay_count++;
 
     return NGX_OK;
+}
+
+
+/*
+ * The live jtis for the state file, those that expire last first, at most
+ * max of them: records of the expiry (a time_t), the length (one byte)
+ * and the jti, written while they fit in size bytes.  Returns the bytes
+ * all of them need.
+ */
+
+size_t
+ngx_http_ha_optout_replay_export_locked(u_char *buf, size_t size,
+    ngx_uint_t max, time_t now)
+{
+    size_t                       n, need;
+    time_t                       exp;
+    ngx_uint_t                   i;
+    ngx_queue_t                 *q;
+    ngx_http_ha_optout_entry_t  *e;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+    n = 0;
+    i = 0;
+
+    for (q = ngx_queue_last(&sh->replay_queue);
+         q != ngx_queue_sentinel(&sh->replay_queue) && i < max;
+         q = ngx_queue_prev(q))
+    {
+        e = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
+        exp = (time_t) e->value;
+
+        if (exp + NGX_HA_OPTOUT_LEEWAY <= now) {
+            break;
+        }
+
+        need = sizeof(time_t) + 1 + e->len;
+
+        if (n + need <= size) {
+            ngx_memcpy(buf + n, &exp, sizeof(time_t));
+            buf[n + sizeof(time_t)] = e->len;
+            ngx_memcpy(buf + n + sizeof(time_t) + 1, e->data, e->len);
+        }
+
+        n += need;
+        i++;
+    }
+
+    return n;
 }
 
 

@@ -15,10 +15,12 @@
 #include "ngx_http_ha_optout_module.h"
 
 #include <yaml.h>
+#include <openssl/rand.h>
 
 
 #define NGX_HA_OPTOUT_STATE_VERSION  1
 #define NGX_HA_OPTOUT_FILE_MAX       (4 * 1024 * 1024)
+#define NGX_HA_OPTOUT_STATE_JTIS     4096   /* spent jtis kept, at most */
 #define NGX_HA_OPTOUT_WEEK           (7 * 86400)
 
 #define NGX_HA_OPTOUT_ALLOW_FAILOVER     0x01
@@ -35,6 +37,7 @@ typedef struct {
     ngx_pool_t                      *pool;
     ngx_uint_t                       line;      /* 1-based */
     ngx_uint_t                       column;
+    ngx_uint_t                       nofollow;  /* the state directory */
     u_char                           err[NGX_MAX_ERROR_STR];
     size_t                           err_len;
 } ngx_http_ha_optout_yaml_t;
@@ -86,9 +89,18 @@ typedef struct {
 } ngx_http_ha_optout_saved_t;
 
 
+/* a spent jti read from, or written to, the state file */
+typedef struct {
+    ngx_str_t                        jti;
+    time_t                           exp;
+} ngx_http_ha_optout_jti_t;
+
+
 typedef struct {
     uint64_t                         version_seq;
     ngx_array_t                      flags;     /* saved_t */
+    ngx_array_t                      jtis;      /* jti_t */
+    u_char                           audit_hash[65];    /* "": none */
 } ngx_http_ha_optout_state_t;
 
 
@@ -126,6 +138,75 @@ ngx_http_ha_optout_yfail(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
 
 
 /*
+ * Opens a file to read it as a careful daemon does: never blocking in
+ * open() (O_NONBLOCK: a FIFO planted there opens at once), never through a
+ * symbolic link when "nofollow" (a directory the workers may write), and
+ * only a regular file (never a FIFO, device or directory).  On failure
+ * *why says what is wrong, or is NULL when the file does not exist.
+ */
+
+ngx_fd_t
+ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
+    ngx_file_info_t *fi, const char **why)
+{
+    int        flags;
+    ngx_fd_t   fd;
+    ngx_err_t  err;
+
+    static u_char  buf[NGX_MAX_ERROR_STR];
+
+    *why = NULL;
+    flags = O_RDONLY|O_NONBLOCK|O_NOCTTY|O_CLOEXEC;
+
+    if (nofollow) {
+        flags |= O_NOFOLLOW;
+    }
+
+    fd = open((char *) name, flags);
+
+    if (fd == NGX_INVALID_FILE) {
+        err = ngx_errno;
+
+        if (err == NGX_ENOENT) {
+            return NGX_INVALID_FILE;
+        }
+
+        if (err == NGX_ELOOP && nofollow) {
+            *why = "cannot open: it is a symbolic link (refused: a file "
+                   "in a directory the workers may write is read only as "
+                   "a regular file)";
+            return NGX_INVALID_FILE;
+        }
+
+        ngx_snprintf(buf, sizeof(buf), "cannot open: %s%Z", strerror(err));
+        *why = (const char *) buf;
+        return NGX_INVALID_FILE;
+    }
+
+    if (ngx_fd_info(fd, fi) == NGX_FILE_ERROR) {
+        ngx_snprintf(buf, sizeof(buf), "cannot stat: %s%Z",
+                     strerror(ngx_errno));
+        *why = (const char *) buf;
+        ngx_close_file(fd);
+        return NGX_INVALID_FILE;
+    }
+
+    if (!S_ISREG(fi->st_mode)) {
+        *why = S_ISFIFO(fi->st_mode) ? "not a regular file: it is a FIFO"
+               : S_ISDIR(fi->st_mode) ? "not a regular file: it is a "
+                                        "directory"
+               : S_ISSOCK(fi->st_mode) ? "not a regular file: it is a "
+                                         "socket"
+               : "not a regular file: it is a device";
+        ngx_close_file(fd);
+        return NGX_INVALID_FILE;
+    }
+
+    return fd;
+}
+
+
+/*
  * Reads the file and loads its one YAML document.  NGX_DECLINED: the file
  * does not exist; NGX_ABORT: it is not valid YAML (y->err says where);
  * NGX_ERROR: it could not be read (y->err says why).
@@ -141,6 +222,7 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
     ngx_fd_t          fd;
     ngx_err_t         err;
     ngx_int_t         rc;
+    const char       *why;
     ngx_file_info_t   fi;
     yaml_parser_t     parser;
     yaml_document_t   extra;
@@ -150,24 +232,14 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
     y->column = 0;
     y->err_len = 0;
 
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    fd = ngx_http_ha_optout_open_regular(file->data, y->nofollow, &fi, &why);
 
     if (fd == NGX_INVALID_FILE) {
-        err = ngx_errno;
-
-        if (err == NGX_ENOENT) {
+        if (why == NULL) {
             return NGX_DECLINED;
         }
 
-        ngx_http_ha_optout_yfail(y, NULL, "cannot open: %s",
-                                 strerror(err));
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_http_ha_optout_yfail(y, NULL, "cannot stat: %s",
-                                 strerror(ngx_errno));
-        ngx_close_file(fd);
+        ngx_http_ha_optout_yfail(y, NULL, "%s", why);
         return NGX_ERROR;
     }
 
@@ -304,14 +376,131 @@ ngx_http_ha_optout_yscalar(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
 }
 
 
-/* keys are compared as text, so a key is always a scalar */
+/*
+ * Keys are compared as text, so a key is always a scalar.  Duplicates are
+ * found in O(n log n): a small mapping is compared pair by pair, a large
+ * one is sorted (a copy of its keys, by text then position), so that even
+ * a file of many thousand keys loads at once; the duplicate named is the
+ * first in file order.
+ */
+
+#define NGX_HA_OPTOUT_YDUP_SORT  16
+
+typedef struct {
+    yaml_node_t                     *key;
+    ngx_uint_t                       pos;
+} ngx_http_ha_optout_ykey_t;
+
+
+static int ngx_libc_cdecl
+ngx_http_ha_optout_ykey_cmp(const void *one, const void *two)
+{
+    const ngx_http_ha_optout_ykey_t  *a = one, *b = two;
+
+    size_t  la, lb;
+    int     rc;
+
+    la = a->key->data.scalar.length;
+    lb = b->key->data.scalar.length;
+
+    rc = ngx_memcmp(a->key->data.scalar.value, b->key->data.scalar.value,
+                    ngx_min(la, lb));
+
+    if (rc == 0 && la != lb) {
+        rc = (la < lb) ? -1 : 1;
+    }
+
+    if (rc == 0) {
+        rc = (a->pos < b->pos) ? -1 : (a->pos > b->pos);
+    }
+
+    return rc;
+}
+
+
+static ngx_uint_t
+ngx_http_ha_optout_ykey_eq(yaml_node_t *k1, yaml_node_t *k2)
+{
+    return k1->data.scalar.length == k2->data.scalar.length
+           && ngx_memcmp(k1->data.scalar.value, k2->data.scalar.value,
+                         k1->data.scalar.length) == 0;
+}
+
+
+/* the first key, in file order, that repeats one before it, or NULL */
+
+static yaml_node_t *
+ngx_http_ha_optout_ydup(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
+    ngx_uint_t *nomem)
+{
+    ngx_uint_t                  i, n, first;
+    yaml_node_t                *k1, *dup;
+    yaml_node_pair_t           *p, *q;
+    ngx_http_ha_optout_ykey_t  *keys;
+
+    p = node->data.mapping.pairs.start;
+    n = node->data.mapping.pairs.top - p;
+
+    if (n <= NGX_HA_OPTOUT_YDUP_SORT) {
+        for ( /* void */ ; p < node->data.mapping.pairs.top; p++) {
+            k1 = ngx_http_ha_optout_ynode(y, p->key);
+
+            for (q = node->data.mapping.pairs.start; q < p; q++) {
+                if (ngx_http_ha_optout_ykey_eq(
+                        ngx_http_ha_optout_ynode(y, q->key), k1))
+                {
+                    return k1;
+                }
+            }
+        }
+
+        return NULL;
+    }
+
+    keys = ngx_alloc(n * sizeof(ngx_http_ha_optout_ykey_t),
+                     y->pool ? y->pool->log : NULL);
+    if (keys == NULL) {
+        *nomem = 1;
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        keys[i].key = ngx_http_ha_optout_ynode(y, p[i].key);
+        keys[i].pos = i;
+    }
+
+    qsort(keys, n, sizeof(ngx_http_ha_optout_ykey_t),
+          ngx_http_ha_optout_ykey_cmp);
+
+    /* in each run of equal keys, the second is that key's first repeat */
+
+    dup = NULL;
+    first = n;
+
+    for (i = 1; i < n; i++) {
+        if (ngx_http_ha_optout_ykey_eq(keys[i - 1].key, keys[i].key)
+            && (i == 1
+                || !ngx_http_ha_optout_ykey_eq(keys[i - 2].key, keys[i].key))
+            && keys[i].pos < first)
+        {
+            first = keys[i].pos;
+            dup = keys[i].key;
+        }
+    }
+
+    ngx_free(keys);
+
+    return dup;
+}
+
 
 static ngx_int_t
 ngx_http_ha_optout_ymapping(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
     const char *what)
 {
-    yaml_node_t       *k1, *k2;
-    yaml_node_pair_t  *p, *q;
+    ngx_uint_t         nomem;
+    yaml_node_t       *k1;
+    yaml_node_pair_t  *p;
 
     if (node->type != YAML_MAPPING_NODE) {
         return ngx_http_ha_optout_yfail(y, node, "%s must be a mapping",
@@ -329,20 +518,19 @@ ngx_http_ha_optout_ymapping(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
                                             "keys in %s must be scalars",
                                             what);
         }
+    }
 
-        for (q = node->data.mapping.pairs.start; q < p; q++) {
-            k2 = ngx_http_ha_optout_ynode(y, q->key);
+    nomem = 0;
+    k1 = ngx_http_ha_optout_ydup(y, node, &nomem);
 
-            if (k2->data.scalar.length == k1->data.scalar.length
-                && ngx_strncmp(k2->data.scalar.value, k1->data.scalar.value,
-                               k1->data.scalar.length) == 0)
-            {
-                return ngx_http_ha_optout_yfail(y, k1, "duplicate key "
-                                                "\"%*s\" in %s",
-                                                k1->data.scalar.length,
-                                                k1->data.scalar.value, what);
-            }
-        }
+    if (nomem) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    if (k1) {
+        return ngx_http_ha_optout_yfail(y, k1, "duplicate key \"%*s\" in %s",
+                                        k1->data.scalar.length,
+                                        k1->data.scalar.value, what);
     }
 
     return NGX_OK;
@@ -802,9 +990,54 @@ ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
 }
 
 
+/*
+ * "jtis": the spent jtis, hex (a jti is any text: hex keeps the file
+ * plain), each with its token's exp in Unix seconds
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_jtis(yaml_emitter_t *e, ngx_http_ha_optout_jti_t *j,
+    ngx_uint_t n)
+{
+    u_char        hex[2 * 255], num[NGX_TIME_T_LEN];
+    size_t        len;
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "jtis") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        len = ngx_hex_dump(hex, j[i].jti.data, ngx_min(j[i].jti.len, 255))
+              - hex;
+
+        if (ngx_http_ha_optout_emit_scalar(e, hex, len,
+                                           YAML_PLAIN_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_scalar(e, num,
+                   ngx_sprintf(num, "%T", j[i].exp) - num,
+                   YAML_PLAIN_SCALAR_STYLE)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
-    ngx_http_ha_optout_rec_t *snap, ngx_uint_t n)
+    ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, u_char *audit_hash,
+    ngx_http_ha_optout_jti_t *jtis, ngx_uint_t njtis)
 {
     ngx_uint_t    i;
     yaml_event_t  ev;
@@ -826,6 +1059,10 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
         || ngx_http_ha_optout_emit_uint(e, "version_seq", version_seq)
            != NGX_OK
         || ngx_http_ha_optout_emit_time(e, "saved_at", ngx_time()) != NGX_OK
+        || (audit_hash[0]
+            && ngx_http_ha_optout_emit_plain(e, "audit_hash", audit_hash,
+                                             ngx_strlen(audit_hash))
+               != NGX_OK)
         || ngx_http_ha_optout_emit_key(e, "flags") != NGX_OK
         || ngx_http_ha_optout_emit(e, &ev,
                yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
@@ -848,6 +1085,8 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
     if (ngx_http_ha_optout_emit(e, &ev,
                                 yaml_mapping_end_event_initialize(&ev))
         != NGX_OK
+        || (njtis
+            && ngx_http_ha_optout_emit_jtis(e, jtis, njtis) != NGX_OK)
         || ngx_http_ha_optout_emit(e, &ev,
                                    yaml_mapping_end_event_initialize(&ev))
            != NGX_OK
@@ -892,25 +1131,102 @@ ngx_http_ha_optout_state_error(ngx_log_t *log, ngx_err_t err,
 
 
 /*
- * Writes the API layer of every record in the zone.  The snapshot takes a
- * number under the zone's mutex; the rename happens under the mutex too,
- * and only when no later snapshot has been renamed already, so two workers
- * saving at once can never leave the older picture on disk.
+ * STATE.tmp.PID.RANDOM: the pid lets the timer sweep what a killed worker
+ * left, the random part makes the name unpredictable, and the file is
+ * created with O_EXCL|O_NOFOLLOW, so nothing planted in the directory (a
+ * symbolic link, a FIFO) is ever opened in its place.
+ */
+
+static ngx_fd_t
+ngx_http_ha_optout_state_tmp(ngx_str_t *state_file, u_char *tmp)
+{
+    u_char  rnd[8], *p;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ngx_set_errno(NGX_EAGAIN);
+        return NGX_INVALID_FILE;
+    }
+
+    p = ngx_sprintf(tmp, "%V.tmp.%P.", state_file, ngx_pid);
+    p = ngx_hex_dump(p, rnd, sizeof(rnd));
+    *p = '\0';
+
+    return open((char *) tmp, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC,
+                0600);
+}
+
+
+/* the jtis exported from the zone, those that expire first first */
+
+static ngx_http_ha_optout_jti_t *
+ngx_http_ha_optout_state_jtis(u_char *buf, size_t len, ngx_uint_t *n,
+    ngx_log_t *log)
+{
+    u_char                    *p, *last;
+    ngx_uint_t                 i, count;
+    ngx_http_ha_optout_jti_t  *j;
+
+    count = 0;
+    last = buf + len;
+
+    for (p = buf; p < last; p += sizeof(time_t) + 1 + p[sizeof(time_t)]) {
+        count++;
+    }
+
+    *n = 0;
+
+    if (count == 0) {
+        return NULL;
+    }
+
+    j = ngx_alloc(count * sizeof(ngx_http_ha_optout_jti_t), log);
+    if (j == NULL) {
+        return NULL;
+    }
+
+    i = count;
+
+    for (p = buf; p < last; p += sizeof(time_t) + 1 + p[sizeof(time_t)]) {
+        i--;
+        ngx_memcpy(&j[i].exp, p, sizeof(time_t));
+        j[i].jti.len = p[sizeof(time_t)];
+        j[i].jti.data = p + sizeof(time_t) + 1;
+    }
+
+    *n = count;
+
+    return j;
+}
+
+
+/*
+ * Writes the API layer of every record in the zone, the spent jtis (so
+ * that a token stays spent across a restart) and the audit chain's last
+ * hash (so that "audit verify --state" sees a cut tail).  The snapshot
+ * takes a number under the zone's mutex; the rename happens under the
+ * mutex too, and only when no later snapshot has been renamed already, so
+ * two workers saving at once can never leave the older picture on disk.
+ * The write that spent a jti saves after spending it: its own jti is in
+ * the snapshot.
  */
 
 ngx_int_t
 ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    u_char                      *tmp;
+    u_char                      *tmp, *jbuf;
+    u_char                       audit_hash[65];
+    size_t                       jlen, jcap;
+    time_t                       now;
     uint64_t                     seq, version_seq;
     ngx_fd_t                     fd;
     ngx_err_t                    err;
     ngx_int_t                    rc;
-    ngx_uint_t                   n, cap;
+    ngx_uint_t                   n, cap, njtis;
     ngx_queue_t                 *q;
     yaml_emitter_t               emitter;
     ngx_http_ha_optout_out_t     out;
+    ngx_http_ha_optout_jti_t    *jtis;
     ngx_http_ha_optout_rec_t    *rec, *snap;
     ngx_http_ha_optout_shctx_t  *sh;
 
@@ -925,18 +1241,21 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_http_ha_optout_state_restore(hmcf, log);
     }
 
-    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp.") + NGX_INT64_LEN,
-                    log);
+    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp..") + NGX_INT64_LEN
+                    + 16, log);
     if (tmp == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_sprintf(tmp, "%V.tmp.%P%Z", &hmcf->state_file, ngx_pid);
 
     /* records are only added (by the master, under the mutex) */
 
     snap = NULL;
     cap = 0;
+    jbuf = NULL;
+    jcap = 0;
+    jtis = NULL;
+    njtis = 0;
+    now = ngx_time();
 
     for ( ;; ) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
@@ -962,30 +1281,56 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
             n++;
         }
 
-        if (n <= cap) {
+        jlen = ngx_http_ha_optout_replay_export_locked(jbuf, jcap,
+                                                NGX_HA_OPTOUT_STATE_JTIS, now);
+
+        if (n <= cap && jlen <= jcap) {
             seq = ++sh->state_seq;
             version_seq = sh->version_seq;
+            ngx_memcpy(audit_hash, sh->audit_hash, sizeof(audit_hash));
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
             break;
         }
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        if (snap) {
-            ngx_free(snap);
+        if (n > cap) {
+            if (snap) {
+                ngx_free(snap);
+            }
+
+            cap = n + 4;
+            snap = ngx_alloc(cap * sizeof(ngx_http_ha_optout_rec_t), log);
+            if (snap == NULL) {
+                goto nomem;
+            }
         }
 
-        cap = n + 4;
-        snap = ngx_alloc(cap * sizeof(ngx_http_ha_optout_rec_t), log);
-        if (snap == NULL) {
-            ngx_free(tmp);
-            return NGX_ERROR;
+        if (jlen > jcap) {
+            if (jbuf) {
+                ngx_free(jbuf);
+            }
+
+            jcap = jlen + 1024;
+            jbuf = ngx_alloc(jcap, log);
+            if (jbuf == NULL) {
+                goto nomem;
+            }
+        }
+    }
+
+    audit_hash[64] = '\0';
+
+    if (jlen) {
+        jtis = ngx_http_ha_optout_state_jtis(jbuf, jlen, &njtis, log);
+        if (jtis == NULL) {
+            goto nomem;
         }
     }
 
     rc = NGX_ERROR;
 
-    fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE, 0600);
+    fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
 
     if (fd == NGX_INVALID_FILE) {
         ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
@@ -1005,7 +1350,8 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     yaml_emitter_set_unicode(&emitter, 1);
     yaml_emitter_set_width(&emitter, 1000);
 
-    if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n)
+    if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n,
+                                      audit_hash, jtis, njtis)
         != NGX_OK)
     {
         yaml_emitter_delete(&emitter);
@@ -1059,14 +1405,20 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     sh->state_saved = seq;
+    ngx_memcpy(sh->state_audit_hash, audit_hash, sizeof(audit_hash));
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
-                   "ha_optout: state file saved, %ui flags, snapshot %uL",
-                   n, seq);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "ha_optout: state file saved, %ui flags, %ui jtis, "
+                   "snapshot %uL", n, njtis, seq);
 
     rc = NGX_OK;
+    goto done;
+
+nomem:
+
+    rc = NGX_ERROR;
     goto done;
 
 failed:
@@ -1079,9 +1431,53 @@ done:
         ngx_free(snap);
     }
 
+    if (jtis) {
+        ngx_free(jtis);
+    }
+
+    if (jbuf) {
+        ngx_free(jbuf);
+    }
+
     ngx_free(tmp);
 
     return rc;
+}
+
+
+/*
+ * Worker 0, about once a second: the state file follows the audit chain,
+ * so that its "audit_hash" names the last line (audit lines that change
+ * no flag, such as "denied", save nothing on their own).  After a failed
+ * save it waits 10 s before trying again.
+ */
+
+void
+ngx_http_ha_optout_state_sync(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    ngx_uint_t                   differ;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    static time_t  next;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (hmcf->state_file.len == 0 || !sh->restored || ngx_time() < next) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    differ = ngx_strncmp(sh->state_audit_hash, sh->audit_hash, 64) != 0;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (!differ) {
+        next = ngx_time() + 1;
+        return;
+    }
+
+    next = ngx_time()
+           + (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK ? 1 : 10);
 }
 
 
@@ -1251,12 +1647,138 @@ ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
 }
 
 
+static ngx_uint_t
+ngx_http_ha_optout_is_hash(u_char *p, size_t len)
+{
+    size_t  i;
+
+    if (len != 64) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_unhex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* "jtis": { HEX: EXP, ... }, the spent jtis of state_save() */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_jtis(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    u_char                    *d;
+    size_t                     i, len;
+    uint64_t                   exp;
+    ngx_int_t                  hi, lo;
+    ngx_str_t                  v;
+    yaml_node_t               *k;
+    yaml_node_pair_t          *p;
+    ngx_http_ha_optout_jti_t  *j;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "jtis") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (st->jtis.elts == NULL
+        && ngx_array_init(&st->jtis, y->pool, 16,
+                          sizeof(ngx_http_ha_optout_jti_t))
+           != NGX_OK)
+    {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        v.data = k->data.scalar.value;
+        v.len = k->data.scalar.length;
+        len = v.len / 2;
+
+        if (v.len == 0 || v.len % 2 || len > 255) {
+            return ngx_http_ha_optout_yfail(y, k, "a jti must be 1..255 "
+                                            "bytes, hex encoded");
+        }
+
+        d = ngx_pnalloc(y->pool, len);
+        if (d == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        for (i = 0; i < len; i++) {
+            hi = ngx_http_ha_optout_unhex(v.data[2 * i]);
+            lo = ngx_http_ha_optout_unhex(v.data[2 * i + 1]);
+
+            if (hi < 0 || lo < 0) {
+                return ngx_http_ha_optout_yfail(y, k, "a jti must be 1..255 "
+                                                "bytes, hex encoded");
+            }
+
+            d[i] = (u_char) (hi * 16 + lo);
+        }
+
+        if (ngx_http_ha_optout_yuint(y, ngx_http_ha_optout_ynode(y, p->value),
+                                     "a jti's exp", &exp)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (exp == 0 || exp > (uint64_t) NGX_MAX_TIME_T_VALUE) {
+            return ngx_http_ha_optout_yfail(y,
+                                       ngx_http_ha_optout_ynode(y, p->value),
+                                       "a jti's exp is out of range");
+        }
+
+        j = ngx_array_push(&st->jtis);
+        if (j == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        j->jti.data = d;
+        j->jti.len = len;
+        j->exp = (time_t) exp;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
     ngx_http_ha_optout_state_t *st)
 {
     time_t                       t;
     uint64_t                     v;
+    ngx_str_t                    hv;
     ngx_uint_t                   version;
     yaml_node_t                 *root, *k, *val, *fk;
     yaml_node_pair_t            *p, *fp;
@@ -1305,6 +1827,26 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
             if (ngx_http_ha_optout_ytime(y, val, "saved_at", 1, &t)
                 != NGX_OK)
             {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "audit_hash")) {
+            if (ngx_http_ha_optout_yscalar(y, val, "audit_hash", &hv)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (!ngx_http_ha_optout_is_hash(hv.data, hv.len)) {
+                return ngx_http_ha_optout_yfail(y, val, "audit_hash must be "
+                                                "64 lowercase hex digits");
+            }
+
+            ngx_memcpy(st->audit_hash, hv.data, 64);
+            st->audit_hash[64] = '\0';
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "jtis")) {
+            if (ngx_http_ha_optout_state_parse_jtis(y, val, st) != NGX_OK) {
                 return NGX_ERROR;
             }
 
@@ -1423,6 +1965,19 @@ ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+static int ngx_libc_cdecl
+ngx_http_ha_optout_jti_cmp(const void *one, const void *two)
+{
+    const ngx_http_ha_optout_jti_t  *a = one, *b = two;
+
+    return (a->exp < b->exp) ? -1 : (a->exp > b->exp);
+}
+
+
+static u_char  ngx_http_ha_optout_zero_hash[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+
 /* PATH.corrupt-<unix time>, with a suffix if that name is taken */
 
 static u_char *
@@ -1443,7 +1998,7 @@ ngx_http_ha_optout_aside_name(ngx_pool_t *pool, ngx_str_t *file)
     for (i = 1; i < 1000; i++) {
         *p = '\0';
 
-        if (ngx_file_info(name, &fi) == NGX_FILE_ERROR
+        if (ngx_link_info(name, &fi) == NGX_FILE_ERROR
             && ngx_errno == NGX_ENOENT)
         {
             return name;
@@ -1474,8 +2029,9 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_int_t                       rc;
     ngx_err_t                       err;
     ngx_str_t                       actor, reason;
-    ngx_uint_t                      i, changed;
+    ngx_uint_t                      i, changed, nj, restored_jtis;
     ngx_pool_t                     *pool;
+    ngx_http_ha_optout_jti_t       *j;
     ngx_http_ha_optout_rec_t       *rec;
     ngx_http_ha_optout_state_t      st;
     ngx_http_ha_optout_saved_t     *s;
@@ -1501,6 +2057,8 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         return;
     }
 
+    ngx_memzero(&st, sizeof(ngx_http_ha_optout_state_t));
+
     y = ngx_pcalloc(pool, sizeof(ngx_http_ha_optout_yaml_t));
     if (y == NULL
         || ngx_array_init(&st.flags, pool, 8,
@@ -1512,7 +2070,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     y->pool = pool;
-    st.version_seq = 0;
+    y->nofollow = 1;
     now = ngx_time();
 
     rc = ngx_http_ha_optout_yaml_load(y, &hmcf->state_file, log);
@@ -1526,10 +2084,19 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     s = st.flags.elts;
+    j = st.jtis.elts;
+    nj = (rc == NGX_OK) ? st.jtis.nelts : 0;
 
     if (rc == NGX_OK) {
         for (i = 0; i < st.flags.nelts; i++) {
             ngx_http_ha_optout_state_judge(hmcf, &s[i], now);
+        }
+
+        /* in expiry order, each goes to the end of the replay queue */
+
+        if (nj > 1) {
+            qsort(j, nj, sizeof(ngx_http_ha_optout_jti_t),
+                  ngx_http_ha_optout_jti_cmp);
         }
     }
 
@@ -1541,6 +2108,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     changed = 0;
+    restored_jtis = 0;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -1587,6 +2155,34 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         sh->version_seq = max;
     }
 
+    /* spent jtis stay spent (SPEC 8): they come back before any write */
+
+    for (i = 0; i < nj; i++) {
+        if (j[i].exp + NGX_HA_OPTOUT_LEEWAY <= now) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_replay_check_locked(&j[i].jti, j[i].exp, now)
+            == NGX_BUSY)
+        {
+            break;
+        }
+
+        restored_jtis++;
+    }
+
+    /*
+     * a log that was empty or gone at start (rotated away): the chain
+     * continues from the hash the state file saw last
+     */
+
+    if (rc == NGX_OK && st.audit_hash[0] && sh->audit_count == 0
+        && ngx_strncmp(sh->audit_hash, ngx_http_ha_optout_zero_hash, 64)
+           == 0)
+    {
+        ngx_memcpy(sh->audit_hash, st.audit_hash, 65);
+    }
+
     sh->restored = 1;
 
     if (changed) {
@@ -1621,6 +2217,12 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
                       &hmcf->state_file, y->err_len, y->err);
         ngx_destroy_pool(pool);
         return;
+    }
+
+    if (restored_jtis) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "ha_optout: %ui spent jtis restored from \"%V\"",
+                      restored_jtis, &hmcf->state_file);
     }
 
     for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
