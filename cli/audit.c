@@ -6,14 +6,21 @@
  * hash = hex SHA-256 of the line with its final `, "hash": "<hex>"` cut
  * out, i.e. line[0 : index of `, "hash": "`] + "}".  prev_hash of the first
  * line is 64 zeros, of each next line the hash of the line before it.
+ *
+ * Several files are one chain, in the order given (rotated logs, oldest
+ * first).  With --state, the state file's "audit_hash" (the last line
+ * nginx had written when it last saved it) must be one of the lines: a
+ * log whose last lines were removed fails.
  */
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/evp.h>
+#include <yaml.h>
 
 #include "hoctl.h"
 
@@ -158,7 +165,8 @@ hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
 
         if (first) {
             return "prev_hash is not where the chain starts (64 zeros, or "
-                   "--prev-hash): lines before it are missing";
+                   "--prev-hash): lines before it are missing (a rotated "
+                   "log: give the files before it too, oldest first)";
         }
 
         return "prev_hash does not match the hash of the line before it "
@@ -173,14 +181,102 @@ hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
 }
 
 
-int
-hoctl_audit_verify(const char *file, const char *prev_hash)
+/*
+ * The state file's "audit_hash" into hash.  HOCTL_OK; HOCTL_USAGE when the
+ * file cannot be read or holds none (then *why says so).
+ */
+static int
+hoctl_state_hash(const char *file, char *hash, const char **why)
 {
+    int                rc;
+    FILE              *f;
+    yaml_parser_t      parser;
+    yaml_document_t    doc;
+    yaml_node_t       *root, *k, *v;
+    yaml_node_pair_t  *p;
+
+    f = fopen(file, "rb");
+    if (f == NULL) {
+        *why = strerror(errno);
+        return HOCTL_USAGE;
+    }
+
+    if (!yaml_parser_initialize(&parser)) {
+        fclose(f);
+        *why = "out of memory";
+        return HOCTL_USAGE;
+    }
+
+    yaml_parser_set_input_file(&parser, f);
+
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_parser_delete(&parser);
+        fclose(f);
+        *why = "not valid YAML";
+        return HOCTL_USAGE;
+    }
+
+    rc = HOCTL_USAGE;
+    *why = "it holds no audit_hash (no audit line was written before it "
+           "was saved, or an older nginx wrote it)";
+
+    root = yaml_document_get_root_node(&doc);
+
+    if (root != NULL && root->type == YAML_MAPPING_NODE) {
+        for (p = root->data.mapping.pairs.start;
+             p < root->data.mapping.pairs.top;
+             p++)
+        {
+            k = yaml_document_get_node(&doc, p->key);
+            v = yaml_document_get_node(&doc, p->value);
+
+            if (k == NULL || v == NULL || k->type != YAML_SCALAR_NODE
+                || v->type != YAML_SCALAR_NODE
+                || k->data.scalar.length != sizeof("audit_hash") - 1
+                || memcmp(k->data.scalar.value, "audit_hash",
+                          sizeof("audit_hash") - 1) != 0)
+            {
+                continue;
+            }
+
+            if (!hoctl_is_hex64((char *) v->data.scalar.value,
+                                v->data.scalar.length))
+            {
+                *why = "its audit_hash is not 64 lowercase hex digits";
+                break;
+            }
+
+            memcpy(hash, v->data.scalar.value, HOCTL_HEX_LEN);
+            hash[HOCTL_HEX_LEN] = '\0';
+            rc = HOCTL_OK;
+            break;
+        }
+    }
+
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    fclose(f);
+
+    return rc;
+}
+
+
+static const char  hoctl_zero_hash[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+
+int
+hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
+    const char *state)
+{
+    int          i, found, multi;
     FILE        *f;
     char        *line, prev[HOCTL_HEX_LEN + 1], why[HOCTL_ERRLEN];
-    size_t       cap, n;
+    char         anchor[HOCTL_HEX_LEN + 1], where[HOCTL_ERRLEN];
+    char         joint[HOCTL_ERRLEN + 1024];
+    size_t       cap, n, total, after;
     ssize_t      len;
-    const char  *bad;
+    const char  *bad, *swhy;
 
     if (prev_hash != NULL) {
         if (!hoctl_is_hex64(prev_hash, strlen(prev_hash))) {
@@ -191,53 +287,136 @@ hoctl_audit_verify(const char *file, const char *prev_hash)
         memcpy(prev, prev_hash, sizeof(prev));
 
     } else {
-        memset(prev, '0', HOCTL_HEX_LEN);
-        prev[HOCTL_HEX_LEN] = '\0';
+        memcpy(prev, hoctl_zero_hash, sizeof(prev));
     }
 
-    f = (strcmp(file, "-") == 0) ? stdin : fopen(file, "rb");
-    if (f == NULL) {
-        hoctl_warn("cannot open \"%s\": %s", file, strerror(errno));
+    if (state != NULL
+        && hoctl_state_hash(state, anchor, &swhy) != HOCTL_OK)
+    {
+        hoctl_warn("state file \"%s\": %s", state, swhy);
         return HOCTL_USAGE;
     }
 
+    /* every file first: a typo is a usage error, not a broken chain */
+
+    for (i = 0; i < nfiles; i++) {
+        if (strcmp(files[i], "-") != 0 && access(files[i], R_OK) != 0) {
+            hoctl_warn("cannot open \"%s\": %s", files[i], strerror(errno));
+            return HOCTL_USAGE;
+        }
+    }
+
+    multi = (nfiles > 1);
+    found = (state != NULL && strcmp(anchor, prev) == 0);
+    where[0] = '\0';
+    after = 0;
+    total = 0;
     line = NULL;
     cap = 0;
-    n = 0;
 
-    while ((len = getline(&line, &cap, f)) != -1) {
-        n++;
-
-        if (len > 0 && line[len - 1] == '\n') {
-            len--;
+    for (i = 0; i < nfiles; i++) {
+        f = (strcmp(files[i], "-") == 0) ? stdin : fopen(files[i], "rb");
+        if (f == NULL) {
+            hoctl_warn("cannot open \"%s\": %s", files[i], strerror(errno));
+            free(line);
+            return HOCTL_USAGE;
         }
 
-        bad = hoctl_audit_line(line, len, prev, n == 1, prev, why,
-                               sizeof(why));
-        if (bad != NULL) {
-            printf("line %zu: %s\n", n, bad);
+        n = 0;
+
+        while ((len = getline(&line, &cap, f)) != -1) {
+            n++;
+            total++;
+
+            if (len > 0 && line[len - 1] == '\n') {
+                len--;
+            }
+
+            bad = hoctl_audit_line(line, len, prev, total == 1, prev, why,
+                                   sizeof(why));
+
+            if (bad != NULL && n == 1 && total > 1) {
+                /* where one file should continue the one before it */
+                snprintf(joint, sizeof(joint), "%.400s (it does not "
+                         "continue \"%.200s\": a file between them is "
+                         "missing, or they are not in order, oldest first)",
+                         bad, files[i - 1]);
+                bad = joint;
+            }
+
+            if (bad != NULL && total > 1 && len > 0
+                && strstr(line, "\"prev_hash\": \"0000000000000000000000000"
+                                "000000000000000000000000000000000000000\"")
+                   != NULL)
+            {
+                bad = "prev_hash is 64 zeros: the chain starts again here "
+                      "(nginx found no log to continue when it started, or "
+                      "a version before 0.2 restarted it); what comes "
+                      "before it cannot be checked against it";
+            }
+
+            if (bad != NULL) {
+                if (multi) {
+                    printf("%s: line %zu: %s\n", files[i], n, bad);
+                } else {
+                    printf("line %zu: %s\n", n, bad);
+                }
+
+                free(line);
+                if (f != stdin) {
+                    fclose(f);
+                }
+                return HOCTL_REFUSED;
+            }
+
+            if (found) {
+                after++;
+
+            } else if (state != NULL && strcmp(prev, anchor) == 0) {
+                found = 1;
+                snprintf(where, sizeof(where), "%.200s%sline %zu",
+                         multi ? files[i] : "", multi ? ": " : "", n);
+            }
+        }
+
+        if (ferror(f)) {
+            hoctl_warn("cannot read \"%s\": %s", files[i], strerror(errno));
             free(line);
             if (f != stdin) {
                 fclose(f);
             }
-            return HOCTL_REFUSED;
+            return HOCTL_USAGE;
+        }
+
+        if (f != stdin) {
+            fclose(f);
         }
     }
 
     free(line);
 
-    if (ferror(f)) {
-        hoctl_warn("cannot read \"%s\": %s", file, strerror(errno));
-        if (f != stdin) {
-            fclose(f);
+    if (state != NULL && !found) {
+        printf("the state file's audit_hash %.16s... is not a line of %s: "
+               "lines at the end were removed (or the newest file is not "
+               "given)\n", anchor, multi ? "these files" : "the log");
+        return HOCTL_REFUSED;
+    }
+
+    if (multi) {
+        printf("ok: %zu lines in %d files\n", total, nfiles);
+    } else {
+        printf("ok: %zu lines\n", total);
+    }
+
+    if (state != NULL) {
+        if (where[0]) {
+            printf("state file: its audit_hash is %s; %zu line%s after it\n",
+                   where, after, after == 1 ? "" : "s");
+        } else {
+            printf("state file: its audit_hash is where the chain starts; "
+                   "%zu lines after it\n", after);
         }
-        return HOCTL_USAGE;
     }
 
-    if (f != stdin) {
-        fclose(f);
-    }
-
-    printf("ok: %zu lines\n", n);
     return HOCTL_OK;
 }

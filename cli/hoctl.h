@@ -97,7 +97,8 @@ int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
 int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);
 int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json);
-int hoctl_audit_verify(const char *file, const char *prev_hash);
+int hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
+    const char *state);
 
 /* main.c */
 extern const char *hoctl_progname;

@@ -28,7 +28,7 @@
 #define G_IFM     0x0020    /* --if-match */
 #define G_JSON    0x0040    /* --json */
 #define G_FLEET   0x0080    /* --fleet */
-#define G_AUDIT   0x0100    /* --prev-hash */
+#define G_AUDIT   0x0100    /* --prev-hash, --state */
 #define G_LIMIT   0x0200    /* --limit */
 #define G_CLEAR   0x0400    /* --api-only */
 
@@ -39,7 +39,7 @@ enum {
     O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_LIMIT, O_API_ONLY, O_HELP
+    O_STATE, O_LIMIT, O_API_ONLY, O_HELP
 };
 
 
@@ -79,6 +79,7 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "json",           no_argument,       NULL, O_JSON },        G_JSON },
     { { "fleet",          required_argument, NULL, O_FLEET },       G_FLEET },
     { { "prev-hash",      required_argument, NULL, O_PREV_HASH },   G_AUDIT },
+    { { "state",          required_argument, NULL, O_STATE },       G_AUDIT },
     { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
     { { "api-only",       no_argument,       NULL, O_API_ONLY },    G_CLEAR },
     { { "help",           no_argument,       NULL, O_HELP },        0 },
@@ -92,6 +93,7 @@ typedef struct {
     hoctl_flag_t    flag;
     const char     *fleet;
     const char     *prev_hash;
+    const char     *state;          /* audit verify --state */
     const char     *ttl;            /* as given, before it means anything */
     long            limit;
     int             url_given;
@@ -251,14 +253,19 @@ static const hoctl_verb_t  hoctl_verbs[] = {
 
     { "audit", G_CONN | G_MINT | G_JSON | G_AUDIT | G_LIMIT, 0,
       hoctl_verb_audit,
-      "usage: ha-optoutctl audit verify [--prev-hash HEX] FILE\n"
+      "usage: ha-optoutctl audit verify [--prev-hash HEX] [--state STATE]\n"
+      "                                FILE...\n"
       "       ha-optoutctl audit list --url URL [--limit N] [--json]\n"
       "\n"
       "verify checks the SHA-256 hash chain of an audit log (JSONL) and\n"
       "prints \"ok: N lines\" (exit 0) or names the first broken line\n"
-      "(\"line K: ...\", exit 1).  The first line must have a prev_hash of\n"
-      "64 zeros, unless --prev-hash gives the hash the file continues\n"
-      "from (a rotated log).  An unreadable FILE exits 2.\n"
+      "(\"line K: ...\", exit 1).  Several FILEs are one chain: rotated\n"
+      "logs, oldest first (audit.jsonl.1 audit.jsonl).  The first line\n"
+      "must have a prev_hash of 64 zeros, unless --prev-hash gives the\n"
+      "hash the file continues from.  --state STATE (the state file)\n"
+      "also checks that the last line nginx saved there is in the log: a\n"
+      "log whose last lines were removed fails.  An unreadable FILE or\n"
+      "STATE exits 2.\n"
       "list prints the newest entries nginx keeps in memory, one JSON\n"
       "object per line (GET v1/audit?limit=N).\n\n" HOCTL_EXIT_HELP },
 };
@@ -446,6 +453,7 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_FLEET:          a->fleet = optarg; break;
         case O_PREV_HASH:      a->prev_hash = optarg; break;
         case O_API_ONLY:       a->flag.api_only = 1; break;
+        case O_STATE:          a->state = optarg; break;
 
         case O_TOKEN_TTL:
             cn->token_ttl = hoctl_parse_duration(optarg);
@@ -1024,11 +1032,13 @@ hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
     }
 
     if (strcmp(a->args[0], "verify") == 0) {
-        if (a->nargs != 2) {
-            return hoctl_usage(v, "'audit verify' takes one FILE");
+        if (a->nargs < 2) {
+            return hoctl_usage(v, "'audit verify' takes a FILE (several: "
+                               "rotated logs, oldest first)");
         }
 
-        return hoctl_audit_verify(a->args[1], a->prev_hash);
+        return hoctl_audit_verify(a->args + 1, a->nargs - 1, a->prev_hash,
+                                  a->state);
     }
 
     if (strcmp(a->args[0], "list") == 0) {
