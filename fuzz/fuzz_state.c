@@ -9,7 +9,9 @@
  * inside the file; every flag read keeps SPEC's bounds; and the writer
  * (ngx_http_ha_optout_state_emit(), as state_save() uses it) turns what
  * was read into a file that reads back to the same flags (a state file
- * survives any number of restarts unchanged).
+ * survives any number of restarts unchanged), spent jtis and the audit
+ * chain's last hash included.  A mapping of many keys (jtis) goes through
+ * the sorted duplicate check (more than NGX_HA_OPTOUT_YDUP_SORT keys).
  */
 
 
@@ -62,6 +64,7 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_http_ha_optout_state_t *st)
     ngx_http_ha_optout_state_t   st2;
     ngx_http_ha_optout_saved_t  *s, *s2;
     ngx_http_ha_optout_flag_t   *a, *b;
+    ngx_http_ha_optout_jti_t    *j, *j2;
 
     s = st->flags.elts;
     n = ngx_min(st->flags.nelts, 8);
@@ -92,7 +95,8 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_http_ha_optout_state_t *st)
     yaml_emitter_set_width(&emitter, 1000);
 
     rc = ngx_http_ha_optout_state_emit(&emitter, st->version_seq, fuzz_snap,
-                                       n);
+                                       n, st->audit_hash, st->jtis.elts,
+                                       st->jtis.nelts);
     fuzz_assert(rc == NGX_OK, "flags read from a state file cannot be "
                 "written back: %s",
                 emitter.problem ? emitter.problem : "?");
@@ -108,6 +112,20 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_http_ha_optout_state_t *st)
     fuzz_assert(st2.flags.nelts == n, "%u flags written, %u read back",
                 (unsigned) n, (unsigned) st2.flags.nelts);
     fuzz_assert(st2.version_seq == st->version_seq, "version_seq changed");
+    fuzz_assert(ngx_strcmp(st2.audit_hash, st->audit_hash) == 0,
+                "audit_hash changed");
+    fuzz_assert(st2.jtis.nelts == st->jtis.nelts, "%u jtis written, %u read "
+                "back", (unsigned) st->jtis.nelts, (unsigned) st2.jtis.nelts);
+
+    j = st->jtis.elts;
+    j2 = st2.jtis.elts;
+
+    for (i = 0; i < st->jtis.nelts; i++) {
+        fuzz_assert(j[i].jti.len == j2[i].jti.len
+                    && memcmp(j[i].jti.data, j2[i].jti.data, j[i].jti.len)
+                       == 0, "jti changed in the round trip");
+        fuzz_assert(j[i].exp == j2[i].exp, "a jti's exp changed");
+    }
 
     s2 = st2.flags.elts;
 
@@ -183,6 +201,17 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     }
 
     s = st.flags.elts;
+
+    fuzz_assert(st.audit_hash[0] == '\0'
+                || ngx_http_ha_optout_is_hash(st.audit_hash, 64),
+                "audit_hash is not 64 hex digits");
+
+    for (i = 0; i < st.jtis.nelts; i++) {
+        fuzz_assert(((ngx_http_ha_optout_jti_t *) st.jtis.elts)[i].jti.len
+                    >= 1
+                    && ((ngx_http_ha_optout_jti_t *) st.jtis.elts)[i].jti.len
+                       <= 255, "a jti of a bad length");
+    }
 
     for (i = 0; i < st.flags.nelts; i++) {
         fuzz_assert(s[i].upstream.len > 0

@@ -14,7 +14,6 @@
     void name(void) { fuzz_fail(#name "() called"); }
 
 /* the request path: never reached from the escapers */
-FUZZ_UNREACHED(ngx_hex_dump)
 FUZZ_UNREACHED(ngx_http_arg)
 FUZZ_UNREACHED(ngx_http_discard_request_body)
 FUZZ_UNREACHED(ngx_http_output_filter)

@@ -6,7 +6,8 @@
  * or upstream functions; those abort if they are ever called, so a harness
  * that strays into them is noticed.
  *
- * ngx_strncasecmp() and ngx_pstrdup() are copied verbatim from nginx
+ * ngx_strncasecmp(), ngx_pstrdup() and ngx_hex_dump() are copied verbatim
+ * from nginx
  * 1.22.1 src/core/ngx_string.c (Copyright (C) Igor Sysoev, Copyright (C)
  * Nginx, Inc.; 2-clause BSD license).
  */
@@ -91,7 +92,42 @@ ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
 }
 
 
+/* the replay cache is in the zone: the loader never reaches it */
+
+ngx_int_t
+ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp,
+    time_t now)
+{
+    fuzz_fail("ngx_http_ha_optout_replay_check_locked() called");
+    return NGX_ERROR;
+}
+
+
+size_t
+ngx_http_ha_optout_replay_export_locked(u_char *buf, size_t size,
+    ngx_uint_t max, time_t now)
+{
+    fuzz_fail("ngx_http_ha_optout_replay_export_locked() called");
+    return 0;
+}
+
+
 /* from nginx 1.22.1 src/core/ngx_string.c */
+
+
+u_char *
+ngx_hex_dump(u_char *dst, u_char *src, size_t len)
+{
+    static u_char  hex[] = "0123456789abcdef";
+
+    while (len--) {
+        *dst++ = hex[*src >> 4];
+        *dst++ = hex[*src++ & 0xf];
+    }
+
+    return dst;
+}
+
 
 
 u_char *
