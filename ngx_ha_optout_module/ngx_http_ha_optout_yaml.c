@@ -68,6 +68,7 @@ typedef struct {
     time_t                           length;
     ngx_http_ha_optout_flag_t        flag;      /* the opt-outs, reason */
     ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_uint_t                       index;     /* of hscf in upstreams */
 } ngx_http_ha_optout_window_t;
 
 
@@ -106,6 +107,10 @@ typedef struct {
 
 static ngx_uint_t ngx_http_ha_optout_window_open(
     ngx_http_ha_optout_window_t *w, time_t now, time_t *start, time_t *end);
+
+
+static u_char  ngx_http_ha_optout_zero_hash[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 
 static const char  *ngx_http_ha_optout_optouts[] = {
@@ -1321,6 +1326,11 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
 
     audit_hash[64] = '\0';
 
+    if (ngx_strncmp(audit_hash, ngx_http_ha_optout_zero_hash, 64) == 0) {
+        /* no audit line yet: nothing to anchor */
+        audit_hash[0] = '\0';
+    }
+
     if (jlen) {
         jtis = ngx_http_ha_optout_state_jtis(jbuf, jlen, &njtis, log);
         if (jtis == NULL) {
@@ -1405,7 +1415,9 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     sh->state_saved = seq;
-    ngx_memcpy(sh->state_audit_hash, audit_hash, sizeof(audit_hash));
+    ngx_memcpy(sh->state_audit_hash,
+               audit_hash[0] ? audit_hash : ngx_http_ha_optout_zero_hash,
+               sizeof(audit_hash));
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -1974,10 +1986,6 @@ ngx_http_ha_optout_jti_cmp(const void *one, const void *two)
 }
 
 
-static u_char  ngx_http_ha_optout_zero_hash[] =
-    "0000000000000000000000000000000000000000000000000000000000000000";
-
-
 /* PATH.corrupt-<unix time>, with a suffix if that name is taken */
 
 static u_char *
@@ -2029,7 +2037,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_int_t                       rc;
     ngx_err_t                       err;
     ngx_str_t                       actor, reason;
-    ngx_uint_t                      i, changed, nj, restored_jtis;
+    ngx_uint_t                      i, changed, nj, room, restored_jtis;
     ngx_pool_t                     *pool;
     ngx_http_ha_optout_jti_t       *j;
     ngx_http_ha_optout_rec_t       *rec;
@@ -2155,9 +2163,18 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         sh->version_seq = max;
     }
 
-    /* spent jtis stay spent (SPEC 8): they come back before any write */
+    /*
+     * spent jtis stay spent (SPEC 8): they come back before any write,
+     * those that expire last first, at most NGX_HA_OPTOUT_STATE_JTIS and a
+     * quarter of the zone, so that new writes still find room
+     */
 
-    for (i = 0; i < nj; i++) {
+    room = (ngx_uint_t) (ngx_http_ha_optout_shpool->end
+                         - (u_char *) ngx_http_ha_optout_shpool)
+           / 4 / 128;
+    room = ngx_min(room, NGX_HA_OPTOUT_STATE_JTIS);
+
+    for (i = (nj > room) ? nj - room : 0; i < nj; i++) {
         if (j[i].exp + NGX_HA_OPTOUT_LEEWAY <= now) {
             continue;
         }
@@ -2872,8 +2889,26 @@ static ngx_http_ha_optout_srv_conf_t *
 ngx_http_ha_optout_window_upstream(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_window_t *w)
 {
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
     if (w->hscf == NULL) {
         w->hscf = ngx_http_ha_optout_find_upstream(hmcf, &w->upstream);
+
+        /* its place, so that the timer walks the windows only once */
+
+        hscfp = hmcf->upstreams.elts;
+
+        for (i = 0; w->hscf && i < hmcf->upstreams.nelts; i++) {
+            if (hscfp[i] == w->hscf) {
+                w->index = i;
+                break;
+            }
+        }
+
+        if (w->hscf && i == hmcf->upstreams.nelts) {
+            w->hscf = NULL;
+        }
     }
 
     return w->hscf;
@@ -2964,7 +2999,7 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
             return NGX_ERROR;
         }
 
-        w[i].hscf = hscf;
+        (void) ngx_http_ha_optout_window_upstream(hmcf, &w[i]);
     }
 
     return NGX_OK;
@@ -3216,6 +3251,10 @@ ngx_http_ha_optout_window_same(ngx_http_ha_optout_flag_t *a,
 }
 
 
+static ngx_uint_t  *ngx_http_ha_optout_first;
+static ngx_uint_t   ngx_http_ha_optout_first_n;
+
+
 /*
  * Worker 0, every tick: each upstream's window layer becomes the first
  * window in file order that is open now (set_at and expires_at are the
@@ -3230,7 +3269,7 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
 {
     time_t                           now, start, end;
     ngx_str_t                        actor, reason;
-    ngx_uint_t                       i, j, nw, changed;
+    ngx_uint_t                       i, j, nw, nu, changed, *first;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t        want, before;
     ngx_http_ha_optout_window_t     *w;
@@ -3242,8 +3281,42 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
     hscfp = hmcf->upstreams.elts;
     w = pol ? pol->windows.elts : NULL;
     nw = pol ? pol->windows.nelts : 0;
+    nu = hmcf->upstreams.nelts;
 
-    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+    /*
+     * the first open window of each upstream, in one walk over the windows
+     * (not one per upstream: linear in both)
+     */
+
+    if (nw && nu > ngx_http_ha_optout_first_n) {
+        if (ngx_http_ha_optout_first) {
+            ngx_free(ngx_http_ha_optout_first);
+        }
+
+        ngx_http_ha_optout_first = ngx_alloc(nu * sizeof(ngx_uint_t), log);
+        ngx_http_ha_optout_first_n = ngx_http_ha_optout_first ? nu : 0;
+
+        if (ngx_http_ha_optout_first == NULL) {
+            return;
+        }
+    }
+
+    first = ngx_http_ha_optout_first;
+
+    for (i = 0; nw && i < nu; i++) {
+        first[i] = nw;
+    }
+
+    for (j = 0; j < nw; j++) {
+        if (ngx_http_ha_optout_window_upstream(hmcf, &w[j]) != NULL
+            && first[w[j].index] == nw
+            && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
+        {
+            first[w[j].index] = j;
+        }
+    }
+
+    for (i = 0; i < nu; i++) {
         rec = hscfp[i]->rec;
 
         if (rec == NULL) {
@@ -3252,15 +3325,13 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
 
         ngx_memzero(&want, sizeof(ngx_http_ha_optout_flag_t));
 
-        for (j = 0; j < nw; j++) {
-            if (ngx_http_ha_optout_window_upstream(hmcf, &w[j]) == hscfp[i]
-                && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
-            {
-                want = w[j].flag;
-                want.set_at = start;
-                want.expires_at = end;
-                break;
-            }
+        j = nw ? first[i] : nw;
+
+        if (j < nw && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
+        {
+            want = w[j].flag;
+            want.set_at = start;
+            want.expires_at = end;
         }
 
         if (!want.present && !rec->window.present) {
