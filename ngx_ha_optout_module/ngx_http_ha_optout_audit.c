@@ -254,6 +254,43 @@ ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
 
 
 /*
+ * The log ends inside a line: a write was cut (a full disk, a crash).  The
+ * next line would be glued to the piece and neither would verify, so the
+ * piece, which holds no hash and proves nothing, is cut off (not when
+ * only testing the configuration), and the error log says so.
+ */
+
+static void
+ngx_http_ha_optout_audit_untear(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_file_info_t *fi, size_t piece, ngx_log_t *log)
+{
+    ngx_fd_t         fd;
+    ngx_file_info_t  wfi;
+
+    fd = hmcf->audit_log->fd;
+
+    if (ngx_test_config || fd == NGX_INVALID_FILE
+        || ngx_fd_info(fd, &wfi) == NGX_FILE_ERROR
+        || wfi.st_dev != fi->st_dev || wfi.st_ino != fi->st_ino
+        || ngx_file_size(&wfi) != ngx_file_size(fi)
+        || ftruncate(fd, ngx_file_size(fi) - (off_t) piece) == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: the audit log \"%V\" ends inside a line "
+                      "(%uz bytes of a cut write); the chain continues from "
+                      "the last whole line", &hmcf->audit_log->name, piece);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: the audit log \"%V\" ends inside a line "
+                  "(%uz bytes of a cut write): they were removed, and the "
+                  "chain continues from the last whole line",
+                  &hmcf->audit_log->name, piece);
+}
+
+
+/*
  * A fresh zone: the chain continues from the last line of the log.  Only
  * its tail is read (the log may be large), with O_NONBLOCK and only if it
  * is a regular file.  A log that ends inside a line (a crash while it was
@@ -372,10 +409,9 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     sh->audit_hash[64] = '\0';
 
     if (torn) {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "ha_optout: the audit log \"%V\" ends inside a line "
-                      "(a write was cut); the chain continues from the last "
-                      "whole line", &hmcf->audit_log->name);
+        ngx_http_ha_optout_audit_untear(hmcf, &fi,
+                                        (size_t) (buf + n - (last + 1)),
+                                        log);
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
