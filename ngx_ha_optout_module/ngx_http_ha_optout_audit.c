@@ -307,7 +307,7 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     off_t             size, from;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_uint_t        i, torn;
+    ngx_uint_t        i, torn, level;
     const char       *why;
     ngx_file_info_t   fi;
 
@@ -322,9 +322,15 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
 
     if (fd == NGX_INVALID_FILE) {
         if (why) {
-            ngx_log_error(NGX_LOG_ALERT, log, 0,
-                          "ha_optout: audit log \"%V\" %s; its chain "
-                          "starts again", &hmcf->audit_log->name, why);
+            /* /dev/stdout or a pipe (a container's log) is not an error */
+
+            level = (ngx_strncmp(why, "not a regular", 13) == 0)
+                    ? NGX_LOG_NOTICE : NGX_LOG_ALERT;
+
+            ngx_log_error(level, log, 0,
+                          "ha_optout: audit log \"%V\": %s; its chain "
+                          "cannot be continued and starts again",
+                          &hmcf->audit_log->name, why);
         }
 
         return;
