@@ -350,8 +350,9 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
                    != NULL)
             {
                 bad = "prev_hash is 64 zeros: the chain starts again here "
-                      "(nginx found no log to continue when it started, or "
-                      "a version before 0.2 restarted it); what comes "
+                      "(nginx found neither a log nor a state file to "
+                      "continue when it started, or an older version "
+                      "restarted the chain at each start); what comes "
                       "before it cannot be checked against it";
             }
 
