@@ -305,6 +305,7 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
 {
     u_char           *buf, *last, *start, *p;
     off_t             size, from;
+    size_t            len;
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_uint_t        i, torn, level;
@@ -382,10 +383,11 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
         start--;
     }
 
-    p = last - (sizeof(member) - 1 + 64 + 2);
+    len = sizeof(member) - 1 + 64 + 2;
+    p = last - ngx_min(len, (size_t) (last - buf));
 
     if (last == buf || (start == buf && from > 0)
-        || p < start
+        || (size_t) (last - start) < len
         || ngx_strncmp(p, member, sizeof(member) - 1) != 0
         || ngx_strncmp(last - 2, "\"}", 2) != 0)
     {
