@@ -145,8 +145,9 @@ ngx_http_ha_optout_yfail(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
 /*
  * Opens a file to read it as a careful daemon does: never blocking in
  * open() (O_NONBLOCK: a FIFO planted there opens at once), never through a
- * symbolic link when "nofollow" (a directory the workers may write), and
- * only a regular file (never a FIFO, device or directory).  On failure
+ * symbolic link or a second hard link when "nofollow" (a directory the
+ * workers may write), and only a regular file (never a FIFO, device or
+ * directory).  On failure
  * *why says what is wrong, or is NULL when the file does not exist.
  */
 
@@ -203,6 +204,15 @@ ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
                : S_ISSOCK(fi->st_mode) ? "not a regular file: it is a "
                                          "socket"
                : "not a regular file: it is a device";
+        ngx_close_file(fd);
+        return NGX_INVALID_FILE;
+    }
+
+    if (nofollow && fi->st_nlink > 1) {
+        /* a hard link planted there would be read as our own file */
+        *why = "cannot open: it has other hard links (refused: a file in "
+               "a directory the workers may write is read only as a file "
+               "of its own)";
         ngx_close_file(fd);
         return NGX_INVALID_FILE;
     }

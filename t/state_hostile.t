@@ -217,6 +217,24 @@ like($t->read_file($elsewhere), qr/read through a link/,
      'and leaves the file it pointed to alone');
 
 ###############################################################################
+# a hard link as the state file: not read as nginx's own file
+
+$t->stop;
+unlink $state;
+link $elsewhere, $state or die "link: $!\n";
+
+$t->run;
+
+ok($t->wait_for(sub {
+    $t->error_log =~ /state file "\Q$state\E" cannot be read \(cannot open: it has other hard links/
+}, 5), 'a hard link as the state file is refused with a clear error');
+unlike($t->api(GET => 'v1/flags/app')->{body}, qr/read through a link/,
+       'the flag in it does not act');
+is(set_flag()->{status}, 200, 'a write');
+like($t->read_file($elsewhere), qr/read through a link/,
+     'leaves the other name of the file alone');
+
+###############################################################################
 # a FIFO as the state file: no worker blocks in open()
 
 $t->stop;
