@@ -14,11 +14,13 @@ PROVE_JOBS ?= 2
 DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
        libssl-dev libcurl4-openssl-dev pkg-config curl perl \
        libtest-simple-perl prometheus prometheus-alertmanager chromium redis-server wrk \
-       clang libclang-rt-14-dev
+       clang libclang-rt-14-dev \
+       debhelper dpkg-dev fakeroot lintian logrotate
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps module cli test demo bench install clean fuzz test-asan
+.PHONY: all deps module cli test demo bench install clean fuzz test-asan \
+        deb test-deb
 
 all: module cli
 
@@ -75,6 +77,26 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules
 	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/ha-optoutctl
 	install -m 644 $(MODULE) $(STREAM_MODULE) $(DESTDIR)/usr/lib/nginx/modules/
+
+# Debian packages (debian/, docs/packaging.md) into build/deb/, built from
+# a copy of the tree so that the tree itself stays clean
+DEB_DIR = $(BUILD)/deb
+
+deb: deps
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	tar -C $(CURDIR) --exclude=./build --exclude=./build-asan --exclude=./.git \
+	    --exclude='*.o' -cf - . | tar -C $(DEB_DIR)/src -xf -
+	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
+	    || { tail -30 ../build.log; exit 1; }
+	rm -rf $(DEB_DIR)/src
+	cd $(DEB_DIR) && lintian --info --display-info --pedantic *.changes \
+	    | tee lintian.txt; ! grep -q '^E: ' lintian.txt
+	mkdir -p $(DEB_DIR)/debug && mv $(DEB_DIR)/*-dbgsym_*.deb $(DEB_DIR)/debug/
+	@ls -l $(DEB_DIR)/*.deb
+
+# installs, exercises and purges the packages on this machine (root)
+test-deb: deb
+	t/deb/run.sh $(DEB_DIR)
 
 clean:
 	rm -rf $(BUILD)
