@@ -100,7 +100,7 @@ cleanup() {
     # what this test (not the packages) made: the key, the audit logs,
     # the temp directories nginx -t creates under /var/lib/nginx
     [ -n "$KEY_MADE" ] && rm -f "$KEY"
-    for f in "$AUDIT"* /var/lib/nginx/*; do
+    for f in "$AUDIT"* /var/lib/nginx/{body,fastcgi,proxy,scgi,uwsgi}; do
         [ -e "$f" ] || continue
         grep -q "^$f " "$S0" || rm -rf "$f"
     done
