@@ -253,14 +253,24 @@ ok "nginx (stock config + example, user www-data) runs on 127.0.0.1:$P0, pid $NG
 seen=$(for i in 1 2 3 4 5 6; do curl -s "$URL/"; done | sort -u | tr '\n' ' ')
 check "HA as usual: both backends answer ($seen)" [ "$seen" = "backend-1 backend-2 " ]
 
+# README.Debian's curl: a token from ha-optoutctl token, a PUT
+TOKEN=$("${CTL[@]}" token --key "$KEY" --kid ops --sub make-test-deb --ttl 5m)
+check "curl PUT v1/flags/app pin=127.0.0.1:$P1 with a minted token: 200" \
+    [ "$(curl -s -o "$T/put.json" -w '%{http_code}' -X PUT "${ADMIN}v1/flags/app" \
+         -H "Authorization: Bearer $TOKEN" \
+         -d '{"pin":"127.0.0.1:'"$P1"'","ttl":"10m","reason":"first try"}')" = 200 ]
+seen=$(for i in 1 2 3 4 5 6; do curl -s "$URL/"; done | sort -u | tr '\n' ' ')
+check "pinned by curl: every request on backend-1 ($seen)" [ "$seen" = "backend-1 " ]
+
 check "ha-optoutctl set --pin 127.0.0.1:$P2" \
     eval '"${CTL[@]}" set "${CRED[@]}" --upstream app --pin 127.0.0.1:$P2 --ttl 10m --reason "make test-deb" >$T/set.log 2>&1'
 seen=$(for i in 1 2 3 4 5 6; do curl -s "$URL/"; done | sort -u | tr '\n' ' ')
 check "pinned: every request on backend-2 ($seen)" [ "$seen" = "backend-2 " ]
 check "X-HA-Optout: pin=127.0.0.1:$P2" \
     grep -qi "^x-ha-optout: pin=127.0.0.1:$P2" <(curl -si "$URL/" | tr -d '\r')
-check "ha-optoutctl status shows the pin" \
-    grep -q "pin=127.0.0.1:$P2" <("${CTL[@]}" status "${CRED[@]}" 2>&1)
+check "ha-optoutctl status (HA_OPTOUT_URL, _KEY, _KID) shows the pin" \
+    grep -q "pin=127.0.0.1:$P2" <(HA_OPTOUT_URL=$ADMIN HA_OPTOUT_KEY=$KEY HA_OPTOUT_KID=ops \
+                                  "${CTL[@]}" status 2>&1)
 check "the workers wrote $STATEDIR/ha-optout.state" \
     wait_for 10 eval '[ "$(stat -c %U "$STATEDIR/ha-optout.state" 2>/dev/null)" = www-data ]'
 check "the audit log has the pin" wait_for 10 grep -q "make test-deb" "$AUDIT"
