@@ -84,8 +84,13 @@ DEB_DIR = $(BUILD)/deb
 
 deb: deps
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
-	tar -C $(CURDIR) --exclude=./build --exclude=./build-asan --exclude=./.git \
-	    --exclude='*.o' -cf - . | tar -C $(DEB_DIR)/src -xf -
+	cd $(CURDIR) && if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z -co --exclude-standard \
+	        | tar --null -T - --ignore-failed-read -cf - 2>/dev/null; \
+	else \
+	    tar --exclude=./build --exclude=./build-asan --exclude=./.git \
+	        --exclude='*.o' -cf - .; \
+	fi | tar -C $(DEB_DIR)/src -xf -
 	cd $(DEB_DIR)/src && dpkg-buildpackage -b -us -uc > ../build.log 2>&1 \
 	    || { tail -30 ../build.log; exit 1; }
 	rm -rf $(DEB_DIR)/src
