@@ -320,7 +320,13 @@ kill -QUIT "$NGX_PID"
 wait_for 20 eval '! kill -0 '"$NGX_PID"' 2>/dev/null' && ok "the test nginx stopped" || fail "the test nginx stopped"
 NGX_PID=
 
-# ------------------------------------------------------ purge
+# ------------------------------------------------------ remove, then purge
+apt-get remove -y -q "${PKGS[@]}" >> "$T/apt.log" 2>&1 || { tail -20 "$T/apt.log"; die "apt-get remove failed"; }
+check "remove: the link becomes 50-mod-http-ha-optout.conf.removed (as for every libnginx-mod-*)" \
+    eval '[ -L /etc/nginx/modules-enabled/50-mod-http-ha-optout.conf.removed ] && [ ! -e /etc/nginx/modules-enabled/50-mod-http-ha-optout.conf ]'
+check "remove: stock nginx -t passes without the modules" eval "$NGINX -t -q >$T/t5.log 2>&1"
+check "remove: the state directory and the logrotate conffile stay until purge" \
+    [ -d "$STATEDIR" -a -f "$LOGROTATE" ]
 apt-get purge -y -q "${PKGS[@]}" >> "$T/apt.log" 2>&1 || { tail -20 "$T/apt.log"; die "apt-get purge failed"; }
 for p in "${PKGS[@]}"; do check "$p purged" eval "! dpkg-query -W -f='\${Status}' $p 2>/dev/null | grep -q installed"; done
 
