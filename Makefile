@@ -81,8 +81,12 @@ install: all
 # Debian packages (debian/, docs/packaging.md) into build/deb/, built from
 # a copy of the tree so that the tree itself stays clean
 DEB_DIR = $(BUILD)/deb
+# what 'make deb' and 'make test-deb' need (all of them are in DEPS too)
+DEB_DEPS = nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
+           libssl-dev libcurl4-openssl-dev debhelper dpkg-dev fakeroot lintian
 
-deb: deps
+deb:
+	@$(MAKE) -s deps DEPS="$(DEB_DEPS)"
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
 	cd $(CURDIR) && if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
 	    git ls-files -z -co --exclude-standard \
@@ -101,6 +105,7 @@ deb: deps
 
 # installs, exercises and purges the packages on this machine (root)
 test-deb: deb
+	@$(MAKE) -s deps DEPS="logrotate curl openssl perl"
 	t/deb/run.sh $(DEB_DIR)
 
 clean:
