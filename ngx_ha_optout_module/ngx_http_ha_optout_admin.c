@@ -334,7 +334,7 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     }
 
     rc = ngx_http_ha_optout_token_verify(r->pool, hlcf->keys, &token,
-                                         &hlcf->audience,
+                                         &hlcf->audience, &hlcf->issuer,
                                          hlcf->token_lifetime, ngx_time(),
                                          &ctx->claims, &reason);
     if (rc == NGX_ERROR) {

@@ -135,6 +135,13 @@ static ngx_command_t  ngx_http_ha_optout_commands[] = {
       offsetof(ngx_http_ha_optout_loc_conf_t, audience),
       NULL },
 
+    { ngx_string("ha_optout_admin_issuer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ha_optout_loc_conf_t, issuer),
+      NULL },
+
     { ngx_string("ha_optout_admin_token_lifetime"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
@@ -281,6 +288,7 @@ ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->header, prev->header, 0);
     ngx_conf_merge_ptr_value(conf->keys, prev->keys, NULL);
     ngx_conf_merge_str_value(conf->audience, prev->audience, "");
+    ngx_conf_merge_str_value(conf->issuer, prev->issuer, "");
     ngx_conf_merge_sec_value(conf->token_lifetime, prev->token_lifetime,
                              3600);
     ngx_conf_merge_value(conf->replay, prev->replay, 1);
@@ -1088,10 +1096,30 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (ngx_strcasecmp(value[1].data, (u_char *) "eddsa") == 0) {
         key->alg = NGX_HA_OPTOUT_ALG_EDDSA;
 
+    } else if (ngx_strcasecmp(value[1].data, (u_char *) "rs256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_RS256;
+
+    } else if (ngx_strcasecmp(value[1].data, (u_char *) "jwks") == 0) {
+        /* a JWK Set adds its own keys, each with the kid of its JWK */
+        hlcf->keys->nelts--;
+
+        if (cf->args->nelts == 4) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": the kid of each key is in the JWK "
+                               "Set", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_conf_full_name(cf->cycle, &value[2], 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        return ngx_http_ha_optout_jwks_load(cf, hlcf->keys, &value[2]);
+
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown algorithm \"%V\" "
-                           "(hs256, es256 or eddsa)", &value[1]);
+                           "(hs256, es256, eddsa, rs256 or jwks)", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -108,7 +108,7 @@ typedef struct {
 
 
 #define NGX_HA_OPTOUT_ADMIN_CODES    16
-#define NGX_HA_OPTOUT_AUTH_REASONS   12
+#define NGX_HA_OPTOUT_AUTH_REASONS   14
 #define NGX_HA_OPTOUT_AUDIT_RING     128
 #define NGX_HA_OPTOUT_AUDIT_LINE     4096
 
@@ -258,6 +258,7 @@ typedef struct {
     ngx_uint_t                       status;
     ngx_array_t                     *keys;      /* ngx_http_ha_optout_key_t */
     ngx_str_t                        audience;
+    ngx_str_t                        issuer;
     time_t                           token_lifetime;
     ngx_flag_t                       replay;
     ngx_int_t                        request_id_index;

@@ -26,7 +26,7 @@ const char  *ngx_http_ha_optout_actions[] = {
 const char  *ngx_http_ha_optout_auth_reasons[] = {
     "missing", "malformed", "algorithm", "unknown_kid", "signature",
     "expired", "not_yet_valid", "lifetime", "audience", "replay",
-    "scope", NULL
+    "scope", "issuer", "type", NULL
 };
 
 

@@ -10,6 +10,7 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -39,11 +40,12 @@ static int          t_tests, t_failed;
 static ngx_pool_t  *t_pool;
 static char         t_dir[] = "/tmp/ha_optout_unit.XXXXXX";
 
-static EVP_PKEY    *t_ec, *t_ed, *t_ec384;
+static EVP_PKEY    *t_ec, *t_ed, *t_ec384, *t_rsa, *t_rsa1024;
 static char        *t_ec_pem;
 static ngx_array_t *t_keys, *t_one_key;
 static ngx_str_t    t_audience = ngx_string("edge-eu-1");
 static ngx_str_t    t_no_audience = ngx_null_string;
+static ngx_str_t   *t_issuer;
 
 static ngx_http_ha_optout_claims_t  t_claims;
 
@@ -128,6 +130,14 @@ sign(t_signer_t *s, const char *data, u_char *sig)
         ECDSA_SIG_free(es);
         return 64;
 
+    case NGX_HA_OPTOUT_ALG_RS256:
+        ctx = EVP_MD_CTX_new();
+        len = 1024;
+        EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, s->pkey);
+        EVP_DigestSign(ctx, sig, &len, (const u_char *) data, strlen(data));
+        EVP_MD_CTX_free(ctx);
+        return len;
+
     case NGX_HA_OPTOUT_ALG_EDDSA:
         ctx = EVP_MD_CTX_new();
         len = 64;
@@ -148,10 +158,10 @@ static char *
 mint_raw(const char *header, const char *claims, t_signer_t *s)
 {
     char    *tok, *p;
-    u_char   sig[EVP_MAX_MD_SIZE + 64];
+    u_char   sig[1024];
     size_t   n, siglen;
 
-    n = (strlen(header) + strlen(claims) + 200) * 2;
+    n = (strlen(header) + strlen(claims)) * 2 + 1600;
     tok = xmalloc(n);
 
     b64url((const u_char *) header, strlen(header), tok);
@@ -202,8 +212,9 @@ verify_in(ngx_array_t *keys, ngx_str_t *aud, const char *token,
 
     *reason = NULL;
 
-    return ngx_http_ha_optout_token_verify(t_pool, keys, &t, aud, T_LIFETIME,
-                                           T_NOW, &t_claims, reason);
+    return ngx_http_ha_optout_token_verify(t_pool, keys, &t, aud, t_issuer,
+                                           T_LIFETIME, T_NOW, &t_claims,
+                                           reason);
 }
 
 
@@ -362,20 +373,53 @@ test_key_load(void)
        && strstr(err, path), "a 31-byte HS256 secret is refused at load");
     free(path);
 
-    path = write_file("exact.key", "0123456789abcdef0123456789abcdef\r\n",
-                      34, 0600);
+    path = write_file("exact.key", "0123456789abcdef0123456789abcdef\n",
+                      33, 0600);
     err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
     ok(err == NULL && key.secret.len == 32,
-       "a 32-byte secret loads and its trailing CRLF is stripped");
+       "a 32-byte secret loads and its trailing newline is stripped");
+    free(path);
+
+    path = write_file("crlf.key", "0123456789abcdef0123456789abcdef\r\n",
+                      34, 0600);
+    err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+    ok(err && strstr(err, "is not text: byte 33 is a carriage return")
+       && strstr(err, "hex or base64"),
+       "a secret ending in CRLF is refused, saying how to store it");
     free(path);
 
     path = write_file("two-newlines.key",
-                      "0123456789abcdef0123456789abcde\n\n", 33, 0600);
+                      "0123456789abcdef0123456789abcdef\n\n", 34, 0600);
     err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
-    ok(err == NULL && key.secret.len == 32
-       && key.secret.data[31] == '\n',
-       "only one trailing newline is stripped");
+    ok(err && strstr(err, "a second newline"),
+       "only one trailing newline is ignored: a second one is refused");
     free(path);
+
+    {
+        u_char  raw[40];
+        int     i;
+
+        /* raw random bytes that end in a newline byte: cut silently before */
+        for (i = 0; i < 40; i++) {
+            raw[i] = (u_char) (i * 37 + 129);
+        }
+        raw[39] = '\n';
+
+        path = write_file("binary.key", raw, sizeof(raw), 0600);
+        err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+        ok(err && strstr(err, "is not text: byte 1 is not ASCII")
+           && strstr(err, "openssl rand -hex 32"),
+           "a binary secret is refused with how to store it as text");
+        free(path);
+
+        memcpy(raw, "0123456789abcdef0123456789abcdef", 32);
+        raw[10] = '\0';
+        path = write_file("nul.key", raw, 33, 0600);
+        err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
+        ok(err && strstr(err, "byte 11 is a control byte"),
+           "a NUL byte inside the secret is refused");
+        free(path);
+    }
 
     path = write_file("open.key", T_SECRET, sizeof(T_SECRET) - 1, 0644);
     err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
@@ -391,9 +435,37 @@ test_key_load(void)
 
     path = write_file("ec.pub.pem", t_ec_pem, strlen(t_ec_pem), 0644);
     err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
-    ok(err && strstr(err, "chmod 600"),
-       "the mode rule applies to public key files too");
+    ok(err == NULL, "a world-readable public key file (0644) loads");
     free(path);
+
+    path = write_file("ec-gw.pub.pem", t_ec_pem, strlen(t_ec_pem), 0664);
+    err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
+    ok(err && strstr(err, "is writable by group or others (chmod 644)"),
+       "a public key file the group may write (0664) is refused");
+    free(path);
+
+    {
+        char   *fifo;
+        size_t  n;
+
+        n = strlen(t_dir) + sizeof("/key.fifo");
+        fifo = xmalloc(n);
+        snprintf(fifo, n, "%s/key.fifo", t_dir);
+
+        if (mkfifo(fifo, 0600) == 0) {
+            alarm(10);  /* the old open() blocked here for ever */
+            err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", fifo);
+            alarm(0);
+            ok(err && strstr(err, "is not a regular file"),
+               "a FIFO as key file is refused at once, not waited on");
+            unlink(fifo);
+
+        } else {
+            ok(0, "mkfifo for the FIFO case");
+        }
+
+        free(fifo);
+    }
 
     path = write_file("pem-as-secret.key", t_ec_pem, strlen(t_ec_pem), 0600);
     err = load(&key, NGX_HA_OPTOUT_ALG_HS256, "k", path);
@@ -478,8 +550,12 @@ setup_keys(void)
     t_ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     t_ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     t_ec384 = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384");
+    t_rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 2048);
+    t_rsa1024 = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) 1024);
 
-    if (t_ec == NULL || t_ed == NULL || t_ec384 == NULL) {
+    if (t_ec == NULL || t_ed == NULL || t_ec384 == NULL || t_rsa == NULL
+        || t_rsa1024 == NULL)
+    {
         printf("Bail out! key generation failed\n");
         exit(2);
     }
@@ -911,6 +987,605 @@ test_structure(void)
 }
 
 
+/* ------------------------------------------------ RS256, JWK Sets, claims */
+
+
+static void
+b64url_bn(EVP_PKEY *pkey, const char *name, int pad, char *out)
+{
+    int      n;
+    u_char   buf[1024];
+    BIGNUM  *bn;
+
+    bn = NULL;
+    EVP_PKEY_get_bn_param(pkey, name, &bn);
+    n = pad ? BN_bn2binpad(bn, buf, pad) : BN_bn2bin(bn, buf);
+    BN_free(bn);
+    b64url(buf, n, out);
+}
+
+
+/* the public JWK of "pkey" as an identity provider publishes it */
+
+static char *
+jwk_of(EVP_PKEY *pkey, const char *kid, const char *extra)
+{
+    char    a[1400], b[200], *out;
+    u_char  raw[32];
+    size_t  len;
+
+    out = xmalloc(4096);
+
+    if (EVP_PKEY_is_a(pkey, "RSA")) {
+        b64url_bn(pkey, OSSL_PKEY_PARAM_RSA_N, 0, a);
+        b64url_bn(pkey, OSSL_PKEY_PARAM_RSA_E, 0, b);
+        snprintf(out, 4096, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"n\":\"%s\","
+                 "\"e\":\"%s\"%s%s}", kid, a, b, *extra ? "," : "", extra);
+
+    } else if (EVP_PKEY_is_a(pkey, "EC")) {
+        b64url_bn(pkey, OSSL_PKEY_PARAM_EC_PUB_X, 32, a);
+        b64url_bn(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, 32, b);
+        snprintf(out, 4096, "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"%s\","
+                 "\"x\":\"%s\",\"y\":\"%s\"%s%s}", kid, a, b,
+                 *extra ? "," : "", extra);
+
+    } else {
+        len = sizeof(raw);
+        EVP_PKEY_get_raw_public_key(pkey, raw, &len);
+        b64url(raw, len, a);
+        snprintf(out, 4096, "{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+                 "\"kid\":\"%s\",\"x\":\"%s\"%s%s}", kid, a,
+                 *extra ? "," : "", extra);
+    }
+
+    return out;
+}
+
+
+static char *
+jwk_oct(const char *kid, const char *secret, const char *extra)
+{
+    char   k[256], *out;
+
+    b64url((const u_char *) secret, strlen(secret), k);
+    out = xmalloc(1024);
+    snprintf(out, 1024, "{\"kty\":\"oct\",\"kid\":\"%s\",\"k\":\"%s\"%s%s}",
+             kid, k, *extra ? "," : "", extra);
+
+    return out;
+}
+
+
+/* NULL on success (the keys in *keys), else the recorded error message */
+
+static const char *
+jwks_parse(const char *json, ngx_array_t **keys, ngx_uint_t *secret)
+{
+    char        *rv;
+    ngx_str_t    file = ngx_string("/etc/nginx/idp.jwks");
+    ngx_str_t    data;
+    ngx_conf_t   cf;
+    ngx_uint_t   dummy;
+
+    ngx_memzero(&cf, sizeof(ngx_conf_t));
+    cf.pool = t_pool;
+
+    *keys = ngx_array_create(t_pool, 4, sizeof(ngx_http_ha_optout_key_t));
+    secret = secret ? secret : &dummy;
+    *secret = 0;
+
+    data.data = (u_char *) json;
+    data.len = strlen(json);
+
+    ngx_unit_conf_error[0] = '\0';
+
+    rv = ngx_http_ha_optout_jwks_parse(&cf, *keys, &file, &data, secret);
+
+    return (rv == NGX_CONF_OK) ? NULL
+           : ngx_unit_conf_error[0] ? ngx_unit_conf_error : "(no message)";
+}
+
+
+static const char *
+jwks_file(const char *name, const char *json, mode_t mode)
+{
+    char        *path, *rv;
+    ngx_str_t    file;
+    ngx_conf_t   cf;
+    ngx_array_t *keys;
+
+    ngx_memzero(&cf, sizeof(ngx_conf_t));
+    cf.pool = t_pool;
+
+    path = write_file(name, json, strlen(json), mode);
+    file.data = (u_char *) path;
+    file.len = strlen(path);
+
+    keys = ngx_array_create(t_pool, 4, sizeof(ngx_http_ha_optout_key_t));
+    ngx_unit_conf_error[0] = '\0';
+
+    rv = ngx_http_ha_optout_jwks_load(&cf, keys, &file);
+    free(path);
+
+    return (rv == NGX_CONF_OK) ? NULL
+           : ngx_unit_conf_error[0] ? ngx_unit_conf_error : "(no message)";
+}
+
+
+static char *
+set_of(const char *a, const char *b, const char *c, const char *d)
+{
+    char  *out;
+
+    out = xmalloc(16384);
+    snprintf(out, 16384, "{\"keys\":[%s%s%s%s%s%s%s]}", a,
+             b ? "," : "", b ? b : "", c ? "," : "", c ? c : "",
+             d ? "," : "", d ? d : "");
+
+    return out;
+}
+
+
+static char *
+write_pem(const char *name, EVP_PKEY *pkey, mode_t mode)
+{
+    char  *pem, *path;
+
+    pem = pem_of(pkey);
+    path = write_file(name, pem, strlen(pem), mode);
+    free(pem);
+
+    return path;
+}
+
+
+static void
+test_rs256(void)
+{
+    char                      *path, *tok, *p;
+    const char                *err;
+    ngx_array_t               *keys;
+    ngx_http_ha_optout_key_t  *key;
+    t_signer_t                 rs = { "RS256", "idp", NGX_HA_OPTOUT_ALG_RS256,
+                                      NULL, NULL, 0 };
+    t_signer_t                 s;
+
+    rs.pkey = t_rsa;
+
+    keys = ngx_array_create(t_pool, 2, sizeof(ngx_http_ha_optout_key_t));
+    key = ngx_array_push(keys);
+
+    path = write_pem("rsa.pub.pem", t_rsa, 0644);
+    err = load(key, NGX_HA_OPTOUT_ALG_RS256, "idp", path);
+    ok(err == NULL && key->pkey != NULL,
+       "a 2048-bit RSA public key PEM (0644) loads for rs256");
+
+    is_reason(check_aud(keys, &t_no_audience, mint(&rs, claims_json(""))),
+              "", "a valid RS256 token is accepted");
+    ok(str_is(&t_claims.kid, "idp"), "the RS256 key's kid is returned");
+
+    tok = mint(&rs, claims_json(""));
+    p = strrchr(tok, '.') + 9;
+    *p = (*p == 'A') ? 'B' : 'A';
+    is_reason(check_aud(keys, &t_no_audience, tok), "signature",
+              "a flipped RS256 signature byte is refused");
+
+    tok = mint(&rs, claims_json(""));
+    tok[strlen(tok) - 6] = '\0';
+    is_reason(check_aud(keys, &t_no_audience, tok), "signature",
+              "an RS256 signature shorter than the modulus is refused");
+
+    /* alg confusion: HMAC keyed with the RSA public key PEM */
+    s.alg = "HS256";
+    s.kid = "idp";
+    s.sign_alg = NGX_HA_OPTOUT_ALG_HS256;
+    s.pkey = NULL;
+    p = pem_of(t_rsa);
+    s.secret = (u_char *) p;
+    s.secret_len = strlen(p);
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "algorithm",
+              "an HS256 token keyed with the RSA public PEM is refused");
+    free(p);
+
+    s = rs;
+    s.alg = "RS512";
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "algorithm", "RS512 is not RS256");
+
+    s = rs;
+    s.alg = "PS256";
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "algorithm", "PS256 is not RS256");
+
+    s = rs;
+    s.pkey = t_rsa1024;
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "signature", "an RS256 token from another RSA key is refused");
+    free(path);
+
+    key = ngx_array_push(keys);
+
+    path = write_pem("rsa1024.pub.pem", t_rsa1024, 0644);
+    err = load(key, NGX_HA_OPTOUT_ALG_RS256, "weak", path);
+    ok(err && strstr(err, "less than 2048 bits") && strstr(err, path),
+       "a 1024-bit RSA key is refused for rs256, naming the file");
+    free(path);
+
+    path = write_pem("ec-for-rs.pem", t_ec, 0644);
+    err = load(key, NGX_HA_OPTOUT_ALG_RS256, "x", path);
+    ok(err && strstr(err, "is not an RSA public key"),
+       "a P-256 key is refused for rs256");
+    free(path);
+
+    path = write_pem("rsa-for-es.pem", t_rsa, 0644);
+    err = load(key, NGX_HA_OPTOUT_ALG_ES256, "x", path);
+    ok(err && strstr(err, "is not a P-256"),
+       "an RSA key is refused for es256");
+    free(path);
+}
+
+
+static void
+test_jwks(void)
+{
+    char                      *rsa, *ec, *ed, *oct, *set, *tok, *pem, *p;
+    char                       buf[4096];
+    const char                *err;
+    ngx_uint_t                 secret;
+    ngx_array_t               *keys;
+    ngx_http_ha_optout_key_t  *k;
+    t_signer_t                 rs = { "RS256", "r1", NGX_HA_OPTOUT_ALG_RS256,
+                                      NULL, NULL, 0 };
+    t_signer_t                 es = { "ES256", "e1", NGX_HA_OPTOUT_ALG_ES256,
+                                      NULL, NULL, 0 };
+    t_signer_t                 ed25519 = { "EdDSA", "d1",
+                                           NGX_HA_OPTOUT_ALG_EDDSA, NULL,
+                                           NULL, 0 };
+    t_signer_t                 hs = { "HS256", "h1", NGX_HA_OPTOUT_ALG_HS256,
+                                      NULL, (u_char *) T_SECRET,
+                                      sizeof(T_SECRET) - 1 };
+    t_signer_t                 s;
+
+    rs.pkey = t_rsa;
+    es.pkey = t_ec;
+    ed25519.pkey = t_ed;
+
+    rsa = jwk_of(t_rsa, "r1", "\"use\":\"sig\",\"alg\":\"RS256\"");
+    ec = jwk_of(t_ec, "e1", "\"use\":\"sig\"");
+    ed = jwk_of(t_ed, "d1", "");
+    oct = jwk_oct("h1", T_SECRET, "\"alg\":\"HS256\"");
+
+    /* Keycloak publishes an RSA-OAEP encryption key beside its signing key */
+    {
+        char  *enc, *p384, *rs512, *other;
+
+        enc = jwk_of(t_rsa1024, "enc-1", "\"use\":\"enc\","
+                     "\"alg\":\"RSA-OAEP\"");
+        p384 = jwk_of(t_ec, "p384", "\"use\":\"sig\"");
+        p = strstr(p384, "P-256");
+        memcpy(p, "P-384", 5);
+        rs512 = jwk_of(t_rsa, "rs512", "\"alg\":\"RS512\"");
+        other = strdup("{\"kty\":\"PQC\",\"kid\":\"future\",\"x\":\"AA\"}");
+
+        snprintf(buf, sizeof(buf), "%s,%s,%s", enc, p384, rs512);
+        set = set_of(rsa, ec, buf, other);
+        err = jwks_parse(set, &keys, &secret);
+        ok(err == NULL && keys->nelts == 2 && secret == 0,
+           "a set with sig keys and enc/P-384/RS512/unknown keys loads the "
+           "2 usable ones");
+        free(set);
+
+        set = set_of(enc, p384, rs512, other);
+        err = jwks_parse(set, &keys, NULL);
+        ok(err && strstr(err, "holds no usable signing key"),
+           "a set with no usable key is refused");
+        free(set);
+
+        free(enc);
+        free(p384);
+        free(rs512);
+        free(other);
+    }
+
+    set = set_of(rsa, ec, ed, oct);
+    err = jwks_parse(set, &keys, &secret);
+    ok(err == NULL && keys->nelts == 4 && secret == 1,
+       "RSA, EC P-256, OKP Ed25519 and oct keys load; oct marks it secret");
+    free(set);
+
+    k = keys->elts;
+    ok(k[0].alg == NGX_HA_OPTOUT_ALG_RS256 && str_is(&k[0].kid, "r1")
+       && k[1].alg == NGX_HA_OPTOUT_ALG_ES256
+       && k[2].alg == NGX_HA_OPTOUT_ALG_EDDSA
+       && k[3].alg == NGX_HA_OPTOUT_ALG_HS256
+       && k[3].secret.len == sizeof(T_SECRET) - 1,
+       "each key gets the alg of its kty and its kid");
+
+    is_reason(check_aud(keys, &t_no_audience, mint(&rs, claims_json(""))),
+              "", "RS256 token verified by the set's RSA key");
+    is_reason(check_aud(keys, &t_no_audience, mint(&es, claims_json(""))),
+              "", "ES256 token verified by the set's EC key");
+    is_reason(check_aud(keys, &t_no_audience,
+                        mint(&ed25519, claims_json(""))),
+              "", "EdDSA token verified by the set's OKP key");
+    is_reason(check_aud(keys, &t_no_audience, mint(&hs, claims_json(""))),
+              "", "HS256 token verified by the set's oct key");
+
+    s = rs;
+    s.kid = "h1";
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "algorithm", "an RS256 token naming the oct key is refused");
+
+    pem = pem_of(t_rsa);
+    s = hs;
+    s.kid = "r1";
+    s.secret = (u_char *) pem;
+    s.secret_len = strlen(pem);
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "algorithm",
+              "an HS256 token keyed with the RSA key's PEM is refused");
+    free(pem);
+
+    s = es;
+    s.kid = "enc-1";
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "unknown_kid", "a kid of no key of the set is refused");
+
+    s = rs;
+    s.kid = NULL;
+    is_reason(check_aud(keys, &t_no_audience, mint(&s, claims_json(""))),
+              "unknown_kid", "a token without kid is refused by a set");
+
+    /* errors that refuse the whole set */
+
+    set = set_of("{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}", NULL,
+                 NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "key 1 (RS256) has no \"kid\""),
+       "a usable key without kid is refused");
+    free(set);
+
+    tok = jwk_of(t_ec, "r1", "");
+    set = set_of(rsa, tok, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "duplicate kid \"r1\""),
+       "two keys with one kid are refused");
+    free(set);
+    free(tok);
+
+    err = jwks_parse("{\"issuer\":\"https://idp\",\"jwks_uri\":\"https://"
+                     "idp/certs\"}", &keys, NULL);
+    ok(err && strstr(err, "discovery document"),
+       "a discovery document is refused with a hint to its jwks_uri");
+
+    err = jwks_parse(ec, &keys, NULL);
+    ok(err && strstr(err, "single JWK"),
+       "a bare JWK is refused with a hint to wrap it");
+
+    err = jwks_parse("{\"keys\":[", &keys, NULL);
+    ok(err && strstr(err, "is not JSON") && strstr(err, "line 1"),
+       "a truncated set is refused with its position");
+
+    err = jwks_parse("{\"keys\":{}}", &keys, NULL);
+    ok(err && strstr(err, "no \"keys\" array"), "keys must be an array");
+
+    err = jwks_parse("{\"keys\":[1]}", &keys, NULL);
+    ok(err && strstr(err, "key 1 is not a JSON object"),
+       "a key that is not an object is refused");
+
+    err = jwks_parse("{\"keys\":[{\"kty\":\"RSA\",\"kid\":7}]}", &keys, NULL);
+    ok(err && strstr(err, "wrong type"), "a numeric kid is refused");
+
+    err = jwks_parse("{\"keys\":[{\"kty\":\"oct\",\"kid\":\"a\",\"k\":\"a\","
+                     "\"k\":\"b\"}]}", &keys, NULL);
+    ok(err && strstr(err, "is not JSON"), "duplicate members are refused");
+
+    tok = jwk_of(t_rsa1024, "weak", "");
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "key 1 is an RSA key of less than 2048 bits"),
+       "a 1024-bit RSA key in a set is refused");
+    free(set);
+    free(tok);
+
+    tok = jwk_of(t_rsa, "r1", "");
+    p = strstr(tok, "\"e\":\"") + 5;
+    memcpy(p, "AQ==", 4);   /* padded base64 */
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "not base64url"), "a padded \"e\" is refused");
+    free(set);
+    free(tok);
+
+    tok = jwk_of(t_rsa, "r1", "");
+    p = strstr(tok, "\"e\":\"") + 5;
+    memcpy(p, "AQ\"", 3);   /* e = 1 */
+    memset(p + 3, ' ', strlen(p + 3) - 1);
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "not a valid RSA public key"),
+       "an RSA key with exponent 1 fails OpenSSL's public key check");
+    free(set);
+    free(tok);
+
+    tok = jwk_of(t_ec, "e1", "");
+    p = strstr(tok, "\"y\":\"") + 5;
+    p[3] = (p[3] == 'A') ? 'B' : 'A';
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "not a valid P-256 public key"),
+       "an EC point off the curve is refused");
+    free(set);
+    free(tok);
+
+    err = jwks_parse("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":"
+                     "\"e\",\"x\":\"AAAA\",\"y\":\"AAAA\"}]}", &keys, NULL);
+    ok(err && strstr(err, "must be 32 bytes each"),
+       "short EC coordinates are refused");
+
+    err = jwks_parse("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":"
+                     "\"d\",\"x\":\"AAAA\"}]}", &keys, NULL);
+    ok(err && strstr(err, "32-byte Ed25519"),
+       "a short Ed25519 key is refused");
+
+    tok = jwk_oct("h2", "short secret", "");
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "shorter than 32 bytes"),
+       "an oct key under 32 bytes is refused");
+    free(set);
+    free(tok);
+
+    tok = jwk_of(t_ec, "e2", "\"key_ops\":[\"sign\"]");
+    set = set_of(rsa, tok, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err == NULL && keys->nelts == 1,
+       "a key whose key_ops lack verify is skipped");
+    free(set);
+    free(tok);
+
+    tok = jwk_oct("h3", T_SECRET, "\"alg\":\"HS512\"");
+    set = set_of(rsa, tok, NULL, NULL);
+    err = jwks_parse(set, &keys, &secret);
+    ok(err == NULL && keys->nelts == 1 && secret == 1,
+       "an HS512 oct key is skipped, but still makes the set secret");
+    free(set);
+    free(tok);
+
+    /* file modes: public sets may be world-readable, secrets may not */
+
+    set = set_of(rsa, ec, ed, NULL);
+    err = jwks_file("public.jwks", set, 0644);
+    ok(err == NULL, "a public JWK Set with mode 0644 loads");
+    err = jwks_file("public-gw.jwks", set, 0664);
+    ok(err && strstr(err, "writable by group or others"),
+       "a JWK Set the group may write is refused");
+    free(set);
+
+    set = set_of(rsa, oct, NULL, NULL);
+    err = jwks_file("oct-open.jwks", set, 0644);
+    ok(err && strstr(err, "holds secret key material")
+       && strstr(err, "chmod 600"),
+       "a JWK Set with an oct key readable by others is refused");
+    err = jwks_file("oct.jwks", set, 0600);
+    ok(err == NULL, "a JWK Set with an oct key and mode 0600 loads");
+    free(set);
+
+    tok = jwk_of(t_ec, "e9", "\"d\":\"c2VjcmV0\"");
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_file("private-open.jwks", set, 0640);
+    ok(err && strstr(err, "holds secret key material"),
+       "a JWK Set with a private \"d\" readable by the group is refused");
+    free(set);
+    free(tok);
+
+    free(rsa);
+    free(ec);
+    free(ed);
+    free(oct);
+}
+
+
+static void
+test_typ_iss_scp(void)
+{
+    char        buf[1024];
+    ngx_str_t   iss = ngx_string("https://idp.example/realms/ops");
+    t_signer_t  hs = { "HS256", "ops", NGX_HA_OPTOUT_ALG_HS256, NULL,
+                       (u_char *) T_SECRET, sizeof(T_SECRET) - 1 };
+
+#define TYP(t)                                                               \
+    mint_raw("{\"alg\":\"HS256\",\"kid\":\"ops\",\"typ\":" t "}",           \
+             claims_json(""), &hs)
+
+    is_reason(check(TYP("\"JWT\"")), "", "typ JWT is accepted");
+    is_reason(check(TYP("\"jwt\"")), "", "typ is case-insensitive");
+    is_reason(check(TYP("\"at+jwt\"")), "",
+              "typ at+jwt (RFC 9068) is accepted");
+    is_reason(check(TYP("\"application/at+JWT\"")), "",
+              "typ application/at+jwt is accepted");
+    is_reason(check(TYP("\"application/jwt\"")), "",
+              "typ application/jwt is accepted");
+    is_reason(check(mint_raw("{\"alg\":\"HS256\",\"kid\":\"ops\"}",
+                             claims_json(""), &hs)), "",
+              "a header without typ is accepted");
+    is_reason(check(TYP("\"JOSE\"")), "type", "typ JOSE is refused");
+    is_reason(check(TYP("\"logout+jwt\"")), "type",
+              "typ logout+jwt is refused");
+    is_reason(check(TYP("\"at+jwtx\"")), "type",
+              "a typ with at+jwt as prefix is refused");
+    is_reason(check(TYP("\"application/\"")), "type",
+              "typ application/ is refused");
+    is_reason(check(TYP("1")), "type", "a numeric typ is refused");
+
+#undef TYP
+
+#define CLAIMS(...)                                                          \
+    (snprintf(buf, sizeof(buf), __VA_ARGS__), mint(&hs, buf))
+
+    t_issuer = &iss;
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":\"%s\"}", T_NOW + 60,
+                           "https://idp.example/realms/ops")),
+              "", "iss equal to the issuer is accepted");
+    ok(str_is(&t_claims.iss, "https://idp.example/realms/ops"),
+       "iss is returned");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":\"%s\"}", T_NOW + 60,
+                           "https://idp.example/realms/dev")),
+              "issuer", "another iss is refused");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":\"%s\"}", T_NOW + 60,
+                           "https://idp.example/realms/ops/")),
+              "issuer", "an iss with a trailing slash is another issuer");
+    is_reason(check(CLAIMS("{\"exp\":%d}", T_NOW + 60)),
+              "issuer", "a missing iss is refused when issuer is set");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":[\"%s\"]}", T_NOW + 60,
+                           "https://idp.example/realms/ops")),
+              "malformed", "an iss array is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":\"%s\"}", T_NOW - 100,
+                           "https://idp.example/realms/dev")),
+              "expired", "an expired token is reported as expired first");
+
+    t_issuer = NULL;
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"iss\":\"anyone\"}", T_NOW + 60)),
+              "", "iss is not checked when no issuer is configured");
+
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":[\"ha:read\",\"ha:write\"]}",
+                           T_NOW + 60)), "", "an scp array parses");
+    ok(t_claims.scopes == (NGX_HA_OPTOUT_SCOPE_READ
+                           | NGX_HA_OPTOUT_SCOPE_WRITE)
+       && str_is(&t_claims.scope, "ha:read ha:write"),
+       "scp array (Okta) grants both, joined as scope text");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":\"openid ha:write\"}",
+                           T_NOW + 60)), "", "an scp string parses");
+    ok(t_claims.scopes == NGX_HA_OPTOUT_SCOPE_WRITE,
+       "scp string (Azure AD) is space separated");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":[\"ha:read ha:write\"]}",
+                           T_NOW + 60)), "", "an odd scp element parses");
+    ok(t_claims.scopes == 0,
+       "one scp array element is one scope: it is not split");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scope\":\"ha:read\","
+                           "\"scp\":[\"ha:write\"]}", T_NOW + 60)),
+              "", "scope and scp together parse");
+    ok(t_claims.scopes == (NGX_HA_OPTOUT_SCOPE_READ
+                           | NGX_HA_OPTOUT_SCOPE_WRITE)
+       && str_is(&t_claims.scope, "ha:read ha:write"),
+       "scope and scp both count");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":7}", T_NOW + 60)),
+              "malformed", "a numeric scp is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":[\"ha:read\",7]}",
+                           T_NOW + 60)),
+              "malformed", "an scp array with a number is malformed");
+    is_reason(check(CLAIMS("{\"exp\":%d,\"scp\":[]}", T_NOW + 60)),
+              "", "an empty scp array parses");
+    ok(t_claims.scopes == 0 && t_claims.scope.len == 0,
+       "an empty scp array grants nothing");
+
+#undef CLAIMS
+}
+
+
 int
 main(void)
 {
@@ -930,6 +1605,9 @@ main(void)
     test_algorithms();
     test_claims();
     test_structure();
+    test_rs256();
+    test_jwks();
+    test_typ_iss_scp();
 
     ok(ngx_http_ha_optout_memeq_ct(a, a, 4) == 0
        && ngx_http_ha_optout_memeq_ct(a, b, 4) != 0
@@ -942,6 +1620,8 @@ main(void)
     EVP_PKEY_free(t_ec);
     EVP_PKEY_free(t_ed);
     EVP_PKEY_free(t_ec384);
+    EVP_PKEY_free(t_rsa);
+    EVP_PKEY_free(t_rsa1024);
     free(t_ec_pem);
 
     {
