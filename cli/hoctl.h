@@ -34,6 +34,8 @@ typedef struct {
     const char     *aud;
     const char     *sub;
     const char     *scope;
+    const char     *iss;            /* "iss" claim, or NULL */
+    const char     *upstreams;      /* "app,db": ha_upstreams claim, or NULL */
     long            token_ttl;      /* seconds */
     const char     *cacert;
     const char     *cert;           /* TLS client certificate (PEM) */

@@ -1,7 +1,8 @@
 
 /*
  * ha-optoutctl: minting JWT access tokens (RFC 7519) with OpenSSL 3:
- * HS256 from a shared secret file, ES256 and EdDSA from a private key PEM.
+ * HS256 from a shared secret file, ES256, EdDSA and RS256 from a private
+ * key PEM.
  */
 
 #include <stdio.h>
@@ -29,8 +30,16 @@ static unsigned char *hoctl_read_key(const char *file, size_t *len,
     char *err, size_t errlen);
 static int hoctl_sign_hs256(const char *file, const char *input,
     unsigned char *sig, size_t *siglen, char *err, size_t errlen);
-static int hoctl_sign_pkey(const char *file, int es256, const char *input,
+static int hoctl_sign_pkey(const char *file, int alg, const char *input,
     unsigned char *sig, size_t *siglen, char *err, size_t errlen);
+static json_t *hoctl_upstreams(const char *list);
+
+
+/* indexes of algs[] */
+#define HOCTL_HS256  0
+#define HOCTL_ES256  1
+#define HOCTL_EDDSA  2
+#define HOCTL_RS256  3
 
 
 char *
@@ -42,21 +51,35 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
     size_t          len, siglen;
     time_t          now;
     json_t         *h, *cl;
-    unsigned char   rnd[16], sig[EVP_MAX_MD_SIZE + 128];
-    static const char  *algs[] = { "HS256", "ES256", "EdDSA" };
+    json_t         *ups;
+    unsigned char   rnd[16], sig[1024];
+    static const char  *algs[] = { "HS256", "ES256", "EdDSA", "RS256" };
 
     if (c->alg == NULL || strcasecmp(c->alg, "hs256") == 0) {
-        alg = 0;
+        alg = HOCTL_HS256;
     } else if (strcasecmp(c->alg, "es256") == 0) {
-        alg = 1;
+        alg = HOCTL_ES256;
     } else if (strcasecmp(c->alg, "eddsa") == 0
                || strcasecmp(c->alg, "ed25519") == 0)
     {
-        alg = 2;
+        alg = HOCTL_EDDSA;
+    } else if (strcasecmp(c->alg, "rs256") == 0) {
+        alg = HOCTL_RS256;
     } else {
-        snprintf(err, errlen, "unknown --alg \"%s\" (hs256, es256, eddsa)",
-                 c->alg);
+        snprintf(err, errlen, "unknown --alg \"%s\" (hs256, es256, eddsa, "
+                 "rs256)", c->alg);
         return NULL;
+    }
+
+    ups = NULL;
+
+    if (c->upstreams != NULL) {
+        ups = hoctl_upstreams(c->upstreams);
+        if (ups == NULL) {
+            snprintf(err, errlen, "--upstreams \"%s\": a comma separated "
+                     "list of upstream names, e.g. app,db", c->upstreams);
+            return NULL;
+        }
     }
 
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
@@ -87,6 +110,12 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
     if (c->aud != NULL) {
         json_object_set_new(cl, "aud", json_string(c->aud));
     }
+    if (c->iss != NULL) {
+        json_object_set_new(cl, "iss", json_string(c->iss));
+    }
+    if (ups != NULL) {
+        json_object_set_new(cl, "ha_upstreams", ups);
+    }
 
     hdr_json = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
     clm_json = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -113,11 +142,10 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
 
     siglen = sizeof(sig);
 
-    if (alg == 0) {
+    if (alg == HOCTL_HS256) {
         rc = hoctl_sign_hs256(c->key, input, sig, &siglen, err, errlen);
     } else {
-        rc = hoctl_sign_pkey(c->key, alg == 1, input, sig, &siglen, err,
-                             errlen);
+        rc = hoctl_sign_pkey(c->key, alg, input, sig, &siglen, err, errlen);
     }
 
     if (rc != 0) {
@@ -136,6 +164,37 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
     free(sig64);
 
     return jwt;
+}
+
+
+/* "app,db" -> ["app", "db"]; NULL for an empty name */
+static json_t *
+hoctl_upstreams(const char *list)
+{
+    json_t      *a;
+    const char  *p, *end;
+
+    a = json_array();
+
+    for (p = list; ; p = end + 1) {
+        end = strchr(p, ',');
+        if (end == NULL) {
+            end = p + strlen(p);
+        }
+
+        if (end == p) {
+            json_decref(a);
+            return NULL;
+        }
+
+        json_array_append_new(a, json_stringn(p, end - p));
+
+        if (*end == '\0') {
+            break;
+        }
+    }
+
+    return a;
 }
 
 
@@ -230,7 +289,7 @@ hoctl_sign_hs256(const char *file, const char *input, unsigned char *sig,
         return -1;
     }
 
-    /* the module strips one trailing newline the same way */
+    /* the module reads the file the same way (SPEC section 9) */
     if (klen > 0 && key[klen - 1] == '\n') {
         klen--;
     }
@@ -239,6 +298,17 @@ hoctl_sign_hs256(const char *file, const char *input, unsigned char *sig,
         free(key);
         snprintf(err, errlen, "key file \"%s\" is empty", file);
         return -1;
+    }
+
+    for (outlen = 0; outlen < klen; outlen++) {
+        if (key[outlen] < 0x20 || key[outlen] >= 0x7f) {
+            OPENSSL_cleanse(key, klen);
+            free(key);
+            snprintf(err, errlen, "HS256 secret in \"%s\" is not text (byte "
+                     "%zu): store a binary secret hex or base64 encoded "
+                     "(openssl rand -hex 32)", file, outlen + 1);
+            return -1;
+        }
     }
 
     if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, klen,
@@ -265,10 +335,10 @@ hoctl_sign_hs256(const char *file, const char *input, unsigned char *sig,
  * (RFC 7518 section 3.4), not the DER that OpenSSL produces.
  */
 static int
-hoctl_sign_pkey(const char *file, int es256, const char *input,
+hoctl_sign_pkey(const char *file, int alg, const char *input,
     unsigned char *sig, size_t *siglen, char *err, size_t errlen)
 {
-    int              rc;
+    int              rc, es256;
     char             group[32];
     BIO             *bio;
     size_t           klen, derlen;
@@ -278,6 +348,10 @@ hoctl_sign_pkey(const char *file, int es256, const char *input,
     const BIGNUM    *r, *s;
     unsigned char   *key, der[160];
     const unsigned char  *p;
+
+    static const char  *names[] = { "hs256", "es256", "eddsa", "rs256" };
+
+    es256 = (alg == HOCTL_ES256);
 
     key = hoctl_read_key(file, &klen, err, errlen);
     if (key == NULL) {
@@ -292,12 +366,21 @@ hoctl_sign_pkey(const char *file, int es256, const char *input,
 
     if (pkey == NULL) {
         snprintf(err, errlen, "key file \"%s\" is not a private key PEM "
-                 "(%s needs the private key to sign)", file,
-                 es256 ? "es256" : "eddsa");
+                 "(%s needs the private key to sign)", file, names[alg]);
         return -1;
     }
 
-    if (es256) {
+    if (alg == HOCTL_RS256) {
+        if (!EVP_PKEY_is_a(pkey, "RSA") || EVP_PKEY_get_bits(pkey) < 2048
+            || EVP_PKEY_get_size(pkey) > 1024)
+        {
+            EVP_PKEY_free(pkey);
+            snprintf(err, errlen, "key file \"%s\" is not an RSA key of "
+                     "2048 to 8192 bits (rs256)", file);
+            return -1;
+        }
+
+    } else if (es256) {
         group[0] = '\0';
         if (!EVP_PKEY_is_a(pkey, "EC")
             || !EVP_PKEY_get_utf8_string_param(pkey, "group", group,
@@ -323,8 +406,9 @@ hoctl_sign_pkey(const char *file, int es256, const char *input,
     derlen = sizeof(der);
 
     if (md == NULL
-        || EVP_DigestSignInit(md, NULL, es256 ? EVP_sha256() : NULL, NULL,
-                              pkey) != 1
+        || EVP_DigestSignInit(md, NULL,
+                              alg == HOCTL_EDDSA ? NULL : EVP_sha256(),
+                              NULL, pkey) != 1
         || EVP_DigestSign(md, es256 ? der : sig, es256 ? &derlen : siglen,
                           (const unsigned char *) input, strlen(input)) != 1)
     {

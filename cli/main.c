@@ -21,7 +21,8 @@
 
 /* option groups: a verb accepts the groups it names */
 #define G_CONN    0x0001    /* --url, --token, --timeout, TLS, --verbose */
-#define G_MINT    0x0002    /* --key, --alg, --kid, --aud, --sub, --scope */
+#define G_MINT    0x0002    /* --key, --alg, --kid, --aud, --sub, --scope,
+                               --iss, --upstreams */
 #define G_UP      0x0004    /* --upstream */
 #define G_FLAG    0x0008    /* --no-failover, --pin, ... --reason */
 #define G_TTL     0x0010    /* --ttl */
@@ -39,7 +40,7 @@ enum {
     O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_STATE, O_LIMIT, O_API_ONLY, O_HELP
+    O_STATE, O_LIMIT, O_API_ONLY, O_HELP, O_ISS, O_UPSTREAMS
 };
 
 
@@ -65,6 +66,8 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "sub",            required_argument, NULL, O_SUB },         G_MINT },
     { { "scope",          required_argument, NULL, O_SCOPE },       G_MINT },
     { { "token-ttl",      required_argument, NULL, O_TOKEN_TTL },   G_MINT },
+    { { "iss",            required_argument, NULL, O_ISS },         G_MINT },
+    { { "upstreams",      required_argument, NULL, O_UPSTREAMS },   G_MINT },
     { { "upstream",       required_argument, NULL, O_UPSTREAM },    G_UP },
     { { "no-failover",    no_argument,       NULL, O_NO_FAILOVER }, G_FLAG },
     { { "pin",            required_argument, NULL, O_PIN },         G_FLAG },
@@ -133,8 +136,10 @@ static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     "  --key FILE           mint a fresh token per request with this key\n"  \
     "  HA_OPTOUT_TOKEN, HA_OPTOUT_KEY   the same from the environment\n"     \
     "minting (with --key):\n"                                                \
-    "  --alg hs256|es256|eddsa  default hs256; es256/eddsa: private PEM\n"  \
+    "  --alg hs256|es256|eddsa|rs256  default hs256; others: private PEM\n"\
     "  --kid K  --aud A         key id, audience (HA_OPTOUT_KID, _AUD)\n"   \
+    "  --iss ISS                issuer claim (HA_OPTOUT_ISS)\n"             \
+    "  --upstreams app,db       limit the token to these upstreams\n"       \
     "  --sub NAME               default: your login name\n"                  \
     "  --scope S                default \"ha:read ha:write\"\n"              \
     "  --token-ttl D            lifetime of minted tokens, default 5m\n"     \
@@ -165,14 +170,17 @@ static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
 static const hoctl_verb_t  hoctl_verbs[] = {
 
     { "token", G_MINT | G_TTL, 0, hoctl_verb_token,
-      "usage: ha-optoutctl token --key FILE [--alg hs256|es256|eddsa]\n"
-      "           [--sub NAME] [--scope S] [--ttl 5m] [--aud A] [--kid K]\n"
+      "usage: ha-optoutctl token --key FILE\n"
+      "           [--alg hs256|es256|eddsa|rs256] [--sub NAME] [--scope S]\n"
+      "           [--ttl 5m] [--aud A] [--kid K] [--iss ISS]\n"
+      "           [--upstreams app,db]\n"
       "\n"
       "Mints a signed JWT and prints it to stdout (the only verb that\n"
       "prints a token).  --ttl is the token's lifetime (default 5m);\n"
       "--scope defaults to \"ha:read ha:write\", --sub to your login name.\n"
-      "The key comes from --key or HA_OPTOUT_KEY; for es256 and eddsa it\n"
-      "is the PRIVATE key PEM.\n\n" HOCTL_EXIT_HELP },
+      "--upstreams puts an ha_upstreams claim in the token: it may touch\n"
+      "only those upstreams.  The key comes from --key or HA_OPTOUT_KEY;\n"
+      "for es256, eddsa and rs256 it is the PRIVATE key PEM.\n\n" HOCTL_EXIT_HELP },
 
     { "status", G_CONN | G_MINT | G_UP | G_JSON, 0, hoctl_verb_status,
       "usage: ha-optoutctl status --url URL [--upstream NAME] [--json]\n"
@@ -434,6 +442,8 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_AUD:            cn->aud = optarg; break;
         case O_SUB:            cn->sub = optarg; break;
         case O_SCOPE:          cn->scope = optarg; break;
+        case O_ISS:            cn->iss = optarg; break;
+        case O_UPSTREAMS:      cn->upstreams = optarg; break;
         case O_CACERT:         cn->cacert = optarg; break;
         case O_CERT:           cn->cert = optarg; break;
         case O_CERT_KEY:       cn->cert_key = optarg; break;
@@ -532,6 +542,10 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
 
     if (cn->aud == NULL) {
         cn->aud = getenv("HA_OPTOUT_AUD");
+    }
+
+    if (cn->iss == NULL) {
+        cn->iss = getenv("HA_OPTOUT_ISS");
     }
 
     if (cn->sub == NULL) {

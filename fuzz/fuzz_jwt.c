@@ -15,6 +15,7 @@
  *                  signature, unverified garbage of any length
  *   bits 2-3  key set: both keys, HS256 only, ES256 only, none
  *   bit 4     audience "edge-eu-1" required
+ *   bit 5     issuer "https://idp.example" required
  *
  * Checked: the result is NGX_OK or NGX_DECLINED with a reason from the
  * header's list; NGX_OK means exp, nbf, iat, lifetime and audience hold
@@ -55,12 +56,13 @@ static u_char  fuzz_secret[] = "fuzz-hs256-secret-0123456789abcdef-ops";
 
 static const char  *fuzz_reasons[] = {
     "malformed", "algorithm", "unknown_kid", "signature", "expired",
-    "not_yet_valid", "lifetime", "audience", NULL
+    "not_yet_valid", "lifetime", "audience", "issuer", "type", NULL
 };
 
 static EVP_PKEY     *fuzz_es_priv;
 static ngx_array_t  *fuzz_keys[4];
 static ngx_str_t     fuzz_audience = ngx_string("edge-eu-1");
+static ngx_str_t     fuzz_issuer = ngx_string("https://idp.example");
 
 
 static ngx_array_t *
@@ -329,7 +331,8 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     size_t                        len;
     ngx_int_t                     rc;
     ngx_str_t                     token;
-    ngx_uint_t                    mode, set, aud, i, known, own_header;
+    ngx_uint_t                    mode, set, aud, iss, i, known;
+    ngx_uint_t                    own_header;
     ngx_pool_t                   *pool;
     const char                   *reason;
     ngx_http_ha_optout_claims_t   claims;
@@ -341,6 +344,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     mode = data[0] & 3;
     set = (data[0] >> 2) & 3;
     aud = (data[0] >> 4) & 1;
+    iss = (data[0] >> 5) & 1;
     data++;
     size--;
 
@@ -371,11 +375,16 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
     rc = ngx_http_ha_optout_token_verify(pool, fuzz_keys[set], &token,
                                          aud ? &fuzz_audience : NULL,
+                                         iss ? &fuzz_issuer : NULL,
                                          FUZZ_LIFETIME, FUZZ_NOW, &claims,
                                          &reason);
 
     if (rc == NGX_OK) {
         fuzz_assert(set != 3, "a token verified with no key at all");
+        fuzz_assert(!iss || (claims.iss.len == fuzz_issuer.len
+                             && ngx_memcmp(claims.iss.data, fuzz_issuer.data,
+                                           fuzz_issuer.len) == 0),
+                    "a token of another issuer was accepted");
         check_claims(&claims, aud);
 
     } else {
