@@ -1666,7 +1666,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
     }
 
     if (use && !ngx_http_ha_optout_json_is(use, "sig")) {
-        ngx_conf_log_error(NGX_LOG_INFO, cf, 0,
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                            "JWK Set \"%V\": key %ui skipped: \"use\" is "
                            "\"%s\", not \"sig\"", file, n,
                            json_string_value(use));
@@ -1683,7 +1683,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         }
 
         if (!verify) {
-            ngx_conf_log_error(NGX_LOG_INFO, cf, 0,
+            ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                                "JWK Set \"%V\": key %ui skipped: its "
                                "\"key_ops\" lack \"verify\"", file, n);
             return NGX_CONF_OK;
