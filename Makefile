@@ -13,14 +13,19 @@ PROVE_JOBS ?= 2
 # Debian packages a fresh machine lacks: build, run, and test.
 DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
        libssl-dev libcurl4-openssl-dev pkg-config curl perl \
-       libtest-simple-perl prometheus prometheus-alertmanager chromium redis-server wrk \
-       clang libclang-rt-14-dev \
-       debhelper dpkg-dev fakeroot lintian logrotate
+       libtest-simple-perl prometheus prometheus-alertmanager chromium \
+       redis-server wrk clang libclang-rt-14-dev \
+       debhelper dpkg-dev fakeroot lintian logrotate \
+       python3-jwt python3-cryptography nodejs
+
+# node's jose for t/interop_jose.t, pinned by t/interop/package-lock.json
+INTEROP   = t/interop
+JOSE      = $(INTEROP)/node_modules/.package-lock.json
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps module cli test demo bench install clean fuzz test-asan \
-        deb test-deb
+.PHONY: all deps interop module cli test demo bench install clean fuzz \
+        test-asan deb test-deb
 
 all: module cli
 
@@ -34,6 +39,15 @@ deps:
 	    apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@# Debian's nodejs comes without npm; NodeSource's nodejs includes it
+	@command -v npm >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	@$(MAKE) -s interop
+
+interop: $(JOSE)
+
+$(JOSE): $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
 
 $(BUILD)/Makefile: config
 	@test -d $(NGX_SRC) || { echo "no $(NGX_SRC): run 'make deps'"; exit 1; }
