@@ -1080,6 +1080,23 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+    /* a JWK Set adds its own keys, each with the kid of its JWK */
+
+    if (ngx_strcasecmp(value[1].data, (u_char *) "jwks") == 0) {
+        if (cf->args->nelts == 4) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\": the kid of each key is in the JWK "
+                               "Set", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_conf_full_name(cf->cycle, &value[2], 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        return ngx_http_ha_optout_jwks_load(cf, hlcf->keys, &value[2]);
+    }
+
     key = ngx_array_push(hlcf->keys);
     if (key == NULL) {
         return NGX_CONF_ERROR;
@@ -1098,23 +1115,6 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     } else if (ngx_strcasecmp(value[1].data, (u_char *) "rs256") == 0) {
         key->alg = NGX_HA_OPTOUT_ALG_RS256;
-
-    } else if (ngx_strcasecmp(value[1].data, (u_char *) "jwks") == 0) {
-        /* a JWK Set adds its own keys, each with the kid of its JWK */
-        hlcf->keys->nelts--;
-
-        if (cf->args->nelts == 4) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\": the kid of each key is in the JWK "
-                               "Set", &value[3]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_conf_full_name(cf->cycle, &value[2], 1) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-
-        return ngx_http_ha_optout_jwks_load(cf, hlcf->keys, &value[2]);
 
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

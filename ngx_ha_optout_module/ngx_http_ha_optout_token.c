@@ -45,6 +45,7 @@
 /* an identity provider's set with x5c chains is a few KiB per key */
 #define NGX_HA_OPTOUT_JWKS_FILE_MAX   (1024 * 1024)
 #define NGX_HA_OPTOUT_JWKS_KEYS_MAX   256
+#define NGX_HA_OPTOUT_KID_MAX         256
 
 /* 9999-12-31T23:59:59Z: keeps every time sum far from time_t overflow */
 #define NGX_HA_OPTOUT_TIME_MAX        253402300799LL
@@ -1621,6 +1622,7 @@ static char *
 ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
     json_t *jwk, ngx_uint_t n, ngx_uint_t *secret, ngx_uint_t *used)
 {
+    u_char                         *p;
     size_t                          i;
     json_t                         *v, *kty, *crv, *alg, *kid, *use, *ops;
     EVP_PKEY                       *pkey;
@@ -1724,6 +1726,26 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "JWK Set \"%V\": key %ui (%s) has no \"kid\": "
                            "every key of a set needs one", file, n, t->alg);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the kid reaches v1/whoami, logs and audit lines: printable only */
+
+    p = (u_char *) json_string_value(kid);
+
+    for (i = 0; i < json_string_length(kid); i++) {
+        if (p[i] < 0x20 || p[i] == 0x7f) {
+            break;
+        }
+    }
+
+    if (i < json_string_length(kid)
+        || json_string_length(kid) > NGX_HA_OPTOUT_KID_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWK Set \"%V\": key %ui: the kid holds a control "
+                           "byte or is longer than %d bytes", file, n,
+                           NGX_HA_OPTOUT_KID_MAX);
         return NGX_CONF_ERROR;
     }
 

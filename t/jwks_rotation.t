@@ -61,6 +61,10 @@ http {
             ha_optout_admin_key jwks %%TESTDIR%%/idp.jwks;
             ha_optout_admin_issuer $ISS;
         }
+
+        location = /ha-status {
+            ha_optout_status;
+        }
     }
 }
 EOF
@@ -144,5 +148,13 @@ $t->write_file('idp.jwks', $good, 0644);
     chomp $tok;
     is(who($tok), 'issuer', 'a CLI token without --iss is refused (issuer)');
 }
+
+# the refusals are counted under their reasons
+
+my $prom = $t->get('/ha-status?format=prometheus')->{body};
+my %n = $prom =~ /^ha_optout_auth_failures_total\{reason="(\w+)"\} (\d+)$/mg;
+is($n{unknown_kid}, 4, 'ha_optout_auth_failures_total{reason="unknown_kid"}');
+is($n{issuer}, 1, 'ha_optout_auth_failures_total{reason="issuer"}');
+is($n{type}, 0, 'ha_optout_auth_failures_total{reason="type"} is present');
 
 done_testing();

@@ -1374,6 +1374,14 @@ test_jwks(void)
     ok(err && strstr(err, "key 1 is not a JSON object"),
        "a key that is not an object is refused");
 
+    tok = jwk_of(t_ec, "e\\r\\n[emerg] forged", "");
+    set = set_of(tok, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err && strstr(err, "the kid holds a control byte"),
+       "a kid with CR LF (a forged log line) is refused");
+    free(set);
+    free(tok);
+
     err = jwks_parse("{\"keys\":[{\"kty\":\"RSA\",\"kid\":7}]}", &keys, NULL);
     ok(err && strstr(err, "wrong type"), "a numeric kid is refused");
 
