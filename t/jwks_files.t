@@ -162,6 +162,10 @@ rejected('a 1024-bit RSA key',
 rejected('an EC key given as rs256',
     "ha_optout_admin_key rs256 $d/ec.pub.pem kid=x;",
     qr/is not an RSA public key/);
+openssl("rsa -pubin -in $d/rsa.pub.pem -RSAPublicKey_out -out $d/pkcs1.pem");
+chmod 0644, "$d/pkcs1.pem";
+accepted('a PKCS#1 RSA public key ("BEGIN RSA PUBLIC KEY")',
+    "ha_optout_admin_key rs256 $d/pkcs1.pem kid=x;");
 rejected('a private key PEM given as rs256',
     "ha_optout_admin_key rs256 $d/weak.pem kid=x;",
     qr/holds no PEM public key/);
