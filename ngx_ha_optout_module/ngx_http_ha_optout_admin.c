@@ -28,6 +28,21 @@ typedef struct {
     ngx_uint_t                       route;
     ngx_str_t                        upstream;
     ngx_int_t                        rc;        /* of a refusal sent */
+
+    /* a write, decided once, then applied when the writer lock is had */
+    u_char                          *body;
+    size_t                           len;
+    ngx_http_ha_optout_flag_t       *flag;
+    ngx_http_ha_optout_flag_t       *before;
+    ngx_msec_t                       wait_start;
+    ngx_msec_t                       delay;
+    ngx_uint_t                       action;
+    unsigned                         prepared:1;
+    unsigned                         waiting:1; /* r->main->count taken */
+    unsigned                         applied:1; /* a DELETE is in the zone */
+    unsigned                         changed:1; /* it removed a flag */
+    unsigned                         audited:1; /* its line is written */
+    ngx_http_ha_optout_audit_line_t *line;
 } ngx_http_ha_optout_admin_ctx_t;
 
 
@@ -38,8 +53,22 @@ static ngx_int_t ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
 static void ngx_http_ha_optout_admin_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
-static ngx_int_t ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
+static ngx_int_t ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_admin_decide_locked(
+    ngx_http_request_t *r, ngx_http_ha_optout_admin_ctx_t *ctx,
+    char **ecode, char **text);
+static ngx_int_t ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted);
+static ngx_int_t ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_admin_wait(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static void ngx_http_ha_optout_admin_retry(ngx_http_request_t *r);
+static void ngx_http_ha_optout_admin_actor(ngx_http_ha_optout_admin_ctx_t *ctx,
+    ngx_str_t *actor);
 static ngx_int_t ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
@@ -530,40 +559,209 @@ ngx_http_ha_optout_if_match(ngx_http_request_t *r, uint64_t version)
  * PUT, PATCH and DELETE.  Everything is checked before the zone is
  * touched; the replay cache and If-Match are checked last, under the
  * zone's lock, so that a request rejected for any reason burns nothing.
+ *
+ * A change that suspends HA (PUT, PATCH) needs the writer lock, from its
+ * change to its state file and audit line, and is refused (503) when it
+ * cannot have it within NGX_HA_OPTOUT_LOCK_WAIT, or cannot be saved or
+ * audited: nothing of it acts then.  It is published to the workers (the
+ * zone's generation) only once both are written.  A restore (DELETE) takes
+ * effect in the zone at once, lock or not, and its audit line is queued in
+ * the same critical section; it is saved now if the lock can be had within
+ * the wait, else by worker 0's timer, and answered 200 either way, with
+ * "persisted": false when it is not on disk yet (SPEC section 8).
+ *
+ * Waiting never blocks the event loop: the request sleeps on a timer of
+ * its connection, as limit_req's delay does.
  */
 
 static ngx_int_t
 ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
-    ngx_int_t  rc;
+    ngx_int_t                        rc;
+    ngx_table_elt_t                 *h;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
 
-    ngx_http_ha_optout_writer_lock();
-    rc = ngx_http_ha_optout_admin_change(r, ctx, body, len);
-    ngx_http_ha_optout_writer_unlock();
+    if (!ctx->prepared) {
+        rc = ngx_http_ha_optout_admin_prepare(r, ctx, body, len);
+        if (rc != NGX_OK) {
+            return rc;
+        }
 
-    return rc;
+        ctx->prepared = 1;
+        ctx->wait_start = ngx_current_msec;
+    }
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    /*
+     * a fresh zone: the state file's spent jtis come back before one is
+     * checked.  It takes the writer lock; a restore (DELETE) does not wait
+     * for it, a suspension reads it below, with the lock, if need be.
+     */
+    if (!ngx_http_ha_optout_sh->restored
+        && ngx_http_ha_optout_writer_trylock() == NGX_OK)
+    {
+        ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+        ngx_http_ha_optout_writer_unlock();
+    }
+
+    if (r->method == NGX_HTTP_DELETE) {
+        return ngx_http_ha_optout_admin_restore(r, ctx);
+    }
+
+    if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
+        if (!ngx_http_ha_optout_sh->restored) {
+            ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+        }
+
+        rc = ngx_http_ha_optout_admin_suspend(r, ctx);
+        ngx_http_ha_optout_writer_unlock();
+        return rc;
+    }
+
+    if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
+        return ngx_http_ha_optout_admin_wait(r, ctx);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "ha_optout: write on \"%V\" refused: another write of "
+                  "flags (process %P) has held the writer lock for more "
+                  "than %M ms", &ctx->hscf->name,
+                  (ngx_pid_t) ngx_http_ha_optout_sh->writer,
+                  (ngx_msec_t) NGX_HA_OPTOUT_LOCK_WAIT);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    ngx_str_set(&h->value, "2");
+
+    return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE, "WriterBusy",
+                             "another write of flags has been in progress "
+                             "for too long (a slow or stuck state file or "
+                             "audit log, see error_log); nothing was "
+                             "changed, retry later");
 }
 
 
 static ngx_int_t
-ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
+ngx_http_ha_optout_admin_wait(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_event_t  *wev;
+
+    if (!ctx->waiting) {
+        /* the request lives on past this handler: finalized by the retry */
+        ctx->waiting = 1;
+        r->main->count++;
+    }
+
+    ctx->delay = ctx->delay ? ngx_min(ctx->delay * 2, 50) : 5;
+
+    if (!r->discard_body) {
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    r->write_event_handler = ngx_http_ha_optout_admin_retry;
+
+    wev = r->connection->write;
+    wev->delayed = 1;
+    ngx_add_timer(wev, ctx->delay);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ha_optout_admin_retry(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_event_t                     *wev;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
+
+    wev = r->connection->write;
+
+    if (wev->delayed) {
+        /* the socket became writable: not our timer yet */
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return;
+    }
+
+    if (!r->discard_body) {
+        r->read_event_handler = ngx_http_block_reading;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+
+    rc = ngx_http_ha_optout_admin_write(r, ctx, ctx->body, ctx->len);
+
+    if (rc == NGX_DONE) {
+        return;                         /* waits again */
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* the token's sub, cut to NGX_HA_OPTOUT_ACTOR_LEN on a UTF-8 boundary */
+
+static void
+ngx_http_ha_optout_admin_actor(ngx_http_ha_optout_admin_ctx_t *ctx,
+    ngx_str_t *actor)
+{
+    size_t  len;
+
+    len = ngx_min(ctx->claims.sub.len, NGX_HA_OPTOUT_ACTOR_LEN);
+
+    while (len < ctx->claims.sub.len && len > 0
+           && (ctx->claims.sub.data[len] & 0xc0) == 0x80)
+    {
+        len--;
+    }
+
+    actor->data = ctx->claims.sub.data;
+    actor->len = len;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
     time_t                           now, ttl;
-    ngx_str_t                        code, message, actor, client, reason;
-    ngx_str_t                       *request_id, dry;
+    ngx_str_t                        code, message, actor;
+    ngx_str_t                        dry;
     ngx_int_t                        rc;
-    char                            *ecode, *text;
-    uint64_t                         base;
-    ngx_uint_t                       ttl_set, action, down, status;
-    ngx_http_ha_optout_pending_t    *pending;
+    ngx_uint_t                       ttl_set, down;
     json_t                          *json;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t       *flag, *before;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    /*
+     * the audit trail names who did it: a token without "sub" may read,
+     * not write (its kid names a key, which many people may hold)
+     */
+    if (ctx->claims.sub.len == 0) {
+        ngx_http_ha_optout_auth_count("malformed");
+        return ngx_ha_optout_err(r, NGX_HTTP_UNAUTHORIZED, "InvalidToken",
+                                 "bearer token rejected: a write needs a "
+                                 "sub claim, the actor of the audit trail");
+    }
+
+    ctx->body = body;
+    ctx->len = len;
 
     hscf = ctx->hscf;
     rec = hscf->rec;
@@ -652,18 +850,9 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
 
         flag->present = 1;
         flag->source = NGX_HA_OPTOUT_SRC_API;
-        flag->actor_len = ngx_min(ctx->claims.sub.len,
-                                  NGX_HA_OPTOUT_ACTOR_LEN);
-
-        /* a long sub is cut on a UTF-8 character boundary */
-        while (flag->actor_len < ctx->claims.sub.len
-               && flag->actor_len > 0
-               && (ctx->claims.sub.data[flag->actor_len] & 0xc0) == 0x80)
-        {
-            flag->actor_len--;
-        }
-
-        ngx_memcpy(flag->actor, ctx->claims.sub.data, flag->actor_len);
+        ngx_http_ha_optout_admin_actor(ctx, &actor);
+        flag->actor_len = (uint16_t) actor.len;
+        ngx_memcpy(flag->actor, actor.data, actor.len);
 
         if (r->method == NGX_HTTP_PUT) {
             flag->set_at = now;
@@ -700,148 +889,438 @@ ngx_http_ha_optout_admin_change(ngx_http_request_t *r,
         }
     }
 
-    /*
-     * One critical section decides and applies: If-Match, a PATCH built on
-     * a version that is no longer current, and the replay cache (last, so
-     * a request refused for any other reason burns no jti).
-     */
+    ctx->flag = flag;
+    ctx->before = before;
 
-    base = flag->version;
-    status = 0;
-    ecode = NULL;
-    text = NULL;
+    return NGX_OK;
+}
 
-    if (!ngx_http_ha_optout_sh->restored) {
-        /* a fresh zone: the spent jtis come back before one is checked */
-        ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+
+/*
+ * With the zone's mutex held: If-Match, a PATCH built on a version that is
+ * no longer current, and the replay cache (last, so a request refused for
+ * any other reason burns no jti).  0 or the status of a refusal.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_decide_locked(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, char **ecode, char **text)
+{
+    ngx_int_t                       rc;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    rec = ctx->hscf->rec;
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+
+    *ctx->before = rec->api;
+
+    if (ngx_http_ha_optout_if_match(r, ctx->before->present
+                                       ? ctx->before->version : 0)
+        != NGX_OK)
+    {
+        *ecode = "PreconditionFailed";
+        *text = "If-Match does not match the current version of the flag";
+        return NGX_HTTP_PRECONDITION_FAILED;
     }
+
+    if (r->method == NGX_HTTP_PATCH
+        && (!ctx->before->present
+            || ctx->before->version != ctx->flag->version))
+    {
+        *ecode = "Conflict";
+        *text = "the flag changed while this PATCH was processed; retry";
+        return NGX_HTTP_CONFLICT;
+    }
+
+    if (!hlcf->replay) {
+        return 0;
+    }
+
+    rc = ngx_http_ha_optout_replay_check_locked(&ctx->claims.jti,
+                                                ctx->claims.exp, ngx_time());
+
+    if (rc == NGX_DECLINED) {
+        *ecode = "InvalidToken";
+        *text = "bearer token rejected: replayed jti";
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (rc == NGX_BUSY && r->method != NGX_HTTP_DELETE) {
+        /* restoring HA (DELETE) is never refused for want of room */
+        *ecode = "ZoneFull";
+        *text = "the replay cache is full; try again when older tokens "
+                "expire";
+        return NGX_HTTP_INSUFFICIENT_STORAGE;
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_refused(ngx_http_request_t *r, ngx_int_t status,
+    char *ecode, char *text)
+{
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        ngx_http_ha_optout_auth_count("replay");
+    }
+
+    return ngx_ha_optout_err(r, status, ecode, text);
+}
+
+
+/* DELETE */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    char                            *s, *ecode, *text;
+    uint64_t                         dirty;
+    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_int_t                        status, locked, saved, audited;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    rec = ctx->hscf->rec;
+    sh = ngx_http_ha_optout_sh;
+
+    if (!ctx->applied) {
+        request_id = ngx_http_ha_optout_request_id(r);
+        if (request_id == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_ha_optout_admin_actor(ctx, &actor);
+        client = r->connection->addr_text;
+        s = NULL;
+        ecode = NULL;
+        text = NULL;
+
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode,
+                                                        &text);
+        if (status) {
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
+        }
+
+        ctx->applied = 1;
+        ctx->changed = ctx->before->present;
+
+        if (ctx->changed) {
+            ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+            (void) ngx_atomic_fetch_add(
+                       &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
+            ngx_http_ha_optout_bump();
+            sh->state_dirty++;
+
+            /* queued in the order of the changes: in this section */
+
+            reason.data = ctx->before->reason;
+            reason.len = ctx->before->reason_len;
+
+            s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                               NGX_HA_OPTOUT_ACT_CLEAR,
+                                               &ctx->hscf->name, &actor,
+                                               &client, &reason, ctx->before,
+                                               NULL, request_id);
+            if (s) {
+                ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
+            }
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (ctx->changed) {
+            ngx_http_ha_optout_audit_warn_line(r->connection->log,
+                                               NGX_HA_OPTOUT_ACT_CLEAR,
+                                               &ctx->hscf->name, &actor,
+                                               &reason, ctx->before);
+            if (s && ctx->line == NULL) {
+                ngx_http_ha_optout_audit_lost(r->connection->log, s);
+            }
+        }
+
+        if (s) {
+            free(s);
+        }
+
+        if (!ctx->changed) {
+            /* nothing to restore, nothing to save */
+            return ngx_http_ha_optout_admin_restored(r, ctx, 1);
+        }
+    }
+
+    locked = (ngx_http_ha_optout_writer_trylock() == NGX_OK);
+
+    if (!locked) {
+        if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
+            return ngx_http_ha_optout_admin_wait(r, ctx);
+        }
+
+        return ngx_http_ha_optout_admin_restored(r, ctx, 0);
+    }
+
+    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    audited = ctx->line == NULL
+              ? 0 : !ngx_http_ha_optout_audit_queued_locked(ctx->line);
+    dirty = sh->state_dirty;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    saved = (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
+             == NGX_OK);
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-    *before = rec->api;
-
-    if (ngx_http_ha_optout_if_match(r, before->present ? before->version : 0)
-        != NGX_OK)
-    {
-        status = NGX_HTTP_PRECONDITION_FAILED;
-        ecode = "PreconditionFailed";
-        text = "If-Match does not match the current version of the flag";
-
-    } else if (r->method == NGX_HTTP_PATCH
-               && (!before->present || before->version != base))
-    {
-        status = NGX_HTTP_CONFLICT;
-        ecode = "Conflict";
-        text = "the flag changed while this PATCH was processed; retry";
-
-    } else if (hlcf->replay) {
-        rc = ngx_http_ha_optout_replay_check_locked(&ctx->claims.jti,
-                                                    ctx->claims.exp, now);
-
-        if (rc == NGX_DECLINED) {
-            status = NGX_HTTP_UNAUTHORIZED;
-            ecode = "InvalidToken";
-            text = "bearer token rejected: replayed jti";
-
-        } else if (rc == NGX_BUSY && r->method != NGX_HTTP_DELETE) {
-            /* restoring HA (DELETE) is never refused for want of room */
-            status = NGX_HTTP_INSUFFICIENT_STORAGE;
-            ecode = "ZoneFull";
-            text = "the replay cache is full; try again when older tokens "
-                   "expire";
-        }
-    }
-
-    if (status) {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-        if (status == NGX_HTTP_UNAUTHORIZED) {
-            ngx_http_ha_optout_auth_count("replay");
-        }
-
-        return ngx_ha_optout_err(r, status, ecode, text);
-    }
-
-    if (r->method == NGX_HTTP_DELETE) {
-        action = NGX_HA_OPTOUT_ACT_CLEAR;
-        ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+    if (saved) {
+        sh->state_dirty -= ngx_min(dirty, sh->state_dirty);
 
     } else {
-        action = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_ACT_UPDATE
-                                               : NGX_HA_OPTOUT_ACT_SET;
-        flag->version = ++ngx_http_ha_optout_sh->version_seq;
-        rec->api = *flag;
+        sh->state_failures++;
     }
 
-    if (before->present || r->method != NGX_HTTP_DELETE) {
-        (void) ngx_atomic_fetch_add(&rec->changes[action], 1);
-        ngx_http_ha_optout_bump();
-
-        /* until its audit line is written (see audit_recover()) */
-
-        pending = &ngx_http_ha_optout_sh->pending;
-        pending->action = action;
-        pending->upstream_len = hscf->name.len;
-        ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
-        pending->before = *before;
-        pending->after = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? rec->api : *flag;
-        pending->pid = ngx_pid;
+    if (!saved || !audited) {
+        /* the timer tries again in a second */
+        sh->retry_delay = 1;
+        sh->retry_at = ngx_time() + 1;
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    if (before->present || r->method != NGX_HTTP_DELETE) {
+    ngx_http_ha_optout_writer_unlock();
 
+    ctx->audited = audited;
+
+    return ngx_http_ha_optout_admin_restored(r, ctx, saved && audited);
+}
+
+
+/*
+ * HA is restored in the zone: the answer is the flag that acts now (null,
+ * or the window or config flag the API flag hid); when the restore is not
+ * on disk yet, {"acting": ..., "persisted": false}.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted)
+{
+    json_t                          *json;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    json = ngx_http_ha_optout_flag_json(
+               ngx_http_ha_optout_acting(ctx->hscf, ngx_time()),
+               &ctx->hscf->name, &hmcf->environment);
+
+    if (persisted) {
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "ha_optout: HA on \"%V\" is restored in memory, but %s; "
+                  "worker 0 retries until it is written",
+                  &ctx->hscf->name,
+                  ctx->waiting && !ctx->audited && ngx_current_msec
+                      - ctx->wait_start >= NGX_HA_OPTOUT_LOCK_WAIT
+                  ? "another write holds the writer lock, so the state file "
+                    "and the audit line are not written yet"
+                  : "its state file or audit line could not be written");
+
+    json = json_pack("{s:o,s:b}", "acting", json ? json : json_null(),
+                     "persisted", 0);
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+}
+
+
+/* a suspension that failed to persist is undone, unless replaced since */
+
+static void
+ngx_http_ha_optout_admin_undo(ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_http_ha_optout_rec_t  *rec;
+
+    rec = ctx->hscf->rec;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (rec->api.present && rec->api.version == ctx->flag->version) {
+        rec->api = *ctx->before;
+        (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], -1);
+    }
+
+    ngx_http_ha_optout_audit_unqueue_locked(ctx->line);
+    ctx->line = NULL;
+
+    ngx_http_ha_optout_sh->pending.pid = 0;
+
+    /* in case another change published it meanwhile */
+    ngx_http_ha_optout_bump();
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
+/* PUT and PATCH, with the writer lock held */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    char                            *s, *ecode, *text;
+    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_int_t                        status;
+    ngx_uint_t                       queued;
+    json_t                          *json;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t       *flag, *before;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_pending_t    *pending;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    hscf = ctx->hscf;
+    rec = hscf->rec;
+    sh = ngx_http_ha_optout_sh;
+    flag = ctx->flag;
+    before = ctx->before;
+
+    /*
+     * what waits for the audit log goes first; if it cannot be written,
+     * neither could this change's line: refused before anything acts
+     */
+    if (ngx_http_ha_optout_audit_flush(hmcf, r->connection->log) != NGX_OK) {
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "AuditNotWritten",
+                                 "the audit log cannot be written (see "
+                                 "error_log); a change that suspends HA is "
+                                 "refused until it can, nothing was "
+                                 "changed");
+    }
+
+    request_id = ngx_http_ha_optout_request_id(r);
+    if (request_id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    actor.data = flag->actor;
+    actor.len = flag->actor_len;
+    client = r->connection->addr_text;
+    reason.data = flag->reason;
+    reason.len = flag->reason_len;
+    ecode = NULL;
+    text = NULL;
+    s = NULL;
+
+    ctx->action = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_ACT_UPDATE
+                                                : NGX_HA_OPTOUT_ACT_SET;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode, &text);
+
+    if (status == 0) {
+        /*
+         * staged: in the zone for the state file, not yet published to
+         * the workers (no generation bump) until it is saved and audited
+         */
+        flag->version = ++sh->version_seq;
+        rec->api = *flag;
+        (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
+
+        s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                           ctx->action, &hscf->name, &actor,
+                                           &client, &reason,
+                                           before->present ? before : NULL,
+                                           flag, request_id);
+
+        ctx->line = s ? ngx_http_ha_optout_audit_enqueue_locked(s) : NULL;
+
+        if (ctx->line == NULL) {
+            rec->api = *before;
+            (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], -1);
+            status = NGX_HTTP_INSUFFICIENT_STORAGE;
+            ecode = "ZoneFull";
+            text = "no room in the zone for the audit line of this change; "
+                   "nothing was changed";
+
+        } else {
+            /* a killed writer's change is finished by the next one */
+            pending = &sh->pending;
+            pending->action = ctx->action;
+            pending->upstream_len = hscf->name.len;
+            ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
+            pending->before = *before;
+            pending->after = *flag;
+            pending->pid = ngx_pid;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (s) {
+        free(s);
+    }
+
+    if (status) {
+        return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
+    }
+
+    if (ngx_http_ha_optout_state_save(hmcf, r->connection->log) != NGX_OK) {
+        ngx_http_ha_optout_admin_undo(ctx);
+
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "StateNotPersisted",
+                                 "the state file could not be written; "
+                                 "nothing was changed");
+    }
+
+    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    queued = ngx_http_ha_optout_audit_queued_locked(ctx->line);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (queued) {
+        ngx_http_ha_optout_admin_undo(ctx);
+
+        /* the state file holds the change: it must not come back */
         if (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
             != NGX_OK)
         {
-            /*
-             * memory and disk must not disagree: undo, unless another
-             * write has replaced ours meanwhile (it was persisted or undone
-             * by its own writer)
-             */
             ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-
-            if (action == NGX_HA_OPTOUT_ACT_CLEAR ? !rec->api.present
-                                                  : rec->api.version
-                                                    == flag->version)
-            {
-                rec->api = *before;
-                (void) ngx_atomic_fetch_add(&rec->changes[action], -1);
-                ngx_http_ha_optout_bump();
-            }
-
-            ngx_http_ha_optout_sh->pending.pid = 0;
-
+            sh->state_dirty++;
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-            return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     "StateNotPersisted",
-                                     "the state file could not be written; "
-                                     "nothing was changed");
         }
 
-        actor = ctx->claims.sub;
-        client = r->connection->addr_text;
-        reason.data = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? before->reason
-                                                          : flag->reason;
-        reason.len = (action == NGX_HA_OPTOUT_ACT_CLEAR) ? before->reason_len
-                                                         : flag->reason_len;
-        request_id = ngx_http_ha_optout_request_id(r);
-
-        ngx_http_ha_optout_audit(hmcf, r->connection->log, action,
-                                 &hscf->name, &actor, &client, &reason,
-                                 before->present ? before : NULL,
-                                 (action == NGX_HA_OPTOUT_ACT_CLEAR)
-                                 ? NULL : flag, request_id);
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "AuditNotWritten",
+                                 "the audit line of this change could not "
+                                 "be written (see error_log); nothing was "
+                                 "changed");
     }
 
-    if (r->method == NGX_HTTP_DELETE) {
-        json = ngx_http_ha_optout_flag_json(ngx_http_ha_optout_acting(hscf,
-                                                                      now),
-                                            &hscf->name, &hmcf->environment);
-        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
-    }
+    /* saved and audited: it acts now */
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    ngx_http_ha_optout_bump();
+    sh->pending.pid = 0;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ctx->line = NULL;
+
+    ngx_http_ha_optout_audit_warn_line(r->connection->log, ctx->action,
+                                       &hscf->name, &actor, &reason, flag);
 
     json = ngx_http_ha_optout_flag_json(flag, &hscf->name,
                                         &hmcf->environment);
@@ -1067,8 +1546,11 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
     ngx_str_t *request_id)
 {
     u_char                          *p, *last;
-    ngx_str_t                        upstream, *actor;
-    ngx_uint_t                       i;
+    time_t                           now, since;
+    uint32_t                         key;
+    ngx_str_t                        upstream, actor, reason;
+    ngx_uint_t                       i, suppressed;
+    ngx_http_ha_optout_denied_t     *d, *slot;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_admin_ctx_t  *ctx;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -1111,12 +1593,84 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
                    &hscf->rec->changes[NGX_HA_OPTOUT_ACT_DENIED], 1);
     }
 
-    actor = ctx ? &ctx->claims.sub : NULL;
+    actor.len = 0;
+    actor.data = NULL;
 
-    ngx_http_ha_optout_audit(hmcf, r->connection->log,
-                             NGX_HA_OPTOUT_ACT_DENIED, &upstream, actor,
-                             &r->connection->addr_text, message, NULL, NULL,
-                             request_id);
+    if (ctx) {
+        ngx_http_ha_optout_admin_actor(ctx, &actor);
+    }
+
+    /*
+     * any token may be refused as often as its holder likes: one line per
+     * actor and upstream (all unknown upstreams count as one) per
+     * NGX_HA_OPTOUT_DENIED_PERIOD, which tells how many were left out
+     */
+
+    key = ngx_crc32_short(actor.data ? actor.data : (u_char *) "", actor.len);
+    key ^= hscf ? ngx_crc32_short(hscf->name.data, hscf->name.len) * 31 : 7;
+    now = ngx_time();
+    suppressed = 0;
+    since = 0;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    d = ngx_http_ha_optout_sh->denied;
+    slot = &d[0];
+
+    for (i = 0; i < NGX_HA_OPTOUT_DENIED_SLOTS; i++) {
+        if (d[i].since && d[i].key == key) {
+            slot = &d[i];
+            break;
+        }
+
+        if (d[i].since < slot->since) {
+            slot = &d[i];               /* empty, or the oldest */
+        }
+    }
+
+    if (i < NGX_HA_OPTOUT_DENIED_SLOTS
+        && now - slot->since < NGX_HA_OPTOUT_DENIED_PERIOD)
+    {
+        slot->suppressed++;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    if (i < NGX_HA_OPTOUT_DENIED_SLOTS) {
+        suppressed = slot->suppressed;
+        since = slot->since;
+    }
+
+    slot->key = key;
+    slot->since = now;
+    slot->suppressed = 0;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (suppressed) {
+        u_char  *text, iso[sizeof("2026-11-27T10:00:00Z")];
+
+        text = ngx_pnalloc(r->pool, message->len + 128);
+        if (text == NULL) {
+            return;
+        }
+
+        reason.data = text;
+        reason.len = ngx_sprintf(text, "%V (and %ui more denials of this "
+                                 "actor on this upstream since %*s, not "
+                                 "audited one by one)", message, suppressed,
+                                 (size_t) (ngx_http_ha_optout_time_iso(iso,
+                                                                    since)
+                                           - iso), iso)
+                     - text;
+        message = &reason;
+    }
+
+    (void) ngx_http_ha_optout_audit(hmcf, r->connection->log,
+                                    NGX_HA_OPTOUT_ACT_DENIED, &upstream,
+                                    actor.len ? &actor : NULL,
+                                    &r->connection->addr_text, message,
+                                    NULL, NULL, request_id);
 }
 
 

@@ -53,23 +53,21 @@ ngx_http_ha_optout_sha256_hex(u_char *data, size_t len, u_char *hex)
 }
 
 
-void
-ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+/*
+ * The JSON object of an audit line, without its chain members (malloc()ed,
+ * free() it), or NULL (alerted).
+ */
+
+char *
+ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id)
 {
-    u_char                      *line, *p, *copy, **slot;
-    u_char                       now[sizeof("2026-11-27T10:00:00Z")];
-    u_char                       hash[65];
-    char                        *s;
-    size_t                       len, n;
-    json_t                      *json;
-    ngx_http_ha_optout_shctx_t  *sh;
-
-    ngx_http_ha_optout_audit_warn(log, action, upstream, actor, reason,
-                                  after ? after : before);
+    u_char   now[sizeof("2026-11-27T10:00:00Z")];
+    char    *s;
+    json_t  *json;
 
     json = json_pack("{s:s%,s:s%,s:s,s:s%,s:o,s:o,s:o,s:o,s:o,s:o}",
                      "time", now, ngx_http_ha_optout_time_iso(now, ngx_time())
@@ -89,87 +87,470 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     if (json == NULL) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: audit record could not be built");
-        return;
+        return NULL;
     }
-
-    /* built outside the lock: only the chain is made under it */
 
     s = json_dumps(json, 0);
     json_decref(json);
 
-    if (s == NULL) {
+    if (s == NULL || s[0] != '{' || ngx_strlen(s) < 2) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: audit record could not be built");
-        return;
-    }
-
-    len = ngx_strlen(s);
-    n = len - 1 + sizeof(", \"prev_hash\": \"\", \"hash\": \"\"}\n") - 1
-        + 2 * 64;
-
-    line = ngx_alloc(n + 1, log);
-    if (line == NULL) {
         free(s);
-        return;
+        return NULL;
     }
+
+    return s;
+}
+
+
+/*
+ * Every audit line goes through a queue in the zone, in the order of the
+ * changes, and is written from its head by the holder of the writer lock
+ * only: so its place in the hash chain is decided when it is written, and a
+ * line that cannot be written yet (the log's directory is full, a FIFO
+ * stalls, the writer lock is busy) waits there and is retried by worker 0's
+ * timer, never cut and never lost without an alert.  The queue is bounded
+ * (NGX_HA_OPTOUT_AUDIT_PENDING lines, and the zone): past it a line is given
+ * up, in full, to error_log at "alert".
+ */
+
+ngx_http_ha_optout_audit_line_t *
+ngx_http_ha_optout_audit_enqueue_locked(char *body)
+{
+    size_t                            len, size;
+    ngx_http_ha_optout_shctx_t       *sh;
+    ngx_http_ha_optout_audit_line_t  *line;
 
     sh = ngx_http_ha_optout_sh;
 
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    if (sh->audit_pending.next == NULL) {
+        /* a zone made before the queue existed: never, but be safe */
+        ngx_queue_init(&sh->audit_pending);
+    }
 
-    p = ngx_cpymem(line, s, len - 1);
-    p = ngx_sprintf(p, ", \"prev_hash\": \"%s\"}", sh->audit_hash);
-    free(s);
+    if (sh->audit_npending >= NGX_HA_OPTOUT_AUDIT_PENDING) {
+        return NULL;
+    }
 
-    ngx_http_ha_optout_sha256_hex(line, p - line, hash);
+    len = ngx_strlen(body);
 
-    p--;
-    p = ngx_sprintf(p, ", \"hash\": \"%s\"}\n", hash);
+    /* the line: the body without "}", the chain, "}\n" */
+    size = offsetof(ngx_http_ha_optout_audit_line_t, data) + len
+           + len + sizeof(", \"prev_hash\": \"\", \"hash\": \"\"}\n") + 2 * 64;
 
-    if (hmcf->audit_log && hmcf->audit_log->fd != NGX_INVALID_FILE) {
-        if (ngx_write_fd(hmcf->audit_log->fd, line, p - line)
-            != (ssize_t) (p - line))
-        {
-            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                          "ha_optout: audit line could not be written to "
-                          "\"%V\"", &hmcf->audit_log->name);
+    line = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, size);
+
+    while (line == NULL && ngx_http_ha_optout_make_room_locked()) {
+        line = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, size);
+    }
+
+    if (line == NULL) {
+        return NULL;
+    }
+
+    line->writing = 0;
+    line->off = 0;
+    line->body_len = len;
+    line->line_len = 0;
+    ngx_memcpy(line->data, body, len);
+
+    ngx_queue_insert_tail(&sh->audit_pending, &line->queue);
+    sh->audit_npending++;
+
+    return line;
+}
+
+
+static void
+ngx_http_ha_optout_audit_drop_locked(ngx_http_ha_optout_audit_line_t *line)
+{
+    ngx_queue_remove(&line->queue);
+    ngx_http_ha_optout_sh->audit_npending--;
+    ngx_slab_free_locked(ngx_http_ha_optout_shpool, line);
+}
+
+
+/* still waiting in the queue (not written); the lock holder's own line */
+
+ngx_int_t
+ngx_http_ha_optout_audit_queued_locked(ngx_http_ha_optout_audit_line_t *line)
+{
+    ngx_queue_t  *q;
+
+    for (q = ngx_queue_head(&ngx_http_ha_optout_sh->audit_pending);
+         q != ngx_queue_sentinel(&ngx_http_ha_optout_sh->audit_pending);
+         q = ngx_queue_next(q))
+    {
+        if (q == &line->queue) {
+            return 1;
         }
     }
 
-    ngx_memcpy(sh->audit_hash, hash, 65);
+    return 0;
+}
 
-    /* a write's audit line is its last step: it is no longer pending */
 
-    if (sh->pending.pid == ngx_pid) {
-        sh->pending.pid = 0;
+/* a refused change takes back its line, which has not been written */
+
+void
+ngx_http_ha_optout_audit_unqueue_locked(ngx_http_ha_optout_audit_line_t *line)
+{
+    if (line && ngx_http_ha_optout_audit_queued_locked(line)
+        && line->writing == 0)
+    {
+        ngx_http_ha_optout_audit_drop_locked(line);
+    }
+}
+
+
+void
+ngx_http_ha_optout_audit_lost(ngx_log_t *log, char *body)
+{
+    (void) ngx_atomic_fetch_add(&ngx_http_ha_optout_sh->audit_lost, 1);
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: audit line given up (%ui lines wait for the "
+                  "audit log already, or the zone is full): %s",
+                  ngx_http_ha_optout_sh->audit_npending, body);
+}
+
+
+/* the chain members, from the hash of the line written last */
+
+static void
+ngx_http_ha_optout_audit_chain_locked(ngx_http_ha_optout_audit_line_t *line)
+{
+    u_char  *start, *p;
+
+    start = line->data + line->body_len;
+
+    p = ngx_cpymem(start, line->data, line->body_len - 1);
+    p = ngx_sprintf(p, ", \"prev_hash\": \"%s\"}",
+                    ngx_http_ha_optout_sh->audit_hash);
+
+    ngx_http_ha_optout_sha256_hex(start, p - start, line->hash);
+
+    p--;
+    p = ngx_sprintf(p, ", \"hash\": \"%s\"}\n", line->hash);
+
+    line->line_len = p - start;
+}
+
+
+/*
+ * The audit log keeps "other" out, as Debian's nginx logs (0640): nginx
+ * creates its files 0644.  Run by the master after it opened them, and by
+ * a worker for a file it reopened (USR1), which it owns.
+ */
+
+void
+ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    ngx_file_info_t  fi;
+
+    if (hmcf->audit_log == NULL || hmcf->audit_log->fd == NGX_INVALID_FILE) {
+        return;
     }
 
-    /* the ring for GET v1/audit; an old line gives way */
-
-    slot = &sh->audit_ring[sh->audit_next];
-
-    if (*slot) {
-        ngx_slab_free_locked(ngx_http_ha_optout_shpool, *slot);
-        *slot = NULL;
+    if (ngx_fd_info(hmcf->audit_log->fd, &fi) == NGX_FILE_ERROR
+        || !S_ISREG(fi.st_mode) || (fi.st_mode & 0027) == 0)
+    {
+        return;
     }
 
-    copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, p - line);
+    if (fchmod(hmcf->audit_log->fd, fi.st_mode & 07750) == -1) {
+        ngx_log_error(NGX_LOG_INFO, log, ngx_errno,
+                      "ha_optout: fchmod(0%03o) of the audit log \"%V\" "
+                      "failed", (int) (fi.st_mode & 0750),
+                      &hmcf->audit_log->name);
+    }
+}
 
-    while (copy == NULL && ngx_http_ha_optout_make_room_locked()) {
-        copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, p - line);
+
+/*
+ * Writes one whole line at the end of the log, or nothing: the line is
+ * made before, and goes in one write(); a write() that stops short (a full
+ * file system) is cut back with ftruncate() to the size before it.  Should
+ * that fail too, the torn piece is left on a line of its own (the next line
+ * starts with "\n"), where "audit verify" reports it.  A line whose writer
+ * was killed during write() is looked for at its offset: written whole, it
+ * is not written again; in part, it is cut.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_audit_write(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_http_ha_optout_audit_line_t *line)
+{
+    u_char           *text, *back;
+    off_t             size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_err_t         err;
+    ngx_uint_t        regular;
+    ngx_file_info_t   fi;
+
+    static ngx_fd_t   checked = NGX_INVALID_FILE;
+
+    fd = hmcf->audit_log->fd;
+    text = line->data + line->body_len;
+
+    if (fd != checked) {
+        /* a file opened anew (start, USR1): 0640 */
+        checked = fd;
+        ngx_http_ha_optout_audit_mode(hmcf, log);
     }
 
-    if (copy) {
-        ngx_memcpy(copy, line, p - line - 1);
-        copy[p - line - 1] = '\0';
-        *slot = copy;
-        sh->audit_next = (sh->audit_next + 1) % NGX_HA_OPTOUT_AUDIT_RING;
-        sh->audit_count++;
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+        goto failed;
     }
 
+    regular = S_ISREG(fi.st_mode);
+    size = regular ? fi.st_size : 0;
+
+    if (regular && line->writing && size > line->off) {
+
+        if (size >= line->off + (off_t) line->line_len) {
+            back = ngx_alloc(line->line_len, log);
+
+            if (back
+                && pread(fd, back, line->line_len, line->off)
+                   == (ssize_t) line->line_len
+                && ngx_memcmp(back, text, line->line_len) == 0)
+            {
+                ngx_free(back);
+                return NGX_OK;              /* its writer died after it */
+            }
+
+            if (back) {
+                ngx_free(back);
+            }
+        }
+
+        if (size <= line->off + (off_t) line->line_len
+            && ftruncate(fd, line->off) == 0)
+        {
+            size = line->off;
+        }
+    }
+
+    if (ngx_http_ha_optout_sh->audit_torn) {
+        if (write(fd, "\n", 1) != 1) {
+            err = ngx_errno;
+            goto failed;
+        }
+
+        ngx_http_ha_optout_sh->audit_torn = 0;
+        size++;
+    }
+
+    line->off = size;
+    line->writing = ngx_pid;
+
+    n = write(fd, text, line->line_len);
+
+    if (n == (ssize_t) line->line_len) {
+        return NGX_OK;
+    }
+
+    err = (n == -1) ? ngx_errno : NGX_ENOSPC;
+
+    if (n > 0) {
+        if (regular && ftruncate(fd, size) == 0) {
+            ngx_log_error(NGX_LOG_ALERT, log, err,
+                          "ha_optout: audit line cut after %z of %uz bytes "
+                          "in \"%V\": cut back, it is retried",
+                          n, line->line_len, &hmcf->audit_log->name);
+
+        } else {
+            ngx_http_ha_optout_sh->audit_torn = 1;
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          "ha_optout: audit line cut after %z of %uz bytes "
+                          "in \"%V\" could not be cut back: the torn line "
+                          "stays, the next line starts after it",
+                          n, line->line_len, &hmcf->audit_log->name);
+        }
+    }
+
+    line->writing = 0;
+
+failed:
+
+    if (ngx_http_ha_optout_sh->audit_failures++ == 0) {
+        ngx_log_error(NGX_LOG_ALERT, log, err,
+                      "ha_optout: audit line could not be written to \"%V\"; "
+                      "%ui lines wait in the zone and are retried",
+                      &hmcf->audit_log->name,
+                      ngx_http_ha_optout_sh->audit_npending);
+    }
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Writes the queued lines, oldest first, with the writer lock held.
+ * NGX_OK: none is left; NGX_ERROR: the head could not be written (alerted
+ * once; the lines stay).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_audit_flush(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    u_char                           *copy, **slot;
+    size_t                            len;
+    ngx_uint_t                        written;
+    ngx_queue_t                      *q;
+    ngx_http_ha_optout_shctx_t       *sh;
+    ngx_http_ha_optout_audit_line_t  *line;
+
+    sh = ngx_http_ha_optout_sh;
+    written = 0;
+
+    if (sh->audit_pending.next == NULL) {
+        return NGX_OK;
+    }
+
+    for ( ;; ) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (ngx_queue_empty(&sh->audit_pending)) {
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            break;
+        }
+
+        q = ngx_queue_head(&sh->audit_pending);
+        line = ngx_queue_data(q, ngx_http_ha_optout_audit_line_t, queue);
+
+        if (!line->writing) {
+            /* chained to the line written last (it may be a new log) */
+            ngx_http_ha_optout_audit_chain_locked(line);
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        /*
+         * only the holder of the writer lock takes lines off the queue, so
+         * the line stays where it is while it is written
+         */
+
+        if (hmcf->audit_log && hmcf->audit_log->fd != NGX_INVALID_FILE
+            && ngx_http_ha_optout_audit_write(hmcf, log, line) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        written++;
+
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        ngx_memcpy(sh->audit_hash, line->hash, 65);
+
+        /* the ring for GET v1/audit; an old line gives way */
+
+        len = line->line_len;
+        slot = &sh->audit_ring[sh->audit_next];
+
+        if (*slot) {
+            ngx_slab_free_locked(ngx_http_ha_optout_shpool, *slot);
+            *slot = NULL;
+        }
+
+        copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
+
+        while (copy == NULL && ngx_http_ha_optout_make_room_locked()) {
+            copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
+        }
+
+        if (copy) {
+            /* the written line, without its "\n" */
+            ngx_memcpy(copy, line->data + line->body_len, len - 1);
+            copy[len - 1] = '\0';
+            *slot = copy;
+            sh->audit_next = (sh->audit_next + 1) % NGX_HA_OPTOUT_AUDIT_RING;
+            sh->audit_count++;
+        }
+
+        ngx_http_ha_optout_audit_drop_locked(line);
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+    }
+
+    if (sh->audit_failures && written) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ha_optout: the audit log is written again: %ui "
+                      "waiting lines written after %ui failed attempts",
+                      written, sh->audit_failures);
+        sh->audit_failures = 0;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Audits a change: its warn line in error_log, and its audit line queued
+ * and written at once when this process holds the writer lock or can take
+ * it, else by worker 0's timer.  NGX_OK: written; NGX_AGAIN: queued;
+ * NGX_ERROR: given up (alerted).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id)
+{
+    char                             *s;
+    ngx_int_t                         rc;
+    ngx_http_ha_optout_audit_line_t  *line;
+
+    ngx_http_ha_optout_audit_warn(log, action, upstream, actor, reason,
+                                  after ? after : before);
+
+    /* built outside the lock: only the chain is made under it */
+
+    s = ngx_http_ha_optout_audit_build(hmcf, log, action, upstream, actor,
+                                       client, reason, before, after,
+                                       request_id);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    line = ngx_http_ha_optout_audit_enqueue_locked(s);
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    ngx_free(line);
+    if (line == NULL) {
+        ngx_http_ha_optout_audit_lost(log, s);
+        free(s);
+        return NGX_ERROR;
+    }
+
+    free(s);
+
+    if (ngx_http_ha_optout_writer_trylock() != NGX_OK) {
+        return NGX_AGAIN;
+    }
+
+    rc = ngx_http_ha_optout_audit_flush(hmcf, log);
+
+    ngx_http_ha_optout_writer_unlock();
+
+    return (rc == NGX_OK) ? NGX_OK : NGX_AGAIN;
+}
+
+
+void
+ngx_http_ha_optout_audit_warn_line(ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *flag)
+{
+    ngx_http_ha_optout_audit_warn(log, action, upstream, actor, reason, flag);
 }
 
 
@@ -431,19 +812,19 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
 
 
 /*
- * A writer killed between its change and its audit line leaves the change
- * pending in the zone.  The next writer to take the writer lock (a live
- * writer always clears its own before releasing it) writes the line for
- * it, marked so, and saves the state file that the dead writer may not
- * have saved.
+ * A writer killed between its change and the end of its write leaves the
+ * change pending in the zone, with its audit line queued (both are made in
+ * one critical section).  The next writer to take the writer lock (a live
+ * writer always clears its own before releasing it) publishes the change
+ * to the workers, writes the line and saves the state file that the dead
+ * writer may not have saved.
  */
 
 void
 ngx_http_ha_optout_audit_recover(void)
 {
-    u_char                           text[NGX_HA_OPTOUT_REASON_LEN + 64];
     u_char                           abuf[NGX_HA_OPTOUT_ACTOR_LEN * 4];
-    ngx_str_t                        upstream, actor, reason;
+    ngx_str_t                        upstream, actor;
     ngx_http_ha_optout_flag_t       *f;
     ngx_http_ha_optout_pending_t     p;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -457,14 +838,10 @@ ngx_http_ha_optout_audit_recover(void)
 
     p = ngx_http_ha_optout_sh->pending;
     ngx_http_ha_optout_sh->pending.pid = 0;
+    ngx_http_ha_optout_sh->state_dirty++;
+    ngx_http_ha_optout_bump();
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_ha_optout_module);
-    if (hmcf == NULL) {
-        return;
-    }
 
     f = p.after.present ? &p.after : &p.before;
 
@@ -472,25 +849,22 @@ ngx_http_ha_optout_audit_recover(void)
     upstream.len = p.upstream_len;
     actor.data = f->actor;
     actor.len = f->actor_len;
-    reason.data = text;
-    reason.len = ngx_snprintf(text, sizeof(text), "%*s (audited after "
-                              "process %P, which made it, died)",
-                              (size_t) f->reason_len, f->reason, p.pid)
-                 - text;
 
     ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                   "ha_optout: the %s of \"%V\" by \"%*s\" was made by "
-                  "process %P, which died before auditing it",
+                  "process %P, which died before finishing it: its audit "
+                  "line and state file are written now",
                   ngx_http_ha_optout_actions[p.action], &upstream,
                   (size_t) (ngx_http_ha_optout_escape(abuf, sizeof(abuf),
                                                       actor.data, actor.len)
                             - abuf),
                   abuf, p.pid);
 
-    ngx_http_ha_optout_audit(hmcf, ngx_cycle->log, p.action, &upstream,
-                             &actor, NULL, &reason,
-                             p.before.present ? &p.before : NULL,
-                             p.after.present ? &p.after : NULL, NULL);
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ha_optout_module);
+    if (hmcf == NULL) {
+        return;
+    }
 
-    (void) ngx_http_ha_optout_state_save(hmcf, ngx_cycle->log);
+    ngx_http_ha_optout_persist_retry(hmcf, ngx_cycle->log, 1);
 }

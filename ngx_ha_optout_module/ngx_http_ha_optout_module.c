@@ -19,6 +19,7 @@ static char *ngx_http_ha_optout_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_ha_optout_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ha_optout_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ha_optout_init_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -188,7 +189,7 @@ ngx_module_t  ngx_http_ha_optout_module = {
     ngx_http_ha_optout_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_ha_optout_init_module,        /* init module */
     ngx_http_ha_optout_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1449,6 +1450,23 @@ ngx_http_ha_optout_init_process(ngx_cycle_t *cycle)
 }
 
 
+/* the master opened the audit log 0644 (nginx's default): 0640 */
+
+static ngx_int_t
+ngx_http_ha_optout_init_module(ngx_cycle_t *cycle)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ha_optout_module);
+    if (hmcf) {
+        ngx_http_ha_optout_audit_mode(hmcf, cycle->log);
+    }
+
+    return NGX_OK;
+}
+
+
 static void ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 static void ngx_http_ha_optout_revalidate(
@@ -1458,6 +1476,31 @@ static void ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 
 static ngx_uint_t  ngx_http_ha_optout_revalidated;
+
+
+/*
+ * A restore (expiry, a dropped flag) has taken effect in the zone already;
+ * when its state file cannot be saved, it stays restored and the save is
+ * retried by the timer (SPEC section 8).
+ */
+
+static void
+ngx_http_ha_optout_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, const char *what)
+{
+    if (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    ngx_http_ha_optout_sh->state_dirty++;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: %s are cleared in memory (HA is restored) but "
+                  "the state file \"%V\" could not be saved; it is retried",
+                  what, &hmcf->state_file);
+}
 static ngx_uint_t  ngx_http_ha_optout_ticks;
 
 
@@ -1473,7 +1516,18 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_ha_optout_module);
 
-    ngx_http_ha_optout_writer_lock();
+    /* not the zone's mutex: cheap, and never waits for a writer */
+    ngx_http_ha_optout_sticky_sweep(hmcf);
+
+    /*
+     * the writer lock is only tried: a busy (or stuck) writer makes this
+     * tick skip its writes, never wait.  An expired flag stopped acting on
+     * the request path already; it is cleared and audited at a later tick.
+     */
+    if (ngx_http_ha_optout_writer_trylock() != NGX_OK) {
+        ngx_add_timer(ev, 250);
+        return;
+    }
 
     if (!ngx_http_ha_optout_sh->restored) {
         ngx_http_ha_optout_state_restore(hmcf, ev->log);
@@ -1490,7 +1544,9 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
     ngx_http_ha_optout_windows_tick(hmcf, ev->log);
-    ngx_http_ha_optout_sticky_sweep(hmcf);
+
+    /* what could not be saved or audited before: retried with a backoff */
+    ngx_http_ha_optout_persist_retry(hmcf, ev->log, 0);
     ngx_http_ha_optout_state_sync(hmcf, ev->log);
 
     ngx_http_ha_optout_writer_unlock();
@@ -1604,7 +1660,7 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_free(d);
 
     if (n) {
-        (void) ngx_http_ha_optout_state_save(hmcf, log);
+        ngx_http_ha_optout_save_restore(hmcf, log, "dropped flags");
     }
 }
 
@@ -1669,7 +1725,7 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     if (n) {
-        (void) ngx_http_ha_optout_state_save(hmcf, log);
+        ngx_http_ha_optout_save_restore(hmcf, log, "expired flags");
     }
 }
 

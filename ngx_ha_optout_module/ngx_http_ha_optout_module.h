@@ -111,6 +111,10 @@ typedef struct {
 #define NGX_HA_OPTOUT_AUTH_REASONS   14
 #define NGX_HA_OPTOUT_AUDIT_RING     128
 #define NGX_HA_OPTOUT_AUDIT_LINE     4096
+#define NGX_HA_OPTOUT_AUDIT_PENDING  512        /* lines waiting for disk */
+#define NGX_HA_OPTOUT_DENIED_SLOTS   64
+#define NGX_HA_OPTOUT_DENIED_PERIOD  60         /* s: one line per actor */
+#define NGX_HA_OPTOUT_LOCK_WAIT      2000       /* ms a write waits */
 
 typedef struct {
     ngx_uint_t                  method;         /* NGX_HTTP_GET ... */
@@ -128,6 +132,29 @@ typedef struct {
     ngx_http_ha_optout_flag_t   before;
     ngx_http_ha_optout_flag_t   after;
 } ngx_http_ha_optout_pending_t;
+
+
+/*
+ * An audit line waiting for the audit log, in the zone: its JSON object
+ * (body), and once its write was attempted the chained line (see audit.c).
+ */
+typedef struct {
+    ngx_queue_t                 queue;
+    ngx_pid_t                   writing;        /* a write() was tried */
+    off_t                       off;            /* where it went */
+    size_t                      body_len;
+    size_t                      line_len;       /* 0: not chained yet */
+    u_char                      hash[65];
+    u_char                      data[1];        /* body, then the line */
+} ngx_http_ha_optout_audit_line_t;
+
+
+/* repeated "denied" lines of one actor on one upstream are coalesced */
+typedef struct {
+    uint32_t                    key;
+    time_t                      since;          /* the line written then */
+    ngx_uint_t                  suppressed;     /* denials since */
+} ngx_http_ha_optout_denied_t;
 
 
 typedef struct {
@@ -164,6 +191,24 @@ typedef struct {
     uint64_t                    state_seq;      /* last snapshot taken */
     uint64_t                    state_saved;    /* last snapshot renamed */
     u_char                      state_audit_hash[65];  /* in the file */
+
+    /* what could not be persisted yet: worker 0's timer retries it */
+    ngx_uint_t                  state_dirty;    /* changes not saved */
+    ngx_uint_t                  state_failures; /* saves failed since */
+    time_t                      retry_at;
+    ngx_uint_t                  retry_delay;    /* s, doubles up to 8 */
+
+    ngx_queue_t                 audit_pending;  /* audit_line_t, oldest first */
+    ngx_uint_t                  audit_npending;
+    ngx_uint_t                  audit_failures; /* flushes failed since */
+    ngx_atomic_t                audit_lost;     /* lines given up (alerted) */
+    ngx_uint_t                  audit_torn;     /* a cut line could not be
+                                                   truncated: next one starts
+                                                   on a line of its own */
+
+    ngx_uint_t                  replay_max;     /* half the zone, at most */
+
+    ngx_http_ha_optout_denied_t  denied[NGX_HA_OPTOUT_DENIED_SLOTS];
 } ngx_http_ha_optout_shctx_t;
 
 
@@ -304,8 +349,11 @@ void ngx_http_ha_optout_set_text(ngx_http_ha_optout_srv_conf_t *hscf,
     ngx_uint_t source, ngx_http_ha_optout_flag_t *flag);
 void ngx_http_ha_optout_bump(void);
 ngx_uint_t ngx_http_ha_optout_make_room_locked(void);
-void ngx_http_ha_optout_writer_lock(void);
+ngx_int_t ngx_http_ha_optout_writer_trylock(void);
+ngx_uint_t ngx_http_ha_optout_writer_held(void);
 void ngx_http_ha_optout_writer_unlock(void);
+void ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t force);
 void ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
     ngx_str_t *server, ngx_uint_t pinned);
 ngx_http_ha_optout_server_stat_t *ngx_http_ha_optout_server_stat(
@@ -363,11 +411,30 @@ ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
 void ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log);
 void ngx_http_ha_optout_audit_recover(void);
-void ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+ngx_int_t ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id);
+char *ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id);
+ngx_http_ha_optout_audit_line_t *ngx_http_ha_optout_audit_enqueue_locked(
+    char *body);
+void ngx_http_ha_optout_audit_unqueue_locked(
+    ngx_http_ha_optout_audit_line_t *line);
+ngx_int_t ngx_http_ha_optout_audit_queued_locked(
+    ngx_http_ha_optout_audit_line_t *line);
+ngx_int_t ngx_http_ha_optout_audit_flush(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+void ngx_http_ha_optout_audit_lost(ngx_log_t *log, char *body);
+void ngx_http_ha_optout_audit_warn_line(ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *flag);
+void ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
 
 /* yaml.c */
 ngx_fd_t ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,

@@ -291,6 +291,44 @@ ngx_http_ha_optout_entry_alloc(void *owner, u_char *data, size_t len,
 }
 
 
+static ngx_uint_t
+ngx_http_ha_optout_make_room_for_record(ngx_log_t *log)
+{
+    ngx_queue_t                 *q;
+    ngx_http_ha_optout_entry_t  *e;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    static ngx_uint_t            evicted;
+
+    if (ngx_http_ha_optout_make_room_locked()) {
+        return 1;
+    }
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (ngx_queue_empty(&sh->replay_queue)) {
+        return 0;
+    }
+
+    q = ngx_queue_head(&sh->replay_queue);
+    e = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
+
+    ngx_queue_remove(q);
+    ngx_rbtree_delete(&sh->replay, &e->node);
+    ngx_slab_free_locked(ngx_http_ha_optout_shpool, e);
+    sh->replay_count--;
+
+    if (evicted++ % 64 == 0) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: the zone is full: spent jtis closest to "
+                      "their expiry are forgotten to make room for upstream "
+                      "records (a larger ha_optout_zone avoids this)");
+    }
+
+    return 1;
+}
+
+
 ngx_int_t
 ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -332,6 +370,7 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_rbtree_init(&sh->sticky, &sh->sticky_sentinel,
                             ngx_http_ha_optout_entry_insert);
             ngx_memset(sh->audit_hash, '0', 64);
+            ngx_queue_init(&sh->audit_pending);
             ngx_memset(sh->state_audit_hash, '0', 64);
 
             /* a fresh zone continues the chain of the log nginx wrote */
@@ -356,8 +395,25 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
+    if (sh->audit_pending.next == NULL) {
+        ngx_queue_init(&sh->audit_pending);
+    }
+
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
         rec = ngx_http_ha_optout_rec_get(sh, ctx->shpool, &hscfp[i]->name);
+
+        /*
+         * a reload that adds upstreams needs room that nginx -t could not
+         * check: sticky bindings and ring lines give way, then, as a last
+         * resort, the replay entries closest to their expiry
+         */
+        while (rec == NULL && ngx_http_ha_optout_make_room_for_record(
+                                  shm_zone->shm.log))
+        {
+            rec = ngx_http_ha_optout_rec_get(sh, ctx->shpool,
+                                             &hscfp[i]->name);
+        }
+
         if (rec == NULL) {
             ngx_shmtx_unlock(&ctx->shpool->mutex);
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -375,6 +431,9 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->sticky_max = ngx_min(NGX_HA_OPTOUT_STICKY_MAX,
                              shm_zone->shm.size / 4 / 128);
 
+    /* and spent jtis half of it (an entry takes a 128-byte slab chunk) */
+    sh->replay_max = shm_zone->shm.size / 2 / 128;
+
     /* a new configuration may have config flags: workers refresh */
     sh->generation++;
 
@@ -390,50 +449,70 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  * an undo after a failed save can never hide another writer's change.  Not
  * the zone mutex: that one is taken on the request path, and a save takes
  * an fsync.  A writer killed with its lock is recognised by its pid.
+ *
+ * Nobody waits for it inside the event loop: it is only ever tried.  The
+ * timer skips a tick when it is busy; an API write waits for it with a
+ * request timer, at most NGX_HA_OPTOUT_LOCK_WAIT, and a restore (DELETE)
+ * takes effect without it (see admin.c).  A stuck holder (a state file on
+ * a hung mount, an audit FIFO nobody reads) so stops the other writes of
+ * flags, for a bounded time each, and never a request.
  */
 
 static ngx_uint_t  ngx_http_ha_optout_writer_depth;
 
 
-void
-ngx_http_ha_optout_writer_lock(void)
+ngx_int_t
+ngx_http_ha_optout_writer_trylock(void)
 {
     ngx_atomic_uint_t  owner;
 
-    if (ngx_http_ha_optout_writer_depth++) {
-        return;
+    if (ngx_http_ha_optout_writer_depth) {
+        ngx_http_ha_optout_writer_depth++;
+        return NGX_OK;
     }
 
-    for ( ;; ) {
-        owner = ngx_http_ha_optout_sh->writer;
+    owner = ngx_http_ha_optout_sh->writer;
 
-        if (owner == (ngx_atomic_uint_t) ngx_pid) {
-            break;      /* left behind by this process: never happens */
-        }
+    if (owner == (ngx_atomic_uint_t) ngx_pid) {
+        /* left behind by this process: never happens */
 
-        if (owner == 0
-            && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, 0,
-                                  (ngx_atomic_uint_t) ngx_pid))
+    } else if (owner == 0) {
+        if (!ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, 0,
+                                (ngx_atomic_uint_t) ngx_pid))
         {
-            break;
+            return NGX_BUSY;
         }
 
-        if (owner != 0 && owner != (ngx_atomic_uint_t) ngx_pid
-            && kill((ngx_pid_t) owner, 0) == -1 && ngx_errno == NGX_ESRCH
-            && ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, owner,
-                                  (ngx_atomic_uint_t) ngx_pid))
+    } else if (kill((ngx_pid_t) owner, 0) == -1 && ngx_errno == NGX_ESRCH) {
+        /* its holder was killed */
+        if (!ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer, owner,
+                                (ngx_atomic_uint_t) ngx_pid))
         {
-            break;
+            return NGX_BUSY;
         }
 
-        ngx_msleep(1);
+    } else {
+        return NGX_BUSY;
     }
 
-    /* a change left unaudited by a killed writer is ours to audit first */
+    ngx_http_ha_optout_writer_depth = 1;
 
-    if (ngx_http_ha_optout_sh->pending.pid) {
+    /* a change left unfinished by a killed writer is ours to finish first */
+
+    if (ngx_http_ha_optout_sh->pending.pid
+        && ngx_http_ha_optout_sh->pending.pid != ngx_pid)
+    {
         ngx_http_ha_optout_audit_recover();
     }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_ha_optout_writer_held(void)
+{
+    return ngx_http_ha_optout_writer_depth;
 }
 
 
@@ -446,6 +525,67 @@ ngx_http_ha_optout_writer_unlock(void)
 
     (void) ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer,
                               (ngx_atomic_uint_t) ngx_pid, 0);
+}
+
+
+/*
+ * With the writer lock held: writes what is waiting (audit lines, a state
+ * file that a restore could not save), at once when forced, else when the
+ * retry delay (1 s, doubling up to 8 s) has passed.  NGX_OK: nothing waits.
+ */
+
+void
+ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t force)
+{
+    time_t                       now;
+    ngx_uint_t                   ok, dirty;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+    now = ngx_time();
+
+    if (sh->state_dirty == 0 && sh->audit_npending == 0) {
+        sh->retry_delay = 0;
+        return;
+    }
+
+    if (!force && now < sh->retry_at) {
+        return;
+    }
+
+    ok = (ngx_http_ha_optout_audit_flush(hmcf, log) == NGX_OK);
+
+    dirty = sh->state_dirty;
+
+    if (dirty) {
+        if (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK) {
+            ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+            sh->state_dirty -= ngx_min(dirty, sh->state_dirty);
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+            if (sh->state_failures) {
+                ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                              "ha_optout: state file \"%V\" saved after %ui "
+                              "failed attempts: the restored HA is "
+                              "persisted", &hmcf->state_file,
+                              sh->state_failures);
+                sh->state_failures = 0;
+            }
+
+        } else {
+            sh->state_failures++;
+            ok = 0;
+        }
+    }
+
+    if (ok) {
+        sh->retry_delay = 0;
+        return;
+    }
+
+    sh->retry_delay = sh->retry_delay ? ngx_min(sh->retry_delay * 2, 8) : 1;
+    sh->retry_at = now + sh->retry_delay;
 }
 
 
@@ -713,6 +853,12 @@ ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp, time_t now)
                                       jti->len))
     {
         return NGX_DECLINED;
+    }
+
+    /* half the zone at most: the other half is for records and audit */
+
+    if (sh->replay_max && sh->replay_count >= sh->replay_max) {
+        return NGX_BUSY;
     }
 
     e = ngx_http_ha_optout_entry_alloc(NULL, jti->data, jti->len, hash);

@@ -5,10 +5,11 @@
 # single writer (503 StateNotPersisted, GET unchanged); this adds:
 #
 # - a full file system (a 64k tmpfs mounted on the state directory; needs
-#   root and a mount-capable sandbox, else skipped with the reason): PUT,
-#   PATCH and DELETE answer 503 StateNotPersisted (JSON), GET, the state
-#   file and the audit log are unchanged, no temporary file is left, and
-#   writes succeed again once there is room;
+#   root and a mount-capable sandbox, else skipped with the reason): PUT
+#   and PATCH answer 503 StateNotPersisted (JSON), GET, the state file and
+#   the audit log are unchanged, no temporary file is left; DELETE restores
+#   HA at once (200, "persisted": false) and worker 0's timer saves it as
+#   soon as there is room again (SPEC section 8);
 # - concurrent writers on a read-only directory: every write is refused,
 #   and the flag afterwards must be the one from before (nothing half
 #   applied).
@@ -85,7 +86,7 @@ sub flag { $t->api(GET => 'v1/flags/app')->{json} }
 # the file system is full
 
 SKIP: {
-    skip "full state directory: $why_not", 16 unless $mounted;
+    skip "full state directory: $why_not", 23 unless $mounted;
 
     my $set = $t->api(PUT => 'v1/flags/app', json => {
         pin => $b1, ttl => '10m', reason => 'before the disk filled' });
@@ -101,18 +102,16 @@ SKIP: {
     my @refused;
     for my $w ([ PUT => { failover => JSON::PP::false, ttl => '5m',
                           reason => 'disk is full' } ],
-               [ PATCH => { ttl => '20m' } ],
-               [ DELETE => undef ])
+               [ PATCH => { ttl => '20m' } ])
     {
-        my $r = $t->api($w->[0] => 'v1/flags/app',
-                        defined $w->[1] ? (json => $w->[1]) : ());
+        my $r = $t->api($w->[0] => 'v1/flags/app', json => $w->[1]);
         push @refused, $r;
     }
 
-    is_deeply([ map { $_->{status} } @refused ], [ 503, 503, 503 ],
-              'PUT, PATCH and DELETE answer 503 on a full file system');
+    is_deeply([ map { $_->{status} } @refused ], [ 503, 503 ],
+              'PUT and PATCH answer 503 on a full file system');
     is_deeply([ map { $_->{json}{error}{code} // 'not JSON' } @refused ],
-              [ ('StateNotPersisted') x 3 ],
+              [ ('StateNotPersisted') x 2 ],
               'as JSON StateNotPersisted');
     like($refused[0]{headers}{'content-type'} // '', qr{^application/json},
          'with Content-Type application/json');
@@ -134,7 +133,26 @@ SKIP: {
     is(scalar(grep { $_ eq '200 b1' } @r), 6, 'the old pin still acts')
         or diag "@r";
 
+    # restoring HA is never refused (SPEC section 8)
+    my $del = $t->api(DELETE => 'v1/flags/app');
+    is($del->{status}, 200, 'DELETE on a full file system answers 200');
+    is($del->{json}{persisted}, JSON::PP::false, 'with "persisted": false');
+    is(flag(), undef, 'GET: no flag any more');
+    $t->reset_hits;
+    @r = $t->spray(6, sub { "/restored-full/$_[0]" });
+    is(scalar(grep { $_ eq '200 b2' } @r), 3, 'HA is back: round robin again')
+        or diag "@r";
+    is($t->read_file($state), $st_text, 'the state file could not take it');
+    like(audit_text(), qr/"action": "clear"[^\n]*"reason": "before the disk filled"/,
+         'the restore is audited (the audit log is elsewhere)');
+
     unlink $filler, "$filler.2";
+
+    ok($t->wait_for(sub { $t->read_file($state) !~ /before the disk filled/ },
+                    15),
+       'with room again, the timer saves the restore by itself');
+    like($t->error_log, qr/saved after \d+ failed attempts/,
+         'and error.log says that it is persisted now');
 
     my $again = $t->api(PUT => 'v1/flags/app', json => {
         failover => JSON::PP::false, ttl => '5m', reason => 'room again' });

@@ -216,14 +216,24 @@ is($got->{pin}, $b2, 'the pin is unchanged');
 like($t->error_log, qr/state file "\Q$state\E" cannot be written.*must be writable by the nginx worker user "nobody"/,
     'error.log names the path and the user that must be able to write it');
 
+# restoring HA is never refused (SPEC section 8): the DELETE acts at once
+# and says that it is not on disk yet; the timer saves it later
 my $del = $t->api(DELETE => 'v1/flags/app');
-is($del->{status}, 503, 'a DELETE that cannot be persisted answers 503 too');
-ok(defined flag_of('app'), 'and the flag stays');
+is($del->{status}, 200, 'a DELETE that cannot be persisted still answers 200');
+is_deeply($del->{json}, { acting => undef, persisted => JSON::PP::false },
+          'with "persisted": false');
+ok(!defined flag_of('app'), 'and the flag is gone at once');
+like($t->error_log, qr/\[alert\].*HA on "app" is restored in memory/,
+     'error.log has an alert that the restore is not persisted');
+like($t->read_file($state), qr/before read-only/,
+     'the state file still holds the flag (it could not be written)');
 
 chmod 0755, $dir;
 
-is($t->api(DELETE => 'v1/flags/app')->{status}, 200,
-    'writes work again once the directory is writable');
+ok($t->wait_for(sub { $t->read_file($state) !~ /before read-only/ }, 15),
+   'once the directory is writable, the timer saves the restore');
+like($t->error_log, qr/state file "\Q$state\E" saved after \d+ failed attempts/,
+     'and error.log says so');
 
 # a worker killed while saving leaves STATE.tmp.PID; the timer removes those
 # of processes that are gone (at the first tick of a new worker 0)
