@@ -1013,13 +1013,8 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
         ctx->changed = ctx->before->present;
 
         if (ctx->changed) {
-            ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
-            (void) ngx_atomic_fetch_add(
-                       &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
-            ngx_http_ha_optout_bump();
-            sh->state_dirty++;
-
-            /* queued in the order of the changes: in this section */
+            /* queued in the order of the changes: in this section, made
+             * first so that a kill leaves both or neither */
 
             reason.data = ctx->before->reason;
             reason.len = ctx->before->reason_len;
@@ -1032,6 +1027,12 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
             if (s) {
                 ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
             }
+
+            ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+            (void) ngx_atomic_fetch_add(
+                       &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
+            ngx_http_ha_optout_bump();
+            sh->state_dirty++;
         }
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
@@ -1231,12 +1232,11 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
 
     if (status == 0) {
         /*
-         * staged: in the zone for the state file, not yet published to
-         * the workers (no generation bump) until it is saved and audited
+         * the line is made first: what follows takes no time, so a writer
+         * killed in this section leaves the change with its line, or
+         * neither
          */
         flag->version = ++sh->version_seq;
-        rec->api = *flag;
-        (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
 
         s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
                                            ctx->action, &hscf->name, &actor,
@@ -1247,15 +1247,20 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
         ctx->line = s ? ngx_http_ha_optout_audit_enqueue_locked(s) : NULL;
 
         if (ctx->line == NULL) {
-            rec->api = *before;
-            (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], -1);
             status = NGX_HTTP_INSUFFICIENT_STORAGE;
             ecode = "ZoneFull";
             text = "no room in the zone for the audit line of this change; "
                    "nothing was changed";
 
         } else {
-            /* a killed writer's change is finished by the next one */
+            /*
+             * staged: in the zone for the state file, not yet published to
+             * the workers (no generation bump) until it is saved and
+             * audited; a killed writer's change is finished by the next one
+             */
+            rec->api = *flag;
+            (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
+
             pending = &sh->pending;
             pending->action = ctx->action;
             pending->upstream_len = hscf->name.len;
