@@ -1013,8 +1013,10 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
         ctx->changed = ctx->before->present;
 
         if (ctx->changed) {
-            /* queued in the order of the changes: in this section, made
-             * first so that a kill leaves both or neither */
+            /*
+             * queued in the order of the changes: in this section, and
+             * made first, so that a kill leaves both or neither
+             */
 
             reason.data = ctx->before->reason;
             reason.len = ctx->before->reason_len;
