@@ -63,7 +63,7 @@ ngx_http_ha_optout_bump(void)
 }
 
 
-void
+ngx_int_t
 ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
@@ -71,6 +71,7 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t *request_id)
 {
     fuzz_fail("ngx_http_ha_optout_audit() called");
+    return NGX_ERROR;
 }
 
 

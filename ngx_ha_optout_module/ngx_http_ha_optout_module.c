@@ -1494,6 +1494,9 @@ ngx_http_ha_optout_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
     ngx_http_ha_optout_sh->state_dirty++;
+    ngx_http_ha_optout_sh->state_failures++;
+    ngx_http_ha_optout_sh->retry_delay = 1;
+    ngx_http_ha_optout_sh->retry_at = ngx_time() + 1;
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     ngx_log_error(NGX_LOG_ALERT, log, 0,

@@ -235,6 +235,25 @@ ok($t->wait_for(sub { $t->read_file($state) !~ /before read-only/ }, 15),
 like($t->error_log, qr/state file "\Q$state\E" saved after \d+ failed attempts/,
      'and error.log says so');
 
+# an expiry is a restore too: it acts although the directory is read-only,
+# and the timer saves it once it can
+my $expired = grep { $_ eq 'expire' } audit_actions('app');
+my $short = $t->api(PUT => 'v1/flags/app', json => {
+    pin => $b2, ttl => '2s', reason => 'expires read-only' });
+is($short->{status}, 200, 'a 2 s flag is set');
+chmod 0555, $dir;
+ok($t->wait_for(sub { (grep { $_ eq 'expire' } audit_actions('app'))
+                      > $expired }, 10),
+   'it expires (audited) with the directory read-only');
+ok(!defined flag_of('app'), 'and is gone');
+like($t->error_log, qr/\[alert\].*expired flags are cleared in memory/,
+     'error.log alerts that the expiry is not persisted');
+like($t->read_file($state), qr/expires read-only/,
+     'the state file still holds it');
+chmod 0755, $dir;
+ok($t->wait_for(sub { $t->read_file($state) !~ /expires read-only/ }, 15),
+   'the timer saves the expiry once the directory is writable');
+
 # a worker killed while saving leaves STATE.tmp.PID; the timer removes those
 # of processes that are gone (at the first tick of a new worker 0)
 
