@@ -516,15 +516,44 @@ ngx_http_ha_optout_writer_held(void)
 }
 
 
+/*
+ * Lines that others queued while the lock was held (a "denied" line, a
+ * DELETE) are written before it is released; and since one may come just
+ * before the release, the queue is looked at again after it: whoever
+ * queued a line either took the lock itself or is seen here.
+ */
+
 void
 ngx_http_ha_optout_writer_unlock(void)
 {
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
     if (--ngx_http_ha_optout_writer_depth) {
         return;
     }
 
-    (void) ngx_atomic_cmp_set(&ngx_http_ha_optout_sh->writer,
-                              (ngx_atomic_uint_t) ngx_pid, 0);
+    sh = ngx_http_ha_optout_sh;
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ha_optout_module);
+
+    for ( ;; ) {
+        if (hmcf && sh->audit_npending && sh->audit_failures == 0) {
+            (void) ngx_http_ha_optout_audit_flush(hmcf, ngx_cycle->log);
+        }
+
+        (void) ngx_atomic_cmp_set(&sh->writer, (ngx_atomic_uint_t) ngx_pid,
+                                  0);
+
+        ngx_memory_barrier();
+
+        if (hmcf == NULL || sh->audit_npending == 0 || sh->audit_failures
+            || !ngx_atomic_cmp_set(&sh->writer, 0,
+                                   (ngx_atomic_uint_t) ngx_pid))
+        {
+            return;
+        }
+    }
 }
 
 

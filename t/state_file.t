@@ -238,9 +238,9 @@ like($t->error_log, qr/state file "\Q$state\E" saved after \d+ failed attempts/,
 # an expiry is a restore too: it acts although the directory is read-only,
 # and the timer saves it once it can
 my $expired = grep { $_ eq 'expire' } audit_actions('app');
-my $short = $t->api(PUT => 'v1/flags/app', json => {
+my $brief = $t->api(PUT => 'v1/flags/app', json => {
     pin => $b2, ttl => '2s', reason => 'expires read-only' });
-is($short->{status}, 200, 'a 2 s flag is set');
+is($brief->{status}, 200, 'a 2 s flag is set');
 chmod 0555, $dir;
 ok($t->wait_for(sub { (grep { $_ eq 'expire' } audit_actions('app'))
                       > $expired }, 10),
