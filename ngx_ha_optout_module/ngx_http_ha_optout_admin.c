@@ -583,8 +583,9 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     if (!ctx->prepared) {
+        /* an answer sent (a refusal, a dry run) leaves ctx->flag NULL */
         rc = ngx_http_ha_optout_admin_prepare(r, ctx, body, len);
-        if (rc != NGX_OK) {
+        if (rc != NGX_OK || ctx->flag == NULL) {
             return rc;
         }
 
