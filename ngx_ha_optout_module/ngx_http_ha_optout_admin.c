@@ -582,7 +582,34 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_table_elt_t                 *h;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
     if (!ctx->prepared) {
+        if (!ctx->waiting) {
+            ctx->wait_start = ngx_current_msec;
+        }
+
+        /*
+         * a fresh zone: the state file comes back first (its flags, which
+         * a PATCH or DELETE acts on, and its spent jtis, before one is
+         * checked).  Its reader holds the writer lock: the write waits for
+         * it as for any writer, then goes on (a suspension reads the file
+         * below, with the lock, if need be)
+         */
+        if (!ngx_http_ha_optout_sh->restored) {
+            if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
+                ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+                ngx_http_ha_optout_writer_unlock();
+
+            } else if (ngx_current_msec - ctx->wait_start
+                       < NGX_HA_OPTOUT_LOCK_WAIT)
+            {
+                ctx->body = body;
+                ctx->len = len;
+                return ngx_http_ha_optout_admin_wait(r, ctx);
+            }
+        }
+
         /* an answer sent (a refusal, a dry run) leaves ctx->flag NULL */
         rc = ngx_http_ha_optout_admin_prepare(r, ctx, body, len);
         if (rc != NGX_OK || ctx->flag == NULL) {
@@ -590,21 +617,10 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         }
 
         ctx->prepared = 1;
-        ctx->wait_start = ngx_current_msec;
-    }
 
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
-
-    /*
-     * a fresh zone: the state file's spent jtis come back before one is
-     * checked.  It takes the writer lock; a restore (DELETE) does not wait
-     * for it, a suspension reads it below, with the lock, if need be.
-     */
-    if (!ngx_http_ha_optout_sh->restored
-        && ngx_http_ha_optout_writer_trylock() == NGX_OK)
-    {
-        ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
-        ngx_http_ha_optout_writer_unlock();
+        if (!ctx->waiting) {
+            ctx->wait_start = ngx_current_msec;
+        }
     }
 
     if (r->method == NGX_HTTP_DELETE) {

@@ -414,6 +414,15 @@ ngx_http_ha_optout_audit_flush(ngx_http_ha_optout_main_conf_t *hmcf,
         return NGX_OK;
     }
 
+    if (!sh->restored && !ngx_queue_empty(&sh->audit_pending)) {
+        /*
+         * a line before worker 0's first tick (a "denied" one): the state
+         * file first, whose audit_hash continues a chain the master found
+         * no log for (rotated away)
+         */
+        ngx_http_ha_optout_state_restore(hmcf, log);
+    }
+
     for ( ;; ) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 

@@ -1548,9 +1548,11 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
     ngx_http_ha_optout_expire(hmcf, ev->log);
     ngx_http_ha_optout_windows_tick(hmcf, ev->log);
 
-    /* what could not be saved or audited before: retried with a backoff */
+    /*
+     * what could not be saved or audited before (retried with a backoff),
+     * and the state file's audit_hash following the log (once a second)
+     */
     ngx_http_ha_optout_persist_retry(hmcf, ev->log, 0);
-    ngx_http_ha_optout_state_sync(hmcf, ev->log);
 
     ngx_http_ha_optout_writer_unlock();
 

@@ -439,8 +439,6 @@ void ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
 /* yaml.c */
 ngx_fd_t ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
     ngx_file_info_t *fi, const char **why);
-void ngx_http_ha_optout_state_sync(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,

@@ -539,7 +539,10 @@ ngx_http_ha_optout_writer_unlock(void)
 
     for ( ;; ) {
         if (hmcf && sh->audit_npending && sh->audit_failures == 0) {
+            /* still held: a line audited meanwhile nests, never releases */
+            ngx_http_ha_optout_writer_depth = 1;
             (void) ngx_http_ha_optout_audit_flush(hmcf, ngx_cycle->log);
+            ngx_http_ha_optout_writer_depth = 0;
         }
 
         (void) ngx_atomic_cmp_set(&sh->writer, (ngx_atomic_uint_t) ngx_pid,
@@ -558,9 +561,42 @@ ngx_http_ha_optout_writer_unlock(void)
 
 
 /*
- * With the writer lock held: writes what is waiting (audit lines, a state
- * file that a restore could not save), at once when forced, else when the
- * retry delay (1 s, doubling up to 8 s) has passed.  NGX_OK: nothing waits.
+ * Is the state file's "audit_hash" behind the last line written to the
+ * audit log?  Lines that change no flag ("denied") save nothing on their
+ * own, and a restore's line may be written after its save.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_state_behind(ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    ngx_uint_t                   behind;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (hmcf->state_file.len == 0 || !sh->restored) {
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    behind = (ngx_strncmp(sh->state_audit_hash, sh->audit_hash, 64) != 0);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return behind;
+}
+
+
+/*
+ * With the writer lock held (worker 0's timer, the recovery of a killed
+ * writer): the one mechanism that brings the files up to the zone.  What
+ * waits is audit lines in the queue, changes a restore could not save
+ * (state_dirty), and a state file whose "audit_hash" is behind the log
+ * (it must name the last line written, for "audit verify --state" and for
+ * a start that finds the log rotated away).  Lines first, then the state
+ * file, so that it names them.  Done at once when forced, else when
+ * retry_at has passed: a second after a success at the soonest (the state
+ * file follows the log at most once a second), and after a failure 1 s,
+ * doubling up to 8 s.
  */
 
 void
@@ -574,7 +610,9 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
     sh = ngx_http_ha_optout_sh;
     now = ngx_time();
 
-    if (sh->state_dirty == 0 && sh->audit_npending == 0) {
+    if (sh->state_dirty == 0 && sh->audit_npending == 0
+        && !ngx_http_ha_optout_state_behind(hmcf))
+    {
         sh->retry_delay = 0;
         return;
     }
@@ -587,7 +625,7 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
 
     dirty = sh->state_dirty;
 
-    if (dirty) {
+    if (dirty || ngx_http_ha_optout_state_behind(hmcf)) {
         if (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK) {
             ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
             sh->state_dirty -= ngx_min(dirty, sh->state_dirty);
@@ -596,9 +634,9 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
             if (sh->state_failures) {
                 ngx_log_error(NGX_LOG_NOTICE, log, 0,
                               "ha_optout: state file \"%V\" saved after %ui "
-                              "failed attempts: the restored HA is "
-                              "persisted", &hmcf->state_file,
-                              sh->state_failures);
+                              "failed attempts: what the zone holds (a "
+                              "restored HA too) is persisted",
+                              &hmcf->state_file, sh->state_failures);
                 sh->state_failures = 0;
             }
 
@@ -610,6 +648,7 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
 
     if (ok) {
         sh->retry_delay = 0;
+        sh->retry_at = now + 1;
         return;
     }
 

@@ -1468,42 +1468,6 @@ done:
 
 
 /*
- * Worker 0, about once a second: the state file follows the audit chain,
- * so that its "audit_hash" names the last line (audit lines that change
- * no flag, such as "denied", save nothing on their own).  After a failed
- * save it waits 10 s before trying again.
- */
-
-void
-ngx_http_ha_optout_state_sync(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_log_t *log)
-{
-    ngx_uint_t                   differ;
-    ngx_http_ha_optout_shctx_t  *sh;
-
-    static time_t  next;
-
-    sh = ngx_http_ha_optout_sh;
-
-    if (hmcf->state_file.len == 0 || !sh->restored || ngx_time() < next) {
-        return;
-    }
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    differ = ngx_strncmp(sh->state_audit_hash, sh->audit_hash, 64) != 0;
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    if (!differ) {
-        next = ngx_time() + 1;
-        return;
-    }
-
-    next = ngx_time()
-           + (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK ? 1 : 10);
-}
-
-
-/*
  * The flag fields that a state file entry and a policy window share: the
  * one YAML reading of a flag.  NGX_OK: k was one of them; NGX_DECLINED:
  * another key, for the caller.
