@@ -516,7 +516,36 @@ sub stop {
 
     unlink "$self->{dir}/nginx.pid";
     $self->{running} = 0;
+    $self->_check_crashes;
     return $self;
+}
+
+
+# A worker that died of a signal (SIGSEGV, SIGABRT, SIGBUS, ...) is a crash
+# however the test went: each stop fails the test for it, once per line.
+# SIGKILL is not a crash (fault tests send it, nginx uses it at shutdown);
+# a test that crashes workers on purpose sets $t->{allow_crash} = 1.
+
+sub _check_crashes {
+    my ($self) = @_;
+
+    return if $self->{allow_crash};
+
+    my $log = $self->error_log;
+    return unless defined $log && length $log;
+
+    my $from = $self->{crash_checked} // 0;
+    $from = 0 if $from > length $log;
+    $self->{crash_checked} = length $log;
+
+    my @crash = grep { /exited on signal (\d+)/ && $1 != 9 }
+                split /\n/, substr($log, $from);
+
+    return unless @crash;
+
+    my $tb = Test::More->builder;
+    $tb->ok(0, 'no nginx process exited on a signal (a crash)');
+    $tb->diag("  $_") for @crash;
 }
 
 
@@ -882,6 +911,13 @@ Polls CODE every 50 ms until true, at most TIMEOUT (3) seconds.
 =item error_log
 
 The contents of F<error.log>.
+
+=item allow_crash
+
+C<stop> (and so the end of every test) fails the test when F<error.log>
+says that a process "exited on signal N" for any N but 9 (a worker
+crash). A test that makes workers crash on purpose sets
+C<< $t->{allow_crash} = 1 >>.
 
 =back
 
