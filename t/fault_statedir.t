@@ -151,8 +151,10 @@ SKIP: {
     ok($t->wait_for(sub { $t->read_file($state) !~ /before the disk filled/ },
                     15),
        'with room again, the timer saves the restore by itself');
-    like($t->error_log, qr/saved after \d+ failed attempts/,
-         'and error.log says that it is persisted now');
+    # the notice follows the rename: waited for, not read at once
+    ok($t->wait_for(sub { $t->error_log =~
+                            qr/saved after \d+ failed attempts/ }, 5),
+       'and error.log says that it is persisted now');
 
     my $again = $t->api(PUT => 'v1/flags/app', json => {
         failover => JSON::PP::false, ttl => '5m', reason => 'room again' });

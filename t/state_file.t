@@ -232,8 +232,11 @@ chmod 0755, $dir;
 
 ok($t->wait_for(sub { $t->read_file($state) !~ /before read-only/ }, 15),
    'once the directory is writable, the timer saves the restore');
-like($t->error_log, qr/state file "\Q$state\E" saved after \d+ failed attempts/,
-     'and error.log says so');
+# the notice follows the rename: waited for, not read at once
+ok($t->wait_for(sub {
+       $t->error_log =~ qr/state file "\Q$state\E" saved after \d+ failed/
+   }, 5),
+   'and error.log says so');
 
 # an expiry is a restore too: it acts although the directory is read-only,
 # and the timer saves it once it can
