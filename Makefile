@@ -24,8 +24,8 @@ JOSE      = $(INTEROP)/node_modules/.package-lock.json
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps interop module cli test demo bench install clean fuzz \
-        test-asan deb test-deb
+.PHONY: all deps interop module cli test demo bench bench-scale install \
+        clean fuzz test-asan deb test-deb
 
 all: module cli
 
@@ -86,6 +86,10 @@ demo: deps all
 
 bench: deps all
 	bench/run.sh
+
+# only the scale part of the bench (run.sh runs it too), docs/benchmarks.md
+bench-scale: deps all
+	bench/scale.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules

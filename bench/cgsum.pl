@@ -50,8 +50,11 @@ while (<$fh>) {
 }
 }
 
-my $mod = qr/^ngx_http_ha_optout_/;
-my $wrapped = qr/^ngx_http_upstream_(?:init|get|free)_round_robin_peer$|_header_filter$|^0x/;
+# CG_MODULE (a regex) names the module's functions: the stream twin's are
+# ngx_stream_ha_optout_* and they call the http module's
+my $mod = qr/$ENV{CG_MODULE}/ if $ENV{CG_MODULE};
+$mod //= qr/^ngx_http_ha_optout_/;
+my $wrapped = qr/^ngx_(?:http|stream)_upstream_(?:init|get|free)_round_robin_peer$|_header_filter$|^0x/;
 my (%own, $sum);
 $sum = 0;
 
@@ -72,6 +75,14 @@ for my $f (keys %calls) {
     for my $g (keys %{ $calls{$f} }) {
         $entry{$g} += $calls{$f}{$g} if $g =~ /$mod/;
     }
+}
+
+# the profile of the difference: the functions that cost most per request
+my @top = sort { $self{$b} <=> $self{$a} } grep { $self{$_} > 0 } keys %self;
+my $ntop = $ENV{CG_TOP} // 0;
+for my $f (@top[0 .. ($ntop < @top ? $ntop : @top) - 1]) {
+    printf "CGTOP case=%s fn=%s self_ir_per_req=%.1f\n", $case, $f,
+        $self{$f} / $n;
 }
 
 printf "CG case=%s requests=%d total_ir_per_req=%.1f module_ir_per_req=%.1f\n",

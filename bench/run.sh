@@ -9,8 +9,9 @@
 #
 # Knobs (environment): BENCH_DURATION (s per wrk run, 3), BENCH_ROUNDS (5),
 # BENCH_CONNECTIONS (16), BENCH_CG_REQUESTS (2000), BENCH_SKIP (words of
-# "wrk callgrind propagation zone" to skip), BENCH_OUT (report directory,
-# build/bench).
+# "wrk callgrind propagation zone scale" to skip), BENCH_OUT (report
+# directory, build/bench).  "scale" is bench/scale.sh (its own SCALE_*
+# knobs): how the cost grows with servers, upstreams, clients, and stream.
 
 set -euo pipefail
 
@@ -410,6 +411,15 @@ if ! skip zone; then
     log "zone done"
 fi
 
+if ! skip scale; then
+    BUILD=$BUILD BENCH_OUT=$OUT NGINX=$NGINX "$BENCH/scale.sh" > /dev/null
+    log "scale done"
+fi
+
 perl "$BENCH/report.pl" "$OUT" > "$OUT/report.md"
+if ! skip scale && [ -s "$OUT/scale-report.md" ]; then
+    { echo; echo "## How cost grows (bench/scale.sh)"; echo
+      cat "$OUT/scale-report.md"; } >> "$OUT/report.md"
+fi
 cat "$OUT/report.md"
 log "report: $OUT/report.md (raw: wrk.tsv callgrind.txt propagation.txt zone.txt)"

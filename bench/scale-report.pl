@@ -1,0 +1,215 @@
+#!/usr/bin/perl
+# bench/scale-report.pl DIR: the "How cost grows" tables, targets and
+# profiles (markdown, stdout) from DIR/scale-callgrind.txt and
+# DIR/scale-wrk.tsv, and the plot DIR/bench-scale.svg (all written by
+# bench/scale.sh).
+
+use strict;
+use warnings;
+
+my $dir = shift;
+
+sub median { my @s = sort { $a <=> $b } @_; return undef unless @s; return @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+sub slurp { my $f = "$dir/$_[0]"; return () unless -e $f; open my $h, '<', $f or die; return <$h> }
+
+my (%ir, %mod, %top, %cpu);
+for (slurp('scale-callgrind.txt')) {
+    if (/^CG case=(\S+) requests=\d+ total_ir_per_req=(\S+) module_ir_per_req=(\S+)/) {
+        ($ir{$1}, $mod{$1}) = ($2, $3);
+    } elsif (/^CGTOP case=(\S+) fn=(\S+) self_ir_per_req=(\S+)/) {
+        push @{ $top{$1} }, [$2, $3];
+    }
+}
+for (slurp('scale-wrk.tsv')) {
+    my %kv = /(\w+)=(\S+)/g;
+    next unless $kv{requests};
+    push @{ $cpu{$kv{case}} }, $kv{proxy_cpu_ns} / 1e3 / $kv{requests};
+}
+
+# aliases: the same measurement seen from another dimension
+my %alias = ('ups-1' => 'pinfirst-2', 'stickyc-10' => 'sticky-2');
+sub k { return $alias{$_[0]} // $_[0] }
+sub IR { my $v = $ir{k($_[0])}; return $v }
+sub MOD { return $mod{k($_[0])} }
+sub CPU { my $c = $cpu{k($_[0])}; return $c ? median(@$c) : undef }
+
+# capacity ratio: reference cost / case cost (>1: cheaper than reference)
+sub cap { my ($ref, $c) = @_; return (defined IR($ref) && IR($c)) ? IR($ref) / IR($c) : undef }
+sub ccap {
+    my ($ref, $c) = @_;
+    my ($a, $b) = ($cpu{k($ref)}, $cpu{k($c)});
+    return undef unless $a && $b;
+    my $n = @$a < @$b ? @$a : @$b;
+    return median(map { $a->[$_] / $b->[$_] } 0 .. $n - 1);
+}
+sub f { my ($fmt, $v) = @_; return defined $v ? sprintf($fmt, $v) : '-' }
+
+my %label = (stock => 'stock round robin', noflag => 'module, no flag',
+             foff => 'failover off', pinfirst => 'pin, first server',
+             pinlast => 'pin, last server', sticky => 'sticky (10 clients)');
+my @kinds = qw(stock noflag foff pinfirst pinlast sticky);
+my @servers = (2, 100, 1000);
+
+print "### Servers per upstream\n\n";
+print "| servers | case | whole nginx Ir/request | capacity vs stock (Ir) | module Ir/request | proxy CPU µs/request | CPU capacity vs stock |\n";
+print "|---:|---|---:|---:|---:|---:|---:|\n";
+for my $s (@servers) {
+    for my $k (@kinds) {
+        my $c = "$k-$s";
+        next unless defined IR($c);
+        printf "| %d | %s | %s | %s | %s | %s | %s |\n", $s, $label{$k},
+            f('%.0f', IR($c)), f('%.3f', cap("stock-$s", $c)),
+            $k eq 'stock' ? '-' : f('%.1f', MOD($c)), f('%.2f', CPU($c)),
+            f('%.3f', ccap("stock-$s", $c));
+    }
+}
+
+print "\n### Upstreams holding a flag (a pin on the first server, 2 servers each; requests to the last upstream)\n\n";
+print "| upstreams | whole nginx Ir/request | capacity vs stock (1 upstream, 2 servers) | module Ir/request | proxy CPU µs/request | CPU capacity vs stock |\n";
+print "|---:|---:|---:|---:|---:|---:|\n";
+for my $u (1, 100, 1000) {
+    my $c = "ups-$u";
+    next unless defined IR($c);
+    printf "| %d | %s | %s | %s | %s | %s |\n", $u, f('%.0f', IR($c)),
+        f('%.3f', cap('stock-2', $c)), f('%.1f', MOD($c)), f('%.2f', CPU($c)),
+        f('%.3f', ccap('stock-2', $c));
+}
+
+print "\n### Sticky clients (2 servers; module `sticky_key=\$http_x_client` vs stock `hash \$http_x_client consistent`)\n\n";
+print "| clients | sticky Ir/request | stock hash Ir/request | capacity sticky vs hash (Ir) | module Ir/request | sticky CPU µs/request | hash CPU µs/request | CPU capacity vs hash |\n";
+print "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+for my $n (10, 10000) {
+    my ($c, $h) = ("stickyc-$n", "hash-$n");
+    next unless defined IR($c);
+    printf "| %d | %s | %s | %s | %s | %s | %s | %s |\n", $n, f('%.0f', IR($c)),
+        f('%.0f', IR($h)), f('%.3f', cap($h, $c)), f('%.1f', MOD($c)),
+        f('%.2f', CPU($c)), f('%.2f', CPU($h)), f('%.3f', ccap($h, $c));
+}
+
+print "\n### Stream twin (redis-benchmark PING_INLINE, one new TCP session per command, 2 Redis servers)\n\n";
+print "| case | whole nginx Ir/session | capacity vs stock stream proxy (Ir) | module Ir/session | proxy CPU µs/session | CPU capacity vs stock |\n";
+print "|---|---:|---:|---:|---:|---:|\n";
+my %tl = (tstock => 'stock stream proxy, round robin', tnoflag => 'stream twin, no flag',
+          tpin => 'stream twin, pin');
+for my $c (qw(tstock tnoflag tpin)) {
+    next unless defined IR($c);
+    printf "| %s | %s | %s | %s | %s | %s |\n", $tl{$c}, f('%.0f', IR($c)),
+        f('%.3f', cap('tstock', $c)), $c eq 'tstock' ? '-' : f('%.1f', MOD($c)),
+        f('%.2f', CPU($c)), f('%.3f', ccap('tstock', $c));
+}
+
+print "\nIr: instructions of the proxy process per request (callgrind, difference of two runs that differ only in the measured requests; one keep-alive client connection for http). Module Ir: self cost of the module's functions plus what they call outside the module, except the wrapped round-robin hooks. CPU: the proxy worker's CPU time (/proc/PID/schedstat) per request under wrk -t1 -c8 (http) or redis-benchmark -c4 -k0 (stream), median over rounds; on 2 shared cores it is noise at the 1-10 % level, the Ir columns decide.\n\n";
+
+# --- targets -------------------------------------------------------------------
+
+my @fail;
+sub verdict {
+    my ($text, $ok, $val, $case, $ref) = @_;
+    if (!defined $ok) { print "- $text: not measured\n"; return }
+    printf "- %s: %s (%s)\n", $text, $ok ? 'HOLDS' : 'FAILS', $val;
+    push @fail, [$text, $case, $ref] unless $ok;
+}
+
+print "### Targets (callgrind)\n\n";
+for my $k (qw(pinfirst pinlast)) {
+    my ($a, $b) = (MOD("$k-2"), MOD("$k-1000"));
+    verdict("module Ir/request of `$label{$k}` at 1,000 servers within 10 % of 2 servers",
+            (defined $a && defined $b) ? $b <= 1.10 * $a : undef,
+            (defined $a && defined $b) ? sprintf('%.0f vs %.0f, %+.1f %%', $b, $a, 100 * ($b / $a - 1)) : '',
+            "$k-1000", "$k-2");
+}
+for my $k (qw(pinfirst pinlast)) {
+    my $r = cap('stock-2', "$k-2");
+    verdict("whole nginx with `$label{$k}` at 2 servers >= 0.99 x stock", defined $r ? $r >= 0.99 : undef,
+            f('%.3f', $r), "$k-2", 'stock-2');
+}
+my $r = cap('hash-10000', 'stickyc-10000');
+verdict('sticky at 10,000 clients >= 0.97 x stock hash consistent', defined $r ? $r >= 0.97 : undef,
+        f('%.3f', $r), 'stickyc-10000', 'hash-10000');
+$r = cap('tstock', 'tpin');
+verdict('stream twin with a pin >= 0.99 x stock stream proxy', defined $r ? $r >= 0.99 : undef,
+        f('%.3f', $r), 'tpin', 'tstock');
+
+for my $fl (@fail) {
+    my ($text, $c, $ref) = @$fl;
+    my ($ct, $rt) = (k($c), k($ref));
+    print "\n#### Profile: $text\n\n";
+    print "Top functions by self Ir/request (callgrind, difference of the two runs), case `$ct` and its reference `$rt`:\n\n";
+    print "| `$ct` function | Ir/request | `$rt` function | Ir/request |\n|---|---:|---|---:|\n";
+    my @a = @{ $top{$ct} || [] };
+    my @b = @{ $top{$rt} || [] };
+    my $n = @a > @b ? @a : @b;
+    for my $i (0 .. $n - 1) {
+        printf "| %s | %s | %s | %s |\n",
+            $a[$i] ? ($a[$i][0], sprintf('%.1f', $a[$i][1])) : ('', ''),
+            $b[$i] ? ($b[$i][0], sprintf('%.1f', $b[$i][1])) : ('', '');
+    }
+}
+
+# --- the plot ------------------------------------------------------------------
+
+svg("$dir/bench-scale.svg");
+
+sub svg {
+    my ($file) = @_;
+    my ($W, $H) = (920, 380);
+    my @panels = (
+        { title => 'Ir/request against servers per upstream (zone + keepalive)',
+          x => [@servers], xl => 'servers per upstream (log)',
+          lines => [map { my $k = $_; [$label{$k}, [map { IR("$k-$_") } @servers]] } @kinds] },
+        { title => 'Ir/request against distinct sticky clients (2 servers)',
+          x => [10, 10000], xl => 'distinct client keys (log)',
+          lines => [['module sticky', [IR('stickyc-10'), IR('stickyc-10000')]],
+                    ['stock hash consistent', [IR('hash-10'), IR('hash-10000')]],
+                    ['stock round robin', [IR('stock-2'), IR('stock-2')]]] },
+    );
+    my @col = ('#444444', '#1f77b4', '#2ca02c', '#ff7f0e', '#d62728', '#9467bd');
+    my $out = qq{<svg xmlns="http://www.w3.org/2000/svg" width="$W" height="$H" viewBox="0 0 $W $H" font-family="sans-serif" font-size="11">\n};
+    $out .= qq{<rect width="$W" height="$H" fill="white"/>\n};
+    my $pw = $W / 2;
+    for my $p (0 .. $#panels) {
+        my $P = $panels[$p];
+        my ($x0, $y0, $x1, $y1) = ($p * $pw + 70, 30, $p * $pw + $pw - 20, $H - 150);
+        my @v = grep { defined } map { @{ $_->[1] } } @{ $P->{lines} };
+        next unless @v;
+        my $max = 0;
+        $max = $_ > $max ? $_ : $max for @v;
+        my $step = 10 ** int(log($max) / log(10));
+        $step /= 2 if $max / $step < 4;
+        my $ymax = $step * (int($max / $step) + 1);
+        my @xs = @{ $P->{x} };
+        my ($lx0, $lx1) = (log($xs[0]), log($xs[-1]));
+        my $X = sub { $x0 + ($x1 - $x0) * (log($_[0]) - $lx0) / ($lx1 - $lx0) };
+        my $Y = sub { $y1 - ($y1 - $y0) * $_[0] / $ymax };
+        $out .= sprintf qq{<text x="%d" y="18" font-size="12" font-weight="bold">%s</text>\n}, $x0 - 50, $P->{title};
+        $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>\n}, $x0, $y1, $x1, $y1;
+        $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>\n}, $x0, $y0, $x0, $y1;
+        for (my $t = 0; $t <= $ymax; $t += $step) {
+            my $y = $Y->($t);
+            $out .= sprintf qq{<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#dddddd"/>\n}, $x0, $y, $x1, $y;
+            $out .= sprintf qq{<text x="%d" y="%.1f" text-anchor="end">%d</text>\n}, $x0 - 4, $y + 4, $t;
+        }
+        for my $x (@xs) {
+            $out .= sprintf qq{<text x="%.1f" y="%d" text-anchor="middle">%d</text>\n}, $X->($x), $y1 + 14, $x;
+        }
+        $out .= sprintf qq{<text x="%.1f" y="%d" text-anchor="middle">%s</text>\n}, ($x0 + $x1) / 2, $y1 + 30, $P->{xl};
+        my $ly = $y1 + 48;
+        for my $i (0 .. $#{ $P->{lines} }) {
+            my ($name, $vals) = @{ $P->{lines}[$i] };
+            my @pt = map { defined $vals->[$_] ? sprintf('%.1f,%.1f', $X->($xs[$_]), $Y->($vals->[$_])) : () } 0 .. $#xs;
+            next unless @pt;
+            $out .= sprintf qq{<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>\n}, $col[$i], join(' ', @pt);
+            $out .= sprintf qq{<circle cx="%s" cy="%s" r="3" fill="%s"/>\n}, split(/,/, $_), $col[$i] for @pt;
+            my $lx = $x0 + ($i % 2) * 200;
+            my $yy = $ly + int($i / 2) * 16;
+            $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>\n}, $lx, $yy - 4, $lx + 20, $yy - 4, $col[$i];
+            $out .= sprintf qq{<text x="%d" y="%d">%s</text>\n}, $lx + 26, $yy, $name;
+        }
+        $out .= sprintf qq{<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">whole nginx Ir/request</text>\n},
+            $x0 - 52, ($y0 + $y1) / 2, $x0 - 52, ($y0 + $y1) / 2;
+    }
+    $out .= "</svg>\n";
+    open my $fh, '>', $file or die "$file: $!\n";
+    print $fh $out;
+    close $fh;
+}
