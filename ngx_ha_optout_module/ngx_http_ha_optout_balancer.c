@@ -9,6 +9,14 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+/* nginx 1.27.3+: "resolve" servers change the peer list at run time */
+#if (nginx_version >= 1027003 && NGX_HTTP_UPSTREAM_ZONE)
+#define NGX_HA_OPTOUT_HTTP_CONFIG    1
+#else
+#define NGX_HA_OPTOUT_HTTP_CONFIG    0
+#endif
+
+
 typedef struct {
     ngx_http_request_t                *request;
     ngx_http_ha_optout_srv_conf_t     *hscf;
@@ -29,7 +37,9 @@ typedef struct {
 
     ngx_str_t                          sticky_key;
     size_t                             sticky_len;  /* 0: key not bound */
-    u_char                             sticky_server[NGX_HA_OPTOUT_NAME_LEN];
+    u_char                            *sticky_server;   /* sticky only */
+
+    ngx_http_ha_optout_slot_t         *slot;       /* the cache's answer */
 } ngx_http_ha_optout_peer_data_t;
 
 
@@ -47,6 +57,12 @@ static ngx_uint_t ngx_http_ha_optout_would_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want);
+static ngx_int_t ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp,
+    u_char *name, size_t len, ngx_http_upstream_rr_peers_t **listp,
+    ngx_http_upstream_rr_peer_t **peerp, ngx_uint_t *ip);
+static ngx_http_ha_optout_cache_t *ngx_http_ha_optout_cache_make(
+    ngx_http_ha_optout_peer_data_t *bp);
+static void ngx_http_ha_optout_cache_cleanup(void *data);
 #if (NGX_HTTP_SSL)
 static ngx_int_t ngx_http_ha_optout_set_session(ngx_peer_connection_t *pc,
     void *data);
@@ -140,10 +156,19 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    bp = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
+    bp = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
     if (bp == NULL) {
         return NGX_ERROR;
     }
+
+    /* every field is set here: no zeroing on the request path */
+
+    bp->selected = NULL;
+    bp->sticky_key.len = 0;
+    bp->sticky_key.data = NULL;
+    bp->sticky_len = 0;
+    bp->sticky_server = NULL;
+    bp->slot = NULL;
 
     bp->request = r;
     bp->hscf = hscf;
@@ -188,7 +213,8 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
                                        bp->decision->pin_name.len, NULL);
 
         if (rc == NGX_OK && bp->selected == NULL) {
-            ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 1);
+            ngx_http_ha_optout_count_pinned(bp->hscf->rec, pc->name,
+                                            bp->slot, bp->rrp->current);
         }
 
         bp->selected = bp->rrp->current;
@@ -279,6 +305,11 @@ ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
 
     if (bp->sticky_key.len > NGX_HA_OPTOUT_STICKY_KEY) {
         bp->sticky_key.len = NGX_HA_OPTOUT_STICKY_KEY;
+    }
+
+    bp->sticky_server = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_NAME_LEN);
+    if (bp->sticky_server == NULL) {
+        return NGX_ERROR;
     }
 
     bp->sticky_len = ngx_http_ha_optout_sticky_get(hscf->rec,
@@ -395,6 +426,14 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     pc->cached = 0;
     pc->connection = NULL;
 
+    if (want == NULL
+        && ngx_http_ha_optout_resolve(bp, name, len, &list, &peer, &i)
+           == NGX_OK)
+    {
+        /* the server by name without a walk: its list is locked */
+        goto found;
+    }
+
     for (list = bp->primary; list; list = (list == bp->primary)
                                           ? bp->primary->next : NULL)
     {
@@ -415,6 +454,8 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
             {
                 continue;
             }
+
+        found:
 
             if (peer->down) {
                 break;
@@ -447,6 +488,406 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     pc->name = bp->primary->name;
 
     return NGX_BUSY;
+}
+
+
+/*
+ * The resolve cache's answer for a server by name (a pin, a sticky
+ * client's server): its list write-locked, as the walk in _select() would
+ * hold it, so that the caller goes on as if the walk had found it; the
+ * lock is held no longer than round robin's.  The cache is made once per
+ * worker and peer list (a reload starts a new one with the new cycle's
+ * srv conf, a new upstream zone gives a new list) and, in 1.27.3+, is
+ * trusted only while the list's change counter is the one it was made at
+ * and this request's round-robin data is of that same list.
+ * NGX_DECLINED: not cached or no longer current; the caller walks.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
+    size_t len, ngx_http_upstream_rr_peers_t **listp,
+    ngx_http_upstream_rr_peer_t **peerp, ngx_uint_t *ip)
+{
+    ngx_http_ha_optout_slot_t     *slot;
+    ngx_http_ha_optout_cache_t    *cache;
+    ngx_http_upstream_rr_peers_t  *list;
+
+    bp->slot = NULL;
+
+    cache = ngx_http_ha_optout_cache_get(bp->hscf);
+
+    if (cache == NULL || cache->primary != bp->primary) {
+        cache = ngx_http_ha_optout_cache_make(bp);
+        if (cache == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    slot = ngx_http_ha_optout_cache_find(cache, name, len);
+    if (slot == NULL) {
+        return NGX_DECLINED;
+    }
+
+    list = slot->list;
+
+    ngx_http_upstream_rr_peers_wlock(list);
+
+#if (NGX_HA_OPTOUT_HTTP_CONFIG)
+    if (list->config
+        && (*list->config != cache->config
+            || bp->rrp->config != cache->config))
+    {
+        ngx_http_upstream_rr_peers_unlock(list);
+
+        if (*list->config != cache->config) {
+            /* the peers it points to may be gone: never read them again */
+            ngx_http_ha_optout_cache_drop(bp->hscf);
+        }
+
+        return NGX_DECLINED;
+    }
+#endif
+
+    bp->slot = slot;
+
+    *listp = list;
+    *peerp = slot->peer;
+    *ip = slot->index;
+
+    return NGX_OK;
+}
+
+
+/* the cache of this request's upstream, made anew from its peer lists */
+
+static ngx_http_ha_optout_cache_t *
+ngx_http_ha_optout_cache_make(ngx_http_ha_optout_peer_data_t *bp)
+{
+    ngx_uint_t                     i, n, config;
+    ngx_http_ha_optout_cache_t    *cache;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *list;
+
+    list = bp->primary;
+
+    ngx_http_upstream_rr_peers_rlock(list);
+
+    n = list->number + (list->next ? list->next->number : 0);
+    config = 0;
+
+#if (NGX_HA_OPTOUT_HTTP_CONFIG)
+    if (list->config) {
+        config = *list->config;
+    }
+#endif
+
+    cache = ngx_http_ha_optout_cache_new(bp->hscf, list, config, n);
+
+    if (cache == NULL) {
+        ngx_http_upstream_rr_peers_unlock(list);
+        return NULL;
+    }
+
+    /* walk order, primary then backup: the first peer of a name wins */
+
+    for ( ;; ) {
+        for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
+            ngx_http_ha_optout_cache_add(cache, bp->hscf->rec, &peer->name,
+                                         &peer->name, list, peer, i);
+            ngx_http_ha_optout_cache_add(cache, bp->hscf->rec, &peer->server,
+                                         &peer->name, list, peer, i);
+        }
+
+        ngx_http_upstream_rr_peers_unlock(list);
+
+        if (list != bp->primary || list->next == NULL) {
+            break;
+        }
+
+        list = list->next;
+
+        ngx_http_upstream_rr_peers_rlock(list);
+    }
+
+    return cache;
+}
+
+
+/*
+ * The table itself, for http and stream alike: open addressing, at most
+ * half full, in memory of its own (ngx_alloc) that a re-made cache frees
+ * and the cycle's pool frees at the end.
+ */
+
+ngx_http_ha_optout_cache_t *
+ngx_http_ha_optout_cache_get(ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    return hscf->resolve_cache
+           ? *(ngx_http_ha_optout_cache_t **) hscf->resolve_cache : NULL;
+}
+
+
+ngx_http_ha_optout_cache_t *
+ngx_http_ha_optout_cache_new(ngx_http_ha_optout_srv_conf_t *hscf,
+    void *primary, ngx_uint_t config, ngx_uint_t npeers)
+{
+    size_t                       size;
+    ngx_uint_t                   n;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_ha_optout_cache_t  *cache, **holder;
+
+    holder = hscf->resolve_cache;
+
+    if (holder == NULL) {
+        /* the cycle's pool outlives every request of this srv conf */
+
+        cln = ngx_pool_cleanup_add(ngx_cycle->pool, sizeof(void *));
+        if (cln == NULL) {
+            return NULL;
+        }
+
+        holder = cln->data;
+        *holder = NULL;
+
+        cln->handler = ngx_http_ha_optout_cache_cleanup;
+        hscf->resolve_cache = holder;
+    }
+
+    ngx_http_ha_optout_cache_drop(hscf);
+
+    /* two names a peer (address, server text), at most half full */
+
+    for (n = 8; n < 4 * npeers; n <<= 1) { /* void */ }
+
+    size = sizeof(ngx_http_ha_optout_cache_t)
+           + (n - 1) * sizeof(ngx_http_ha_optout_slot_t);
+
+    cache = ngx_alloc(size, ngx_cycle->log);
+    if (cache == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cache, size);
+
+    cache->primary = primary;
+    cache->config = config;
+    cache->mask = n - 1;
+
+    *holder = cache;
+
+    return cache;
+}
+
+
+void
+ngx_http_ha_optout_cache_drop(ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    ngx_http_ha_optout_cache_t  **holder;
+
+    holder = hscf->resolve_cache;
+
+    if (holder && *holder) {
+        ngx_free(*holder);
+        *holder = NULL;
+    }
+}
+
+
+static void
+ngx_http_ha_optout_cache_cleanup(void *data)
+{
+    ngx_http_ha_optout_cache_t  **holder = data;
+
+    if (*holder) {
+        ngx_free(*holder);
+        *holder = NULL;
+    }
+}
+
+
+/*
+ * Names are short ("10.0.0.1:8080", "backend-3.example:80"): hashed and
+ * compared a word at a time, the last word overlapping the one before it,
+ * without a call
+ */
+
+static ngx_inline uint64_t
+ngx_http_ha_optout_name_word(u_char *p, size_t len, size_t i)
+{
+    uint64_t  w;
+
+    if (len < 8) {
+        w = 0;
+
+        while (len--) {
+            w = (w << 8) | p[len];
+        }
+
+        return w;
+    }
+
+    ngx_memcpy(&w, p + (i + 8 <= len ? i : len - 8), 8);
+
+    return w;
+}
+
+
+static ngx_inline uint32_t
+ngx_http_ha_optout_name_hash(u_char *p, size_t len)
+{
+    size_t    i;
+    uint64_t  h;
+
+    h = len * 0x9e3779b97f4a7c15ULL;
+    i = 0;
+
+    do {
+        h = (h ^ ngx_http_ha_optout_name_word(p, len, i))
+            * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+        i += 8;
+    } while (i < len);
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_http_ha_optout_name_eq(u_char *a, u_char *b, size_t len)
+{
+    size_t  i;
+
+    i = 0;
+
+    do {
+        if (ngx_http_ha_optout_name_word(a, len, i)
+            != ngx_http_ha_optout_name_word(b, len, i))
+        {
+            return 0;
+        }
+
+        i += 8;
+    } while (i < len);
+
+    return 1;
+}
+
+
+/* key: a name of the peer; name: its address, which the counters use */
+
+void
+ngx_http_ha_optout_cache_add(ngx_http_ha_optout_cache_t *cache,
+    ngx_http_ha_optout_rec_t *rec, ngx_str_t *key, ngx_str_t *name,
+    void *list, void *peer, ngx_uint_t index)
+{
+    uint32_t                    hash;
+    ngx_uint_t                  k;
+    ngx_http_ha_optout_slot_t  *slot;
+
+    if (key->len == 0 || 2 * (cache->used + 1) > cache->mask + 1) {
+        /* a list longer than its count said: not cached, walked */
+        return;
+    }
+
+    hash = ngx_http_ha_optout_name_hash(key->data, key->len);
+
+    for (k = hash & cache->mask; /* void */; k = (k + 1) & cache->mask) {
+        slot = &cache->slots[k];
+
+        if (slot->key == NULL) {
+            break;
+        }
+
+        if (slot->hash == hash && slot->key->len == key->len
+            && ngx_http_ha_optout_name_eq(slot->key->data, key->data,
+                                          key->len))
+        {
+            return;
+        }
+    }
+
+    slot->key = key;
+    slot->hash = hash;
+    slot->index = index;
+    slot->list = list;
+    slot->peer = peer;
+    slot->stat = rec ? ngx_http_ha_optout_server_stat(rec, name) : NULL;
+
+    cache->used++;
+}
+
+
+ngx_http_ha_optout_slot_t *
+ngx_http_ha_optout_cache_find(ngx_http_ha_optout_cache_t *cache,
+    u_char *name, size_t len)
+{
+    uint32_t                    hash;
+    ngx_uint_t                  k;
+    ngx_http_ha_optout_slot_t  *slot;
+
+    /* a pin asks for the same name request after request */
+
+    slot = cache->last;
+
+    if (slot && slot->key->len == len
+        && ngx_http_ha_optout_name_eq(slot->key->data, name, len))
+    {
+        return slot;
+    }
+
+    hash = ngx_http_ha_optout_name_hash(name, len);
+
+    for (k = hash & cache->mask; /* void */; k = (k + 1) & cache->mask) {
+        slot = &cache->slots[k];
+
+        if (slot->key == NULL) {
+            return NULL;
+        }
+
+        if (slot->hash == hash && slot->key->len == len
+            && ngx_http_ha_optout_name_eq(slot->key->data, name, len))
+        {
+            cache->last = slot;
+            return slot;
+        }
+    }
+}
+
+
+/*
+ * A pinned request's counters: the server's without a search by name when
+ * the cache chose the peer (and its counter still names it: a reload may
+ * give the zone's slot to another server).  A server that had no counter
+ * (beyond NGX_HA_OPTOUT_MAX_SERVERS) counts in the upstream's total only,
+ * as a search would have found none.
+ */
+
+void
+ngx_http_ha_optout_count_pinned(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *name, ngx_http_ha_optout_slot_t *slot, void *peer)
+{
+    ngx_http_ha_optout_server_stat_t  *st;
+
+    if (slot == NULL || slot->peer != peer) {
+        ngx_http_ha_optout_count_server(rec, name, 1);
+        return;
+    }
+
+    st = slot->stat;
+
+    if (st && !(st->len == name->len
+                && ngx_http_ha_optout_name_eq(st->name, name->data,
+                                              name->len)))
+    {
+        ngx_http_ha_optout_count_server(rec, name, 1);
+        return;
+    }
+
+    ngx_http_ha_optout_count_server(rec, NULL, 1);
+
+    if (st) {
+        (void) ngx_atomic_fetch_add(&st->pinned, 1);
+    }
 }
 
 

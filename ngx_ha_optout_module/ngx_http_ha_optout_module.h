@@ -267,6 +267,9 @@ typedef struct {
     /* their X-HA-Optout text, made once per change, by source */
     uint16_t                         text_len[3];
     u_char                           text[3][NGX_HA_OPTOUT_TEXT_LEN];
+
+    /* worker-local: servers by name, ngx_http_ha_optout_cache_t (balancer.c) */
+    void                            *resolve_cache;
 } ngx_http_ha_optout_srv_conf_t;
 
 
@@ -376,6 +379,44 @@ void ngx_http_ha_optout_sticky_sweep(ngx_http_ha_optout_main_conf_t *hmcf);
 void ngx_http_ha_optout_auth_count(const char *reason);
 extern const char  *ngx_http_ha_optout_auth_reasons[];
 extern const char  *ngx_http_ha_optout_actions[];
+
+/*
+ * balancer.c: the resolve cache.  Per worker and upstream, the servers
+ * (http or stream round-robin peers) by name and by server-line text, made
+ * once per peer list and re-made when the list changed, so that a pin or a
+ * sticky binding finds its server in O(1) of the upstream's size.
+ */
+typedef struct {
+    ngx_str_t                         *key;     /* NULL: empty slot */
+    uint32_t                           hash;
+    ngx_uint_t                         index;   /* in its list: tried bit */
+    void                              *list;    /* rr_peers_t */
+    void                              *peer;    /* rr_peer_t */
+    ngx_http_ha_optout_server_stat_t  *stat;    /* NULL: no counter */
+} ngx_http_ha_optout_slot_t;
+
+typedef struct {
+    void                              *primary; /* list it was made from */
+    ngx_uint_t                         config;  /* *primary->config then */
+    ngx_uint_t                         mask;    /* slots - 1 */
+    ngx_uint_t                         used;
+    ngx_http_ha_optout_slot_t         *last;    /* found last: the pin */
+    ngx_http_ha_optout_slot_t          slots[1];
+} ngx_http_ha_optout_cache_t;
+
+ngx_http_ha_optout_cache_t *ngx_http_ha_optout_cache_get(
+    ngx_http_ha_optout_srv_conf_t *hscf);
+ngx_http_ha_optout_cache_t *ngx_http_ha_optout_cache_new(
+    ngx_http_ha_optout_srv_conf_t *hscf, void *primary, ngx_uint_t config,
+    ngx_uint_t npeers);
+void ngx_http_ha_optout_cache_add(ngx_http_ha_optout_cache_t *cache,
+    ngx_http_ha_optout_rec_t *rec, ngx_str_t *key, ngx_str_t *name,
+    void *list, void *peer, ngx_uint_t index);
+ngx_http_ha_optout_slot_t *ngx_http_ha_optout_cache_find(
+    ngx_http_ha_optout_cache_t *cache, u_char *name, size_t len);
+void ngx_http_ha_optout_cache_drop(ngx_http_ha_optout_srv_conf_t *hscf);
+void ngx_http_ha_optout_count_pinned(ngx_http_ha_optout_rec_t *rec,
+    ngx_str_t *name, ngx_http_ha_optout_slot_t *slot, void *peer);
 
 /* balancer.c */
 char *ngx_http_ha_optout_wrap(ngx_conf_t *cf,
