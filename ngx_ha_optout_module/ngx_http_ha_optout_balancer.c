@@ -883,7 +883,9 @@ ngx_http_ha_optout_count_pinned(ngx_http_ha_optout_rec_t *rec,
         return;
     }
 
-    ngx_http_ha_optout_count_server(rec, NULL, 1);
+    /* as ngx_http_ha_optout_count_server() counts a pinned request */
+
+    (void) ngx_atomic_fetch_add(&rec->pinned_requests, 1);
 
     if (st) {
         (void) ngx_atomic_fetch_add(&st->pinned, 1);

@@ -39,7 +39,11 @@ typedef struct {
 
 typedef struct {
     ngx_stream_ha_optout_srv_conf_t    *scf;
-    ngx_http_ha_optout_flag_t           flag;      /* a copy for the session */
+
+    /* what the session needs of the flag, copied */
+    u_char                              pin_name[NGX_HA_OPTOUT_PIN_LEN];
+    size_t                              pin_len;
+    uint64_t                            ident;     /* of a sticky flag */
 
     unsigned                            pin:1;
     unsigned                            no_failover:1;
@@ -62,7 +66,17 @@ typedef struct {
     ngx_str_t                           sticky_key;
     size_t                              sticky_len;
     u_char                              sticky_server[NGX_HA_OPTOUT_NAME_LEN];
+
+    ngx_http_ha_optout_slot_t          *slot;      /* the cache's answer */
 } ngx_stream_ha_optout_peer_data_t;
+
+
+/* nginx 1.27.3+: "resolve" servers change the peer list at run time */
+#if (nginx_version >= 1027003 && NGX_STREAM_UPSTREAM_ZONE)
+#define NGX_HA_OPTOUT_STREAM_CONFIG  1
+#else
+#define NGX_HA_OPTOUT_STREAM_CONFIG  0
+#endif
 
 
 static void *ngx_stream_ha_optout_create_main_conf(ngx_conf_t *cf);
@@ -84,6 +98,12 @@ static void ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc,
 static ngx_int_t ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_stream_upstream_rr_peer_t *want);
+static ngx_int_t ngx_stream_ha_optout_resolve(
+    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
+    ngx_stream_upstream_rr_peers_t **listp,
+    ngx_stream_upstream_rr_peer_t **peerp, ngx_uint_t *ip);
+static ngx_http_ha_optout_cache_t *ngx_stream_ha_optout_cache_make(
+    ngx_stream_ha_optout_peer_data_t *bp);
 static ngx_int_t ngx_stream_ha_optout_find_peer(void *conf, u_char *name,
     size_t len, ngx_uint_t *down, ngx_uint_t *backup);
 static ngx_int_t ngx_stream_ha_optout_peer_views(void *conf,
@@ -440,14 +460,25 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
         return NGX_OK;
     }
 
-    bp = ngx_pcalloc(s->connection->pool,
-                     sizeof(ngx_stream_ha_optout_peer_data_t));
+    bp = ngx_palloc(s->connection->pool,
+                    sizeof(ngx_stream_ha_optout_peer_data_t));
     if (bp == NULL) {
         return NGX_ERROR;
     }
 
+    /* every field is set here: no zeroing, no copy of the whole flag */
+
     bp->scf = scf;
-    bp->flag = *flag;
+    bp->pin_len = flag->pin_len;
+    ngx_memcpy(bp->pin_name, flag->pin, flag->pin_len);
+
+    bp->ident = flag->sticky ? ngx_http_ha_optout_flag_ident(flag) : 0;
+    bp->selected = NULL;
+    bp->sticky_key.len = 0;
+    bp->sticky_key.data = NULL;
+    bp->sticky_len = 0;
+    bp->slot = NULL;
+
     bp->pin = (flag->pin_len != 0);
     bp->no_failover = flag->no_failover;
     bp->sticky = flag->sticky && !bp->pin;
@@ -498,8 +529,7 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     }
 
     bp->sticky_len = ngx_http_ha_optout_sticky_get(scf->hscf->rec,
-                         ngx_http_ha_optout_flag_ident(&bp->flag),
-                         &bp->sticky_key, bp->sticky_server);
+                         bp->ident, &bp->sticky_key, bp->sticky_server);
 
     return NGX_OK;
 }
@@ -514,11 +544,12 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_stream_upstream_rr_peer_t  *peer;
 
     if (bp->pin) {
-        rc = ngx_stream_ha_optout_select(pc, bp, bp->flag.pin,
-                                         bp->flag.pin_len, NULL);
+        rc = ngx_stream_ha_optout_select(pc, bp, bp->pin_name, bp->pin_len,
+                                         NULL);
 
         if (rc == NGX_OK && bp->selected == NULL) {
-            ngx_http_ha_optout_count_server(bp->scf->hscf->rec, pc->name, 1);
+            ngx_http_ha_optout_count_pinned(bp->scf->hscf->rec, pc->name,
+                                            bp->slot, bp->rrp->current);
         }
 
         bp->selected = bp->rrp->current;
@@ -561,8 +592,7 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     if (bp->sticky) {
         ngx_http_ha_optout_sticky_set(bp->scf->hscf->rec,
-                                      ngx_http_ha_optout_flag_ident(&bp->flag),
-                                      &bp->sticky_key, pc->name);
+                                      bp->ident, &bp->sticky_key, pc->name);
     }
 
     return NGX_OK;
@@ -621,6 +651,14 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     pc->cached = 0;
     pc->connection = NULL;
 
+    if (want == NULL
+        && ngx_stream_ha_optout_resolve(bp, name, len, &list, &peer, &i)
+           == NGX_OK)
+    {
+        /* the server by name without a walk: its list is locked */
+        goto found;
+    }
+
     for (list = bp->primary; list; list = (list == bp->primary)
                                           ? bp->primary->next : NULL)
     {
@@ -641,6 +679,8 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
             {
                 continue;
             }
+
+        found:
 
             if (peer->down) {
                 break;
@@ -673,6 +713,115 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     pc->name = bp->primary->name;
 
     return NGX_BUSY;
+}
+
+
+/* as ngx_http_ha_optout_resolve(), for stream peers (same cache code) */
+
+static ngx_int_t
+ngx_stream_ha_optout_resolve(ngx_stream_ha_optout_peer_data_t *bp,
+    u_char *name, size_t len, ngx_stream_upstream_rr_peers_t **listp,
+    ngx_stream_upstream_rr_peer_t **peerp, ngx_uint_t *ip)
+{
+    ngx_http_ha_optout_slot_t       *slot;
+    ngx_http_ha_optout_cache_t      *cache;
+    ngx_stream_upstream_rr_peers_t  *list;
+
+    bp->slot = NULL;
+
+    cache = ngx_http_ha_optout_cache_get(bp->scf->hscf);
+
+    if (cache == NULL || cache->primary != bp->primary) {
+        cache = ngx_stream_ha_optout_cache_make(bp);
+        if (cache == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    slot = ngx_http_ha_optout_cache_find(cache, name, len);
+    if (slot == NULL) {
+        return NGX_DECLINED;
+    }
+
+    list = slot->list;
+
+    ngx_stream_upstream_rr_peers_wlock(list);
+
+#if (NGX_HA_OPTOUT_STREAM_CONFIG)
+    if (list->config
+        && (*list->config != cache->config
+            || bp->rrp->config != cache->config))
+    {
+        ngx_stream_upstream_rr_peers_unlock(list);
+
+        if (*list->config != cache->config) {
+            ngx_http_ha_optout_cache_drop(bp->scf->hscf);
+        }
+
+        return NGX_DECLINED;
+    }
+#endif
+
+    bp->slot = slot;
+
+    *listp = list;
+    *peerp = slot->peer;
+    *ip = slot->index;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_ha_optout_cache_t *
+ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_peer_data_t *bp)
+{
+    ngx_uint_t                       i, n, config;
+    ngx_http_ha_optout_cache_t      *cache;
+    ngx_stream_upstream_rr_peer_t   *peer;
+    ngx_stream_upstream_rr_peers_t  *list;
+
+    list = bp->primary;
+
+    ngx_stream_upstream_rr_peers_rlock(list);
+
+    n = list->number + (list->next ? list->next->number : 0);
+    config = 0;
+
+#if (NGX_HA_OPTOUT_STREAM_CONFIG)
+    if (list->config) {
+        config = *list->config;
+    }
+#endif
+
+    cache = ngx_http_ha_optout_cache_new(bp->scf->hscf, list, config, n);
+
+    if (cache == NULL) {
+        ngx_stream_upstream_rr_peers_unlock(list);
+        return NULL;
+    }
+
+    for ( ;; ) {
+        for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
+            ngx_http_ha_optout_cache_add(cache, bp->scf->hscf->rec,
+                                         &peer->name, &peer->name, list,
+                                         peer, i);
+            ngx_http_ha_optout_cache_add(cache, bp->scf->hscf->rec,
+                                         &peer->server, &peer->name, list,
+                                         peer, i);
+        }
+
+        ngx_stream_upstream_rr_peers_unlock(list);
+
+        if (list != bp->primary || list->next == NULL) {
+            break;
+        }
+
+        list = list->next;
+
+        ngx_stream_upstream_rr_peers_rlock(list);
+    }
+
+    return cache;
 }
 
 
