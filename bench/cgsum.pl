@@ -5,7 +5,7 @@
 # that differ only in N more requests (same start, same admin PUT, same
 # warm-up), so their difference is the cost of N requests.
 # Instructions (Ir) per request: the whole process, and the module's own
-# share.  The module's share is the self cost of every ngx_http_ha_optout_*
+# share on the request path (its timer's share apart, timer_ir_per_req).  The module's share is the self cost of every ngx_http_ha_optout_*
 # function plus what they call elsewhere in nginx or libc, except the hooks
 # they wrap (the original round-robin init/get/free and the next header
 # filter; Debian's nginx is stripped, so static nginx functions reached
@@ -85,8 +85,17 @@ for my $f (@top[0 .. ($ntop < @top ? $ntop : @top) - 1]) {
         $self{$f} / $n;
 }
 
-printf "CG case=%s requests=%d total_ir_per_req=%.1f module_ir_per_req=%.1f\n",
-    $case, $n, $total / $n, $sum / $n;
+# what the module's timer (ngx_http_ha_optout_tick, every 250 ms) costs
+# between the two runs: it depends on how long they ran, not on requests
+my $timer = qr/_ha_optout_(?:tick|windows_tick|expire|sticky_sweep|state_restore|state_save|audit\w*|flag_json|json_out|writer_\w+)$/;
+my ($tsum, $ticks) = (0, 0);
+$tsum += $own{$_} for grep { /$timer/ } keys %own;
+for my $f (keys %calls) {
+    $ticks += $calls{$f}{$_} for grep { /_ha_optout_windows_tick$/ } keys %{ $calls{$f} };
+}
+
+printf "CG case=%s requests=%d total_ir_per_req=%.1f module_ir_per_req=%.1f timer_ir_per_req=%.1f ticks=%d\n",
+    $case, $n, $total / $n, ($sum - $tsum) / $n, $tsum / $n, $ticks;
 for my $f (sort { $own{$b} <=> $own{$a} } keys %own) {
     next unless $own{$f};
     printf "CGFN case=%s fn=%s ir_per_req=%.1f calls_per_req=%.2f\n",

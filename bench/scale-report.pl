@@ -8,16 +8,19 @@ use strict;
 use warnings;
 
 my $dir = shift;
+my $CGN = $ENV{SCALE_CG_REQUESTS} // 1000;
 
 sub median { my @s = sort { $a <=> $b } @_; return undef unless @s; return @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
 sub slurp { my $f = "$dir/$_[0]"; return () unless -e $f; open my $h, '<', $f or die; return <$h> }
 
-my (%ir, %mod, %top, %cpu);
+my (%ir, %mod, %top, %cpu, %fn, %timer, %ticks);
 for (slurp('scale-callgrind.txt')) {
-    if (/^CG case=(\S+) requests=\d+ total_ir_per_req=(\S+) module_ir_per_req=(\S+)/) {
-        ($ir{$1}, $mod{$1}) = ($2, $3);
+    if (/^CG case=(\S+) requests=\d+ total_ir_per_req=(\S+) module_ir_per_req=(\S+)(?: timer_ir_per_req=(\S+) ticks=(\S+))?/) {
+        ($ir{$1}, $mod{$1}, $timer{$1}, $ticks{$1}) = ($2, $3, $4 // 0, $5 // 0);
     } elsif (/^CGTOP case=(\S+) fn=(\S+) self_ir_per_req=(\S+)/) {
         push @{ $top{$1} }, [$2, $3];
+    } elsif (/^CGFN case=(\S+) fn=(\S+) ir_per_req=(\S+)/) {
+        push @{ $fn{$1} }, [$2, $3] if $3 >= 5;
     }
 }
 for (slurp('scale-wrk.tsv')) {
@@ -65,15 +68,21 @@ for my $s (@servers) {
 }
 
 print "\n### Upstreams holding a flag (a pin on the first server, 2 servers each; requests to the last upstream)\n\n";
-print "| upstreams | whole nginx Ir/request | capacity vs stock (1 upstream, 2 servers) | module Ir/request | proxy CPU µs/request | CPU capacity vs stock |\n";
-print "|---:|---:|---:|---:|---:|---:|\n";
+print "| upstreams | whole nginx Ir/request | of which the module's 250 ms timer | whole nginx without the timer | capacity vs stock without the timer (1 upstream, 2 servers) | module Ir/request (request path) | timer Ir per tick | proxy CPU µs/request | CPU capacity vs stock |\n";
+print "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 for my $u (1, 100, 1000) {
     my $c = "ups-$u";
     next unless defined IR($c);
-    printf "| %d | %s | %s | %s | %s | %s |\n", $u, f('%.0f', IR($c)),
-        f('%.3f', cap('stock-2', $c)), f('%.1f', MOD($c)), f('%.2f', CPU($c)),
+    my $t = $timer{k($c)} // 0;
+    my $tk = $ticks{k($c)} // 0;
+    my $s0 = IR('stock-2');
+    printf "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", $u, f('%.0f', IR($c)),
+        f('%.0f', $t), f('%.0f', IR($c) - $t),
+        defined $s0 ? f('%.3f', $s0 / (IR($c) - $t)) : '-', f('%.1f', MOD($c)),
+        $tk > 0 ? f('%.0f', $t * $CGN / $tk) : '-', f('%.2f', CPU($c)),
         f('%.3f', ccap('stock-2', $c));
 }
+print "\nThe module's timer (every 250 ms per worker: policy windows, expiry, sticky sweep) walks every upstream with ha_optout; its instructions land between the two callgrind runs in proportion to how long they ran (slower on a loaded machine), not to the requests, so they are shown apart.\n";
 
 print "\n### Sticky clients (2 servers; module `sticky_key=\$http_x_client` vs stock `hash \$http_x_client consistent`)\n\n";
 print "| clients | sticky Ir/request | stock hash Ir/request | capacity sticky vs hash (Ir) | module Ir/request | sticky CPU µs/request | hash CPU µs/request | CPU capacity vs hash |\n";
@@ -133,16 +142,25 @@ verdict('stream twin with a pin >= 0.99 x stock stream proxy', defined $r ? $r >
 for my $fl (@fail) {
     my ($text, $c, $ref) = @$fl;
     my ($ct, $rt) = (k($c), k($ref));
+    my (%a, %b, %u);
+    $a{$_->[0]} = $_->[1] for @{ $top{$ct} || [] };
+    $b{$_->[0]} = $_->[1] for @{ $top{$rt} || [] };
+    @u{keys %a, keys %b} = ();
+    my @d = sort { abs($b->[1]) <=> abs($a->[1]) }
+            map { [$_, ($a{$_} // 0) - ($b{$_} // 0)] } keys %u;
     print "\n#### Profile: $text\n\n";
-    print "Top functions by self Ir/request (callgrind, difference of the two runs), case `$ct` and its reference `$rt`:\n\n";
-    print "| `$ct` function | Ir/request | `$rt` function | Ir/request |\n|---|---:|---|---:|\n";
-    my @a = @{ $top{$ct} || [] };
-    my @b = @{ $top{$rt} || [] };
-    my $n = @a > @b ? @a : @b;
-    for my $i (0 .. $n - 1) {
-        printf "| %s | %s | %s | %s |\n",
-            $a[$i] ? ($a[$i][0], sprintf('%.1f', $a[$i][1])) : ('', ''),
-            $b[$i] ? ($b[$i][0], sprintf('%.1f', $b[$i][1])) : ('', '');
+    print "The functions whose self Ir/request differ most between `$ct` and `$rt` "
+        . "(callgrind, difference of the two runs; among each case's "
+        . ($ENV{CG_TOP} // 60) . " costliest functions; 0x... are static functions of the stripped nginx binary):\n\n";
+    print "| function | `$ct` | `$rt` | difference |\n|---|---:|---:|---:|\n";
+    for my $r (@d[0 .. ($#d < 11 ? $#d : 11)]) {
+        printf "| %s | %s | %s | %+.1f |\n", $r->[0], f('%.1f', $a{$r->[0]}),
+            f('%.1f', $b{$r->[0]}), $r->[1];
+    }
+    if ($fn{$ct}) {
+        print "\nThe module's functions in `$ct` (self + what they call outside the module): "
+            . join(', ', map { sprintf('`%s` %.0f', $_->[0] =~ s/^ngx_(?:http|stream)_ha_optout_//r, $_->[1]) }
+                         @{ $fn{$ct} }) . ".\n";
     }
 }
 
@@ -152,11 +170,14 @@ svg("$dir/bench-scale.svg");
 
 sub svg {
     my ($file) = @_;
-    my ($W, $H) = (920, 380);
+    my ($W, $H) = (1380, 340);
     my @panels = (
         { title => 'Ir/request against servers per upstream (zone + keepalive)',
           x => [@servers], xl => 'servers per upstream (log)',
           lines => [map { my $k = $_; [$label{$k}, [map { IR("$k-$_") } @servers]] } @kinds] },
+        { title => 'module Ir/request against servers per upstream',
+          x => [@servers], xl => 'servers per upstream (log)', yl => 'module Ir/request',
+          lines => [map { my $k = $_; [$label{$k}, [map { $k eq 'stock' ? undef : MOD("$k-$_") } @servers]] } @kinds] },
         { title => 'Ir/request against distinct sticky clients (2 servers)',
           x => [10, 10000], xl => 'distinct client keys (log)',
           lines => [['module sticky', [IR('stickyc-10'), IR('stickyc-10000')]],
@@ -166,7 +187,7 @@ sub svg {
     my @col = ('#444444', '#1f77b4', '#2ca02c', '#ff7f0e', '#d62728', '#9467bd');
     my $out = qq{<svg xmlns="http://www.w3.org/2000/svg" width="$W" height="$H" viewBox="0 0 $W $H" font-family="sans-serif" font-size="11">\n};
     $out .= qq{<rect width="$W" height="$H" fill="white"/>\n};
-    my $pw = $W / 2;
+    my $pw = $W / 3;
     for my $p (0 .. $#panels) {
         my $P = $panels[$p];
         my ($x0, $y0, $x1, $y1) = ($p * $pw + 70, 30, $p * $pw + $pw - 20, $H - 150);
@@ -181,7 +202,7 @@ sub svg {
         my ($lx0, $lx1) = (log($xs[0]), log($xs[-1]));
         my $X = sub { $x0 + ($x1 - $x0) * (log($_[0]) - $lx0) / ($lx1 - $lx0) };
         my $Y = sub { $y1 - ($y1 - $y0) * $_[0] / $ymax };
-        $out .= sprintf qq{<text x="%d" y="18" font-size="12" font-weight="bold">%s</text>\n}, $x0 - 50, $P->{title};
+        $out .= sprintf qq{<text x="%d" y="18" font-size="12" font-weight="bold">%s</text>\n}, $x0 - 55, $P->{title};
         $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>\n}, $x0, $y1, $x1, $y1;
         $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>\n}, $x0, $y0, $x0, $y1;
         for (my $t = 0; $t <= $ymax; $t += $step) {
@@ -200,13 +221,13 @@ sub svg {
             next unless @pt;
             $out .= sprintf qq{<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>\n}, $col[$i], join(' ', @pt);
             $out .= sprintf qq{<circle cx="%s" cy="%s" r="3" fill="%s"/>\n}, split(/,/, $_), $col[$i] for @pt;
-            my $lx = $x0 + ($i % 2) * 200;
+            my $lx = $x0 + ($i % 2) * 170;
             my $yy = $ly + int($i / 2) * 16;
             $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>\n}, $lx, $yy - 4, $lx + 20, $yy - 4, $col[$i];
             $out .= sprintf qq{<text x="%d" y="%d">%s</text>\n}, $lx + 26, $yy, $name;
         }
-        $out .= sprintf qq{<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">whole nginx Ir/request</text>\n},
-            $x0 - 52, ($y0 + $y1) / 2, $x0 - 52, ($y0 + $y1) / 2;
+        $out .= sprintf qq{<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">%s</text>\n},
+            $x0 - 52, ($y0 + $y1) / 2, $x0 - 52, ($y0 + $y1) / 2, $P->{yl} // 'whole nginx Ir/request';
     }
     $out .= "</svg>\n";
     open my $fh, '>', $file or die "$file: $!\n";

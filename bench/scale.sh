@@ -426,7 +426,7 @@ daemon off;"
         done
         mre='^ngx_http_ha_optout_'
         [ "${c#t}" = "$c" ] || mre='^ngx_(?:http|stream)_ha_optout_'
-        CG_MODULE=$mre CG_TOP=${SCALE_TOP:-15} perl "$BENCH/cgsum.pl" "$c" "$CG_REQUESTS" \
+        CG_MODULE=$mre CG_TOP=${SCALE_TOP:-60} perl "$BENCH/cgsum.pl" "$c" "$CG_REQUESTS" \
             "$d/callgrind.base" "$d/callgrind.full" >> "$OUT/scale-callgrind.txt"
         grep "^CG case=$c " "$OUT/scale-callgrind.txt" | tail -1 >&2
         rm -f "$d/callgrind.base"

@@ -514,7 +514,8 @@ ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
 
     bp->slot = NULL;
 
-    cache = ngx_http_ha_optout_cache_get(bp->hscf);
+    cache = bp->hscf->resolve_cache
+            ? *(ngx_http_ha_optout_cache_t **) bp->hscf->resolve_cache : NULL;
 
     if (cache == NULL || cache->primary != bp->primary) {
         cache = ngx_http_ha_optout_cache_make(bp);
@@ -767,28 +768,18 @@ ngx_http_ha_optout_name_hash(u_char *p, size_t len)
 static ngx_inline ngx_uint_t
 ngx_http_ha_optout_name_eq(u_char *a, u_char *b, size_t len)
 {
-    size_t  i;
+    uint64_t  x0, x1, y0, y1;
 
     if (len >= 8 && len <= 16) {
-        return ngx_http_ha_optout_name_word(a, len, 0)
-               == ngx_http_ha_optout_name_word(b, len, 0)
-               && ngx_http_ha_optout_name_word(a, len, 8)
-                  == ngx_http_ha_optout_name_word(b, len, 8);
+        ngx_memcpy(&x0, a, 8);
+        ngx_memcpy(&y0, b, 8);
+        ngx_memcpy(&x1, a + len - 8, 8);
+        ngx_memcpy(&y1, b + len - 8, 8);
+
+        return x0 == y0 && x1 == y1;
     }
 
-    i = 0;
-
-    do {
-        if (ngx_http_ha_optout_name_word(a, len, i)
-            != ngx_http_ha_optout_name_word(b, len, i))
-        {
-            return 0;
-        }
-
-        i += 8;
-    } while (i < len);
-
-    return 1;
+    return ngx_memcmp(a, b, len) == 0;
 }
 
 
