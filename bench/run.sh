@@ -27,6 +27,7 @@ CG_REQUESTS=${BENCH_CG_REQUESTS:-2000}
 SKIP=${BENCH_SKIP:-}
 OUT=${BENCH_OUT:-$BUILD/bench}
 NGINX=${NGINX:-/usr/sbin/nginx}
+export -n NGINX      # nginx reads $NGINX as inherited sockets (binary upgrade)
 MODDIR=/usr/lib/nginx/modules
 
 START=$SECONDS

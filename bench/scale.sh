@@ -41,6 +41,7 @@ DURATION=${SCALE_DURATION:-2}
 SKIP=${SCALE_SKIP:-}
 OUT=${BENCH_OUT:-$BUILD/bench}
 NGINX=${NGINX:-/usr/sbin/nginx}
+export -n NGINX      # nginx reads $NGINX as inherited sockets (binary upgrade)
 MODDIR=/usr/lib/nginx/modules
 WARMUP=200
 
