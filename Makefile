@@ -16,7 +16,7 @@ DEPS = nginx-core nginx-dev libnginx-mod-stream libyaml-dev libjansson-dev \
        libtest-simple-perl prometheus prometheus-alertmanager chromium \
        redis-server wrk clang libclang-rt-14-dev \
        debhelper dpkg-dev fakeroot lintian logrotate \
-       python3-jwt python3-cryptography nodejs
+       python3-jwt python3-cryptography nodejs etcd-server etcd-client
 
 # node's jose for t/interop_jose.t, pinned by t/interop/package-lock.json
 INTEROP   = t/interop

@@ -81,6 +81,8 @@ char *hoctl_upstream_path(const char *upstream);
 
 /* jwt.c */
 char *hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen);
+char *hoctl_jws_sign(const hoctl_conn_t *c, const char *typ,
+    const char *payload, char *err, size_t errlen);
 
 /* flag.c */
 int hoctl_flag_check(const hoctl_flag_t *f, int need_ttl, char *err,

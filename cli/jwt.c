@@ -440,3 +440,91 @@ done:
 
     return rc;
 }
+
+
+/*
+ * A compact JWS (RFC 7515) over any JSON payload with the same keys as a
+ * token: the fleet's signed records (etcd.h).
+ */
+char *
+hoctl_jws_sign(const hoctl_conn_t *c, const char *typ, const char *payload,
+    char *err, size_t errlen)
+{
+    int             rc, alg;
+    char           *hdr_json, *hdr, *pl, *input, *sig64, *jws;
+    size_t          len, siglen;
+    json_t         *h;
+    unsigned char   sig[EVP_MAX_MD_SIZE + 128];
+    static const char  *algs[] = { "HS256", "ES256", "EdDSA" };
+
+    if (c->key == NULL) {
+        snprintf(err, errlen, "a fleet record is signed: give --key FILE "
+                 "(or HA_OPTOUT_KEY)");
+        return NULL;
+    }
+
+    if (c->alg == NULL || strcasecmp(c->alg, "hs256") == 0) {
+        alg = HOCTL_HS256;
+    } else if (strcasecmp(c->alg, "es256") == 0) {
+        alg = HOCTL_ES256;
+    } else if (strcasecmp(c->alg, "eddsa") == 0
+               || strcasecmp(c->alg, "ed25519") == 0)
+    {
+        alg = HOCTL_EDDSA;
+    } else {
+        snprintf(err, errlen, "a fleet record is signed with hs256, es256 "
+                 "or eddsa, not \"%s\"", c->alg);
+        return NULL;
+    }
+
+    h = json_object();
+    json_object_set_new(h, "alg", json_string(algs[alg]));
+    json_object_set_new(h, "typ", json_string(typ));
+    if (c->kid != NULL) {
+        json_object_set_new(h, "kid", json_string(c->kid));
+    }
+
+    hdr_json = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(h);
+
+    if (hdr_json == NULL) {
+        snprintf(err, errlen, "cannot encode the JWS header");
+        return NULL;
+    }
+
+    hdr = hoctl_b64url((unsigned char *) hdr_json, strlen(hdr_json));
+    pl = hoctl_b64url((const unsigned char *) payload, strlen(payload));
+    free(hdr_json);
+
+    len = strlen(hdr) + 1 + strlen(pl) + 1;
+    input = malloc(len);
+    snprintf(input, len, "%s.%s", hdr, pl);
+    free(hdr);
+    free(pl);
+
+    siglen = sizeof(sig);
+
+    if (alg == HOCTL_HS256) {
+        rc = hoctl_sign_hs256(c->key, input, sig, &siglen, err, errlen);
+    } else {
+        rc = hoctl_sign_pkey(c->key, alg, input, sig, &siglen, err,
+                             errlen);
+    }
+
+    if (rc != 0) {
+        free(input);
+        return NULL;
+    }
+
+    sig64 = hoctl_b64url(sig, siglen);
+    OPENSSL_cleanse(sig, sizeof(sig));
+
+    len = strlen(input) + 1 + strlen(sig64) + 1;
+    jws = malloc(len);
+    snprintf(jws, len, "%s.%s", input, sig64);
+
+    free(input);
+    free(sig64);
+
+    return jws;
+}

@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "hoctl.h"
+#include "etcd.h"
 
 
 /* option groups: a verb accepts the groups it names */
@@ -32,6 +33,8 @@
 #define G_AUDIT   0x0100    /* --prev-hash, --state */
 #define G_LIMIT   0x0200    /* --limit */
 #define G_CLEAR   0x0400    /* --api-only */
+#define G_ETCD    0x0800    /* --etcd, --environment, --etcd-* */
+#define G_AGENT   0x1000    /* --trust-key, --host */
 
 
 enum {
@@ -40,7 +43,9 @@ enum {
     O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_STATE, O_LIMIT, O_API_ONLY, O_HELP, O_ISS, O_UPSTREAMS
+    O_STATE, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT, O_ETCD_PREFIX,
+    O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
+    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_HELP, O_ISS, O_UPSTREAMS
 };
 
 
@@ -85,6 +90,17 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "state",          required_argument, NULL, O_STATE },       G_AUDIT },
     { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
     { { "api-only",       no_argument,       NULL, O_API_ONLY },    G_CLEAR },
+    { { "etcd",           required_argument, NULL, O_ETCD },        G_ETCD },
+    { { "environment",    required_argument, NULL, O_ENVIRONMENT }, G_ETCD },
+    { { "etcd-prefix",    required_argument, NULL, O_ETCD_PREFIX }, G_ETCD },
+    { { "etcd-user",      required_argument, NULL, O_ETCD_USER },   G_ETCD },
+    { { "etcd-password-file", required_argument, NULL,
+        O_ETCD_PASSWORD_FILE },                                     G_ETCD },
+    { { "etcd-cacert",    required_argument, NULL, O_ETCD_CACERT }, G_ETCD },
+    { { "etcd-cert",      required_argument, NULL, O_ETCD_CERT },   G_ETCD },
+    { { "etcd-key",       required_argument, NULL, O_ETCD_KEY },    G_ETCD },
+    { { "trust-key",      required_argument, NULL, O_TRUST_KEY },   G_AGENT },
+    { { "host",           required_argument, NULL, O_HOST },        G_AGENT },
     { { "help",           no_argument,       NULL, O_HELP },        0 },
 };
 
@@ -94,6 +110,7 @@ static const hoctl_option_t  hoctl_options[] = {
 typedef struct {
     hoctl_conn_t    conn;
     hoctl_flag_t    flag;
+    hoctl_etcd_opts_t  etcd;
     const char     *fleet;
     const char     *prev_hash;
     const char     *state;          /* audit verify --state */
@@ -126,6 +143,7 @@ static int hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -163,6 +181,16 @@ static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     "  --ttl D              Ns|Nm|Nh, auto-revert (required)\n"              \
     "  --reason TEXT        why (required, 1..256 bytes)\n"
 
+#define HOCTL_ETCD_HELP                                                      \
+    "the fleet in etcd (instead of --url; SPEC section 11):\n"              \
+    "  --etcd URL[,URL...]  etcd members (HA_OPTOUT_ETCD)\n"                \
+    "  --environment ENV    records under PREFIX/ENV/\n"                    \
+    "                       (HA_OPTOUT_ENVIRONMENT)\n"                      \
+    "  --etcd-prefix P      default /ha-optout\n"                           \
+    "  --etcd-user U  --etcd-password-file FILE   etcd authentication\n"    \
+    "  --etcd-cacert FILE  --etcd-cert FILE  --etcd-key FILE   TLS\n"      \
+    "  records are signed with --key (--alg, --kid; --sub is the actor)\n"
+
 #define HOCTL_EXIT_HELP                                                      \
     "exit: 0 ok, 1 request refused, 2 usage, 3 unreachable\n"
 
@@ -182,14 +210,16 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "only those upstreams.  The key comes from --key or HA_OPTOUT_KEY;\n"
       "for es256, eddsa and rs256 it is the PRIVATE key PEM.\n\n" HOCTL_EXIT_HELP },
 
-    { "status", G_CONN | G_MINT | G_UP | G_JSON, 0, hoctl_verb_status,
+    { "status", G_CONN | G_MINT | G_UP | G_JSON | G_ETCD, 0, hoctl_verb_status,
       "usage: ha-optoutctl status --url URL [--upstream NAME] [--json]\n"
       "\n"
       "Shows every upstream with ha_optout (GET v1/flags): state, what is\n"
       "suspended, by whom, time left and why.  --json prints the API's\n"
-      "JSON as it came.\n\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+      "JSON as it came.  With --etcd: the fleet's records in etcd.\n\n"
+      HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP "\n" HOCTL_EXIT_HELP },
 
-    { "set", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_IFM | G_JSON, 0,
+    { "set", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_IFM | G_JSON
+             | G_ETCD, 0,
       hoctl_verb_set,
       "usage: ha-optoutctl set --url URL --upstream NAME [--no-failover]\n"
       "           [--pin ADDR] [--pin-selector V] [--no-replication]\n"
@@ -197,10 +227,15 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "           [--if-match VERSION] [--dry-run] [--json]\n"
       "\n"
       "Sets (replaces) the opt-out of one upstream (PUT v1/flags/NAME).\n"
-      "--dry-run asks the server what it would store, changing nothing.\n\n"
-      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+      "--dry-run asks the server what it would store, changing nothing.\n"
+      "With --etcd: writes the signed record for every nginx of ENV, on\n"
+      "a lease of the TTL (--if-match REV: only if the record is still at\n"
+      "that revision; 0: only if there is none).\n\n"
+      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP "\n"
+      HOCTL_EXIT_HELP },
 
-    { "clear", G_CONN | G_MINT | G_UP | G_IFM | G_JSON | G_CLEAR, 0,
+    { "clear", G_CONN | G_MINT | G_UP | G_IFM | G_JSON | G_CLEAR
+               | G_ETCD, 0,
       hoctl_verb_clear,
       "usage: ha-optoutctl clear --url URL --upstream NAME\n"
       "           [--if-match VERSION] [--api-only] [--json]\n"
@@ -209,13 +244,15 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "says whether HA is really back: a policy window or an\n"
       "ha_optout_flag line may still suspend it, and is then named (layer,\n"
       "what, until when).  --api-only: removing the API flag is all that\n"
-      "is asked; exit 0 even if another layer still acts.\n\n"
-      HOCTL_CREDS_HELP "\n"
+      "is asked; exit 0 even if another layer still acts.  With --etcd:\n"
+      "deletes the fleet record, and every agent restores HA.\n\n"
+      HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP "\n"
       "exit: 0 HA restored (or --api-only and the API flag is gone),\n"
       "      1 refused, or HA still suspended by another layer,\n"
       "      2 usage, 3 unreachable\n" },
 
-    { "run", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL, 1, hoctl_verb_run,
+    { "run", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_IFM | G_ETCD, 1,
+      hoctl_verb_run,
       "usage: ha-optoutctl run --url URL --upstream NAME [flags as set]\n"
       "           --ttl 10m --reason TEXT -- COMMAND [ARGS...]\n"
       "\n"
@@ -226,16 +263,24 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "status (128+N if a signal N ended it); 1 or 3 if the flag could\n"
       "not be set (COMMAND is then not run).  If ha-optoutctl itself is\n"
       "killed, the flag lapses within one TTL.  Writes need a fresh token\n"
-      "each: use --key (a static --token works only with replay off).\n\n"
-      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
+      "each: use --key (a static --token works only with replay off).\n"
+      "With --etcd: the record lives on a lease kept alive (and re-signed\n"
+      "with a new expires_at) every third of the TTL, revoked at the end;\n"
+      "killed, the lease expires and HA comes back on every nginx.\n\n"
+      HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP },
 
     { "fleet", G_CONN | G_MINT | G_UP | G_FLAG | G_TTL | G_JSON | G_FLEET
-      | G_CLEAR, 0, hoctl_verb_fleet,
+      | G_CLEAR | G_ETCD | G_IFM, 0, hoctl_verb_fleet,
       "usage: ha-optoutctl fleet --fleet FILE.yaml set --upstream NAME\n"
       "           [flags as set] --ttl 30m --reason TEXT\n"
       "       ha-optoutctl fleet --fleet FILE.yaml clear --upstream NAME\n"
       "       ha-optoutctl fleet --fleet FILE.yaml status [--upstream NAME]"
       " [--json]\n"
+      "       ha-optoutctl fleet --etcd URL --environment ENV status "
+      "[--json]\n"
+      "\n"
+      "With --etcd: every flag of ENV and, per agent, converged, pending\n"
+      "or refused, and agents gone silent (exit 0 only when converged).\n"
       "\n"
       "Applies to every instance in FILE.yaml in parallel and prints one\n"
       "line per instance:\n"
@@ -276,6 +321,21 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "STATE exits 2.\n"
       "list prints the newest entries nginx keeps in memory, one JSON\n"
       "object per line (GET v1/audit?limit=N).\n\n" HOCTL_EXIT_HELP },
+
+    { "agent", G_CONN | G_MINT | G_ETCD | G_AGENT, 0, hoctl_verb_agent,
+      "usage: ha-optoutctl agent --etcd URL[,URL...] --environment ENV\n"
+      "           --url LOCAL_ADMIN_URL --key FILE --trust-key FILE...\n"
+      "           [--host NAME]\n"
+      "\n"
+      "Runs beside one nginx and keeps its fleet layer (v1/fleet) equal\n"
+      "to the signed records in etcd: reconciles at start and after each\n"
+      "reconnect, then watches.  A record whose signature does not verify\n"
+      "against a --trust-key (repeatable: a public PEM, or an hs256\n"
+      "secret) is refused and audited by nginx as denied.  Reports under\n"
+      "PREFIX/ENV/agents/HOST (HOST: --host, default the host name, also\n"
+      "the token subject and the flags' \"via\").  --key mints tokens with\n"
+      "scope \"ha:fleet ha:read\" for the local nginx.  Stops on SIGTERM.\n"
+      "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP },
 };
 
 #define HOCTL_NVERBS  (sizeof(hoctl_verbs) / sizeof(hoctl_verbs[0]))
@@ -300,6 +360,7 @@ hoctl_main_help(FILE *out)
         "  clear         restore HA on an upstream now\n"
         "  run           suspend HA while a command runs\n"
         "  fleet         set, clear or show across many nginx instances\n"
+        "  agent         apply the fleet's flags in etcd to one nginx\n"
         "  whoami        show what nginx makes of your credentials\n"
         "  audit verify  check an audit log's hash chain\n"
         "  audit list    show the newest audit entries\n"
@@ -464,6 +525,23 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_PREV_HASH:      a->prev_hash = optarg; break;
         case O_API_ONLY:       a->flag.api_only = 1; break;
         case O_STATE:          a->state = optarg; break;
+        case O_ETCD:           a->etcd.etcd = optarg; break;
+        case O_ENVIRONMENT:    a->etcd.environment = optarg; break;
+        case O_ETCD_PREFIX:    a->etcd.prefix = optarg; break;
+        case O_ETCD_USER:      a->etcd.user = optarg; break;
+        case O_ETCD_PASSWORD_FILE: a->etcd.password_file = optarg; break;
+        case O_ETCD_CACERT:    a->etcd.cacert = optarg; break;
+        case O_ETCD_CERT:      a->etcd.cert = optarg; break;
+        case O_ETCD_KEY:       a->etcd.key = optarg; break;
+        case O_HOST:           a->etcd.host = optarg; break;
+
+        case O_TRUST_KEY:
+            if (a->etcd.ntrust == HOCTL_ETCD_MAX_TRUST) {
+                return hoctl_usage(v, "at most %d --trust-key",
+                                   HOCTL_ETCD_MAX_TRUST);
+            }
+            a->etcd.trust[a->etcd.ntrust++] = optarg;
+            break;
 
         case O_TOKEN_TTL:
             cn->token_ttl = hoctl_parse_duration(optarg);
@@ -557,6 +635,24 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
     }
 
     a->flag.ttl = a->ttl;
+
+    if (a->etcd.etcd == NULL) {
+        a->etcd.etcd = hoctl_getenv("HA_OPTOUT_ETCD");
+    }
+
+    if (a->etcd.environment == NULL) {
+        a->etcd.environment = hoctl_getenv("HA_OPTOUT_ENVIRONMENT");
+    }
+
+    a->etcd.timeout = cn->timeout;
+    a->etcd.verbose = cn->verbose;
+
+    if (a->etcd.etcd != NULL && a->url_given && v->handler
+        != hoctl_verb_agent)
+    {
+        return hoctl_usage(v, "give --url (one nginx) or --etcd (the "
+                           "fleet), not both");
+    }
 
     return HOCTL_OK;
 }
@@ -656,6 +752,10 @@ hoctl_verb_status(const hoctl_verb_t *v, hoctl_args_t *a)
         return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
     }
 
+    if (a->etcd.etcd != NULL) {
+        return hoctl_etcd_status(&a->etcd, a->flag.upstream, a->json);
+    }
+
     path = a->flag.upstream ? hoctl_upstream_path(a->flag.upstream)
                             : strdup("v1/flags");
 
@@ -717,6 +817,10 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
         return hoctl_usage(v, "%s", err);
     }
 
+    if (a->etcd.etcd != NULL) {
+        return hoctl_etcd_set(&a->conn, &a->etcd, &a->flag, a->json);
+    }
+
     path = hoctl_upstream_path(a->flag.upstream);
     if (a->flag.dry_run) {
         len = strlen(path) + sizeof("?dry_run=1");
@@ -776,6 +880,10 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 
     if (a->flag.upstream == NULL) {
         return hoctl_usage(v, "--upstream is required");
+    }
+
+    if (a->etcd.etcd != NULL) {
+        return hoctl_etcd_clear(&a->conn, &a->etcd, &a->flag, a->json);
     }
 
     path = hoctl_upstream_path(a->flag.upstream);
@@ -853,6 +961,10 @@ hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a)
         return hoctl_usage(v, "no COMMAND given after --");
     }
 
+    if (a->etcd.etcd != NULL) {
+        return hoctl_etcd_run(&a->conn, &a->etcd, &a->flag, a->args);
+    }
+
     if (a->conn.url == NULL) {
         return hoctl_usage(v, "--url is required");
     }
@@ -866,6 +978,38 @@ hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a)
 {
     char        err[HOCTL_ERRLEN];
     const char *action;
+
+    if (a->etcd.etcd != NULL) {
+        if (a->fleet != NULL) {
+            return hoctl_usage(v, "give --fleet FILE.yaml or --etcd, not "
+                               "both");
+        }
+
+        if (a->nargs != 1) {
+            return hoctl_usage(v, "give one of set, clear, status");
+        }
+
+        if (strcmp(a->args[0], "status") == 0) {
+            return hoctl_etcd_fleet_status(&a->etcd, a->json);
+        }
+
+        if (strcmp(a->args[0], "set") == 0) {
+            if (hoctl_flag_check(&a->flag, 0, err, sizeof(err)) != 0) {
+                return hoctl_usage(v, "%s", err);
+            }
+            return hoctl_etcd_set(&a->conn, &a->etcd, &a->flag, a->json);
+        }
+
+        if (strcmp(a->args[0], "clear") == 0) {
+            if (a->flag.upstream == NULL) {
+                return hoctl_usage(v, "--upstream is required");
+            }
+            return hoctl_etcd_clear(&a->conn, &a->etcd, &a->flag, a->json);
+        }
+
+        return hoctl_usage(v, "unknown fleet action \"%s\" (set, clear, "
+                           "status)", a->args[0]);
+    }
 
     if (a->fleet == NULL) {
         return hoctl_usage(v, "--fleet FILE.yaml is required");
@@ -1061,6 +1205,22 @@ hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
 
     return hoctl_usage(v, "unknown audit action \"%s\" (verify, list)",
                        a->args[0]);
+}
+
+
+static int
+hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (a->etcd.etcd == NULL || a->etcd.environment == NULL) {
+        return hoctl_usage(v, "--etcd URL and --environment ENV are "
+                           "required");
+    }
+
+    return hoctl_agent(&a->conn, &a->etcd);
 }
 
 

@@ -1,0 +1,960 @@
+
+/*
+ * ha-optoutctl agent: beside each nginx, holds its fleet layer equal to
+ * what etcd says (SPEC section 11).
+ *
+ *   - full reconcile (range of <prefix>/<env>/flags/) at start and after
+ *     every reconnect, then a watch from the revision after it;
+ *   - a record is applied only when its signature verifies against a
+ *     --trust-key; one that does not is refused, reported, sent to nginx
+ *     to be audited as "denied", and counts as no flag (HA stays on);
+ *   - PUT v1/fleet/{upstream} with ttl = expires_at - now, so the local
+ *     flag never outlives the record; DELETE when the key goes;
+ *   - each second the local fleet layer is compared with what was
+ *     applied (an nginx restarted without state gets it again);
+ *   - a report under <prefix>/<env>/agents/<host> on a short lease, and
+ *     <prefix>/<env>/members/<host> (no lease) so a silent agent shows;
+ *   - etcd unreachable: retry with backoff, apply nothing new; local
+ *     fleet flags lapse at their own expires_at.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "etcd.h"
+
+
+#define HOCTL_AGENT_MAX        256
+#define HOCTL_AGENT_REPORT_TTL 10       /* seconds, the report's lease */
+#define HOCTL_AGENT_REPORT_MS  2000
+#define HOCTL_AGENT_CHECK_MS   1000
+
+
+typedef enum {
+    HOCTL_UP_ABSENT = 0,        /* no key, or expired: HA on */
+    HOCTL_UP_DESIRED,           /* a verified record to apply */
+    HOCTL_UP_REFUSED            /* a record that does not verify */
+} hoctl_up_state_e;
+
+
+typedef struct {
+    char            name[128];
+    int             state;
+    int64_t         revision;       /* mod_revision of the key, or 0 */
+    json_t         *record;         /* the verified payload */
+    time_t          expires_at;
+    int64_t         applied;        /* revision held by nginx, 0: none */
+    int64_t         failed;         /* revision nginx refused */
+    int64_t         denied;         /* revision whose denial was sent */
+    int             dirty;
+    const char     *result;         /* applied, refused, removed, error */
+    char            message[HOCTL_ERRLEN + 16];
+} hoctl_agent_up_t;
+
+
+typedef struct {
+    hoctl_conn_t        local;
+    const hoctl_etcd_opts_t  *opts;
+    hoctl_etcd_t        etcd;
+    hoctl_trust_t      *trust;
+    const char         *host;
+    char               *flags_key;
+    size_t              flags_len;
+    hoctl_agent_up_t    ups[HOCTL_AGENT_MAX];
+    int                 nups;
+    int64_t             revision;   /* processed up to */
+    int                 connected;
+    int                 nginx_ok;
+    int                 reported_dirty;
+    int64_t             lease;
+    int                 member_written;
+} hoctl_agent_t;
+
+
+static volatile sig_atomic_t  hoctl_agent_stop;
+
+
+static void
+hoctl_agent_signal(int signo)
+{
+    (void) signo;
+    hoctl_agent_stop = 1;
+}
+
+
+static long long
+hoctl_agent_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* text from etcd or nginx goes to our log with control bytes escaped */
+static void
+hoctl_agent_log(hoctl_agent_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+hoctl_agent_log(hoctl_agent_t *a, const char *fmt, ...)
+{
+    char            buf[1024], ts[32];
+    va_list         ap;
+    unsigned char  *p;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    for (p = (unsigned char *) buf; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        }
+    }
+
+    hoctl_iso_time(time(NULL), ts, sizeof(ts));
+    fprintf(stderr, "%s %s: agent %s: %s\n", ts, hoctl_progname, a->host,
+            buf);
+    fflush(stderr);
+}
+
+
+static hoctl_agent_up_t *
+hoctl_agent_up(hoctl_agent_t *a, const char *name, int create)
+{
+    int                i;
+    hoctl_agent_up_t  *u;
+
+    for (i = 0; i < a->nups; i++) {
+        if (strcmp(a->ups[i].name, name) == 0) {
+            return &a->ups[i];
+        }
+    }
+
+    if (!create || a->nups == HOCTL_AGENT_MAX
+        || strlen(name) >= sizeof(a->ups[0].name))
+    {
+        return NULL;
+    }
+
+    u = &a->ups[a->nups++];
+    memset(u, 0, sizeof(hoctl_agent_up_t));
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    u->result = "none";
+
+    return u;
+}
+
+
+static void
+hoctl_agent_absent(hoctl_agent_t *a, hoctl_agent_up_t *u, int64_t revision)
+{
+    (void) a;
+
+    json_decref(u->record);
+    u->record = NULL;
+    u->state = HOCTL_UP_ABSENT;
+    u->revision = revision;
+    u->dirty = 1;
+}
+
+
+/* a PUT of a flag key: verify it and make it what this upstream wants */
+static void
+hoctl_agent_ingest(hoctl_agent_t *a, json_t *kv)
+{
+    char              *key, *value, err[HOCTL_ERRLEN];
+    size_t             len;
+    time_t             exp;
+    json_t            *rec;
+    int64_t            rev;
+    const char        *name, *s;
+    hoctl_agent_up_t  *u;
+
+    key = hoctl_kv_key(kv);
+    if (key == NULL || strncmp(key, a->flags_key, a->flags_len) != 0
+        || key[a->flags_len] == '\0' || strchr(key + a->flags_len, '/'))
+    {
+        free(key);
+        return;
+    }
+
+    name = key + a->flags_len;
+    u = hoctl_agent_up(a, name, 1);
+    if (u == NULL) {
+        hoctl_agent_log(a, "%s: too many upstreams, ignored", name);
+        free(key);
+        return;
+    }
+
+    rev = hoctl_json_int(json_object_get(kv, "mod_revision"));
+    if (rev != 0 && rev == u->revision && u->state != HOCTL_UP_ABSENT) {
+        free(key);
+        return;                 /* seen already (reconcile after watch) */
+    }
+
+    value = hoctl_kv_value(kv, &len);
+    rec = value ? hoctl_record_verify(value, a->trust, err, sizeof(err))
+                : NULL;
+    if (value == NULL) {
+        snprintf(err, sizeof(err), "the value is not base64");
+    }
+    free(value);
+
+    if (rec != NULL) {
+        s = json_string_value(json_object_get(rec, "upstream"));
+        if (s == NULL || strcmp(s, name) != 0) {
+            snprintf(err, sizeof(err), "the signed record is for upstream "
+                     "\"%s\", not \"%s\"", s ? s : "", name);
+            json_decref(rec);
+            rec = NULL;
+
+        } else if ((s = json_string_value(json_object_get(rec,
+                                                  "environment"))) == NULL
+                   || strcmp(s, a->opts->environment) != 0)
+        {
+            snprintf(err, sizeof(err), "the signed record is for "
+                     "environment \"%s\", not \"%s\"", s ? s : "",
+                     a->opts->environment);
+            json_decref(rec);
+            rec = NULL;
+        }
+    }
+
+    json_decref(u->record);
+    u->record = NULL;
+    u->revision = rev;
+    u->dirty = 1;
+
+    if (rec == NULL) {
+        u->state = HOCTL_UP_REFUSED;
+        u->result = "refused";
+        snprintf(u->message, sizeof(u->message), "%s", err);
+        hoctl_agent_log(a, "%s: revision %" PRId64 " refused: %s", name, rev,
+                        err);
+        free(key);
+        return;
+    }
+
+    exp = hoctl_parse_iso(json_string_value(json_object_get(rec,
+                                                            "expires_at")));
+    if (exp <= time(NULL)) {
+        json_decref(rec);
+        u->state = HOCTL_UP_ABSENT;
+        hoctl_agent_log(a, "%s: revision %" PRId64 " has expired", name,
+                        rev);
+        free(key);
+        return;
+    }
+
+    u->state = HOCTL_UP_DESIRED;
+    u->record = rec;
+    u->expires_at = exp;
+
+    free(key);
+}
+
+
+static void
+hoctl_agent_watch_event(void *ctx, json_t *result)
+{
+    char              *key;
+    size_t             i;
+    json_t            *ev, *kv;
+    int64_t            rev;
+    const char        *type;
+    hoctl_agent_t     *a = ctx;
+    hoctl_agent_up_t  *u;
+
+    json_array_foreach(json_object_get(result, "events"), i, ev) {
+        kv = json_object_get(ev, "kv");
+        type = json_string_value(json_object_get(ev, "type"));
+
+        if (type != NULL && strcmp(type, "DELETE") == 0) {
+            key = hoctl_kv_key(kv);
+            rev = hoctl_json_int(json_object_get(kv, "mod_revision"));
+
+            if (key != NULL
+                && strncmp(key, a->flags_key, a->flags_len) == 0)
+            {
+                u = hoctl_agent_up(a, key + a->flags_len, 0);
+                if (u != NULL) {
+                    hoctl_agent_log(a, "%s: record deleted (revision %"
+                                    PRId64 ")", u->name, rev);
+                    hoctl_agent_absent(a, u, rev);
+                }
+            }
+
+            free(key);
+            continue;
+        }
+
+        hoctl_agent_ingest(a, kv);
+    }
+
+    rev = hoctl_json_int(json_object_get(json_object_get(result, "header"),
+                                         "revision"));
+    if (rev > a->revision) {
+        a->revision = rev;
+        a->reported_dirty = 1;
+    }
+
+    if (json_object_get(result, "compact_revision") != NULL) {
+        hoctl_agent_log(a, "watch compacted: reconciling");
+    }
+}
+
+
+/* the whole flags prefix: answers the revision to watch after */
+static int
+hoctl_agent_reconcile(hoctl_agent_t *a, char *err, size_t errlen)
+{
+    int                i, rc;
+    char              *key;
+    size_t             n;
+    json_t            *kvs, *kv;
+    int64_t            rev;
+    hoctl_agent_up_t  *u;
+    int                seen[HOCTL_AGENT_MAX];
+
+    rc = hoctl_etcd_range(&a->etcd, a->flags_key, 1, &kvs, &rev, err,
+                          errlen);
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    memset(seen, 0, sizeof(seen));
+
+    json_array_foreach(kvs, n, kv) {
+        hoctl_agent_ingest(a, kv);
+
+        key = hoctl_kv_key(kv);
+        if (key != NULL && strlen(key) > a->flags_len) {
+            u = hoctl_agent_up(a, key + a->flags_len, 0);
+            if (u != NULL) {
+                seen[u - a->ups] = 1;
+            }
+        }
+        free(key);
+    }
+
+    json_decref(kvs);
+
+    for (i = 0; i < a->nups; i++) {
+        if (!seen[i] && a->ups[i].state != HOCTL_UP_ABSENT) {
+            hoctl_agent_log(a, "%s: record gone while away", a->ups[i].name);
+            hoctl_agent_absent(a, &a->ups[i], rev);
+        }
+    }
+
+    a->revision = rev;
+    a->reported_dirty = 1;
+
+    return HOCTL_OK;
+}
+
+
+static char *
+hoctl_agent_path(const char *upstream, const char *tail)
+{
+    char    *esc, *path;
+    size_t   len;
+
+    esc = curl_easy_escape(NULL, upstream, 0);
+    len = sizeof("v1/fleet/") + strlen(esc) + strlen(tail);
+    path = malloc(len);
+    snprintf(path, len, "v1/fleet/%s%s", esc, tail);
+    curl_free(esc);
+
+    return path;
+}
+
+
+static void
+hoctl_agent_copy(json_t *to, json_t *from, const char *name)
+{
+    json_t  *v;
+
+    v = json_object_get(from, name);
+    if (v != NULL) {
+        json_object_set(to, name, v);
+    }
+}
+
+
+static void
+hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
+{
+    int            rc;
+    long           left;
+    char          *path, *body, ttl[32];
+    json_t        *b;
+    hoctl_resp_t   r;
+
+    left = (long) (u->expires_at - time(NULL));
+    if (left <= 0) {
+        u->state = HOCTL_UP_ABSENT;
+        u->dirty = 1;
+        return;
+    }
+
+    snprintf(ttl, sizeof(ttl), "%lds", left);
+
+    b = json_object();
+    hoctl_agent_copy(b, u->record, "failover");
+    hoctl_agent_copy(b, u->record, "pin");
+    hoctl_agent_copy(b, u->record, "pin_selector");
+    hoctl_agent_copy(b, u->record, "replication");
+    hoctl_agent_copy(b, u->record, "sticky");
+    json_object_set_new(b, "ttl", json_string(ttl));
+    hoctl_agent_copy(b, u->record, "reason");
+    json_object_set_new(b, "revision", json_integer(u->revision));
+    hoctl_agent_copy(b, u->record, "actor");
+    json_object_set_new(b, "via", json_string(a->host));
+
+    body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(b);
+
+    path = hoctl_agent_path(u->name, "");
+    rc = hoctl_request(&a->local, "PUT", path, body, NULL, &r);
+    free(path);
+    free(body);
+
+    if (rc == HOCTL_OK) {
+        a->nginx_ok = 1;
+        u->applied = u->revision;
+        u->result = "applied";
+        snprintf(u->message, sizeof(u->message), "until %s",
+                 json_string_value(json_object_get(u->record, "expires_at")));
+        hoctl_agent_log(a, "%s: applied revision %" PRId64 " (actor %s, "
+                        "ttl %s)", u->name, u->revision,
+                        json_string_value(json_object_get(u->record,
+                                                          "actor")), ttl);
+
+    } else if (rc == HOCTL_REFUSED && r.status >= 400 && r.status < 500) {
+        a->nginx_ok = 1;
+        u->failed = u->revision;
+        u->result = "refused";
+        snprintf(u->message, sizeof(u->message), "nginx: %s", r.error);
+        hoctl_agent_log(a, "%s: nginx refused revision %" PRId64 ": %s",
+                        u->name, u->revision, r.error);
+
+    } else {
+        a->nginx_ok = rc != HOCTL_UNREACHABLE;
+        u->result = "error";
+        snprintf(u->message, sizeof(u->message), "%s", r.error);
+        hoctl_agent_log(a, "%s: cannot apply revision %" PRId64 ": %s",
+                        u->name, u->revision, r.error);
+    }
+
+    hoctl_resp_free(&r);
+    a->reported_dirty = 1;
+}
+
+
+static void
+hoctl_agent_delete(hoctl_agent_t *a, hoctl_agent_up_t *u)
+{
+    int            rc;
+    char          *path;
+    hoctl_resp_t   r;
+
+    path = hoctl_agent_path(u->name, "");
+    rc = hoctl_request(&a->local, "DELETE", path, NULL, NULL, &r);
+    free(path);
+
+    if (rc == HOCTL_OK || (rc == HOCTL_REFUSED && r.status == 404)) {
+        a->nginx_ok = 1;
+        u->applied = 0;
+        if (u->state == HOCTL_UP_ABSENT) {
+            u->result = "removed";
+            u->message[0] = '\0';
+        }
+        hoctl_agent_log(a, "%s: fleet flag removed", u->name);
+
+    } else {
+        a->nginx_ok = rc != HOCTL_UNREACHABLE;
+        hoctl_agent_log(a, "%s: cannot remove the fleet flag: %s", u->name,
+                        r.error);
+    }
+
+    hoctl_resp_free(&r);
+    a->reported_dirty = 1;
+}
+
+
+/* a refused record: nginx audits it as "denied" (and changes nothing) */
+static void
+hoctl_agent_denied(hoctl_agent_t *a, hoctl_agent_up_t *u)
+{
+    int            rc;
+    char          *path, *body;
+    json_t        *b;
+    hoctl_resp_t   r;
+
+    b = json_object();
+    json_object_set_new(b, "revision", json_integer(u->revision));
+    json_object_set_new(b, "reason", json_string(u->message));
+    json_object_set_new(b, "via", json_string(a->host));
+    body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(b);
+
+    path = hoctl_agent_path(u->name, "/denied");
+    rc = hoctl_request(&a->local, "POST", path, body, NULL, &r);
+    free(path);
+    free(body);
+
+    if (rc == HOCTL_OK || (rc == HOCTL_REFUSED && r.status < 500)) {
+        u->denied = u->revision;
+    } else {
+        hoctl_agent_log(a, "%s: cannot report the denial to nginx: %s",
+                        u->name, r.error);
+    }
+
+    hoctl_resp_free(&r);
+}
+
+
+static void
+hoctl_agent_apply(hoctl_agent_t *a)
+{
+    int                i;
+    time_t             now;
+    hoctl_agent_up_t  *u;
+
+    now = time(NULL);
+
+    for (i = 0; i < a->nups; i++) {
+        u = &a->ups[i];
+
+        if (u->state == HOCTL_UP_DESIRED && u->expires_at <= now) {
+            hoctl_agent_log(a, "%s: revision %" PRId64 " expired",
+                            u->name, u->revision);
+            u->state = HOCTL_UP_ABSENT;
+            u->result = "removed";
+            json_decref(u->record);
+            u->record = NULL;
+            u->applied = 0;         /* nginx lets it lapse by itself */
+            a->reported_dirty = 1;
+        }
+
+        if (u->state == HOCTL_UP_DESIRED) {
+            /* nothing new while etcd cannot confirm it */
+            if (a->connected && u->applied != u->revision
+                && u->failed != u->revision)
+            {
+                hoctl_agent_put(a, u);
+            }
+            continue;
+        }
+
+        if (u->state == HOCTL_UP_REFUSED && u->denied != u->revision) {
+            hoctl_agent_denied(a, u);
+        }
+
+        /* restoring HA is always allowed */
+        if (u->applied != 0) {
+            hoctl_agent_delete(a, u);
+        }
+
+        if (u->state == HOCTL_UP_ABSENT && u->applied == 0
+            && strcmp(u->result, "removed") != 0
+            && strcmp(u->result, "none") != 0)
+        {
+            u->result = "removed";
+            u->message[0] = '\0';
+            a->reported_dirty = 1;
+        }
+
+        u->dirty = 0;
+    }
+}
+
+
+/* what nginx holds now: an nginx restarted without state is re-applied */
+static void
+hoctl_agent_check_local(hoctl_agent_t *a)
+{
+    int                rc, i;
+    json_t            *j, *f;
+    int64_t            rev;
+    const char        *name;
+    hoctl_resp_t       r;
+    hoctl_agent_up_t  *u;
+
+    rc = hoctl_request(&a->local, "GET", "v1/fleet", NULL, NULL, &r);
+
+    if (rc != HOCTL_OK) {
+        if (a->nginx_ok) {
+            hoctl_agent_log(a, "nginx: %s", r.error);
+            a->reported_dirty = 1;
+        }
+        a->nginx_ok = 0;
+        hoctl_resp_free(&r);
+        return;
+    }
+
+    if (!a->nginx_ok) {
+        a->reported_dirty = 1;
+    }
+
+    a->nginx_ok = 1;
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    hoctl_resp_free(&r);
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return;
+    }
+
+    /* a fleet flag nginx holds that etcd no longer has: remove it */
+    json_object_foreach(j, name, f) {
+        if (json_is_object(f) && hoctl_agent_up(a, name, 0) == NULL) {
+            u = hoctl_agent_up(a, name, 1);
+            if (u != NULL) {
+                u->applied = hoctl_json_int(json_object_get(f, "revision"));
+                if (u->applied == 0) {
+                    u->applied = -1;
+                }
+            }
+        }
+    }
+
+    for (i = 0; i < a->nups; i++) {
+        u = &a->ups[i];
+        f = json_object_get(j, u->name);
+        rev = json_is_object(f)
+              ? hoctl_json_int(json_object_get(f, "revision")) : 0;
+
+        if (u->state == HOCTL_UP_DESIRED && rev != u->revision
+            && u->applied == u->revision)
+        {
+            hoctl_agent_log(a, "%s: nginx does not hold revision %" PRId64
+                            " (holds %" PRId64 "): applying again", u->name,
+                            u->revision, rev);
+            u->applied = 0;
+
+        } else if (u->state == HOCTL_UP_DESIRED && rev == u->revision) {
+            if (u->applied != u->revision) {
+                u->result = "applied";
+                a->reported_dirty = 1;
+            }
+            u->applied = u->revision;
+
+        } else if (u->state != HOCTL_UP_DESIRED) {
+            u->applied = rev;       /* left over: remove it; 0: gone */
+        }
+    }
+
+    json_decref(j);
+}
+
+
+static int
+hoctl_agent_put_key(hoctl_agent_t *a, const char *key, const char *value,
+    int64_t lease, char *err, size_t errlen)
+{
+    int      rc;
+    char    *b;
+    json_t  *req, *resp;
+
+    req = json_object();
+    b = hoctl_b64(key, strlen(key));
+    json_object_set_new(req, "key", json_string(b));
+    free(b);
+    b = hoctl_b64(value, strlen(value));
+    json_object_set_new(req, "value", json_string(b));
+    free(b);
+    if (lease != 0) {
+        json_object_set_new(req, "lease", hoctl_json_str_int(lease));
+    }
+
+    rc = hoctl_etcd_call(&a->etcd, "/v3/kv/put", req, &resp, err, errlen);
+    if (rc == HOCTL_OK) {
+        json_decref(resp);
+    }
+
+    return rc;
+}
+
+
+static int
+hoctl_agent_report(hoctl_agent_t *a)
+{
+    int                i, rc;
+    long               left;
+    char              *key, *value, now[32], err[HOCTL_ERRLEN];
+    size_t             len;
+    json_t            *rep, *ups, *one;
+    hoctl_agent_up_t  *u;
+
+    if (a->lease != 0) {
+        rc = hoctl_etcd_lease_keepalive(&a->etcd, a->lease, &left, err,
+                                        sizeof(err));
+        if (rc != HOCTL_OK) {
+            goto failed;
+        }
+
+        if (left <= 0) {
+            a->lease = 0;
+        }
+    }
+
+    if (a->lease == 0) {
+        rc = hoctl_etcd_lease_grant(&a->etcd, HOCTL_AGENT_REPORT_TTL,
+                                    &a->lease, err, sizeof(err));
+        if (rc != HOCTL_OK) {
+            goto failed;
+        }
+        a->reported_dirty = 1;
+    }
+
+    hoctl_iso_time(time(NULL), now, sizeof(now));
+    len = strlen(a->etcd.prefix) + sizeof("members/") + strlen(a->host);
+    key = malloc(len);
+
+    if (!a->member_written) {
+        snprintf(key, len, "%smembers/%s", a->etcd.prefix, a->host);
+        value = NULL;
+        rep = json_pack("{s:s, s:s}", "host", a->host, "first_seen", now);
+        value = json_dumps(rep, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(rep);
+        rc = hoctl_agent_put_key(a, key, value, 0, err, sizeof(err));
+        free(value);
+        if (rc != HOCTL_OK) {
+            free(key);
+            goto failed;
+        }
+        a->member_written = 1;
+    }
+
+    ups = json_object();
+    for (i = 0; i < a->nups; i++) {
+        u = &a->ups[i];
+        one = json_pack("{s:I, s:s, s:s}", "revision",
+                        (json_int_t) u->revision, "result", u->result,
+                        "message", u->message);
+        if (u->state == HOCTL_UP_DESIRED) {
+            json_object_set(one, "expires_at",
+                            json_object_get(u->record, "expires_at"));
+        }
+        json_object_set_new(ups, u->name, one);
+    }
+
+    rep = json_pack("{s:s, s:s, s:b, s:b, s:I, s:o}", "host", a->host,
+                    "seen_at", now, "nginx_reachable", a->nginx_ok,
+                    "etcd_connected", a->connected, "applied_revision",
+                    (json_int_t) a->revision, "upstreams", ups);
+    value = json_dumps(rep, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(rep);
+
+    snprintf(key, len, "%sagents/%s", a->etcd.prefix, a->host);
+    rc = hoctl_agent_put_key(a, key, value, a->lease, err, sizeof(err));
+    free(key);
+    free(value);
+
+    if (rc != HOCTL_OK) {
+        goto failed;
+    }
+
+    a->reported_dirty = 0;
+    return HOCTL_OK;
+
+failed:
+
+    hoctl_agent_log(a, "cannot report to etcd: %s", err);
+    return rc;
+}
+
+
+static void
+hoctl_agent_sleep(long ms)
+{
+    struct timespec  ts;
+
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000;
+    nanosleep(&ts, NULL);
+}
+
+
+int
+hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
+{
+    int                  rc, i;
+    char                 err[HOCTL_ERRLEN], hostbuf[256];
+    long                 backoff;
+    size_t               len;
+    long long            now, next_report, next_check;
+    hoctl_agent_t       *a;
+    struct sigaction     sa;
+    hoctl_etcd_watch_t   w;
+
+    a = calloc(1, sizeof(hoctl_agent_t));
+    a->opts = o;
+    a->local = *c;
+    a->local.scope = "ha:fleet ha:read";
+
+    if (o->host != NULL) {
+        a->host = o->host;
+    } else {
+        if (gethostname(hostbuf, sizeof(hostbuf)) != 0) {
+            snprintf(hostbuf, sizeof(hostbuf), "unknown");
+        }
+        hostbuf[sizeof(hostbuf) - 1] = '\0';
+        a->host = hostbuf;
+    }
+
+    if (a->host[0] == '\0' || strchr(a->host, '/') != NULL) {
+        hoctl_warn("--host must be a name without \"/\"");
+        return HOCTL_USAGE;
+    }
+
+    a->local.sub = a->host;
+
+    if (c->url == NULL) {
+        hoctl_warn("--url LOCAL_ADMIN_URL is required (this nginx's admin "
+                   "location)");
+        return HOCTL_USAGE;
+    }
+
+    if (c->key == NULL && c->token == NULL) {
+        hoctl_warn("--key FILE is required (a key this nginx accepts, for "
+                   "tokens with scope ha:fleet)");
+        return HOCTL_USAGE;
+    }
+
+    if (o->ntrust == 0) {
+        hoctl_warn("--trust-key FILE is required: the keys whose signed "
+                   "records this agent applies");
+        return HOCTL_USAGE;
+    }
+
+    a->trust = hoctl_trust_load(o->trust, o->ntrust, err, sizeof(err));
+    if (a->trust == NULL) {
+        hoctl_warn("%s", err);
+        return HOCTL_USAGE;
+    }
+
+    rc = hoctl_etcd_init(&a->etcd, o, err, sizeof(err));
+    if (rc != HOCTL_OK) {
+        hoctl_warn("%s", err);
+        return rc;
+    }
+
+    /* requests to nginx are local and short */
+    if (a->local.timeout > 5) {
+        a->local.timeout = 5;
+    }
+    if (a->etcd.timeout > 3) {
+        a->etcd.timeout = 3;
+    }
+
+    len = strlen(a->etcd.prefix) + sizeof("flags/");
+    a->flags_key = malloc(len);
+    snprintf(a->flags_key, len, "%sflags/", a->etcd.prefix);
+    a->flags_len = strlen(a->flags_key);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = hoctl_agent_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+
+    memset(&w, 0, sizeof(w));
+    w.done = 1;
+    w.handler = hoctl_agent_watch_event;
+    w.ctx = a;
+
+    hoctl_agent_log(a, "watching %s on %s, applying to %s", a->flags_key,
+                    o->etcd, c->url);
+
+    backoff = 200;
+    next_report = 0;
+    next_check = 0;
+    a->nginx_ok = 1;
+
+    while (!hoctl_agent_stop) {
+        now = hoctl_agent_ms();
+
+        if (!a->connected) {
+            hoctl_etcd_watch_stop(&w);
+
+            rc = hoctl_agent_reconcile(a, err, sizeof(err));
+            if (rc == HOCTL_OK) {
+                rc = hoctl_etcd_watch_start(&a->etcd, &w, a->flags_key,
+                                            a->revision + 1, err,
+                                            sizeof(err));
+            }
+
+            if (rc != HOCTL_OK) {
+                hoctl_agent_log(a, "etcd: %s; again in %ld ms", err,
+                                backoff);
+                hoctl_agent_apply(a);   /* only expiries, removals */
+                hoctl_agent_sleep(backoff);
+                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+                continue;
+            }
+
+            hoctl_agent_log(a, "etcd: reconciled at revision %" PRId64
+                            " via %s", a->revision,
+                            a->etcd.urls[a->etcd.cur]);
+            a->connected = 1;
+            backoff = 200;
+            next_check = 0;
+            next_report = 0;
+        }
+
+        if (now >= next_check) {
+            hoctl_agent_check_local(a);
+            next_check = now + HOCTL_AGENT_CHECK_MS;
+        }
+
+        hoctl_agent_apply(a);
+
+        if (now >= next_report || a->reported_dirty) {
+            if (hoctl_agent_report(a) != HOCTL_OK) {
+                /* the member we use is gone or stuck: find another */
+                a->connected = 0;
+                a->etcd.cur = (a->etcd.cur + 1) % a->etcd.nurls;
+                next_report = now + 500;
+                continue;
+            }
+            next_report = now + HOCTL_AGENT_REPORT_MS;
+        }
+
+        if (hoctl_etcd_watch_poll(&w, 200) < 0) {
+            hoctl_agent_log(a, "etcd: watch ended; reconnecting");
+            a->connected = 0;
+            a->etcd.cur = (a->etcd.cur + 1) % a->etcd.nurls;
+        }
+    }
+
+    hoctl_agent_log(a, "stopping; local fleet flags lapse at their own "
+                    "expiry");
+
+    hoctl_etcd_watch_stop(&w);
+    if (a->lease != 0) {
+        hoctl_etcd_lease_revoke(&a->etcd, a->lease, err, sizeof(err));
+    }
+
+    for (i = 0; i < a->nups; i++) {
+        json_decref(a->ups[i].record);
+    }
+
+    hoctl_etcd_free(&a->etcd);
+    free(a->flags_key);
+    free(a);
+
+    return HOCTL_OK;
+}
