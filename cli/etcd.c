@@ -502,9 +502,9 @@ retry:
         }
 
         j = out.body ? json_loads(out.body, 0, NULL) : NULL;
-        free(out.body);
 
         if (status == 200 && json_is_object(j)) {
+            free(out.body);
             e->cur = m;
             *resp = j;
             rc = HOCTL_OK;
@@ -515,6 +515,30 @@ retry:
         if (msg == NULL) {
             msg = json_string_value(json_object_get(j, "message"));
         }
+
+        /* not the gateway's JSON: its first line, printable */
+        if (msg == NULL && j == NULL && out.body != NULL) {
+            char  *p;
+
+            for (p = out.body; *p; p++) {
+                if (*p == '\n') {
+                    *p = '\0';
+                    break;
+                }
+                if ((unsigned char) *p < 0x20) {
+                    *p = '?';
+                }
+            }
+
+            if (strlen(out.body) > 200) {
+                out.body[200] = '\0';
+            }
+
+            j = json_pack("{s:s}", "error", out.body);
+            msg = json_string_value(json_object_get(j, "error"));
+        }
+
+        free(out.body);
 
         /* a member without a leader, or stopping: ask another */
         if (msg != NULL

@@ -244,9 +244,13 @@ sub _make_certs {
         '/CN=ha-optout test CA', '-keyout', "$d/ca.key", '-out',
         "$d/ca.pem");
 
+    # etcd's JSON gateway refuses a client certificate with a CommonName
+    # (etcd would take it for a user name it cannot pass on): the client
+    # certificate names an organisation only
     for my $who (qw(server client)) {
+        my $subj = $who eq 'client' ? '/O=ha-optout agents' : "/CN=$who";
         $self->_openssl('req', '-newkey', 'ec', '-pkeyopt',
-            'ec_paramgen_curve:P-256', '-nodes', '-subj', "/CN=$who",
+            'ec_paramgen_curve:P-256', '-nodes', '-subj', $subj,
             '-keyout', "$d/$who.key", '-out', "$d/$who.csr");
         $self->_openssl('x509', '-req', '-in', "$d/$who.csr", '-CA',
             "$d/ca.pem", '-CAkey', "$d/ca.key", '-CAcreateserial', '-days',
@@ -271,6 +275,7 @@ sub _enable_auth {
 
     my @steps = (
         [ 'user', 'add', "root:$self->{root_password}" ],
+        [ 'user', 'grant-role', 'root', 'root' ],
         [ 'role', 'add', 'ha-optout' ],
         [ 'role', 'grant-permission', 'ha-optout', '--prefix=true',
           'readwrite', $prefix ],

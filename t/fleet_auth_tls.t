@@ -1,0 +1,88 @@
+#!/usr/bin/perl
+
+# The fleet against an etcd with TLS (client certificates required) and
+# authentication on, with a user whose role is limited to /ha-optout/
+# (the RBAC role docs/fleet.md gives): set, status and clear work with
+# --etcd-user/--etcd-password-file/--etcd-cacert/--etcd-cert/--etcd-key;
+# a wrong password, a missing client certificate, an untrusted server and
+# a key outside the role's prefix are refused.
+
+use strict;
+use warnings;
+
+use Test::More;
+use JSON::PP;
+use HaOptout::Test;
+use HaOptout::Etcd;
+
+plan skip_all => 'etcd not installed (make deps)'
+    unless HaOptout::Etcd::available();
+
+my $t = HaOptout::Test->new;
+my $key = $t->secret_file('writer.key');
+my $etcd = HaOptout::Etcd->new(members => 1, tls => 1,
+    auth => { user => 'ops', password => 'ops-secret-pw',
+              prefix => '/ha-optout/' });
+
+my $pw = $t->write_file('etcd.pw', "ops-secret-pw\n", 0600);
+my $bad = $t->write_file('bad.pw', "nope\n", 0600);
+my @TLS = ('--etcd-cacert', $etcd->cacert, '--etcd-cert', $etcd->client_cert,
+           '--etcd-key', $etcd->client_key);
+my @E = ('--etcd', $etcd->urls, '--environment', 'prod', '--key', $key,
+         '--sub', 'alice', '--etcd-user', 'ops', '--etcd-password-file', $pw,
+         @TLS);
+my @F = ('--upstream', 'app', '--no-failover', '--ttl', '30s',
+         '--reason', 'tls and auth');
+
+like($etcd->urls, qr/^https:/, 'etcd speaks https');
+
+my ($rc, $out, $err) = $etcd->cli('set', @E, @F);
+is($rc, 0, 'set over TLS with a user limited to /ha-optout/') or diag($err);
+my $v = $etcd->get('/ha-optout/prod/flags/app');
+ok($v && decode_json($v)->{signature}, 'the signed record is in etcd');
+
+($rc, $out) = $etcd->cli('status', @E, '--json');
+is(eval { decode_json($out)->{flags}{app}{reason} }, 'tls and auth',
+   'status over TLS and auth');
+
+($rc, $out, $err) = $etcd->cli('fleet', 'status', @E);
+ok($rc == 0 || $rc == 1, 'fleet status over TLS and auth') or diag($err);
+like($out, qr/^app\s/m, '... lists the flag');
+
+($rc, $out, $err) = $etcd->cli('clear', @E, '--upstream', 'app');
+is($rc, 0, 'clear over TLS and auth') or diag($err);
+is($etcd->get('/ha-optout/prod/flags/app'), undef, 'the record is gone');
+
+# run: lease keepalive and revoke with auth
+($rc, $out, $err) = $etcd->cli('run', @E, @F[0 .. 2], '--ttl', '3s',
+                               '--reason', 'r', '--', 'true');
+is($rc, 0, 'run over TLS and auth') or diag($err);
+is($etcd->get('/ha-optout/prod/flags/app'), undef, '... and revoked');
+
+# refusals
+my @bad = map { $_ eq $pw ? $bad : $_ } @E;
+($rc, $out, $err) = $etcd->cli('set', @bad, @F);
+is($rc, 1, 'a wrong password: refused (exit 1)');
+like($err, qr/etcd refused user "ops"/, '... saying so');
+unlike($err, qr/nope/, '... without printing the password');
+
+($rc, $out, $err) = $etcd->cli('set', @E, @F, '--etcd-prefix', '/other');
+is($rc, 1, 'outside the role\'s prefix: refused (exit 1)');
+like($err, qr/permission denied/, '... permission denied');
+
+my @nocert = grep { $_ ne '--etcd-cert' && $_ ne $etcd->client_cert
+                    && $_ ne '--etcd-key' && $_ ne $etcd->client_key } @E;
+($rc, $out, $err) = $etcd->cli('set', @nocert, @F, '--timeout', '3');
+isnt($rc, 0, 'no client certificate: refused');
+
+my @noca = grep { $_ ne '--etcd-cacert' && $_ ne $etcd->cacert } @E;
+($rc, $out, $err) = $etcd->cli('set', @noca, @F, '--timeout', '3');
+is($rc, 3, 'an untrusted server certificate: unreachable (exit 3)');
+like($err, qr/certificate|SSL/i, '... naming the certificate problem');
+
+($rc) = $etcd->cli('set', '--etcd', $etcd->urls, '--environment', 'prod',
+                   '--key', $key, @TLS, @F);
+is($rc, 1, 'no user while auth is on: refused');
+
+$etcd->stop;
+done_testing();
