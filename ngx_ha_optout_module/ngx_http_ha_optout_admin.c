@@ -15,7 +15,10 @@ typedef enum {
     NGX_HA_OPTOUT_R_FLAGS = 0,
     NGX_HA_OPTOUT_R_FLAG,
     NGX_HA_OPTOUT_R_AUDIT,
-    NGX_HA_OPTOUT_R_WHOAMI
+    NGX_HA_OPTOUT_R_WHOAMI,
+    NGX_HA_OPTOUT_R_FLEETS,             /* v1/fleet */
+    NGX_HA_OPTOUT_R_FLEET,              /* v1/fleet/{upstream} */
+    NGX_HA_OPTOUT_R_FLEET_DENIED        /* v1/fleet/{upstream}/denied */
 } ngx_http_ha_optout_route_e;
 
 
@@ -43,6 +46,9 @@ typedef struct {
     unsigned                         changed:1; /* it removed a flag */
     unsigned                         audited:1; /* its line is written */
     ngx_http_ha_optout_audit_line_t *line;
+
+    /* the layer written: the API's, or the fleet agent's (v1/fleet) */
+    ngx_uint_t                       layer;     /* SRC_API or SRC_FLEET */
 } ngx_http_ha_optout_admin_ctx_t;
 
 
@@ -86,6 +92,36 @@ ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
 }
 
 
+/* v1/fleet... is written by the fleet agent only (scope ha:fleet) */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_is_fleet(ngx_http_request_t *r)
+{
+    u_char                    *p, *last;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->uri.data;
+    last = r->uri.data + r->uri.len;
+
+    if (r->uri.len >= clcf->name.len
+        && ngx_strncmp(p, clcf->name.data, clcf->name.len) == 0)
+    {
+        p += clcf->name.len;
+    }
+
+    while (p < last && *p == '/') {
+        p++;
+    }
+
+    return (size_t) (last - p) >= sizeof("v1/fleet") - 1
+           && ngx_strncmp(p, "v1/fleet", sizeof("v1/fleet") - 1) == 0
+           && ((size_t) (last - p) == sizeof("v1/fleet") - 1
+               || p[sizeof("v1/fleet") - 1] == '/');
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
     ngx_int_t rc)
@@ -122,7 +158,7 @@ ngx_int_t
 ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
-    ngx_uint_t                       write;
+    ngx_uint_t                       write, scope;
     ngx_http_ha_optout_admin_ctx_t  *ctx;
 
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_admin_ctx_t));
@@ -132,13 +168,23 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_ha_optout_module);
 
-    write = r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE);
+    write = r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE
+                         |NGX_HTTP_POST);
+
+    ctx->layer = NGX_HA_OPTOUT_SRC_API;
+
+    if (ngx_http_ha_optout_admin_is_fleet(r)) {
+        ctx->layer = NGX_HA_OPTOUT_SRC_FLEET;
+        scope = write ? NGX_HA_OPTOUT_SCOPE_FLEET
+                      : NGX_HA_OPTOUT_SCOPE_READ|NGX_HA_OPTOUT_SCOPE_FLEET;
+
+    } else {
+        scope = write ? NGX_HA_OPTOUT_SCOPE_WRITE : NGX_HA_OPTOUT_SCOPE_READ;
+    }
 
     /* both answer NGX_DECLINED once they have sent a refusal */
 
-    rc = ngx_http_ha_optout_admin_auth(r, ctx,
-                                       write ? NGX_HA_OPTOUT_SCOPE_WRITE
-                                             : NGX_HA_OPTOUT_SCOPE_READ);
+    rc = ngx_http_ha_optout_admin_auth(r, ctx, scope);
     if (rc == NGX_OK) {
         rc = ngx_http_ha_optout_admin_route(r, ctx);
     }
@@ -256,6 +302,30 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         ctx->upstream.data = p + sizeof("v1/flags/") - 1;
         ctx->upstream.len = last - ctx->upstream.data;
 
+    } else if (ngx_ha_optout_path_is("v1/fleet")) {
+        ctx->route = NGX_HA_OPTOUT_R_FLEETS;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    } else if (len > sizeof("v1/fleet/") - 1
+               && ngx_strncmp(p, "v1/fleet/", sizeof("v1/fleet/") - 1) == 0)
+    {
+        ctx->upstream.data = p + sizeof("v1/fleet/") - 1;
+        ctx->upstream.len = last - ctx->upstream.data;
+
+        if (ctx->upstream.len > sizeof("/denied") - 1
+            && ngx_strncmp(last - (sizeof("/denied") - 1), "/denied",
+                           sizeof("/denied") - 1) == 0)
+        {
+            ctx->route = NGX_HA_OPTOUT_R_FLEET_DENIED;
+            allowed = NGX_HTTP_POST;
+            ctx->upstream.len -= sizeof("/denied") - 1;
+
+        } else {
+            ctx->route = NGX_HA_OPTOUT_R_FLEET;
+            allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT
+                      |NGX_HTTP_PATCH|NGX_HTTP_DELETE;
+        }
+
     } else if (ngx_ha_optout_path_is("v1/audit")) {
         ctx->route = NGX_HA_OPTOUT_R_AUDIT;
         allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
@@ -268,7 +338,9 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         return ngx_ha_optout_refuse(ctx, r,
                                     NGX_HTTP_NOT_FOUND, "NotFound",
                                     "no such endpoint; see v1/flags, "
-                                    "v1/flags/{upstream}, v1/audit, v1/whoami");
+                                    "v1/flags/{upstream}, v1/fleet, "
+                                    "v1/fleet/{upstream}, v1/audit, "
+                                    "v1/whoami");
     }
 
 #undef ngx_ha_optout_path_is
@@ -282,8 +354,14 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         h->hash = 1;
         ngx_str_set(&h->key, "Allow");
 
-        if (ctx->route == NGX_HA_OPTOUT_R_FLAG) {
+        if (ctx->route == NGX_HA_OPTOUT_R_FLAG
+            || ctx->route == NGX_HA_OPTOUT_R_FLEET)
+        {
             ngx_str_set(&h->value, "GET, HEAD, PUT, PATCH, DELETE");
+
+        } else if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
+            ngx_str_set(&h->value, "POST");
+
         } else {
             ngx_str_set(&h->value, "GET, HEAD");
         }
@@ -293,7 +371,10 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
                                     "method not allowed on this endpoint");
     }
 
-    if (ctx->route != NGX_HA_OPTOUT_R_FLAG) {
+    if (ctx->route != NGX_HA_OPTOUT_R_FLAG
+        && ctx->route != NGX_HA_OPTOUT_R_FLEET
+        && ctx->route != NGX_HA_OPTOUT_R_FLEET_DENIED)
+    {
         return NGX_OK;
     }
 
@@ -389,7 +470,9 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
 
     message.data = msg;
     message.len = ngx_sprintf(msg, "the token's scope lacks \"%s\"",
-                              scope == NGX_HA_OPTOUT_SCOPE_WRITE
+                              (scope & NGX_HA_OPTOUT_SCOPE_FLEET)
+                              ? "ha:fleet"
+                              : scope == NGX_HA_OPTOUT_SCOPE_WRITE
                               ? "ha:write" : "ha:read")
                   - msg;
 
@@ -556,6 +639,210 @@ ngx_http_ha_optout_if_match(ngx_http_request_t *r, uint64_t version)
 
 
 /*
+ * A fleet write (the agent's PUT or PATCH) carries the record's etcd
+ * "revision", its signed "actor" and the agent's host ("via") beside the
+ * flag fields: they are taken out here, and the rest is parsed as any
+ * flag.  The token's subject is the "via" that is stored: it is the one
+ * that is authenticated.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_fleet_body(ngx_http_request_t *r, u_char **body,
+    size_t *len, uint64_t *revision, ngx_str_t *actor, char **text)
+{
+    char          *out;
+    json_t        *j, *v;
+    json_int_t     n;
+    json_error_t   e;
+
+    j = json_loadb((char *) *body, *len, JSON_REJECT_DUPLICATES, &e);
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return NGX_DECLINED;        /* the flag parser says what is wrong */
+    }
+
+    v = json_object_get(j, "revision");
+
+    if (v != NULL) {
+        n = json_is_integer(v) ? json_integer_value(v) : 0;
+
+        if (n <= 0) {
+            json_decref(j);
+            *text = "revision must be a positive integer: the etcd revision "
+                    "of the fleet record";
+            return NGX_ERROR;
+        }
+
+        *revision = (uint64_t) n;
+        json_object_del(j, "revision");
+
+    } else if (r->method == NGX_HTTP_PUT) {
+        json_decref(j);
+        *text = "a fleet flag needs \"revision\", the etcd revision of its "
+                "record";
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(j, "actor");
+
+    if (v != NULL) {
+        if (!json_is_string(v) || json_string_length(v) == 0
+            || json_string_length(v) > NGX_HA_OPTOUT_ACTOR_LEN)
+        {
+            json_decref(j);
+            *text = "actor must be a string of 1..128 bytes: the record's "
+                    "signed actor";
+            return NGX_ERROR;
+        }
+
+        actor->len = json_string_length(v);
+        actor->data = ngx_pnalloc(r->pool, actor->len);
+        if (actor->data == NULL) {
+            json_decref(j);
+            return NGX_ABORT;
+        }
+
+        ngx_memcpy(actor->data, json_string_value(v), actor->len);
+        json_object_del(j, "actor");
+
+    } else if (r->method == NGX_HTTP_PUT) {
+        json_decref(j);
+        *text = "a fleet flag needs \"actor\", the record's signed actor";
+        return NGX_ERROR;
+    }
+
+    v = json_object_get(j, "via");
+
+    if (v != NULL) {
+        if (!json_is_string(v)) {
+            json_decref(j);
+            *text = "via must be a string: the agent's host";
+            return NGX_ERROR;
+        }
+
+        json_object_del(j, "via");
+    }
+
+    out = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+
+    if (out == NULL) {
+        return NGX_ABORT;
+    }
+
+    *len = ngx_strlen(out);
+    *body = ngx_pnalloc(r->pool, *len + 1);
+    if (*body == NULL) {
+        free(out);
+        return NGX_ABORT;
+    }
+
+    ngx_memcpy(*body, out, *len + 1);
+    free(out);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ha_optout_admin_via(ngx_http_ha_optout_flag_t *flag, ngx_str_t *sub)
+{
+    flag->via_len = ngx_min(sub->len, NGX_HA_OPTOUT_VIA_LEN);
+
+    while (flag->via_len < sub->len && flag->via_len > 0
+           && (sub->data[flag->via_len] & 0xc0) == 0x80)
+    {
+        flag->via_len--;
+    }
+
+    ngx_memcpy(flag->via, sub->data, flag->via_len);
+}
+
+
+/*
+ * POST v1/fleet/{upstream}/denied: the agent refused a record (its
+ * signature does not verify): nothing changes, the refusal is audited.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_fleet_denied(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
+{
+    u_char                          *p;
+    json_t                          *j, *v;
+    ngx_str_t                        reason, *request_id;
+    json_int_t                       n;
+    json_error_t                     e;
+    ngx_http_ha_optout_flag_t       *stub;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    j = body ? json_loadb((char *) body, len, JSON_REJECT_DUPLICATES, &e)
+             : NULL;
+
+    v = json_object_get(j, "revision");
+    n = json_is_integer(v) ? json_integer_value(v) : -1;
+
+    if (!json_is_object(j) || n < 0) {
+        json_decref(j);
+        return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidJSON",
+                                 "the body must be {\"revision\": N, "
+                                 "\"reason\": \"...\"}");
+    }
+
+    stub = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
+    p = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_REASON_LEN + 32);
+    if (stub == NULL || p == NULL) {
+        json_decref(j);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    stub->source = NGX_HA_OPTOUT_SRC_FLEET;
+    stub->revision = (uint64_t) n;
+    ngx_http_ha_optout_admin_via(stub, &ctx->claims.sub);
+
+    v = json_object_get(j, "reason");
+    reason.len = json_is_string(v) ? json_string_length(v) : 0;
+    reason.len = ngx_min(reason.len, NGX_HA_OPTOUT_REASON_LEN);
+
+    while (reason.len > 0 && reason.len < json_string_length(v)
+           && (json_string_value(v)[reason.len] & 0xc0) == 0x80)
+    {
+        reason.len--;
+    }
+
+    reason.data = p;
+    p = ngx_cpymem(p, "fleet record refused: ",
+                   sizeof("fleet record refused: ") - 1);
+    p = ngx_cpymem(p, reason.len ? json_string_value(v) : "-",
+                   reason.len ? reason.len : 1);
+    reason.len = p - reason.data;
+    json_decref(j);
+
+    request_id = ngx_http_ha_optout_request_id(r);
+    if (request_id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    (void) ngx_atomic_fetch_add(
+               &ctx->hscf->rec->changes[NGX_HA_OPTOUT_ACT_DENIED], 1);
+
+    ngx_http_ha_optout_audit(hmcf, r->connection->log,
+                             NGX_HA_OPTOUT_ACT_DENIED, &ctx->hscf->name,
+                             &ctx->claims.sub, &r->connection->addr_text,
+                             &reason, stub, NULL, request_id);
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+               json_pack("{s:b,s:s%,s:I}", "denied", 1, "upstream",
+                         ctx->hscf->name.data, ctx->hscf->name.len,
+                         "revision", (json_int_t) n),
+               NGX_HA_OPTOUT_NO_ETAG);
+}
+
+
+/*
  * PUT, PATCH and DELETE.  Everything is checked before the zone is
  * touched; the replay cache and If-Match are checked last, under the
  * zone's lock, so that a request rejected for any reason burns nothing.
@@ -581,6 +868,10 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_int_t                        rc;
     ngx_table_elt_t                 *h;
     ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
+        return ngx_http_ha_optout_admin_fleet_denied(r, ctx, body, len);
+    }
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
@@ -755,13 +1046,15 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
     time_t                           now, ttl;
-    ngx_str_t                        code, message, actor;
-    ngx_str_t                        dry;
+    ngx_str_t                        code, message;
+    ngx_str_t                        dry, factor;
     ngx_int_t                        rc;
-    ngx_uint_t                       ttl_set, down;
+    char                            *text;
+    uint64_t                         revision;
+    ngx_uint_t                       ttl_set, down, fleet;
     json_t                          *json;
     ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t       *flag, *before;
+    ngx_http_ha_optout_flag_t       *flag, *before, *layer;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -795,16 +1088,28 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ttl = 0;
     ttl_set = 0;
 
+    /* the API layer, or the fleet layer (v1/fleet: the same code path) */
+    fleet = (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET);
+    layer = fleet ? &rec->fleet : &rec->api;
+    revision = 0;
+    factor.len = 0;
+    factor.data = NULL;
+
     if (r->method == NGX_HTTP_PATCH) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-        *flag = rec->api;
+        *flag = *layer;
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
         if (!ngx_http_ha_optout_flag_live(flag, now)) {
             return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "NoFlag",
-                                     "there is no API flag to change on this "
-                                     "upstream; use PUT");
+                                     fleet ? "there is no fleet flag to "
+                                             "change on this upstream; use "
+                                             "PUT"
+                                           : "there is no API flag to change "
+                                             "on this upstream; use PUT");
         }
+
+        revision = flag->revision;
     }
 
     if (r->method != NGX_HTTP_DELETE) {
@@ -812,6 +1117,21 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
         if (body == NULL || len == 0) {
             return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidJSON",
                                      "a JSON body is required");
+        }
+
+        if (fleet) {
+            text = NULL;
+            rc = ngx_http_ha_optout_admin_fleet_body(r, &body, &len,
+                                                     &revision, &factor,
+                                                     &text);
+            if (rc == NGX_ABORT) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (rc == NGX_ERROR) {
+                return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST,
+                                         "InvalidField", text);
+            }
         }
 
         if (ngx_http_ha_optout_flag_parse(r->pool, body, len,
@@ -866,10 +1186,33 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
         }
 
         flag->present = 1;
-        flag->source = NGX_HA_OPTOUT_SRC_API;
-        ngx_http_ha_optout_admin_actor(ctx, &actor);
-        flag->actor_len = (uint16_t) actor.len;
-        ngx_memcpy(flag->actor, actor.data, actor.len);
+        flag->source = ctx->layer;
+
+        if (fleet) {
+            /* the record's signed actor, by way of the agent */
+            if (factor.len == 0) {
+                factor.data = flag->actor;      /* a PATCH keeps it */
+                factor.len = flag->actor_len;
+            }
+
+            flag->revision = revision;
+            ngx_http_ha_optout_admin_via(flag, &ctx->claims.sub);
+
+        } else {
+            factor = ctx->claims.sub;
+        }
+
+        flag->actor_len = ngx_min(factor.len, NGX_HA_OPTOUT_ACTOR_LEN);
+
+        /* a long sub is cut on a UTF-8 character boundary */
+        while (flag->actor_len < factor.len
+               && flag->actor_len > 0
+               && (factor.data[flag->actor_len] & 0xc0) == 0x80)
+        {
+            flag->actor_len--;
+        }
+
+        ngx_memmove(flag->actor, factor.data, flag->actor_len);
 
         if (r->method == NGX_HTTP_PUT) {
             flag->set_at = now;
@@ -886,7 +1229,7 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
         && ngx_http_arg(r, (u_char *) "dry_run", 7, &dry) == NGX_OK
         && dry.len == 1 && dry.data[0] == '1')
     {
-        flag->version = rec->api.version;
+        flag->version = layer->version;
 
         json = (r->method == NGX_HTTP_DELETE)
                ? json_null()
@@ -894,7 +1237,7 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
                                               &hmcf->environment);
 
         return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
-                                             rec->api.version);
+                                             layer->version);
     }
 
     if (hlcf->replay) {
@@ -913,6 +1256,16 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
 }
 
 
+/* the layer this request writes, in the zone */
+
+static ngx_http_ha_optout_flag_t *
+ngx_http_ha_optout_admin_layer(ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    return (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) ? &ctx->hscf->rec->fleet
+                                                   : &ctx->hscf->rec->api;
+}
+
+
 /*
  * With the zone's mutex held: If-Match, a PATCH built on a version that is
  * no longer current, and the replay cache (last, so a request refused for
@@ -924,13 +1277,11 @@ ngx_http_ha_optout_admin_decide_locked(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, char **ecode, char **text)
 {
     ngx_int_t                       rc;
-    ngx_http_ha_optout_rec_t       *rec;
     ngx_http_ha_optout_loc_conf_t  *hlcf;
 
-    rec = ctx->hscf->rec;
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
 
-    *ctx->before = rec->api;
+    *ctx->before = *ngx_http_ha_optout_admin_layer(ctx);
 
     if (ngx_http_ha_optout_if_match(r, ctx->before->present
                                        ? ctx->before->version : 0)
@@ -1047,7 +1398,8 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
                 ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
             }
 
-            ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+            ngx_memzero(ngx_http_ha_optout_admin_layer(ctx),
+                        sizeof(ngx_http_ha_optout_flag_t));
             (void) ngx_atomic_fetch_add(
                        &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
             ngx_http_ha_optout_bump();
@@ -1167,14 +1519,17 @@ ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
 static void
 ngx_http_ha_optout_admin_undo(ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    ngx_http_ha_optout_rec_t  *rec;
+    ngx_http_ha_optout_rec_t   *rec;
+    ngx_http_ha_optout_flag_t  *layer;
 
     rec = ctx->hscf->rec;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-    if (rec->api.present && rec->api.version == ctx->flag->version) {
-        rec->api = *ctx->before;
+    layer = ngx_http_ha_optout_admin_layer(ctx);
+
+    if (layer->present && layer->version == ctx->flag->version) {
+        *layer = *ctx->before;
         (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], -1);
     }
 
@@ -1247,6 +1602,24 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
+    /*
+     * the agent applies each revision once; one it sends again (after a
+     * restart, a reconnect) changes nothing and writes no audit line
+     */
+    if (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET && r->method == NGX_HTTP_PUT
+        && ngx_http_ha_optout_flag_live(&rec->fleet, ngx_time())
+        && rec->fleet.revision == flag->revision)
+    {
+        *before = rec->fleet;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        json = ngx_http_ha_optout_flag_json(before, &hscf->name,
+                                            &hmcf->environment);
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                             before->version);
+    }
+
     status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode, &text);
 
     if (status == 0) {
@@ -1277,7 +1650,7 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
              * the workers (no generation bump) until it is saved and
              * audited; a killed writer's change is finished by the next one
              */
-            rec->api = *flag;
+            *ngx_http_ha_optout_admin_layer(ctx) = *flag;
             (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
 
             pending = &sh->pending;
@@ -1460,6 +1833,16 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
 
     switch (ctx->route) {
 
+    case NGX_HA_OPTOUT_R_FLEET:
+        json = ngx_http_ha_optout_flag_json(
+                   ngx_http_ha_optout_layer(ctx->hscf,
+                                            NGX_HA_OPTOUT_SRC_FLEET, now),
+                   &ctx->hscf->name, &hmcf->environment);
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                   ngx_http_ha_optout_flag_live(&ctx->hscf->fleet, now)
+                   ? ctx->hscf->fleet.version : 0);
+
     case NGX_HA_OPTOUT_R_FLAG:
         ngx_http_ha_optout_refresh(ctx->hscf);
         json = ngx_http_ha_optout_flag_json(
@@ -1470,6 +1853,7 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
                    ngx_http_ha_optout_flag_live(&ctx->hscf->api, now)
                    ? ctx->hscf->api.version : 0);
 
+    case NGX_HA_OPTOUT_R_FLEETS:
     case NGX_HA_OPTOUT_R_FLAGS:
         json = json_object();
         hscfp = hmcf->upstreams.elts;
@@ -1498,7 +1882,11 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
             json_object_setn_new(json, (char *) hscfp[i]->name.data,
                                  hscfp[i]->name.len,
                                  ngx_http_ha_optout_flag_json(
-                                     ngx_http_ha_optout_acting(hscfp[i], now),
+                                     ctx->route == NGX_HA_OPTOUT_R_FLEETS
+                                     ? ngx_http_ha_optout_layer(hscfp[i],
+                                           NGX_HA_OPTOUT_SRC_FLEET, now)
+                                     : ngx_http_ha_optout_acting(hscfp[i],
+                                                                 now),
                                      &hscfp[i]->name, &hmcf->environment));
         }
 
@@ -1706,6 +2094,7 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     uint64_t                         etag;
     ngx_str_t                       *request_id;
     ngx_table_elt_t                 *h;
+    ngx_http_ha_optout_flag_t       *before;
     ngx_http_ha_optout_admin_ctx_t  *ctx;
 
     request_id = ngx_http_ha_optout_request_id(r);
@@ -1761,7 +2150,9 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
         && ctx && ctx->hscf && ctx->hscf->rec)
     {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-        etag = ctx->hscf->rec->api.present ? ctx->hscf->rec->api.version : 0;
+        before = (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET)
+                 ? &ctx->hscf->rec->fleet : &ctx->hscf->rec->api;
+        etag = before->present ? before->version : 0;
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
         return ngx_http_ha_optout_admin_send(r, status, json, etag);

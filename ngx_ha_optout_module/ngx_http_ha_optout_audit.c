@@ -65,9 +65,10 @@ ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id)
 {
-    u_char   now[sizeof("2026-11-27T10:00:00Z")];
-    char    *s;
-    json_t  *json;
+    u_char                      now[sizeof("2026-11-27T10:00:00Z")];
+    char                       *s;
+    json_t                     *json;
+    ngx_http_ha_optout_flag_t  *fl;
 
     json = json_pack("{s:s%,s:s%,s:s,s:s%,s:o,s:o,s:o,s:o,s:o,s:o}",
                      "time", now, ngx_http_ha_optout_time_iso(now, ngx_time())
@@ -88,6 +89,32 @@ ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: audit record could not be built");
         return NULL;
+    }
+
+    /*
+     * the layer the change is in; a fleet change also names the etcd
+     * revision and the agent ("via"), even when the flag itself is absent
+     * (a refused record is audited with an empty flag of the fleet layer)
+     */
+
+    fl = after ? after : before;
+
+    if (fl) {
+        json_object_set_new(json, "layer",
+                            json_string(fl->source == NGX_HA_OPTOUT_SRC_FLEET
+                                        ? "fleet"
+                                        : fl->source == NGX_HA_OPTOUT_SRC_API
+                                        ? "api"
+                                        : fl->source
+                                          == NGX_HA_OPTOUT_SRC_WINDOW
+                                        ? "window" : "config"));
+
+        if (fl->source == NGX_HA_OPTOUT_SRC_FLEET) {
+            json_object_set_new(json, "revision",
+                                json_integer((json_int_t) fl->revision));
+            json_object_set_new(json, "via",
+                                json_stringn((char *) fl->via, fl->via_len));
+        }
     }
 
     s = json_dumps(json, 0);

@@ -579,13 +579,14 @@ void *
 ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
     ngx_str_t *upstream, ngx_str_t *environment)
 {
-    static const char  *sources[] = { "config", "window", "api" };
+    json_t             *j;
+    static const char  *sources[] = { "config", "window", "fleet", "api" };
 
     if (flag == NULL || !flag->present) {
         return json_null();
     }
 
-    return json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:o,s:o,s:s,s:I,"
+    j = json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:o,s:o,s:s,s:I,"
                      "s:o,s:o}",
                      "upstream", upstream->data, upstream->len,
                      "environment", environment->data, environment->len,
@@ -606,6 +607,16 @@ ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
                      "set_at", ngx_http_ha_optout_json_time(flag->set_at),
                      "expires_at",
                      ngx_http_ha_optout_json_time(flag->expires_at));
+
+    /* a fleet flag: the etcd revision applied, and the agent that did */
+    if (j != NULL && flag->source == NGX_HA_OPTOUT_SRC_FLEET) {
+        json_object_set_new(j, "revision", json_integer(flag->revision));
+        json_object_set_new(j, "via",
+                            ngx_http_ha_optout_json_text(flag->via,
+                                                         flag->via_len));
+    }
+
+    return j;
 }
 
 

@@ -1607,7 +1607,7 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
 
     for (q = ngx_queue_head(&ngx_http_ha_optout_sh->upstreams);
          q != ngx_queue_sentinel(&ngx_http_ha_optout_sh->upstreams)
-         && n + 2 <= NGX_HA_OPTOUT_DROP_MAX;
+         && n + 3 <= NGX_HA_OPTOUT_DROP_MAX;
          q = ngx_queue_next(q))
     {
         rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
@@ -1616,10 +1616,10 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
         name.len = rec->name_len;
         hscf = ngx_http_ha_optout_find_upstream(hmcf, &name);
 
-        for (i = 0; i < 2; i++) {
+        for (i = 0; i < 3; i++) {
             ngx_http_ha_optout_flag_t  *layer;
 
-            layer = i ? &rec->window : &rec->api;
+            layer = (i == 2) ? &rec->fleet : i ? &rec->window : &rec->api;
 
             if (!layer->present
                 || (hscf
@@ -1684,40 +1684,47 @@ ngx_http_ha_optout_expire(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t                        upstream, actor, reason;
     ngx_uint_t                       i, n;
     ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t        before;
+    ngx_http_ha_optout_flag_t        before, *layer;
     ngx_http_ha_optout_srv_conf_t  **hscfp;
 
     now = ngx_time();
     hscfp = hmcf->upstreams.elts;
     n = 0;
 
-    for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        rec = hscfp[i]->rec;
+    for (i = 0; i < hmcf->upstreams.nelts * 2; i++) {
+        rec = hscfp[i / 2]->rec;
 
-        if (rec == NULL || !rec->api.present || rec->api.expires_at == 0
-            || now < rec->api.expires_at)
+        if (rec == NULL) {
+            continue;
+        }
+
+        /* the API layer, then the fleet layer */
+        layer = (i % 2) ? &rec->fleet : &rec->api;
+
+        if (!layer->present || layer->expires_at == 0
+            || now < layer->expires_at)
         {
             continue;
         }
 
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-        if (!rec->api.present || rec->api.expires_at == 0
-            || now < rec->api.expires_at)
+        if (!layer->present || layer->expires_at == 0
+            || now < layer->expires_at)
         {
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
             continue;
         }
 
-        before = rec->api;
-        ngx_memzero(&rec->api, sizeof(ngx_http_ha_optout_flag_t));
+        before = *layer;
+        ngx_memzero(layer, sizeof(ngx_http_ha_optout_flag_t));
         (void) ngx_atomic_fetch_add(&rec->changes[NGX_HA_OPTOUT_ACT_EXPIRE],
                                     1);
         ngx_http_ha_optout_bump();
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        upstream = hscfp[i]->name;
+        upstream = hscfp[i / 2]->name;
         actor.data = before.actor;
         actor.len = before.actor_len;
         reason.data = before.reason;

@@ -33,7 +33,11 @@
 /* where a flag came from: also its layer, lowest precedence first */
 #define NGX_HA_OPTOUT_SRC_CONFIG     0
 #define NGX_HA_OPTOUT_SRC_WINDOW     1
-#define NGX_HA_OPTOUT_SRC_API        2
+#define NGX_HA_OPTOUT_SRC_FLEET      2      /* v1/fleet, from etcd */
+#define NGX_HA_OPTOUT_SRC_API        3
+#define NGX_HA_OPTOUT_SRC_N          4
+
+#define NGX_HA_OPTOUT_VIA_LEN        64     /* the agent's host */
 
 /* audit and metric actions */
 typedef enum {
@@ -60,14 +64,16 @@ typedef struct {
     unsigned                    no_failover:1;
     unsigned                    no_replication:1;
     unsigned                    sticky:1;
-    unsigned                    source:2;       /* NGX_HA_OPTOUT_SRC_* */
+    unsigned                    source:3;       /* NGX_HA_OPTOUT_SRC_* */
 
     uint16_t                    pin_len;
     uint16_t                    selector_len;
     uint16_t                    reason_len;
     uint16_t                    actor_len;
+    uint16_t                    via_len;        /* fleet: the agent */
 
     uint64_t                    version;
+    uint64_t                    revision;       /* fleet: etcd revision */
     time_t                      set_at;
     time_t                      expires_at;     /* 0: no ttl */
 
@@ -75,6 +81,7 @@ typedef struct {
     u_char                      selector[NGX_HA_OPTOUT_SELECTOR_LEN];
     u_char                      reason[NGX_HA_OPTOUT_REASON_LEN];
     u_char                      actor[NGX_HA_OPTOUT_ACTOR_LEN];
+    u_char                      via[NGX_HA_OPTOUT_VIA_LEN];
 } ngx_http_ha_optout_flag_t;
 
 
@@ -93,6 +100,7 @@ typedef struct {
     size_t                      name_len;
 
     ngx_http_ha_optout_flag_t   api;
+    ngx_http_ha_optout_flag_t   fleet;
     ngx_http_ha_optout_flag_t   window;
 
     ngx_atomic_t                failover_suppressed;
@@ -262,11 +270,13 @@ typedef struct {
     /* worker-local copy of the zone's layers, see _acting() */
     ngx_atomic_uint_t                generation;
     ngx_http_ha_optout_flag_t        api;
+    ngx_http_ha_optout_flag_t        fleet;
     ngx_http_ha_optout_flag_t        window;
 
     /* their X-HA-Optout text, made once per change, by source */
-    uint16_t                         text_len[3];
-    u_char                           text[3][NGX_HA_OPTOUT_TEXT_LEN];
+    uint16_t                         text_len[NGX_HA_OPTOUT_SRC_N];
+    u_char                           text[NGX_HA_OPTOUT_SRC_N]
+                                         [NGX_HA_OPTOUT_TEXT_LEN];
 
     /* worker-local: servers by name, ngx_http_ha_optout_cache_t (balancer.c) */
     void                            *resolve_cache;

@@ -90,6 +90,7 @@ static ngx_http_ha_optout_method_t  ngx_http_ha_optout_methods[] = {
 static ngx_str_t  ngx_http_ha_optout_layer_names[] = {
     ngx_string("config"),
     ngx_string("window"),
+    ngx_string("fleet"),
     ngx_string("api")
 };
 
@@ -470,12 +471,16 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
 
     rec = hscf->rec;
 
-    return json_pack("{s:o,s:{s:o,s:o,s:o},s:o,s:I,s:I,s:I,s:I}",
+    return json_pack("{s:o,s:{s:o,s:o,s:o,s:o},s:o,s:I,s:I,s:I,s:I}",
         "flag", ngx_http_ha_optout_flag_json(flag, &hscf->name,
                                              &hmcf->environment),
         "layers",
         "api", ngx_http_ha_optout_flag_json(
                    ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_API, now),
+                   &hscf->name, &hmcf->environment),
+        "fleet", ngx_http_ha_optout_flag_json(
+                   ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_FLEET,
+                                            now),
                    &hscf->name, &hmcf->environment),
         "window", ngx_http_ha_optout_flag_json(
                    ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_WINDOW,

@@ -673,7 +673,8 @@ ngx_http_ha_optout_bump(void)
          q = ngx_queue_next(q))
     {
         rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
-        active += rec->api.present + rec->window.present;
+        active += rec->api.present + rec->fleet.present
+                  + rec->window.present;
     }
 
     ngx_http_ha_optout_sh->active = active;
@@ -696,12 +697,14 @@ ngx_http_ha_optout_refresh(ngx_http_ha_optout_srv_conf_t *hscf)
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
     hscf->api = hscf->rec->api;
+    hscf->fleet = hscf->rec->fleet;
     hscf->window = hscf->rec->window;
     hscf->generation = ngx_http_ha_optout_sh->generation;
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_API, &hscf->api);
+    ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_FLEET, &hscf->fleet);
     ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_WINDOW,
                                 &hscf->window);
 }
@@ -743,6 +746,11 @@ ngx_http_ha_optout_layer(ngx_http_ha_optout_srv_conf_t *hscf,
         flag = &hscf->api;
         break;
 
+    case NGX_HA_OPTOUT_SRC_FLEET:
+        ngx_http_ha_optout_refresh(hscf);
+        flag = &hscf->fleet;
+        break;
+
     case NGX_HA_OPTOUT_SRC_WINDOW:
         ngx_http_ha_optout_refresh(hscf);
         flag = &hscf->window;
@@ -756,7 +764,10 @@ ngx_http_ha_optout_layer(ngx_http_ha_optout_srv_conf_t *hscf,
 }
 
 
-/* precedence: an API flag wins over a window, a window over config */
+/*
+ * precedence: an API flag wins over a fleet flag, a fleet flag over a
+ * window, a window over config
+ */
 
 ngx_http_ha_optout_flag_t *
 ngx_http_ha_optout_acting(ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
@@ -765,6 +776,10 @@ ngx_http_ha_optout_acting(ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
 
     if (ngx_http_ha_optout_flag_live(&hscf->api, now)) {
         return &hscf->api;
+    }
+
+    if (ngx_http_ha_optout_flag_live(&hscf->fleet, now)) {
+        return &hscf->fleet;
     }
 
     if (ngx_http_ha_optout_flag_live(&hscf->window, now)) {
@@ -1067,7 +1082,7 @@ ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag)
           ^ ngx_crc32_short(flag->pin, flag->pin_len)
         : (uint64_t) flag->set_at;
 
-    return (t << 2) | flag->source;
+    return (t << 3) | flag->source;
 }
 
 

@@ -1002,6 +1002,12 @@ ngx_http_ha_optout_scope_one(u_char *p, size_t len)
         return NGX_HA_OPTOUT_SCOPE_WRITE;
     }
 
+    if (len == sizeof("ha:fleet") - 1
+        && ngx_strncmp(p, "ha:fleet", len) == 0)
+    {
+        return NGX_HA_OPTOUT_SCOPE_FLEET;
+    }
+
     return 0;
 }
 

@@ -1000,6 +1000,15 @@ ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
         return NGX_ERROR;
     }
 
+    if (f->source == NGX_HA_OPTOUT_SRC_FLEET
+        && (ngx_http_ha_optout_emit_uint(e, "revision", f->revision)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_str(e, "via", f->via, f->via_len)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_ha_optout_emit(e, &ev,
                                    yaml_mapping_end_event_initialize(&ev));
 }
@@ -1088,10 +1097,42 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
     }
 
     for (i = 0; i < n; i++) {
+        if (!snap[i].api.present) {
+            continue;
+        }
+
         if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
                                            YAML_ANY_SCALAR_STYLE)
             != NGX_OK
             || ngx_http_ha_optout_emit_flag(e, &snap[i].api) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the fleet layer (SPEC section 11): the same, keyed by upstream */
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+                                yaml_mapping_end_event_initialize(&ev))
+        != NGX_OK
+        || ngx_http_ha_optout_emit_key(e, "fleet") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!snap[i].fleet.present) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
+                                           YAML_ANY_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &snap[i].fleet) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -1283,7 +1324,7 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
         {
             rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
 
-            if (!rec->api.present) {
+            if (!rec->api.present && !rec->fleet.present) {
                 continue;
             }
 
@@ -1291,6 +1332,7 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
                 ngx_memcpy(snap[n].name, rec->name, rec->name_len);
                 snap[n].name_len = rec->name_len;
                 snap[n].api = rec->api;
+                snap[n].fleet = rec->fleet;
             }
 
             n++;
@@ -1586,6 +1628,21 @@ ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
 
             f->version = v;
 
+        } else if (ngx_http_ha_optout_ykey_is(k, "revision")) {
+            if (ngx_http_ha_optout_yuint(y, val, "revision", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->revision = v;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "via")) {
+            if (ngx_http_ha_optout_ystr(y, val, "via", f->via, &f->via_len,
+                                        0, NGX_HA_OPTOUT_VIA_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
         } else if (ngx_http_ha_optout_ykey_is(k, "set_at")) {
             if (ngx_http_ha_optout_ytime(y, val, "set_at", 1, &f->set_at)
                 != NGX_OK)
@@ -1836,7 +1893,9 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
                 return NGX_ERROR;
             }
 
-        } else if (ngx_http_ha_optout_ykey_is(k, "flags")) {
+        } else if (ngx_http_ha_optout_ykey_is(k, "flags")
+                   || ngx_http_ha_optout_ykey_is(k, "fleet"))
+        {
             if (ngx_http_ha_optout_yis_null(val)) {
                 continue;
             }
@@ -1879,6 +1938,10 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
                     != NGX_OK)
                 {
                     return NGX_ERROR;
+                }
+
+                if (ngx_http_ha_optout_ykey_is(k, "fleet")) {
+                    s->flag.source = NGX_HA_OPTOUT_SRC_FLEET;
                 }
             }
 
@@ -2015,6 +2078,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_pool_t                     *pool;
     ngx_http_ha_optout_jti_t       *j;
     ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_flag_t      *layer;
     ngx_http_ha_optout_state_t      st;
     ngx_http_ha_optout_saved_t     *s;
     ngx_http_ha_optout_shctx_t     *sh;
@@ -2119,14 +2183,16 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 
         hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
         rec = hscf->rec;
+        layer = (s[i].flag.source == NGX_HA_OPTOUT_SRC_FLEET) ? &rec->fleet
+                                                             : &rec->api;
 
-        if (rec->api.present) {
+        if (layer->present) {
             /* set through the API since this start: that one is newer */
             s[i].action = NGX_HA_OPTOUT_ACT_N;
             continue;
         }
 
-        rec->api = s[i].flag;
+        *layer = s[i].flag;
         (void) ngx_atomic_fetch_add(
             &rec->changes[NGX_HA_OPTOUT_ACT_RESTORE], 1);
         max = ngx_max(max, s[i].flag.version);

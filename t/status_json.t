@@ -118,8 +118,9 @@ for my $name (qw(app reporting)) {
         [ qw(failover_suppressed flag layers pinned_requests
              replication_bypassed servers sticky_entries) ],
         "$name: the fields of an upstream");
-    is_deeply([ sort keys %{ $u->{layers} } ], [ qw(api config window) ],
-        "$name: layers api, window and config");
+    is_deeply([ sort keys %{ $u->{layers} } ],
+        [ qw(api config fleet window) ],
+        "$name: layers api, fleet, window and config");
     ok(is_int($u->{$_}), "$name: $_ is an integer")
         for qw(failover_suppressed pinned_requests replication_bypassed
                sticky_entries);
@@ -140,7 +141,7 @@ my $app = $s->{upstreams}{app};
 
 ok(!defined $app->{flag}, 'app without a flag: flag is null');
 ok(!defined $app->{layers}{$_}, "app without a flag: $_ layer is null")
-    for qw(api window config);
+    for qw(api fleet window config);
 is(scalar @{ $app->{servers} }, 3, 'app lists its three servers');
 ok(!server($s, 'app', $dead)->{backup}, 'a primary is not backup');
 ok(server($s, 'app', $spare)->{backup}, 'the backup server is marked backup');
