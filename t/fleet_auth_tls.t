@@ -14,6 +14,7 @@ use Test::More;
 use JSON::PP;
 use HaOptout::Test;
 use HaOptout::Etcd;
+use HaOptout::Fleet;
 
 plan skip_all => 'etcd not installed (make deps)'
     unless HaOptout::Etcd::available();
@@ -83,6 +84,20 @@ like($err, qr/certificate|SSL/i, '... naming the certificate problem');
 ($rc) = $etcd->cli('set', '--etcd', $etcd->urls, '--environment', 'prod',
                    '--key', $key, @TLS, @F);
 is($rc, 1, 'no user while auth is on: refused');
+
+# ---- an agent over TLS and auth applies and removes the fleet flag
+my $node = HaOptout::Fleet->new(etcd => $etcd, host => 'lb-tls',
+    trust => [$key], etcd_args => [ '--etcd-user', 'ops',
+                                    '--etcd-password-file', $pw, @TLS ]);
+ok($etcd->wait_for(sub { $node->report }, 10),
+   'the agent reports over TLS and auth') or diag($node->agent_log);
+($rc, $out, $err) = $etcd->cli('set', @E, @F);
+is($rc, 0, 'set');
+ok($etcd->wait_for(sub { $node->fleet_layer }, 5),
+   'the agent applied it through the TLS watch') or diag($node->agent_log);
+($rc) = $etcd->cli('clear', @E, '--upstream', 'app');
+ok($etcd->wait_for(sub { !$node->fleet_layer }, 5), 'clear: removed');
+$node->stop;
 
 $etcd->stop;
 done_testing();
