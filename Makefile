@@ -24,8 +24,8 @@ JOSE      = $(INTEROP)/node_modules/.package-lock.json
 
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
-.PHONY: all deps interop module cli test demo bench bench-scale install \
-        clean fuzz test-asan deb test-deb
+.PHONY: all deps interop module cli test demo bench bench-scale bench-fleet \
+        install clean fuzz test-asan deb test-deb
 
 all: module cli
 
@@ -90,6 +90,10 @@ bench: deps all
 # only the scale part of the bench (run.sh runs it too), docs/benchmarks.md
 bench-scale: deps all
 	bench/scale.sh
+
+# the fleet part alone (etcd, 10 nginx + agents; docs/benchmarks.md)
+bench-fleet: deps all
+	perl bench/fleet.pl
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/usr/lib/nginx/modules

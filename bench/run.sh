@@ -9,7 +9,7 @@
 #
 # Knobs (environment): BENCH_DURATION (s per wrk run, 3), BENCH_ROUNDS (5),
 # BENCH_CONNECTIONS (16), BENCH_CG_REQUESTS (2000), BENCH_SKIP (words of
-# "wrk callgrind propagation zone scale" to skip), BENCH_OUT (report
+# "wrk callgrind propagation zone scale fleet" to skip), BENCH_OUT (report
 # directory, build/bench).  "scale" is bench/scale.sh (its own SCALE_*
 # knobs): how the cost grows with servers, upstreams, clients, and stream.
 
@@ -415,6 +415,13 @@ fi
 if ! skip scale; then
     BUILD=$BUILD BENCH_OUT=$OUT NGINX=$NGINX "$BENCH/scale.sh" > /dev/null
     log "scale done"
+fi
+
+# the fleet on etcd (docs/fleet.md): 10 nginx + agents, 100 toggles
+if ! skip fleet && command -v etcd > /dev/null; then
+    log "fleet (etcd, 10 nginx + agents)"
+    perl "$BENCH/fleet.pl" > "$OUT/fleet.txt"
+    cat "$OUT/fleet.txt" >&2
 fi
 
 perl "$BENCH/report.pl" "$OUT" > "$OUT/report.md"
