@@ -55,6 +55,7 @@ typedef struct {
     int64_t         failed;         /* revision nginx refused */
     int64_t         denied;         /* revision whose denial was sent */
     int             dirty;
+    long long       retry_at;       /* ms: nginx failed, not before */
     const char     *result;         /* applied, refused, removed, error */
     char            message[HOCTL_ERRLEN + 16];
 } hoctl_agent_up_t;
@@ -432,6 +433,7 @@ hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
 
     if (rc == HOCTL_OK) {
         a->nginx_ok = 1;
+        u->retry_at = 0;
         u->applied = u->revision;
         u->result = "applied";
         snprintf(u->message, sizeof(u->message), "until %s",
@@ -451,6 +453,7 @@ hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
 
     } else {
         a->nginx_ok = rc != HOCTL_UNREACHABLE;
+        u->retry_at = hoctl_agent_ms() + 1000;
         u->result = "error";
         snprintf(u->message, sizeof(u->message), "%s", r.error);
         hoctl_agent_log(a, "%s: cannot apply revision %" PRId64 ": %s",
@@ -484,6 +487,7 @@ hoctl_agent_delete(hoctl_agent_t *a, hoctl_agent_up_t *u)
 
     } else {
         a->nginx_ok = rc != HOCTL_UNREACHABLE;
+        u->retry_at = hoctl_agent_ms() + 1000;
         hoctl_agent_log(a, "%s: cannot remove the fleet flag: %s", u->name,
                         r.error);
     }
@@ -551,7 +555,8 @@ hoctl_agent_apply(hoctl_agent_t *a)
         if (u->state == HOCTL_UP_DESIRED) {
             /* nothing new while etcd cannot confirm it */
             if (a->connected && u->applied != u->revision
-                && u->failed != u->revision)
+                && u->failed != u->revision
+                && hoctl_agent_ms() >= u->retry_at)
             {
                 hoctl_agent_put(a, u);
             }
@@ -563,7 +568,7 @@ hoctl_agent_apply(hoctl_agent_t *a)
         }
 
         /* restoring HA is always allowed */
-        if (u->applied != 0) {
+        if (u->applied != 0 && hoctl_agent_ms() >= u->retry_at) {
             hoctl_agent_delete(a, u);
         }
 
@@ -606,6 +611,10 @@ hoctl_agent_check_local(hoctl_agent_t *a)
 
     if (!a->nginx_ok) {
         a->reported_dirty = 1;
+
+        for (i = 0; i < a->nups; i++) {
+            a->ups[i].retry_at = 0;
+        }
     }
 
     a->nginx_ok = 1;
