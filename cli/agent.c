@@ -77,6 +77,7 @@ typedef struct {
     int                 reported_dirty;
     int64_t             lease;
     int                 member_written;
+    int                 watch_member;   /* the member the watch is on */
 } hoctl_agent_t;
 
 
@@ -919,6 +920,7 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
                             " via %s", a->revision,
                             a->etcd.urls[a->etcd.cur]);
             a->connected = 1;
+            a->watch_member = a->etcd.cur;
             backoff = 200;
             next_check = 0;
             next_report = 0;
@@ -940,6 +942,19 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
                 continue;
             }
             next_report = now + HOCTL_AGENT_REPORT_MS;
+
+            /*
+             * the report went to another member than the watch's: the
+             * watch's member stopped answering (stopped, partitioned),
+             * and a watch there may hang without ending
+             */
+            if (a->etcd.cur != a->watch_member) {
+                hoctl_agent_log(a, "etcd: %s does not answer; watching "
+                                "through %s", a->etcd.urls[a->watch_member],
+                                a->etcd.urls[a->etcd.cur]);
+                a->connected = 0;
+                continue;
+            }
         }
 
         if (hoctl_etcd_watch_poll(&w, 200) < 0) {

@@ -132,6 +132,14 @@ ok($n3->fleet_layer, '... the fleet flag stays');
 my $n1 = $nodes[0];
 $n1->stop_agent;
 ok($n1->fleet_layer, 'agent stopped: nginx keeps the fleet flag (no gap)');
+($fs, $st) = fleet_status();
+is($fs, 1, 'fleet status with an agent stopped: not converged (exit 1)');
+ok($st->{agents}{lb1}{silent}, '... lb1 is silent');
+is($st->{agents}{lb1}{upstreams}{app}, 'pending', '... and pending');
+($rc, $out) = $etcd->cli('fleet', 'status', @W);
+like($out, qr/^lb1\s+SILENT\s/m, 'fleet status (text): lb1 SILENT');
+like($out, qr/^lb2\s+up\s+ok\s+\S+\s+app=converged$/m,
+     'fleet status (text): lb2 up, nginx ok, app converged');
 $n1->start_agent;
 ok($etcd->wait_for(sub { $n1->agent_log =~ /reconciled.*\n(?:.*\n)*.*reconciled/ }, 10),
    'the agent restarted and reconciled');
