@@ -268,6 +268,30 @@ push @conv, time - $t0;
 $etcd->start_member(0);
 $etcd->wait_healthy(0);
 
+# ---- a member that hangs (SIGSTOP) under a watch: the agents move
+my ($via) = ($nodes[0]->agent_log =~ /.*reconciled at revision \d+ via (\S+)/s);
+my ($hung) = grep { $etcd->url($_) eq ($via // '') } 0 .. 2;
+ok(defined $hung, "lb1 watches through member $hung");
+$hung //= 0;
+kill 'STOP', $etcd->member_pid($hung);
+my @W12 = ('--etcd', join(',', map { $etcd->url($_) } grep { $_ != $hung }
+                                0 .. 2), @W[2 .. $#W]);
+$t0 = time;
+($rc, $out, $err) = $etcd->cli('set', @W12, '--upstream', 'app',
+    '--no-failover', '--ttl', '60s', '--reason', 'member hangs');
+is($rc, 0, 'set through the members that answer') or diag($err);
+ok($etcd->wait_for(sub { all_hold() }, 15),
+   "member $hung hangs: every agent moves its watch and applies the flag")
+    or diag($nodes[0]->agent_log);
+diag(sprintf('member %d stopped (SIGSTOP): all nginx obey %.2f s after the '
+             . 'set', $hung, time - $t0));
+like($nodes[0]->agent_log, qr/does not answer; watching through/,
+     'lb1 says it left the member that hangs');
+($rc) = $etcd->cli('clear', @W12, '--upstream', 'app');
+ok($etcd->wait_for(sub { none_hold() }, 12), '... and the clear');
+kill 'CONT', $etcd->member_pid($hung);
+$etcd->wait_healthy($hung);
+
 # ---- a fourth nginx + agent started later gets the current flags
 ($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--no-failover',
                    '--ttl', '8s', '--reason', 'late joiner');
