@@ -33,6 +33,7 @@ typedef struct {
     const char     *trust[HOCTL_ETCD_MAX_TRUST];
     int             ntrust;
     const char     *host;
+    const char     *config;         /* agent: YAML file */
     long            timeout;
     int             verbose;
 } hoctl_etcd_opts_t;
@@ -129,6 +130,8 @@ time_t hoctl_parse_iso(const char *s);
 
 /* agent.c */
 int hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o);
+int hoctl_agent_config(const char *file, hoctl_conn_t *c,
+    hoctl_etcd_opts_t *o, char *err, size_t errlen);
 
 
 #endif /* _HOCTL_ETCD_H_INCLUDED_ */

@@ -45,7 +45,7 @@ enum {
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
     O_STATE, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT, O_ETCD_PREFIX,
     O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
-    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_HELP, O_ISS, O_UPSTREAMS
+    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS
 };
 
 
@@ -101,6 +101,7 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "etcd-key",       required_argument, NULL, O_ETCD_KEY },    G_ETCD },
     { { "trust-key",      required_argument, NULL, O_TRUST_KEY },   G_AGENT },
     { { "host",           required_argument, NULL, O_HOST },        G_AGENT },
+    { { "config",         required_argument, NULL, O_CONFIG },      G_AGENT },
     { { "help",           no_argument,       NULL, O_HELP },        0 },
 };
 
@@ -325,7 +326,7 @@ static const hoctl_verb_t  hoctl_verbs[] = {
     { "agent", G_CONN | G_MINT | G_ETCD | G_AGENT, 0, hoctl_verb_agent,
       "usage: ha-optoutctl agent --etcd URL[,URL...] --environment ENV\n"
       "           --url LOCAL_ADMIN_URL --key FILE --trust-key FILE...\n"
-      "           [--host NAME]\n"
+      "           [--host NAME] [--config FILE]\n"
       "\n"
       "Runs beside one nginx and keeps its fleet layer (v1/fleet) equal\n"
       "to the signed records in etcd: reconciles at start and after each\n"
@@ -335,6 +336,10 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "PREFIX/ENV/agents/HOST (HOST: --host, default the host name, also\n"
       "the token subject and the flags' \"via\").  --key mints tokens with\n"
       "scope \"ha:fleet ha:read\" for the local nginx.  Stops on SIGTERM.\n"
+      "--config FILE (YAML: etcd, environment, url, key, alg, kid,\n"
+      "trust-key, host, etcd-prefix, etcd-user, etcd-password-file,\n"
+      "etcd-cacert, etcd-cert, etcd-key) fills in what the command line\n"
+      "leaves out.\n"
       "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP },
 };
 
@@ -534,6 +539,7 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_ETCD_CERT:      a->etcd.cert = optarg; break;
         case O_ETCD_KEY:       a->etcd.key = optarg; break;
         case O_HOST:           a->etcd.host = optarg; break;
+        case O_CONFIG:         a->etcd.config = optarg; break;
 
         case O_TRUST_KEY:
             if (a->etcd.ntrust == HOCTL_ETCD_MAX_TRUST) {
@@ -1211,8 +1217,19 @@ hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
 static int
 hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a)
 {
+    char  err[HOCTL_ERRLEN];
+
     if (a->nargs != 0) {
         return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (a->etcd.config != NULL
+        && hoctl_agent_config(a->etcd.config, &a->conn, &a->etcd, err,
+                              sizeof(err))
+           != 0)
+    {
+        hoctl_warn("%s", err);
+        return HOCTL_USAGE;
     }
 
     if (a->etcd.etcd == NULL || a->etcd.environment == NULL) {

@@ -99,5 +99,32 @@ ok($etcd->wait_for(sub { $node->fleet_layer }, 5),
 ok($etcd->wait_for(sub { !$node->fleet_layer }, 5), 'clear: removed');
 $node->stop;
 
+# ---- the same agent from a --config file (the Debian unit's way)
+my @urls = split /,/, $etcd->urls;
+my ($ca, $cc, $ck) = ($etcd->cacert, $etcd->client_cert, $etcd->client_key);
+my $byconf = HaOptout::Fleet->new(etcd => $etcd, host => 'lb-conf',
+    config => sub {
+        my ($url, $admin) = @_;
+        return "# the agent's settings\n"
+            . "etcd: [" . join(', ', @urls) . "]\n"
+            . "environment: prod\nurl: $url\nkey: $admin\n"
+            . "trust-key: [$key]\nhost: lb-conf\n"
+            . "etcd-user: ops\netcd-password-file: $pw\n"
+            . "etcd-cacert: $ca\netcd-cert: $cc\netcd-key: $ck\n";
+    });
+ok($etcd->wait_for(sub { $byconf->report }, 10),
+   'an agent configured by --config FILE reports') or diag($byconf->agent_log);
+($rc) = $etcd->cli('set', @E, @F);
+ok($etcd->wait_for(sub { $byconf->fleet_layer }, 5), '... and applies');
+($rc) = $etcd->cli('clear', @E, '--upstream', 'app');
+ok($etcd->wait_for(sub { !$byconf->fleet_layer }, 5), '... and removes');
+$byconf->stop;
+
+my $badconf = $t->write_file('bad-agent.yaml', "etcd: x\ncolour: red\n");
+($rc, $out, $err) = $etcd->cli('agent', '--config', $badconf);
+is($rc, 2, 'an unknown setting in --config: exit 2');
+like($err, qr/bad-agent\.yaml:2: unknown setting "colour"/,
+     '... naming the file and line');
+
 $etcd->stop;
 done_testing();

@@ -70,7 +70,8 @@ EOF
 
     my $self = bless { t => $t, etcd => $o{etcd}, host => $o{host},
                        key => $key, trust => $o{trust} // [],
-                       etcd_args => $o{etcd_args} // [] }, $class;
+                       etcd_args => $o{etcd_args} // [],
+                       config => $o{config} }, $class;
     $self->start_agent unless $o{no_agent};
     return $self;
 }
@@ -85,6 +86,16 @@ sub start_agent {
     my ($self) = @_;
     my $e = $self->{etcd};
     $self->{agent_n}++;
+
+    # config => CODE: the agent's YAML from (admin url, admin key)
+    if ($self->{config}) {
+        my $f = $self->{t}->write_file('agent.yaml',
+            $self->{config}->($self->admin_url, $self->{key}), 0600);
+        $self->{agent} = $e->cli_start("agent-$self->{host}", 'agent',
+                                       '--config', $f);
+        return $self->{agent};
+    }
+
     $self->{agent} = $e->cli_start("agent-$self->{host}", 'agent',
         '--etcd', $e->urls, '--environment', 'prod',
         '--url', $self->admin_url, '--key', $self->{key},
