@@ -689,7 +689,7 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
 {
     ngx_uint_t                         i, j;
-    ngx_keyval_t                       l[2];
+    ngx_keyval_t                       l[2], k[3];
     ngx_http_ha_optout_rec_t          *rec;
     ngx_http_ha_optout_flag_t         *flag;
     ngx_http_ha_optout_srv_conf_t    **hscfp;
@@ -707,6 +707,26 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
         l[1].value = hscfp[i]->name;
         ngx_http_ha_optout_prom_sample(out, "ha_optout_active", l, 2,
                        ngx_http_ha_optout_acting(hscfp[i], now) ? 1 : 0);
+    }
+
+    /* every layer, so a fleet flag beneath an API flag shows too */
+
+    ngx_str_set(&k[0].key, "environment");
+    ngx_str_set(&k[1].key, "upstream");
+    ngx_str_set(&k[2].key, "layer");
+    k[0].value = hmcf->environment;
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_layer_active", "gauge",
+        "1 while a layer (api, fleet, window, config) holds a live flag");
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        k[1].value = hscfp[i]->name;
+
+        for (j = NGX_HA_OPTOUT_SRC_N; j-- > 0; /* void */) {
+            k[2].value = ngx_http_ha_optout_layer_names[j];
+            ngx_http_ha_optout_prom_sample(out, "ha_optout_layer_active", k,
+                3, ngx_http_ha_optout_layer(hscfp[i], j, now) ? 1 : 0);
+        }
     }
 
     ngx_str_set(&l[0].key, "upstream");

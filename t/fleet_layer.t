@@ -182,6 +182,12 @@ is($t->get('/')->{headers}{'x-backend'}, 'b2', 'and the fleet pin acts');
 my $p = $t->get('/ha-status?format=prometheus')->{body};
 like($p, qr/^ha_optout_flag_info\{[^}]*upstream="app",layer="fleet"/m,
      'Prometheus: flag_info layer="fleet"');
+like($p, qr/^ha_optout_layer_active\{environment="prod",upstream="app",layer="fleet"\} 1$/m,
+     'Prometheus: ha_optout_layer_active layer="fleet" 1');
+like($p, qr/^ha_optout_layer_active\{environment="prod",upstream="app",layer="api"\} 0$/m,
+     '... layer="api" 0 after its DELETE');
+like($p, qr/^ha_optout_layer_active\{environment="prod",upstream="app",layer="config"\} 1$/m,
+     '... layer="config" 1 beneath');
 my $h = $t->get('/ha-status?format=html')->{body};
 like($h, qr/class="layer">fleet/, 'HTML: the layer is fleet');
 like($h, qr/a config flag lies beneath/, 'HTML: ... and what lies beneath');

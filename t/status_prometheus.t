@@ -93,6 +93,7 @@ my $good = '127.0.0.1:' . $t->port('good');
 
 my %LABELS = (
     ha_optout_active => [qw(environment upstream)],
+    ha_optout_layer_active => [qw(environment layer upstream)],
     ha_optout_flag_expiry_timestamp_seconds => [qw(upstream)],
     ha_optout_failover_suppressed_total => [qw(server upstream)],
     ha_optout_pinned_requests_total => [qw(server upstream)],
