@@ -978,6 +978,7 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     }
 
     hoctl_etcd_free(&a->etcd);
+    hoctl_trust_free(a->trust);
     free(a->flags_key);
     free(a);
 

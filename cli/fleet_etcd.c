@@ -271,6 +271,28 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 }
 
 
+void
+hoctl_trust_free(hoctl_trust_t *t)
+{
+    int  i;
+
+    if (t == NULL) {
+        return;
+    }
+
+    for (i = 0; i < t->n; i++) {
+        EVP_PKEY_free(t->key[i].pkey);
+
+        if (t->key[i].secret != NULL) {
+            OPENSSL_cleanse(t->key[i].secret, t->key[i].len);
+            free(t->key[i].secret);
+        }
+    }
+
+    free(t);
+}
+
+
 static int
 hoctl_verify_one(const hoctl_trust_t *t, int i, const char *input,
     size_t inlen, const unsigned char *sig, size_t siglen)
