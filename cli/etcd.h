@@ -125,7 +125,8 @@ int hoctl_etcd_status(const hoctl_etcd_opts_t *o, const char *upstream,
     int json);
 int hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, char **argv);
-int hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json);
+int hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
+    int json);
 void hoctl_iso_time(time_t t, char *buf, size_t size);
 time_t hoctl_parse_iso(const char *s);
 

@@ -924,14 +924,16 @@ hoctl_etcd_status(const hoctl_etcd_opts_t *o, const char *upstream,
  * gone (their member key outlives the report's lease) are silent.
  */
 int
-hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json)
+hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
+    int json)
 {
     int            rc, all, silent, reachable;
     char          *key, *k, *v, *s, err[HOCTL_ERRLEN], when[64];
     size_t         i, plen, len;
     time_t         now, seen;
     json_t        *flags, *kvs, *kv, *agents, *rep, *a, *st, *mine, *rec;
-    json_t        *out, *ups;
+    json_t        *out, *ups, *one;
+    int            missing;
     int64_t        revision, frev;
     const char    *host, *up, *res, *name;
     hoctl_etcd_t   e;
@@ -945,6 +947,23 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json)
     if (flags == NULL) {
         hoctl_etcd_free(&e);
         return hoctl_etcd_fail(rc, err);
+    }
+
+    /* --upstream: that flag only, and it must be there */
+    missing = 0;
+
+    if (upstream != NULL) {
+        rec = json_object_get(flags, upstream);
+        one = json_object();
+
+        if (rec != NULL) {
+            json_object_set(one, upstream, rec);
+        } else {
+            missing = 1;
+        }
+
+        json_decref(flags);
+        flags = one;
     }
 
     agents = json_object();
@@ -1017,7 +1036,7 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json)
     json_decref(kvs);
 
     /* per agent, per flag (and per upstream it still holds) */
-    all = 1;
+    all = !missing && json_object_size(agents) > 0;
 
     json_object_foreach(agents, host, a) {
         silent = json_is_true(json_object_get(a, "silent"));
@@ -1057,6 +1076,9 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json)
         /* a flag cleared in etcd that this agent still holds */
         json_object_foreach(mine, up, st) {
             res = json_string_value(json_object_get(st, "result"));
+            if (upstream != NULL && strcmp(up, upstream) != 0) {
+                continue;
+            }
             if (json_object_get(flags, up) == NULL && res != NULL
                 && strcmp(res, "applied") == 0)
             {
@@ -1079,8 +1101,11 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, int json)
         return all ? HOCTL_OK : HOCTL_REFUSED;
     }
 
-    printf("fleet %s at etcd revision %" PRId64 ": %s\n", o->environment,
-           revision, all ? "converged" : "NOT converged");
+    printf("fleet %s at etcd revision %" PRId64 ": %s%s%s%s%s\n",
+           o->environment, revision, all ? "converged" : "NOT converged",
+           json_object_size(agents) ? "" : " (no agent reports)",
+           missing ? " (no fleet flag on " : "", missing ? upstream : "",
+           missing ? ")" : "");
     hoctl_etcd_flags_table(flags);
     printf("\n%-24s  %-6s  %-6s  %-20s  %s\n", "AGENT", "STATE", "NGINX",
            "SEEN", "FLAGS");

@@ -281,7 +281,9 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "[--json]\n"
       "\n"
       "With --etcd: every flag of ENV and, per agent, converged, pending\n"
-      "or refused, and agents gone silent (exit 0 only when converged).\n"
+      "or refused, and agents gone silent (exit 0 only when converged:\n"
+      "at least one agent reports, none is silent, every agent applied\n"
+      "every flag; --upstream NAME: that flag, which must exist).\n"
       "\n"
       "Applies to every instance in FILE.yaml in parallel and prints one\n"
       "line per instance:\n"
@@ -996,7 +998,8 @@ hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a)
         }
 
         if (strcmp(a->args[0], "status") == 0) {
-            return hoctl_etcd_fleet_status(&a->etcd, a->json);
+            return hoctl_etcd_fleet_status(&a->etcd, a->flag.upstream,
+                                           a->json);
         }
 
         if (strcmp(a->args[0], "set") == 0) {

@@ -73,6 +73,13 @@ is($st->{flags}{app}{reason}, 'INC-7 hold node', 'status --json');
 my $rev = $st->{flags}{app}{revision};
 ok($rev, "the record's revision ($rev)");
 
+# fleet status with no agent at all: not converged
+($rc, $out) = $etcd->cli('fleet', 'status', @E);
+is($rc, 1, 'fleet status without any agent: exit 1');
+like($out, qr/NOT converged \(no agent reports\)/, '... says why');
+($rc, $out) = $etcd->cli('fleet', 'status', @E, '--upstream', 'nope');
+like($out, qr/no fleet flag on nope/, 'fleet status --upstream: a missing flag');
+
 # ---- If-Match: a stale revision is refused and changes nothing
 ($rc, $out, $err) = $etcd->cli('set', @E, '--upstream', 'app',
     '--sticky', '--ttl', '30s', '--reason', 'late', '--if-match', $rev - 1);
