@@ -232,6 +232,21 @@ hoctl_agent_ingest(hoctl_agent_t *a, json_t *kv)
             json_decref(rec);
             rec = NULL;
         }
+
+        /* the record lives on the lease its writer signed, or not at all */
+        if (rec != NULL
+            && ((s = json_string_value(json_object_get(rec, "lease")))
+                == NULL
+                || strtoll(s, NULL, 10) == 0
+                || strtoll(s, NULL, 10)
+                   != hoctl_json_int(json_object_get(kv, "lease"))))
+        {
+            snprintf(err, sizeof(err), "the record is not on the lease its "
+                     "writer signed (%s): a copy put back into etcd",
+                     s ? s : "none");
+            json_decref(rec);
+            rec = NULL;
+        }
     }
 
     json_decref(u->record);

@@ -643,6 +643,7 @@ hoctl_etcd_put_record(hoctl_etcd_t *e, const hoctl_conn_t *c,
     hoctl_iso_time(now + ttl, buf, sizeof(buf));
     json_object_set_new(*record, "expires_at", json_string(buf));
 
+    /* a key that cannot sign is a usage error, before etcd is asked */
     value = hoctl_record_sign(c, *record, err, errlen);
     if (value == NULL) {
         json_decref(*record);
@@ -650,12 +651,28 @@ hoctl_etcd_put_record(hoctl_etcd_t *e, const hoctl_conn_t *c,
         return HOCTL_USAGE;
     }
 
+    free(value);
+
     rc = hoctl_etcd_lease_grant(e, ttl, lease, err, errlen);
     if (rc != HOCTL_OK) {
-        free(value);
         json_decref(*record);
         *record = NULL;
         return rc;
+    }
+
+    /*
+     * the lease is signed too: agents apply the record only on that lease,
+     * so a copy put back into etcd after its writer's lease is gone (or on
+     * a lease of its own) is refused
+     */
+    json_object_set_new(*record, "lease", hoctl_json_str_int(*lease));
+
+    value = hoctl_record_sign(c, *record, err, errlen);
+    if (value == NULL) {
+        hoctl_etcd_lease_revoke(e, *lease, e2, sizeof(e2));
+        json_decref(*record);
+        *record = NULL;
+        return HOCTL_USAGE;
     }
 
     key = hoctl_flag_key(e, f->upstream);

@@ -160,6 +160,9 @@ $n2->t->run;
 ok($etcd->wait_for(sub { all_hold($rev, $n2) }, 5),
    'lb2 restarted without state: the agent applied the flag again');
 
+my $saved = $etcd->get('/ha-optout/prod/flags/app');
+like($saved, qr/"lease":"\d+"/, 'the signed record names its lease');
+
 # ---- clear -> every nginx restores
 $t0 = time;
 ($rc) = $etcd->cli('clear', @W, '--upstream', 'app');
@@ -212,6 +215,17 @@ ok($etcd->wait_for(sub { !grep { audit_count($_, 'denied', $bad) != 1 }
                                 @nodes }, 5),
    'a signed record moved to another key: refused (denied) everywhere');
 ok(none_hold(), '... and not applied');
+$etcd->etcdctl('del', $K);
+
+# a genuine signed record put back after its clear (no lease, or another)
+($rc) = $etcd->etcdctl('put', $K, $saved);
+$bad = revision_of();
+ok($etcd->wait_for(sub { !grep { audit_count($_, 'denied', $bad) != 1 }
+                                @nodes }, 5),
+   'a signed record replayed into etcd off its lease: denied everywhere');
+ok(none_hold(), '... and not applied');
+like($nodes[0]->report->{upstreams}{app}{message},
+     qr/not on the lease its writer signed/, '... the report says why');
 $etcd->etcdctl('del', $K);
 
 # ---- run killed with SIGKILL: every nginx restores within TTL + 2 s
