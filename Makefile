@@ -2,8 +2,21 @@
 
 SHELL := /bin/bash
 
+# nginx sources to build against.  Debian's nginx-dev tree (it has
+# conf_flags: Debian's configure arguments) or a plain nginx.org source
+# tree of the exact version of the nginx that will load the module:
+#   make NGX_SRC=/path/to/nginx-1.30.4
+# configures it with NGX_CONFIGURE (at least --with-compat, as nginx.org
+# packages are built; add the package's other "nginx -V" arguments if you
+# like) and builds the two modules only (make modules).  NGX_CC=clang
+# picks the compiler.
 NGX_SRC   ?= /usr/share/nginx/src
+NGX_CONFIGURE ?= --with-compat --with-stream
+NGX_CC    ?=
 BUILD     ?= $(CURDIR)/build
+# nginx's own flags keep -Wno-unused-parameter (callbacks): repeat it after
+# -Wextra, which turns it back on with clang
+MOD_CFLAGS = -g -O2 -fPIC -Wall -Wextra -Wno-unused-parameter -Werror
 MODULE     = $(BUILD)/ngx_http_ha_optout_module.so
 STREAM_MODULE = $(BUILD)/ngx_stream_ha_optout_module.so
 CLI        = $(BUILD)/ha-optoutctl
@@ -25,7 +38,7 @@ JOSE      = $(INTEROP)/node_modules/.package-lock.json
 SRCS = $(wildcard ngx_ha_optout_module/*.c ngx_ha_optout_module/*.h) config
 
 .PHONY: all deps interop module cli test demo bench bench-scale bench-fleet \
-        install clean fuzz test-asan deb test-deb
+        install clean fuzz test-asan deb test-deb test-compat FORCE
 
 all: module cli
 
@@ -49,18 +62,32 @@ interop: $(JOSE)
 $(JOSE): $(INTEROP)/package.json $(INTEROP)/package-lock.json
 	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
 
-$(BUILD)/Makefile: config
+# reconfigure when the sources or the flags change, not on every make
+NGX_STAMP = $(NGX_SRC) | $(NGX_CONFIGURE) | $(NGX_CC) | $(MOD_CFLAGS)
+
+$(BUILD)/ngx-src.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(NGX_STAMP)' | cmp -s - $@ || echo '$(NGX_STAMP)' > $@
+
+$(BUILD)/Makefile: config $(BUILD)/ngx-src.stamp
 	@test -d $(NGX_SRC) || { echo "no $(NGX_SRC): run 'make deps'"; exit 1; }
 	mkdir -p $(BUILD)
-	cd $(NGX_SRC) && . ./conf_flags && ./configure \
-	    --with-cc-opt="-g -O2 -fPIC -Wall -Wextra -Werror" --with-ld-opt="-fPIC" \
-	    "$${NGX_CONF_FLAGS[@]}" --with-stream=dynamic \
+	cd $(NGX_SRC) && \
+	if [ -f conf_flags ]; then \
+	    . ./conf_flags && set -- "$${NGX_CONF_FLAGS[@]}" --with-stream=dynamic; \
+	else \
+	    set -- $(NGX_CONFIGURE); \
+	fi; \
+	if [ -x ./configure ]; then c=./configure; else c=auto/configure; fi; \
+	$$c $(if $(NGX_CC),--with-cc=$(NGX_CC)) \
+	    --with-cc-opt="$(MOD_CFLAGS)" --with-ld-opt="-fPIC" "$$@" \
 	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD) > $(BUILD)/configure.log 2>&1 \
 	    || { tail -20 $(BUILD)/configure.log; exit 1; }
 
 module: $(MODULE)
 
-# only our two objects: nginx-dev ships headers, not the stream core sources
+# only our two objects (make modules): nginx-dev ships headers, not the
+# stream core sources
 $(MODULE): $(BUILD)/Makefile $(SRCS)
 	$(MAKE) -f $(BUILD)/Makefile -C $(NGX_SRC) $(MODULE) $(STREAM_MODULE)
 	@ls -l $(MODULE) $(STREAM_MODULE)
@@ -75,6 +102,14 @@ test: deps all
 
 fuzz:
 	$(MAKE) -C fuzz
+
+# nginx.org sources (a release tarball or a git export): nginx built into a
+# temporary prefix with --with-compat --with-stream, the module against it,
+# then all of t/ with that nginx (stream compiled in: no ngx_stream_module.so)
+#   make test-compat NGX_TARBALL=../shared/nginx-src/nginx-1.31.4.tar.gz
+test-compat: cli
+	@test -n "$(NGX_TARBALL)" || { echo "usage: make test-compat NGX_TARBALL=nginx-x.y.z.tar.gz"; exit 1; }
+	PROVE_JOBS=$(PROVE_JOBS) .ci/test-compat $(NGX_TARBALL)
 
 # the module with ASan+UBSan in build-asan/, then all of t/ (docs/reliability.md)
 test-asan: deps all

@@ -30,7 +30,39 @@ our $MODULE = $ENV{HA_OPTOUT_MODULE}
     || "$ROOT/build/ngx_http_ha_optout_module.so";
 our $STREAM_MODULE = $ENV{HA_OPTOUT_STREAM_MODULE}
     || "$ROOT/build/ngx_stream_ha_optout_module.so";
-our $STREAM_CORE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+our $STREAM_CORE = _stream_core();
+
+# The stream core to load before the stream twin: Debian builds it as a
+# module (--with-stream=dynamic), nginx.org's --with-stream compiles it in
+# (nothing to load).  HA_OPTOUT_STREAM_CORE overrides ("" loads nothing).
+sub _stream_core {
+    return $ENV{HA_OPTOUT_STREAM_CORE} if defined $ENV{HA_OPTOUT_STREAM_CORE};
+
+    my $v = `$NGINX -V 2>&1`;
+    return '' unless $v =~ /--with-stream=dynamic\b/;
+
+    my $dir = $v =~ /--modules-path=(\S+)/ ? $1
+            : $v =~ /--prefix=(\S+)/ ? "$1/modules"
+            : '/usr/lib/nginx/modules';
+    return "$dir/ngx_stream_module.so";
+}
+
+
+# nginx_version of the binary under test, e.g. 1031004 for 1.31.4
+our $NGINX_VERSION_NUM = do {
+    my $v = `$NGINX -v 2>&1`;
+    $v =~ m{nginx/(\d+)\.(\d+)\.(\d+)} ? $1 * 1000000 + $2 * 1000 + $3 : 0;
+};
+
+sub nginx_version { $NGINX_VERSION_NUM }
+
+# true when the nginx under test is at least VERSION ("1.29.7")
+sub nginx_at_least {
+    my (undef, $want) = @_;
+    my ($a, $b, $c) = split /\./, $want;
+    return $NGINX_VERSION_NUM >= $a * 1000000 + $b * 1000 + ($c // 0);
+}
+
 
 my $PORT_DIR = '/tmp/ha-optout-test-ports';
 my %CLAIMED;            # ports this process reserved: port => 1
@@ -361,8 +393,10 @@ sub _write_conf {
         my $g = "load_module %%MODULE%%;\n";
 
         # the stream twin loads after the stream core and the http module
-        $g .= "load_module $STREAM_CORE;\nload_module $STREAM_MODULE;\n"
-            if $text =~ /^\s*stream\s*\{/m;
+        if ($text =~ /^\s*stream\s*\{/m) {
+            $g .= "load_module $STREAM_CORE;\n" if $STREAM_CORE ne '';
+            $g .= "load_module $STREAM_MODULE;\n";
+        }
 
         $g .= "pid %%TESTDIR%%/nginx.pid;\n"
             . "error_log %%TESTDIR%%/error.log info;\n"
@@ -386,6 +420,9 @@ sub _write_conf {
 
     $text =~ s/%%TESTDIR%%/$d/g;
     $text =~ s/%%MODULE%%/$MODULE/g;
+    $text =~ s/%%STREAM_MODULE%%/$STREAM_MODULE/g;
+    $text =~ s/^\s*load_module\s+%%STREAM_CORE%%;\n//mg if $STREAM_CORE eq '';
+    $text =~ s/%%STREAM_CORE%%/$STREAM_CORE/g;
     $text =~ s/%%PORT_(\w+)%%/$self->port($1)/ge;
 
     $self->{listen} = [ map { /(\d+)$/ ? $1 : () }
@@ -814,8 +851,17 @@ say who they are, and signed admin calls, for t/*.t
 =head1 ENVIRONMENT
 
 C<HA_OPTOUT_MODULE> (path of the .so; default F<build/> of this repository),
-C<HA_OPTOUT_NGINX> (default F</usr/sbin/nginx>), C<HA_OPTOUT_KEEP> (keep
-the test directory and print its path).
+C<HA_OPTOUT_STREAM_MODULE> (the stream twin), C<HA_OPTOUT_NGINX> (default
+F</usr/sbin/nginx>; C<make test-compat> points it at an nginx.org build),
+C<HA_OPTOUT_STREAM_CORE> (the F<ngx_stream_module.so> to load before the
+stream twin; by default found from C<nginx -V> when stream is a dynamic
+module, as on Debian, and none when it is compiled in, as in nginx.org
+builds; "" loads none), C<HA_OPTOUT_KEEP> (keep the test directory and
+print its path).
+
+C<< HaOptout::Test->nginx_version >> is the version under test as a number
+(1031004 for 1.31.4); C<< HaOptout::Test->nginx_at_least('1.29.7') >> lets
+version-dependent tests say which behaviour they expect.
 
 =head1 METHODS
 
