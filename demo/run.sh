@@ -8,7 +8,8 @@
 #   demo/run.sh --keep     keep the demo directory after stopping
 #
 # Needs: make deps && make (build/ngx_http_ha_optout_module.so and
-# build/ha-optoutctl), Debian's /usr/sbin/nginx, curl, perl.
+# build/ha-optoutctl), Debian's /usr/sbin/nginx (or HA_OPTOUT_NGINX and
+# HA_OPTOUT_MODULE, HA_OPTOUT_STREAM_MODULE for an nginx.org build), curl, perl.
 
 set -euo pipefail
 
@@ -17,6 +18,25 @@ NGINX=${HA_OPTOUT_NGINX:-/usr/sbin/nginx}
 MODULE=${HA_OPTOUT_MODULE:-$ROOT/build/ngx_http_ha_optout_module.so}
 STREAM_MODULE=${HA_OPTOUT_STREAM_MODULE:-$ROOT/build/ngx_stream_ha_optout_module.so}
 CTL=$ROOT/build/ha-optoutctl
+
+# Debian builds the stream core as a module (--with-stream=dynamic), to load
+# before the twin; nginx.org's --with-stream compiles it in: nothing to load.
+# HA_OPTOUT_STREAM_CORE overrides ("" loads none), as in the test harness.
+if [ -z "${HA_OPTOUT_STREAM_CORE+set}" ]; then
+    HA_OPTOUT_STREAM_CORE=
+    V=$("$NGINX" -V 2>&1 || true)
+    case $V in
+    *--with-stream=dynamic*)
+        MODDIR=$(printf '%s\n' "$V" | tr ' ' '\n' \
+                 | sed -n 's/^--modules-path=//p')
+        HA_OPTOUT_STREAM_CORE=${MODDIR:-/usr/lib/nginx/modules}/ngx_stream_module.so ;;
+    esac
+fi
+if [ -n "$HA_OPTOUT_STREAM_CORE" ]; then
+    STREAM_CORE_LINE="load_module $HA_OPTOUT_STREAM_CORE;"
+else
+    STREAM_CORE_LINE="# stream is compiled into $NGINX"
+fi
 TEMPLATE=$ROOT/demo/nginx.conf.in
 PORT_DIR=/tmp/ha-optout-test-ports     # shared with t/lib/HaOptout/Test.pm
 
@@ -108,6 +128,7 @@ sed -e "s|@@DIR@@|$DIR|g" -e "s|@@MODULE@@|$MODULE|g" \
     -e "s|@@PORT_SHADOW@@|$PORT_SHADOW|g" -e "s|@@PORT_DB@@|$PORT_DB|g" \
     -e "s|@@PORT_DB1@@|$PORT_DB1|g" -e "s|@@PORT_DB2@@|$PORT_DB2|g" \
     -e "s|@@STREAM_MODULE@@|$STREAM_MODULE|g" \
+    -e "s|@@STREAM_CORE@@|$STREAM_CORE_LINE|g" \
     "$TEMPLATE" > "$DIR/nginx.conf"
 
 NGINX_CMD=("$NGINX" -p "$DIR/" -c "$DIR/nginx.conf" -e "$DIR/error.log")

@@ -16,6 +16,24 @@
 #define NGX_HA_OPTOUT_HTTP_CONFIG    0
 #endif
 
+/*
+ * nginx 1.27.3+: peers are reference counted (round robin's get takes one,
+ * its free drops one) and "resolve" servers may change the server list at
+ * run time (peers->config counts the changes).
+ */
+#if (nginx_version >= 1027003 && NGX_HTTP_UPSTREAM_ZONE)
+#define NGX_HA_OPTOUT_HTTP_REFS      1
+#else
+#define NGX_HA_OPTOUT_HTTP_REFS      0
+#endif
+
+/* nginx 1.29.6+: "drain" (down = 8) takes no new clients, keeps sessions */
+#if (NGX_HTTP_UPSTREAM_STICKY)
+#define NGX_HA_OPTOUT_HTTP_DRAINING  NGX_HTTP_UPSTREAM_DRAINING
+#else
+#define NGX_HA_OPTOUT_HTTP_DRAINING  0
+#endif
+
 
 typedef struct {
     ngx_http_request_t                *request;
@@ -353,6 +371,13 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
         state &= ~NGX_PEER_FAILED;
     }
 
+#if (NGX_HA_OPTOUT_HTTP_REFS)
+    /* 1 when the get took its reference (t/compat_refs.t reads this) */
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "ha_optout: free peer %V refs:%ui", pc->name,
+                   bp->rrp->current ? bp->rrp->current->refs : 0);
+#endif
+
     bp->original_free_peer(pc, bp->data, state);
 
     pc->tries = 0;
@@ -408,10 +433,15 @@ ngx_http_ha_optout_would_retry(ngx_http_request_t *r)
 
 
 /*
- * Chooses a server by hand: by name (the pin) or the one this request
- * already used.  The pinned server is taken even while ejected by
- * max_fails or at max_conns; its fails/checked are not touched, so a pin
- * neither revives nor extends an ejection.
+ * Chooses a server by hand: by name (the pin, or a sticky client's server)
+ * or the one this request already used.  The pinned server is taken even
+ * while ejected by max_fails or at max_conns; its fails/checked are not
+ * touched, so a pin neither revives nor extends an ejection.  A "down"
+ * server is never taken; a draining one ("drain", 1.29.6+) takes no pin
+ * (new traffic) but keeps its sticky clients and this request's reconnect,
+ * as nginx's own sticky does.  The peer is taken as round robin takes it:
+ * conns, and in 1.27.3+ a reference that round robin's free drops; when a
+ * "resolve" server changed the list since init_peer, nothing is picked.
  */
 
 static ngx_int_t
@@ -419,12 +449,17 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want)
 {
-    ngx_uint_t                      n, i;
+    ngx_uint_t                      n, i, down;
     ngx_http_upstream_rr_peer_t    *peer;
     ngx_http_upstream_rr_peers_t   *list;
 
     pc->cached = 0;
     pc->connection = NULL;
+
+    /* a pin is new traffic; a sticky client or a reconnect is not */
+    down = (name && bp->decision->pin) ? (ngx_uint_t) -1
+                                       : ~(ngx_uint_t)
+                                         NGX_HA_OPTOUT_HTTP_DRAINING;
 
     if (want == NULL
         && ngx_http_ha_optout_resolve(bp, name, len, &list, &peer, &i)
@@ -438,6 +473,20 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
                                           ? bp->primary->next : NULL)
     {
         ngx_http_upstream_rr_peers_wlock(list);
+
+#if (NGX_HA_OPTOUT_HTTP_REFS)
+        if (list->config && bp->rrp->config != *list->config) {
+            ngx_http_upstream_rr_peers_unlock(list);
+
+            ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                          "ha_optout: servers of upstream \"%V\" changed "
+                          "during the request, not picking one by hand",
+                          &bp->hscf->name);
+
+            pc->name = bp->primary->name;
+            return NGX_BUSY;
+        }
+#endif
 
         for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
 
@@ -457,7 +506,7 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
 
         found:
 
-            if (peer->down) {
+            if (peer->down & down) {
                 break;
             }
 
@@ -471,7 +520,16 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
             pc->socklen = peer->socklen;
             pc->name = &peer->name;
 
+#if (NGX_HTTP_UPSTREAM_SID)
+            /* what nginx's sticky learns the session's server from */
+            pc->sid = &peer->sid;
+#endif
+
             peer->conns++;
+
+#if (NGX_HA_OPTOUT_HTTP_REFS)
+            ngx_http_upstream_rr_peer_ref(list, peer);
+#endif
 
             ngx_http_upstream_rr_peers_unlock(list);
 
@@ -928,7 +986,7 @@ ngx_http_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
 /*
  * Finds a server of an upstream by its server-line text or its resolved
  * address.  NGX_OK: found and usable; NGX_DECLINED: unknown; NGX_BUSY: a
- * static "down" server.
+ * static "down" (or "drain") server.
  */
 
 ngx_int_t
@@ -941,6 +999,52 @@ ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
     if (uscf->servers == NULL) {
         return NGX_DECLINED;
     }
+
+#if (NGX_HA_OPTOUT_HTTP_REFS)
+
+    /*
+     * with a zone the live peers are in shared memory, and the addresses a
+     * "resolve" server has now are only there: the configuration knows its
+     * name alone
+     */
+
+    if (uscf->shm_zone) {
+        ngx_int_t                      rc;
+        ngx_http_upstream_rr_peer_t   *peer;
+        ngx_http_upstream_rr_peers_t  *list;
+
+        for (list = uscf->peer.data, j = 0; list; list = list->next, j++) {
+
+            ngx_http_upstream_rr_peers_rlock(list);
+
+            for (peer = list->peer; peer; peer = peer->next) {
+                if (!(peer->host
+                      && peer->name.len == len
+                      && ngx_strncmp(peer->name.data, name, len) == 0))
+                {
+                    continue;
+                }
+
+                if (down) {
+                    *down = peer->down;
+                }
+
+                if (backup) {
+                    *backup = j;
+                }
+
+                rc = peer->down ? NGX_BUSY : NGX_OK;
+
+                ngx_http_upstream_rr_peers_unlock(list);
+
+                return rc;
+            }
+
+            ngx_http_upstream_rr_peers_unlock(list);
+        }
+    }
+
+#endif
 
     server = uscf->servers->elts;
 
@@ -981,4 +1085,27 @@ ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
     }
 
     return ngx_http_ha_optout_find_peer(hscf->uscf, name, len, down, backup);
+}
+
+
+/*
+ * Another module's server conf in the upstream {} being parsed, found by
+ * module name (NULL when this nginx has no such module), to tell whether
+ * one of its directives came before ours.  No symbol of it is referenced,
+ * so the .so loads into an nginx built without it.
+ */
+
+void *
+ngx_http_ha_optout_other_srv_conf(ngx_conf_t *cf, void **srv_conf,
+    char *module)
+{
+    ngx_uint_t  m;
+
+    for (m = 0; cf->cycle->modules[m]; m++) {
+        if (ngx_strcmp(cf->cycle->modules[m]->name, module) == 0) {
+            return srv_conf[cf->cycle->modules[m]->ctx_index];
+        }
+    }
+
+    return NULL;
 }

@@ -9,7 +9,20 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+/*
+ * keepalive.  Up to 1.29.6 its directive wraps the balancer on the spot:
+ * written before "ha_optout" it would end up inside our wrap.  Since
+ * 1.29.7 it is on by default (max_cached starts unset, -1) and wraps every
+ * upstream from its init_main_conf, after all init_upstream: it is the
+ * outermost wrap wherever its directive is, and an upstream we enroll must
+ * be wrapped before that (ngx_http_ha_optout_enroll_module).
+ */
+#if (nginx_version >= 1029007)
+#define NGX_HA_OPTOUT_KEEPALIVE_LATE  1
+#else
+#define NGX_HA_OPTOUT_KEEPALIVE_LATE  0
 extern ngx_module_t  ngx_http_upstream_keepalive_module;
+#endif
 
 
 static void *ngx_http_ha_optout_create_main_conf(ngx_conf_t *cf);
@@ -21,6 +34,8 @@ static ngx_int_t ngx_http_ha_optout_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ha_optout_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ha_optout_init_process(ngx_cycle_t *cycle);
+static char *ngx_http_ha_optout_enroll_init_main_conf(ngx_conf_t *cf,
+    void *conf);
 
 static char *ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -199,6 +214,46 @@ ngx_module_t  ngx_http_ha_optout_module = {
 };
 
 
+/*
+ * The second module of the .so, placed before keepalive by
+ * ngx_module_order (see config): its init_main_conf runs after the
+ * upstream module's (every init_upstream done, balancers set up) and
+ * before keepalive's, which wraps every upstream since 1.29.7.  That is
+ * where upstreams named by ha_optout_flag or ha_optout_mirror_gate without
+ * an "ha_optout" line of their own are enrolled.
+ */
+
+static ngx_http_module_t  ngx_http_ha_optout_enroll_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    ngx_http_ha_optout_enroll_init_main_conf, /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ha_optout_enroll_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ha_optout_enroll_module_ctx, /* module context */
+    NULL,                                  /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_event_t       ngx_http_ha_optout_timer;
@@ -348,8 +403,10 @@ ngx_http_ha_optout_mark_used(ngx_conf_t *cf,
  * An upstream named by ha_optout_flag or ha_optout_mirror_gate without an
  * "ha_optout" line of its own is enrolled as if it had one.  Its balancer
  * is already set up by now, so the wrap goes around it from outside: that
- * works for every stock balancer, but not under "keepalive" (the flag is
- * then shown, and not acted on), hence the warning.
+ * works for every stock balancer.  Up to 1.29.6 a "keepalive" directive has
+ * wrapped it already and we would sit outside keepalive (the flag would be
+ * shown, and not acted on), hence the refusal; since 1.29.7 keepalive
+ * wraps after us (see ngx_http_ha_optout_enroll_module).
  */
 
 static ngx_int_t
@@ -357,8 +414,10 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_srv_conf_t *hscf,
     ngx_http_ha_optout_ref_t *ref)
 {
-    void                            *kcf;
     ngx_http_ha_optout_srv_conf_t  **slot;
+
+#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE)
+    void                            *kcf;
 
     kcf = ngx_http_conf_upstream_srv_conf(uscf,
                                           ngx_http_upstream_keepalive_module);
@@ -371,6 +430,7 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
                       &ref->file, ref->line);
         return NGX_ERROR;
     }
+#endif
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN || uscf->peer.init == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -504,6 +564,27 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
 }
 
 
+static char *
+ngx_http_ha_optout_enroll_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ha_optout_module);
+
+    /* without a zone postconfiguration refuses the configuration */
+
+    if (!hmcf->used || hmcf->shm_zone == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_http_ha_optout_resolve_refs(cf, hmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf)
 {
@@ -545,9 +626,7 @@ ngx_http_ha_optout_postconfiguration(ngx_conf_t *cf)
         }
     }
 
-    if (ngx_http_ha_optout_resolve_refs(cf, hmcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
+    /* the refs were resolved by ngx_http_ha_optout_enroll_init_main_conf */
 
     if (ngx_http_ha_optout_policy_resolve(cf, hmcf) != NGX_OK) {
         return NGX_ERROR;
@@ -684,7 +763,7 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ha_optout_srv_conf_t *hscf = conf;
 
-    void                               *kcf;
+    void                               *ocf;
     ngx_str_t                          *value, v;
     ngx_uint_t                          i;
     ngx_http_complex_value_t          **cvp;
@@ -740,21 +819,69 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
 
+#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE)
+
     /*
      * "keepalive" before "ha_optout" would end up inside our wrap, where
      * the round-robin data is out of reach and no flag could act.  The
      * keepalive module's server conf starts with max_cached, which only
-     * its directive sets (to at least 1).
+     * its directive sets (to at least 1).  Since 1.29.7 keepalive wraps
+     * last whatever the order: nothing to check.
      */
 
-    kcf = ngx_http_conf_get_module_srv_conf(cf,
+    ocf = ngx_http_conf_get_module_srv_conf(cf,
                                             ngx_http_upstream_keepalive_module);
-    if (kcf && *(ngx_uint_t *) kcf != 0) {
+    if (ocf && *(ngx_uint_t *) ocf != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ha_optout\" must come before \"keepalive\" "
                            "(after the balancer directive)");
         return NGX_CONF_ERROR;
     }
+
+#endif
+
+#if (nginx_version >= 1029006)
+
+    /*
+     * nginx's "sticky" (1.29.6+) wraps the balancer as keepalive did: before
+     * "ha_optout" it would sit inside our wrap, which would then step aside
+     * at run time (a pin shown, not acting).  Its server conf starts with
+     * the saved init_upstream, set by its directive only.
+     */
+
+    ocf = ngx_http_ha_optout_other_srv_conf(cf,
+                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
+                             "ngx_http_upstream_sticky_module");
+    if (ocf && *(void **) ocf != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" must come before \"sticky\" "
+                           "(after the balancer directive)");
+        return NGX_CONF_ERROR;
+    }
+
+#endif
+
+#if (nginx_version >= 1031000)
+
+    /*
+     * least_time (1.31) keeps its own free, so the wrap would step aside at
+     * run time; after "ha_optout" it replaces it (refused in
+     * postconfiguration).  Its server conf starts with the mode, unset
+     * until its directive is seen.
+     */
+
+    ocf = ngx_http_ha_optout_other_srv_conf(cf,
+                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
+                             "ngx_http_upstream_least_time_module");
+    if (ocf && *(ngx_uint_t *) ocf != NGX_CONF_UNSET_UINT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" does not work with \"least_time\": "
+                           "a pin could not act on it; use least_conn, hash "
+                           "or random");
+        return NGX_CONF_ERROR;
+    }
+
+#endif
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

@@ -436,6 +436,8 @@ ngx_int_t ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
     u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
 ngx_int_t ngx_http_ha_optout_upstream_peer(ngx_http_ha_optout_srv_conf_t *hscf,
     u_char *name, size_t len, ngx_uint_t *down, ngx_uint_t *backup);
+void *ngx_http_ha_optout_other_srv_conf(ngx_conf_t *cf, void **srv_conf,
+    char *module);
 
 /* json.c */
 ngx_int_t ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body,

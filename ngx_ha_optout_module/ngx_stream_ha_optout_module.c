@@ -16,6 +16,14 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+/* nginx 1.27.3+: peer references and "resolve" servers, as in http */
+#if (nginx_version >= 1027003 && NGX_STREAM_UPSTREAM_ZONE)
+#define NGX_HA_OPTOUT_STREAM_REFS  1
+#else
+#define NGX_HA_OPTOUT_STREAM_REFS  0
+#endif
+
+
 typedef struct {
     ngx_uint_t                          enabled;
     ngx_uint_t                          wrapped;
@@ -233,6 +241,27 @@ ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     scf->uscf = ngx_stream_conf_get_module_srv_conf(cf,
                                                     ngx_stream_upstream_module);
+
+#if (nginx_version >= 1031000)
+    {
+    void  *ltcf;
+
+    /*
+     * least_time (1.31) keeps its own free: the wrap would step aside at
+     * run time and a pin would be shown but not act; its server conf
+     * starts with the mode, unset until the directive is seen
+     */
+
+    ltcf = ngx_http_ha_optout_other_srv_conf(cf,
+                        ((ngx_stream_conf_ctx_t *) cf->ctx)->srv_conf,
+                        "ngx_stream_upstream_least_time_module");
+
+    if (ltcf && *(ngx_uint_t *) ltcf != NGX_CONF_UNSET_UINT) {
+        return "does not work with \"least_time\": a pin could not act "
+               "on it; use least_conn, hash or random";
+    }
+    }
+#endif
 
     if (scf->uscf->host.len + sizeof("stream:") > NGX_HA_OPTOUT_NAME_LEN) {
         return "names an upstream too long for ha_optout";
@@ -619,6 +648,13 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
         state &= ~NGX_PEER_FAILED;
     }
 
+#if (NGX_HA_OPTOUT_STREAM_REFS)
+    /* 1 when the get took its reference (t/compat_refs.t reads this) */
+    ngx_log_debug2(NGX_LOG_DEBUG_STREAM, pc->log, 0,
+                   "ha_optout: free peer %V refs:%ui", pc->name,
+                   bp->rrp->current ? bp->rrp->current->refs : 0);
+#endif
+
     bp->original_free_peer(pc, bp->data, state);
 
     pc->tries = 0;
@@ -664,6 +700,20 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     {
         ngx_stream_upstream_rr_peers_wlock(list);
 
+#if (NGX_HA_OPTOUT_STREAM_REFS)
+        if (list->config && bp->rrp->config != *list->config) {
+            ngx_stream_upstream_rr_peers_unlock(list);
+
+            ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                          "ha_optout: servers of upstream \"%V\" changed "
+                          "during the session, not picking one by hand",
+                          &bp->scf->hscf->name);
+
+            pc->name = bp->primary->name;
+            return NGX_BUSY;
+        }
+#endif
+
         for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
 
             if (want) {
@@ -697,6 +747,11 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
             pc->name = &peer->name;
 
             peer->conns++;
+
+#if (NGX_HA_OPTOUT_STREAM_REFS)
+            /* round robin's free drops one */
+            ngx_stream_upstream_rr_peer_ref(list, peer);
+#endif
 
             ngx_stream_upstream_rr_peers_unlock(list);
 
@@ -859,6 +914,48 @@ ngx_stream_ha_optout_find_peer(void *conf, u_char *name, size_t len,
     if (scf->uscf->servers == NULL) {
         return NGX_DECLINED;
     }
+
+#if (NGX_HA_OPTOUT_STREAM_REFS)
+
+    /* the current addresses of "resolve" servers: see the http twin */
+
+    if (scf->uscf->shm_zone) {
+        ngx_int_t                        rc;
+        ngx_stream_upstream_rr_peer_t   *peer;
+        ngx_stream_upstream_rr_peers_t  *list;
+
+        for (list = scf->uscf->peer.data, j = 0; list; list = list->next, j++)
+        {
+            ngx_stream_upstream_rr_peers_rlock(list);
+
+            for (peer = list->peer; peer; peer = peer->next) {
+                if (!(peer->host
+                      && peer->name.len == len
+                      && ngx_strncmp(peer->name.data, name, len) == 0))
+                {
+                    continue;
+                }
+
+                if (down) {
+                    *down = peer->down;
+                }
+
+                if (backup) {
+                    *backup = j;
+                }
+
+                rc = peer->down ? NGX_BUSY : NGX_OK;
+
+                ngx_stream_upstream_rr_peers_unlock(list);
+
+                return rc;
+            }
+
+            ngx_stream_upstream_rr_peers_unlock(list);
+        }
+    }
+
+#endif
 
     server = scf->uscf->servers->elts;
 

@@ -137,18 +137,8 @@ warned('ha_optout_mirror_gate naming an upstream without ha_optout',
     conf(LOCATION => 'ha_optout_mirror_gate plain;'),
     qr/"plain" has no "ha_optout" line; enrolled/);
 
-{
-    (my $ka = conf(HTTP => 'ha_optout_zone ha_optout 1m;
-    ha_optout_flag plain failover=off "reason=keepalive";'))
-        =~ s/(upstream plain \{\n[^\n]*\n)/$1        keepalive 4;\n/;
-    rejected('ha_optout_flag enrolling an upstream with keepalive', $ka,
-        qr/ha_optout_flag plain/, qr/uses "keepalive"/);
-}
-
-rejected('ha_optout after keepalive (keepalive would sit inside it)',
-    conf(UPSTREAM => 'keepalive 4;
-        ha_optout;'),
-    qr/^\s*ha_optout;/, qr/before "keepalive"/);
+# keepalive before ha_optout, and enrolling an upstream with keepalive, are
+# refused or accepted depending on the nginx version: t/compat_keepalive.t
 
 (my $weak = conf()) =~ s/ha-optout\.key/weak.key/;
 rejected('an HS256 secret under 32 bytes', $weak,

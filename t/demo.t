@@ -14,7 +14,7 @@ use Time::HiRes qw(time);
 my $root = abs_path(dirname(__FILE__) . '/..');
 
 plan skip_all => 'module or CLI not built (make)'
-    unless -f "$root/build/ngx_http_ha_optout_module.so"
+    unless -f ($ENV{HA_OPTOUT_MODULE} // "$root/build/ngx_http_ha_optout_module.so")
         && -x "$root/build/ha-optoutctl";
 
 my $start = time;
