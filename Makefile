@@ -109,7 +109,7 @@ fuzz:
 #   make test-compat NGX_TARBALL=../shared/nginx-src/nginx-1.31.4.tar.gz
 test-compat: cli
 	@test -n "$(NGX_TARBALL)" || { echo "usage: make test-compat NGX_TARBALL=nginx-x.y.z.tar.gz"; exit 1; }
-	PROVE_JOBS=$(PROVE_JOBS) .ci/test-compat $(NGX_TARBALL)
+	PROVE_JOBS=$(PROVE_JOBS) NGX_CC=$(NGX_CC) .ci/test-compat $(NGX_TARBALL)
 
 # the module with ASan+UBSan in build-asan/, then all of t/ (docs/reliability.md)
 test-asan: deps all

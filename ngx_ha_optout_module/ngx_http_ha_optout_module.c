@@ -416,7 +416,34 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
 {
     ngx_http_ha_optout_srv_conf_t  **slot;
 
-#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE)
+#if (NGX_HA_OPTOUT_KEEPALIVE_LATE)
+    ngx_uint_t                       m;
+
+    /*
+     * ngx_module_order applies to dynamic modules only: linked in
+     * statically we come after keepalive, which has wrapped already
+     */
+
+    for (m = 0; cf->cycle->modules[m]; m++) {
+        if (cf->cycle->modules[m] == &ngx_http_ha_optout_enroll_module) {
+            break;
+        }
+
+        if (ngx_strcmp(cf->cycle->modules[m]->name,
+                       "ngx_http_upstream_keepalive_module")
+            == 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: upstream \"%V\" cannot be enrolled "
+                          "by a module linked in after keepalive: give it "
+                          "an \"ha_optout\" line, or build ha_optout as a "
+                          "dynamic module, in %V:%ui", &ref->name,
+                          &ref->file, ref->line);
+            return NGX_ERROR;
+        }
+    }
+
+#else
     void                            *kcf;
 
     kcf = ngx_http_conf_upstream_srv_conf(uscf,
