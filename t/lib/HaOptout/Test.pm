@@ -492,6 +492,14 @@ sub run {
         }
     }
 
+    # the ports answer a moment before the daemonised master has written
+    # its pid file: tests read it (master_pid, worker_pids)
+    until (defined $self->master_pid) {
+        die "nginx wrote no pid file\n" . $self->_log_tail
+            if time > $deadline;
+        sleep 0.05;
+    }
+
     $self->{running} = 1;
     return $self;
 }
