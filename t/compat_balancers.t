@@ -180,7 +180,7 @@ $t->conf(conf(b2 => 'drain'))->run;
 
 $r = $t->api(PUT => 'v1/flags/app', json => {
     pin => $b2, ttl => '5m', reason => 'drain' });
-isnt($r->{status}, 200, 'the API refuses a pin to a draining server')
+is($r->{status}, 409, 'the API refuses a pin to a draining server (409)')
     or diag $r->{body};
 
 @r = $t->spray(6, '/');

@@ -174,7 +174,7 @@ is($t->hits('b1'), 0, 'nothing went to the other server');
 
 $r = $t->api(PUT => 'v1/flags/app', json => {
     pin => $live, ttl => '5m', reason => 'gone' });
-isnt($r->{status}, 200, 'a new pin to the vanished address is refused');
+is($r->{status}, 409, 'a new pin to the vanished address is refused (409)');
 
 # DNS has the name again: the same pin acts again
 
