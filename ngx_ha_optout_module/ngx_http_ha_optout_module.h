@@ -93,6 +93,15 @@ typedef struct {
 } ngx_http_ha_optout_server_stat_t;
 
 
+/* the upstream's counters when a layer's flag was set (bump() notes it) */
+typedef struct {
+    uint64_t                    ident;          /* flag_ident(); 0: none */
+    ngx_atomic_uint_t           suppressed;
+    ngx_atomic_uint_t           pinned;
+    ngx_atomic_uint_t           bypassed;
+} ngx_http_ha_optout_since_t;
+
+
 /* per-upstream record in the zone; never freed, so pointers stay valid */
 typedef struct {
     ngx_queue_t                 queue;
@@ -112,6 +121,9 @@ typedef struct {
     ngx_http_ha_optout_server_stat_t  servers[NGX_HA_OPTOUT_MAX_SERVERS];
 
     ngx_atomic_t                sticky_entries;
+
+    /* per layer but config's, by source - 1: window, fleet, api */
+    ngx_http_ha_optout_since_t  since[NGX_HA_OPTOUT_SRC_N - 1];
 } ngx_http_ha_optout_rec_t;
 
 
@@ -232,9 +244,12 @@ typedef struct {
     ngx_str_t                        address;   /* resolved */
     ngx_str_t                        server;    /* as in its server line */
     ngx_uint_t                       fails;
+    ngx_uint_t                       max_fails;
+    time_t                           fail_timeout;
     unsigned                         backup:1;
     unsigned                         down:1;
     unsigned                         pinned:1;
+    unsigned                         failed:1;  /* nginx skips it now */
 } ngx_http_ha_optout_peer_view_t;
 
 
@@ -506,6 +521,12 @@ ngx_int_t ngx_http_ha_optout_policy_check(
     ngx_str_t *message, ngx_pool_t *pool);
 void ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+ngx_uint_t ngx_http_ha_optout_policy_protected(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream);
+ngx_int_t ngx_http_ha_optout_policy_next_window(
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now, time_t *start,
+    time_t *end, ngx_http_ha_optout_flag_t **flag);
 
 
 #endif /* _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_ */

@@ -41,10 +41,29 @@ typedef struct {
 } ngx_http_ha_optout_method_t;
 
 
+/* what the status page says of one upstream, read once per request */
+typedef struct {
+    ngx_http_ha_optout_flag_t       *flag;      /* acting, or NULL */
+    ngx_array_t                     *peers;     /* peer_view_t */
+    ngx_uint_t                       protect;
+    ngx_http_ha_optout_flag_t       *wflag;     /* next window, or NULL */
+    time_t                           wstart;
+    time_t                           wend;
+    ngx_atomic_uint_t                suppressed;    /* since flag was set */
+    ngx_atomic_uint_t                pinned;
+    ngx_atomic_uint_t                bypassed;
+    ngx_str_t                        restore;
+} ngx_http_ha_optout_truth_t;
+
+
 static ngx_int_t ngx_http_ha_optout_status_format(ngx_http_request_t *r,
     ngx_uint_t *format);
 static ngx_array_t *ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag);
+static ngx_int_t ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now,
+    ngx_http_ha_optout_truth_t *t);
 static ngx_int_t ngx_http_ha_optout_status_json(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_out_t *out);
 static ngx_int_t ngx_http_ha_optout_status_prometheus(ngx_http_request_t *r,
@@ -240,11 +259,14 @@ static ngx_array_t *
 ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag)
 {
+    time_t                           now;
     ngx_uint_t                       i, backup;
     ngx_array_t                     *views;
     ngx_http_upstream_rr_peer_t     *peer;
     ngx_http_upstream_rr_peers_t    *peers, *list;
     ngx_http_ha_optout_peer_view_t  *v;
+
+    now = ngx_time();
 
     views = ngx_array_create(pool, 4, sizeof(ngx_http_ha_optout_peer_view_t));
     if (views == NULL) {
@@ -275,8 +297,15 @@ ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
                 v->address = peer->name;
                 v->server = peer->server;
                 v->fails = peer->fails;
+                v->max_fails = peer->max_fails;
+                v->fail_timeout = peer->fail_timeout;
                 v->backup = backup;
                 v->down = peer->down ? 1 : 0;
+
+                /* as ngx_http_upstream_get_peer() skips it */
+                v->failed = peer->max_fails
+                            && peer->fails >= peer->max_fails
+                            && now - peer->checked <= peer->fail_timeout;
             }
 
             ngx_http_upstream_rr_peers_unlock(list);
@@ -427,6 +456,105 @@ ngx_http_ha_optout_out_html(ngx_http_ha_optout_out_t *out, u_char *data,
 }
 
 
+/* ----------------------------------------------------------- the truth */
+
+/*
+ * What one upstream's card, JSON object and metrics say beyond the flag:
+ * its servers, the policy's protection and next window, the counters since
+ * the acting flag was set, and how HA comes back.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_srv_conf_t *hscf,
+    time_t now, ngx_http_ha_optout_truth_t *t)
+{
+    u_char                      *p;
+    ngx_http_ha_optout_rec_t    *rec;
+    ngx_http_ha_optout_since_t  *since;
+
+    ngx_memzero(t, sizeof(ngx_http_ha_optout_truth_t));
+
+    t->flag = ngx_http_ha_optout_acting(hscf, now);
+
+    t->peers = ngx_http_ha_optout_status_peers(r->pool, hscf, t->flag);
+    if (t->peers == NULL) {
+        return NGX_ERROR;
+    }
+
+    t->protect = ngx_http_ha_optout_policy_protected(hmcf, &hscf->name);
+
+    if (ngx_http_ha_optout_policy_next_window(hmcf, hscf, now, &t->wstart,
+                                              &t->wend, &t->wflag)
+        != NGX_OK)
+    {
+        t->wflag = NULL;
+    }
+
+    if (t->flag == NULL) {
+        return NGX_OK;
+    }
+
+    rec = hscf->rec;
+
+    if (rec) {
+        t->suppressed = rec->failover_suppressed;
+        t->pinned = rec->pinned_requests;
+        t->bypassed = rec->replication_bypassed;
+
+        /* a config flag acts since nginx started: the lifetime counters */
+
+        if (t->flag->source != NGX_HA_OPTOUT_SRC_CONFIG) {
+            since = &rec->since[t->flag->source - 1];
+
+            if (since->ident == ngx_http_ha_optout_flag_ident(t->flag)) {
+                t->suppressed -= ngx_min(t->suppressed, since->suppressed);
+                t->pinned -= ngx_min(t->pinned, since->pinned);
+                t->bypassed -= ngx_min(t->bypassed, since->bypassed);
+            }
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_HA_OPTOUT_NAME_LEN
+                             + hmcf->environment.len + 160);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    t->restore.data = p;
+
+    switch (t->flag->source) {
+
+    case NGX_HA_OPTOUT_SRC_API:
+        p = ngx_sprintf(p, "DELETE v1/flags/%V "
+                        "(ha-optoutctl clear --upstream %V)",
+                        &hscf->name, &hscf->name);
+        break;
+
+    case NGX_HA_OPTOUT_SRC_FLEET:
+        p = ngx_sprintf(p, "clear it in etcd: ha-optoutctl clear --etcd URLS "
+                        "--environment %V --upstream %V (the agents then "
+                        "DELETE v1/fleet/%V)",
+                        &hmcf->environment, &hscf->name, &hscf->name);
+        break;
+
+    case NGX_HA_OPTOUT_SRC_WINDOW:
+        p = ngx_cpymem(p, "ends with its window at ",
+                       sizeof("ends with its window at ") - 1);
+        p = ngx_http_ha_optout_time_iso(p, t->flag->expires_at);
+        break;
+
+    default:
+        p = ngx_sprintf(p, "remove its ha_optout_flag line from nginx.conf "
+                        "and reload");
+    }
+
+    t->restore.len = p - t->restore.data;
+
+    return NGX_OK;
+}
+
+
 /* ------------------------------------------------------------------ JSON */
 
 static json_t *
@@ -434,19 +562,23 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
 {
-    json_t                          *servers, *s;
+    u_char                           ws[sizeof("2026-11-27T10:00:00Z")];
+    u_char                           we[sizeof("2026-11-27T10:00:00Z")];
+    u_char                           what[NGX_HA_OPTOUT_TEXT_LEN];
+    json_t                          *servers, *s, *up, *nw, *sf;
     ngx_uint_t                       i;
     ngx_array_t                     *peers;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t       *flag;
+    ngx_http_ha_optout_truth_t       t;
     ngx_http_ha_optout_peer_view_t  *v;
 
-    flag = ngx_http_ha_optout_acting(hscf, now);
-
-    peers = ngx_http_ha_optout_status_peers(r->pool, hscf, flag);
-    if (peers == NULL) {
+    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
         return NULL;
     }
+
+    flag = t.flag;
+    peers = t.peers;
 
     servers = json_array();
     if (servers == NULL) {
@@ -456,11 +588,14 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
     v = peers->elts;
 
     for (i = 0; i < peers->nelts; i++) {
-        s = json_pack("{s:s%,s:b,s:b,s:I,s:b}",
+        s = json_pack("{s:s%,s:b,s:b,s:b,s:I,s:I,s:I,s:b}",
                       "address", v[i].address.data, v[i].address.len,
                       "backup", (int) v[i].backup,
                       "down", (int) v[i].down,
+                      "failed", (int) v[i].failed,
                       "fails", (json_int_t) v[i].fails,
+                      "max_fails", (json_int_t) v[i].max_fails,
+                      "fail_timeout", (json_int_t) v[i].fail_timeout,
                       "pinned", (int) v[i].pinned);
 
         if (json_array_append_new(servers, s) != 0) {
@@ -471,7 +606,31 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
 
     rec = hscf->rec;
 
-    return json_pack("{s:o,s:{s:o,s:o,s:o,s:o},s:o,s:I,s:I,s:I,s:I}",
+    nw = json_null();
+
+    if (t.wflag) {
+        nw = json_pack("{s:s%,s:s%,s:b,s:s%,s:s%}",
+                       "start", ws,
+                       ngx_http_ha_optout_time_iso(ws, t.wstart) - ws,
+                       "end", we,
+                       ngx_http_ha_optout_time_iso(we, t.wend) - we,
+                       "open", (int) (t.wstart <= now),
+                       "what", what,
+                       ngx_http_ha_optout_flag_text(t.wflag, what),
+                       "reason", t.wflag->reason,
+                       (size_t) t.wflag->reason_len);
+    }
+
+    sf = json_null();
+
+    if (flag) {
+        sf = json_pack("{s:I,s:I,s:I}",
+                       "failover_suppressed", (json_int_t) t.suppressed,
+                       "pinned_requests", (json_int_t) t.pinned,
+                       "replication_bypassed", (json_int_t) t.bypassed);
+    }
+
+    up = json_pack("{s:o,s:{s:o,s:o,s:o,s:o},s:o,s:I,s:I,s:I,s:I}",
         "flag", ngx_http_ha_optout_flag_json(flag, &hscf->name,
                                              &hmcf->environment),
         "layers",
@@ -497,6 +656,22 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
         "replication_bypassed",
         (json_int_t) (rec ? rec->replication_bypassed : 0),
         "sticky_entries", (json_int_t) (rec ? rec->sticky_entries : 0));
+
+    if (up == NULL
+        || json_object_set_new(up, "protected", json_boolean(t.protect)) != 0
+        || json_object_set_new(up, "next_window", nw) != 0
+        || json_object_set_new(up, "since_flag", sf) != 0
+        || json_object_set_new(up, "restore", t.restore.len
+                                ? json_stringn((char *) t.restore.data,
+                                               t.restore.len)
+                                : json_null())
+           != 0)
+    {
+        json_decref(up);
+        return NULL;
+    }
+
+    return up;
 }
 
 
@@ -971,12 +1146,153 @@ ngx_http_ha_optout_prom_info(ngx_http_ha_optout_out_t *out,
 }
 
 
+/* the servers' state, the policy, the counters since the flag, restore */
+
+static ngx_int_t
+ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
+    ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_main_conf_t *hmcf,
+    time_t now)
+{
+    ngx_uint_t                        i, j, n;
+    ngx_keyval_t                      l[2];
+    ngx_http_ha_optout_truth_t       *t;
+    ngx_http_ha_optout_peer_view_t   *v;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+
+    n = hmcf->upstreams.nelts;
+    hscfp = hmcf->upstreams.elts;
+
+    t = ngx_pcalloc(r->pool, (n + 1) * sizeof(ngx_http_ha_optout_truth_t));
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_status_truth(r, hmcf, hscfp[i], now, &t[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_str_set(&l[0].key, "upstream");
+    ngx_str_set(&l[1].key, "server");
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_server_failed", "gauge",
+        "1 while nginx skips the server: fails >= max_fails within "
+        "fail_timeout");
+
+    for (i = 0; i < n; i++) {
+        l[0].value = hscfp[i]->name;
+        v = t[i].peers->elts;
+
+        for (j = 0; j < t[i].peers->nelts; j++) {
+            l[1].value = v[j].address;
+            ngx_http_ha_optout_prom_sample(out, "ha_optout_server_failed",
+                                           l, 2, v[j].failed);
+        }
+    }
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_server_pinned", "gauge",
+        "1 for the server the acting opt-out pins");
+
+    for (i = 0; i < n; i++) {
+        l[0].value = hscfp[i]->name;
+        v = t[i].peers->elts;
+
+        for (j = 0; j < t[i].peers->nelts; j++) {
+            l[1].value = v[j].address;
+            ngx_http_ha_optout_prom_sample(out, "ha_optout_server_pinned",
+                                           l, 2, v[j].pinned);
+        }
+    }
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_upstream_protected",
+        "gauge", "1 when policy lets the API opt out only in windows");
+
+    for (i = 0; i < n; i++) {
+        l[0].value = hscfp[i]->name;
+        ngx_http_ha_optout_prom_sample(out, "ha_optout_upstream_protected",
+                                       l, 1, t[i].protect);
+    }
+
+    ngx_http_ha_optout_prom_family(out,
+        "ha_optout_next_window_start_timestamp_seconds", "gauge",
+        "Unix time at which the open or next policy window starts");
+
+    for (i = 0; i < n; i++) {
+        if (t[i].wflag) {
+            l[0].value = hscfp[i]->name;
+            ngx_http_ha_optout_prom_sample(out,
+                "ha_optout_next_window_start_timestamp_seconds", l, 1,
+                t[i].wstart);
+        }
+    }
+
+    ngx_http_ha_optout_prom_family(out,
+        "ha_optout_next_window_end_timestamp_seconds", "gauge",
+        "Unix time at which the open or next policy window ends");
+
+    for (i = 0; i < n; i++) {
+        if (t[i].wflag) {
+            l[0].value = hscfp[i]->name;
+            ngx_http_ha_optout_prom_sample(out,
+                "ha_optout_next_window_end_timestamp_seconds", l, 1,
+                t[i].wend);
+        }
+    }
+
+    ngx_http_ha_optout_prom_family(out,
+        "ha_optout_flag_failover_suppressed", "gauge",
+        "Failovers suppressed since the acting opt-out was set");
+    ngx_http_ha_optout_prom_family(out,
+        "ha_optout_flag_pinned_requests", "gauge",
+        "Requests sent to the pin since the acting opt-out was set");
+    ngx_http_ha_optout_prom_family(out,
+        "ha_optout_flag_replication_bypassed", "gauge",
+        "Mirrored requests bypassed since the acting opt-out was set");
+
+    for (i = 0; i < n; i++) {
+        if (t[i].flag) {
+            l[0].value = hscfp[i]->name;
+            ngx_http_ha_optout_prom_sample(out,
+                "ha_optout_flag_failover_suppressed", l, 1, t[i].suppressed);
+            ngx_http_ha_optout_prom_sample(out,
+                "ha_optout_flag_pinned_requests", l, 1, t[i].pinned);
+            ngx_http_ha_optout_prom_sample(out,
+                "ha_optout_flag_replication_bypassed", l, 1, t[i].bypassed);
+        }
+    }
+
+    ngx_str_set(&l[1].key, "restore");
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_flag_restore_info",
+        "gauge", "How HA comes back on the upstream");
+
+    for (i = 0; i < n; i++) {
+        if (t[i].flag) {
+            l[0].value = hscfp[i]->name;
+            l[1].value = t[i].restore;
+            ngx_http_ha_optout_prom_sample(out,
+                                "ha_optout_flag_restore_info", l, 2, 1);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_status_prometheus(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_out_t *out)
 {
     ngx_http_ha_optout_prom_upstreams(out, hmcf, ngx_time());
     ngx_http_ha_optout_prom_info(out, hmcf, ngx_time());
+
+    if (ngx_http_ha_optout_prom_truth(r, out, hmcf, ngx_time()) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_http_ha_optout_prom_admin(out);
 
     return NGX_OK;
@@ -1132,7 +1448,8 @@ ngx_http_ha_optout_html_servers(ngx_http_ha_optout_out_t *out,
 
     ngx_http_ha_optout_out_lit(out, "<table class=\"servers\"><thead><tr>"
                                "<th>server</th><th>role</th><th>state</th>"
-                               "<th>fails</th></tr></thead><tbody>");
+                               "<th>fails / max_fails</th>"
+                               "<th>fail_timeout</th></tr></thead><tbody>");
 
     v = peers->elts;
 
@@ -1158,12 +1475,19 @@ ngx_http_ha_optout_html_servers(ngx_http_ha_optout_out_t *out,
 
         if (v[i].down) {
             ngx_http_ha_optout_out_lit(out, "<td class=\"down\">down</td>");
+
+        } else if (v[i].failed) {
+            ngx_http_ha_optout_out_lit(out, "<td class=\"failed\">failed "
+                                       "<small>(nginx skips it)</small>"
+                                       "</td>");
         } else {
             ngx_http_ha_optout_out_lit(out, "<td>up</td>");
         }
 
-        ngx_http_ha_optout_out_printf(out, 32, "<td>%ui</td></tr>",
-                                      v[i].fails);
+        ngx_http_ha_optout_out_printf(out, 64, "<td>%ui / %ui</td>"
+                                      "<td>%T s</td></tr>",
+                                      v[i].fails, v[i].max_fails,
+                                      v[i].fail_timeout);
     }
 
     ngx_http_ha_optout_out_lit(out, "</tbody></table>");
@@ -1175,16 +1499,21 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
     ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_srv_conf_t *hscf,
     time_t now)
 {
-    ngx_array_t                *peers;
-    ngx_http_ha_optout_rec_t   *rec;
-    ngx_http_ha_optout_flag_t  *flag;
+    u_char                       what[NGX_HA_OPTOUT_TEXT_LEN];
+    ngx_array_t                 *peers;
+    ngx_http_ha_optout_rec_t    *rec;
+    ngx_http_ha_optout_flag_t   *flag;
+    ngx_http_ha_optout_truth_t   t;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
 
-    flag = ngx_http_ha_optout_acting(hscf, now);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
-    peers = ngx_http_ha_optout_status_peers(r->pool, hscf, flag);
-    if (peers == NULL) {
+    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    flag = t.flag;
+    peers = t.peers;
 
     if (flag) {
         ngx_http_ha_optout_out_lit(out, "<section class=\"card suspended\">"
@@ -1194,6 +1523,15 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
                                    "HA SUSPENDED</span></h2>");
         ngx_http_ha_optout_html_flag(out, hscf, flag, now);
 
+        ngx_http_ha_optout_out_lit(out, "<dl><dt>restore</dt>"
+                                   "<dd class=\"restore\"><code>");
+        ngx_http_ha_optout_out_html(out, t.restore.data, t.restore.len);
+        ngx_http_ha_optout_out_printf(out, 512, "</code></dd>"
+            "<dt>since set</dt><dd class=\"since\">"
+            "<b>%uA</b> failovers suppressed, <b>%uA</b> pinned requests, "
+            "<b>%uA</b> replication bypassed</dd></dl>",
+            t.suppressed, t.pinned, t.bypassed);
+
     } else {
         ngx_http_ha_optout_out_lit(out, "<section class=\"card normal\">"
                                    "<h2><span class=\"name\">");
@@ -1201,6 +1539,40 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
         ngx_http_ha_optout_out_lit(out, "</span> <span class=\"badge\">"
                                    "HA normal</span></h2>");
     }
+
+    ngx_http_ha_optout_out_lit(out, "<dl class=\"policy\">"
+                               "<dt>next window</dt><dd class=\"window\">");
+
+    if (t.wflag) {
+        if (t.wstart <= now) {
+            ngx_http_ha_optout_out_lit(out, "open now, ");
+        }
+
+        ngx_http_ha_optout_html_time(out, t.wstart);
+        ngx_http_ha_optout_out_lit(out, " &ndash; ");
+        ngx_http_ha_optout_html_time(out, t.wend);
+        ngx_http_ha_optout_out_lit(out, " <code>");
+        ngx_http_ha_optout_out_html(out, what,
+                                    ngx_http_ha_optout_flag_text(t.wflag,
+                                                                 what));
+        ngx_http_ha_optout_out_lit(out, "</code> ");
+        ngx_http_ha_optout_out_html(out, t.wflag->reason,
+                                    t.wflag->reason_len);
+
+    } else {
+        ngx_http_ha_optout_out_lit(out, "none scheduled");
+    }
+
+    ngx_http_ha_optout_out_lit(out, "</dd><dt>protected</dt>"
+                               "<dd class=\"protected\">");
+    if (t.protect) {
+        ngx_http_ha_optout_out_lit(out, "yes: the API may opt out only "
+                                   "inside a window");
+    } else {
+        ngx_http_ha_optout_out_lit(out, "no");
+    }
+
+    ngx_http_ha_optout_out_lit(out, "</dd></dl>");
 
     ngx_http_ha_optout_html_servers(out, peers);
 

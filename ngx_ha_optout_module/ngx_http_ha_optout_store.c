@@ -659,6 +659,31 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
 
 /* called with the zone mutex held, after a layer changed */
 
+/*
+ * A layer's flag that is new (a PUT, a window's occurrence, not a PATCH:
+ * flag_ident() as for sticky bindings) notes the counters it starts from,
+ * for "since the flag was set" on the status page.
+ */
+
+static void
+ngx_http_ha_optout_since(ngx_http_ha_optout_rec_t *rec,
+    ngx_http_ha_optout_since_t *since, ngx_http_ha_optout_flag_t *flag)
+{
+    uint64_t  ident;
+
+    ident = flag->present ? ngx_http_ha_optout_flag_ident(flag) : 0;
+
+    if (ident == since->ident) {
+        return;
+    }
+
+    since->ident = ident;
+    since->suppressed = rec->failover_suppressed;
+    since->pinned = rec->pinned_requests;
+    since->bypassed = rec->replication_bypassed;
+}
+
+
 void
 ngx_http_ha_optout_bump(void)
 {
@@ -675,6 +700,15 @@ ngx_http_ha_optout_bump(void)
         rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
         active += rec->api.present + rec->fleet.present
                   + rec->window.present;
+
+        ngx_http_ha_optout_since(rec, &rec->since[NGX_HA_OPTOUT_SRC_API - 1],
+                                 &rec->api);
+        ngx_http_ha_optout_since(rec,
+                                 &rec->since[NGX_HA_OPTOUT_SRC_FLEET - 1],
+                                 &rec->fleet);
+        ngx_http_ha_optout_since(rec,
+                                 &rec->since[NGX_HA_OPTOUT_SRC_WINDOW - 1],
+                                 &rec->window);
     }
 
     ngx_http_ha_optout_sh->active = active;

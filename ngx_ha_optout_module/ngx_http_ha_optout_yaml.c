@@ -3291,6 +3291,106 @@ ngx_http_ha_optout_window_same(ngx_http_ha_optout_flag_t *a,
 }
 
 
+/* for the status page: is this upstream "protected: true" by policy */
+
+ngx_uint_t
+ngx_http_ha_optout_policy_protected(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream)
+{
+    ngx_int_t                         protect;
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_policy_t      *pol;
+    ngx_http_ha_optout_policy_ups_t  *u;
+
+    pol = hmcf->policy;
+    protect = 0;
+
+    if (pol == NULL) {
+        return 0;
+    }
+
+    u = pol->upstreams.elts;
+
+    for (i = 0; i < pol->upstreams.nelts; i++) {
+        if (u[i].protect == -1) {
+            continue;
+        }
+
+        if (u[i].name.len == upstream->len
+            && ngx_strncmp(u[i].name.data, upstream->data, upstream->len)
+               == 0)
+        {
+            return u[i].protect;    /* its own entry wins over "*" */
+        }
+
+        if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
+            protect = u[i].protect;
+        }
+    }
+
+    return protect;
+}
+
+
+/*
+ * For the status page: the window of this upstream that is open now, or
+ * else the one that opens next (the earliest start of all its windows).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_policy_next_window(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now, time_t *start,
+    time_t *end, ngx_http_ha_optout_flag_t **flag)
+{
+    time_t                        s, e, week;
+    ngx_uint_t                    i, found;
+    ngx_http_ha_optout_window_t  *w;
+    ngx_http_ha_optout_policy_t  *pol;
+
+    pol = hmcf->policy;
+
+    if (pol == NULL) {
+        return NGX_DECLINED;
+    }
+
+    w = pol->windows.elts;
+    found = 0;
+
+    for (i = 0; i < pol->windows.nelts; i++) {
+        if (ngx_http_ha_optout_window_upstream(hmcf, &w[i]) != hscf) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_window_open(&w[i], now, &s, &e)) {
+            /* open now */
+
+        } else if (!w[i].weekly) {
+            if (w[i].end <= now) {
+                continue;           /* over for good */
+            }
+
+            s = w[i].start;
+            e = w[i].end;
+
+        } else {
+            week = (now + 3 * 86400) % NGX_HA_OPTOUT_WEEK;
+            s = now + (w[i].offset - week + NGX_HA_OPTOUT_WEEK)
+                      % NGX_HA_OPTOUT_WEEK;
+            e = s + w[i].length;
+        }
+
+        if (!found || s < *start) {
+            *start = s;
+            *end = e;
+            *flag = &w[i].flag;
+            found = 1;
+        }
+    }
+
+    return found ? NGX_OK : NGX_DECLINED;
+}
+
+
 static ngx_uint_t  *ngx_http_ha_optout_first;
 static ngx_uint_t   ngx_http_ha_optout_first_n;
 

@@ -991,10 +991,13 @@ ngx_stream_ha_optout_peer_views(void *conf, ngx_array_t *views)
 {
     ngx_stream_ha_optout_srv_conf_t *scf = conf;
 
+    time_t                            now;
     ngx_uint_t                        backup;
     ngx_stream_upstream_rr_peer_t    *peer;
     ngx_stream_upstream_rr_peers_t   *list;
     ngx_http_ha_optout_peer_view_t   *v;
+
+    now = ngx_time();
 
     for (list = scf->uscf->peer.data, backup = 0;
          list;
@@ -1013,9 +1016,16 @@ ngx_stream_ha_optout_peer_views(void *conf, ngx_array_t *views)
             v->address = peer->name;
             v->server = peer->server;
             v->fails = peer->fails;
+            v->max_fails = peer->max_fails;
+            v->fail_timeout = peer->fail_timeout;
             v->backup = backup;
             v->down = peer->down ? 1 : 0;
             v->pinned = 0;
+
+            /* as ngx_stream_upstream_get_peer() skips it */
+            v->failed = peer->max_fails
+                        && peer->fails >= peer->max_fails
+                        && now - peer->checked <= peer->fail_timeout;
         }
 
         ngx_stream_upstream_rr_peers_unlock(list);

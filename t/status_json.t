@@ -115,8 +115,9 @@ for my $name (qw(app reporting)) {
     my $u = $s->{upstreams}{$name};
 
     is_deeply([ sort keys %$u ],
-        [ qw(failover_suppressed flag layers pinned_requests
-             replication_bypassed servers sticky_entries) ],
+        [ qw(failover_suppressed flag layers next_window pinned_requests
+             protected replication_bypassed restore servers since_flag
+             sticky_entries) ],
         "$name: the fields of an upstream");
     is_deeply([ sort keys %{ $u->{layers} } ],
         [ qw(api config fleet window) ],
@@ -128,11 +129,12 @@ for my $name (qw(app reporting)) {
 
     for my $srv (@{ $u->{servers} }) {
         is_deeply([ sort keys %$srv ],
-            [ qw(address backup down fails pinned) ],
+            [ qw(address backup down fail_timeout failed fails max_fails
+                 pinned) ],
             "$name: server $srv->{address} has its fields");
         ok(is_str($srv->{address}), "$name: address is a string");
         ok(is_bool($srv->{$_}), "$name: $_ is a boolean")
-            for qw(backup down pinned);
+            for qw(backup down failed pinned);
         ok(is_int($srv->{fails}), "$name: fails is an integer");
     }
 }
