@@ -14,6 +14,7 @@ use File::Basename qw(basename dirname);
 use File::Path qw(make_path);
 use HaOptout::Test;
 use HaOptout::Docs;
+use MIME::Base64 ();
 
 my $ROOT = abs_path(dirname(__FILE__) . '/..');
 my $CTL = "$ROOT/build/ha-optoutctl";
@@ -71,7 +72,19 @@ sh_ok("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
       . "-days 2 -subj /CN=edge -keyout $E/tls/edge-eu-1.key "
       . "-out $E/tls/edge-eu-1.crt && cp $E/tls/edge-eu-1.crt "
       . "$E/tls/ops-ca.crt");
-chmod 0600, glob("$E/*.pem");           # nginx wants 0600 for every key
+sh_ok("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 "
+      . "-out $D/ops.pem && openssl pkey -in $D/ops.pem -pubout "
+      . "-out $E/ha-optout-ops.pub.pem");
+
+# a JWK Set with that RSA key, as an identity provider publishes it
+{
+    my ($n) = `openssl rsa -pubin -in $E/ha-optout-ops.pub.pem -noout -modulus`
+              =~ /Modulus=([0-9A-F]+)/;
+    my $b = pack 'H*', $n;
+    $t->write_file("$E/idp.jwks", '{"keys":[{"kty":"RSA","kid":"demo-1",'
+        . '"use":"sig","alg":"RS256","n":"'
+        . MIME::Base64::encode_base64url($b) . '","e":"AQAB"}]}');
+}
 
 $t->write_file("$E/ha-optout.yaml", "upstreams:\n  \"*\":\n    max_ttl: 4h\n");
 
@@ -323,8 +336,9 @@ for my $file (@sh_files) {
 
 # the public keys the examples made load as the examples leave them
 for my $k (glob("$D/work-*/*.pub.pem"), glob("$E/*.pub.pem")) {
-    my $alg = `openssl pkey -pubin -in $k -noout -text 2>&1` =~ /ED25519/i
-            ? 'eddsa' : 'es256';
+    my $text = `openssl pkey -pubin -in $k -noout -text 2>&1`;
+    my $alg = $text =~ /ED25519/i ? 'eddsa'
+            : $text =~ /RSA|Modulus/i ? 'rs256' : 'es256';
     my ($rc, $out) = nginx_t(nginx_conf('location',
         "location /ha-optout/ { ha_optout_admin; "
         . "ha_optout_admin_key $alg $k kid=x; }"));
