@@ -16,6 +16,8 @@
 #include <pwd.h>
 #include <openssl/crypto.h>
 
+#include <curl/curl.h>
+
 #include "hoctl.h"
 #include "etcd.h"
 
@@ -35,6 +37,7 @@
 #define G_CLEAR   0x0400    /* --api-only */
 #define G_ETCD    0x0800    /* --etcd, --environment, --etcd-* */
 #define G_AGENT   0x1000    /* --trust-key, --host */
+#define G_WIN     0x2000    /* --window, --reason */
 
 
 enum {
@@ -45,7 +48,8 @@ enum {
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
     O_STATE, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT, O_ETCD_PREFIX,
     O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
-    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS
+    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS,
+    O_WINDOW
 };
 
 
@@ -80,7 +84,9 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "no-replication", no_argument,       NULL, O_NO_REPLICATION },
       G_FLAG },
     { { "sticky",         no_argument,       NULL, O_STICKY },      G_FLAG },
-    { { "reason",         required_argument, NULL, O_REASON },      G_FLAG },
+    { { "reason",         required_argument, NULL, O_REASON },
+      G_FLAG | G_WIN },
+    { { "window",         required_argument, NULL, O_WINDOW },      G_WIN },
     { { "dry-run",        no_argument,       NULL, O_DRY_RUN },     G_FLAG },
     { { "ttl",            required_argument, NULL, O_TTL },         G_TTL },
     { { "if-match",       required_argument, NULL, O_IF_MATCH },    G_IFM },
@@ -115,6 +121,7 @@ typedef struct {
     const char     *fleet;
     const char     *prev_hash;
     const char     *state;          /* audit verify --state */
+    const char     *window;         /* window end|skip --window */
     const char     *ttl;            /* as given, before it means anything */
     long            limit;
     int             url_given;
@@ -143,6 +150,7 @@ static int hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
@@ -301,6 +309,20 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "      3 some unreachable and none refused, 2 usage\n\n"
       HOCTL_FLAG_HELP "\n" HOCTL_CREDS_HELP },
 
+    { "window", G_CONN | G_MINT | G_UP | G_WIN | G_JSON, 0,
+      hoctl_verb_window,
+      "usage: ha-optoutctl window end|skip --url URL --upstream NAME\n"
+      "           [--window NAME|N] --reason TEXT [--json]\n"
+      "\n"
+      "end: the policy window open now on the upstream ends now (POST\n"
+      "v1/windows/NAME/end); skip: its next occurrence does not open\n"
+      "(.../skip).  --window names the window (its \"name:\" in the\n"
+      "policy, or its position among the upstream's windows, 1, 2, ...);\n"
+      "without it: the window that acts now (end), the next to open\n"
+      "(skip).  Audited as window_end / window_skip with your name and\n"
+      "the reason; kept across restarts.  A window with \"endable: false\"\n"
+      "is refused (403).\n\n" HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
+
     { "whoami", G_CONN | G_MINT | G_JSON, 0, hoctl_verb_whoami,
       "usage: ha-optoutctl whoami --url URL [--json]\n"
       "\n"
@@ -368,6 +390,7 @@ hoctl_main_help(FILE *out)
         "  run           suspend HA while a command runs\n"
         "  fleet         set, clear or show across many nginx instances\n"
         "  agent         apply the fleet's flags in etcd to one nginx\n"
+        "  window        end a policy window now, or skip its next one\n"
         "  whoami        show what nginx makes of your credentials\n"
         "  audit verify  check an audit log's hash chain\n"
         "  audit list    show the newest audit entries\n"
@@ -550,6 +573,7 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
             }
             a->etcd.trust[a->etcd.ntrust++] = optarg;
             break;
+        case O_WINDOW:         a->window = optarg; break;
 
         case O_TOKEN_TTL:
             cn->token_ttl = hoctl_parse_duration(optarg);
@@ -869,6 +893,96 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
     free(what);
     json_decref(j);
     hoctl_resp_free(&r);
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc, skip;
+    char          *esc, *path, *body;
+    json_t        *j, *req;
+    size_t         len;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 1 || (strcmp(a->args[0], "end") != 0
+                          && strcmp(a->args[0], "skip") != 0))
+    {
+        return hoctl_usage(v, "give end or skip");
+    }
+
+    skip = (a->args[0][0] == 's');
+
+    if (a->flag.upstream == NULL) {
+        return hoctl_usage(v, "--upstream is required");
+    }
+
+    if (a->flag.reason == NULL || a->flag.reason[0] == '\0') {
+        return hoctl_usage(v, "--reason is required");
+    }
+
+    req = json_pack("{s:s}", "reason", a->flag.reason);
+    if (req == NULL
+        || (a->window
+            && json_object_set_new(req, "window", json_string(a->window))
+               != 0))
+    {
+        json_decref(req);
+        return hoctl_usage(v, "--reason and --window must be UTF-8");
+    }
+
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    esc = curl_easy_escape(NULL, a->flag.upstream, 0);
+    if (body == NULL || esc == NULL) {
+        free(body);
+        curl_free(esc);
+        return HOCTL_USAGE;
+    }
+
+    len = sizeof("v1/windows//skip") + strlen(esc);
+    path = malloc(len);
+    if (path == NULL) {
+        free(body);
+        curl_free(esc);
+        return HOCTL_USAGE;
+    }
+
+    snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
+    curl_free(esc);
+
+    rc = hoctl_request(&a->conn, "POST", path, body, NULL, &r);
+    free(path);
+    free(body);
+
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    hoctl_resp_free(&r);
+
+    printf("%s: window %s %s: %s .. %s\n", hoctl_safe(a->flag.upstream),
+           hoctl_safe(json_string_value(json_object_get(j, "window"))
+                      ? json_string_value(json_object_get(j, "window"))
+                      : "?"),
+           skip ? "skipped" : "ended",
+           hoctl_safe(json_string_value(json_object_get(j, "start"))
+                      ? json_string_value(json_object_get(j, "start"))
+                      : "?"),
+           hoctl_safe(json_string_value(json_object_get(j, "end"))
+                      ? json_string_value(json_object_get(j, "end"))
+                      : "?"));
+    json_decref(j);
 
     return HOCTL_OK;
 }

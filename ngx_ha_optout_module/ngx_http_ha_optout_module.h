@@ -50,6 +50,7 @@ typedef enum {
     NGX_HA_OPTOUT_ACT_RESTORE,
     NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
     NGX_HA_OPTOUT_ACT_DENIED,
+    NGX_HA_OPTOUT_ACT_WINDOW_SKIP,
     NGX_HA_OPTOUT_ACT_N
 } ngx_http_ha_optout_action_e;
 
@@ -176,6 +177,15 @@ typedef struct {
     ngx_uint_t                  suppressed;     /* denials since */
 } ngx_http_ha_optout_denied_t;
 
+/* an occurrence of a policy window ended or skipped through the API */
+#define NGX_HA_OPTOUT_WSKIPS         64
+
+typedef struct {
+    uint32_t                    fp;             /* the window, see yaml.c */
+    time_t                      start;          /* of the occurrence */
+    time_t                      end;            /* kept until then */
+} ngx_http_ha_optout_wskip_t;
+
 
 typedef struct {
     ngx_atomic_t                active;         /* api+window flags present */
@@ -229,6 +239,9 @@ typedef struct {
     ngx_uint_t                  replay_max;     /* half the zone, at most */
 
     ngx_http_ha_optout_denied_t  denied[NGX_HA_OPTOUT_DENIED_SLOTS];
+
+    ngx_uint_t                  nwskips;
+    ngx_http_ha_optout_wskip_t  wskips[NGX_HA_OPTOUT_WSKIPS];
 } ngx_http_ha_optout_shctx_t;
 
 
@@ -521,6 +534,11 @@ ngx_int_t ngx_http_ha_optout_policy_check(
     ngx_str_t *message, ngx_pool_t *pool);
 void ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+ngx_int_t ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *window, ngx_uint_t skip,
+    ngx_http_ha_optout_flag_t *occ, ngx_str_t *name, ngx_uint_t *status,
+    char **code, ngx_str_t *message, ngx_pool_t *pool);
+void ngx_http_ha_optout_window_unact(ngx_http_ha_optout_flag_t *occ);
 ngx_uint_t ngx_http_ha_optout_policy_protected(
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream);
 ngx_int_t ngx_http_ha_optout_policy_next_window(

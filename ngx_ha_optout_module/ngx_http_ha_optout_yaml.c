@@ -69,6 +69,9 @@ typedef struct {
     ngx_http_ha_optout_flag_t        flag;      /* the opt-outs, reason */
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_uint_t                       index;     /* of hscf in upstreams */
+    ngx_str_t                        name;      /* "name:", may be empty */
+    ngx_uint_t                       endable;   /* "endable:", default 1 */
+    uint32_t                         fp;        /* what identifies it */
 } ngx_http_ha_optout_window_t;
 
 
@@ -102,10 +105,16 @@ typedef struct {
     ngx_array_t                      flags;     /* saved_t */
     ngx_array_t                      jtis;      /* jti_t */
     u_char                           audit_hash[65];    /* "": none */
+    ngx_uint_t                       nwskips;
+    ngx_http_ha_optout_wskip_t       wskips[NGX_HA_OPTOUT_WSKIPS];
 } ngx_http_ha_optout_state_t;
 
 
 static ngx_uint_t ngx_http_ha_optout_window_open(
+    ngx_http_ha_optout_window_t *w, time_t now, time_t *start, time_t *end);
+static ngx_uint_t ngx_http_ha_optout_window_live(
+    ngx_http_ha_optout_window_t *w, time_t now, time_t *start, time_t *end);
+static ngx_uint_t ngx_http_ha_optout_window_next(
     ngx_http_ha_optout_window_t *w, time_t now, time_t *start, time_t *end);
 
 
@@ -1058,6 +1067,54 @@ ngx_http_ha_optout_emit_jtis(yaml_emitter_t *e, ngx_http_ha_optout_jti_t *j,
 }
 
 
+/*
+ * "windows_ended": the occurrences of policy windows ended or skipped
+ * through the API, "FP-START": END (the window's fingerprint in hex, the
+ * occurrence's start and end in Unix seconds), so that a restart does not
+ * reopen them
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_wskips(yaml_emitter_t *e,
+    ngx_http_ha_optout_wskip_t *k, ngx_uint_t n)
+{
+    u_char        key[32], num[NGX_TIME_T_LEN];
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "windows_ended") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, key,
+                ngx_sprintf(key, "%08xD-%T", k[i].fp, k[i].start) - key,
+                YAML_PLAIN_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_scalar(e, num,
+                   ngx_sprintf(num, "%T", k[i].end) - num,
+                   YAML_PLAIN_SCALAR_STYLE)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+static ngx_http_ha_optout_wskip_t  ngx_http_ha_optout_save_wskips[
+                                       NGX_HA_OPTOUT_WSKIPS];
+static ngx_uint_t                  ngx_http_ha_optout_save_nwskips;
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
     ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, u_char *audit_hash,
@@ -1143,6 +1200,11 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
         != NGX_OK
         || (njtis
             && ngx_http_ha_optout_emit_jtis(e, jtis, njtis) != NGX_OK)
+        || (ngx_http_ha_optout_save_nwskips
+            && ngx_http_ha_optout_emit_wskips(e,
+                   ngx_http_ha_optout_save_wskips,
+                   ngx_http_ha_optout_save_nwskips)
+               != NGX_OK)
         || ngx_http_ha_optout_emit(e, &ev,
                                    yaml_mapping_end_event_initialize(&ev))
            != NGX_OK
@@ -1278,7 +1340,7 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_fd_t                     fd;
     ngx_err_t                    err;
     ngx_int_t                    rc;
-    ngx_uint_t                   n, cap, njtis;
+    ngx_uint_t                   n, cap, njtis, i;
     ngx_queue_t                 *q;
     yaml_emitter_t               emitter;
     ngx_http_ha_optout_out_t     out;
@@ -1344,6 +1406,16 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
         if (n <= cap && jlen <= jcap) {
             seq = ++sh->state_seq;
             version_seq = sh->version_seq;
+
+            ngx_http_ha_optout_save_nwskips = 0;
+
+            for (i = 0; i < ngx_min(sh->nwskips, NGX_HA_OPTOUT_WSKIPS); i++) {
+                if (sh->wskips[i].end > now) {
+                    ngx_http_ha_optout_save_wskips[
+                        ngx_http_ha_optout_save_nwskips++] = sh->wskips[i];
+                }
+            }
+
             ngx_memcpy(audit_hash, sh->audit_hash, sizeof(audit_hash));
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
             break;
@@ -1726,6 +1798,95 @@ ngx_http_ha_optout_unhex(u_char c)
 }
 
 
+/* "windows_ended": { FP-START: END, ... }, see emit_wskips() */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_wskips(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    u_char                      *dash, *d;
+    size_t                       i, len;
+    uint64_t                     end;
+    ngx_int_t                    hi;
+    int64_t                      fp, start;
+    yaml_node_t                 *k;
+    yaml_node_pair_t            *p;
+    ngx_http_ha_optout_wskip_t  *w;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "windows_ended") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        d = k->data.scalar.value;
+        len = k->data.scalar.length;
+        dash = ngx_strlchr(d, d + len, '-');
+
+        fp = 0;
+        start = 0;
+
+        for (i = 0; dash && d + i < dash; i++) {
+            hi = ngx_http_ha_optout_unhex(d[i]);
+            fp = (hi < 0) ? NGX_ERROR : fp * 16 + hi;
+            if (fp < 0) {
+                break;
+            }
+        }
+
+        for (i = dash ? (size_t) (dash + 1 - d) : len; i < len; i++) {
+            if (d[i] < '0' || d[i] > '9' || start > 100000000000LL) {
+                start = NGX_ERROR;
+                break;
+            }
+
+            start = start * 10 + (d[i] - '0');
+        }
+
+        if (dash == NULL || fp < 0 || dash - d != 8 || start <= 0
+            || dash + 1 == d + len)
+        {
+            return ngx_http_ha_optout_yfail(y, k, "a windows_ended key "
+                                            "must be FINGERPRINT-START "
+                                            "(8 hex digits, Unix time)");
+        }
+
+        if (ngx_http_ha_optout_yuint(y, ngx_http_ha_optout_ynode(y, p->value),
+                                     "a window's end", &end)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (end > (uint64_t) NGX_MAX_TIME_T_VALUE
+            || (time_t) end <= start)
+        {
+            return ngx_http_ha_optout_yfail(y,
+                                       ngx_http_ha_optout_ynode(y, p->value),
+                                       "a window's end is out of range");
+        }
+
+        if (st->nwskips == NGX_HA_OPTOUT_WSKIPS) {
+            continue;           /* more than the zone keeps */
+        }
+
+        w = &st->wskips[st->nwskips++];
+        w->fp = (uint32_t) fp;
+        w->start = (time_t) start;
+        w->end = (time_t) end;
+    }
+
+    return NGX_OK;
+}
+
+
 /* "jtis": { HEX: EXP, ... }, the spent jtis of state_save() */
 
 static ngx_int_t
@@ -1887,6 +2048,13 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
 
             ngx_memcpy(st->audit_hash, hv.data, 64);
             st->audit_hash[64] = '\0';
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "windows_ended")) {
+            if (ngx_http_ha_optout_state_parse_wskips(y, val, st)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
 
         } else if (ngx_http_ha_optout_ykey_is(k, "jtis")) {
             if (ngx_http_ha_optout_state_parse_jtis(y, val, st) != NGX_OK) {
@@ -2201,6 +2369,14 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 
     if (sh->version_seq < max) {
         sh->version_seq = max;
+    }
+
+    /* ended and skipped window occurrences stay so */
+
+    for (i = 0; rc == NGX_OK && i < st.nwskips; i++) {
+        if (st.wskips[i].end > now && sh->nwskips < NGX_HA_OPTOUT_WSKIPS) {
+            sh->wskips[sh->nwskips++] = st.wskips[i];
+        }
     }
 
     /*
@@ -2601,16 +2777,26 @@ invalid:
 }
 
 
+static void
+ngx_http_ha_optout_fnv(uint32_t *h, u_char *p, size_t len)
+{
+    while (len--) {
+        *h = (*h ^ *p++) * 16777619u;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
 {
+    u_char                        c;
     ngx_int_t                     rc;
-    ngx_uint_t                    seen;
+    ngx_uint_t                    seen, i;
     yaml_node_t                  *k, *val, *upstream;
     yaml_node_pair_t             *p;
     ngx_http_ha_optout_flag_t    *f;
-    ngx_http_ha_optout_window_t  *w;
+    ngx_http_ha_optout_window_t  *w, *o;
 
     enum {
         SEEN_EVERY = 1,
@@ -2631,6 +2817,7 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
 
     w->line = node->start_mark.line + 1;
     w->column = node->start_mark.column + 1;
+    w->endable = 1;
     f = &w->flag;
     upstream = NULL;
     seen = 0;
@@ -2662,6 +2849,47 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
             }
 
             upstream = val;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "name")) {
+            if (ngx_http_ha_optout_yscalar(y, val, "name", &w->name)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            for (i = 0; i < w->name.len; i++) {
+                c = w->name.data[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                      || (c >= '0' && c <= '9') || c == '-' || c == '_'
+                      || c == '.'))
+                {
+                    break;
+                }
+            }
+
+            if (w->name.len == 0 || w->name.len > NGX_HA_OPTOUT_NAME_LEN
+                || i < w->name.len
+                || (w->name.data[0] >= '0' && w->name.data[0] <= '9'))
+            {
+                return ngx_http_ha_optout_yfail(y, val, "a window's name is "
+                                                "1..64 of A-Z a-z 0-9 - _ . "
+                                                "and does not start with a "
+                                                "digit (numbers are window "
+                                                "positions)");
+            }
+
+            w->name.data = ngx_pstrdup(y->pool, &w->name);
+            if (w->name.data == NULL) {
+                return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "endable")) {
+            if (ngx_http_ha_optout_ybool(y, val, "endable", &w->endable)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
 
         } else if (ngx_http_ha_optout_ykey_is(k, "every")) {
             if (ngx_http_ha_optout_policy_every(y, val, w) != NGX_OK) {
@@ -2707,7 +2935,8 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
 
         } else {
             return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in a "
-                                            "window (upstream, every, start, "
+                                            "window (upstream, name, "
+                                            "endable, every, start, "
                                             "end, failover, pin, "
                                             "pin_selector, replication, "
                                             "sticky, reason)",
@@ -2760,6 +2989,38 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
         return ngx_http_ha_optout_yfail(y, node, "a window must opt out of "
                                         "something: failover false, pin, "
                                         "replication false or sticky true");
+    }
+
+    /*
+     * what identifies the window across reloads, for the occurrences the
+     * API ended or skipped: its upstream, name and times (not its reason)
+     */
+
+    w->fp = 2166136261u;                        /* FNV-1a */
+    ngx_http_ha_optout_fnv(&w->fp, w->upstream.data, w->upstream.len);
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) "/", 1);
+    ngx_http_ha_optout_fnv(&w->fp, w->name.data, w->name.len);
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->weekly, sizeof(w->weekly));
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->offset, sizeof(w->offset));
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->length, sizeof(w->length));
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->start, sizeof(w->start));
+    ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->end, sizeof(w->end));
+
+    o = pol->windows.elts;
+
+    for (i = 0; w->name.len && &o[i] != w; i++) {
+        if (o[i].name.len == w->name.len
+            && ngx_strncmp(o[i].name.data, w->name.data, w->name.len) == 0
+            && o[i].upstream.len == w->upstream.len
+            && ngx_strncmp(o[i].upstream.data, w->upstream.data,
+                           w->upstream.len) == 0)
+        {
+            return ngx_http_ha_optout_yfail(y, node, "a second window "
+                                            "named \"%V\" on upstream "
+                                            "\"%V\" (line %ui has it)",
+                                            &w->name, &w->upstream,
+                                            o[i].line);
+        }
     }
 
     f->present = 1;
@@ -3082,7 +3343,7 @@ ngx_http_ha_optout_policy_window_end(ngx_http_ha_optout_policy_t *pol,
 
     for (i = 0; i < pol->windows.nelts; i++) {
         if (ngx_http_ha_optout_window_upstream(hmcf, &w[i]) == hscf
-            && ngx_http_ha_optout_window_open(&w[i], now, &start, &end))
+            && ngx_http_ha_optout_window_live(&w[i], now, &start, &end))
         {
             return end;
         }
@@ -3269,6 +3530,313 @@ ngx_http_ha_optout_window_open(ngx_http_ha_optout_window_t *w, time_t now,
 }
 
 
+/* has the API ended or skipped this occurrence (read without the lock) */
+
+static ngx_uint_t
+ngx_http_ha_optout_window_skipped(ngx_http_ha_optout_window_t *w,
+    time_t start)
+{
+    ngx_uint_t                   i, n;
+    ngx_http_ha_optout_wskip_t  *k;
+
+    if (ngx_http_ha_optout_sh == NULL) {
+        return 0;
+    }
+
+    n = ngx_min(ngx_http_ha_optout_sh->nwskips, NGX_HA_OPTOUT_WSKIPS);
+    k = ngx_http_ha_optout_sh->wskips;
+
+    for (i = 0; i < n; i++) {
+        if (k[i].fp == w->fp && k[i].start == start) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* open now, and not ended through the API */
+
+static ngx_uint_t
+ngx_http_ha_optout_window_live(ngx_http_ha_optout_window_t *w, time_t now,
+    time_t *start, time_t *end)
+{
+    return ngx_http_ha_optout_window_open(w, now, start, end)
+           && !ngx_http_ha_optout_window_skipped(w, *start);
+}
+
+
+/* the next occurrence that starts after now and is not skipped */
+
+static ngx_uint_t
+ngx_http_ha_optout_window_next(ngx_http_ha_optout_window_t *w, time_t now,
+    time_t *start, time_t *end)
+{
+    time_t      s, week;
+    ngx_uint_t  i;
+
+    if (!w->weekly) {
+        if (w->start <= now || ngx_http_ha_optout_window_skipped(w, w->start))
+        {
+            return 0;
+        }
+
+        *start = w->start;
+        *end = w->end;
+        return 1;
+    }
+
+    week = (now + 3 * 86400) % NGX_HA_OPTOUT_WEEK;
+    s = now + (w->offset - week + NGX_HA_OPTOUT_WEEK) % NGX_HA_OPTOUT_WEEK;
+
+    if (s <= now) {
+        s += NGX_HA_OPTOUT_WEEK;
+    }
+
+    for (i = 0; i < NGX_HA_OPTOUT_WSKIPS + 1; i++, s += NGX_HA_OPTOUT_WEEK) {
+        if (!ngx_http_ha_optout_window_skipped(w, s)) {
+            *start = s;
+            *end = s + w->length;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * POST v1/windows/{upstream}/end and .../skip: the occurrence of a window
+ * that is open now (end) or that opens next (skip) is noted in the zone
+ * (and by the caller in the state file), and the windows timer leaves it
+ * closed.  "window" is the window's name or its position among the
+ * upstream's windows (1, 2, ...); empty: the one that acts now (end), or
+ * the next to open (skip).  On success "occ" is the occurrence as a flag.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *window, ngx_uint_t skip,
+    ngx_http_ha_optout_flag_t *occ, ngx_str_t *name, ngx_uint_t *status,
+    char **code, ngx_str_t *message, ngx_pool_t *pool)
+{
+    u_char                       *p, *last;
+    time_t                        now, s, e, bs, be;
+    ngx_int_t                     pos;
+    ngx_uint_t                    i, j, n, found;
+    ngx_http_ha_optout_wskip_t   *k;
+    ngx_http_ha_optout_window_t  *w, *best;
+    ngx_http_ha_optout_policy_t  *pol;
+    ngx_http_ha_optout_shctx_t   *sh;
+
+    now = ngx_time();
+    pol = hmcf->policy;
+    sh = ngx_http_ha_optout_sh;
+
+    message->len = 0;
+    message->data = ngx_pnalloc(pool, 1024);
+    if (message->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = message->data;
+    last = p + 1024;
+
+    pos = 0;
+
+    for (i = 0; i < window->len && i < 6; i++) {
+        if (window->data[i] < '0' || window->data[i] > '9') {
+            pos = 0;
+            break;
+        }
+
+        pos = pos * 10 + (window->data[i] - '0');
+    }
+
+    w = pol ? pol->windows.elts : NULL;
+    n = pol ? pol->windows.nelts : 0;
+    best = NULL;
+    bs = 0;
+    be = 0;
+    found = 0;
+
+    for (i = 0, j = 0; i < n; i++) {
+        if (ngx_http_ha_optout_window_upstream(hmcf, &w[i]) != hscf) {
+            continue;
+        }
+
+        j++;
+
+        if (window->len) {
+            if (!((pos > 0 && (ngx_uint_t) pos == j)
+                  || (w[i].name.len == window->len
+                      && ngx_strncmp(w[i].name.data, window->data,
+                                     window->len) == 0)))
+            {
+                continue;
+            }
+
+            found = 1;
+        }
+
+        if (skip) {
+            if (ngx_http_ha_optout_window_next(&w[i], now, &s, &e)
+                && (best == NULL || s < bs))
+            {
+                best = &w[i];
+                bs = s;
+                be = e;
+            }
+
+        } else if (ngx_http_ha_optout_window_live(&w[i], now, &s, &e)) {
+            /* the first in file order acts, as the timer picks it */
+            best = &w[i];
+            bs = s;
+            be = e;
+            break;
+        }
+    }
+
+    if (j == 0) {
+        *status = NGX_HTTP_NOT_FOUND;
+        *code = "UnknownWindow";
+        p = ngx_slprintf(p, last, "upstream \"%V\" has no window in the "
+                         "policy%s%V", &hscf->name,
+                         hmcf->policy_file.len ? " " : "",
+                         &hmcf->policy_file);
+        goto failed;
+    }
+
+    if (window->len && !found) {
+        *status = NGX_HTTP_NOT_FOUND;
+        *code = "UnknownWindow";
+        p = ngx_slprintf(p, last, "upstream \"%V\" has no window \"%V\"; "
+                         "its windows:", &hscf->name, window);
+
+        for (i = 0, j = 0; i < n; i++) {
+            if (w[i].hscf == hscf) {
+                j++;
+                p = ngx_slprintf(p, last, j > 1 ? ", %ui" : " %ui", j);
+                if (w[i].name.len) {
+                    p = ngx_slprintf(p, last, " (%V)", &w[i].name);
+                }
+            }
+        }
+
+        goto failed;
+    }
+
+    if (best == NULL) {
+        *status = NGX_HTTP_CONFLICT;
+        *code = skip ? "NoNextWindow" : "NoOpenWindow";
+        p = ngx_slprintf(p, last, skip ? "no occurrence of %s%V%son "
+                                         "\"%V\" is still to come"
+                                       : "no window %s%V%sis open on \"%V\" "
+                                         "now; to keep the next one closed, "
+                                         "use skip",
+                         window->len ? "\"" : "", window,
+                         window->len ? "\" " : "", &hscf->name);
+        goto failed;
+    }
+
+    if (!best->endable) {
+        *status = NGX_HTTP_FORBIDDEN;
+        *code = "ForbiddenByPolicy";
+        p = ngx_slprintf(p, last, "the window of \"%V\" at %V:%ui has "
+                         "\"endable: false\": it can be neither ended nor "
+                         "skipped through the API", &hscf->name,
+                         &pol->file, best->line);
+        goto failed;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    /* ended and skipped occurrences are kept until they are over */
+
+    k = sh->wskips;
+
+    for (i = 0, j = 0; i < sh->nwskips; i++) {
+        if (k[i].end > now) {
+            k[j++] = k[i];
+        }
+    }
+
+    sh->nwskips = j;
+
+    if (sh->nwskips == NGX_HA_OPTOUT_WSKIPS) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        *status = NGX_HTTP_INSUFFICIENT_STORAGE;
+        *code = "ZoneFull";
+        p = ngx_slprintf(p, last, "%ui window occurrences are ended or "
+                         "skipped already; try again when one is over",
+                         (ngx_uint_t) NGX_HA_OPTOUT_WSKIPS);
+        goto failed;
+    }
+
+    k[sh->nwskips].fp = best->fp;
+    k[sh->nwskips].start = bs;
+    k[sh->nwskips].end = be;
+    sh->nwskips++;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    *occ = best->flag;
+    occ->set_at = bs;
+    occ->expires_at = be;
+
+    if (best->name.len) {
+        *name = best->name;
+
+    } else {
+        for (i = 0, j = 0; &w[i] != best; i++) {
+            j += (w[i].hscf == hscf);
+        }
+
+        name->data = ngx_pnalloc(pool, NGX_INT_T_LEN);
+        if (name->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        name->len = ngx_sprintf(name->data, "%ui", j + 1) - name->data;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    message->len = p - message->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* the occurrence the API noted is forgotten again (the state file failed) */
+
+void
+ngx_http_ha_optout_window_unact(ngx_http_ha_optout_flag_t *occ)
+{
+    ngx_uint_t                   i;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (i = sh->nwskips; i-- > 0; /* void */) {
+        if (sh->wskips[i].start == occ->set_at
+            && sh->wskips[i].end == occ->expires_at)
+        {
+            sh->wskips[i] = sh->wskips[--sh->nwskips];
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
 static ngx_uint_t
 ngx_http_ha_optout_window_same(ngx_http_ha_optout_flag_t *a,
     ngx_http_ha_optout_flag_t *b)
@@ -3342,7 +3910,7 @@ ngx_http_ha_optout_policy_next_window(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_srv_conf_t *hscf, time_t now, time_t *start,
     time_t *end, ngx_http_ha_optout_flag_t **flag)
 {
-    time_t                        s, e, week;
+    time_t                        s, e;
     ngx_uint_t                    i, found;
     ngx_http_ha_optout_window_t  *w;
     ngx_http_ha_optout_policy_t  *pol;
@@ -3361,22 +3929,11 @@ ngx_http_ha_optout_policy_next_window(ngx_http_ha_optout_main_conf_t *hmcf,
             continue;
         }
 
-        if (ngx_http_ha_optout_window_open(&w[i], now, &s, &e)) {
+        if (ngx_http_ha_optout_window_live(&w[i], now, &s, &e)) {
             /* open now */
 
-        } else if (!w[i].weekly) {
-            if (w[i].end <= now) {
-                continue;           /* over for good */
-            }
-
-            s = w[i].start;
-            e = w[i].end;
-
-        } else {
-            week = (now + 3 * 86400) % NGX_HA_OPTOUT_WEEK;
-            s = now + (w[i].offset - week + NGX_HA_OPTOUT_WEEK)
-                      % NGX_HA_OPTOUT_WEEK;
-            e = s + w[i].length;
+        } else if (!ngx_http_ha_optout_window_next(&w[i], now, &s, &e)) {
+            continue;               /* over for good, or all skipped */
         }
 
         if (!found || s < *start) {
@@ -3450,7 +4007,7 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
     for (j = 0; j < nw; j++) {
         if (ngx_http_ha_optout_window_upstream(hmcf, &w[j]) != NULL
             && first[w[j].index] == nw
-            && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
+            && ngx_http_ha_optout_window_live(&w[j], now, &start, &end))
         {
             first[w[j].index] = j;
         }
@@ -3467,7 +4024,7 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
 
         j = nw ? first[i] : nw;
 
-        if (j < nw && ngx_http_ha_optout_window_open(&w[j], now, &start, &end))
+        if (j < nw && ngx_http_ha_optout_window_live(&w[j], now, &start, &end))
         {
             want = w[j].flag;
             want.set_at = start;

@@ -15,6 +15,7 @@ use File::Path qw(make_path);
 use HaOptout::Test;
 use HaOptout::Docs;
 use MIME::Base64 ();
+use POSIX ();
 
 my $ROOT = abs_path(dirname(__FILE__) . '/..');
 my $CTL = "$ROOT/build/ha-optoutctl";
@@ -225,6 +226,28 @@ for my $b (grep { $_->{kind} eq 'policy' } map { @{ $blocks{$_} } } @files) {
 
 my @sh_files = grep { grep { $_->{kind} eq 'sh' } @{ $blocks{$_} } } @files;
 
+# docs/api.md ends and skips windows of "batch"
+{
+    my $now = time;
+    my $iso = sub { POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime $_[0]) };
+    $t->write_file("$D/docs-policy.yaml", <<"EOF");
+windows:
+  - upstream: batch
+    name: nightly
+    start: "@{[ $iso->($now - 60) ]}"
+    end: "@{[ $iso->($now + 3600) ]}"
+    failover: false
+    reason: "nightly reindex"
+  - upstream: batch
+    name: pci
+    endable: false
+    start: "@{[ $iso->($now + 86400) ]}"
+    end: "@{[ $iso->($now + 90000) ]}"
+    failover: false
+    reason: "PCI scan"
+EOF
+}
+
 $t->conf(docs_env_conf());
 
 my $TOKEN = `$CTL token --key $DEMO/ha-optout.key --kid demo --sub demo --scope "ha:read ha:write" --ttl 1h`;
@@ -410,6 +433,9 @@ $TEMP    access_log $D/access.log;
         server 127.0.0.1:$p{9102};
         ha_optout;
     }
+
+    upstream batch { server 127.0.0.1:$p{9101}; ha_optout; }
+    ha_optout_policy $D/docs-policy.yaml;
 
     server {
         listen 127.0.0.1:$p{8080};
