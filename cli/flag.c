@@ -86,7 +86,8 @@ hoctl_flag_check(const hoctl_flag_t *f, int need_ttl, char *err,
 
     ttl = hoctl_parse_duration(f->ttl);
     if (ttl < 0 || (ttl == 0 && need_ttl)) {
-        snprintf(err, errlen, "--ttl must be Ns, Nm or Nh%s, not \"%s\"",
+        snprintf(err, errlen, "--ttl must be Ns, Nm or Nh%s, not \"%s\": "
+                 "e.g. 90s, 30m, 24h (2 days: 48h)",
                  need_ttl ? "" : " (or none)", f->ttl);
         return -1;
     }

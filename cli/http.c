@@ -69,7 +69,9 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
     memset(r, 0, sizeof(hoctl_resp_t));
 
     if (c->url == NULL || c->url[0] == '\0') {
-        snprintf(r->error, sizeof(r->error), "no --url given");
+        snprintf(r->error, sizeof(r->error), "no --url given and "
+                 "HA_OPTOUT_URL is not set: give the admin location's "
+                 "prefix, e.g. --url http://127.0.0.1:8080/ha-optout/");
         return HOCTL_USAGE;
     }
 

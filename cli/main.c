@@ -578,7 +578,8 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_TOKEN_TTL:
             cn->token_ttl = hoctl_parse_duration(optarg);
             if (cn->token_ttl <= 0) {
-                return hoctl_usage(v, "--token-ttl must be Ns, Nm or Nh");
+                return hoctl_usage(v, "--token-ttl must be Ns, Nm or Nh: "
+                                   "e.g. 90s, 5m, 1h");
             }
             break;
 
@@ -754,7 +755,8 @@ hoctl_verb_token(const hoctl_verb_t *v, hoctl_args_t *a)
     if (a->ttl != NULL) {
         a->conn.token_ttl = hoctl_parse_duration(a->ttl);
         if (a->conn.token_ttl <= 0) {
-            return hoctl_usage(v, "--ttl must be Ns, Nm or Nh");
+            return hoctl_usage(v, "--ttl must be Ns, Nm or Nh: e.g. 90s, "
+                               "30m, 24h");
         }
     }
 
@@ -1088,7 +1090,8 @@ hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a)
     }
 
     if (a->conn.url == NULL) {
-        return hoctl_usage(v, "--url is required");
+        return hoctl_usage(v, "--url is required (or HA_OPTOUT_URL), e.g. "
+                           "--url http://127.0.0.1:8080/ha-optout/");
     }
 
     return hoctl_run(&a->conn, &a->flag, a->args);

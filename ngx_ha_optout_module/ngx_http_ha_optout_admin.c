@@ -81,6 +81,10 @@ static ngx_int_t ngx_http_ha_optout_admin_window(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
 static ngx_int_t ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
+static u_char *ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s,
+    size_t len);
+static ngx_int_t ngx_http_ha_optout_upstream_unknown(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
 static ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, char *code, ngx_str_t *message);
 static ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
@@ -406,10 +410,9 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
     ctx->hscf = ngx_http_ha_optout_find_upstream(hmcf, &ctx->upstream);
 
     if (ctx->hscf == NULL) {
-        return ngx_ha_optout_refuse(ctx, r,
-                                    NGX_HTTP_NOT_FOUND, "UnknownUpstream",
-                                    "no upstream with \"ha_optout\" has this "
-                                    "name");
+        return ngx_http_ha_optout_admin_refuse(ctx,
+                   ngx_http_ha_optout_upstream_unknown(r, hmcf,
+                                                       &ctx->upstream));
     }
 
     if (ctx->claims.upstreams) {
@@ -520,6 +523,65 @@ invalid:
     return ngx_http_ha_optout_admin_refuse(ctx,
                ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
                                               "InvalidToken", &message));
+}
+
+
+/*
+ * 404 UnknownUpstream: the name as sent (escaped), and a near match: the
+ * same name in another case, or the stream upstream of that name
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_upstream_unknown(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name)
+{
+    u_char                          *p, *last;
+    size_t                           n;
+    ngx_str_t                        message, *near, *u;
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    message.data = ngx_pnalloc(r->pool, 1024);
+    if (message.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = message.data;
+    last = p + 1024 - 8;
+
+    p = ngx_cpymem(p, "no upstream with \"ha_optout\" is named \"",
+                   sizeof("no upstream with \"ha_optout\" is named \"") - 1);
+    p = ngx_http_ha_optout_echo(p, last, name->data, name->len);
+    *p++ = '"';
+
+    near = NULL;
+    hscfp = hmcf->upstreams.elts;
+    n = sizeof("stream:") - 1;
+
+    for (i = 0; near == NULL && i < hmcf->upstreams.nelts; i++) {
+        u = &hscfp[i]->name;
+
+        if ((u->len == name->len
+             && ngx_strncasecmp(u->data, name->data, name->len) == 0)
+            || (u->len == name->len + n
+                && ngx_strncmp(u->data, "stream:", n) == 0
+                && ngx_strncasecmp(u->data + n, name->data, name->len) == 0))
+        {
+            near = u;
+        }
+    }
+
+    if (near) {
+        p = ngx_slprintf(p, last, "; did you mean \"%V\"?", near);
+
+    } else {
+        p = ngx_slprintf(p, last, "; GET v1/flags lists them");
+    }
+
+    message.len = p - message.data;
+
+    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_NOT_FOUND,
+                                          "UnknownUpstream", &message);
 }
 
 
@@ -1001,6 +1063,72 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
 }
 
 
+/* a name from the request, for a message: printable ASCII, cut at 64 */
+
+static u_char *
+ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len && i < NGX_HA_OPTOUT_NAME_LEN && p + 4 < last; i++) {
+        if (s[i] >= 0x20 && s[i] < 0x7f) {
+            *p++ = s[i];
+        } else {
+            p = ngx_sprintf(p, "\\x%02xd", (ngx_uint_t) s[i]);
+        }
+    }
+
+    if (i < len && p + 3 < last) {
+        p = ngx_cpymem(p, "...", 3);
+    }
+
+    return p;
+}
+
+
+/* 409 PinConflict for a pin that names no server: which ones there are */
+
+static ngx_int_t
+ngx_http_ha_optout_pin_unknown(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag)
+{
+    u_char                    *p, *last;
+    ngx_str_t                  message;
+    ngx_uint_t                 i, n;
+    ngx_http_ha_optout_rec_t  *rec;
+
+    message.data = ngx_pnalloc(r->pool, 2048);
+    if (message.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = message.data;
+    last = p + 2048 - 64;
+    rec = hscf->rec;
+
+    p = ngx_cpymem(p, "pin \"", 5);
+    p = ngx_http_ha_optout_echo(p, last, flag->pin, flag->pin_len);
+    p = ngx_slprintf(p, last, "\" names no server of upstream \"%V\"; its "
+                     "servers:", &hscf->name);
+
+    for (i = 0, n = 0; rec && i < rec->nservers && p < last; i++) {
+        if (rec->servers[i].len) {
+            p = ngx_slprintf(p, last, "%s %*s", n++ ? "," : "",
+                             rec->servers[i].len, rec->servers[i].name);
+        }
+    }
+
+    if (n == 0) {
+        p = ngx_slprintf(p, last, " (none known)");
+    }
+
+    message.len = p - message.data;
+
+    return ngx_http_ha_optout_admin_error(r, NGX_HTTP_CONFLICT, "PinConflict",
+                                          &message);
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_admin_wait(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
@@ -1205,9 +1333,7 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
             }
 
             if (rc != NGX_OK) {
-                return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "PinConflict",
-                                         "pin names no server of this "
-                                         "upstream");
+                return ngx_http_ha_optout_pin_unknown(r, hscf, flag);
             }
         }
 

@@ -458,7 +458,8 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
                 ngx_ha_optout_fail("InvalidTTL", "ttl must be a string "
                                    "\"Ns\", \"Nm\" or \"Nh\" (N > 0, at "
                                    "most 366 days), or \"none\" where "
-                                   "policy allows it");
+                                   "policy allows it: e.g. \"90s\", "
+                                   "\"30m\", \"24h\" (2 days: \"48h\")");
             }
 
             *ttl_set = 1;

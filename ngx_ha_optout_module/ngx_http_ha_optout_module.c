@@ -829,6 +829,17 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
+        /* a constant would put every request in one bucket: a typo */
+
+        if (ngx_strlchr(v.data, v.data + v.len, '$') == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is a constant: it takes a variable, "
+                               "e.g. \"%*s=$%V\"", &value[i],
+                               (size_t) (v.data - value[i].data - 1),
+                               value[i].data, &v);
+            return NGX_CONF_ERROR;
+        }
+
         *cvp = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
         if (*cvp == NULL) {
             return NGX_CONF_ERROR;
