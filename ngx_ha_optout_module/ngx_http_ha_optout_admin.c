@@ -439,6 +439,104 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 }
 
 
+/* one part of a JWT, decoded and parsed, for a hint only (not trusted) */
+
+static json_t *
+ngx_http_ha_optout_jwt_part(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_uint_t n)
+{
+    u_char     *p, *last, *start;
+    ngx_str_t   src, dst;
+
+    p = token->data;
+    last = p + token->len;
+
+    for (start = p; n && p < last; p++) {
+        if (*p == '.') {
+            n--;
+            start = p + 1;
+        }
+    }
+
+    if (n) {
+        return NULL;
+    }
+
+    p = ngx_strlchr(start, last, '.');
+    src.data = start;
+    src.len = (p ? p : last) - start;
+
+    if (src.len == 0 || src.len > 8192) {
+        return NULL;
+    }
+
+    dst.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(src.len));
+    if (dst.data == NULL
+        || ngx_decode_base64url(&dst, &src) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return json_loadb((char *) dst.data, dst.len, 0, NULL);
+}
+
+
+/*
+ * "bearer token rejected: REASON", and for some reasons what to do: an
+ * expired token says its exp and the server's clock (a skewed clock is the
+ * usual cause), a token without kid where several keys could verify it
+ * says so instead of "unknown_kid"
+ */
+
+static u_char *
+ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
+    ngx_http_ha_optout_loc_conf_t *hlcf, ngx_str_t *token,
+    const char *reason, u_char *p, u_char *last)
+{
+    u_char   now[sizeof("2026-11-27T10:00:00Z")];
+    u_char   exp[sizeof("2026-11-27T10:00:00Z")];
+    json_t  *j, *v;
+
+    if (ngx_strcmp(reason, "expired") == 0 && token->len) {
+        j = ngx_http_ha_optout_jwt_part(r, token, 1);
+        v = json_object_get(j, "exp");
+
+        if (json_is_integer(v) && json_integer_value(v) > 0) {
+            *ngx_http_ha_optout_time_iso(now, ngx_time()) = '\0';
+            *ngx_http_ha_optout_time_iso(exp,
+                                    (time_t) json_integer_value(v)) = '\0';
+            p = ngx_slprintf(p, last, "bearer token rejected: expired: its "
+                             "exp %L is %s, this server's time is %T (%s); "
+                             "mint a new token, or fix the clock that is "
+                             "wrong", (int64_t) json_integer_value(v), exp,
+                             ngx_time(), now);
+            json_decref(j);
+            return p;
+        }
+
+        json_decref(j);
+    }
+
+    if (ngx_strcmp(reason, "unknown_kid") == 0 && token->len
+        && hlcf->keys && hlcf->keys->nelts > 1)
+    {
+        j = ngx_http_ha_optout_jwt_part(r, token, 0);
+        v = json_object_get(j, "kid");
+        json_decref(j);
+
+        if (j && v == NULL) {
+            return ngx_slprintf(p, last, "bearer token rejected: "
+                                "missing_kid: the token has no \"kid\" "
+                                "header and this location has %ui keys; "
+                                "give the kid= of one (ha-optoutctl --kid)",
+                                hlcf->keys->nelts);
+        }
+    }
+
+    return ngx_slprintf(p, last, "bearer token rejected: %s", reason);
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope)
@@ -453,6 +551,7 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
     auth = r->headers_in.authorization;
     reason = "missing";
+    ngx_str_null(&token);
 
     if (auth == NULL || auth->value.len <= sizeof("Bearer ") - 1
         || ngx_strncasecmp(auth->value.data, (u_char *) "Bearer ",
@@ -511,13 +610,14 @@ invalid:
 
     ngx_http_ha_optout_auth_count(reason);
 
-    msg = ngx_pnalloc(r->pool, 128);
+    msg = ngx_pnalloc(r->pool, 512);
     if (msg == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     message.data = msg;
-    message.len = ngx_sprintf(msg, "bearer token rejected: %s", reason)
+    message.len = ngx_http_ha_optout_auth_hint(r, hlcf, &token, reason, msg,
+                                               msg + 512)
                   - msg;
 
     return ngx_http_ha_optout_admin_refuse(ctx,

@@ -19,7 +19,8 @@ my $CTL = abs_path(dirname(__FILE__) . '/..') . '/build/ha-optoutctl';
 my $t = HaOptout::Test->new;
 $t->backend('b1');
 $t->backend('b2');
-$t->secret_file('ha-optout.key');
+$t->secret_file('ha-optout.key', default => 1);
+$t->secret_file('other.key');
 
 my $b1 = '127.0.0.1:' . $t->port('b1');
 my $b2 = '127.0.0.1:' . $t->port('b2');
@@ -39,6 +40,11 @@ http {
         location /ha-optout/ {
             ha_optout_admin;
             ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
+        }
+        location /two-keys/ {
+            ha_optout_admin;
+            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
+            ha_optout_admin_key hs256 %%TESTDIR%%/other.key kid=ci;
         }
     }
 }
@@ -84,6 +90,27 @@ $r = $t->api(PUT => 'v1/flags/Checkout', json => {
 is($r->{status}, 400, 'ttl "2d": 400');
 like($r->{json}{error}{message}, qr/e\.g\. "90s", "30m", "24h" \(2 days: "48h"\)/,
      '... suggesting the units that work');
+
+# ------------------------------------------------------------ tokens
+
+my $exp = time - 600;
+$r = $t->api(GET => 'v1/flags', token_args => { iat => $exp - 60,
+                                                 exp => $exp });
+is($r->{status}, 401, 'an expired token: 401');
+like($r->{json}{error}{message},
+     qr/^bearer token rejected: expired: its exp $exp is \d{4}-\d\d-\d\dT[\d:]+Z, this server's time is \d+ \(\d{4}-[^)]+Z\)/,
+     '... saying its exp and the server\'s time');
+
+$r = $t->api(GET => 'v1/flags', prefix => '/two-keys/');
+is($r->{status}, 401, 'a token without kid where two keys are: 401');
+like($r->{json}{error}{message},
+     qr/^bearer token rejected: missing_kid: the token has no "kid" header and this location has 2 keys/,
+     '... saying the kid is missing, not "unknown_kid"');
+
+$r = $t->api(GET => 'v1/flags', prefix => '/two-keys/',
+             token_args => { kid => 'nosuch' });
+like($r->{json}{error}{message}, qr/^bearer token rejected: unknown_kid$/,
+     'a kid that names no key is still unknown_kid');
 
 # ------------------------------------------------------------ the CLI
 
