@@ -1078,8 +1078,11 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
         }
 
         return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "WriterBusy", "another write holds the "
-                                 "writer lock; retry");
+                                 "WriterBusy", "another write of flags has "
+                                 "been in progress for too long (a slow or "
+                                 "stuck state file or audit log, see "
+                                 "error_log); nothing was changed, retry "
+                                 "later");
     }
 
     if (!ctx->prepared) {

@@ -184,7 +184,7 @@ my @bad = (
                                             exp => time - 3600 }) ],
     [ '/jwks/', 'unknown_kid', 'a kid the set does not hold',
       spec('kr', 'RS256', 'kr-next') ],
-    [ '/jwks/', 'unknown_kid', 'no kid at all (a set needs one)',
+    [ '/jwks/', 'missing_kid', 'no kid at all (a set needs one; the message says so)',
       spec('kr', 'RS256', undef) ],
 );
 
