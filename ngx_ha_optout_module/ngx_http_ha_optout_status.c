@@ -533,8 +533,9 @@ ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
 
     case NGX_HA_OPTOUT_SRC_FLEET:
         p = ngx_sprintf(p, "clear it in etcd: ha-optoutctl clear --etcd URLS "
-                        "--environment %V --upstream %V (the agents then "
+                        "--environment %s%V --upstream %V (the agents then "
                         "DELETE v1/fleet/%V)",
+                        hmcf->environment.len ? "" : "ENV",
                         &hmcf->environment, &hscf->name, &hscf->name);
         break;
 

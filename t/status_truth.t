@@ -183,6 +183,31 @@ like(prom(), qr/^ha_optout_flag_failover_suppressed\{upstream="chaos"\} 0$/m,
 like(prom(), qr/^ha_optout_failover_suppressed_total\{upstream="chaos",server="\Q$dead\E"\} [1-9]/m,
      'beside the lifetime counter');
 
+# a fleet flag set beneath the API flag counts from when it was set (its
+# own slot, not the window's nor the lifetime totals), and shows once the
+# API flag is gone
+suppress_some(2);
+my $at_fleet = $t->status->{upstreams}{chaos}{failover_suppressed};
+$r = $t->api(PUT => 'v1/fleet/chaos',
+             token_args => { sub => 'lb1', scope => 'ha:fleet' },
+             json => { failover => JSON::PP::false(), ttl => '30m',
+                       reason => 'INC-7 fleet hold', revision => 7,
+                       actor => 'alice', via => 'lb1' });
+is($r->{status}, 200, 'a fleet flag beneath the API flag on chaos');
+suppress_some(2);
+is($t->api(DELETE => 'v1/flags/chaos')->{status}, 200,
+   'the API flag cleared: the fleet flag acts');
+$s = $t->status->{upstreams}{chaos};
+is($s->{flag}{source}, 'fleet', '... it is the fleet flag');
+cmp_ok($s->{since_flag}{failover_suppressed}, '>=', 2,
+       'the fleet flag counted what it suppressed beneath the API flag');
+is($s->{since_flag}{failover_suppressed},
+   $s->{failover_suppressed} - $at_fleet,
+   'the fleet flag counts since it was set, not the lifetime totals')
+    or diag explain $s;
+like($s->{restore}, qr/^clear it in etcd: ha-optoutctl clear --etcd URLS --environment default --upstream chaos \(the agents then DELETE v1\/fleet\/chaos\)$/,
+     'a fleet flag says how to clear it in etcd') or diag $s->{restore};
+
 
 # ------------------------------------------------------------ windows
 
