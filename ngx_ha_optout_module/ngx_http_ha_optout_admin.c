@@ -1720,7 +1720,7 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
     dirty = sh->state_dirty;
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    saved = (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
+    saved = (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
              == NGX_OK);
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
@@ -1966,7 +1966,7 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
         ngx_http_ha_optout_admin_undo(ctx);
 
         /* the state file holds the change: it must not come back */
-        if (ngx_http_ha_optout_state_save(hmcf, r->connection->log)
+        if (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
             != NGX_OK)
         {
             ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);

@@ -36,6 +36,7 @@ static ngx_int_t ngx_http_ha_optout_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ha_optout_init_process(ngx_cycle_t *cycle);
 static char *ngx_http_ha_optout_enroll_init_main_conf(ngx_conf_t *cf,
     void *conf);
+static void ngx_http_ha_optout_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -208,7 +209,7 @@ ngx_module_t  ngx_http_ha_optout_module = {
     ngx_http_ha_optout_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ha_optout_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -1615,6 +1616,48 @@ ngx_http_ha_optout_init_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * A worker that exits while the zone owes the state file a restore (a
+ * DELETE or an expiry answered "persisted": false) tries the save once
+ * more, atomic then in place: the zone goes away with the last worker, and
+ * the state file would bring the suspension back at the next start.  Any
+ * worker may do it, whoever gets the writer lock; the others find nothing
+ * owed any more.
+ */
+
+static void
+ngx_http_ha_optout_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ha_optout_module);
+
+    if (hmcf == NULL || hmcf->shm_zone == NULL || hmcf->state_file.len == 0
+        || ngx_http_ha_optout_sh == NULL
+        || ngx_http_ha_optout_sh->state_dirty == 0
+        || ngx_http_ha_optout_writer_trylock() != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_ha_optout_persist_retry(hmcf, cycle->log, 1);
+
+    if (ngx_http_ha_optout_sh->state_dirty) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "ha_optout: nginx stops with a restore of HA that "
+                      "state file \"%V\" does not hold: the API flag it "
+                      "cleared (its upstream is named in the \"restored in "
+                      "memory\" alert above) will act again at the next "
+                      "start; make the file and its directory writable by "
+                      "the worker user, or delete the flag again after the "
+                      "start", &hmcf->state_file);
+    }
+
+    ngx_http_ha_optout_writer_unlock();
+}
+
+
 /* the master opened the audit log 0644 (nginx's default): 0640 */
 
 static ngx_int_t
@@ -1653,7 +1696,7 @@ static void
 ngx_http_ha_optout_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, const char *what)
 {
-    if (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK) {
+    if (ngx_http_ha_optout_state_save_restore(hmcf, log) == NGX_OK) {
         return;
     }
 

@@ -522,6 +522,8 @@ ngx_fd_t ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
     ngx_file_info_t *fi, const char **why);
 ngx_int_t ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+ngx_int_t ngx_http_ha_optout_state_save_restore(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log);
 void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 char *ngx_http_ha_optout_policy_load(ngx_conf_t *cf,

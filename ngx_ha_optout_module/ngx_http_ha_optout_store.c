@@ -626,7 +626,10 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
     dirty = sh->state_dirty;
 
     if (dirty || ngx_http_ha_optout_state_behind(hmcf)) {
-        if (ngx_http_ha_optout_state_save(hmcf, log) == NGX_OK) {
+        if ((dirty ? ngx_http_ha_optout_state_save_restore(hmcf, log)
+                   : ngx_http_ha_optout_state_save(hmcf, log))
+            == NGX_OK)
+        {
             ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
             sh->state_dirty -= ngx_min(dirty, sh->state_dirty);
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);

@@ -1328,10 +1328,61 @@ ngx_http_ha_optout_state_jtis(u_char *buf, size_t len, ngx_uint_t *n,
  * the snapshot.
  */
 
+static ngx_int_t ngx_http_ha_optout_state_write(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log, ngx_uint_t inplace);
+
+
 ngx_int_t
 ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
+    return ngx_http_ha_optout_state_write(hmcf, log, 0);
+}
+
+
+/*
+ * The save of a change that restores HA (a DELETE, an expiry, the undo of
+ * a refused suspension).  When the atomic save fails (a directory the
+ * workers cannot write: no temporary file, no rename), the existing state
+ * file is rewritten in place, if the workers may write it: else the
+ * suspension it holds would come back at the next start.  The in-place
+ * write is not atomic, but it can only fail towards safety: a torn write
+ * leaves a file that does not parse, which the next start sets aside, and
+ * nginx then starts with HA fully on.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_state_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    if (ngx_http_ha_optout_state_write(hmcf, log, 0) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_state_write(hmcf, log, 1) == NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: state file \"%V\" rewritten in place "
+                      "(its directory cannot be written): the restore is "
+                      "saved", &hmcf->state_file);
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: a restore of HA cannot be saved in state file "
+                  "\"%V\", neither by rename nor in place: it is retried, "
+                  "and lost if nginx stops before it is saved",
+                  &hmcf->state_file);
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t inplace)
+{
+    off_t                        len;
+    ngx_file_info_t              fi;
     u_char                      *tmp, *jbuf;
     u_char                       audit_hash[65];
     size_t                       jlen, jcap;
@@ -1464,12 +1515,40 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
 
     rc = NGX_ERROR;
 
-    fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
+    if (inplace) {
+        /* the existing file only: never created, never a planted FIFO */
+        fd = open((char *) hmcf->state_file.data,
+                  O_WRONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC);
 
-    if (fd == NGX_INVALID_FILE) {
-        ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
-                                       &hmcf->state_file);
-        goto done;
+        if (fd == NGX_INVALID_FILE && ngx_errno == NGX_ENOENT) {
+            /* no file, no suspension that could come back at a start */
+            rc = NGX_OK;
+            goto done;
+        }
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "open()",
+                                           hmcf->state_file.data,
+                                           &hmcf->state_file);
+            goto done;
+        }
+
+        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "ha_optout: state file \"%V\" is not a regular "
+                          "file: not rewritten in place", &hmcf->state_file);
+            ngx_close_file(fd);
+            goto done;
+        }
+
+    } else {
+        fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
+                                           &hmcf->state_file);
+            goto done;
+        }
     }
 
     out.fd = fd;
@@ -1506,6 +1585,18 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
 
     yaml_emitter_delete(&emitter);
 
+    if (inplace) {
+        len = lseek(fd, 0, SEEK_CUR);
+
+        if (len == -1 || ftruncate(fd, len) == -1) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
+                                           hmcf->state_file.data,
+                                           &hmcf->state_file);
+            ngx_close_file(fd);
+            goto done;
+        }
+    }
+
     if (fsync(fd) == -1) {
         ngx_http_ha_optout_state_error(log, ngx_errno, "fsync()", tmp,
                                        &hmcf->state_file);
@@ -1520,6 +1611,24 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (inplace) {
+        if (sh->state_saved > seq) {
+            /* a later snapshot was overwritten: the timer saves again */
+            sh->state_dirty++;
+
+        } else {
+            sh->state_saved = seq;
+            ngx_memcpy(sh->state_audit_hash,
+                       audit_hash[0] ? audit_hash
+                                     : ngx_http_ha_optout_zero_hash,
+                       sizeof(audit_hash));
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        rc = NGX_OK;
+        goto done;
+    }
 
     if (sh->state_saved > seq) {
         /* a later snapshot, which includes this one's change, is there */
@@ -1559,7 +1668,9 @@ nomem:
 
 failed:
 
-    (void) ngx_delete_file(tmp);
+    if (!inplace) {
+        (void) ngx_delete_file(tmp);
+    }
 
 done:
 

@@ -201,6 +201,7 @@ my $keep = $t->api(PUT => 'v1/flags/app', json => {
 is($keep->{status}, 200, 'a flag is set while the directory is writable');
 
 chmod 0555, $dir;
+chmod 0400, $state;    # nor in place (t/fault_restore_restart.t)
 
 my $ro = $t->api(PUT => 'v1/flags/app', json => {
     failover => JSON::PP::false, ttl => '5m', reason => 'cannot persist' });
@@ -229,6 +230,7 @@ like($t->read_file($state), qr/before read-only/,
      'the state file still holds the flag (it could not be written)');
 
 chmod 0755, $dir;
+chmod 0600, $state;
 
 ok($t->wait_for(sub { $t->read_file($state) !~ /before read-only/ }, 15),
    'once the directory is writable, the timer saves the restore');
@@ -245,6 +247,7 @@ my $brief = $t->api(PUT => 'v1/flags/app', json => {
     pin => $b2, ttl => '2s', reason => 'expires read-only' });
 is($brief->{status}, 200, 'a 2 s flag is set');
 chmod 0555, $dir;
+chmod 0400, $state;    # nor in place (t/fault_restore_restart.t)
 ok($t->wait_for(sub { (grep { $_ eq 'expire' } audit_actions('app'))
                       > $expired }, 10),
    'it expires (audited) with the directory read-only');
@@ -254,6 +257,7 @@ like($t->error_log, qr/\[alert\].*expired flags are cleared in memory/,
 like($t->read_file($state), qr/expires read-only/,
      'the state file still holds it');
 chmod 0755, $dir;
+chmod 0600, $state;
 ok($t->wait_for(sub { $t->read_file($state) !~ /expires read-only/ }, 15),
    'the timer saves the expiry once the directory is writable');
 
