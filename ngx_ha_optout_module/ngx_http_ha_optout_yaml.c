@@ -1346,9 +1346,11 @@ ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
  * workers cannot write: no temporary file, no rename), the existing state
  * file is rewritten in place, if the workers may write it: else the
  * suspension it holds would come back at the next start.  The in-place
- * write is not atomic, but it can only fail towards safety: a torn write
- * leaves a file that does not parse, which the next start sets aside, and
- * nginx then starts with HA fully on.
+ * write is not atomic, but it can only fail towards safety: the file is
+ * emptied first, so a torn write leaves an empty file or a cut snapshot
+ * that does not parse, which the next start sets aside, and nginx then
+ * starts with HA fully on (a cut that parses holds fewer of the flags
+ * that act now, never one that was cleared).
  */
 
 ngx_int_t
@@ -1381,7 +1383,6 @@ static ngx_int_t
 ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t inplace)
 {
-    off_t                        len;
     ngx_file_info_t              fi;
     u_char                      *tmp, *jbuf;
     u_char                       audit_hash[65];
@@ -1541,6 +1542,19 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
             goto done;
         }
 
+        /*
+         * emptied first: a write torn after this leaves an empty file or
+         * a prefix of the new snapshot, never the new one over the tail
+         * of the old, which might parse into a flag that was cleared
+         */
+        if (ftruncate(fd, 0) == -1) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
+                                           hmcf->state_file.data,
+                                           &hmcf->state_file);
+            ngx_close_file(fd);
+            goto done;
+        }
+
     } else {
         fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
 
@@ -1584,18 +1598,6 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     yaml_emitter_delete(&emitter);
-
-    if (inplace) {
-        len = lseek(fd, 0, SEEK_CUR);
-
-        if (len == -1 || ftruncate(fd, len) == -1) {
-            ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
-                                           hmcf->state_file.data,
-                                           &hmcf->state_file);
-            ngx_close_file(fd);
-            goto done;
-        }
-    }
 
     if (fsync(fd) == -1) {
         ngx_http_ha_optout_state_error(log, ngx_errno, "fsync()", tmp,
