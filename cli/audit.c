@@ -404,9 +404,10 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     }
 
     if (multi) {
-        printf("ok: %zu lines in %d files\n", total, nfiles);
+        printf("ok: %zu line%s in %d files\n", total,
+               total == 1 ? "" : "s", nfiles);
     } else {
-        printf("ok: %zu lines\n", total);
+        printf("ok: %zu line%s\n", total, total == 1 ? "" : "s");
     }
 
     if (state != NULL) {

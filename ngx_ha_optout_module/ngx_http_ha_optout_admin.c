@@ -1953,7 +1953,9 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
         return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                  "StateNotPersisted",
                                  "the state file could not be written; "
-                                 "nothing was changed");
+                                 "nothing was changed; see error_log: "
+                                 "its directory must be writable by the "
+                                 "worker user");
     }
 
     (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);

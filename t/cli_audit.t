@@ -140,6 +140,9 @@ for my $i (1 .. 3) {
 $t->write_file('doc.jsonl', $chain);
 is(cli('audit', 'verify', "$d/doc.jsonl")->{out}, "ok: 3 lines\n",
    'the documented definition verifies');
+$t->write_file('one.jsonl', (split /(?<=\n)/, $chain)[0]);
+is(cli('audit', 'verify', "$d/one.jsonl")->{out}, "ok: 1 line\n",
+   'one line is "1 line", not "1 lines"');
 
 is(cli('audit', 'verify', "$d/none.jsonl")->{rc}, 2,
    'a missing file is a usage error');
