@@ -1177,8 +1177,8 @@ ngx_http_ha_optout_key_read(ngx_conf_t *cf, ngx_str_t *file, size_t max,
     if (!ngx_is_file(&fi)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "key file \"%V\" is not a regular file "
-                           "(a FIFO, device or directory is never read)",
-                           file);
+                           "(a FIFO, device or directory is never read): "
+                           "give a regular file", file);
         goto done;
     }
 
@@ -1319,7 +1319,8 @@ ngx_http_ha_optout_key_secret(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
 
     if (key->secret.len < NGX_HA_OPTOUT_HS256_MIN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "HS256 secret in \"%V\" is shorter than 32 bytes",
+                           "HS256 secret in \"%V\" is shorter than 32 "
+                           "bytes: make one with \"openssl rand -hex 32\"",
                            &key->file);
         return NGX_CONF_ERROR;
     }
@@ -1344,6 +1345,17 @@ ngx_http_ha_optout_key_pkey(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
     pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
     BIO_free(bio);
     ERR_clear_error();
+
+    if (pkey == NULL
+        && ngx_strnstr(data->data, "PRIVATE KEY-----", data->len) != NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" is a private key: give nginx "
+                           "its public half: openssl pkey -in %V -pubout "
+                           "-out %V.pub.pem", &key->file, &key->file,
+                           &key->file);
+        return NGX_CONF_ERROR;
+    }
 
     if (pkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1448,6 +1460,16 @@ ngx_http_ha_optout_pkey_check(EVP_PKEY *pkey, ngx_uint_t alg)
         }
 
         ERR_clear_error();
+
+        if (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_RSA) {
+            return "is an RSA public key, not a P-256 EC one: give it as "
+                   "rs256";
+        }
+
+        if (EVP_PKEY_get_base_id(pkey) == EVP_PKEY_ED25519) {
+            return "is an Ed25519 public key, not a P-256 EC one: give it "
+                   "as eddsa";
+        }
 
         if (nid != NID_X9_62_prime256v1) {
             return "is not a P-256 EC public key";
@@ -1801,7 +1823,8 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         if (k.len < NGX_HA_OPTOUT_HS256_MIN) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "JWK Set \"%V\": key %ui (kid \"%V\"): the "
-                               "HS256 secret is shorter than 32 bytes", file,
+                               "HS256 secret is shorter than 32 bytes: make "
+                               "one with \"openssl rand -hex 32\"", file,
                                n, &key->kid);
             return NGX_CONF_ERROR;
         }

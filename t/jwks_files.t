@@ -166,9 +166,16 @@ openssl("rsa -pubin -in $d/rsa.pub.pem -RSAPublicKey_out -out $d/pkcs1.pem");
 chmod 0644, "$d/pkcs1.pem";
 accepted('a PKCS#1 RSA public key ("BEGIN RSA PUBLIC KEY")',
     "ha_optout_admin_key rs256 $d/pkcs1.pem kid=x;");
+chmod 0600, "$d/rsa.pem", "$d/ec.pem";
 rejected('a private key PEM given as rs256',
-    "ha_optout_admin_key rs256 $d/weak.pem kid=x;",
-    qr/holds no PEM public key/);
+    "ha_optout_admin_key rs256 $d/rsa.pem kid=x;",
+    qr/is a private key: give nginx its public half: openssl pkey -in \Q$d\E\/rsa\.pem -pubout -out \Q$d\E\/rsa\.pem\.pub\.pem/);
+rejected('a private key PEM given as es256',
+    "ha_optout_admin_key es256 $d/ec.pem kid=x;",
+    qr/is a private key: give nginx its public half/);
+rejected('an RSA public key given as es256',
+    "ha_optout_admin_key es256 $d/rsa.pub.pem kid=x;",
+    qr/is an RSA public key, not a P-256 EC one: give it as rs256/);
 
 $t->write_file('nokid.jwks', '{"keys":[{"kty":"RSA","n":"' . $n
                              . '","e":"AQAB"}]}', 0644);
@@ -203,7 +210,7 @@ for my $alg (qw(rs256 hs256 jwks)) {
     mkfifo($fifo, 0600) or die "mkfifo: $!\n";
     rejected("a FIFO as $alg key file",
         "ha_optout_admin_key $alg $fifo" . ($alg eq 'jwks' ? ';' : ' kid=x;'),
-        qr/is not a regular file/);
+        qr/is not a regular file \(a FIFO, device or directory is never read\): give a regular file/);
     unlink $fifo;
 }
 
