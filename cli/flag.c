@@ -446,10 +446,22 @@ int
 hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
     char **line)
 {
+    return hoctl_clear_outcome_ex(body, upstream, api_only, 1, line);
+}
+
+
+/*
+ * removed: 0 when the upstream had no API flag before the DELETE (clear
+ * looked first): nothing was removed, and the line says so.
+ */
+int
+hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
+    int removed, char **line)
+{
     int          rc;
     char        *what, until[128];
     json_t      *acting;
-    const char  *note, *source, *exp;
+    const char  *note, *source, *exp, *head, *howto;
 
     *line = NULL;
     acting = body;
@@ -493,14 +505,30 @@ hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
     /* a new API flag (someone set one meanwhile) is never "api only" */
     rc = (api_only && strcmp(source, "api") != 0) ? 0 : 1;
 
+    if (removed) {
+        head = rc ? "API flag removed, but HA is NOT restored:"
+                  : "API flag removed;";
+    } else {
+        head = rc ? "no API flag; HA is NOT restored:" : "no API flag;";
+    }
+
+    if (strcmp(source, "config") == 0) {
+        howto = "; to end it, remove the ha_optout_flag line and "
+                "nginx -s reload";
+    } else if (strcmp(source, "window") == 0) {
+        howto = "; to end it, change its window in the policy file and "
+                "nginx -s reload";
+    } else {
+        howto = "";
+    }
+
     what = hoctl_flag_summary(acting);
 
-    if (asprintf(line, "%s: API flag removed%s the %s flag still acts: %s, "
-                 "%s (set by %s, reason: %s)%s",
-                 hoctl_safe(upstream),
-                 rc ? ", but HA is NOT restored:" : ";", hoctl_safe(source),
+    if (asprintf(line, "%s: %s the %s flag still acts: %s, "
+                 "%s (set by %s, reason: %s)%s%s",
+                 hoctl_safe(upstream), head, hoctl_safe(source),
                  what, until, hoctl_str(acting, "actor"),
-                 hoctl_str(acting, "reason"), note)
+                 hoctl_str(acting, "reason"), howto, note)
         < 0)
     {
         *line = NULL;

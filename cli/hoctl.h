@@ -94,6 +94,8 @@ long hoctl_parse_duration(const char *s);
 void hoctl_print_flags_table(json_t *flags, const char *prefix);
 char *hoctl_escape(const char *s, int json);
 const char *hoctl_safe(const char *s);
+int hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
+    int removed, char **line);
 int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
     char **line);
 

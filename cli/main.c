@@ -993,7 +993,7 @@ hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
 static int
 hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 {
-    int            rc, still;
+    int            rc, still, removed;
     char          *path, *line;
     json_t        *j;
     hoctl_resp_t   r;
@@ -1011,6 +1011,32 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
     }
 
     path = hoctl_upstream_path(a->flag.upstream);
+
+    /*
+     * was there an API flag?  It wins over the other layers, so the flag
+     * that acts says it; the DELETE's answer is the same either way
+     */
+    removed = 1;
+
+    if (hoctl_request(&a->conn, "GET", path, NULL, NULL, &r) == HOCTL_OK) {
+        j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
+
+        if (j != NULL
+            && (json_is_null(j)
+                || (json_is_object(j)
+                    && json_is_string(json_object_get(j, "source"))
+                    && strcmp(json_string_value(
+                                  json_object_get(j, "source")), "api")
+                       != 0)))
+        {
+            removed = 0;
+        }
+
+        json_decref(j);
+    }
+
+    hoctl_resp_free(&r);
+
     rc = hoctl_request(&a->conn, "DELETE", path, NULL, a->flag.if_match, &r);
 
     if (rc != HOCTL_OK) {
@@ -1030,8 +1056,8 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
     j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
     hoctl_resp_free(&r);
 
-    still = hoctl_clear_outcome(j, a->flag.upstream, a->flag.api_only,
-                                &line);
+    still = hoctl_clear_outcome_ex(j, a->flag.upstream, a->flag.api_only,
+                                   removed, &line);
     json_decref(j);
 
     if (still < 0) {
@@ -1039,8 +1065,8 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 
         if (rc == HOCTL_OK) {
             j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
-            still = hoctl_clear_outcome(j, a->flag.upstream,
-                                        a->flag.api_only, &line);
+            still = hoctl_clear_outcome_ex(j, a->flag.upstream,
+                                           a->flag.api_only, removed, &line);
             json_decref(j);
 
         } else {

@@ -133,10 +133,18 @@ is($r->{status}, 200, 'an API flag over the ha_optout_flag line of app');
 $r = cli('clear', @auth, '--upstream', 'app');
 is($r->{rc}, 1, 'clear with a config flag still acting exits 1');
 unlike($r->{out}, qr/HA restored/, 'and does not say "HA restored"');
-like($r->{out}, qr/^app: API flag removed, but HA is NOT restored: the config flag still acts: failover=off, while its ha_optout_flag line is in nginx\.conf \(set by config, reason: kept off in nginx\.conf\)$/m,
+like($r->{out}, qr/^app: API flag removed, but HA is NOT restored: the config flag still acts: failover=off, while its ha_optout_flag line is in nginx\.conf \(set by config, reason: kept off in nginx\.conf\); to end it, remove the ha_optout_flag line and nginx -s reload$/m,
      'it names the layer, what it suspends and until when') or diag $r->{out};
 is($t->get('/')->{headers}{'x-ha-optout'}, 'failover=off',
    'responses do still carry X-HA-Optout');
+
+# rev11b 10: no API flag at all, the config flag acting: nothing was removed
+$r = cli('clear', @auth, '--upstream', 'app');
+is($r->{rc}, 1, 'clear with no API flag and a config flag acting exits 1');
+like($r->{out}, qr/^app: no API flag; HA is NOT restored: the config flag still acts: failover=off, .*; to end it, remove the ha_optout_flag line and nginx -s reload$/m,
+     '... and says there was no API flag, and how to end the config flag')
+    or diag $r->{out};
+unlike($r->{out}, qr/API flag removed/, '... not "API flag removed"');
 
 put('app', { failover => JSON::PP::false, ttl => '10m', reason => 'again' });
 $r = cli('clear', @auth, '--upstream', 'app', '--api-only');
@@ -159,7 +167,7 @@ ok($t->wait_for(sub {
 $r = cli('clear', @auth, '--upstream', 'batch');
 is($r->{rc}, 1, 'clear with a window acting exits 1');
 my $until = iso($end);
-like($r->{out}, qr/^batch: API flag removed, but HA is NOT restored: the window flag still acts: failover=off, until \Q$until\E \(set by [^)]*reason: nightly reindex\)$/m,
+like($r->{out}, qr/^batch: no API flag; HA is NOT restored: the window flag still acts: failover=off, until \Q$until\E \(set by [^)]*reason: nightly reindex\); to end it, change its window in the policy file and nginx -s reload$/m,
      'it names the window and when it ends') or diag $r->{out};
 
 put('plain', { failover => JSON::PP::false, ttl => '10m', reason => 'x' });
