@@ -1329,6 +1329,26 @@ ngx_http_ha_optout_key_secret(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
 }
 
 
+/* "-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----" anywhere in it */
+
+static ngx_uint_t
+ngx_http_ha_optout_is_private(ngx_str_t *data)
+{
+    size_t      i, n;
+    const char  *tag = "PRIVATE KEY-----";
+
+    n = sizeof("PRIVATE KEY-----") - 1;
+
+    for (i = 0; i + n <= data->len; i++) {
+        if (ngx_memcmp(data->data + i, tag, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static char *
 ngx_http_ha_optout_key_pkey(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
     ngx_str_t *data)
@@ -1346,9 +1366,7 @@ ngx_http_ha_optout_key_pkey(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
     BIO_free(bio);
     ERR_clear_error();
 
-    if (pkey == NULL
-        && ngx_strnstr(data->data, "PRIVATE KEY-----", data->len) != NULL)
-    {
+    if (pkey == NULL && ngx_http_ha_optout_is_private(data)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "key file \"%V\" is a private key: give nginx "
                            "its public half: openssl pkey -in %V -pubout "

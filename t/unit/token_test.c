@@ -493,7 +493,8 @@ test_key_load(void)
         free(ed);
     }
     err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
-    ok(err && strstr(err, "is not a P-256"),
+    ok(err && strstr(err, "is an Ed25519 public key, not a P-256 EC one: "
+                          "give it as eddsa"),
        "an Ed25519 key is refused for es256");
     free(path);
 
@@ -523,7 +524,8 @@ test_key_load(void)
     }
     EVP_PKEY_free(pkey);
     err = load(&key, NGX_HA_OPTOUT_ALG_ES256, "k", path);
-    ok(err != NULL, "a private key PEM is refused for es256");
+    ok(err && strstr(err, "is a private key: give nginx its public half"),
+       "a private key PEM is refused for es256, with the way out");
     free(path);
 
     path = xmalloc(strlen(t_dir) + sizeof("/missing.key"));
@@ -1220,7 +1222,8 @@ test_rs256(void)
 
     path = write_pem("rsa-for-es.pem", t_rsa, 0644);
     err = load(key, NGX_HA_OPTOUT_ALG_ES256, "x", path);
-    ok(err && strstr(err, "is not a P-256"),
+    ok(err && strstr(err, "is an RSA public key, not a P-256 EC one: "
+                          "give it as rs256"),
        "an RSA key is refused for es256");
     free(path);
 }
