@@ -80,7 +80,10 @@ ngx_http_ha_optout_parse_ttl(u_char *p, size_t len, time_t *ttl)
 /*
  * Whether text may reach a response or request header or $ha_optout_*:
  * printable ASCII only (0x20..0x7e).  CR, LF, NUL, any other control byte
- * and any byte of a non-ASCII character are refused (SPEC section 8).
+ * and any byte of a non-ASCII character are refused (SPEC section 8); so
+ * are ';' ',' '=' '"' '\\' (they would forge a field or a list item of
+ * X-HA-Optout: "pin_selector": "x; failover=off") and a leading or
+ * trailing space.
  * The API, ha_optout_flag, policy windows and the state file restore all
  * ask this one function.
  */
@@ -90,8 +93,21 @@ ngx_http_ha_optout_header_safe(u_char *p, size_t len)
 {
     u_char  *last;
 
+    if (len && (p[0] == ' ' || p[len - 1] == ' ')) {
+        return NGX_DECLINED;
+    }
+
     for (last = p + len; p < last; p++) {
         if (*p < 0x20 || *p > 0x7e) {
+            return NGX_DECLINED;
+        }
+
+        switch (*p) {
+        case ';':
+        case ',':
+        case '=':
+        case '"':
+        case '\\':
             return NGX_DECLINED;
         }
     }
@@ -413,9 +429,9 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
                 != NGX_OK)
             {
                 ngx_ha_optout_fail("InvalidField", "pin must be printable "
-                                   "ASCII: it reaches the X-HA-Optout "
-                                   "header, so control bytes (CR, LF, ...) "
-                                   "and non-ASCII are refused");
+                                   "ASCII without ; , = quote, backslash or "
+                                   "a leading or trailing space: it reaches "
+                                   "the X-HA-Optout header");
             }
 
         } else if (ngx_strcmp(key, "pin_selector") == 0) {
@@ -433,10 +449,10 @@ ngx_http_ha_optout_flag_parse(ngx_pool_t *pool, u_char *body, size_t len,
                 != NGX_OK)
             {
                 ngx_ha_optout_fail("InvalidField", "pin_selector must be "
-                                   "printable ASCII: it reaches the "
-                                   "X-HA-Optout header and $ha_optout_*, so "
-                                   "control bytes (CR, LF, ...) and "
-                                   "non-ASCII are refused");
+                                   "printable ASCII without ; , = quote, "
+                                   "backslash or a leading or trailing "
+                                   "space: it reaches the X-HA-Optout "
+                                   "header and $ha_optout_*");
             }
 
         } else if (ngx_strcmp(key, "reason") == 0) {

@@ -875,16 +875,19 @@ ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
 
 
 /*
- * A field copied into header text: any byte that is not printable ASCII
- * becomes '?'.  The fields are refused at every entry already; this keeps
- * a field added later, or a bug, from ever splitting a header (SPEC 8).
+ * A field copied into header text: any byte that is not printable ASCII,
+ * and ';' and '=' (which would forge a field of their own), becomes '?'.
+ * The fields are refused at every entry already; this keeps a field added
+ * later, or a bug, from ever splitting a header (SPEC 8).
  */
 
 static u_char *
 ngx_http_ha_optout_text_cpy(u_char *dst, u_char *src, size_t len)
 {
     while (len--) {
-        *dst++ = (*src >= 0x20 && *src <= 0x7e) ? *src : '?';
+        *dst++ = (*src >= 0x20 && *src <= 0x7e && *src != ';'
+                  && *src != '=')
+                 ? *src : '?';
         src++;
     }
 

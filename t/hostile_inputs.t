@@ -121,6 +121,26 @@ for my $bad ("a\nb", "caf\x{e9}", "tab\there", "nul\0x", "del\x7f",
     is($r->{status}, 400, "pin_selector \"$shown\": 400");
 }
 
+# printable, but a field of its own: "x; failover=off; sticky=on" would
+# read as pin_selector=x; failover=off; sticky=on in X-HA-Optout
+
+for my $bad ('x; failover=off; sticky=on', 'a,b', 'k=v', 'q"uote',
+             'back\\slash', ' lead', 'trail ')
+{
+    $r = api(PUT => 'v1/flags/app', json => {
+        pin => $b1, pin_selector => $bad, ttl => '5m', reason => 'r' });
+    is($r->{status}, 400, "pin_selector '$bad': 400");
+    is($r->{json}{error}{code}, 'InvalidField', '... InvalidField');
+}
+
+is(flag(), undef, 'no forged field was stored');
+($resp) = seen('x; failover=off; sticky=on');
+ok(!exists $resp->{headers}{'x-ha-optout'}, 'no X-HA-Optout is forged');
+
+$r = api(PUT => 'v1/flags/app', json => {
+    pin => "$b1; sticky=on", ttl => '5m', reason => 'attack' });
+is($r->{status}, 400, 'a pin with "; sticky=on": 400');
+
 $r = api(PUT => 'v1/flags/app', json => {
     pin => "$b1\r\nX-Evil: 1", ttl => '5m', reason => 'attack' });
 is($r->{status}, 400, 'a pin with CR/LF: 400');
