@@ -107,7 +107,8 @@ hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
 
     j = json_loadb(line, len, JSON_REJECT_DUPLICATES, &e);
     if (j == NULL) {
-        snprintf(why, whylen, "not valid JSON: %s (column %d)", e.text,
+        snprintf(why, whylen, "not valid JSON: %s (column %d)",
+                 hoctl_safe(e.text),
                  e.column);
         return why;
     }
@@ -293,7 +294,7 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     if (state != NULL
         && hoctl_state_hash(state, anchor, &swhy) != HOCTL_OK)
     {
-        hoctl_warn("state file \"%s\": %s", state, swhy);
+        hoctl_warn("state file \"%s\": %s", hoctl_safe(state), swhy);
         return HOCTL_USAGE;
     }
 
@@ -301,7 +302,8 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
 
     for (i = 0; i < nfiles; i++) {
         if (strcmp(files[i], "-") != 0 && access(files[i], R_OK) != 0) {
-            hoctl_warn("cannot open \"%s\": %s", files[i], strerror(errno));
+            hoctl_warn("cannot open \"%s\": %s", hoctl_safe(files[i]),
+                       strerror(errno));
             return HOCTL_USAGE;
         }
     }
@@ -317,7 +319,8 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     for (i = 0; i < nfiles; i++) {
         f = (strcmp(files[i], "-") == 0) ? stdin : fopen(files[i], "rb");
         if (f == NULL) {
-            hoctl_warn("cannot open \"%s\": %s", files[i], strerror(errno));
+            hoctl_warn("cannot open \"%s\": %s", hoctl_safe(files[i]),
+                       strerror(errno));
             free(line);
             return HOCTL_USAGE;
         }
@@ -340,7 +343,7 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
                 snprintf(joint, sizeof(joint), "%.400s (it does not "
                          "continue \"%.200s\": a file between them is "
                          "missing, or they are not in order, oldest first)",
-                         bad, files[i - 1]);
+                         bad, hoctl_safe(files[i - 1]));
                 bad = joint;
             }
 
@@ -358,7 +361,7 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
 
             if (bad != NULL) {
                 if (multi) {
-                    printf("%s: line %zu: %s\n", files[i], n, bad);
+                    printf("%s: line %zu: %s\n", hoctl_safe(files[i]), n, bad);
                 } else {
                     printf("line %zu: %s\n", n, bad);
                 }
@@ -376,12 +379,14 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
             } else if (state != NULL && strcmp(prev, anchor) == 0) {
                 found = 1;
                 snprintf(where, sizeof(where), "%.200s%sline %zu",
-                         multi ? files[i] : "", multi ? ": " : "", n);
+                         multi ? hoctl_safe(files[i]) : "", multi ? ": " : "",
+                         n);
             }
         }
 
         if (ferror(f)) {
-            hoctl_warn("cannot read \"%s\": %s", files[i], strerror(errno));
+            hoctl_warn("cannot read \"%s\": %s", hoctl_safe(files[i]),
+                       strerror(errno));
             free(line);
             if (f != stdin) {
                 fclose(f);

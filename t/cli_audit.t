@@ -144,6 +144,27 @@ $t->write_file('one.jsonl', (split /(?<=\n)/, $chain)[0]);
 is(cli('audit', 'verify', "$d/one.jsonl")->{out}, "ok: 1 line\n",
    'one line is "1 line", not "1 lines"');
 
+# hostile bytes in a log line or a file name do not reach the terminal
+# raw: jansson's error text quotes the bad token, ESC included
+
+$t->write_file('esc.jsonl', join '', @l[0 .. $#l - 1],
+               "{\"a\": \e]0;owned\a\e[2J}\n");
+$r = cli('audit', 'verify', "$d/esc.jsonl");
+is($r->{rc}, 1, 'a line with ESC bytes fails');
+like($r->{out}, qr/^line ${\ scalar @l}: not valid JSON/, '... named');
+unlike($r->{out} . $r->{err}, qr/[\x00-\x08\x0b-\x1f\x7f]/,
+       'no raw control byte in what verify prints') or diag explain $r;
+
+my $evil = "$d/e\e[2Jvil.jsonl";
+$t->write_file("e\e[2Jvil.jsonl", join '', @l);
+$r = cli('audit', 'verify', $evil, "$d/head.jsonl");
+unlike($r->{out} . $r->{err}, qr/[\x00-\x08\x0b-\x1f\x7f]/,
+       'a file name with ESC is printed escaped') or diag explain $r;
+$r = cli('audit', 'verify', "$d/no\e[2Jne.jsonl");
+is($r->{rc}, 2, 'a missing file with ESC in its name: usage error');
+unlike($r->{out} . $r->{err}, qr/[\x00-\x08\x0b-\x1f\x7f]/,
+       '... its name printed escaped') or diag explain $r;
+
 is(cli('audit', 'verify', "$d/none.jsonl")->{rc}, 2,
    'a missing file is a usage error');
 is(cli('audit', 'verify')->{rc}, 2, 'no file is a usage error');
