@@ -21,6 +21,7 @@
 #define NGX_HA_OPTOUT_STATE_VERSION  1
 #define NGX_HA_OPTOUT_FILE_MAX       (4 * 1024 * 1024)
 #define NGX_HA_OPTOUT_STATE_JTIS     4096   /* spent jtis kept, at most */
+#define NGX_HA_OPTOUT_YAML_DEPTH     64     /* nesting, at most */
 #define NGX_HA_OPTOUT_WEEK           (7 * 86400)
 
 #define NGX_HA_OPTOUT_ALLOW_FAILOVER     0x01
@@ -236,6 +237,77 @@ ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
  * NGX_ERROR: it could not be read (y->err says why).
  */
 
+/*
+ * yaml_parser_load() is quadratic in the nesting depth (a policy
+ * "windows: [[[[...]]]]" 40,000 deep took 10 s under nginx -t): a cheap
+ * linear pass over the events first refuses a document nested deeper than
+ * NGX_HA_OPTOUT_YAML_DEPTH, naming where.  A syntax error is left for the
+ * loader, which names it the same way.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_yaml_depth(ngx_http_ha_optout_yaml_t *y, u_char *buf,
+    size_t size)
+{
+    ngx_int_t      rc;
+    ngx_uint_t     depth, done;
+    yaml_event_t   ev;
+    yaml_parser_t  parser;
+
+    if (!yaml_parser_initialize(&parser)) {
+        return NGX_ERROR;
+    }
+
+    yaml_parser_set_input_string(&parser, buf, size);
+
+    rc = NGX_OK;
+    depth = 0;
+
+    for ( ;; ) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            break;
+        }
+
+        done = (ev.type == YAML_STREAM_END_EVENT);
+
+        switch (ev.type) {
+
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (++depth > NGX_HA_OPTOUT_YAML_DEPTH) {
+                y->line = ev.start_mark.line + 1;
+                y->column = ev.start_mark.column + 1;
+                ngx_http_ha_optout_yfail(y, NULL, "nested deeper than %d",
+                                         NGX_HA_OPTOUT_YAML_DEPTH);
+                rc = NGX_ABORT;
+                done = 1;
+            }
+            break;
+
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth) {
+                depth--;
+            }
+            break;
+
+        default:
+            break;
+        }
+
+        yaml_event_delete(&ev);
+
+        if (done) {
+            break;
+        }
+    }
+
+    yaml_parser_delete(&parser);
+
+    return rc;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
     ngx_log_t *log)
@@ -290,6 +362,11 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
         ngx_http_ha_optout_yfail(y, NULL, "cannot read: %s",
                                  n == -1 ? strerror(err) : "short read");
         return NGX_ERROR;
+    }
+
+    rc = ngx_http_ha_optout_yaml_depth(y, buf, size);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (!yaml_parser_initialize(&parser)) {

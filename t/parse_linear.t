@@ -125,6 +125,27 @@ like($out, qr/policy\.yaml:42:3: duplicate key "stream:u30"/,
      'in a large mapping too');
 
 ###############################################################################
+# nesting 100,000 deep (libyaml's loader is quadratic in depth: 20 s and
+# more): refused at once, naming where it goes deeper than 64
+
+my $D = 100_000;
+$t->write_file('policy.yaml', 'windows: ' . ('[' x $D) . (']' x $D) . "\n");
+($rc, $out, $secs) = nginx_t_bounded(10);
+isnt($rc, 'hung', "a policy nested $D deep is refused quickly");
+isnt($rc, 0, '... by nginx -t');
+like($out, qr/policy \S+policy\.yaml:1:73: nested deeper than 64/,
+     '... naming file:line:column where it is too deep') or diag $out;
+cmp_ok($secs, '<', 5, '... in well under a second or so');
+diag(sprintf "parse_linear: nginx -t with a policy nested %d deep: %.2f s",
+     $D, $secs);
+
+# 64 deep is still read (and judged on its content)
+
+$t->write_file('policy.yaml', 'windows: ' . ('[' x 62) . (']' x 62) . "\n");
+($rc, $out) = nginx_t_bounded(10);
+unlike($out, qr/nested deeper/, '64 deep is not refused for its depth');
+
+###############################################################################
 # a state file of 80,000 spent jtis: read at start, quickly
 
 $t->write_file('policy.yaml', "upstreams:\n  app:\n    max_ttl: 1h\n");
@@ -157,5 +178,24 @@ diag(sprintf "parse_linear: start + first write with %d jtis in the "
 $r = $t->api(PUT => 'v1/flags/app', json => {
     failover => JSON::PP::false, ttl => '10m', reason => 'fresh token' });
 is($r->{status}, 200, "a fresh token writes") or diag "$r->{status} $r->{body}";
+
+###############################################################################
+# a state file nested too deep: set aside like a corrupt one, HA fully on
+
+$t->stop;
+$t->write_file("$dir/ha-optout.state", "version: 1\nversion_seq: 1\n"
+    . 'flags: ' . ('[' x $D) . (']' x $D) . "\n");
+chown((getpwnam('nobody'))[2, 3], "$dir/ha-optout.state");
+$t0 = time;
+$t->run;
+my @aside;
+ok($t->wait_for(sub { @aside = glob("$dir/ha-optout.state.corrupt-*");
+                      scalar @aside }, 5),
+   'a state file nested 100,000 deep is renamed aside');
+cmp_ok(time - $t0, '<', 5, '... quickly');
+like($t->error_log, qr/\[alert\].*ha_optout: state file .*nested deeper than 64/,
+     '... the alert says why') or diag $t->error_log;
+$r = $t->get('/');
+is($r->{status}, 200, 'nginx serves after it');
 
 done_testing();
