@@ -93,10 +93,10 @@ hoctl_sha256_hex(const char *data, size_t len, char *hex)
 /* Returns NULL when the line is sound, else what is wrong with it. */
 static const char *
 hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
-    int first, char *hash, char *why, size_t whylen)
+    int first, char *hash, char *why, size_t whylen, char *gap)
 {
     size_t        mlen;
-    json_t       *j, *ph, *h;
+    json_t       *j, *ph, *h, *a, *x;
     const char   *m, *hex;
     json_error_t  e;
     char          computed[HOCTL_HEX_LEN + 1];
@@ -176,6 +176,17 @@ hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
 
     memcpy(hash, hex, HOCTL_HEX_LEN);
     hash[HOCTL_HEX_LEN] = '\0';
+
+    /* nginx found the log cut when it started (docs/tokens.md) */
+
+    gap[0] = '\0';
+    a = json_object_get(j, "action");
+    x = json_object_get(j, "expected");
+
+    if (json_is_string(a) && strcmp(json_string_value(a), "chain_gap") == 0) {
+        snprintf(gap, HOCTL_HEX_LEN + 1, "%s",
+                 json_is_string(x) ? hoctl_safe(json_string_value(x)) : "?");
+    }
 
     json_decref(j);
     return NULL;
@@ -268,9 +279,12 @@ static const char  hoctl_zero_hash[] =
 
 int
 hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
-    const char *state)
+    const char *state, int accept_gaps)
 {
     int          i, found, multi;
+    char         gap[HOCTL_HEX_LEN + 1];
+    char         gapwhy[HOCTL_ERRLEN];
+    size_t       gaps;
     FILE        *f;
     char        *line, prev[HOCTL_HEX_LEN + 1], why[HOCTL_ERRLEN];
     char         anchor[HOCTL_HEX_LEN + 1], where[HOCTL_ERRLEN];
@@ -313,6 +327,7 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     where[0] = '\0';
     after = 0;
     total = 0;
+    gaps = 0;
     line = NULL;
     cap = 0;
 
@@ -336,7 +351,18 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
             }
 
             bad = hoctl_audit_line(line, len, prev, total == 1, prev, why,
-                                   sizeof(why));
+                                   sizeof(why), gap);
+
+            if (bad == NULL && gap[0]) {
+                gaps++;
+
+                if (!accept_gaps) {
+                    snprintf(gapwhy, sizeof(gapwhy), "the log was cut before "
+                             "this restart: the state file expected %s "
+                             "(--accept-gaps accepts it)", gap);
+                    bad = gapwhy;
+                }
+            }
 
             if (bad != NULL && n == 1 && total > 1) {
                 /* where one file should continue the one before it */
@@ -406,6 +432,11 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
                "lines at the end were removed (or the newest file is not "
                "given)\n", anchor, multi ? "these files" : "the log");
         return HOCTL_REFUSED;
+    }
+
+    if (gaps) {
+        printf("accepted: %zu chain_gap line%s (the log was cut while nginx "
+               "was stopped)\n", gaps, gaps == 1 ? "" : "s");
     }
 
     if (multi) {

@@ -104,7 +104,7 @@ int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);
 int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json);
 int hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
-    const char *state);
+    const char *state, int accept_gaps);
 
 /* main.c */
 extern const char *hoctl_progname;

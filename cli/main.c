@@ -46,7 +46,8 @@ enum {
     O_VERBOSE, O_JSON,
     O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
     O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_STATE, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT, O_ETCD_PREFIX,
+    O_STATE, O_ACCEPT_GAPS, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT,
+    O_ETCD_PREFIX,
     O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
     O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS,
     O_WINDOW
@@ -94,6 +95,7 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "fleet",          required_argument, NULL, O_FLEET },       G_FLEET },
     { { "prev-hash",      required_argument, NULL, O_PREV_HASH },   G_AUDIT },
     { { "state",          required_argument, NULL, O_STATE },       G_AUDIT },
+    { { "accept-gaps",    no_argument,       NULL, O_ACCEPT_GAPS }, G_AUDIT },
     { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
     { { "api-only",       no_argument,       NULL, O_API_ONLY },    G_CLEAR },
     { { "etcd",           required_argument, NULL, O_ETCD },        G_ETCD },
@@ -122,6 +124,7 @@ typedef struct {
     const char     *prev_hash;
     const char     *state;          /* audit verify --state */
     const char     *window;         /* window end|skip --window */
+    int             accept_gaps;    /* audit verify --accept-gaps */
     const char     *ttl;            /* as given, before it means anything */
     long            limit;
     int             url_given;
@@ -332,7 +335,7 @@ static const hoctl_verb_t  hoctl_verbs[] = {
     { "audit", G_CONN | G_MINT | G_JSON | G_AUDIT | G_LIMIT, 0,
       hoctl_verb_audit,
       "usage: ha-optoutctl audit verify [--prev-hash HEX] [--state STATE]\n"
-      "                                FILE...\n"
+      "                                [--accept-gaps] FILE...\n"
       "       ha-optoutctl audit list --url URL [--limit N] [--json]\n"
       "\n"
       "verify checks the SHA-256 hash chain of an audit log (JSONL) and\n"
@@ -342,7 +345,9 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "must have a prev_hash of 64 zeros, unless --prev-hash gives the\n"
       "hash the file continues from.  --state STATE (the state file)\n"
       "also checks that the last line nginx saved there is in the log: a\n"
-      "log whose last lines were removed fails.  An unreadable FILE or\n"
+      "log whose last lines were removed fails.  A \"chain_gap\" line\n"
+      "(nginx found, at a start, that the log had been cut while it was\n"
+      "stopped) fails too, unless --accept-gaps.  An unreadable FILE or\n"
       "STATE exits 2.\n"
       "list prints the newest entries nginx keeps in memory, one JSON\n"
       "object per line (GET v1/audit?limit=N).\n\n" HOCTL_EXIT_HELP },
@@ -555,6 +560,7 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         case O_PREV_HASH:      a->prev_hash = optarg; break;
         case O_API_ONLY:       a->flag.api_only = 1; break;
         case O_STATE:          a->state = optarg; break;
+        case O_ACCEPT_GAPS:    a->accept_gaps = 1; break;
         case O_ETCD:           a->etcd.etcd = optarg; break;
         case O_ENVIRONMENT:    a->etcd.environment = optarg; break;
         case O_ETCD_PREFIX:    a->etcd.prefix = optarg; break;
@@ -1348,7 +1354,7 @@ hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
         }
 
         return hoctl_audit_verify(a->args + 1, a->nargs - 1, a->prev_hash,
-                                  a->state);
+                                  a->state, a->accept_gaps);
     }
 
     if (strcmp(a->args[0], "list") == 0) {

@@ -75,6 +75,14 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+void
+ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
+    u_char *expected, ngx_log_t *log)
+{
+    fuzz_fail("ngx_http_ha_optout_audit_gap_locked() called");
+}
+
+
 ngx_http_ha_optout_srv_conf_t *
 ngx_http_ha_optout_find_upstream(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t *name)

@@ -716,6 +716,10 @@ ngx_http_ha_optout_audit_untear(ngx_http_ha_optout_main_conf_t *hmcf,
 
 #define NGX_HA_OPTOUT_AUDIT_TAIL  (4 * NGX_HA_OPTOUT_AUDIT_LINE)
 
+static void ngx_http_ha_optout_audit_gap_find(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_shctx_t *sh,
+    u_char *tail, size_t n, ngx_log_t *log);
+
 void
 ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log)
@@ -833,6 +837,8 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_memcpy(sh->audit_hash, p, 64);
     sh->audit_hash[64] = '\0';
 
+    ngx_http_ha_optout_audit_gap_find(hmcf, sh, buf, (size_t) n, log);
+
     if (torn) {
         ngx_http_ha_optout_audit_untear(hmcf, &fi,
                                         (size_t) (buf + n - (last + 1)),
@@ -844,6 +850,157 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
                    &hmcf->audit_log->name, sh->audit_hash);
 
     ngx_free(buf);
+}
+
+
+/*
+ * At start on a fresh zone (the master, which may read both files): the
+ * state file names the hash of the last line nginx had written when it
+ * saved it.  When the log nginx continues is not empty and that hash is
+ * neither its last line's nor anywhere in its tail (buf, n bytes), lines
+ * were cut from its end while nginx was stopped: it is kept in
+ * sh->audit_gap, and the restore of the state file writes a "chain_gap"
+ * line first (ngx_http_ha_optout_audit_gap_locked()).  A log rotated away
+ * (empty or gone) is not a gap: chain_init never gets here for it.  The
+ * hash is looked for as the line "audit_hash: HEX" that nginx writes; the
+ * restore checks it against the parsed file.
+ */
+
+static void
+ngx_http_ha_optout_audit_gap_find(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_shctx_t *sh, u_char *tail, size_t n, ngx_log_t *log)
+{
+    u_char           *buf, *p, *last, *h;
+    size_t            size;
+    ssize_t           r;
+    ngx_fd_t          fd;
+    ngx_uint_t        i;
+    const char       *why;
+    ngx_file_info_t   fi;
+
+    static const char  key[] = "\naudit_hash: ";
+
+    if (hmcf->state_file.len == 0) {
+        return;
+    }
+
+    fd = ngx_http_ha_optout_open_regular(hmcf->state_file.data, 1, &fi,
+                                         &why);
+    if (fd == NGX_INVALID_FILE) {
+        return;
+    }
+
+    size = (size_t) ngx_min(ngx_file_size(&fi), 4 * 1024 * 1024);
+    buf = ngx_alloc(size + 1, log);
+
+    if (buf == NULL) {
+        ngx_close_file(fd);
+        return;
+    }
+
+    r = ngx_read_fd(fd, buf + 1, size);
+    ngx_close_file(fd);
+
+    h = NULL;
+    buf[0] = '\n';
+
+    for (p = buf, last = buf + 1 + (r > 0 ? r : 0);
+         p + sizeof(key) - 1 + 64 <= last;
+         p++)
+    {
+        if (*p == '\n'
+            && ngx_strncmp(p, key, sizeof(key) - 1) == 0)
+        {
+            h = p + sizeof(key) - 1;
+            break;
+        }
+    }
+
+    for (i = 0; h && i < 64; i++) {
+        if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f'))) {
+            h = NULL;
+        }
+    }
+
+    if (h == NULL || ngx_strncmp(h, sh->audit_hash, 64) == 0) {
+        ngx_free(buf);
+        return;
+    }
+
+    for (p = tail, last = tail + n; p + 64 <= last; p++) {
+        if (*p == h[0] && ngx_strncmp(p, h, 64) == 0) {
+            /* lines after it were written after the last save: fine */
+            ngx_free(buf);
+            return;
+        }
+    }
+
+    ngx_memcpy(sh->audit_gap, h, 64);
+    sh->audit_gap[64] = '\0';
+
+    ngx_free(buf);
+}
+
+
+/*
+ * The restore of the state file (zone mutex held, before any new line):
+ * when chain_init found the log cut and the state file's parsed audit_hash
+ * is the one it looked for, a "chain_gap" line, chained as any other so
+ * that the chain stays verifiable, records it ("audit verify" fails on it).
+ */
+
+void
+ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
+    u_char *expected, ngx_log_t *log)
+{
+    u_char                      now[sizeof("2026-11-27T10:00:00Z")];
+    char                       *s;
+    json_t                     *json;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (hmcf->audit_log == NULL || sh->audit_gap[0] == '\0'
+        || ngx_strncmp(sh->audit_gap, expected, 64) != 0)
+    {
+        return;
+    }
+
+    sh->audit_gap[0] = '\0';
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: the audit log \"%V\" was cut while nginx was "
+                  "stopped: the state file expected its last line to be "
+                  "%*s, the log ends with %*s; a \"chain_gap\" line records "
+                  "it (\"ha-optoutctl audit verify\" fails on it)",
+                  &hmcf->audit_log->name, (size_t) 64, expected,
+                  (size_t) 64, sh->audit_hash);
+
+    json = json_pack("{s:s%,s:s%,s:s,s:s%,s:s%}",
+                     "time", now, ngx_http_ha_optout_time_iso(now, ngx_time())
+                                  - now,
+                     "environment", hmcf->environment.data,
+                     hmcf->environment.len,
+                     "action", "chain_gap",
+                     "expected", expected, (size_t) 64,
+                     "found", sh->audit_hash, (size_t) 64);
+    if (json == NULL) {
+        return;
+    }
+
+    s = json_dumps(json, 0);
+    json_decref(json);
+
+    if (s == NULL) {
+        return;
+    }
+
+    if (ngx_http_ha_optout_audit_enqueue_locked(s) == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: audit line lost: %s", s);
+    }
+
+    free(s);
 }
 
 

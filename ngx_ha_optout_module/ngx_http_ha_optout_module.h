@@ -209,6 +209,7 @@ typedef struct {
     ngx_atomic_uint_t           sticky_swept;   /* generation swept */
 
     u_char                      audit_hash[65]; /* last line's hash, hex */
+    u_char                      audit_gap[65];  /* the state file's, cut */
     ngx_uint_t                  audit_next;     /* ring position */
     ngx_uint_t                  audit_count;
     u_char                     *audit_ring[NGX_HA_OPTOUT_AUDIT_RING];
@@ -492,6 +493,8 @@ ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
 void ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log);
 void ngx_http_ha_optout_audit_recover(void);
+void ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
+    u_char *expected, ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,

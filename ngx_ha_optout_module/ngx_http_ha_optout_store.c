@@ -372,6 +372,7 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_memset(sh->audit_hash, '0', 64);
             ngx_queue_init(&sh->audit_pending);
             ngx_memset(sh->state_audit_hash, '0', 64);
+            sh->audit_gap[0] = '\0';
 
             /* a fresh zone continues the chain of the log nginx wrote */
             ngx_http_ha_optout_audit_chain_init(hmcf, sh, shm_zone->shm.log);

@@ -2522,6 +2522,11 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         return;
     }
 
+    if (rc == NGX_OK && st.audit_hash[0]) {
+        /* the log cut while nginx was stopped: said before any new line */
+        ngx_http_ha_optout_audit_gap_locked(hmcf, st.audit_hash, log);
+    }
+
     if (rc == NGX_ABORT) {
         if (aside == NULL
             || ngx_rename_file(hmcf->state_file.data, aside)

@@ -220,4 +220,47 @@ is($r->{rc}, 1, 'a chain that starts again in the middle fails');
 like($r->{out}, qr/prev_hash is 64 zeros: the chain starts again here/,
      'and is named as a restart of the chain');
 
+###############################################################################
+# the end of the log cut while nginx is stopped: the state file's hash is
+# not in the log nginx continues; a chain_gap line says so, audit verify
+# fails on it (the chain itself stays sound)
+
+change($_) for 9 .. 12;
+ok(state_follows($log), 'the state file names the last of four lines');
+my ($expected) = $t->read_file($state) =~ /^audit_hash: ([0-9a-f]{64})$/m;
+$t->stop;
+@l = lines($log);
+$t->write_file($log, join '', @l[0 .. $#l - 2]);
+my $found = last_hash($log);
+my $ncut = () = lines($log);
+$t->run;
+change(13);
+
+@l = lines($log);
+like($l[$ncut], qr/"action": "chain_gap", "expected": "$expected", "found": "$found", "prev_hash": "$found"/,
+     'a chain_gap line, chained to the last line left, comes first')
+    or diag $l[$ncut];
+like($t->error_log, qr/\[alert\] .*audit log "\Q$log\E" was cut while nginx was stopped/,
+     'and an alert in error_log');
+$r = cli('audit', 'verify', '--state', $state, "$log.1", "$log.2", $log);
+is($r->{rc}, 1, 'audit verify --state fails after the cut and a restart')
+    or diag $r->{out};
+like($r->{out}, qr/^\Q$log\E: line \d+: the log was cut before this restart: the state file expected $expected/,
+     'naming the chain_gap line') or diag $r->{out};
+$r = cli('audit', 'verify', '--accept-gaps', "$log.1", "$log.2", $log);
+is($r->{rc}, 0, '--accept-gaps accepts it') or diag $r->{out};
+like($r->{out}, qr/^accepted: 1 chain_gap line/m, '... and counts it');
+
+# no gap when the state file's hash is in the log (lines after it were
+# written after the last save), nor after a clean restart
+
+ok(state_follows($log), 'state file up to date');
+$t->stop;
+$t->run;
+change(14);
+unlike(join('', lines($log)) =~ s/^.*chain_gap.*\n//mr, qr/chain_gap/,
+       'a clean restart writes no second chain_gap line');
+is(scalar(() = join('', lines($log)) =~ /chain_gap/g), 1,
+   'exactly one chain_gap line');
+
 done_testing();
