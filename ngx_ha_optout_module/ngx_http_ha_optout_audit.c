@@ -671,39 +671,165 @@ ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
 
 
 /*
- * The log ends inside a line: a write was cut (a full disk, a crash).  The
- * next line would be glued to the piece and neither would verify, so the
- * piece, which holds no hash and proves nothing, is cut off (not when
- * only testing the configuration), and the error log says so.
+ * Whether the piece after the last newline is a whole chain line that
+ * lacks only its newline: a JSON object ending with , "hash": "<hex>"},
+ * whose prev_hash is the previous line's hash (prev) and whose hash
+ * recomputes.  Its hash goes to *hash.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_audit_whole(u_char *piece, size_t len, u_char *prev,
+    u_char *hash, ngx_log_t *log)
+{
+    u_char        *m, *copy;
+    u_char         hex[65];
+    size_t         mlen, plen;
+    json_t        *j;
+    json_error_t   e;
+
+    static const char  member[] = ", \"hash\": \"";
+    static const char  pmember[] = ", \"prev_hash\": \"";
+
+    mlen = sizeof(member) - 1;
+    plen = sizeof(pmember) - 1;
+
+    if (len < 2 + plen + 65 + mlen + 66 || piece[0] != '{'
+        || ngx_strncmp(piece + len - 2, "\"}", 2) != 0)
+    {
+        return 0;
+    }
+
+    m = piece + len - 2 - 64 - mlen;
+
+    if (ngx_strncmp(m, member, mlen) != 0
+        || ngx_strncmp(m - 65 - plen, pmember, plen) != 0
+        || m[-1] != '"'
+        || ngx_strncmp(m - 65, prev, 64) != 0)
+    {
+        return 0;
+    }
+
+    j = json_loadb((char *) piece, len, JSON_REJECT_DUPLICATES, &e);
+    if (j == NULL) {
+        return 0;
+    }
+
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return 0;
+    }
+
+    json_decref(j);
+
+    copy = ngx_alloc(m - piece + 1, log);
+    if (copy == NULL) {
+        return 0;
+    }
+
+    ngx_memcpy(copy, piece, m - piece);
+    copy[m - piece] = '}';
+    ngx_http_ha_optout_sha256_hex(copy, m - piece + 1, hex);
+    ngx_free(copy);
+
+    if (ngx_strncmp(hex, m + mlen, 64) != 0) {
+        return 0;
+    }
+
+    ngx_memcpy(hash, hex, 65);
+
+    return 1;
+}
+
+
+/*
+ * The log ends inside a line: a write was cut (a full disk, a crash).  A
+ * whole, valid line that lacks only its newline gets it, and the chain
+ * continues from it.  Anything else would be glued to the next line and
+ * neither would verify: the piece is moved aside, to LOG.torn.<time> (a
+ * new regular file, never one that exists), and cut off the log (not when
+ * only testing the configuration); the error log says so.
  */
 
 static void
 ngx_http_ha_optout_audit_untear(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_file_info_t *fi, size_t piece, ngx_log_t *log)
+    ngx_http_ha_optout_shctx_t *sh, ngx_file_info_t *fi, u_char *piece,
+    size_t len, ngx_log_t *log)
 {
-    ngx_fd_t         fd;
-    ngx_file_info_t  wfi;
+    u_char           *name;
+    u_char            hash[65];
+    ssize_t           w;
+    ngx_fd_t          fd, afd;
+    ngx_file_info_t   wfi;
 
     fd = hmcf->audit_log->fd;
 
     if (ngx_test_config || fd == NGX_INVALID_FILE
         || ngx_fd_info(fd, &wfi) == NGX_FILE_ERROR
         || wfi.st_dev != fi->st_dev || wfi.st_ino != fi->st_ino
-        || ngx_file_size(&wfi) != ngx_file_size(fi)
-        || ftruncate(fd, ngx_file_size(fi) - (off_t) piece) == -1)
+        || ngx_file_size(&wfi) != ngx_file_size(fi))
     {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: the audit log \"%V\" ends inside a line "
                       "(%uz bytes of a cut write); the chain continues from "
-                      "the last whole line", &hmcf->audit_log->name, piece);
+                      "the last whole line", &hmcf->audit_log->name, len);
+        return;
+    }
+
+    if (ngx_http_ha_optout_audit_whole(piece, len, sh->audit_hash, hash, log)
+        && write(fd, "\n", 1) == 1)
+    {
+        ngx_memcpy(sh->audit_hash, hash, 65);
+
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: the last line of the audit log \"%V\" "
+                      "lacked only its newline: it was added, and the chain "
+                      "continues from that line", &hmcf->audit_log->name);
+        return;
+    }
+
+    name = ngx_alloc(hmcf->audit_log->name.len + sizeof(".torn.")
+                     + NGX_INT64_LEN, log);
+    afd = NGX_INVALID_FILE;
+
+    if (name) {
+        ngx_sprintf(name, "%V.torn.%T%Z", &hmcf->audit_log->name, ngx_time());
+        afd = open((char *) name, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW
+                                  |O_CLOEXEC, 0600);
+    }
+
+    w = -1;
+
+    if (afd != NGX_INVALID_FILE) {
+        w = write(afd, piece, len);
+        ngx_close_file(afd);
+    }
+
+    if (w != (ssize_t) len) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "ha_optout: the audit log \"%V\" ends inside a line "
+                      "(%uz bytes of a cut write) that could not be moved "
+                      "aside to \"%s\"; the log is left as it is",
+                      &hmcf->audit_log->name, len, name ? name : (u_char *) "");
+        ngx_free(name);
+        return;
+    }
+
+    if (ftruncate(fd, ngx_file_size(fi) - (off_t) len) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "ha_optout: the audit log \"%V\" ends inside a line "
+                      "(%uz bytes of a cut write, copied to \"%s\") that "
+                      "could not be cut off",
+                      &hmcf->audit_log->name, len, name);
+        ngx_free(name);
         return;
     }
 
     ngx_log_error(NGX_LOG_ALERT, log, 0,
                   "ha_optout: the audit log \"%V\" ends inside a line "
-                  "(%uz bytes of a cut write): they were removed, and the "
-                  "chain continues from the last whole line",
-                  &hmcf->audit_log->name, piece);
+                  "(%uz bytes of a cut write): they were moved to \"%s\", "
+                  "and the chain continues from the last whole line",
+                  &hmcf->audit_log->name, len, name);
+    ngx_free(name);
 }
 
 
@@ -840,7 +966,7 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_audit_gap_find(hmcf, sh, buf, (size_t) n, log);
 
     if (torn) {
-        ngx_http_ha_optout_audit_untear(hmcf, &fi,
+        ngx_http_ha_optout_audit_untear(hmcf, sh, &fi, last + 1,
                                         (size_t) (buf + n - (last + 1)),
                                         log);
     }

@@ -203,12 +203,34 @@ open my $fh, '>>', $log or die "$log: $!\n";
 print $fh '{"time": "2026-12-01T10:00:00Z", "act';
 close $fh;
 $t->run;
-like($t->error_log, qr/audit log "\Q$log\E" ends inside a line \(37 bytes of a cut write\): they were removed/,
-     'a torn last line is reported at start, and cut off') or diag join "\n", grep { /inside/ } split /\n/, $t->error_log;
+like($t->error_log, qr/audit log "\Q$log\E" ends inside a line \(37 bytes of a cut write\): they were moved to "\Q$log\E\.torn\.\d+"/,
+     'a torn last line is reported at start, and moved aside') or diag join "\n", grep { /inside/ } split /\n/, $t->error_log;
+my @torn = glob("$log.torn.*");
+is(scalar @torn, 1, 'one LOG.torn.<time> file');
+is(@torn ? $t->read_file($torn[0]) : '', '{"time": "2026-12-01T10:00:00Z", "act',
+   'it holds the piece, not deleted');
 like($t->read_file($log), qr/\}\n\z/, 'the log ends with a whole line');
 change(8);
 $r = cli('audit', 'verify', "$log.1", "$log.2", $log);
 is($r->{rc}, 0, 'and the chain goes on after it') or diag $r->{out};
+
+###############################################################################
+# a whole, valid last line that lacks only its newline: kept, not deleted
+
+$t->stop;
+my $whole = $t->read_file($log);
+my $nlines = () = $whole =~ /\n/g;
+chop $whole;
+$t->write_file($log, $whole);
+$t->run;
+like($t->error_log, qr/last line of the audit log "\Q$log\E" lacked only its newline: it was added/,
+     'a whole last line without its newline is reported at start')
+    or diag join "\n", grep { /inside|newline/ } split /\n/, $t->error_log;
+is(substr($t->read_file($log), 0, length($whole) + 1), "$whole\n",
+   'it is kept, with its newline');
+change(15);
+$r = cli('audit', 'verify', "$log.1", "$log.2", $log);
+is($r->{rc}, 0, 'the chain goes on from it') or diag $r->{out};
 
 ###############################################################################
 # a chain that starts again in the middle (a log from before this version)
