@@ -128,8 +128,11 @@ sub unlocalise {
 
 my $HEAD = "pid $D/nginx-t.pid;\nerror_log $D/error-t.log;\n"
          . "events { worker_connections 64; }\n";
-my $TEMP = join '', map { "    ${_}_temp_path $D/tmp/$_;\n" }
-                    qw(client_body proxy fastcgi uwsgi scgi);
+# nginx.org builds log to PREFIX/logs/access.log by default (Debian's to
+# /var/log/nginx): name one in the test directory
+my $TEMP = join('', map { "    ${_}_temp_path $D/tmp/$_;\n" }
+                    qw(client_body proxy fastcgi uwsgi scgi))
+         . "    access_log $D/access-t.log;\n";
 
 sub nginx_t {
     my ($conf) = @_;
