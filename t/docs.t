@@ -108,6 +108,9 @@ sub localise {
               {$HaOptout::Test::MODULE}g;
     $text =~ s{\bmodules/ngx_stream_ha_optout_module\.so}
               {$HaOptout::Test::STREAM_MODULE}g;
+    # where stream is compiled in (nginx.org builds) there is no core to load
+    $text =~ s{^[ \t]*load_module\s+modules/ngx_stream_module\.so;[^\n]*\n}{}mg
+        if $HaOptout::Test::STREAM_CORE eq '';
     $text =~ s{\bmodules/ngx_stream_module\.so}
               {$HaOptout::Test::STREAM_CORE}g;
     $text =~ s{127\.0\.0\.1([:/])(\d{4})\b}
@@ -168,7 +171,8 @@ sub nginx_conf {
         my $mods = join '', $frag =~ /^(\s*load_module\s+[^;]+;[^\n]*\n)/mg;
         $frag =~ s/^\s*load_module\s+[^;]+;[^\n]*\n//mg;
         $mods ||= "load_module $HaOptout::Test::MODULE;\n";
-        $mods .= "load_module $HaOptout::Test::STREAM_CORE;\n"
+        $mods .= ($HaOptout::Test::STREAM_CORE eq '' ? ''
+                  : "load_module $HaOptout::Test::STREAM_CORE;\n")
                . "load_module $HaOptout::Test::STREAM_MODULE;\n"
             if $frag =~ /^\s*stream\s*\{/m && $mods !~ /stream/;
         my $s = stubs($frag);
@@ -396,7 +400,7 @@ sub docs_env_conf {
         . "        ha_optout_admin_key hs256 $DEMO/ha-optout.key kid=demo;\n";
     return <<"EOF";
 load_module $HaOptout::Test::MODULE;
-load_module $HaOptout::Test::STREAM_CORE;
+${\ ($HaOptout::Test::STREAM_CORE eq '' ? '' : "load_module $HaOptout::Test::STREAM_CORE;")}
 load_module $HaOptout::Test::STREAM_MODULE;
 pid $D/nginx.pid;
 error_log $D/error.log info;
