@@ -946,10 +946,11 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
 {
     int            rc, all, silent, reachable;
     char          *key, *k, *v, *s, err[HOCTL_ERRLEN], when[64];
+    char          *members;
     size_t         i, plen, len;
     time_t         now, seen;
     json_t        *flags, *kvs, *kv, *agents, *rep, *a, *st, *mine, *rec;
-    json_t        *out, *ups, *one;
+    json_t        *out, *ups, *one, *msgs;
     int            missing;
     int64_t        revision, frev;
     const char    *host, *up, *res, *name;
@@ -992,7 +993,7 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
     snprintf(key, len, "%smembers/", e.prefix);
     plen = strlen(key);
     rc = hoctl_etcd_range(&e, key, 1, &kvs, NULL, err, sizeof(err));
-    free(key);
+    members = key;              /* for the hint on silent agents */
 
     if (rc == HOCTL_OK) {
         json_array_foreach(kvs, i, kv) {
@@ -1018,6 +1019,7 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
     hoctl_etcd_free(&e);
 
     if (rc != HOCTL_OK) {
+        free(members);
         json_decref(flags);
         json_decref(agents);
         return hoctl_etcd_fail(rc, err);
@@ -1061,6 +1063,8 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         rep = json_object_get(a, "report");
         mine = json_object_get(rep, "upstreams");
         ups = json_object_get(a, "upstreams");
+        msgs = json_object();
+        json_object_set_new(a, "messages", msgs);
 
         if (silent) {
             all = 0;
@@ -1081,6 +1085,10 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
 
                 if (strcmp(res, "refused") == 0) {
                     json_object_set_new(ups, up, json_string("refused"));
+                    if (json_is_string(json_object_get(st, "message"))) {
+                        json_object_set(msgs, up,
+                                        json_object_get(st, "message"));
+                    }
                     all = 0;
                     continue;
                 }
@@ -1115,6 +1123,7 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         printf("%s\n", s);
         free(s);
         json_decref(out);
+        free(members);
         return all ? HOCTL_OK : HOCTL_REFUSED;
     }
 
@@ -1148,6 +1157,20 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         printf("\n");
     }
 
+    /* why: what the agents said, and what to do about a silent one */
+    json_object_foreach(agents, host, a) {
+        json_object_foreach(json_object_get(a, "messages"), up, st) {
+            printf("%s: %s refused: %s\n", host, up, json_string_value(st));
+        }
+
+        if (json_is_true(json_object_get(a, "silent"))) {
+            printf("%s: silent (no report for %ds): is its agent running and"
+                   " reaching etcd? a host that left the fleet: etcdctl del"
+                   " %s%s\n", host, HOCTL_AGENT_SILENT, members, host);
+        }
+    }
+
+    free(members);
     json_decref(flags);
     json_decref(agents);
 

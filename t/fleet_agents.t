@@ -138,6 +138,8 @@ ok($st->{agents}{lb1}{silent}, '... lb1 is silent');
 is($st->{agents}{lb1}{upstreams}{app}, 'pending', '... and pending');
 ($rc, $out) = $etcd->cli('fleet', 'status', @W);
 like($out, qr/^lb1\s+SILENT\s/m, 'fleet status (text): lb1 SILENT');
+like($out, qr{^lb1: silent .*etcdctl del /ha-optout/prod/members/lb1$}m,
+     '... and says what to check, and how to drop a host that left');
 like($out, qr/^lb2\s+up\s+ok\s+\S+\s+app=converged$/m,
      'fleet status (text): lb2 up, nginx ok, app converged');
 $n1->start_agent;
@@ -190,6 +192,11 @@ ok($etcd->wait_for(sub { !grep { audit_count($_, 'denied', $bad) != 1 }
 ($fs, $st) = fleet_status();
 is($fs, 1, 'fleet status: not converged (exit 1)');
 is($st->{agents}{lb1}{upstreams}{app}, 'refused', '... lb1 refused');
+like($st->{agents}{lb1}{messages}{app} // '', qr/not signed/,
+     '... and why (JSON messages)');
+($rc, $out) = $etcd->cli('fleet', 'status', @W);
+like($out, qr/^lb2: app refused: .*not signed/m,
+     'fleet status (text) says why each agent refused it');
 
 # signed, but with a key nobody trusts
 ($rc, $out, $err) = $etcd->cli('set', @W[0 .. 3], '--key', "$d/rogue.pem",
