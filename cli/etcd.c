@@ -333,6 +333,56 @@ hoctl_etcd_headers(hoctl_etcd_t *e)
 }
 
 
+/*
+ * What to do about a refusal or a failed connection, for an operator who
+ * only has the error in front of them ("" when there is nothing to add).
+ */
+static const char *
+hoctl_etcd_hint(hoctl_etcd_t *e, int member, CURLcode cc, const char *msg)
+{
+    int  https;
+
+    https = strncmp(e->urls[member], "https://", 8) == 0;
+
+    if (msg != NULL) {
+        if (strstr(msg, "user name is empty") != NULL && e->user == NULL) {
+            return " (etcd has authentication on: give --etcd-user and"
+                   " --etcd-password-file)";
+        }
+
+        if (strstr(msg, "permission denied") != NULL) {
+            return " (the etcd user's roles do not grant this key: the role"
+                   " needs readwrite on the prefix, docs/fleet.md)";
+        }
+
+        return "";
+    }
+
+    if (cc == CURLE_PEER_FAILED_VERIFICATION
+        || (https && cc == CURLE_SSL_CACERT_BADFILE))
+    {
+        return e->cacert ? " (is --etcd-cacert the CA that signed etcd's"
+                           " certificate?)"
+                         : " (give the CA that signed etcd's certificate:"
+                           " --etcd-cacert FILE)";
+    }
+
+    if (https && e->cert == NULL
+        && (cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR
+            || cc == CURLE_SSL_CONNECT_ERROR || cc == CURLE_GOT_NOTHING))
+    {
+        return " (does etcd require a client certificate? --etcd-cert,"
+               " --etcd-key)";
+    }
+
+    if (!https && cc == CURLE_GOT_NOTHING) {
+        return " (does this member speak https?)";
+    }
+
+    return "";
+}
+
+
 /* one POST to one member: HOCTL_OK with any HTTP status, or UNREACHABLE */
 static int
 hoctl_etcd_post(hoctl_etcd_t *e, int member, const char *path,
@@ -371,8 +421,9 @@ hoctl_etcd_post(hoctl_etcd_t *e, int member, const char *path,
         rc = HOCTL_OK;
 
     } else {
-        snprintf(err, errlen, "etcd %s: %s", e->urls[member],
-                 cerr[0] ? cerr : curl_easy_strerror(cc));
+        snprintf(err, errlen, "etcd %s: %s%s", e->urls[member],
+                 cerr[0] ? cerr : curl_easy_strerror(cc),
+                 hoctl_etcd_hint(e, member, cc, NULL));
         rc = (cc == CURLE_SSL_CERTPROBLEM || cc == CURLE_URL_MALFORMAT)
              ? HOCTL_USAGE : HOCTL_UNREACHABLE;
     }
@@ -566,8 +617,9 @@ retry:
             goto retry;
         }
 
-        snprintf(err, errlen, "etcd %s%s: %ld %s", e->urls[m], path, status,
-                 msg ? msg : "(no message)");
+        snprintf(err, errlen, "etcd %s%s: %ld %s%s", e->urls[m], path,
+                 status, msg ? msg : "(no message)",
+                 hoctl_etcd_hint(e, m, CURLE_OK, msg ? msg : ""));
         json_decref(j);
         e->cur = m;
         rc = HOCTL_REFUSED;

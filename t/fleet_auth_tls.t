@@ -70,20 +70,26 @@ unlike($err, qr/nope/, '... without printing the password');
 ($rc, $out, $err) = $etcd->cli('set', @E, @F, '--etcd-prefix', '/other');
 is($rc, 1, 'outside the role\'s prefix: refused (exit 1)');
 like($err, qr/permission denied/, '... permission denied');
+like($err, qr/roles do not grant this key/, '... and what to change');
 
 my @nocert = grep { $_ ne '--etcd-cert' && $_ ne $etcd->client_cert
                     && $_ ne '--etcd-key' && $_ ne $etcd->client_key } @E;
 ($rc, $out, $err) = $etcd->cli('set', @nocert, @F, '--timeout', '3');
 isnt($rc, 0, 'no client certificate: refused');
+like($err, qr/client certificate\? --etcd-cert, --etcd-key/,
+     '... asking for one');
 
 my @noca = grep { $_ ne '--etcd-cacert' && $_ ne $etcd->cacert } @E;
 ($rc, $out, $err) = $etcd->cli('set', @noca, @F, '--timeout', '3');
 is($rc, 3, 'an untrusted server certificate: unreachable (exit 3)');
 like($err, qr/certificate|SSL/i, '... naming the certificate problem');
+like($err, qr/--etcd-cacert FILE/, '... and the option that fixes it');
 
-($rc) = $etcd->cli('set', '--etcd', $etcd->urls, '--environment', 'prod',
-                   '--key', $key, @TLS, @F);
+($rc, $out, $err) = $etcd->cli('set', '--etcd', $etcd->urls,
+                   '--environment', 'prod', '--key', $key, @TLS, @F);
 is($rc, 1, 'no user while auth is on: refused');
+like($err, qr/authentication on: give --etcd-user and --etcd-password-file/,
+     '... saying which options are missing');
 
 # ---- an agent over TLS and auth applies and removes the fleet flag
 my $node = HaOptout::Fleet->new(etcd => $etcd, host => 'lb-tls',
