@@ -14,10 +14,13 @@ use File::Basename qw(basename dirname);
 use File::Path qw(make_path);
 use HaOptout::Test;
 use HaOptout::Docs;
+use HaOptout::Etcd;
 use MIME::Base64 ();
 use POSIX ();
 
 my $ROOT = abs_path(dirname(__FILE__) . '/..');
+# docs/fleet.md runs "nginx": the one the tests use
+my $NGINX_DIR = dirname(abs_path($HaOptout::Test::NGINX));
 my $CTL = "$ROOT/build/ha-optoutctl";
 
 plan skip_all => 'module or CLI not built (make)'
@@ -93,6 +96,9 @@ $t->write_file("$E/ha-optout.yaml", "upstreams:\n  \"*\":\n    max_ttl: 4h\n");
 my %PORT = map { $_ => $t->port("p$_") }
            qw(8080 8081 9001 9002 9003 9101 9102 9103 8306);
 my %API_PORT = (%PORT, 8080 => $PORT{8081});
+# docs/fleet.md starts its own etcd and two nginx: ports of their own
+my %FLEET_PORT = (%PORT, map { $_ => $t->port("fleet$_") }
+                         qw(2379 2380 8081 8082 9001 9002));
 
 sub localise {
     my ($text, $ports) = @_;
@@ -262,7 +268,13 @@ chomp $TOKEN;
 $t->write_file("$D/curl/.curlrc", "write-out = \"\\n\"\n");
 
 for my $file (@sh_files) {
-    my $ports = basename($file) eq 'api.md' ? \%API_PORT : \%PORT;
+    my $ports = basename($file) eq 'api.md' ? \%API_PORT
+              : basename($file) eq 'fleet.md' ? \%FLEET_PORT : \%PORT;
+
+    if (basename($file) eq 'fleet.md' && !HaOptout::Etcd::available()) {
+        SKIP: { skip "docs/fleet.md: etcd not installed (make deps)", 1 }
+        next;
+    }
     my @sh = grep { $_->{kind} eq 'sh' } @{ $blocks{$file} };
     my (%expect, $script);
 
@@ -319,7 +331,8 @@ for my $file (@sh_files) {
     my $url = "http://127.0.0.1:$PORT{8080}";
     my $out = `cd $dir && env -u HA_OPTOUT_URL -u HA_OPTOUT_KEY \\
         CURL_HOME=$D/curl URL=$url KEY=$DEMO/ha-optout.key TOKEN=$TOKEN \\
-        PATH=$ROOT/build:\$PATH timeout 120 bash script.sh 2>&1 </dev/null`;
+        MODULE=$HaOptout::Test::MODULE PATH=$ROOT/build:$NGINX_DIR:\$PATH \\
+        timeout 120 bash script.sh 2>&1 </dev/null`;
     $t->write_file("$dir/out", $out);
 
     my ($cur, %seg, %rc) = ('');
