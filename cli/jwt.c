@@ -300,6 +300,16 @@ hoctl_sign_hs256(const char *file, const char *input, unsigned char *sig,
         return -1;
     }
 
+    /* a private key given without --alg: hs256 is only the default */
+    if (klen > 11 && memcmp(key, "-----BEGIN ", 11) == 0) {
+        OPENSSL_cleanse(key, klen);
+        free(key);
+        snprintf(err, errlen, "key file \"%s\" is a PEM key, not an HS256 "
+                 "secret: give --alg eddsa, es256 or rs256 (the default "
+                 "hs256 wants a shared secret)", file);
+        return -1;
+    }
+
     for (outlen = 0; outlen < klen; outlen++) {
         if (key[outlen] < 0x20 || key[outlen] >= 0x7f) {
             OPENSSL_cleanse(key, klen);

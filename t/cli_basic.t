@@ -279,6 +279,12 @@ $r = cli('status', '--url', $url, '--key', "$d/ed.pub.pem", '--alg', 'eddsa',
          '--kid', 'ed');
 is($r->{rc}, 2, 'a public key cannot mint: usage error');
 
+# a private key without --alg: hs256 is the default, and says what to give
+$r = cli('status', '--url', $url, '--key', "$d/ed.pem", '--kid', 'ed');
+is($r->{rc}, 2, 'an Ed25519 PEM without --alg: usage error');
+like($r->{err}, qr/is a PEM key, not an HS256 secret: give --alg eddsa, es256/,
+     '... naming --alg, not a byte of the PEM');
+
 # audit list
 
 $r = cli('audit', 'list', @auth, '--limit', '5');
