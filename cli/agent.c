@@ -59,6 +59,7 @@ typedef struct {
     long long       retry_at;       /* ms: nginx failed, not before */
     const char     *result;         /* applied, refused, removed, error */
     char            message[HOCTL_ERRLEN + 16];
+    char            held_by[128];   /* "via" of nginx's flag, if not ours */
 } hoctl_agent_up_t;
 
 
@@ -500,7 +501,16 @@ hoctl_agent_delete(hoctl_agent_t *a, hoctl_agent_up_t *u)
             u->result = "removed";
             u->message[0] = '\0';
         }
-        hoctl_agent_log(a, "%s: fleet flag removed", u->name);
+        if (u->held_by[0] != '\0') {
+            hoctl_agent_log(a, "%s: fleet flag removed (nginx had it from "
+                            "agent \"%s\", this agent is \"%s\": is a "
+                            "second agent running for this nginx?)",
+                            u->name, u->held_by, a->host);
+            u->held_by[0] = '\0';
+
+        } else {
+            hoctl_agent_log(a, "%s: fleet flag removed", u->name);
+        }
 
     } else {
         a->nginx_ok = rc != HOCTL_UNREACHABLE;
@@ -662,12 +672,23 @@ hoctl_agent_check_local(hoctl_agent_t *a)
         rev = json_is_object(f)
               ? hoctl_json_int(json_object_get(f, "revision")) : 0;
 
+        /* another agent's flag: the sign of two agents on one nginx */
+        name = json_string_value(json_object_get(f, "via"));
+        if (name != NULL && strcmp(name, a->host) != 0) {
+            snprintf(u->held_by, sizeof(u->held_by), "%s", name);
+        } else {
+            u->held_by[0] = '\0';
+        }
+
         if (u->state == HOCTL_UP_DESIRED && rev != u->revision
             && u->applied == u->revision)
         {
             hoctl_agent_log(a, "%s: nginx does not hold revision %" PRId64
-                            " (holds %" PRId64 "): applying again", u->name,
-                            u->revision, rev);
+                            " (holds %" PRId64 "%s%s%s): applying again",
+                            u->name, u->revision, rev,
+                            u->held_by[0] ? " from agent \"" : "",
+                            u->held_by, u->held_by[0]
+                            ? "\": a second agent for this nginx?" : "");
             u->applied = 0;
 
         } else if (u->state == HOCTL_UP_DESIRED && rev == u->revision) {

@@ -313,6 +313,27 @@ ok($etcd->wait_for(sub { none_hold() }, 12), '... and the clear');
 kill 'CONT', $etcd->member_pid($hung);
 $etcd->wait_healthy($hung);
 
+# ---- a second agent for one nginx (another environment): they undo
+# each other; the one that removes the other's flag says so
+($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--no-failover',
+                   '--ttl', '60s', '--reason', 'two agents');
+$rev = revision_of();
+ok($etcd->wait_for(sub { all_hold($rev) }, 5), 'a flag on the three');
+my $n3x = $nodes[2];
+my $intruder = $etcd->cli_start('agent-intruder', 'agent', '--etcd',
+    $etcd->urls, '--environment', 'other', '--url', $n3x->admin_url,
+    '--key', $n3x->{key}, '--trust-key', "$d/writer.pub",
+    '--host', 'intruder');
+ok($etcd->wait_for(sub { $etcd->log_of('agent-intruder.err')
+                         =~ /app: fleet flag removed \(nginx had it from agent "lb3", this agent is "intruder": is a second agent running for this nginx\?\)/ }, 10),
+   'a second agent for lb3\'s nginx names the agent whose flag it removed')
+    or diag($etcd->log_of('agent-intruder.err'));
+$etcd->cli_stop($intruder, 'TERM');
+ok($etcd->wait_for(sub { all_hold($rev, $n3x) }, 5),
+   '... stopped, lb3\'s own agent applies the flag again');
+($rc) = $etcd->cli('clear', @W, '--upstream', 'app');
+ok($etcd->wait_for(sub { none_hold() }, 5), '... and the clear');
+
 # ---- a fourth nginx + agent started later gets the current flags
 ($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--no-failover',
                    '--ttl', '8s', '--reason', 'late joiner');
