@@ -106,6 +106,11 @@ int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
 int hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     const char *state, int accept_gaps);
 
+/* approvals.c */
+int hoctl_approvals(const hoctl_conn_t *c, const char *action,
+    const char *id, const char *upstream, int json);
+void hoctl_print_approval_requested(json_t *body, const char *upstream);
+
 /* main.c */
 extern const char *hoctl_progname;
 void hoctl_warn(const char *fmt, ...)

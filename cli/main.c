@@ -38,6 +38,7 @@
 #define G_ETCD    0x0800    /* --etcd, --environment, --etcd-* */
 #define G_AGENT   0x1000    /* --trust-key, --host */
 #define G_WIN     0x2000    /* --window, --reason */
+#define G_ID      0x4000    /* --id (approvals) */
 
 
 enum {
@@ -50,7 +51,7 @@ enum {
     O_ETCD_PREFIX,
     O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
     O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS,
-    O_WINDOW
+    O_WINDOW, O_ID
 };
 
 
@@ -110,6 +111,7 @@ static const hoctl_option_t  hoctl_options[] = {
     { { "trust-key",      required_argument, NULL, O_TRUST_KEY },   G_AGENT },
     { { "host",           required_argument, NULL, O_HOST },        G_AGENT },
     { { "config",         required_argument, NULL, O_CONFIG },      G_AGENT },
+    { { "id",             required_argument, NULL, O_ID },          G_ID },
     { { "help",           no_argument,       NULL, O_HELP },        0 },
 };
 
@@ -132,6 +134,7 @@ typedef struct {
     int             dry_run;
     char          **args;           /* positional arguments */
     int             nargs;
+    const char     *id;             /* approvals --id */
 } hoctl_args_t;
 
 
@@ -156,6 +159,7 @@ static int hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a);
+static int hoctl_verb_approvals(const hoctl_verb_t *v, hoctl_args_t *a);
 static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -370,6 +374,21 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "etcd-cacert, etcd-cert, etcd-key) fills in what the command line\n"
       "leaves out.\n"
       "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP },
+    { "approvals", G_CONN | G_MINT | G_UP | G_JSON | G_ID, 0,
+      hoctl_verb_approvals,
+      "usage: ha-optoutctl approvals list --url URL [--upstream NAME]"
+      " [--json]\n"
+      "       ha-optoutctl approvals approve --url URL --id ID [--json]\n"
+      "       ha-optoutctl approvals reject --url URL --id ID [--json]\n"
+      "\n"
+      "The two-person rule (policy \"approvers: N\"): a set on such an\n"
+      "upstream waits for N others to approve it.  list shows what waits\n"
+      "(GET v1/approvals, ha:read); approve adds your subject (POST\n"
+      "v1/approvals/ID, needs --scope with ha:approve; not your own\n"
+      "request, once per subject); with the last approval the flag is\n"
+      "applied.  reject withdraws your own request, or rejects another's\n"
+      "with ha:approve (DELETE v1/approvals/ID).\n\n"
+      HOCTL_CREDS_HELP "\n" HOCTL_EXIT_HELP },
 };
 
 #define HOCTL_NVERBS  (sizeof(hoctl_verbs) / sizeof(hoctl_verbs[0]))
@@ -399,6 +418,8 @@ hoctl_main_help(FILE *out)
         "  whoami        show what nginx makes of your credentials\n"
         "  audit verify  check an audit log's hash chain\n"
         "  audit list    show the newest audit entries\n"
+        "  approvals     list, approve or reject writes that wait for\n"
+        "                approval (policy \"approvers\")\n"
         "\n"
         "'ha-optoutctl VERB --help' tells more.\n"
         HOCTL_EXIT_HELP);
@@ -595,6 +616,10 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
                 return hoctl_usage(v, "--timeout must be 1..3600 seconds");
             }
             cn->timeout = t;
+            break;
+
+        case O_ID:
+            a->id = optarg;
             break;
 
         case O_LIMIT:
@@ -888,6 +913,14 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
     if (j == NULL) {
         hoctl_resp_free(&r);
         return HOCTL_REFUSED;
+    }
+
+    if (json_object_get(j, "approval") != NULL) {
+        /* 202: the policy wants approvers; nothing acts yet */
+        hoctl_print_approval_requested(j, a->flag.upstream);
+        json_decref(j);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
     }
 
     what = hoctl_flag_summary(j);
@@ -1200,6 +1233,33 @@ hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a)
     }
 
     return hoctl_fleet(&a->conn, a->fleet, action, &a->flag, a->json);
+}
+
+
+static int
+hoctl_verb_approvals(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    const char  *action;
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "give one of list, approve, reject");
+    }
+
+    action = a->args[0];
+
+    if (strcmp(action, "list") != 0 && strcmp(action, "approve") != 0
+        && strcmp(action, "reject") != 0)
+    {
+        return hoctl_usage(v, "unknown approvals action \"%s\" (list, "
+                           "approve, reject)", action);
+    }
+
+    if (strcmp(action, "list") != 0 && a->id == NULL) {
+        return hoctl_usage(v, "--id ID is required");
+    }
+
+    return hoctl_approvals(&a->conn, action, a->id, a->flag.upstream,
+                           a->json);
 }
 
 

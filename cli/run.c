@@ -46,6 +46,30 @@ hoctl_now_ms(void)
 }
 
 
+/* a 202 (policy "approvers") is withdrawn: run does not wait for people */
+
+static void
+hoctl_run_withdraw(const hoctl_conn_t *c, hoctl_resp_t *r)
+{
+    char          path[sizeof("v1/approvals/") + 64];
+    json_t       *j;
+    const char   *id;
+    hoctl_resp_t  d;
+
+    j = json_loads(r->body ? r->body : "", 0, NULL);
+    id = json_string_value(json_object_get(json_object_get(j, "approval"),
+                                           "id"));
+
+    if (id && strlen(id) == 16) {
+        snprintf(path, sizeof(path), "v1/approvals/%s", id);
+        (void) hoctl_request(c, "DELETE", path, NULL, NULL, &d);
+        hoctl_resp_free(&d);
+    }
+
+    json_decref(j);
+}
+
+
 static int
 hoctl_run_heartbeat(const hoctl_conn_t *c, const char *path, const char *ttl,
     const char *upstream)
@@ -64,6 +88,13 @@ hoctl_run_heartbeat(const hoctl_conn_t *c, const char *path, const char *ttl,
 
     if (rc != HOCTL_OK) {
         hoctl_warn("%s: cannot renew the flag: %s", upstream, r.error);
+
+    } else if (r.status == 202) {
+        /* policy "approvers": an extension waits for approval */
+        hoctl_run_withdraw(c, &r);
+        hoctl_warn("%s: cannot renew the flag: the policy wants approvers "
+                   "for an extension", upstream);
+        rc = HOCTL_REFUSED;
     }
 
     hoctl_resp_free(&r);
@@ -178,6 +209,15 @@ hoctl_run_set(const hoctl_conn_t *c, const hoctl_flag_t *f, const char *path,
         hoctl_warn("%s: flag not set, \"%s\" not run", f->upstream, cmd);
         hoctl_resp_free(&r);
         return rc;
+    }
+
+    if (r.status == 202) {
+        hoctl_run_withdraw(c, &r);
+        hoctl_warn("%s: the policy wants approvers for this upstream (use "
+                   "set and 'approvals'); flag not set, \"%s\" not run",
+                   f->upstream, cmd);
+        hoctl_resp_free(&r);
+        return HOCTL_REFUSED;
     }
 
     j = json_loads(r.body ? r.body : "", 0, NULL);

@@ -159,6 +159,7 @@ round_trip(ngx_pool_t *pool, ngx_http_ha_optout_flag_t *flag, time_t ttl,
     json_object_del(root, "source");
     json_object_del(root, "version");
     json_object_del(root, "set_at");
+    json_object_del(root, "approved_by");   /* the server's, as actor */
     json_object_del(root, "expires_at");
 
     if (ttl_set && ttl) {

@@ -33,7 +33,10 @@ fuzz_load(ngx_pool_t *pool, ngx_str_t *file, ngx_http_ha_optout_yaml_t *y,
 
     if (ngx_array_init(&st->flags, pool, 4,
                        sizeof(ngx_http_ha_optout_saved_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&st->approvals, pool, 4,
+                          sizeof(ngx_http_ha_optout_approval_t))
+           != NGX_OK)
     {
         fuzz_fail("out of memory");
     }
@@ -96,7 +99,8 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_http_ha_optout_state_t *st)
 
     rc = ngx_http_ha_optout_state_emit(&emitter, st->version_seq, fuzz_snap,
                                        n, st->audit_hash, st->jtis.elts,
-                                       st->jtis.nelts);
+                                       st->jtis.nelts, st->approvals.elts,
+                                       st->approvals.nelts);
     fuzz_assert(rc == NGX_OK, "flags read from a state file cannot be "
                 "written back: %s",
                 emitter.problem ? emitter.problem : "?");
@@ -114,6 +118,9 @@ fuzz_round_trip(ngx_pool_t *pool, ngx_http_ha_optout_state_t *st)
     fuzz_assert(st2.version_seq == st->version_seq, "version_seq changed");
     fuzz_assert(ngx_strcmp(st2.audit_hash, st->audit_hash) == 0,
                 "audit_hash changed");
+    fuzz_assert(st2.approvals.nelts == st->approvals.nelts, "%u approvals "
+                "written, %u read back", (unsigned) st->approvals.nelts,
+                (unsigned) st2.approvals.nelts);
     fuzz_assert(st2.jtis.nelts == st->jtis.nelts, "%u jtis written, %u read "
                 "back", (unsigned) st->jtis.nelts, (unsigned) st2.jtis.nelts);
 

@@ -183,3 +183,23 @@ ngx_strncasecmp(u_char *s1, u_char *s2, size_t n)
 
     return 0;
 }
+
+
+/* pending approvals are in the zone (approval.c): the parsers never go there */
+
+ngx_uint_t
+ngx_http_ha_optout_approvals_snapshot(ngx_http_ha_optout_approval_t *out)
+{
+    fuzz_fail("ngx_http_ha_optout_approvals_snapshot() called");
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_approval_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_approval_t *a, time_t now, ngx_log_t *log,
+    ngx_uint_t locked)
+{
+    fuzz_fail("ngx_http_ha_optout_approval_restore() called");
+    return NGX_ERROR;
+}

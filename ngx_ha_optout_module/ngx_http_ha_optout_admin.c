@@ -19,7 +19,8 @@ typedef enum {
     NGX_HA_OPTOUT_R_FLEETS,             /* v1/fleet */
     NGX_HA_OPTOUT_R_FLEET,              /* v1/fleet/{upstream} */
     NGX_HA_OPTOUT_R_FLEET_DENIED,       /* v1/fleet/{upstream}/denied */
-    NGX_HA_OPTOUT_R_WINDOW              /* v1/windows/{upstream}/end|skip */
+    NGX_HA_OPTOUT_R_WINDOW,             /* v1/windows/{upstream}/end|skip */
+    NGX_HA_OPTOUT_R_APPROVALS           /* v1/approvals[/{id}]: approval.c */
 } ngx_http_ha_optout_route_e;
 
 
@@ -43,6 +44,9 @@ typedef struct {
     ngx_msec_t                       delay;
     ngx_uint_t                       action;
     unsigned                         prepared:1;
+    unsigned                         approval:1; /* policy "approvers" */
+    unsigned                         ttl_set:1;  /* for the approval */
+    time_t                           ttl;
     unsigned                         waiting:1; /* r->main->count taken */
     unsigned                         applied:1; /* a DELETE is in the zone */
     unsigned                         changed:1; /* it removed a flag */
@@ -72,6 +76,8 @@ static ngx_int_t ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted);
 static ngx_int_t ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_admin_approvals(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_ha_optout_admin_wait(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
 static void ngx_http_ha_optout_admin_retry(ngx_http_request_t *r);
@@ -85,10 +91,6 @@ static u_char *ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s,
     size_t len);
 static ngx_int_t ngx_http_ha_optout_upstream_unknown(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
-static ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
-    ngx_uint_t status, char *code, ngx_str_t *message);
-static ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
-    ngx_uint_t status, json_t *json, uint64_t etag);
 
 
 static ngx_int_t
@@ -127,6 +129,32 @@ ngx_http_ha_optout_admin_is_fleet(ngx_http_request_t *r)
            && ngx_strncmp(p, "v1/fleet", sizeof("v1/fleet") - 1) == 0
            && ((size_t) (last - p) == sizeof("v1/fleet") - 1
                || p[sizeof("v1/fleet") - 1] == '/');
+}
+
+
+/*
+ * v1/approvals: POST approves (ha:approve); DELETE withdraws (the
+ * requester, ha:write) or rejects (ha:approve)
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_admin_scope(ngx_http_request_t *r, ngx_uint_t write)
+{
+    if (ngx_strlcasestrn(r->uri.data, r->uri.data + r->uri.len,
+                         (u_char *) "v1/approvals",
+                         sizeof("v1/approvals") - 2)
+        != NULL)
+    {
+        if (r->method == NGX_HTTP_POST) {
+            return NGX_HA_OPTOUT_SCOPE_APPROVE;
+        }
+
+        if (r->method == NGX_HTTP_DELETE) {
+            return NGX_HA_OPTOUT_SCOPE_WRITE|NGX_HA_OPTOUT_SCOPE_APPROVE;
+        }
+    }
+
+    return write ? NGX_HA_OPTOUT_SCOPE_WRITE : NGX_HA_OPTOUT_SCOPE_READ;
 }
 
 
@@ -187,7 +215,7 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
                       : NGX_HA_OPTOUT_SCOPE_READ|NGX_HA_OPTOUT_SCOPE_FLEET;
 
     } else {
-        scope = write ? NGX_HA_OPTOUT_SCOPE_WRITE : NGX_HA_OPTOUT_SCOPE_READ;
+        scope = ngx_http_ha_optout_admin_scope(r, write);
     }
 
     /* both answer NGX_DECLINED once they have sent a refusal */
@@ -195,6 +223,15 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
     rc = ngx_http_ha_optout_admin_auth(r, ctx, scope);
     if (rc == NGX_OK) {
         rc = ngx_http_ha_optout_admin_route(r, ctx);
+    }
+
+    if (rc == NGX_OK && ctx->route == NGX_HA_OPTOUT_R_APPROVALS) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        return ngx_http_ha_optout_admin_approvals(r, ctx);
     }
 
     if (rc != NGX_OK) {
@@ -356,6 +393,20 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         ctx->route = NGX_HA_OPTOUT_R_WHOAMI;
         allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
+    } else if (ngx_ha_optout_path_is("v1/approvals")) {
+        ctx->route = NGX_HA_OPTOUT_R_APPROVALS;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    } else if (len > sizeof("v1/approvals/") - 1
+               && ngx_strncmp(p, "v1/approvals/", sizeof("v1/approvals/") - 1)
+                  == 0)
+    {
+        /* the approval's id travels in ctx->upstream */
+        ctx->route = NGX_HA_OPTOUT_R_APPROVALS;
+        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST|NGX_HTTP_DELETE;
+        ctx->upstream.data = p + sizeof("v1/approvals/") - 1;
+        ctx->upstream.len = last - ctx->upstream.data;
+
     } else {
         return ngx_ha_optout_refuse(ctx, r,
                                     NGX_HTTP_NOT_FOUND, "NotFound",
@@ -363,6 +414,7 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
                                     "v1/flags/{upstream}, v1/fleet, "
                                     "v1/fleet/{upstream}, "
                                     "v1/windows/{upstream}/end|skip, "
+                                    "v1/approvals, "
                                     "v1/audit, v1/whoami");
     }
 
@@ -387,6 +439,11 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
         } else if (ctx->route == NGX_HA_OPTOUT_R_WINDOW) {
             ngx_str_set(&h->value, "POST");
+
+        } else if (ctx->route == NGX_HA_OPTOUT_R_APPROVALS
+                   && ctx->upstream.len)
+        {
+            ngx_str_set(&h->value, "GET, HEAD, POST, DELETE");
 
         } else {
             ngx_str_set(&h->value, "GET, HEAD");
@@ -597,6 +654,8 @@ ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     message.len = ngx_sprintf(msg, "the token's scope lacks \"%s\"",
                               (scope & NGX_HA_OPTOUT_SCOPE_FLEET)
                               ? "ha:fleet"
+                              : (scope & NGX_HA_OPTOUT_SCOPE_APPROVE)
+                              ? "ha:approve"
                               : scope == NGX_HA_OPTOUT_SCOPE_WRITE
                               ? "ha:write" : "ha:read")
                   - msg;
@@ -752,7 +811,7 @@ ngx_http_ha_optout_admin_body(ngx_http_request_t *r)
 }
 
 
-static ngx_str_t *
+ngx_str_t *
 ngx_http_ha_optout_request_id(ngx_http_request_t *r)
 {
     ngx_str_t                      *id;
@@ -779,7 +838,7 @@ ngx_http_ha_optout_request_id(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ha_optout_if_match(ngx_http_request_t *r, uint64_t version)
 {
     u_char           *p, *last;
@@ -1133,7 +1192,11 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
             ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
         }
 
-        rc = ngx_http_ha_optout_admin_suspend(r, ctx);
+        rc = ctx->approval
+             ? ngx_http_ha_optout_approval_request(r, &ctx->claims,
+                                                   ctx->hscf, ctx->flag,
+                                                   ctx->ttl_set, ctx->ttl, 1)
+             : ngx_http_ha_optout_admin_suspend(r, ctx);
         ngx_http_ha_optout_writer_unlock();
         return rc;
     }
@@ -1260,6 +1323,47 @@ ngx_http_ha_optout_admin_wait(ngx_http_request_t *r,
 }
 
 
+/*
+ * v1/approvals (approval.c): NGX_BUSY is the writer lock busy; the request
+ * waits for it on its timer as a flag write does, then 503 WriterBusy
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_approvals(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *h;
+
+    if (!ctx->waiting) {
+        ctx->wait_start = ngx_current_msec;
+    }
+
+    rc = ngx_http_ha_optout_approval_handler(r, &ctx->claims,
+                                             &ctx->upstream);
+    if (rc != NGX_BUSY) {
+        return rc;
+    }
+
+    if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
+        return ngx_http_ha_optout_admin_wait(r, ctx);
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    ngx_str_set(&h->value, "2");
+
+    return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE, "WriterBusy",
+                             "another write holds the writer lock; retry "
+                             "in a moment");
+}
+
+
 static void
 ngx_http_ha_optout_admin_retry(ngx_http_request_t *r)
 {
@@ -1286,7 +1390,9 @@ ngx_http_ha_optout_admin_retry(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
 
-    rc = ngx_http_ha_optout_admin_write(r, ctx, ctx->body, ctx->len);
+    rc = (ctx->route == NGX_HA_OPTOUT_R_APPROVALS)
+         ? ngx_http_ha_optout_admin_approvals(r, ctx)
+         : ngx_http_ha_optout_admin_write(r, ctx, ctx->body, ctx->len);
 
     if (rc == NGX_DONE) {
         return;                         /* waits again */
@@ -1494,6 +1600,20 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
 
         if (ttl_set) {
             flag->expires_at = ttl ? now + ttl : 0;
+        }
+
+        /* policy "approvers": a write that suspends HA waits (202) */
+
+        rc = ngx_http_ha_optout_approval_request(r, &ctx->claims, hscf, flag,
+                                                 ttl_set, ttl, 0);
+        if (rc == NGX_AGAIN) {
+            /* requested below, with the writer lock */
+            ctx->approval = 1;
+            ctx->ttl_set = ttl_set ? 1 : 0;
+            ctx->ttl = ttl;
+
+        } else if (rc != NGX_DECLINED) {
+            return rc;
         }
     }
 
@@ -2387,6 +2507,10 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
             json_array_append_new(scopes, json_string("ha:write"));
         }
 
+        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_APPROVE)) {
+            json_array_append_new(scopes, json_string("ha:approve"));
+        }
+
         if (ctx->claims.upstreams) {
             ups = json_array();
             s = ctx->claims.upstreams->elts;
@@ -2559,7 +2683,7 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     char *code, ngx_str_t *message)
 {
@@ -2637,9 +2761,9 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
-    json_t *json, uint64_t etag)
+    void *json, uint64_t etag)
 {
     u_char           *p;
     ngx_int_t         rc;

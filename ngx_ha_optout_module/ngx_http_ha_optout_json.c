@@ -596,15 +596,26 @@ void *
 ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
     ngx_str_t *upstream, ngx_str_t *environment)
 {
-    json_t             *j;
+    json_t             *j, *by;
+    ngx_uint_t          i;
     static const char  *sources[] = { "config", "window", "fleet", "api" };
 
     if (flag == NULL || !flag->present) {
         return json_null();
     }
 
+    by = json_array();
+
+    for (i = 0; by && i < flag->approvers && i < NGX_HA_OPTOUT_APPROVERS_MAX;
+         i++)
+    {
+        json_array_append_new(by, ngx_http_ha_optout_json_text(
+                                      flag->approver[i],
+                                      flag->approver_len[i]));
+    }
+
     j = json_pack("{s:s%,s:s%,s:b,s:o,s:o,s:b,s:b,s:o,s:o,s:s,s:I,"
-                     "s:o,s:o}",
+                     "s:o,s:o,s:o}",
                      "upstream", upstream->data, upstream->len,
                      "environment", environment->data, environment->len,
                      "failover", !flag->no_failover,
@@ -623,7 +634,8 @@ ngx_http_ha_optout_flag_json(ngx_http_ha_optout_flag_t *flag,
                      "version", (json_int_t) flag->version,
                      "set_at", ngx_http_ha_optout_json_time(flag->set_at),
                      "expires_at",
-                     ngx_http_ha_optout_json_time(flag->expires_at));
+                     ngx_http_ha_optout_json_time(flag->expires_at),
+                     "approved_by", by);
 
     /* a fleet flag: the etcd revision applied, and the agent that did */
     if (j != NULL && flag->source == NGX_HA_OPTOUT_SRC_FLEET) {

@@ -1755,6 +1755,7 @@ ngx_http_ha_optout_tick(ngx_event_t *ev)
 
     ngx_http_ha_optout_expire(hmcf, ev->log);
     ngx_http_ha_optout_windows_tick(hmcf, ev->log);
+    ngx_http_ha_optout_approvals_tick(hmcf, ev->log);
 
     /*
      * what could not be saved or audited before (retried with a backoff),

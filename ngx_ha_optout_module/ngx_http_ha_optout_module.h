@@ -23,6 +23,8 @@
 #define NGX_HA_OPTOUT_REASON_LEN     256
 #define NGX_HA_OPTOUT_ACTOR_LEN      128
 #define NGX_HA_OPTOUT_MAX_SERVERS    32
+#define NGX_HA_OPTOUT_APPROVERS_MAX  4          /* approved_by of a flag */
+#define NGX_HA_OPTOUT_APPROVALS_MAX  32         /* pending, per zone */
 #define NGX_HA_OPTOUT_BODY_MAX       16384
 #define NGX_HA_OPTOUT_STICKY_MAX     65536      /* entries per zone */
 #define NGX_HA_OPTOUT_STICKY_KEY     255
@@ -51,6 +53,10 @@ typedef enum {
     NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
     NGX_HA_OPTOUT_ACT_DENIED,
     NGX_HA_OPTOUT_ACT_WINDOW_SKIP,
+    NGX_HA_OPTOUT_ACT_REQUEST,              /* the two-person rule */
+    NGX_HA_OPTOUT_ACT_APPROVE,
+    NGX_HA_OPTOUT_ACT_REJECT,
+    NGX_HA_OPTOUT_ACT_APPROVAL_EXPIRED,
     NGX_HA_OPTOUT_ACT_N
 } ngx_http_ha_optout_action_e;
 
@@ -83,7 +89,30 @@ typedef struct {
     u_char                      reason[NGX_HA_OPTOUT_REASON_LEN];
     u_char                      actor[NGX_HA_OPTOUT_ACTOR_LEN];
     u_char                      via[NGX_HA_OPTOUT_VIA_LEN];
+
+    /* the subjects that approved it (policy "approvers") */
+    uint16_t                    approvers;
+    uint16_t                    approver_len[NGX_HA_OPTOUT_APPROVERS_MAX];
+    u_char                      approver[NGX_HA_OPTOUT_APPROVERS_MAX]
+                                        [NGX_HA_OPTOUT_ACTOR_LEN];
 } ngx_http_ha_optout_flag_t;
+
+
+/* a write waiting for its approvals, in the zone (approval.c) */
+typedef struct {
+    uint64_t                    id;             /* 0: a free slot */
+    uint64_t                    base;           /* API flag version seen */
+    unsigned                    method:2;       /* 1 PUT, 2 PATCH */
+    unsigned                    match:1;        /* base must still hold */
+    unsigned                    ttl_set:1;
+    time_t                      ttl;
+    time_t                      requested_at;
+    time_t                      expires_at;
+    ngx_uint_t                  needed;
+    size_t                      upstream_len;
+    u_char                      upstream[NGX_HA_OPTOUT_NAME_LEN];
+    ngx_http_ha_optout_flag_t   flag;           /* actor: the requester */
+} ngx_http_ha_optout_approval_t;
 
 
 typedef struct {
@@ -243,6 +272,9 @@ typedef struct {
 
     ngx_uint_t                  nwskips;
     ngx_http_ha_optout_wskip_t  wskips[NGX_HA_OPTOUT_WSKIPS];
+
+    /* NGX_HA_OPTOUT_APPROVALS_MAX slots, allocated on first use */
+    ngx_http_ha_optout_approval_t  *approvals;
 } ngx_http_ha_optout_shctx_t;
 
 
@@ -485,6 +517,33 @@ u_char *ngx_http_ha_optout_escape(u_char *dst, size_t size, u_char *src,
 
 /* admin.c */
 ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
+    ngx_uint_t status, char *code, ngx_str_t *message);
+ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
+    ngx_uint_t status, void *json, uint64_t etag);
+ngx_int_t ngx_http_ha_optout_if_match(ngx_http_request_t *r,
+    uint64_t version);
+ngx_str_t *ngx_http_ha_optout_request_id(ngx_http_request_t *r);
+
+/* approval.c */
+ngx_int_t ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
+    ngx_uint_t commit);
+ngx_int_t ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, ngx_str_t *id);
+void ngx_http_ha_optout_approvals_tick(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log);
+void *ngx_http_ha_optout_approvals_json(ngx_str_t *upstream, time_t now);
+ngx_uint_t ngx_http_ha_optout_approvals_count(ngx_str_t *upstream,
+    time_t now);
+void *ngx_http_ha_optout_approval_json(ngx_http_ha_optout_approval_t *a,
+    ngx_str_t *environment);
+ngx_uint_t ngx_http_ha_optout_approvals_snapshot(
+    ngx_http_ha_optout_approval_t *out);
+ngx_int_t ngx_http_ha_optout_approval_restore(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_approval_t *a,
+    time_t now, ngx_log_t *log, ngx_uint_t locked);
 
 /* status.c */
 ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
@@ -537,6 +596,9 @@ ngx_int_t ngx_http_ha_optout_policy_check(
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream,
     ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
     ngx_str_t *message, ngx_pool_t *pool);
+ngx_uint_t ngx_http_ha_optout_policy_approvers(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *upstream,
+    time_t *approval_ttl);
 void ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,

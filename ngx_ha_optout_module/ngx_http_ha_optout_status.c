@@ -666,6 +666,9 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
                                 ? json_stringn((char *) t.restore.data,
                                                t.restore.len)
                                 : json_null())
+           != 0
+        || json_object_set_new(up, "pending_approvals",
+               ngx_http_ha_optout_approvals_json(&hscf->name, now))
            != 0)
     {
         json_decref(up);
@@ -963,6 +966,16 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
             ngx_http_ha_optout_prom_sample(out, "ha_optout_changes_total",
                                            l, 2, rec->changes[j]);
         }
+    }
+
+    ngx_http_ha_optout_prom_family(out, "ha_optout_pending_approvals",
+        "gauge", "Writes waiting for approval (policy \"approvers\")");
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        l[0].value = hscfp[i]->name;
+        ngx_http_ha_optout_prom_sample(out, "ha_optout_pending_approvals",
+            l, 1, ngx_http_ha_optout_approvals_count(&hscfp[i]->name,
+                                                     ngx_time()));
     }
 }
 
@@ -1495,6 +1508,76 @@ ngx_http_ha_optout_html_servers(ngx_http_ha_optout_out_t *out,
 }
 
 
+/* pending approvals of the upstream (policy "approvers") */
+
+static void
+ngx_http_ha_optout_html_approvals(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
+{
+    u_char                         *p, left[64];
+    ngx_uint_t                      i, k, n;
+    ngx_http_ha_optout_approval_t  *snap, *a;
+
+    if (ngx_http_ha_optout_approvals_count(&hscf->name, now) == 0) {
+        return;
+    }
+
+    snap = ngx_alloc(NGX_HA_OPTOUT_APPROVALS_MAX
+                     * sizeof(ngx_http_ha_optout_approval_t),
+                     ngx_cycle->log);
+    if (snap == NULL) {
+        return;
+    }
+
+    n = ngx_http_ha_optout_approvals_snapshot(snap);
+
+    for (i = 0; i < n; i++) {
+        a = &snap[i];
+
+        if (a->expires_at <= now || a->upstream_len != hscf->name.len
+            || ngx_strncmp(a->upstream, hscf->name.data, a->upstream_len)
+               != 0)
+        {
+            continue;
+        }
+
+        ngx_http_ha_optout_out_printf(out, 128,
+            "<p class=\"approval\">Pending approval <code>%016xL</code> "
+            "requested by <b>", a->id);
+        ngx_http_ha_optout_out_html(out, a->flag.actor, a->flag.actor_len);
+        ngx_http_ha_optout_out_lit(out, "</b>: ");
+        ngx_http_ha_optout_html_what(out, &a->flag);
+        ngx_http_ha_optout_out_lit(out, ", reason \"");
+        ngx_http_ha_optout_out_html(out, a->flag.reason, a->flag.reason_len);
+        ngx_http_ha_optout_out_printf(out, 64, "\"; %ui of %ui approvals",
+                                      (ngx_uint_t) a->flag.approvers,
+                                      a->needed);
+
+        for (k = 0; k < a->flag.approvers; k++) {
+            if (k) {
+                ngx_http_ha_optout_out_lit(out, ", ");
+            } else {
+                ngx_http_ha_optout_out_lit(out, " (");
+            }
+
+            ngx_http_ha_optout_out_html(out, a->flag.approver[k],
+                                        a->flag.approver_len[k]);
+        }
+
+        if (a->flag.approvers) {
+            ngx_http_ha_optout_out_lit(out, ")");
+        }
+
+        p = ngx_http_ha_optout_status_left(left, a->expires_at - now);
+        ngx_http_ha_optout_out_lit(out, ", expires in ");
+        ngx_http_ha_optout_out_raw(out, left, p - left);
+        ngx_http_ha_optout_out_lit(out, "</p>");
+    }
+
+    ngx_free(snap);
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_html_card(ngx_http_request_t *r,
     ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_srv_conf_t *hscf,
@@ -1575,6 +1658,7 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
 
     ngx_http_ha_optout_out_lit(out, "</dd></dl>");
 
+    ngx_http_ha_optout_html_approvals(out, hscf, now);
     ngx_http_ha_optout_html_servers(out, peers);
 
     rec = hscf->rec;

@@ -19,7 +19,8 @@ ngx_slab_pool_t             *ngx_http_ha_optout_shpool;
 
 const char  *ngx_http_ha_optout_actions[] = {
     "set", "update", "clear", "expire", "window_start", "window_end",
-    "restore", "restore_rejected", "denied", "window_skip"
+    "restore", "restore_rejected", "denied", "window_skip",
+    "request", "approve", "reject", "approval_expired"
 };
 
 

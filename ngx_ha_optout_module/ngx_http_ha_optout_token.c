@@ -1008,6 +1008,12 @@ ngx_http_ha_optout_scope_one(u_char *p, size_t len)
         return NGX_HA_OPTOUT_SCOPE_FLEET;
     }
 
+    if (len == sizeof("ha:approve") - 1
+        && ngx_strncmp(p, "ha:approve", len) == 0)
+    {
+        return NGX_HA_OPTOUT_SCOPE_APPROVE;
+    }
+
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #define NGX_HA_OPTOUT_SCOPE_READ    0x01
 #define NGX_HA_OPTOUT_SCOPE_WRITE   0x02
 #define NGX_HA_OPTOUT_SCOPE_FLEET   0x04    /* v1/fleet: the agent */
+#define NGX_HA_OPTOUT_SCOPE_APPROVE 0x08
 
 #define NGX_HA_OPTOUT_LEEWAY        60
 

@@ -53,6 +53,8 @@ typedef struct {
     time_t                           max_ttl;
     ngx_int_t                        ttl_none;
     ngx_int_t                        protect;
+    ngx_int_t                        approvers;
+    time_t                           approval_ttl;
 } ngx_http_ha_optout_policy_ups_t;
 
 
@@ -105,6 +107,7 @@ typedef struct {
     uint64_t                         version_seq;
     ngx_array_t                      flags;     /* saved_t */
     ngx_array_t                      jtis;      /* jti_t */
+    ngx_array_t                      approvals; /* approval_t */
     u_char                           audit_hash[65];    /* "": none */
     ngx_uint_t                       nwskips;
     ngx_http_ha_optout_wskip_t       wskips[NGX_HA_OPTOUT_WSKIPS];
@@ -1053,6 +1056,39 @@ ngx_http_ha_optout_emit_time(yaml_emitter_t *e, const char *key, time_t t)
 }
 
 
+/* "approved_by": ["bob", "carol"], the subjects quoted as user text */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_approvers(yaml_emitter_t *e,
+    ngx_http_ha_optout_flag_t *f)
+{
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "approved_by") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                    YAML_FLOW_SEQUENCE_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < f->approvers && i < NGX_HA_OPTOUT_APPROVERS_MAX; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, f->approver[i],
+                                           f->approver_len[i],
+                                           YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_sequence_end_event_initialize(&ev));
+}
+
+
 /* one flag as a mapping: the same fields as the API's JSON */
 
 static ngx_int_t
@@ -1081,7 +1117,9 @@ ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
         || ngx_http_ha_optout_emit_uint(e, "version", f->version) != NGX_OK
         || ngx_http_ha_optout_emit_time(e, "set_at", f->set_at) != NGX_OK
         || ngx_http_ha_optout_emit_time(e, "expires_at", f->expires_at)
-           != NGX_OK)
+           != NGX_OK
+        || (f->approvers
+            && ngx_http_ha_optout_emit_approvers(e, f) != NGX_OK))
     {
         return NGX_ERROR;
     }
@@ -1093,6 +1131,70 @@ ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
                != NGX_OK))
     {
         return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+/* "approvals": the pending approvals, by id (approval.c) */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_approvals(yaml_emitter_t *e,
+    ngx_http_ha_optout_approval_t *a, ngx_uint_t n)
+{
+    u_char        id[16];
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "approvals") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, id,
+                ngx_sprintf(id, "%016xL", a[i].id) - id,
+                YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit(e, &ev,
+                   yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                  YAML_BLOCK_MAPPING_STYLE))
+               != NGX_OK
+            || ngx_http_ha_optout_emit_str(e, "upstream", a[i].upstream,
+                                           a[i].upstream_len)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_plain(e, "method",
+                   (u_char *) (a[i].method == 2 ? "PATCH" : "PUT"),
+                   a[i].method == 2 ? 5 : 3)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_uint(e, "needed", a[i].needed)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_uint(e, "base", a[i].base) != NGX_OK
+            || ngx_http_ha_optout_emit_bool(e, "match", a[i].match)
+               != NGX_OK
+            || (a[i].ttl_set
+                && ngx_http_ha_optout_emit_uint(e, "ttl", a[i].ttl)
+                   != NGX_OK)
+            || ngx_http_ha_optout_emit_time(e, "requested_at",
+                                            a[i].requested_at)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_time(e, "expires_at",
+                                            a[i].expires_at)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_key(e, "flag") != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &a[i].flag) != NGX_OK
+            || ngx_http_ha_optout_emit(e, &ev,
+                   yaml_mapping_end_event_initialize(&ev))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return ngx_http_ha_optout_emit(e, &ev,
@@ -1195,7 +1297,8 @@ static ngx_uint_t                  ngx_http_ha_optout_save_nwskips;
 static ngx_int_t
 ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
     ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, u_char *audit_hash,
-    ngx_http_ha_optout_jti_t *jtis, ngx_uint_t njtis)
+    ngx_http_ha_optout_jti_t *jtis, ngx_uint_t njtis,
+    ngx_http_ha_optout_approval_t *approvals, ngx_uint_t napprovals)
 {
     ngx_uint_t    i;
     yaml_event_t  ev;
@@ -1281,6 +1384,9 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
             && ngx_http_ha_optout_emit_wskips(e,
                    ngx_http_ha_optout_save_wskips,
                    ngx_http_ha_optout_save_nwskips)
+               != NGX_OK)
+        || (napprovals
+            && ngx_http_ha_optout_emit_approvals(e, approvals, napprovals)
                != NGX_OK)
         || ngx_http_ha_optout_emit(e, &ev,
                                    yaml_mapping_end_event_initialize(&ev))
@@ -1476,10 +1582,14 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_jti_t    *jtis;
     ngx_http_ha_optout_rec_t    *rec, *snap;
     ngx_http_ha_optout_shctx_t  *sh;
+    ngx_uint_t                   napprovals;
+    ngx_http_ha_optout_approval_t  *approvals;
 
     if (hmcf->state_file.len == 0) {
         return NGX_OK;
     }
+
+    approvals = NULL;
 
     sh = ngx_http_ha_optout_sh;
 
@@ -1591,6 +1701,17 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
         }
     }
 
+    /* pending approvals change only under the writer lock, as we run */
+
+    napprovals = 0;
+    approvals = ngx_alloc(NGX_HA_OPTOUT_APPROVALS_MAX
+                          * sizeof(ngx_http_ha_optout_approval_t), log);
+    if (approvals == NULL) {
+        goto nomem;
+    }
+
+    napprovals = ngx_http_ha_optout_approvals_snapshot(approvals);
+
     rc = NGX_ERROR;
 
     if (inplace) {
@@ -1655,7 +1776,8 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
     yaml_emitter_set_width(&emitter, 1000);
 
     if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n,
-                                      audit_hash, jtis, njtis)
+                                      audit_hash, jtis, njtis, approvals,
+                                      napprovals)
         != NGX_OK)
     {
         yaml_emitter_delete(&emitter);
@@ -1757,6 +1879,10 @@ done:
         ngx_free(snap);
     }
 
+    if (approvals) {
+        ngx_free(approvals);
+    }
+
     if (jtis) {
         ngx_free(jtis);
     }
@@ -1837,6 +1963,250 @@ ngx_http_ha_optout_yflag_field(ngx_http_ha_optout_yaml_t *y, yaml_node_t *k,
     }
 
     return NGX_OK;
+}
+
+
+/* "approved_by": a list of at most NGX_HA_OPTOUT_APPROVERS_MAX subjects */
+
+static ngx_int_t
+ngx_http_ha_optout_state_approvers(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
+{
+    ngx_uint_t         n;
+    yaml_node_item_t  *it;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        return ngx_http_ha_optout_yfail(y, node, "approved_by must be a "
+                                        "list");
+    }
+
+    n = 0;
+
+    for (it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top;
+         it++)
+    {
+        if (n == NGX_HA_OPTOUT_APPROVERS_MAX) {
+            return ngx_http_ha_optout_yfail(y, node, "approved_by has more "
+                                            "than %d subjects",
+                                            NGX_HA_OPTOUT_APPROVERS_MAX);
+        }
+
+        if (ngx_http_ha_optout_ystr(y, ngx_http_ha_optout_ynode(y, *it),
+                                    "approved_by", f->approver[n],
+                                    &f->approver_len[n], 1,
+                                    NGX_HA_OPTOUT_ACTOR_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        n++;
+    }
+
+    f->approvers = (uint16_t) n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f);
+static ngx_int_t ngx_http_ha_optout_unhex(u_char c);
+
+
+/* "approvals": { ID: {upstream, method, needed, ..., flag}, ... } */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    uint16_t                        len;
+    uint64_t                        v;
+    ngx_int_t                       hv;
+    ngx_uint_t                      i, b;
+    ngx_str_t                       m;
+    yaml_node_t                    *key, *val, *k, *fv;
+    yaml_node_pair_t               *p, *fp;
+    ngx_http_ha_optout_approval_t  *a;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "approvals") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        key = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (st->approvals.nelts == NGX_HA_OPTOUT_APPROVALS_MAX) {
+            return ngx_http_ha_optout_yfail(y, key, "more than %d "
+                                            "approvals",
+                                            NGX_HA_OPTOUT_APPROVALS_MAX);
+        }
+
+        a = ngx_array_push(&st->approvals);
+        if (a == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        ngx_memzero(a, sizeof(ngx_http_ha_optout_approval_t));
+
+        if (key->data.scalar.length != 16) {
+            goto badid;
+        }
+
+        for (i = 0; i < 16; i++) {
+            hv = ngx_http_ha_optout_unhex(key->data.scalar.value[i]);
+            if (hv < 0) {
+                goto badid;
+            }
+
+            a->id = (a->id << 4) | (uint64_t) hv;
+        }
+
+        if (a->id == 0) {
+            goto badid;
+        }
+
+        if (ngx_http_ha_optout_ymapping(y, val, "an approval") != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        for (fp = val->data.mapping.pairs.start;
+             fp < val->data.mapping.pairs.top;
+             fp++)
+        {
+            k = ngx_http_ha_optout_ynode(y, fp->key);
+            fv = ngx_http_ha_optout_ynode(y, fp->value);
+
+            if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
+                if (ngx_http_ha_optout_ystr(y, fv, "upstream", a->upstream,
+                                            &len, 1,
+                                            NGX_HA_OPTOUT_NAME_LEN - 1)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                a->upstream_len = len;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "method")) {
+                if (ngx_http_ha_optout_yscalar(y, fv, "method", &m)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (m.len == 3 && ngx_strncmp(m.data, "PUT", 3) == 0) {
+                    a->method = 1;
+
+                } else if (m.len == 5 && ngx_strncmp(m.data, "PATCH", 5) == 0)
+                {
+                    a->method = 2;
+
+                } else {
+                    return ngx_http_ha_optout_yfail(y, fv, "method must be "
+                                                    "PUT or PATCH");
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "needed")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "needed", &v) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (v == 0 || v > NGX_HA_OPTOUT_APPROVERS_MAX) {
+                    return ngx_http_ha_optout_yfail(y, fv,
+                                               "needed must be 1..%d",
+                                               NGX_HA_OPTOUT_APPROVERS_MAX);
+                }
+
+                a->needed = (ngx_uint_t) v;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "base")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "base", &a->base)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "match")) {
+                if (ngx_http_ha_optout_ybool(y, fv, "match", &b) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                a->match = b ? 1 : 0;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "ttl")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "ttl", &v) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (v > 366 * 86400) {
+                    return ngx_http_ha_optout_yfail(y, fv, "ttl is too "
+                                                    "long");
+                }
+
+                a->ttl = (time_t) v;
+                a->ttl_set = 1;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "requested_at")) {
+                if (ngx_http_ha_optout_ytime(y, fv, "requested_at", 0,
+                                             &a->requested_at)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+                if (ngx_http_ha_optout_ytime(y, fv, "expires_at", 0,
+                                             &a->expires_at)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "flag")) {
+                if (ngx_http_ha_optout_state_flag(y, fv, &a->flag)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else {
+                return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" "
+                                                "in an approval",
+                                                k->data.scalar.length,
+                                                k->data.scalar.value);
+            }
+        }
+
+        if (a->upstream_len == 0 || a->method == 0 || a->needed == 0
+            || a->expires_at == 0 || !a->flag.present)
+        {
+            return ngx_http_ha_optout_yfail(y, val, "an approval needs "
+                                            "upstream, method, needed, "
+                                            "expires_at and flag");
+        }
+
+        if (a->flag.approvers >= a->needed) {
+            return ngx_http_ha_optout_yfail(y, val, "an approval with all "
+                                            "its approvals is not pending");
+        }
+    }
+
+    return NGX_OK;
+
+badid:
+
+    return ngx_http_ha_optout_yfail(y, key, "an approval id is 16 hex "
+                                    "digits");
 }
 
 
@@ -1921,6 +2291,11 @@ ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
             }
 
             seen |= 2;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "approved_by")) {
+            if (ngx_http_ha_optout_state_approvers(y, val, f) != NGX_OK) {
+                return NGX_ERROR;
+            }
 
         } else {
             return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
@@ -2251,6 +2626,13 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
                 return NGX_ERROR;
             }
 
+        } else if (ngx_http_ha_optout_ykey_is(k, "approvals")) {
+            if (ngx_http_ha_optout_state_parse_approvals(y, val, st)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
         } else if (ngx_http_ha_optout_ykey_is(k, "flags")
                    || ngx_http_ha_optout_ykey_is(k, "fleet"))
         {
@@ -2429,12 +2811,14 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
     time_t                          now;
     uint64_t                        max;
-    ngx_int_t                       rc;
+    ngx_int_t                       rc, arc;
     ngx_err_t                       err;
     ngx_str_t                       actor, reason;
     ngx_uint_t                      i, changed, nj, room, restored_jtis;
+    ngx_uint_t                      noroom;
     ngx_pool_t                     *pool;
     ngx_http_ha_optout_jti_t       *j;
+    ngx_http_ha_optout_approval_t  *ap;
     ngx_http_ha_optout_rec_t       *rec;
     ngx_http_ha_optout_flag_t      *layer;
     ngx_http_ha_optout_state_t      st;
@@ -2467,6 +2851,9 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     if (y == NULL
         || ngx_array_init(&st.flags, pool, 8,
                           sizeof(ngx_http_ha_optout_saved_t))
+           != NGX_OK
+        || ngx_array_init(&st.approvals, pool, 4,
+                          sizeof(ngx_http_ha_optout_approval_t))
            != NGX_OK)
     {
         ngx_destroy_pool(pool);
@@ -2611,6 +2998,25 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_memcpy(sh->audit_hash, st.audit_hash, 65);
     }
 
+    /*
+     * pending approvals (policy "approvers") come back in the same
+     * section: a listing that sees "restored" sees them too.  Those
+     * expired are audited below; id 0 marks one done here.
+     */
+
+    noroom = 0;
+
+    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
+
+        arc = ngx_http_ha_optout_approval_restore(hmcf, ap, now, log, 1);
+
+        if (arc != NGX_ABORT) {
+            noroom += (arc == NGX_DECLINED);
+            ap->id = 0;
+        }
+    }
+
     sh->restored = 1;
 
     if (changed) {
@@ -2695,6 +3101,23 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
                           "newer one was set through the API",
                           &s[i].upstream);
         }
+    }
+
+    /* pending approvals (policy "approvers"): back, or audited expired */
+
+    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
+
+        if (ap->id) {
+            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, now, log,
+                                                       0);
+        }
+    }
+
+    if (noroom) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: no room in the zone for %ui pending "
+                      "approvals of \"%V\"", noroom, &hmcf->state_file);
     }
 
     ngx_destroy_pool(pool);
@@ -2791,6 +3214,8 @@ ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
     u->max_ttl = -1;
     u->ttl_none = -1;
     u->protect = -1;
+    u->approvers = -1;
+    u->approval_ttl = -1;
 
     if (u->name.len == 0) {
         return ngx_http_ha_optout_yfail(y, key, "empty upstream name");
@@ -2843,10 +3268,39 @@ ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
 
             u->protect = b;
 
+        } else if (ngx_http_ha_optout_ykey_is(k, "approvers")) {
+            uint64_t  n;
+
+            if (ngx_http_ha_optout_yuint(y, val, "approvers", &n) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (n > NGX_HA_OPTOUT_APPROVERS_MAX) {
+                return ngx_http_ha_optout_yfail(y, val, "approvers must be "
+                                                "0..%d",
+                                                NGX_HA_OPTOUT_APPROVERS_MAX);
+            }
+
+            u->approvers = (ngx_int_t) n;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "approval_ttl")) {
+            if (ngx_http_ha_optout_yttl(y, val, "approval_ttl",
+                                        &u->approval_ttl)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (u->approval_ttl > 86400) {
+                return ngx_http_ha_optout_yfail(y, val, "approval_ttl must "
+                                                "be at most 24h");
+            }
+
         } else {
             return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
                                             "upstream \"%V\" (allow, "
-                                            "max_ttl, ttl_none, protected)",
+                                            "max_ttl, ttl_none, protected, "
+                                            "approvers, approval_ttl)",
                                             k->data.scalar.length,
                                             k->data.scalar.value, &u->name);
         }
@@ -3545,6 +3999,63 @@ ngx_http_ha_optout_policy_window_end(ngx_http_ha_optout_policy_t *pol,
     }
 
     return 0;
+}
+
+
+/*
+ * How many approvers a write that suspends HA on this upstream needs, and
+ * how long its request waits for them: the upstream's entry wins over
+ * "*", which wins over the defaults (0, 15m).
+ */
+
+ngx_uint_t
+ngx_http_ha_optout_policy_approvers(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream, time_t *approval_ttl)
+{
+    ngx_int_t                         n;
+    ngx_uint_t                        i, k;
+    ngx_http_ha_optout_policy_t      *pol;
+    ngx_http_ha_optout_policy_ups_t  *u, *e[2];
+
+    n = 0;
+    *approval_ttl = 15 * 60;
+    pol = hmcf->policy;
+
+    if (pol == NULL) {
+        return 0;
+    }
+
+    e[0] = NULL;
+    e[1] = NULL;
+    u = pol->upstreams.elts;
+
+    for (i = 0; i < pol->upstreams.nelts; i++) {
+        if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
+            e[0] = &u[i];
+
+        } else if (u[i].name.len == upstream->len
+                   && ngx_strncmp(u[i].name.data, upstream->data,
+                                  upstream->len) == 0)
+        {
+            e[1] = &u[i];
+        }
+    }
+
+    for (k = 0; k < 2; k++) {
+        if (e[k] == NULL) {
+            continue;
+        }
+
+        if (e[k]->approvers != -1) {
+            n = e[k]->approvers;
+        }
+
+        if (e[k]->approval_ttl != -1) {
+            *approval_ttl = e[k]->approval_ttl;
+        }
+    }
+
+    return (ngx_uint_t) n;
 }
 
 

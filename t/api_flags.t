@@ -113,8 +113,9 @@ my $f = $put->{json} // {};
 is(join(',', sort keys %$f),
     join(',', sort qw(upstream environment failover pin pin_selector
                       replication sticky reason actor source version
-                      set_at expires_at)),
-    'the stored flag has exactly the fields of the contract');
+                      set_at expires_at approved_by)),
+    'the stored flag has exactly the fields of the contract (SPEC 3, 10)');
+is_deeply($f->{approved_by}, [], 'approved_by is [] without approvers');
 is($f->{upstream}, 'app', 'upstream');
 is($f->{environment}, 'testing', 'environment from ha_optout_environment');
 is($f->{failover}, JSON::PP::false, 'failover false');

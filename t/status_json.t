@@ -115,10 +115,12 @@ for my $name (qw(app reporting)) {
     my $u = $s->{upstreams}{$name};
 
     is_deeply([ sort keys %$u ],
-        [ qw(failover_suppressed flag layers next_window pinned_requests
-             protected replication_bypassed restore servers since_flag
-             sticky_entries) ],
+        [ qw(failover_suppressed flag layers next_window pending_approvals
+             pinned_requests protected replication_bypassed restore servers
+             since_flag sticky_entries) ],
         "$name: the fields of an upstream");
+    is_deeply($u->{pending_approvals}, [],
+              "$name: no pending approvals (SPEC 10)");
     is_deeply([ sort keys %{ $u->{layers} } ],
         [ qw(api config fleet window) ],
         "$name: layers api, fleet, window and config");
