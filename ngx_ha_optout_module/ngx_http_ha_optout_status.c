@@ -46,6 +46,8 @@ typedef struct {
     ngx_http_ha_optout_flag_t       *flag;      /* acting, or NULL */
     ngx_array_t                     *peers;     /* peer_view_t */
     ngx_uint_t                       protect;
+    ngx_uint_t                       approvers; /* policy "approvers" */
+    time_t                           approval_ttl;
     ngx_http_ha_optout_flag_t       *wflag;     /* next window, or NULL */
     time_t                           wstart;
     time_t                           wend;
@@ -460,7 +462,8 @@ ngx_http_ha_optout_out_html(ngx_http_ha_optout_out_t *out, u_char *data,
 
 /*
  * What one upstream's card, JSON object and metrics say beyond the flag:
- * its servers, the policy's protection and next window, the counters since
+ * its servers, the policy's protection, approvers and next window, the
+ * counters since
  * the acting flag was set, and how HA comes back.
  */
 
@@ -483,6 +486,8 @@ ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
     }
 
     t->protect = ngx_http_ha_optout_policy_protected(hmcf, &hscf->name);
+    t->approvers = ngx_http_ha_optout_policy_approvers(hmcf, &hscf->name,
+                                                       &t->approval_ttl);
 
     if (ngx_http_ha_optout_policy_next_window(hmcf, hscf, now, &t->wstart,
                                               &t->wend, &t->wflag)
@@ -660,6 +665,9 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
 
     if (up == NULL
         || json_object_set_new(up, "protected", json_boolean(t.protect)) != 0
+        || json_object_set_new(up, "approvers",
+                               json_integer((json_int_t) t.approvers))
+           != 0
         || json_object_set_new(up, "next_window", nw) != 0
         || json_object_set_new(up, "since_flag", sf) != 0
         || json_object_set_new(up, "restore", t.restore.len
@@ -1230,6 +1238,16 @@ ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
                                        l, 1, t[i].protect);
     }
 
+    ngx_http_ha_optout_prom_family(out, "ha_optout_upstream_approvers",
+        "gauge", "approvals by others that an API opt-out waits for "
+        "(policy approvers)");
+
+    for (i = 0; i < n; i++) {
+        l[0].value = hscfp[i]->name;
+        ngx_http_ha_optout_prom_sample(out, "ha_optout_upstream_approvers",
+                                       l, 1, t[i].approvers);
+    }
+
     ngx_http_ha_optout_prom_family(out,
         "ha_optout_next_window_start_timestamp_seconds", "gauge",
         "Unix time at which the open or next policy window starts");
@@ -1584,6 +1602,7 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
     time_t now)
 {
     u_char                       what[NGX_HA_OPTOUT_TEXT_LEN];
+    u_char                      *p, left[64];
     ngx_array_t                 *peers;
     ngx_http_ha_optout_rec_t    *rec;
     ngx_http_ha_optout_flag_t   *flag;
@@ -1654,6 +1673,18 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
                                    "inside a window");
     } else {
         ngx_http_ha_optout_out_lit(out, "no");
+    }
+
+    ngx_http_ha_optout_out_lit(out, "</dd><dt>approval</dt>"
+                               "<dd class=\"approvers\">");
+    if (t.approvers) {
+        p = ngx_http_ha_optout_status_left(left, t.approval_ttl);
+        ngx_http_ha_optout_out_printf(out, 256, "%ui other%s must approve "
+            "an API opt-out, within %*s; windows need none",
+            t.approvers, t.approvers == 1 ? "" : "s", (size_t) (p - left),
+            left);
+    } else {
+        ngx_http_ha_optout_out_lit(out, "not needed");
     }
 
     ngx_http_ha_optout_out_lit(out, "</dd></dl>");

@@ -115,12 +115,13 @@ for my $name (qw(app reporting)) {
     my $u = $s->{upstreams}{$name};
 
     is_deeply([ sort keys %$u ],
-        [ qw(failover_suppressed flag layers next_window pending_approvals
-             pinned_requests protected replication_bypassed restore servers
-             since_flag sticky_entries) ],
+        [ qw(approvers failover_suppressed flag layers next_window
+             pending_approvals pinned_requests protected replication_bypassed
+             restore servers since_flag sticky_entries) ],
         "$name: the fields of an upstream");
     is_deeply($u->{pending_approvals}, [],
               "$name: no pending approvals (SPEC 10)");
+    is($u->{approvers}, 0, "$name: no approvers in the policy (SPEC 10)");
     is_deeply([ sort keys %{ $u->{layers} } ],
         [ qw(api config fleet window) ],
         "$name: layers api, fleet, window and config");

@@ -3,7 +3,8 @@
 # The status page tells the whole truth (issue 17, item 2): a server nginx
 # has ejected (fails >= max_fails within fail_timeout) reads failed, the
 # pinned one pinned; each upstream shows its next policy window and whether
-# it is protected; the acting flag's counters count from when it was set
+# it is protected or needs approval (policy approvers); the acting flag's
+# counters count from when it was set
 # (a new flag starts at 0, a PATCH does not reset them); and every flag
 # says how HA comes back.  JSON, Prometheus and HTML (headless Chromium).
 
@@ -31,6 +32,10 @@ $t->write_file('policy.yaml', <<"EOF");
 upstreams:
   payments:
     protected: true
+    approvers: 2
+    approval_ttl: 30m
+  reporting:
+    approvers: 1
 windows:
   - upstream: payments
     start: "@{[ $iso->($w_start) ]}"
@@ -223,6 +228,12 @@ is_deeply($pay->{next_window}, {
 is($s->{upstreams}{app}{next_window}, undef, 'app has no window');
 like(prom(), qr/^ha_optout_upstream_protected\{upstream="payments"\} 1$/m,
      'Prometheus: ha_optout_upstream_protected');
+is($pay->{approvers}, 2, 'payments: an API opt-out needs 2 approvers');
+is($s->{upstreams}{app}{approvers}, 0, 'app: no approval needed');
+like(prom(), qr/^ha_optout_upstream_approvers\{upstream="payments"\} 2$/m,
+     'Prometheus: ha_optout_upstream_approvers');
+like(prom(), qr/^ha_optout_upstream_approvers\{upstream="app"\} 0$/m,
+     'Prometheus: ha_optout_upstream_approvers 0 without approvers');
 like(prom(), qr/^ha_optout_next_window_start_timestamp_seconds\{upstream="payments"\} $w_start$/m,
      'Prometheus: the next window\'s start');
 
@@ -230,6 +241,9 @@ ok($t->wait_for(sub { $t->status->{upstreams}{reporting}{flag} }, 5),
    'the open window on reporting acts');
 $s = $t->status->{upstreams}{reporting};
 ok($s->{next_window}{open}, 'the open window reads open');
+is($s->{approvers}, 1, 'reporting has approvers: 1 ...');
+is_deeply($s->{pending_approvals}, [],
+          '... yet its window acts with no approval (windows need none)');
 is($s->{restore}, 'ends with its window at ' . $iso->($open_end),
    'a window flag says when it ends');
 is($t->status->{upstreams}{batch}{restore},
@@ -245,7 +259,7 @@ my $CHROMIUM = (grep { -x } map { ("$_/chromium", "$_/chromium-browser") }
                 split /:/, $ENV{PATH})[0];
 
 SKIP: {
-    skip 'chromium not found', 8 unless $CHROMIUM;
+    skip 'chromium not found', 10 unless $CHROMIUM;
 
     my $dir = $t->testdir;
     my $url = 'http://127.0.0.1:' . $t->port('http') . '/ha-status?format=html';
@@ -272,6 +286,10 @@ SKIP: {
     like($dom, qr/PCI scan/, 'HTML: the next window of payments');
     like($dom, qr/yes: the API may opt out only inside a window/,
          'HTML: payments is protected');
+    like($dom, qr/2 others must approve an API opt-out, within 30 m 00 s; windows need none/,
+         'HTML: payments needs two approvers');
+    like($dom, qr/<dd class="approvers">not needed<\/dd>/,
+         'HTML: app needs no approval');
     like($dom, qr/since set.*failovers suppressed/s,
          'HTML: the counters since the flag was set');
     like($dom, qr/<b class="pin">pinned<\/b>/, 'HTML: the pinned server');
