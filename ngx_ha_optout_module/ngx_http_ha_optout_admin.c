@@ -1602,10 +1602,16 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
             flag->expires_at = ttl ? now + ttl : 0;
         }
 
-        /* policy "approvers": a write that suspends HA waits (202) */
+        /*
+         * policy "approvers": a write that suspends HA waits (202); not a
+         * fleet write: the agents only mirror a record signed in etcd, and
+         * each nginx holding it for its own approvals would split the fleet
+         */
 
-        rc = ngx_http_ha_optout_approval_request(r, &ctx->claims, hscf, flag,
-                                                 ttl_set, ttl, 0);
+        rc = fleet ? NGX_DECLINED
+                   : ngx_http_ha_optout_approval_request(r, &ctx->claims,
+                                                         hscf, flag, ttl_set,
+                                                         ttl, 0);
         if (rc == NGX_AGAIN) {
             /* requested below, with the writer lock */
             ctx->approval = 1;
