@@ -20,7 +20,7 @@
 #define HOCTL_USAGE         2
 #define HOCTL_UNREACHABLE   3
 
-#define HOCTL_ERRLEN        512
+#define HOCTL_ERRLEN        1024
 
 
 /* Everything needed to talk to one nginx instance. */
@@ -51,6 +51,8 @@ typedef struct {
     char           *body;
     size_t          len;
     char            etag[64];
+    char            ctype[96];      /* Content-Type of the answer */
+    char            local_ip[64];   /* the address this side connected from */
     char            error[HOCTL_ERRLEN];  /* filled when rc != HOCTL_OK */
 } hoctl_resp_t;
 

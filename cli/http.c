@@ -19,6 +19,8 @@ static size_t hoctl_http_header(char *data, size_t size, size_t n,
     void *arg);
 static void hoctl_http_error(hoctl_resp_t *r);
 static void hoctl_http_tls_error(const hoctl_conn_t *c, hoctl_resp_t *r);
+static int hoctl_http_not_api(const hoctl_conn_t *c, const char *method,
+    const char *url, hoctl_resp_t *r);
 
 
 void
@@ -205,9 +207,22 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
              ? HOCTL_USAGE : HOCTL_UNREACHABLE;
 
     } else {
+        char  *ip;
+
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
 
-        if (r->status >= 200 && r->status < 300) {
+        ip = NULL;
+        if (curl_easy_getinfo(curl, CURLINFO_LOCAL_IP, &ip) == CURLE_OK
+            && ip != NULL)
+        {
+            snprintf(r->local_ip, sizeof(r->local_ip), "%s", ip);
+        }
+
+        if (hoctl_http_not_api(c, method, url, r)) {
+            /* not the API's answer, whatever its status: say what it was */
+            rc = HOCTL_REFUSED;
+
+        } else if (r->status >= 200 && r->status < 300) {
             rc = HOCTL_OK;
 
         } else {
@@ -276,6 +291,32 @@ hoctl_http_header(char *data, size_t size, size_t n, void *arg)
 
     len = size * n;
 
+    /* a redirect's headers come first: only the last answer's count */
+    if (len > 5 && strncmp(data, "HTTP/", 5) == 0) {
+        r->ctype[0] = '\0';
+        r->etag[0] = '\0';
+    }
+
+    if (len > 13 && strncasecmp(data, "Content-Type:", 13) == 0) {
+        v = data + 13;
+        e = data + len;
+
+        while (v < e && (*v == ' ' || *v == '\t')) {
+            v++;
+        }
+
+        while (e > v && isspace((unsigned char) e[-1])) {
+            e--;
+        }
+
+        if ((size_t) (e - v) >= sizeof(r->ctype)) {
+            e = v + sizeof(r->ctype) - 1;
+        }
+
+        memcpy(r->ctype, v, e - v);
+        r->ctype[e - v] = '\0';
+    }
+
     if (len > 5 && strncasecmp(data, "ETag:", 5) == 0) {
         v = data + 5;
         e = data + len;
@@ -295,6 +336,115 @@ hoctl_http_header(char *data, size_t size, size_t n, void *arg)
     }
 
     return len;
+}
+
+
+/*
+ * The admin API answers everything, errors too, as application/json (SPEC
+ * section 3).  Anything else came from something that is not the API: a
+ * proxied application, a static file, another location, or nginx's own
+ * error page (a 403 of allow/deny, a 404 of no such file).  Say what was
+ * reached, escaped, and where the admin location is to be found.  The TLS
+ * pages of nginx (400 with 495-497 inside) are left to
+ * hoctl_http_tls_error().  Returns 1 when r->error was filled.
+ */
+static int
+hoctl_http_not_api(const hoctl_conn_t *c, const char *method,
+    const char *url, hoctl_resp_t *r)
+{
+    int          nginx_page;
+    char         head[65], origin[256], *s;
+    size_t       n, o;
+    const char  *p, *q;
+
+    if (strncasecmp(r->ctype, "application/json", 16) == 0
+        && (r->ctype[16] == '\0' || r->ctype[16] == ';'))
+    {
+        return 0;
+    }
+
+    if (r->status == 400 && r->body != NULL
+        && (strstr(r->body, "SSL certificate") != NULL
+            || strstr(r->body, "The plain HTTP request was sent to HTTPS")
+               != NULL))
+    {
+        return 0;
+    }
+
+    /* nginx's own error page: "<hr><center>nginx</center>" (or nginx/1.x) */
+    nginx_page = r->body != NULL && r->status >= 400
+                 && strstr(r->body, "<center>nginx") != NULL;
+
+    if (nginx_page && r->status == 403) {
+        snprintf(r->error, sizeof(r->error), "403 ForbiddenByNginx: %s "
+                 "was refused by nginx's access rules (allow/deny or "
+                 "satisfy in that location or its server), before any "
+                 "token was looked at: this is not a token problem (the "
+                 "API refuses a token with a JSON 401 or 403); allow this "
+                 "host%s%s%s in the admin location (\"allow ADDRESS;\" "
+                 "before \"deny all;\") or run %s from a host it allows; "
+                 "nginx's error_log says \"access forbidden by rule\"",
+                 hoctl_safe(c->url),
+                 r->local_ip[0] ? " (it connected from " : "",
+                 r->local_ip, r->local_ip[0] ? ")" : "", hoctl_progname);
+        return 1;
+    }
+
+    /* the first bytes of the body, escaped: enough to recognise it */
+
+    n = 0;
+
+    if (r->body != NULL) {
+        n = r->len < sizeof(head) - 1 ? r->len : sizeof(head) - 1;
+
+        /* not inside a UTF-8 sequence */
+        while (n > 0 && n < r->len
+               && ((unsigned char) r->body[n] & 0xc0) == 0x80)
+        {
+            n--;
+        }
+
+        memcpy(head, r->body, n);
+    }
+
+    head[n] = '\0';
+
+    /* scheme://host:port of --url, for the suggestion */
+
+    p = strstr(c->url, "://");
+    p = p ? p + 3 : c->url;
+    q = strchr(p, '/');
+    o = q ? (size_t) (q - c->url) : strlen(c->url);
+    if (o >= sizeof(origin)) {
+        o = sizeof(origin) - 1;
+    }
+    memcpy(origin, c->url, o);
+    origin[o] = '\0';
+
+    s = hoctl_escape(head, 0);
+
+    snprintf(r->error, sizeof(r->error), "%ld NotTheAdminAPI: %s %s "
+             "answered %ld with %s%s%s, not the admin API's JSON, %s%s%s%s: "
+             "--url reached something else (%s); it must "
+             "be the prefix of the location that holds \"ha_optout_admin\", "
+             "e.g. --url %s/ha-optout/ for \"location /ha-optout/ { "
+             "ha_optout_admin; ... }\"",
+             r->status, method, hoctl_safe(url), r->status,
+             r->ctype[0] ? "Content-Type \"" : "no Content-Type",
+             r->ctype[0] ? hoctl_safe(r->ctype) : "",
+             r->ctype[0] ? "\"" : "",
+             r->len ? "beginning \"" : "and an empty body",
+             r->len ? (s ? s : "") : "",
+             r->len > n ? "..." : "", r->len ? "\"" : "",
+             nginx_page ? "an error page of nginx itself: no location "
+                          "with \"ha_optout_admin\" there"
+                        : "a proxied application, a static file or "
+                          "another location",
+             hoctl_safe(origin));
+
+    free(s);
+
+    return 1;
 }
 
 

@@ -4,7 +4,9 @@
 # operator meets it: a pin to a server the upstream does not have lists
 # the servers it has; an unknown upstream echoes the name sent (escaped)
 # and suggests the near match; a TTL of "2d" suggests "48h"; the CLI
-# without --url names HA_OPTOUT_URL; "selector=" without "$" fails nginx -t.
+# without --url names HA_OPTOUT_URL; "selector=" without "$" fails nginx -t;
+# a --url that reached a proxied application, a page, nginx's own 404 or an
+# allow/deny 403 says what it reached and where the admin location is.
 
 use strict;
 use warnings;
@@ -46,9 +48,26 @@ http {
             ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
             ha_optout_admin_key hs256 %%TESTDIR%%/other.key kid=ci;
         }
+        location /app/ {
+            proxy_pass http://127.0.0.1:%%PORT_b1%%;
+        }
+        location /shop/ {
+            default_type text/html;
+            return 200 "SHOP_PAGE";
+        }
+        location /guarded/ {
+            allow 192.0.2.1;
+            deny all;
+            ha_optout_admin;
+            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
+        }
     }
 }
 EOF
+
+# a page with a UTF-8 dash and an ESC sequence in it, as raw bytes
+my $SHOP = "<html><body>Shop \xe2\x80\x94 \e[2J</body></html>";
+$CONF =~ s/SHOP_PAGE/$SHOP/;
 
 # ------------------------------------------------------------ nginx -t
 
@@ -123,5 +142,49 @@ my $url = 'http://127.0.0.1:' . $t->port('http') . '/ha-optout/';
 $out = `$CTL set --url $url --key $key --kid ops --upstream Checkout --no-failover --ttl 2d --reason x 2>&1`;
 is($? >> 8, 2, 'the CLI with --ttl 2d: usage error');
 like($out, qr/e\.g\. 90s, 30m, 24h \(2 days: 48h\)/, '... suggesting 48h');
+
+# --url that reached something else than the admin API
+
+my $base = 'http://127.0.0.1:' . $t->port('http');
+sub ctl_status {
+    my ($u) = @_;
+    my $o = `$CTL status --url $u --key $key --kid ops 2>&1`;
+    return ($? >> 8, $o);
+}
+
+($rc, $out) = ctl_status("$base/app/");
+is($rc, 1, '--url of a proxied application: refused (exit 1)');
+like($out, qr{^error: 200 NotTheAdminAPI: GET \Q$base\E/app/v1/flags answered 200 with Content-Type "text/plain", not the admin API's JSON, beginning "b1": --url reached something else \(a proxied application, a static file or another location\)},
+     '... saying what it reached: status, Content-Type, the body');
+like($out, qr{it must be the prefix of the location that holds "ha_optout_admin", e\.g\. --url \Q$base\E/ha-optout/ for "location /ha-optout/ \{ ha_optout_admin; \.\.\. \}"$},
+     '... and suggesting the admin location\'s path');
+
+($rc, $out) = ctl_status("$base/shop/");
+is($rc, 1, '--url of an HTML page: exit 1');
+like($out, qr{answered 200 with Content-Type "text/html", not the admin API's JSON, beginning "<html><body>Shop \x{e2}\x{80}\x{94} \\x1b\[2J</body></html>":},
+     '... its first bytes shown, a control byte escaped');
+unlike($out, qr/\x1b/, '... no raw ESC reaches the terminal');
+
+($rc, $out) = ctl_status("$base/nothing/");
+is($rc, 1, '--url where no location matches: exit 1');
+like($out, qr{^error: 404 NotTheAdminAPI: GET \Q$base\E/nothing/v1/flags answered 404 with Content-Type "text/html", not the admin API's JSON, beginning "<html>.*an error page of nginx itself: no location with "ha_optout_admin" there\)}s,
+     '... nginx\'s own 404 page is named as such');
+
+($rc, $out) = ctl_status("$base/guarded/");
+is($rc, 1, 'an admin location behind allow/deny: exit 1');
+like($out, qr{^error: 403 ForbiddenByNginx: \Q$base\E/guarded/ was refused by nginx's access rules \(allow/deny or satisfy in that location or its server\), before any token was looked at: this is not a token problem},
+     '... refused by nginx access rules, not by a token');
+like($out, qr{allow this host \(it connected from 127\.0\.0\.1\) in the admin location},
+     '... naming the address to allow');
+like($t->error_log, qr/access forbidden by rule/,
+     '... as nginx\'s error_log says');
+
+($rc, $out) = ctl_status("$base/ha-optout/");
+is($rc, 0, 'the admin location itself still works') or diag $out;
+
+my $r2 = $t->api(GET => 'v1/flags/nosuch');
+$out = `$CTL status --url $base/ha-optout/ --key $key --kid ops --upstream nosuch 2>&1`;
+like($out, qr/^error: 404 UnknownUpstream: /,
+     'an API error (JSON) is still reported as the API\'s');
 
 done_testing;
