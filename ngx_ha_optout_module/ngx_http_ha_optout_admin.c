@@ -1546,6 +1546,19 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
             }
         }
 
+        if (flag->selector_len && hscf->stream_conf) {
+            /* stream's "ha_optout" has no selector= to point to */
+            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
+                                     "pin_selector is http only: a stream "
+                                     "upstream has no request header to "
+                                     "select on (\"ha_optout\" in stream "
+                                     "takes only sticky_key=$var); send "
+                                     "\"pin\" alone to hold every new "
+                                     "connection on that server, or "
+                                     "\"sticky\": true to keep each client "
+                                     "on its server");
+        }
+
         if (flag->selector_len && hscf->selector == NULL) {
             return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
                                      "pin_selector needs \"ha_optout "
@@ -1716,9 +1729,24 @@ ngx_http_ha_optout_admin_decide_locked(ngx_http_request_t *r,
 
     if (rc == NGX_BUSY && r->method != NGX_HTTP_DELETE) {
         /* restoring HA (DELETE) is never refused for want of room */
+        u_char                          *p, *last;
+        ngx_http_ha_optout_main_conf_t  *hmcf;
+
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
         *ecode = "ZoneFull";
         *text = "the replay cache is full; try again when older tokens "
                 "expire";
+
+        p = ngx_pnalloc(r->pool, 512);
+        if (p != NULL) {
+            last = ngx_http_ha_optout_zone_full_text_locked(p, p + 511,
+                                                          hmcf->shm_zone,
+                                                          ngx_time(), NULL);
+            *last = '\0';
+            *text = (char *) p;
+        }
+
         return NGX_HTTP_INSUFFICIENT_STORAGE;
     }
 
@@ -1952,6 +1980,7 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
     char                            *s, *ecode, *text;
+    u_char                          *p;
     ngx_str_t                        actor, client, reason, *request_id;
     ngx_int_t                        status;
     ngx_uint_t                       queued;
@@ -2043,6 +2072,27 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
             ecode = "ZoneFull";
             text = "no room in the zone for the audit line of this change; "
                    "nothing was changed";
+
+            p = (s != NULL) ? ngx_pnalloc(r->pool, 512) : NULL;
+
+            if (p != NULL
+                && sh->audit_npending >= NGX_HA_OPTOUT_AUDIT_PENDING)
+            {
+                /* the log is stuck: a larger zone would not help */
+                *ngx_slprintf(p, p + 511, "%s: %ui audit lines wait for "
+                              "the audit log already, the most the zone "
+                              "keeps; error_log says why they cannot be "
+                              "written (a full disk, a FIFO nobody reads)",
+                              text, sh->audit_npending) = '\0';
+                text = (char *) p;
+
+            } else if (p != NULL) {
+                *ngx_http_ha_optout_zone_full_text_locked(
+                    ngx_slprintf(p, p + 511, "nothing was changed: "),
+                    p + 511, hmcf->shm_zone, ngx_time(),
+                    "the audit line of this change") = '\0';
+                text = (char *) p;
+            }
 
         } else {
             /*

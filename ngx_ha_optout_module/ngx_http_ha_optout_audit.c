@@ -26,6 +26,12 @@
 static void ngx_http_ha_optout_audit_warn(ngx_log_t *log, ngx_uint_t action,
     ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *reason,
     ngx_http_ha_optout_flag_t *flag);
+static char *ngx_http_ha_optout_audit_build_cause(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *client,
+    ngx_str_t *reason, ngx_http_ha_optout_flag_t *before,
+    ngx_http_ha_optout_flag_t *after, ngx_str_t *request_id,
+    ngx_str_t *cause);
 
 
 static json_t *
@@ -64,6 +70,24 @@ ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id)
+{
+    return ngx_http_ha_optout_audit_build_cause(hmcf, log, action, upstream,
+                                                actor, client, reason, before,
+                                                after, request_id, NULL);
+}
+
+
+/*
+ * cause: why a restore (or the reload after it) dropped a flag, as the
+ * "cause" member after the others; NULL: none, the line as before
+ */
+
+static char *
+ngx_http_ha_optout_audit_build_cause(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id, ngx_str_t *cause)
 {
     u_char                      now[sizeof("2026-11-27T10:00:00Z")];
     char                       *s;
@@ -115,6 +139,11 @@ ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
             json_object_set_new(json, "via",
                                 json_stringn((char *) fl->via, fl->via_len));
         }
+    }
+
+    if (cause && cause->len) {
+        json_object_set_new(json, "cause",
+                            json_stringn((char *) cause->data, cause->len));
     }
 
     s = json_dumps(json, 0);
@@ -541,6 +570,21 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id)
 {
+    return ngx_http_ha_optout_audit_cause(hmcf, log, action, upstream, actor,
+                                          client, reason, before, after,
+                                          request_id, NULL);
+}
+
+
+/* as ngx_http_ha_optout_audit(), the line with a "cause" member */
+
+ngx_int_t
+ngx_http_ha_optout_audit_cause(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id, ngx_str_t *cause)
+{
     char                             *s;
     ngx_int_t                         rc;
     ngx_http_ha_optout_audit_line_t  *line;
@@ -550,9 +594,9 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 
     /* built outside the lock: only the chain is made under it */
 
-    s = ngx_http_ha_optout_audit_build(hmcf, log, action, upstream, actor,
-                                       client, reason, before, after,
-                                       request_id);
+    s = ngx_http_ha_optout_audit_build_cause(hmcf, log, action, upstream,
+                                             actor, client, reason, before,
+                                             after, request_id, cause);
     if (s == NULL) {
         return NGX_ERROR;
     }

@@ -1789,18 +1789,15 @@ static void
 ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    ngx_str_t                       name, actor;
+    u_char                         *p, cbuf[2048];
+    ngx_str_t                       name, actor, reason, cause;
     ngx_uint_t                      i, n;
     ngx_queue_t                    *q;
     ngx_http_ha_optout_rec_t       *rec;
     ngx_http_ha_optout_dropped_t   *d;
     ngx_http_ha_optout_srv_conf_t  *hscf;
 
-    static ngx_str_t  gone = ngx_string("dropped at reload: the upstream no "
-                                        "longer has \"ha_optout\"");
-    static ngx_str_t  nopin = ngx_string("dropped at reload: the pin no "
-                                         "longer names a server of the "
-                                         "upstream");
+    static ngx_str_t  reload = ngx_string("dropped at reload");
 
 #define NGX_HA_OPTOUT_DROP_MAX  32
 
@@ -1842,7 +1839,7 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
             }
 
             d[n].flag = *layer;
-            d[n].why = hscf ? &nopin : &gone;
+            d[n].why = &reload;
             d[n].len = rec->name_len;
             ngx_memcpy(d[n].name, rec->name, rec->name_len);
             n++;
@@ -1864,11 +1861,23 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
         name.len = d[i].len;
         actor.data = d[i].flag.actor;
         actor.len = d[i].flag.actor_len;
+        reason.data = d[i].flag.reason;
+        reason.len = d[i].flag.reason_len;
 
-        ngx_http_ha_optout_audit(hmcf, log,
-                                 NGX_HA_OPTOUT_ACT_RESTORE_REJECTED, &name,
-                                 &actor, NULL, d[i].why, &d[i].flag, NULL,
-                                 NULL);
+        /* the flag's own reason, as at start; why it went in "cause" */
+        p = ngx_cpymem(cbuf, d[i].why->data, d[i].why->len);
+        p = ngx_http_ha_optout_drop_cause(ngx_cpymem(p, ": ", 2),
+                                          cbuf + sizeof(cbuf),
+                                          ngx_http_ha_optout_find_upstream(
+                                              hmcf, &name),
+                                          &name, &d[i].flag, ngx_time());
+        cause.data = cbuf;
+        cause.len = p - cbuf;
+
+        ngx_http_ha_optout_audit_cause(hmcf, log,
+                                       NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
+                                       &name, &actor, NULL, &reason,
+                                       &d[i].flag, NULL, NULL, &cause);
     }
 
     ngx_free(d);

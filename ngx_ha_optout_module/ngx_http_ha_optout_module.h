@@ -410,6 +410,12 @@ ngx_http_ha_optout_decision_t *ngx_http_ha_optout_decide(
 
 /* store.c */
 ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+size_t ngx_http_ha_optout_rec_size(void);
+u_char *ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, time_t now);
+size_t ngx_http_ha_optout_zone_need(size_t size, ngx_uint_t missing);
+size_t ngx_http_ha_optout_zone_advice(size_t need);
 ngx_http_ha_optout_rec_t *ngx_http_ha_optout_rec_attach(
     ngx_shm_zone_t *shm_zone, ngx_str_t *name);
 void ngx_http_ha_optout_rec_add_server(ngx_http_ha_optout_rec_t *rec,
@@ -438,6 +444,8 @@ ngx_int_t ngx_http_ha_optout_flag_live(ngx_http_ha_optout_flag_t *flag,
     time_t now);
 ngx_int_t ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp,
     time_t now);
+u_char *ngx_http_ha_optout_zone_full_text_locked(u_char *p, u_char *last,
+    ngx_shm_zone_t *shm_zone, time_t now, char *what);
 size_t ngx_http_ha_optout_replay_export_locked(u_char *buf, size_t size,
     ngx_uint_t max, time_t now);
 void ngx_http_ha_optout_admin_count(ngx_uint_t method, ngx_uint_t status);
@@ -559,6 +567,12 @@ ngx_int_t ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
     ngx_str_t *request_id);
+ngx_int_t ngx_http_ha_optout_audit_cause(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log, ngx_uint_t action,
+    ngx_str_t *upstream, ngx_str_t *actor, ngx_str_t *client,
+    ngx_str_t *reason, ngx_http_ha_optout_flag_t *before,
+    ngx_http_ha_optout_flag_t *after, ngx_str_t *request_id,
+    ngx_str_t *cause);
 char *ngx_http_ha_optout_audit_build(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
     ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,

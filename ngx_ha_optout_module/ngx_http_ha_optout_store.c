@@ -330,6 +330,142 @@ ngx_http_ha_optout_make_room_for_record(ngx_log_t *log)
 }
 
 
+/*
+ * Why a saved flag (state file at start) or a flag of the zone (at reload)
+ * cannot act under this configuration, for the "cause" of its
+ * restore_rejected (or expire) audit line: p .. last, returns the end,
+ * p itself when it may act.  The checks of state_judge() and revalidate(),
+ * in their order; names and pins escaped (the state file may hold
+ * anything).
+ */
+
+u_char *
+ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, time_t now)
+{
+    u_char                    ubuf[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char                    buf[NGX_HA_OPTOUT_SELECTOR_LEN * 4];
+    u_char                    iso[sizeof("2026-11-27T10:00:00Z")];
+    size_t                    ulen;
+    ngx_int_t                 rc;
+    ngx_uint_t                i, n;
+    ngx_http_ha_optout_rec_t  *rec;
+
+    ulen = ngx_http_ha_optout_escape(ubuf, sizeof(ubuf), upstream->data,
+                                     upstream->len) - ubuf;
+
+    if (hscf == NULL || hscf->rec == NULL) {
+        return ngx_slprintf(p, last, "unknown upstream: no upstream \"%*s\" "
+                            "has \"ha_optout\" in the configuration now "
+                            "(removed or renamed, or its \"ha_optout\" "
+                            "line is gone)", ulen, ubuf);
+    }
+
+    if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len) != NGX_OK
+        || ngx_http_ha_optout_header_safe(flag->selector, flag->selector_len)
+           != NGX_OK)
+    {
+        return ngx_slprintf(p, last, "text not header-safe: its pin or "
+                            "pin_selector holds control bytes or non-ASCII, "
+                            "which would reach the X-HA-Optout header");
+    }
+
+    if (flag->pin_len) {
+        rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin, flag->pin_len,
+                                              NULL, NULL);
+        if (rc != NGX_OK) {
+            p = ngx_slprintf(p, last, "pin \"%*s\" ",
+                             ngx_http_ha_optout_escape(buf, sizeof(buf),
+                                 flag->pin, flag->pin_len) - buf, buf);
+
+            if (rc == NGX_BUSY) {
+                return ngx_slprintf(p, last, "names a server of upstream "
+                                    "\"%*s\" that is marked \"down\" now",
+                                    ulen, ubuf);
+            }
+
+            p = ngx_slprintf(p, last, "names no server of upstream \"%*s\" "
+                             "now; its servers:", ulen, ubuf);
+
+            rec = hscf->rec;
+
+            for (i = 0, n = 0; i < rec->nservers && p < last; i++) {
+                if (rec->servers[i].len) {
+                    p = ngx_slprintf(p, last, "%s %*s", n++ ? "," : "",
+                                     rec->servers[i].len,
+                                     rec->servers[i].name);
+                }
+            }
+
+            return n ? p : ngx_slprintf(p, last, " (none known)");
+        }
+    }
+
+    if (flag->selector_len && hscf->selector == NULL) {
+        return ngx_slprintf(p, last, "pin_selector \"%*s\" needs \"ha_optout "
+                            "selector=$var\" in upstream \"%*s\", which it "
+                            "no longer has",
+                            ngx_http_ha_optout_escape(buf, sizeof(buf),
+                                flag->selector, flag->selector_len) - buf,
+                            buf, ulen, ubuf);
+    }
+
+    if (flag->expires_at && flag->expires_at <= now) {
+        return ngx_slprintf(p, last, "expired: its expires_at %*s passed "
+                            "while nginx was down",
+                            ngx_http_ha_optout_time_iso(iso, flag->expires_at)
+                            - iso, iso);
+    }
+
+    return p;
+}
+
+
+/*
+ * What an upstream record takes of the zone: whole slab pages (it is larger
+ * than half a page), each with its page descriptor.
+ */
+
+size_t
+ngx_http_ha_optout_rec_size(void)
+{
+    return ngx_align(sizeof(ngx_http_ha_optout_rec_t), ngx_pagesize)
+           / ngx_pagesize * (ngx_pagesize + sizeof(ngx_slab_page_t));
+}
+
+
+/*
+ * The size a zone of "size" bytes must have for "missing" more records than
+ * it has room for: one page more for the alignment of the pages, rounded up
+ * to a page.
+ */
+
+size_t
+ngx_http_ha_optout_zone_need(size_t size, ngx_uint_t missing)
+{
+    size_t  need;
+
+    need = size + missing * ngx_http_ha_optout_rec_size()
+           + ngx_pagesize + sizeof(ngx_slab_page_t);
+
+    return ngx_align(need, ngx_pagesize);
+}
+
+
+/*
+ * A size to suggest: the records, and as much again for the replay cache
+ * (a jti per write until its token expires, half the zone at most), the
+ * audit ring and sticky bindings; rounded up to 64k.
+ */
+
+size_t
+ngx_http_ha_optout_zone_advice(size_t need)
+{
+    return ngx_align(2 * need, 64 * 1024);
+}
+
+
 ngx_int_t
 ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -417,16 +553,52 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         if (rec == NULL) {
+            size_t  need;
+
             ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+            need = ngx_http_ha_optout_zone_need(shm_zone->shm.size,
+                                                hmcf->upstreams.nelts - i);
+
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "ha_optout: zone \"%V\" is too small for %ui "
-                          "upstreams", &shm_zone->shm.name,
-                          hmcf->upstreams.nelts);
+                          "upstreams: its %uzk hold %ui (an upstream takes "
+                          "%uzk); %ui need at least \"ha_optout_zone %V "
+                          "%uzk;\", better %uzk (room for tokens' jtis and "
+                          "audit lines)", &shm_zone->shm.name,
+                          hmcf->upstreams.nelts, shm_zone->shm.size / 1024,
+                          i, ngx_http_ha_optout_rec_size() / 1024,
+                          hmcf->upstreams.nelts, &shm_zone->shm.name,
+                          need / 1024,
+                          ngx_http_ha_optout_zone_advice(need) / 1024);
             return NGX_ERROR;
         }
 
         ngx_http_ha_optout_rec_servers(rec, hscfp[i]->uscf);
         hscfp[i]->rec = rec;
+    }
+
+    /*
+     * records that leave (almost) nothing for writes: nginx starts, and
+     * each write would answer 507; say so now, with the size it needs
+     */
+    if (ctx->shpool->pfree * ngx_pagesize < 16 * 1024) {
+        size_t  used;
+
+        used = shm_zone->shm.size - ctx->shpool->pfree * ngx_pagesize;
+
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_optout: zone \"%V\" (%uzk) has %uzk left after "
+                      "the records of its %ui upstreams (%uzk each): too "
+                      "little for writes (each keeps its jti until its "
+                      "token expires, and an audit line); give it "
+                      "\"ha_optout_zone %V %uzk;\"", &shm_zone->shm.name,
+                      shm_zone->shm.size / 1024,
+                      ctx->shpool->pfree * ngx_pagesize / 1024,
+                      hmcf->upstreams.nelts,
+                      ngx_http_ha_optout_rec_size() / 1024,
+                      &shm_zone->shm.name,
+                      ngx_http_ha_optout_zone_advice(used) / 1024);
     }
 
     /* sticky bindings may use a quarter of the zone, at most */
@@ -1016,6 +1188,70 @@ ngx_http_ha_optout_replay_check_locked(ngx_str_t *jti, time_t exp, time_t now)
     sh->replay_count++;
 
     return NGX_OK;
+}
+
+
+/*
+ * Why the zone refused a write's jti (NGX_BUSY above) or its audit line
+ * ("what" says which), and how large the zone must be, as the text of a
+ * 507 ZoneFull: p .. last, returns the end.
+ */
+
+u_char *
+ngx_http_ha_optout_zone_full_text_locked(u_char *p, u_char *last,
+    ngx_shm_zone_t *shm_zone, time_t now, char *what)
+{
+    size_t                       size;
+    time_t                       left;
+    ngx_http_ha_optout_entry_t  *e;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+    size = shm_zone->shm.size;
+
+    left = 0;
+
+    if (!ngx_queue_empty(&sh->replay_queue)) {
+        e = ngx_queue_data(ngx_queue_head(&sh->replay_queue),
+                           ngx_http_ha_optout_entry_t, queue);
+        left = (time_t) e->value + NGX_HA_OPTOUT_LEEWAY - now;
+        left = ngx_max(left, 1);
+    }
+
+    if (what == NULL && sh->replay_max && sh->replay_count >= sh->replay_max)
+    {
+        p = ngx_slprintf(p, last, "the replay cache is full: zone \"%V\" "
+                         "(%uzk) keeps the jti of each write until its "
+                         "token expires (+%ds), %ui at most (half the zone, "
+                         "128 bytes each), and holds %ui; ",
+                         &shm_zone->shm.name, size / 1024,
+                         NGX_HA_OPTOUT_LEEWAY, sh->replay_max,
+                         sh->replay_count);
+
+    } else {
+        p = ngx_slprintf(p, last, "zone \"%V\" (%uzk) has no room left for "
+                         "%s: it holds %ui jtis of unexpired tokens (a "
+                         "write's is kept until its token expires), the "
+                         "upstreams' records (%uzk each) and %ui audit "
+                         "lines waiting for the log; ",
+                         &shm_zone->shm.name, size / 1024,
+                         what ? what : "the jti of this write",
+                         sh->replay_count,
+                         ngx_http_ha_optout_rec_size() / 1024,
+                         sh->audit_npending);
+    }
+
+    if (left) {
+        p = ngx_slprintf(p, last, "the oldest is forgotten in %Ts: try "
+                         "again then, ", left);
+    }
+
+    return ngx_slprintf(p, last, "%sor give the zone room for more writes "
+                        "per token lifetime: \"ha_optout_zone %V %uzk;\" "
+                        "keeps about twice as many (256 bytes of zone per "
+                        "write)", left ? "" : "try again later, ",
+                        &shm_zone->shm.name,
+                        ngx_align(2 * size, 64 * 1024) / 1024);
 }
 
 

@@ -2809,11 +2809,12 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 {
     u_char                         *aside;
     u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char                          cbuf[2048];
     time_t                          now;
     uint64_t                        max;
     ngx_int_t                       rc, arc;
     ngx_err_t                       err;
-    ngx_str_t                       actor, reason;
+    ngx_str_t                       actor, reason, cause;
     ngx_uint_t                      i, changed, nj, room, restored_jtis;
     ngx_uint_t                      noroom;
     ngx_pool_t                     *pool;
@@ -3090,9 +3091,18 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
                                             1);
             }
 
-            ngx_http_ha_optout_audit(hmcf, log, s[i].action, &s[i].upstream,
-                                     &actor, NULL, &reason, &s[i].flag, NULL,
-                                     NULL);
+            /* the audit line says why, in its "cause" */
+            cause.data = cbuf;
+            cause.len = ngx_http_ha_optout_drop_cause(cbuf,
+                                                      cbuf + sizeof(cbuf),
+                                                      hscf, &s[i].upstream,
+                                                      &s[i].flag, now)
+                        - cbuf;
+
+            ngx_http_ha_optout_audit_cause(hmcf, log, s[i].action,
+                                           &s[i].upstream, &actor, NULL,
+                                           &reason, &s[i].flag, NULL, NULL,
+                                           &cause);
             break;
 
         default:
@@ -3912,6 +3922,22 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
 
     for (i = 0; i < pol->windows.nelts; i++) {
         if (ngx_http_ha_optout_policy_stream(&w[i].upstream)) {
+
+            /* no stream upstream can have one: known without them */
+
+            if (w[i].flag.selector_len) {
+                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                              "ha_optout: policy %V:%ui:%ui: pin_selector "
+                              "is http only: stream upstream \"%V\" has "
+                              "no request header to select on (\"ha_optout\" "
+                              "in stream takes only sticky_key=$var); use "
+                              "\"pin\" alone to hold every new connection, "
+                              "or \"sticky: true\" in %V:%ui", &pol->file,
+                              w[i].line, w[i].column, &w[i].upstream,
+                              &pol->conf_file, pol->conf_line);
+                return NGX_ERROR;
+            }
+
             continue;
         }
 
@@ -4476,7 +4502,9 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
         *status = NGX_HTTP_INSUFFICIENT_STORAGE;
         *code = "ZoneFull";
         p = ngx_slprintf(p, last, "%ui window occurrences are ended or "
-                         "skipped already; try again when one is over",
+                         "skipped already; try again when one is over "
+                         "(a table of fixed size: a larger "
+                         "\"ha_optout_zone\" does not make room)",
                          (ngx_uint_t) NGX_HA_OPTOUT_WSKIPS);
         goto failed;
     }

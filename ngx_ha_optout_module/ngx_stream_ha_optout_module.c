@@ -212,11 +212,27 @@ ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     if (cf->args->nelts == 2) {
+        if (ngx_strncmp(value[1].data, "selector=", 9) == 0
+            || ngx_strncmp(value[1].data, "pin_selector=", 13) == 0)
+        {
+            /* the http twin has it; name what stream has instead */
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\": selectors are "
+                               "http only (a TCP connection has no request "
+                               "header to select on); \"ha_optout\" in "
+                               "stream takes only \"sticky_key=$var\" "
+                               "(default $remote_addr), and a pin holds "
+                               "every new connection", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+
         if (ngx_strncmp(value[1].data, "sticky_key=", 11) != 0
             || value[1].len == 11)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[1]);
+                               "invalid parameter \"%V\": \"ha_optout\" "
+                               "in stream takes only \"sticky_key=$var\"",
+                               &value[1]);
             return NGX_CONF_ERROR;
         }
 
@@ -347,7 +363,7 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
 {
     u_char                            *p;
     ngx_str_t                          name;
-    ngx_uint_t                         i, j, k;
+    ngx_uint_t                         i, j, k, held;
     ngx_stream_upstream_server_t      *server;
     ngx_http_ha_optout_srv_conf_t     *hscf, **slot;
     ngx_stream_ha_optout_srv_conf_t  **scfp;
@@ -378,6 +394,7 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
     }
 
     scfp = smcf->upstreams.elts;
+    held = 0;
 
     for (i = 0; i < smcf->upstreams.nelts; i++) {
 
@@ -403,12 +420,28 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
 
         hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
         if (hscf->rec == NULL) {
+            size_t  need;
+
+            need = ngx_http_ha_optout_zone_need(hmcf->shm_zone->shm.size,
+                                                smcf->upstreams.nelts - held);
+
             ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
                           "ha_optout: zone \"%V\" is too small for stream "
-                          "upstream \"%V\", which ignores opt-outs",
-                          &hmcf->shm_zone->shm.name, &name);
+                          "upstream \"%V\", which ignores opt-outs: its "
+                          "%uzk hold the http upstreams and %ui of the %ui "
+                          "stream ones (an upstream takes %uzk); they need "
+                          "at least \"ha_optout_zone %V %uzk;\", better "
+                          "%uzk (room for tokens' jtis and audit lines)",
+                          &hmcf->shm_zone->shm.name, &name,
+                          hmcf->shm_zone->shm.size / 1024, held,
+                          smcf->upstreams.nelts,
+                          ngx_http_ha_optout_rec_size() / 1024,
+                          &hmcf->shm_zone->shm.name, need / 1024,
+                          ngx_http_ha_optout_zone_advice(need) / 1024);
             continue;
         }
+
+        held++;
 
         if (scfp[i]->uscf->servers) {
             server = scfp[i]->uscf->servers->elts;
