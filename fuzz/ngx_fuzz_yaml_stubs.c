@@ -75,6 +75,28 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+ngx_int_t
+ngx_http_ha_optout_audit_cause(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t action, ngx_str_t *upstream,
+    ngx_str_t *actor, ngx_str_t *client, ngx_str_t *reason,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *request_id, ngx_str_t *cause)
+{
+    fuzz_fail("ngx_http_ha_optout_audit_cause() called");
+    return NGX_ERROR;
+}
+
+
+u_char *
+ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, time_t now)
+{
+    fuzz_fail("ngx_http_ha_optout_drop_cause() called");
+    return p;
+}
+
+
 void
 ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
     u_char *expected, ngx_log_t *log)
