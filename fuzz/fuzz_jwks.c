@@ -10,7 +10,9 @@
  * that no other key has, an alg of the four, an EVP_PKEY fit for that
  * alg (or an HS256 secret of at least 32 bytes, and then the set is
  * reported secret); a token naming each key's kid and alg reaches the
- * signature check (not "unknown_kid" or "algorithm"); every EVP_PKEY is
+ * signature check (not "unknown_kid" or "algorithm"), and for an Ed25519
+ * key the trivial signature R = identity, S = 0 fails it too (a key of
+ * small order would take it for any token); every EVP_PKEY is
  * freed by the pool cleanups (LeakSanitizer).
  */
 
@@ -56,8 +58,10 @@ fuzz_b64url(const u_char *in, size_t len, char *out)
 static void
 fuzz_probe(ngx_pool_t *pool, ngx_array_t *keys, ngx_http_ha_optout_key_t *key)
 {
-    char                         *hdr, *tok, *p;
+    char                         *hdr, *tok, *p, *sig;
+    u_char                        rs[64];
     size_t                        n;
+    ngx_uint_t                    try;
     ngx_int_t                     rc;
     ngx_str_t                     token;
     const char                   *alg, *reason;
@@ -81,23 +85,37 @@ fuzz_probe(ngx_pool_t *pool, ngx_array_t *keys, ngx_http_ha_optout_key_t *key)
     n = snprintf(hdr, n, "{\"alg\":\"%s\",\"kid\":\"%.*s\"}", alg,
                  (int) key->kid.len, key->kid.data);
 
-    tok = malloc(n * 2 + 64);
+    tok = malloc(n * 2 + 160);
     p = tok + fuzz_b64url((u_char *) hdr, n, tok);
-    p += sprintf(p, ".e30.AAAA");
+    p += sprintf(p, ".e30.");
+    sig = p;
+    p += sprintf(p, "AAAA");
     free(hdr);
 
-    token.data = (u_char *) tok;
-    token.len = p - tok;
-    reason = NULL;
+    for (try = 0; try < 2; try++) {
+        token.data = (u_char *) tok;
+        token.len = p - tok;
+        reason = NULL;
 
-    rc = ngx_http_ha_optout_token_verify(pool, keys, &token, NULL, NULL,
-                                         3600, FUZZ_NOW, &claims, &reason);
+        rc = ngx_http_ha_optout_token_verify(pool, keys, &token, NULL, NULL,
+                                             3600, FUZZ_NOW, &claims,
+                                             &reason);
 
-    fuzz_assert(rc == NGX_DECLINED && reason != NULL
-                && strcmp(reason, "signature") == 0,
-                "a token for kid \"%.*s\" (%s) was not refused as "
-                "\"signature\" but \"%s\"", (int) key->kid.len,
-                key->kid.data, alg, reason ? reason : "(none)");
+        fuzz_assert(rc == NGX_DECLINED && reason != NULL
+                    && strcmp(reason, "signature") == 0,
+                    "a token for kid \"%.*s\" (%s) was not refused as "
+                    "\"signature\" but \"%s\"", (int) key->kid.len,
+                    key->kid.data, alg, reason ? reason : "(none)");
+
+        if (key->alg != NGX_HA_OPTOUT_ALG_EDDSA) {
+            break;
+        }
+
+        /* R = the identity, S = 0: verifies for a small-order key */
+        ngx_memzero(rs, sizeof(rs));
+        rs[0] = 1;
+        p = sig + fuzz_b64url(rs, sizeof(rs), sig);
+    }
 
     free(tok);
 }

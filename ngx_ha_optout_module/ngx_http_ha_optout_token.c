@@ -133,6 +133,7 @@ static EVP_PKEY *ngx_http_ha_optout_jwk_ec(ngx_conf_t *cf, json_t *jwk,
 static EVP_PKEY *ngx_http_ha_optout_jwk_okp(ngx_conf_t *cf, json_t *jwk,
     ngx_str_t *file, ngx_uint_t n);
 static ngx_int_t ngx_http_ha_optout_pkey_public_check(EVP_PKEY *pkey);
+static ngx_uint_t ngx_http_ha_optout_ed25519_weak(EVP_PKEY *pkey);
 static ngx_uint_t ngx_http_ha_optout_json_is(json_t *v, const char *s);
 static void ngx_http_ha_optout_pkey_cleanup(void *data);
 static void ngx_http_ha_optout_secret_cleanup(void *data);
@@ -484,8 +485,11 @@ ngx_http_ha_optout_key_select(ngx_array_t *keys, ngx_str_t *kid)
     key = keys->elts;
 
     if (kid->len == 0) {
-        /* without a kid only an unambiguous key will do */
-        return (keys->nelts == 1) ? &key[0] : NULL;
+        /*
+         * without a kid only an unambiguous key will do, and never one of
+         * a JWK Set: the provider's next rotation would make it ambiguous
+         */
+        return (keys->nelts == 1 && !key[0].jwk) ? &key[0] : NULL;
     }
 
     for (i = 0; i < keys->nelts; i++) {
@@ -1444,6 +1448,11 @@ ngx_http_ha_optout_pkey_check(EVP_PKEY *pkey, ngx_uint_t alg)
             return "is not an Ed25519 public key";
         }
 
+        if (ngx_http_ha_optout_ed25519_weak(pkey)) {
+            return "is a small-order Ed25519 point, which trivial "
+                   "signatures verify for any token: not a usable key";
+        }
+
         return NULL;
 
     case NGX_HA_OPTOUT_ALG_RS256:
@@ -1504,6 +1513,61 @@ ngx_http_ha_optout_pkey_check(EVP_PKEY *pkey, ngx_uint_t alg)
     default:
         return "has an unknown key algorithm";
     }
+}
+
+
+/*
+ * OpenSSL checks no Ed25519 public key: a point of small order (the
+ * identity, for one) makes R = [S]B with S = 0 a valid signature of any
+ * token.  These are the encodings of the 8 points of order 1, 2, 4 and 8
+ * (y = 0, 1, -1 and the two order-8 values, and y = p, p + 1 written
+ * without reduction), compared without the sign bit of x, as libsodium's
+ * blocklist does.  1: "pkey" is one of them, or has no 32-byte key.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_ed25519_weak(EVP_PKEY *pkey)
+{
+    u_char      a[32];
+    size_t      len;
+    ngx_uint_t  i;
+
+    static const u_char  small[][32] = {
+        { 0 },
+        { 1 },
+        { 0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4,
+          0x89, 0xf2, 0xef, 0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6,
+          0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05 },
+        { 0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b,
+          0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39,
+          0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a },
+        { 0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+        { 0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+        { 0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f }
+    };
+
+    len = sizeof(a);
+
+    if (EVP_PKEY_get_raw_public_key(pkey, a, &len) != 1 || len != 32) {
+        ERR_clear_error();
+        return 1;
+    }
+
+    a[31] &= 0x7f;
+
+    for (i = 0; i < sizeof(small) / sizeof(small[0]); i++) {
+        if (ngx_memcmp(a, small[i], 32) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1824,6 +1888,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
 
     key->alg = t->id;
     key->file = *file;
+    key->jwk = 1;
 
     if (ngx_http_ha_optout_copy_str(cf->pool, kid, &key->kid) != NGX_OK) {
         return NGX_CONF_ERROR;
@@ -2074,6 +2139,15 @@ ngx_http_ha_optout_jwk_okp(ngx_conf_t *cf, json_t *jwk, ngx_str_t *file,
     {
         pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x.data,
                                            x.len);
+    }
+
+    if (pkey != NULL && ngx_http_ha_optout_ed25519_weak(pkey)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWK Set \"%V\": OKP key %ui is a small-order "
+                           "Ed25519 point, which trivial signatures verify "
+                           "for any token: not a usable key", file, n);
+        EVP_PKEY_free(pkey);
+        return NULL;
     }
 
     if (pkey == NULL) {

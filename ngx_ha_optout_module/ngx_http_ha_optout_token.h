@@ -31,6 +31,7 @@ typedef struct {
     ngx_str_t       file;
     ngx_str_t       secret;        /* HS256 only */
     void           *pkey;          /* EVP_PKEY *: ES256, EdDSA, RS256 */
+    ngx_uint_t      jwk;           /* from a JWK Set: selected by kid only */
 } ngx_http_ha_optout_key_t;
 
 
@@ -93,7 +94,8 @@ char *ngx_http_ha_optout_jwks_parse(ngx_conf_t *cf, ngx_array_t *keys,
  *   "malformed"   not three base64url parts, bad JSON, wrong claim types
  *   "type"        header typ present and not JWT or at+jwt (RFC 9068)
  *   "algorithm"   alg missing, "none", or not the alg of the selected key
- *   "unknown_kid" kid names no key (or no kid and several keys)
+ *   "unknown_kid" kid names no key (or no kid, and several keys or a key
+ *                 of a JWK Set)
  *   "signature"   signature does not verify
  *   "expired"     exp missing or exp + leeway <= now
  *   "not_yet_valid" nbf - leeway > now, or iat - leeway > now

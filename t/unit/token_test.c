@@ -1597,6 +1597,112 @@ test_typ_iss_scp(void)
 }
 
 
+/*
+ * Found in review: a JWK Set of one key took tokens without kid (the
+ * provider's next rotation would refuse them all at once), and an Ed25519
+ * key of small order (OpenSSL checks none) verified a trivial signature,
+ * R = the identity and S = 0, for any token.
+ */
+
+static void
+test_jwks_review(void)
+{
+    char                      *jwk, *set, *tok, *p, *path;
+    char                       hdr[64], x[64], name[32];
+    u_char                     sig[64];
+    const char                *err;
+    ngx_uint_t                 i;
+    EVP_PKEY                  *weak;
+    ngx_array_t               *keys;
+    ngx_http_ha_optout_key_t   key;
+    t_signer_t                 rs = { "RS256", "r1", NGX_HA_OPTOUT_ALG_RS256,
+                                      NULL, NULL, 0 };
+
+    /* y = 1 (the identity), y = 0, y = 1 with x's sign bit, order 8 */
+    static const u_char  small[][32] = {
+        { 1 },
+        { 0 },
+        { 1, [31] = 0x80 },
+        { 0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b,
+          0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39,
+          0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a },
+        { 0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f }
+    };
+
+    rs.pkey = t_rsa;
+
+    jwk = jwk_of(t_rsa, "r1", "\"use\":\"sig\",\"alg\":\"RS256\"");
+    set = set_of(jwk, NULL, NULL, NULL);
+    err = jwks_parse(set, &keys, NULL);
+    ok(err == NULL && keys->nelts == 1, "a JWK Set of one RSA key loads");
+
+    is_reason(check_aud(keys, &t_no_audience, mint(&rs, claims_json(""))),
+              "", "a token with the kid of the set's only key verifies");
+
+    rs.kid = NULL;
+    is_reason(check_aud(keys, &t_no_audience, mint(&rs, claims_json(""))),
+              "unknown_kid",
+              "a token without kid is refused by a set of one key too");
+    free(set);
+    free(jwk);
+
+    for (i = 0; i < sizeof(small) / sizeof(small[0]); i++) {
+        b64url(small[i], 32, x);
+        set = xmalloc(512);
+        snprintf(set, 512, "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+                 "\"kid\":\"w\",\"use\":\"sig\",\"x\":\"%s\"}]}", x);
+        err = jwks_parse(set, &keys, NULL);
+        ok(err && strstr(err, "OKP key 1 is a small-order Ed25519 point"),
+           "a small-order Ed25519 JWK is refused");
+
+        if (err == NULL) {
+            /* what it let through: R = the identity, S = 0, any claims */
+            memset(sig, 0, sizeof(sig));
+            sig[0] = 1;
+            snprintf(hdr, sizeof(hdr), "{\"alg\":\"EdDSA\",\"kid\":\"w\"}");
+            tok = xmalloc(4096);
+            b64url((u_char *) hdr, strlen(hdr), tok);
+            p = tok + strlen(tok);
+            *p++ = '.';
+            b64url((u_char *) claims_json(""), strlen(claims_json("")), p);
+            p = tok + strlen(tok);
+            *p++ = '.';
+            b64url(sig, sizeof(sig), p);
+            printf("#   a forged token was: %s\n",
+                   check_aud(keys, &t_no_audience, tok));
+        }
+
+        free(set);
+
+        weak = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, small[i],
+                                           32);
+        if (weak == NULL) {
+            ok(0, "OpenSSL takes the small-order point as a raw key");
+            continue;
+        }
+
+        snprintf(name, sizeof(name), "weak%u.pub.pem", (unsigned) i);
+        path = write_pem(name, weak, 0644);
+        err = load(&key, NGX_HA_OPTOUT_ALG_EDDSA, "w", path);
+        ok(err && strstr(err, "is a small-order Ed25519 point"),
+           "a small-order Ed25519 public key PEM is refused");
+        free(path);
+        EVP_PKEY_free(weak);
+    }
+
+    /* a real key's encoding is not refused */
+
+    jwk = jwk_of(t_ed, "d1", "");
+    set = set_of(jwk, NULL, NULL, NULL);
+    ok(jwks_parse(set, &keys, NULL) == NULL,
+       "an Ed25519 JWK of a generated key loads");
+    free(set);
+    free(jwk);
+}
+
+
 int
 main(void)
 {
@@ -1618,6 +1724,7 @@ main(void)
     test_structure();
     test_rs256();
     test_jwks();
+    test_jwks_review();
     test_typ_iss_scp();
 
     ok(ngx_http_ha_optout_memeq_ct(a, a, 4) == 0
