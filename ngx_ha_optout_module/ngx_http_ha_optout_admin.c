@@ -550,9 +550,10 @@ ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
     ngx_http_ha_optout_loc_conf_t *hlcf, ngx_str_t *token,
     const char *reason, u_char *p, u_char *last)
 {
-    u_char   now[sizeof("2026-11-27T10:00:00Z")];
-    u_char   exp[sizeof("2026-11-27T10:00:00Z")];
-    json_t  *j, *v;
+    u_char                     now[sizeof("2026-11-27T10:00:00Z")];
+    u_char                     exp[sizeof("2026-11-27T10:00:00Z")];
+    json_t                    *j, *v;
+    ngx_http_ha_optout_key_t  *key;
 
     if (ngx_strcmp(reason, "expired") == 0 && token->len) {
         j = ngx_http_ha_optout_jwt_part(r, token, 1);
@@ -571,15 +572,32 @@ ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
             return p;
         }
 
+        if (j && v == NULL) {
+            json_decref(j);
+            return ngx_slprintf(p, last, "bearer token rejected: expired: "
+                                "the token has no \"exp\" claim, which "
+                                "every token needs (mint it with one)");
+        }
+
         json_decref(j);
     }
 
-    if (ngx_strcmp(reason, "unknown_kid") == 0 && token->len
-        && hlcf->keys && hlcf->keys->nelts > 1)
+    key = (hlcf->keys && hlcf->keys->nelts) ? hlcf->keys->elts : NULL;
+
+    if (ngx_strcmp(reason, "unknown_kid") == 0 && token->len && key
+        && (hlcf->keys->nelts > 1 || key[0].jwk))
     {
         j = ngx_http_ha_optout_jwt_part(r, token, 0);
         v = json_object_get(j, "kid");
         json_decref(j);
+
+        if (j && v == NULL && hlcf->keys->nelts == 1) {
+            return ngx_slprintf(p, last, "bearer token rejected: "
+                                "missing_kid: the token has no \"kid\" "
+                                "header and the key is of a JWK Set, whose "
+                                "keys are selected by kid; give the kid of "
+                                "the key (\"%V\")", &key[0].kid);
+        }
 
         if (j && v == NULL) {
             return ngx_slprintf(p, last, "bearer token rejected: "
@@ -598,8 +616,8 @@ static ngx_int_t
 ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope)
 {
-    u_char                         *msg;
-    ngx_str_t                       token, message;
+    u_char                         *msg, subbuf[256];
+    ngx_str_t                       token, message, sub;
     ngx_int_t                       rc;
     const char                     *reason;
     ngx_table_elt_t                *auth;
@@ -678,6 +696,22 @@ invalid:
     message.len = ngx_http_ha_optout_auth_hint(r, hlcf, &token, reason, msg,
                                                msg + 512)
                   - msg;
+
+    /*
+     * the reason in error_log too (info: a 401 is anyone's to cause); the
+     * kid and sub are known when the signature verified, and sub is the
+     * token's text: escaped, so that it cannot forge a line
+     */
+
+    sub.data = subbuf;
+    sub.len = ngx_http_ha_optout_escape(subbuf, sizeof(subbuf),
+                                        ctx->claims.sub.data,
+                                        ctx->claims.sub.len)
+              - subbuf;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ha_optout: %V (kid \"%V\", sub \"%V\")", &message,
+                  &ctx->claims.kid, &sub);
 
     return ngx_http_ha_optout_admin_refuse(ctx,
                ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
