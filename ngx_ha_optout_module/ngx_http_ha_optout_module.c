@@ -48,6 +48,8 @@ static char *ngx_http_ha_optout_mirror_gate(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ha_optout_admin(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ha_optout_admin_key_kids(ngx_conf_t *cf,
+    ngx_array_t *keys);
 static char *ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ha_optout_status(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1261,7 +1263,13 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        return ngx_http_ha_optout_jwks_load(cf, hlcf->keys, &value[2]);
+        if (ngx_http_ha_optout_jwks_load(cf, hlcf->keys, &value[2])
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        return ngx_http_ha_optout_admin_key_kids(cf, hlcf->keys);
     }
 
     key = ngx_array_push(hlcf->keys);
@@ -1320,7 +1328,43 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    return ngx_http_ha_optout_key_load(cf, key);
+    if (ngx_http_ha_optout_key_load(cf, key) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_ha_optout_admin_key_kids(cf, hlcf->keys);
+}
+
+
+/*
+ * A token without kid selects a key only when it is the location's one
+ * key: beside others, a key without kid= could never verify anything
+ */
+
+static char *
+ngx_http_ha_optout_admin_key_kids(ngx_conf_t *cf, ngx_array_t *keys)
+{
+    ngx_uint_t                 i;
+    ngx_http_ha_optout_key_t  *k;
+
+    if (keys->nelts < 2) {
+        return NGX_CONF_OK;
+    }
+
+    k = keys->elts;
+
+    for (i = 0; i < keys->nelts; i++) {
+        if (k[i].kid.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "the key \"%V\" has no kid= and this "
+                               "location has %ui keys: no token could "
+                               "select it; give it kid= (and the signers "
+                               "that kid)", &k[i].file, keys->nelts);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -199,6 +199,20 @@ rejected('a kid of the set also given to a PEM key',
             ha_optout_admin_key jwks $d/public.jwks;",
     qr/duplicate kid "kc-1"/, qr/ha_optout_admin_key jwks/);
 
+# found in review: beside other keys, a key without kid= is dead (a token
+# without kid selects only a location's one key), and the missing_kid
+# message told its signers to give a kid= it does not have
+$t->write_file('hs-nokid.key', ('cd' x 32) . "\n", 0600);
+rejected('a key without kid= beside a JWK Set',
+    "ha_optout_admin_key jwks $d/public.jwks;
+            ha_optout_admin_key hs256 $d/hs-nokid.key;",
+    qr/the key "\Q$d\E\/hs-nokid\.key" has no kid= and this location has \d+ keys: no token could select it; give it kid=/,
+    qr/hs-nokid\.key/);
+rejected('a key without kid= before a keyed one',
+    "ha_optout_admin_key hs256 $d/hs-nokid.key;
+            ha_optout_admin_key es256 $d/ec.pub.pem kid=ci;",
+    qr/has no kid= and this location has 2 keys/, qr/kid=ci/);
+
 rejected('an unknown algorithm',
     "ha_optout_admin_key ps256 $d/rsa.pub.pem kid=x;",
     qr/hs256, es256, eddsa, rs256 or jwks/);
