@@ -26,7 +26,8 @@
 #
 # Knobs: SCALE_CG_REQUESTS (1000), SCALE_ROUNDS (2), SCALE_DURATION (2 s),
 # SCALE_SKIP ("wrk callgrind"), SCALE_CASES (a subset of the case names
-# below), BENCH_OUT (build/bench), KEEP=1.
+# below), BENCH_OUT (build/bench), KEEP=1, SCALE_KEEP_BASE=1 (keep the
+# base profile too, as callgrind.scale.CASE.base, for bench/cgdiff.pl).
 
 set -euo pipefail
 
@@ -430,7 +431,11 @@ daemon off;"
         CG_MODULE=$mre CG_TOP=${SCALE_TOP:-60} perl "$BENCH/cgsum.pl" "$c" "$CG_REQUESTS" \
             "$d/callgrind.base" "$d/callgrind.full" >> "$OUT/scale-callgrind.txt"
         grep "^CG case=$c " "$OUT/scale-callgrind.txt" | tail -1 >&2
-        rm -f "$d/callgrind.base"
+        if [ -n "${SCALE_KEEP_BASE:-}" ]; then
+            mv "$d/callgrind.base" "$OUT/callgrind.scale.$c.base"
+        else
+            rm -f "$d/callgrind.base"
+        fi
         mv "$d/callgrind.full" "$OUT/callgrind.scale.$c"
     done
     log "callgrind done"

@@ -47,9 +47,15 @@ typedef struct {
 
 typedef struct {
     ngx_stream_ha_optout_srv_conf_t    *scf;
+    ngx_stream_session_t               *session;
 
-    /* what the session needs of the flag, copied */
-    u_char                              pin_name[NGX_HA_OPTOUT_PIN_LEN];
+    /*
+     * the pin, in the worker's view of the flag: read only by the get that
+     * follows init_peer in the same call (the stream proxy connects right
+     * after init_peer, and with one try never gets a peer again), before
+     * any other event could refresh the view
+     */
+    u_char                             *pin_name;
     size_t                              pin_len;
     uint64_t                            ident;     /* of a sticky flag */
 
@@ -57,9 +63,8 @@ typedef struct {
     unsigned                            no_failover:1;
     unsigned                            sticky:1;
 
-    void                               *data;
+    /* the free is round robin's, see init_peer */
     ngx_event_get_peer_pt               original_get_peer;
-    ngx_event_free_peer_pt              original_free_peer;
     ngx_event_notify_peer_pt            original_notify;
 #if (NGX_STREAM_SSL)
     ngx_event_set_peer_session_pt       original_set_session;
@@ -71,11 +76,10 @@ typedef struct {
     ngx_stream_upstream_rr_peer_t      *selected;
     ngx_uint_t                          tries;
 
-    ngx_str_t                           sticky_key;
-    size_t                              sticky_len;
-    u_char                              sticky_server[NGX_HA_OPTOUT_NAME_LEN];
-
     ngx_http_ha_optout_slot_t          *slot;      /* the cache's answer */
+
+    /* round robin's data, in the same allocation (see init_peer) */
+    ngx_stream_upstream_rr_peer_data_t  rr;
 } ngx_stream_ha_optout_peer_data_t;
 
 
@@ -498,20 +502,10 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
 
     scf = ngx_stream_conf_upstream_srv_conf(us, ngx_stream_ha_optout_module);
 
-    if (scf->original_init_peer(s, us) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     /* the no-flag path: one atomic load */
 
     if (ngx_http_ha_optout_sh->active == 0 || scf->hscf == NULL) {
-        return NGX_OK;
-    }
-
-    u = s->upstream;
-
-    if (u->peer.free != ngx_stream_upstream_free_round_robin_peer) {
-        return NGX_OK;
+        return scf->original_init_peer(s, us);
     }
 
     flag = ngx_http_ha_optout_acting(scf->hscf, ngx_time());
@@ -519,37 +513,63 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     if (flag == NULL
         || !(flag->no_failover || flag->pin_len || flag->sticky))
     {
+        return scf->original_init_peer(s, us);
+    }
+
+    u = s->upstream;
+
+    /*
+     * one allocation for our data and round robin's: its init_peer takes
+     * the peer data it finds (hash and others make their own, which then
+     * is used instead)
+     */
+
+    bp = NULL;
+
+    if (u->peer.data == NULL) {
+        bp = ngx_palloc(s->connection->pool,
+                        sizeof(ngx_stream_ha_optout_peer_data_t));
+        if (bp == NULL) {
+            return NGX_ERROR;
+        }
+
+        u->peer.data = &bp->rr;
+    }
+
+    if (scf->original_init_peer(s, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (u->peer.free != ngx_stream_upstream_free_round_robin_peer) {
         return NGX_OK;
     }
 
-    bp = ngx_palloc(s->connection->pool,
-                    sizeof(ngx_stream_ha_optout_peer_data_t));
     if (bp == NULL) {
-        return NGX_ERROR;
+        bp = ngx_palloc(s->connection->pool,
+                        sizeof(ngx_stream_ha_optout_peer_data_t));
+        if (bp == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     /* every field is set here: no zeroing, no copy of the whole flag */
 
     bp->scf = scf;
+    bp->session = s;
+    bp->pin_name = flag->pin;
     bp->pin_len = flag->pin_len;
-    ngx_memcpy(bp->pin_name, flag->pin, flag->pin_len);
 
     bp->ident = flag->sticky ? ngx_http_ha_optout_flag_ident(flag) : 0;
     bp->selected = NULL;
-    bp->sticky_key.len = 0;
-    bp->sticky_key.data = NULL;
-    bp->sticky_len = 0;
     bp->slot = NULL;
 
     bp->pin = (flag->pin_len != 0);
     bp->no_failover = flag->no_failover;
     bp->sticky = flag->sticky && !bp->pin;
 
-    bp->data = u->peer.data;
     bp->rrp = u->peer.data;
     bp->primary = bp->rrp->peers;
     bp->original_get_peer = u->peer.get;
-    bp->original_free_peer = u->peer.free;
     bp->original_notify = u->peer.notify;
     bp->tries = u->peer.tries;
 
@@ -566,33 +586,6 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     u->peer.save_session = ngx_stream_ha_optout_save_session;
 #endif
 
-    if (!bp->sticky) {
-        return NGX_OK;
-    }
-
-    if (scf->sticky_key) {
-        if (ngx_stream_complex_value(s, scf->sticky_key, &bp->sticky_key)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-    } else {
-        bp->sticky_key = s->connection->addr_text;
-    }
-
-    if (bp->sticky_key.len == 0) {
-        bp->sticky = 0;
-        return NGX_OK;
-    }
-
-    if (bp->sticky_key.len > NGX_HA_OPTOUT_STICKY_KEY) {
-        bp->sticky_key.len = NGX_HA_OPTOUT_STICKY_KEY;
-    }
-
-    bp->sticky_len = ngx_http_ha_optout_sticky_get(scf->hscf->rec,
-                         bp->ident, &bp->sticky_key, bp->sticky_server);
-
     return NGX_OK;
 }
 
@@ -602,8 +595,13 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    ngx_int_t                       rc;
-    ngx_stream_upstream_rr_peer_t  *peer;
+    size_t                              len;
+    u_char                              server[NGX_HA_OPTOUT_NAME_LEN];
+    ngx_int_t                           rc;
+    ngx_str_t                           key;
+    ngx_stream_session_t               *s;
+    ngx_stream_upstream_rr_peer_t      *peer;
+    ngx_stream_ha_optout_srv_conf_t    *scf;
 
     if (bp->pin) {
         rc = ngx_stream_ha_optout_select(pc, bp, bp->pin_name, bp->pin_len,
@@ -618,16 +616,50 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
         return rc;
     }
 
-    if (bp->sticky_len) {
-        rc = ngx_stream_ha_optout_select(pc, bp, bp->sticky_server,
-                                         bp->sticky_len, NULL);
-        if (rc == NGX_OK) {
-            bp->selected = bp->rrp->current;
-            return NGX_OK;
+    key.len = 0;
+
+    if (bp->sticky) {
+        /*
+         * the client's key and its binding, here rather than in init_peer:
+         * the one get of the session follows it in the same call
+         */
+
+        scf = bp->scf;
+        s = bp->session;
+
+        if (scf->sticky_key) {
+            if (ngx_stream_complex_value(s, scf->sticky_key, &key)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else {
+            key = s->connection->addr_text;
+        }
+
+        if (key.len > NGX_HA_OPTOUT_STICKY_KEY) {
+            key.len = NGX_HA_OPTOUT_STICKY_KEY;
+        }
+
+        if (key.len == 0) {
+            /* no key, nothing to keep: balanced, without failover */
+            bp->sticky = 0;
+
+        } else {
+            len = ngx_http_ha_optout_sticky_get(scf->hscf->rec, bp->ident,
+                                                &key, server);
+            if (len) {
+                rc = ngx_stream_ha_optout_select(pc, bp, server, len, NULL);
+                if (rc == NGX_OK) {
+                    bp->selected = bp->rrp->current;
+                    return NGX_OK;
+                }
+            }
         }
     }
 
-    rc = bp->original_get_peer(pc, bp->data);
+    rc = bp->original_get_peer(pc, bp->rrp);
 
     if (rc != NGX_OK) {
         return rc;
@@ -643,7 +675,7 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
         ngx_http_ha_optout_count_server(bp->scf->hscf->rec, &peer->name, 0);
 
-        bp->original_free_peer(pc, bp->data, 0);
+        ngx_stream_upstream_free_round_robin_peer(pc, bp->rrp, 0);
         pc->sockaddr = NULL;
         pc->tries = 0;
 
@@ -654,7 +686,7 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     if (bp->sticky) {
         ngx_http_ha_optout_sticky_set(bp->scf->hscf->rec,
-                                      bp->ident, &bp->sticky_key, pc->name);
+                                      bp->ident, &key, pc->name);
     }
 
     return NGX_OK;
@@ -688,7 +720,7 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
                    bp->rrp->current ? bp->rrp->current->refs : 0);
 #endif
 
-    bp->original_free_peer(pc, bp->data, state);
+    ngx_stream_upstream_free_round_robin_peer(pc, bp->rrp, state);
 
     pc->tries = 0;
 }
@@ -701,7 +733,7 @@ ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc, void *data,
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
     if (bp->original_notify) {
-        bp->original_notify(pc, bp->data, type);
+        bp->original_notify(pc, bp->rrp, type);
     }
 }
 
@@ -920,7 +952,7 @@ ngx_stream_ha_optout_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    return bp->original_set_session(pc, bp->data);
+    return bp->original_set_session(pc, bp->rrp);
 }
 
 
@@ -929,7 +961,7 @@ ngx_stream_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    bp->original_save_session(pc, bp->data);
+    bp->original_save_session(pc, bp->rrp);
 }
 
 #endif
