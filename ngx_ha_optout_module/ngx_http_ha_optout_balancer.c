@@ -58,6 +58,9 @@ typedef struct {
     u_char                            *sticky_server;   /* sticky only */
 
     ngx_http_ha_optout_slot_t         *slot;       /* the cache's answer */
+
+    /* round robin's data, in the same allocation (see init_peer) */
+    ngx_http_upstream_rr_peer_data_t   rr;
 } ngx_http_ha_optout_peer_data_t;
 
 
@@ -140,6 +143,7 @@ static ngx_int_t
 ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
 {
+    void                            *ctx;
     ngx_http_upstream_t             *u;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_decision_t   *d;
@@ -147,23 +151,13 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
 
     hscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ha_optout_module);
 
-    if (hscf->original_init_peer(r, us) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     /* the no-flag path: one atomic load */
 
     if (ngx_http_ha_optout_sh->active == 0 && hscf->config_flag == NULL) {
-        return NGX_OK;
+        return hscf->original_init_peer(r, us);
     }
 
-    u = r->upstream;
-
-    /* only balancers that keep the round-robin data first */
-
-    if (u->peer.free != ngx_http_upstream_free_round_robin_peer) {
-        return NGX_OK;
-    }
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
 
     d = ngx_http_ha_optout_decide(r, hscf);
     if (d == NULL) {
@@ -171,12 +165,48 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     }
 
     if (!d->active || !(d->pin || d->no_failover || d->sticky)) {
+        return hscf->original_init_peer(r, us);
+    }
+
+    u = r->upstream;
+
+    /*
+     * one allocation for our data and round robin's: its init_peer takes
+     * the peer data it finds (hash and others make their own, which then
+     * is used instead)
+     */
+
+    bp = NULL;
+
+    if (u->peer.data == NULL) {
+        bp = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
+        if (bp == NULL) {
+            return NGX_ERROR;
+        }
+
+        u->peer.data = &bp->rr;
+    }
+
+    if (hscf->original_init_peer(r, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* only balancers that keep the round-robin data first */
+
+    if (u->peer.free != ngx_http_upstream_free_round_robin_peer) {
+        /* not acting here: no decision shown unless one was made before */
+        if (ctx == NULL) {
+            ngx_http_set_ctx(r, NULL, ngx_http_ha_optout_module);
+        }
+
         return NGX_OK;
     }
 
-    bp = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
     if (bp == NULL) {
-        return NGX_ERROR;
+        bp = ngx_palloc(r->pool, sizeof(ngx_http_ha_optout_peer_data_t));
+        if (bp == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     /* every field is set here: no zeroing on the request path */
