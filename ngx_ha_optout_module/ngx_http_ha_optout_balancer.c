@@ -40,9 +40,8 @@ typedef struct {
     ngx_http_ha_optout_srv_conf_t     *hscf;
     ngx_http_ha_optout_decision_t     *decision;
 
-    void                              *data;
+    /* the free is round robin's, see init_peer */
     ngx_event_get_peer_pt              original_get_peer;
-    ngx_event_free_peer_pt             original_free_peer;
 #if (NGX_HTTP_SSL)
     ngx_event_set_peer_session_pt      original_set_session;
     ngx_event_save_peer_session_pt     original_save_session;
@@ -52,10 +51,6 @@ typedef struct {
     ngx_http_upstream_rr_peers_t      *primary;
     ngx_http_upstream_rr_peer_t       *selected;   /* this request only */
     ngx_uint_t                         tries;      /* before we clamped */
-
-    ngx_str_t                          sticky_key;
-    size_t                             sticky_len;  /* 0: key not bound */
-    u_char                            *sticky_server;   /* sticky only */
 
     ngx_http_ha_optout_slot_t         *slot;       /* the cache's answer */
 
@@ -68,8 +63,8 @@ static ngx_int_t ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
-static ngx_int_t ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
-    ngx_http_ha_optout_peer_data_t *bp);
+static size_t ngx_http_ha_optout_sticky_lookup(
+    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key, u_char *server);
 static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
@@ -212,30 +207,20 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     /* every field is set here: no zeroing on the request path */
 
     bp->selected = NULL;
-    bp->sticky_key.len = 0;
-    bp->sticky_key.data = NULL;
-    bp->sticky_len = 0;
-    bp->sticky_server = NULL;
     bp->slot = NULL;
 
     bp->request = r;
     bp->hscf = hscf;
     bp->decision = d;
-    bp->data = u->peer.data;
     bp->rrp = u->peer.data;
     bp->primary = bp->rrp->peers;
     bp->original_get_peer = u->peer.get;
-    bp->original_free_peer = u->peer.free;
     bp->tries = u->peer.tries;
 
     u->peer.data = bp;
     u->peer.get = ngx_http_ha_optout_get_peer;
     u->peer.free = ngx_http_ha_optout_free_peer;
     u->peer.tries = 1;
-
-    if (d->sticky && ngx_http_ha_optout_sticky_init(r, bp) != NGX_OK) {
-        return NGX_ERROR;
-    }
 
 #if (NGX_HTTP_SSL)
     bp->original_set_session = u->peer.set_session;
@@ -253,7 +238,10 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
+    size_t                          len;
+    u_char                          server[NGX_HA_OPTOUT_NAME_LEN];
     ngx_int_t                       rc;
+    ngx_str_t                       key;
     ngx_http_upstream_rr_peer_t    *peer;
 
     if (bp->decision->pin) {
@@ -277,11 +265,22 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
         return ngx_http_ha_optout_select(pc, bp, NULL, 0, bp->selected);
     }
 
-    if (bp->sticky_len) {
+    /*
+     * the first get of the request, in the call that ran init_peer: a
+     * sticky client's key and binding are looked up here, not kept
+     */
+
+    len = bp->decision->sticky
+          ? ngx_http_ha_optout_sticky_lookup(bp, &key, server) : 0;
+
+    if (len == (size_t) NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (len) {
         /* a known client: back to its server, whatever its health */
 
-        rc = ngx_http_ha_optout_select(pc, bp, bp->sticky_server,
-                                       bp->sticky_len, NULL);
+        rc = ngx_http_ha_optout_select(pc, bp, server, len, NULL);
         if (rc == NGX_OK) {
             bp->selected = bp->rrp->current;
             return NGX_OK;
@@ -290,7 +289,7 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
         /* the server left the configuration: balance and bind anew */
     }
 
-    rc = bp->original_get_peer(pc, bp->data);
+    rc = bp->original_get_peer(pc, bp->rrp);
 
     if (rc != NGX_OK) {
         return rc;
@@ -308,7 +307,7 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
         ngx_http_ha_optout_count_server(bp->hscf->rec, &peer->name, 0);
 
-        bp->original_free_peer(pc, bp->data, 0);
+        ngx_http_upstream_free_round_robin_peer(pc, bp->rrp, 0);
         pc->sockaddr = NULL;
         pc->tries = 0;
 
@@ -319,52 +318,47 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     if (bp->decision->sticky) {
         ngx_http_ha_optout_sticky_set(bp->hscf->rec, bp->decision->ident,
-                                      &bp->sticky_key, pc->name);
+                                      &key, pc->name);
     }
 
     return NGX_OK;
 }
 
 
-/* the client key ($remote_addr unless sticky_key=) and its binding */
+/*
+ * The client key ($remote_addr unless sticky_key=) and the server it is
+ * bound to: its length into server (0: not bound, or no key, which then
+ * is balanced without failover), NGX_ERROR
+ */
 
-static ngx_int_t
-ngx_http_ha_optout_sticky_init(ngx_http_request_t *r,
-    ngx_http_ha_optout_peer_data_t *bp)
+static size_t
+ngx_http_ha_optout_sticky_lookup(ngx_http_ha_optout_peer_data_t *bp,
+    ngx_str_t *key, u_char *server)
 {
     ngx_http_ha_optout_srv_conf_t  *hscf = bp->hscf;
 
     if (hscf->sticky_key) {
-        if (ngx_http_complex_value(r, hscf->sticky_key, &bp->sticky_key)
+        if (ngx_http_complex_value(bp->request, hscf->sticky_key, key)
             != NGX_OK)
         {
-            return NGX_ERROR;
+            return (size_t) NGX_ERROR;
         }
 
     } else {
-        bp->sticky_key = r->connection->addr_text;
+        *key = bp->request->connection->addr_text;
     }
 
-    if (bp->sticky_key.len == 0) {
-        /* no key, nothing to keep: balanced, without failover */
+    if (key->len == 0) {
         bp->decision->sticky = 0;
-        return NGX_OK;
+        return 0;
     }
 
-    if (bp->sticky_key.len > NGX_HA_OPTOUT_STICKY_KEY) {
-        bp->sticky_key.len = NGX_HA_OPTOUT_STICKY_KEY;
+    if (key->len > NGX_HA_OPTOUT_STICKY_KEY) {
+        key->len = NGX_HA_OPTOUT_STICKY_KEY;
     }
 
-    bp->sticky_server = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_NAME_LEN);
-    if (bp->sticky_server == NULL) {
-        return NGX_ERROR;
-    }
-
-    bp->sticky_len = ngx_http_ha_optout_sticky_get(hscf->rec,
-                         bp->decision->ident,
-                         &bp->sticky_key, bp->sticky_server);
-
-    return NGX_OK;
+    return ngx_http_ha_optout_sticky_get(hscf->rec, bp->decision->ident, key,
+                                         server);
 }
 
 
@@ -408,7 +402,7 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
                    bp->rrp->current ? bp->rrp->current->refs : 0);
 #endif
 
-    bp->original_free_peer(pc, bp->data, state);
+    ngx_http_upstream_free_round_robin_peer(pc, bp->rrp, state);
 
     pc->tries = 0;
 }
@@ -998,7 +992,7 @@ ngx_http_ha_optout_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
-    return bp->original_set_session(pc, bp->data);
+    return bp->original_set_session(pc, bp->rrp);
 }
 
 
@@ -1007,7 +1001,7 @@ ngx_http_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
-    bp->original_save_session(pc, bp->data);
+    bp->original_save_session(pc, bp->rrp);
 }
 
 #endif
