@@ -37,6 +37,7 @@
 #define HOCTL_AGENT_REPORT_TTL 10       /* seconds, the report's lease */
 #define HOCTL_AGENT_REPORT_MS  2000
 #define HOCTL_AGENT_CHECK_MS   1000
+#define HOCTL_AGENT_RETIRED    8        /* ended leases kept per upstream */
 
 
 typedef enum {
@@ -60,6 +61,8 @@ typedef struct {
     const char     *result;         /* applied, refused, removed, error */
     char            message[HOCTL_ERRLEN + 16];
     char            held_by[128];   /* "via" of nginx's flag, if not ours */
+    int64_t         retired[HOCTL_AGENT_RETIRED];   /* cleared, replaced */
+    int             nretired;
 } hoctl_agent_up_t;
 
 
@@ -160,11 +163,61 @@ hoctl_agent_up(hoctl_agent_t *a, const char *name, int create)
 }
 
 
+static int64_t
+hoctl_agent_lease_of(json_t *record)
+{
+    const char  *s;
+
+    s = json_string_value(json_object_get(record, "lease"));
+    return s ? strtoll(s, NULL, 10) : 0;
+}
+
+
+/*
+ * The lease of a record that was deleted or replaced by one on another
+ * lease: a copy of it put back later (on that lease granted again by
+ * whoever can write to etcd) is a replay, refused.
+ */
+static void
+hoctl_agent_retire(hoctl_agent_up_t *u, int64_t lease)
+{
+    int  i;
+
+    if (lease == 0) {
+        return;
+    }
+
+    for (i = 0; i < HOCTL_AGENT_RETIRED; i++) {
+        if (u->retired[i] == lease) {
+            return;
+        }
+    }
+
+    u->retired[u->nretired++ % HOCTL_AGENT_RETIRED] = lease;
+}
+
+
+static int
+hoctl_agent_retired(hoctl_agent_up_t *u, int64_t lease)
+{
+    int  i;
+
+    for (i = 0; i < HOCTL_AGENT_RETIRED; i++) {
+        if (lease != 0 && u->retired[i] == lease) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 hoctl_agent_absent(hoctl_agent_t *a, hoctl_agent_up_t *u, int64_t revision)
 {
     (void) a;
 
+    hoctl_agent_retire(u, hoctl_agent_lease_of(u->record));
     json_decref(u->record);
     u->record = NULL;
     u->state = HOCTL_UP_ABSENT;
@@ -248,6 +301,22 @@ hoctl_agent_ingest(hoctl_agent_t *a, json_t *kv)
             json_decref(rec);
             rec = NULL;
         }
+
+        if (rec != NULL && hoctl_agent_retired(u, hoctl_agent_lease_of(rec)))
+        {
+            snprintf(err, sizeof(err), "the record's lease %s ended when it "
+                     "was cleared or replaced: a copy put back into etcd",
+                     json_string_value(json_object_get(rec, "lease")));
+            json_decref(rec);
+            rec = NULL;
+        }
+    }
+
+    /* a verified record on a new lease ends the one before */
+    if (rec != NULL && u->record != NULL
+        && hoctl_agent_lease_of(rec) != hoctl_agent_lease_of(u->record))
+    {
+        hoctl_agent_retire(u, hoctl_agent_lease_of(u->record));
     }
 
     json_decref(u->record);

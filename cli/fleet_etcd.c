@@ -500,7 +500,7 @@ hoctl_kv_b64(json_t *obj, const char *name, const char *s)
 static int
 hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
     const char *value, int64_t lease, int64_t *revision, int64_t *current,
-    int64_t *deleted, char *err, size_t errlen)
+    int64_t *deleted, int64_t *deleted_lease, char *err, size_t errlen)
 {
     int       rc;
     char     *end;
@@ -545,10 +545,13 @@ hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
         if (lease != 0) {
             json_object_set_new(op, "lease", hoctl_json_str_int(lease));
         }
+        json_object_set_new(op, "prev_kv", json_true());
         json_object_set_new(req, "success",
                             json_pack("[{s:o}]", "request_put", op));
 
     } else {
+        /* the deleted record's lease, to end it too (no copy on it) */
+        json_object_set_new(op, "prev_kv", json_true());
         json_object_set_new(req, "success",
                             json_pack("[{s:o}]", "request_delete_range", op));
     }
@@ -587,6 +590,16 @@ hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
         *deleted = hoctl_json_int(json_object_get(
                        json_object_get(r, "response_delete_range"),
                        "deleted"));
+    }
+
+    /* the lease of the record deleted or replaced */
+    if (deleted_lease != NULL) {
+        *deleted_lease = value != NULL
+            ? hoctl_json_int(json_object_get(json_object_get(
+                  json_object_get(r, "response_put"), "prev_kv"), "lease"))
+            : hoctl_json_int(json_object_get(json_array_get(
+                  json_object_get(json_object_get(r,
+                      "response_delete_range"), "prev_kvs"), 0), "lease"));
     }
 
     json_decref(resp);
@@ -636,7 +649,7 @@ hoctl_etcd_put_record(hoctl_etcd_t *e, const hoctl_conn_t *c,
     int       rc;
     char     *key, *value, buf[32], e2[HOCTL_ERRLEN];
     time_t    now;
-    int64_t   current;
+    int64_t   current, old;
 
     now = time(NULL);
     *record = hoctl_record_new(c, f, o->environment, now, ttl);
@@ -676,10 +689,16 @@ hoctl_etcd_put_record(hoctl_etcd_t *e, const hoctl_conn_t *c,
     }
 
     key = hoctl_flag_key(e, f->upstream);
+    old = 0;
     rc = hoctl_etcd_write(e, key, f->if_match, value, *lease, revision,
-                          &current, NULL, err, errlen);
+                          &current, NULL, &old, err, errlen);
     free(key);
     free(value);
+
+    /* the record replaced: its lease ends, so no copy lives on it */
+    if (rc == HOCTL_OK && old != 0 && old != *lease) {
+        hoctl_etcd_lease_revoke(e, old, e2, sizeof(e2));
+    }
 
     if (rc != HOCTL_OK) {
         hoctl_etcd_lease_revoke(e, *lease, e2, sizeof(e2));
@@ -761,8 +780,8 @@ hoctl_etcd_clear(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, int json)
 {
     int            rc;
-    char          *key, err[HOCTL_ERRLEN];
-    int64_t        revision, current, deleted;
+    char          *key, err[HOCTL_ERRLEN], e2[HOCTL_ERRLEN];
+    int64_t        revision, current, deleted, lease;
     hoctl_etcd_t   e;
 
     (void) c;
@@ -774,9 +793,22 @@ hoctl_etcd_clear(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
 
     key = hoctl_flag_key(&e, f->upstream);
     deleted = 0;
+    lease = 0;
     rc = hoctl_etcd_write(&e, key, f->if_match, NULL, 0, &revision, &current,
-                          &deleted, err, sizeof(err));
+                          &deleted, &lease, err, sizeof(err));
     free(key);
+
+    /*
+     * the record's lease goes too: while it lives, a copy of the record
+     * put back on it would still be on "the lease its writer signed"
+     */
+    if (rc == HOCTL_OK && lease != 0
+        && hoctl_etcd_lease_revoke(&e, lease, e2, sizeof(e2)) != HOCTL_OK)
+    {
+        hoctl_warn("%s: the record is deleted, but its lease could not be "
+                   "revoked (%s): it ends by itself", f->upstream, e2);
+    }
+
     hoctl_etcd_free(&e);
 
     if (rc != HOCTL_OK) {
@@ -1240,7 +1272,7 @@ hoctl_erun_heartbeat(hoctl_etcd_t *e, const hoctl_conn_t *c,
     snprintf(rev, sizeof(rev), "%" PRId64, *revision);
     key = hoctl_flag_key(e, f->upstream);
     rc = hoctl_etcd_write(e, key, rev, value, lease, &nrev, &current, NULL,
-                          err, sizeof(err));
+                          NULL, err, sizeof(err));
     free(key);
     free(value);
 

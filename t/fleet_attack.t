@@ -1,0 +1,127 @@
+#!/usr/bin/perl
+
+# Attacks on the fleet (SPEC section 11) by someone who can write to etcd
+# but holds no signing key, against a real etcd, nginx and agent:
+#
+#   a genuine record captured, cleared, then put back on its own lease
+#   (granted again by ID through the gateway) -> refused, audited denied,
+#   HA stays on; clear and a replacing set end the old record's lease, so
+#   no copy can live on it
+
+use strict;
+use warnings;
+
+use Test::More;
+use JSON::PP;
+use HTTP::Tiny;
+use MIME::Base64 qw(encode_base64);
+use Time::HiRes qw(sleep time);
+use HaOptout::Test;
+use HaOptout::Etcd;
+use HaOptout::Fleet;
+
+plan skip_all => 'etcd not installed (make deps)'
+    unless HaOptout::Etcd::available();
+
+my $etcd = HaOptout::Etcd->new(members => 1);
+my $d = $etcd->dir;
+
+for my $c ("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 "
+           . "-out $d/writer.pem",
+           "openssl pkey -in $d/writer.pem -pubout -out $d/writer.pub")
+{
+    system("$c 2>/dev/null") == 0 or die "$c failed\n";
+}
+
+my @W = ('--etcd', $etcd->urls, '--environment', 'prod',
+         '--key', "$d/writer.pem", '--alg', 'es256', '--sub', 'alice');
+my $K = '/ha-optout/prod/flags/app';
+my $n = HaOptout::Fleet->new(etcd => $etcd, host => 'lb1',
+                             trust => ["$d/writer.pub"]);
+
+ok($etcd->wait_for(sub { $n->report }, 15), 'the agent reports')
+    or diag($n->agent_log);
+
+# the record as etcd holds it: (base64 value, lease, mod_revision)
+sub raw {
+    my ($rc, $out) = $etcd->etcdctl('get', $K, '-w', 'json');
+    my $kv = eval { decode_json($out)->{kvs}[0] } or return;
+    return ($kv->{value}, $kv->{lease}, $kv->{mod_revision});
+}
+
+sub lease_alive {
+    my ($rc, $out) = $etcd->etcdctl('lease', 'timetolive',
+                                    sprintf('%x', $_[0]));
+    return $out !~ /already expired/;
+}
+
+# what an attacker with write access does: the lease again, by its ID,
+# and the captured value on it
+my $http = HTTP::Tiny->new(timeout => 5);
+sub gateway {
+    my ($path, $body) = @_;
+    my $r = $http->post((split /,/, $etcd->urls)[0] . $path,
+                        { content => encode_json($body) });
+    return $r->{status} == 200 ? decode_json($r->{content}) : undef;
+}
+
+sub replay {
+    my ($value, $lease) = @_;
+    gateway('/v3/lease/grant', { TTL => 120, ID => "$lease" });
+    my $r = gateway('/v3/kv/put', { key => encode_base64($K, ''),
+                                    value => $value, lease => "$lease" });
+    return $r ? $r->{header}{revision} : undef;
+}
+
+sub denied {
+    my ($rev) = @_;
+    return scalar grep { ($_->{action} // '') eq 'denied'
+                         && ($_->{revision} // 0) == $rev } $n->audit_lines;
+}
+
+# ---- set, capture, clear, put it back
+my ($rc, $out, $err) = $etcd->cli('set', @W, '--upstream', 'app',
+    '--no-failover', '--ttl', '120s', '--reason', 'INC-9');
+is($rc, 0, 'set --etcd') or diag($err);
+ok($etcd->wait_for(sub { $n->fleet_layer }, 10), 'nginx holds the fleet flag');
+my ($value, $lease) = raw();
+ok($lease, "the record is on lease $lease");
+
+($rc, $out, $err) = $etcd->cli('clear', @W, '--upstream', 'app');
+is($rc, 0, 'clear --etcd') or diag($err);
+ok($etcd->wait_for(sub { !$n->fleet_layer }, 10), 'clear: HA restored');
+ok(!lease_alive($lease), 'clear revoked the cleared record\'s lease');
+
+my $rev = replay($value, $lease);
+ok($rev, "the captured record put back on lease $lease (revision $rev)");
+ok($etcd->wait_for(sub { denied($rev) }, 10),
+   'the replay is refused and audited "denied"')
+    or diag($n->agent_log);
+ok(!$n->fleet_layer, 'HA stays on: nginx holds no fleet flag');
+like($n->report->{upstreams}{app}{message} // '',
+     qr/ended when it was cleared or replaced/, 'the report says why');
+$etcd->etcdctl('del', $K);
+
+# ---- a set that replaces a record ends the old record's lease
+($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--no-failover',
+                   '--ttl', '120s', '--reason', 'first');
+my ($v1, $l1) = raw();
+ok($etcd->wait_for(sub { $n->fleet_layer }, 10), 'first record applied');
+($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--sticky',
+                   '--ttl', '120s', '--reason', 'second');
+my (undef, $l2, $r2) = raw();
+ok($etcd->wait_for(sub { ($n->fleet_layer // {})->{revision} == $r2 }, 10),
+   'the replacing record applied');
+ok(!lease_alive($l1), 'the replaced record\'s lease is revoked');
+($rc, $out, $err) = $etcd->cli('clear', @W, '--upstream', 'app');
+ok($etcd->wait_for(sub { !$n->fleet_layer }, 10), 'cleared');
+
+$rev = replay($v1, $l1);
+ok($etcd->wait_for(sub { denied($rev) }, 10),
+   'the first, replaced record put back: refused, audited "denied"');
+ok(!$n->fleet_layer, 'HA stays on');
+$etcd->etcdctl('del', $K);
+
+$n->stop;
+$etcd->stop;
+done_testing();
