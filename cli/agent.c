@@ -962,6 +962,11 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
         return HOCTL_USAGE;
     }
 
+    /* it runs on, refusing every record: fleet flags go, HA comes back */
+    if (hoctl_trust_unsafe_text(a->trust) != NULL) {
+        hoctl_warn("%s", hoctl_trust_unsafe_text(a->trust));
+    }
+
     rc = hoctl_etcd_init(&a->etcd, o, err, sizeof(err));
     if (rc != HOCTL_OK) {
         hoctl_warn("%s", err);

@@ -112,6 +112,7 @@ typedef struct hoctl_trust_s  hoctl_trust_t;
 hoctl_trust_t *hoctl_trust_load(const char *const *files, int n, char *err,
     size_t errlen);
 void hoctl_trust_free(hoctl_trust_t *t);
+const char *hoctl_trust_unsafe_text(const hoctl_trust_t *t);
 json_t *hoctl_record_verify(const char *value, const hoctl_trust_t *trust,
     char *err, size_t errlen);
 json_t *hoctl_record_peek(const char *value);

@@ -25,6 +25,9 @@
 #include <strings.h>
 #include <time.h>
 #include <unistd.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -42,6 +45,7 @@
 
 struct hoctl_trust_s {
     int             n;
+    char            unsafe[HOCTL_ERRLEN];   /* then nothing is trusted */
     struct {
         int             alg;        /* 0 HS256, 1 ES256, 2 EdDSA */
         EVP_PKEY       *pkey;
@@ -191,6 +195,73 @@ hoctl_record_sign(const hoctl_conn_t *c, json_t *record, char *err,
 }
 
 
+/*
+ * Who may change a --trust-key decides what the agent applies: the file
+ * (a symlink is followed), the directory it is in and the directory of
+ * the link must not be writable by anyone but root or this user, and an
+ * hs256 secret must not be readable by others (it signs as well).
+ */
+static int
+hoctl_trust_unsafe_dir(const char *path, char *why, size_t len)
+{
+    char         buf[PATH_MAX], *dir;
+    struct stat  st;
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    dir = dirname(buf);
+
+    if (stat(dir, &st) == 0
+        && (((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+            || (st.st_uid != 0 && st.st_uid != geteuid())))
+    {
+        snprintf(why, len, "its directory \"%.200s\" can be changed by other "
+                 "users", dir);
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static int
+hoctl_trust_unsafe(const char *file, FILE *f, int secret, char *why,
+    size_t len)
+{
+    char         real[PATH_MAX];
+    struct stat  st;
+
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, len, "not a regular file");
+        return 1;
+    }
+
+    if (st.st_mode & (S_IWGRP|S_IWOTH)) {
+        snprintf(why, len, "it is writable by %s (chmod go-w)",
+                 (st.st_mode & S_IWOTH) ? "everyone" : "its group");
+        return 1;
+    }
+
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        snprintf(why, len, "it belongs to uid %u, neither root nor this "
+                 "user", (unsigned) st.st_uid);
+        return 1;
+    }
+
+    if (secret && (st.st_mode & S_IROTH)) {
+        snprintf(why, len, "an hs256 secret readable by everyone signs "
+                 "records too (chmod o-r)");
+        return 1;
+    }
+
+    if (hoctl_trust_unsafe_dir(file, why, len)) {
+        return 1;
+    }
+
+    return realpath(file, real) != NULL
+           && hoctl_trust_unsafe_dir(real, why, len);
+}
+
+
 hoctl_trust_t *
 hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 {
@@ -201,6 +272,7 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
     EVP_PKEY       *pkey;
     hoctl_trust_t  *t;
     unsigned char   buf[65536];
+    char            why[320];
 
     t = calloc(1, sizeof(hoctl_trust_t));
 
@@ -213,8 +285,19 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
         }
 
         len = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
         buf[len] = '\0';
+
+        if (t->unsafe[0] == '\0'
+            && hoctl_trust_unsafe(files[i], f,
+                                  strstr((char *) buf, "-----BEGIN") == NULL,
+                                  why, sizeof(why)))
+        {
+            snprintf(t->unsafe, sizeof(t->unsafe), "--trust-key \"%.150s\" is "
+                     "not safe: %.250s; no record is trusted until it is fixed "
+                     "and the agent restarted", files[i], why);
+        }
+
+        fclose(f);
 
         bio = BIO_new_mem_buf(buf, (int) len);
         pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
@@ -268,6 +351,13 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
     }
 
     return t;
+}
+
+
+const char *
+hoctl_trust_unsafe_text(const hoctl_trust_t *t)
+{
+    return t->unsafe[0] ? t->unsafe : NULL;
 }
 
 
@@ -382,6 +472,11 @@ hoctl_record_verify(const char *value, const hoctl_trust_t *t, char *err,
     json_t         *v, *h, *pl;
     const char     *jws, *d1, *d2, *a, *typ;
     unsigned char  *sig;
+
+    if (t->unsafe[0] != '\0') {
+        snprintf(err, errlen, "%s", t->unsafe);
+        return NULL;
+    }
 
     v = json_loads(value, 0, NULL);
     if (!json_is_object(v)) {

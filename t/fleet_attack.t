@@ -7,6 +7,10 @@
 #   (granted again by ID through the gateway) -> refused, audited denied,
 #   HA stays on; clear and a replacing set end the old record's lease, so
 #   no copy can live on it
+#   a --trust-key anyone may rewrite (world-writable, or a symlink in a
+#   directory others may change) -> the agent trusts nothing: it removes
+#   the fleet flag it had applied (HA back on), refuses every record and
+#   says why; fixed and restarted, it applies again
 
 use strict;
 use warnings;
@@ -73,6 +77,8 @@ sub replay {
     return $r ? $r->{header}{revision} : undef;
 }
 
+sub msg { return (($n->report // {})->{upstreams}{app}{message} // q()) }
+
 sub denied {
     my ($rev) = @_;
     return scalar grep { ($_->{action} // '') eq 'denied'
@@ -98,7 +104,7 @@ ok($etcd->wait_for(sub { denied($rev) }, 10),
    'the replay is refused and audited "denied"')
     or diag($n->agent_log);
 ok(!$n->fleet_layer, 'HA stays on: nginx holds no fleet flag');
-like($n->report->{upstreams}{app}{message} // '',
+like(msg(),
      qr/ended when it was cleared or replaced/, 'the report says why');
 $etcd->etcdctl('del', $K);
 
@@ -110,7 +116,7 @@ ok($etcd->wait_for(sub { $n->fleet_layer }, 10), 'first record applied');
 ($rc) = $etcd->cli('set', @W, '--upstream', 'app', '--sticky',
                    '--ttl', '120s', '--reason', 'second');
 my (undef, $l2, $r2) = raw();
-ok($etcd->wait_for(sub { ($n->fleet_layer // {})->{revision} == $r2 }, 10),
+ok($etcd->wait_for(sub { (($n->fleet_layer // {})->{revision} // 0) == $r2 }, 10),
    'the replacing record applied');
 ok(!lease_alive($l1), 'the replaced record\'s lease is revoked');
 ($rc, $out, $err) = $etcd->cli('clear', @W, '--upstream', 'app');
@@ -121,6 +127,49 @@ ok($etcd->wait_for(sub { denied($rev) }, 10),
    'the first, replaced record put back: refused, audited "denied"');
 ok(!$n->fleet_layer, 'HA stays on');
 $etcd->etcdctl('del', $K);
+
+# ---- a --trust-key others may rewrite
+sub restart_with {
+    my (@trust) = @_;
+    $n->stop_agent;
+    $n->{trust} = [@trust];
+    $n->start_agent;
+}
+
+($rc, $out, $err) = $etcd->cli('set', @W, '--upstream', 'app',
+    '--no-failover', '--ttl', '120s', '--reason', 'INC-10');
+my (undef, undef, $good) = raw();
+ok($etcd->wait_for(sub { (($n->fleet_layer // {})->{revision} // 0) == $good }, 10),
+   'a genuine record applied');
+
+chmod 0666, "$d/writer.pub";
+restart_with("$d/writer.pub");
+ok($etcd->wait_for(sub { !$n->fleet_layer }, 10),
+   'world-writable --trust-key: the agent removes the fleet flag, HA on')
+    or diag($n->agent_log);
+like($n->agent_log, qr/--trust-key "\Q$d\E\/writer.pub" is not safe: it is writable by everyone/,
+     '... and says why at start');
+ok($etcd->wait_for(sub { msg()
+                         =~ /not safe/ }, 10),
+   '... its report says the record is refused for it');
+ok($etcd->wait_for(sub { denied($good) }, 10), '... audited "denied"');
+chmod 0644, "$d/writer.pub";
+
+mkdir "$d/drop";
+chmod 0777, "$d/drop";
+symlink "$d/writer.pub", "$d/drop/trust.pub" or die "symlink: $!\n";
+restart_with("$d/drop/trust.pub");
+ok($etcd->wait_for(sub { msg()
+                         =~ /directory "\Q$d\E\/drop" can be changed/ }, 10),
+   'a --trust-key symlink in a directory anyone may change: refused')
+    or diag($n->agent_log);
+ok(!$n->fleet_layer, '... HA stays on');
+
+symlink "$d/writer.pub", "$d/trust.pub" or die "symlink: $!\n";
+restart_with("$d/trust.pub");
+ok($etcd->wait_for(sub { (($n->fleet_layer // {})->{revision} // 0) == $good }, 10),
+   'a safe symlink, and the agent restarted: applied again')
+    or diag($n->agent_log);
 
 $n->stop;
 $etcd->stop;
