@@ -148,13 +148,38 @@ hoctl_agent_up(hoctl_agent_t *a, const char *name, int create)
         }
     }
 
-    if (!create || a->nups == HOCTL_AGENT_MAX
-        || strlen(name) >= sizeof(a->ups[0].name))
-    {
+    if (!create || strlen(name) >= sizeof(a->ups[0].name)) {
         return NULL;
     }
 
-    u = &a->ups[a->nups++];
+    if (a->nups < HOCTL_AGENT_MAX) {
+        u = &a->ups[a->nups++];
+
+    } else {
+        /*
+         * full (keys anyone with write access to etcd can make): take
+         * a slot that holds nothing in nginx and wants nothing, one that
+         * remembers no ended lease first, so junk keys can neither keep
+         * a flag from being removed nor make a cleared one forgotten
+         */
+        u = NULL;
+
+        for (i = 0; i < a->nups; i++) {
+            if (a->ups[i].state != HOCTL_UP_DESIRED
+                && a->ups[i].applied == 0
+                && (u == NULL || (u->nretired && !a->ups[i].nretired)))
+            {
+                u = &a->ups[i];
+            }
+        }
+
+        if (u == NULL) {
+            return NULL;
+        }
+
+        json_decref(u->record);
+    }
+
     memset(u, 0, sizeof(hoctl_agent_up_t));
     snprintf(u->name, sizeof(u->name), "%s", name);
     u->result = "none";

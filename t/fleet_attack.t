@@ -11,6 +11,9 @@
 #   directory others may change) -> the agent trusts nothing: it removes
 #   the fleet flag it had applied (HA back on), refuses every record and
 #   says why; fixed and restarted, it applies again
+#   300 junk keys under flags/ (more than the agent's table) -> a flag
+#   cleared while the agent was down is still removed at its start, and
+#   a new genuine flag is still applied
 
 use strict;
 use warnings;
@@ -170,6 +173,32 @@ restart_with("$d/trust.pub");
 ok($etcd->wait_for(sub { (($n->fleet_layer // {})->{revision} // 0) == $good }, 10),
    'a safe symlink, and the agent restarted: applied again')
     or diag($n->agent_log);
+
+# ---- more junk keys than the agent has slots
+$n->stop_agent;
+($rc, $out, $err) = $etcd->cli('clear', @W, '--upstream', 'app');
+is($rc, 0, 'app cleared while the agent is down') or diag($err);
+ok($n->fleet_layer, '... nginx still holds it (nobody told it)');
+my $junk = 0;
+for my $i (1 .. 300) {
+    $junk++ if gateway('/v3/kv/put', {
+        key => encode_base64(sprintf('/ha-optout/prod/flags/aaa-%03d', $i),
+                             ''),
+        value => encode_base64('{"junk":1}', '') });
+}
+is($junk, 300, '300 junk keys written under flags/ (sorting before app)');
+$n->start_agent;
+ok($etcd->wait_for(sub { !$n->fleet_layer }, 20),
+   'the agent, started among the junk, still removes the cleared flag')
+    or diag(substr($n->agent_log, -2000));
+($rc, $out, $err) = $etcd->cli('set', @W, '--upstream', 'other',
+    '--no-failover', '--ttl', '120s', '--reason', 'after junk');
+ok($etcd->wait_for(sub { $n->fleet_layer('other') }, 20),
+   '... and applies a new genuine flag')
+    or diag(substr($n->agent_log, -2000));
+$etcd->cli('clear', @W, '--upstream', 'other');
+ok($etcd->wait_for(sub { !$n->fleet_layer('other') }, 10), '... and its clear');
+$etcd->etcdctl('del', '--prefix', '/ha-optout/prod/flags/aaa-');
 
 $n->stop;
 $etcd->stop;
