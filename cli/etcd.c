@@ -631,41 +631,95 @@ retry:
 }
 
 
+/*
+ * In pages of 16 keys at one revision: values may be up to etcd's request
+ * size (1.5 MB by default), and a prefix anyone with write access filled
+ * must not make one answer larger than we take (64 MB).
+ */
+#define HOCTL_ETCD_PAGE  16
+
 int
 hoctl_etcd_range(hoctl_etcd_t *e, const char *key, int prefix, json_t **kvs,
     int64_t *revision, char *err, size_t errlen)
 {
-    int      rc;
-    char    *k, *end;
-    json_t  *req, *resp, *list;
+    int         rc, more;
+    char       *k, *end, *from;
+    size_t      i, fromlen, klen;
+    json_t     *req, *resp, *list, *all, *kv;
+    int64_t     rev;
 
-    req = json_object();
-    k = hoctl_b64(key, strlen(key));
-    json_object_set_new(req, "key", json_string(k));
-    free(k);
+    all = json_array();
+    fromlen = strlen(key);
+    from = malloc(fromlen + 2);
+    memcpy(from, key, fromlen + 1);
+    end = prefix ? hoctl_range_end(key) : NULL;
+    rev = 0;
 
-    if (prefix) {
-        end = hoctl_range_end(key);
-        k = hoctl_b64(end, strlen(end));
-        json_object_set_new(req, "range_end", json_string(k));
+    do {
+        req = json_object();
+        k = hoctl_b64(from, fromlen);
+        json_object_set_new(req, "key", json_string(k));
         free(k);
-        free(end);
-    }
 
-    rc = hoctl_etcd_call(e, "/v3/kv/range", req, &resp, err, errlen);
-    if (rc != HOCTL_OK) {
-        return rc;
-    }
+        if (prefix) {
+            k = hoctl_b64(end, strlen(end));
+            json_object_set_new(req, "range_end", json_string(k));
+            free(k);
+            json_object_set_new(req, "limit",
+                                json_integer(HOCTL_ETCD_PAGE));
+        }
+
+        if (rev != 0) {
+            json_object_set_new(req, "revision", hoctl_json_str_int(rev));
+        }
+
+        rc = hoctl_etcd_call(e, "/v3/kv/range", req, &resp, err, errlen);
+        if (rc != HOCTL_OK) {
+            free(from);
+            free(end);
+            json_decref(all);
+            return rc;
+        }
+
+        if (rev == 0) {
+            rev = hoctl_json_int(json_object_get(
+                      json_object_get(resp, "header"), "revision"));
+        }
+
+        list = json_object_get(resp, "kvs");
+        more = prefix && json_is_true(json_object_get(resp, "more"))
+               && json_array_size(list) > 0;
+
+        json_array_foreach(list, i, kv) {
+            json_array_append(all, kv);
+        }
+
+        if (more) {
+            /* the next page starts just after the last key: key + "\0" */
+            kv = json_array_get(list, json_array_size(list) - 1);
+            k = (char *) hoctl_unb64(json_string_value(json_object_get(kv,
+                                             "key")) ?: "", &klen);
+            free(from);
+            fromlen = k ? klen : 0;
+            from = malloc(fromlen + 2);
+            memcpy(from, k ? k : "", fromlen);
+            from[fromlen++] = '\0';
+            from[fromlen] = '\0';
+            free(k);
+        }
+
+        json_decref(resp);
+
+    } while (more);
+
+    free(from);
+    free(end);
 
     if (revision != NULL) {
-        *revision = hoctl_json_int(json_object_get(
-                        json_object_get(resp, "header"), "revision"));
+        *revision = rev;
     }
 
-    list = json_object_get(resp, "kvs");
-    *kvs = json_is_array(list) ? json_incref(list) : json_array();
-    json_decref(resp);
-
+    *kvs = all;
     return HOCTL_OK;
 }
 

@@ -14,6 +14,8 @@
 #   300 junk keys under flags/ (more than the agent's table) -> a flag
 #   cleared while the agent was down is still removed at its start, and
 #   a new genuine flag is still applied
+#   flags/ holding more than the agent reads in one answer (50 values of
+#   1.4 MB) -> the agent still reconciles, and applies a genuine flag
 
 use strict;
 use warnings;
@@ -199,6 +201,27 @@ ok($etcd->wait_for(sub { $n->fleet_layer('other') }, 20),
 $etcd->cli('clear', @W, '--upstream', 'other');
 ok($etcd->wait_for(sub { !$n->fleet_layer('other') }, 10), '... and its clear');
 $etcd->etcdctl('del', '--prefix', '/ha-optout/prod/flags/aaa-');
+
+# ---- a flags/ prefix too big for one answer
+$n->stop_agent;
+my $blob = encode_base64('x' x (1400 * 1024), '');
+my $big = 0;
+for my $i (1 .. 50) {
+    $big++ if gateway('/v3/kv/put', {
+        key => encode_base64(sprintf('/ha-optout/prod/flags/big-%02d', $i),
+                             ''),
+        value => $blob });
+}
+is($big, 50, '50 values of 1.4 MB under flags/');
+$n->start_agent;
+($rc, $out, $err) = $etcd->cli('set', @W, '--upstream', 'app',
+    '--no-failover', '--ttl', '120s', '--reason', 'after big');
+ok($etcd->wait_for(sub { $n->fleet_layer }, 30),
+   'the agent reconciles past them and applies a genuine flag')
+    or diag(substr($n->agent_log, -1500));
+$etcd->cli('clear', @W, '--upstream', 'app');
+ok($etcd->wait_for(sub { !$n->fleet_layer }, 10), '... and its clear');
+$etcd->etcdctl('del', '--prefix', '/ha-optout/prod/flags/big-');
 
 $n->stop;
 $etcd->stop;
