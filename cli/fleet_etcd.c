@@ -1002,9 +1002,13 @@ hoctl_etcd_flags_table(json_t *flags)
         actor = json_string_value(json_object_get(rec, "actor"));
         reason = json_string_value(json_object_get(rec, "reason"));
 
-        printf("%-*s  %-8" PRId64 "  %-32s  %-12s  %-9s  %s\n", w, name,
-               hoctl_json_int(json_object_get(rec, "revision")), what,
-               actor ? actor : "-", left, reason ? reason : "-");
+        /* what etcd holds, signed or not: no control byte reaches the tty */
+        printf("%-*s  %-8" PRId64 "  %-32s  %-12s  %-9s  %s\n", w,
+               hoctl_safe(name),
+               hoctl_json_int(json_object_get(rec, "revision")),
+               hoctl_safe(what ? what : "-"),
+               hoctl_safe(actor ? actor : "-"), left,
+               hoctl_safe(reason ? reason : "-"));
 
         free(what);
         free(left);
@@ -1268,18 +1272,20 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         name = json_string_value(json_object_get(a, "seen_at"));
         snprintf(when, sizeof(when), "%s", name ? name : "-");
 
-        printf("%-24s  %-6s  %-6s  %-20s ", host,
+        printf("%-24s  %-6s  %-6s  %-20s ", hoctl_safe(host),
                json_is_true(json_object_get(a, "silent")) ? "SILENT" : "up",
                json_is_false(json_object_get(a, "nginx_reachable"))
                ? "DOWN" : json_is_true(json_object_get(a, "nginx_reachable"))
-               ? "ok" : "-", when);
+               ? "ok" : "-", hoctl_safe(when));
 
         ups = json_object_get(a, "upstreams");
         if (json_object_size(ups) == 0) {
             printf(" -");
         }
         json_object_foreach(ups, up, st) {
-            printf(" %s=%s", up, json_string_value(st));
+            printf(" %s=%s", hoctl_safe(up),
+                   hoctl_safe(json_string_value(st) ? json_string_value(st)
+                                                    : "?"));
         }
         printf("\n");
     }
@@ -1287,13 +1293,16 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
     /* why: what the agents said, and what to do about a silent one */
     json_object_foreach(agents, host, a) {
         json_object_foreach(json_object_get(a, "messages"), up, st) {
-            printf("%s: %s refused: %s\n", host, up, json_string_value(st));
+            printf("%s: %s refused: %s\n", hoctl_safe(host), hoctl_safe(up),
+                   hoctl_safe(json_string_value(st) ? json_string_value(st)
+                                                    : "?"));
         }
 
         if (json_is_true(json_object_get(a, "silent"))) {
             printf("%s: silent (no report for %ds): is its agent running and"
                    " reaching etcd? a host that left the fleet: etcdctl del"
-                   " %s%s\n", host, HOCTL_AGENT_SILENT, members, host);
+                   " %s%s\n", hoctl_safe(host), HOCTL_AGENT_SILENT,
+                   members, hoctl_safe(host));
         }
     }
 

@@ -16,6 +16,8 @@
 #   a new genuine flag is still applied
 #   flags/ holding more than the agent reads in one answer (50 values of
 #   1.4 MB) -> the agent still reconciles, and applies a genuine flag
+#   control bytes (a terminal escape) in keys, reasons and agent reports
+#   -> status --etcd and fleet status print them escaped
 
 use strict;
 use warnings;
@@ -222,6 +224,26 @@ ok($etcd->wait_for(sub { $n->fleet_layer }, 30),
 $etcd->cli('clear', @W, '--upstream', 'app');
 ok($etcd->wait_for(sub { !$n->fleet_layer }, 10), '... and its clear');
 $etcd->etcdctl('del', '--prefix', '/ha-optout/prod/flags/big-');
+
+# ---- terminal escapes in what etcd holds
+my $esc = "\e]0;owned\a\e[2J";
+gateway('/v3/kv/put', {
+    key => encode_base64("/ha-optout/prod/flags/x$esc", ''),
+    value => encode_base64(encode_json({ upstream => "x$esc",
+        reason => "r$esc", actor => "m$esc", ttl => '60s' }), '') });
+gateway('/v3/kv/put', {
+    key => encode_base64("/ha-optout/prod/agents/h$esc", ''),
+    value => encode_base64(encode_json({ host => "h$esc",
+        seen_at => "s$esc", upstreams => { "u$esc" => { result => "r$esc" } }
+    }), '') });
+($rc, $out) = $etcd->cli('status', @W);
+like($out, qr/owned/, 'status --etcd shows the forged record');
+unlike($out, qr/[\x00-\x09\x0b-\x1f\x7f]/, '... with no control byte');
+($rc, $out) = $etcd->cli('fleet', 'status', @W);
+like($out, qr/h.*owned/, 'fleet status shows the forged report');
+unlike($out, qr/[\x00-\x09\x0b-\x1f\x7f]/, '... with no control byte');
+$etcd->etcdctl('del', '--prefix', '/ha-optout/prod/flags/x');
+$etcd->etcdctl('del', '--prefix', '/ha-optout/prod/agents/h');
 
 $n->stop;
 $etcd->stop;
