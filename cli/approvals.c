@@ -75,6 +75,14 @@ hoctl_print_approval_requested(json_t *body, const char *upstream)
 
     a = json_object_get(body, "approval");
 
+    if (json_is_null(json_object_get(a, "id"))) {
+        /* ?dry_run=1: nothing was requested */
+        printf("%s: dry run, would need %lld approval(s) by others; nothing "
+               "requested\n", hoctl_safe(upstream),
+               (long long) json_integer_value(json_object_get(a, "needed")));
+        return;
+    }
+
     printf("%s: approval requested, nothing changed yet: id %s, needs "
            "%lld approval(s) by others before %s\n", hoctl_safe(upstream),
            hoctl_approval_str(a, "id"),

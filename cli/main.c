@@ -175,7 +175,8 @@ static int hoctl_usage(const hoctl_verb_t *v, const char *fmt, ...)
     "  --iss ISS                issuer claim (HA_OPTOUT_ISS)\n"             \
     "  --upstreams app,db       limit the token to these upstreams\n"       \
     "  --sub NAME               default: your login name\n"                  \
-    "  --scope S                default \"ha:read ha:write\"\n"              \
+    "  --scope S                default \"ha:read ha:write\" (approvals\n"  \
+    "                           approve|reject: and ha:approve)\n"          \
     "  --token-ttl D            lifetime of minted tokens, default 5m\n"     \
     "connection:\n"                                                          \
     "  --url URL            admin location prefix (HA_OPTOUT_URL), e.g.\n"  \
@@ -384,7 +385,8 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "The two-person rule (policy \"approvers: N\"): a set on such an\n"
       "upstream waits for N others to approve it.  list shows what waits\n"
       "(GET v1/approvals, ha:read); approve adds your subject (POST\n"
-      "v1/approvals/ID, needs --scope with ha:approve; not your own\n"
+      "v1/approvals/ID, needs ha:approve, which a token minted with\n"
+      "--key and no --scope has here; not your own\n"
       "request, once per subject); with the last approval the flag is\n"
       "applied.  reject withdraws your own request, or rejects another's\n"
       "with ha:approve (DELETE v1/approvals/ID).\n\n"
@@ -695,7 +697,10 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
     }
 
     if (cn->scope == NULL) {
-        cn->scope = "ha:read ha:write";
+        /* approvals approve|reject are what ha:approve is for */
+        cn->scope = (strcmp(v->name, "approvals") == 0 && a->nargs > 0
+                     && strcmp(a->args[0], "list") != 0)
+                    ? "ha:read ha:write ha:approve" : "ha:read ha:write";
     }
 
     a->flag.ttl = a->ttl;
@@ -1240,6 +1245,12 @@ static int
 hoctl_verb_approvals(const hoctl_verb_t *v, hoctl_args_t *a)
 {
     const char  *action;
+
+    if (a->nargs > 1) {
+        return hoctl_usage(v, "unexpected argument \"%s\": give the "
+                           "approval's id as --id %s", a->args[1],
+                           a->args[1]);
+    }
 
     if (a->nargs != 1) {
         return hoctl_usage(v, "give one of list, approve, reject");

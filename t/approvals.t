@@ -348,6 +348,8 @@ my $CLI = $ENV{HA_OPTOUT_CLI} // "$FindBin::Bin/../build/ha-optoutctl";
 my $url = 'http://127.0.0.1:' . $t->port('http') . '/ha-optout/';
 my $key = "$dir/../ha-optout.key";
 
+our $NOSCOPE;                   # 1: mint with the CLI's default --scope
+
 sub cli {
     my ($sub, @args) = @_;
     my ($out, $err) = ("$dir/../cli.out", "$dir/../cli.err");
@@ -359,7 +361,7 @@ sub cli {
         open STDERR, '>', $err;
         # run stops at "--": the common options go before it
         my @common = ('--url', $url, '--key', $key, '--kid', 'ops',
-                      '--sub', $sub, '--scope', $ALL);
+                      '--sub', $sub, $NOSCOPE ? () : ('--scope', $ALL));
         my ($i) = grep { $args[$_] eq '--' } 0 .. $#args;
         splice @args, $i // scalar @args, 0, @common;
         exec $CLI, @args or POSIX::_exit(127);
@@ -403,6 +405,28 @@ like($c->{out}, qr/\Q$cid\E: rejected/, 'cli reject says so');
 is(cli('frank', 'approvals', 'approve', '--id', $cid)->{rc}, 1,
    'a rejected request cannot be approved (exit 1)');
 is(cli('frank', 'approvals', 'approve')->{rc}, 2, 'approve without --id: 2');
+
+# as an operator types it: the id given without --id, no --scope
+$c = cli('erin', 'set', '--upstream', 'app', '--no-failover', '--sticky',
+         '--ttl', '20m', '--reason', 'INC-12 cli', '--dry-run');
+is($c->{rc}, 0, 'cli set --dry-run needing approval: exit 0');
+like($c->{out}, qr/^app: dry run, would need 1 approval\(s\) by others; nothing requested$/m,
+     'cli dry run says nothing was requested (no "id -")') or diag $c->{out};
+$c = cli('erin', 'set', '--upstream', 'app', '--no-failover', '--sticky',
+         '--ttl', '20m', '--reason', 'INC-12 cli');
+($cid) = $c->{out} =~ /id ([0-9a-f]{16})/;
+{
+    local $NOSCOPE = 1;
+    $c = cli('frank', 'approvals', 'approve', $cid);
+    is($c->{rc}, 2, 'approve ID (positional): usage error');
+    like($c->{err}, qr/unexpected argument "\Q$cid\E": give the approval's id as --id \Q$cid\E/,
+         'approve ID says to give it as --id') or diag $c->{err};
+    $c = cli('frank', 'approvals', 'approve', '--id', $cid);
+    is($c->{rc}, 0, 'approve --id with the default --scope: exit 0 (the '
+       . 'minted token has ha:approve)') or diag $c->{err};
+    like($c->{out}, qr/approved and applied: .*approved by frank/,
+         'approve with the default --scope applies it') or diag $c->{out};
+}
 
 # run cannot wait for people: it refuses and withdraws its request
 my $ran = "$dir/../ran";
