@@ -277,6 +277,98 @@ ngx_http_ha_optout_approval_subject(ngx_str_t *sub)
 }
 
 
+/*
+ * The next byte of a subject as the two-person rule compares it: ASCII
+ * folded to lower case, fullwidth Latin letters to ASCII, and skipped:
+ * white space and control bytes, and the invisible or spacing characters
+ * a second token could add (soft hyphen, C1 controls, the U+2000 spaces,
+ * zero-width and bidi marks, word joiners, U+180E, U+3000, BOM).  0 at
+ * the end.  Homoglyphs of other scripts are not folded (docs/api.md).
+ */
+
+static u_char
+ngx_http_ha_optout_approval_next(u_char **pp, u_char *last)
+{
+    u_char  *p, c, c1, c2;
+
+    for (p = *pp; p < last; /* void */) {
+        c = *p;
+
+        if (c <= 0x20 || c == 0x7f) {
+            p++;
+            continue;
+        }
+
+        if (c < 0x80) {
+            *pp = p + 1;
+            return (c >= 'A' && c <= 'Z') ? (u_char) (c | 0x20) : c;
+        }
+
+        c1 = (last - p > 1) ? p[1] : 0;
+        c2 = (last - p > 2) ? p[2] : 0;
+
+        if ((c == 0xc2 && (c1 <= 0xa0 || c1 == 0xad))
+            || (c == 0xcd && c1 == 0x8f)
+            || (c == 0xe1 && c1 == 0xa0 && c2 == 0x8e)
+            || (c == 0xe2 && c1 == 0x80
+                && (c2 <= 0x8f || (c2 >= 0xa8 && c2 <= 0xaf)))
+            || (c == 0xe2 && c1 == 0x81
+                && (c2 == 0x9f || (c2 >= 0xa0 && c2 <= 0xaf)))
+            || (c == 0xe3 && c1 == 0x80 && c2 == 0x80)
+            || (c == 0xef && c1 == 0xbb && c2 == 0xbf))
+        {
+            p += (c < 0xe0) ? 2 : 3;
+            continue;
+        }
+
+        if (c == 0xef && c1 == 0xbc && c2 >= 0xa1 && c2 <= 0xba) {
+            *pp = p + 3;
+            return (u_char) ('a' + c2 - 0xa1);
+        }
+
+        if (c == 0xef && c1 == 0xbd && c2 >= 0x81 && c2 <= 0x9a) {
+            *pp = p + 3;
+            return (u_char) ('a' + c2 - 0x81);
+        }
+
+        *pp = p + 1;
+        return c;
+    }
+
+    *pp = last;
+    return 0;
+}
+
+
+/*
+ * Do two subjects name the same person, as far as bytes can tell?
+ * "Alice", " alice" and "ali<U+200B>ce" are all the requester "alice".
+ * Two empty skeletons are the same (nobody): refused, never approved.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_approval_same(u_char *a, size_t alen, u_char *b,
+    size_t blen)
+{
+    u_char  *ae, *be, ca, cb;
+
+    ae = a + alen;
+    be = b + blen;
+
+    do {
+        ca = ngx_http_ha_optout_approval_next(&a, ae);
+        cb = ngx_http_ha_optout_approval_next(&b, be);
+
+        if (ca != cb) {
+            return 0;
+        }
+
+    } while (ca);
+
+    return 1;
+}
+
+
 static ngx_uint_t
 ngx_http_ha_optout_approval_allowed(ngx_http_ha_optout_claims_t *claims,
     u_char *upstream, size_t len)
@@ -745,8 +837,10 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, uint64_t id)
 {
     size_t                           n;
+    time_t                           attl;
     ngx_int_t                        rc;
-    ngx_uint_t                       i, k;
+    ngx_str_t                        upstream;
+    ngx_uint_t                       i, k, now_needed;
     ngx_http_ha_optout_approval_t    a, undo;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -760,14 +854,17 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
 
     n = ngx_http_ha_optout_approval_subject(&claims->sub);
 
-    if (n == 0) {
+    if (n == 0
+        || ngx_http_ha_optout_approval_same(claims->sub.data, n,
+                                            (u_char *) "", 0))
+    {
         return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN, "ApprovalRefused",
                                   "a token without a subject cannot "
                                   "approve");
     }
 
-    if (n == a.flag.actor_len
-        && ngx_memcmp(claims->sub.data, a.flag.actor, n) == 0)
+    if (ngx_http_ha_optout_approval_same(claims->sub.data, n,
+                                         a.flag.actor, a.flag.actor_len))
     {
         return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN, "SelfApproval",
                                   "the requester cannot approve their own "
@@ -775,8 +872,9 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
     }
 
     for (i = 0; i < a.flag.approvers; i++) {
-        if (n == a.flag.approver_len[i]
-            && ngx_memcmp(claims->sub.data, a.flag.approver[i], n) == 0)
+        if (ngx_http_ha_optout_approval_same(claims->sub.data, n,
+                                             a.flag.approver[i],
+                                             a.flag.approver_len[i]))
         {
             return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN,
                                       "AlreadyApproved",
@@ -812,6 +910,19 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
 
     undo = a;
     k = a.flag.approvers;
+
+    /*
+     * a reload (or a restart) that raised "approvers" raises what this
+     * request needs; one that lowered it does not lower it
+     */
+
+    upstream.data = a.upstream;
+    upstream.len = a.upstream_len;
+    now_needed = ngx_http_ha_optout_policy_approvers(hmcf, &upstream, &attl);
+
+    if (now_needed > a.needed) {
+        a.needed = now_needed;
+    }
 
     if (k >= NGX_HA_OPTOUT_APPROVERS_MAX) {
         /* policy bounds "approvers", so a full list is already applied */
@@ -1314,6 +1425,86 @@ ngx_http_ha_optout_approvals_snapshot(ngx_http_ha_optout_approval_t *out)
 
 
 /*
+ * The state file is written by the worker user and signed by no one: an
+ * approval read back gets no more than the policy gives a request made
+ * now.  "needed" is at least what the policy asks; approved_by loses the
+ * requester and repeats (as approve() would have refused them); the
+ * expiry is at most approval_ttl from now.  Each change is logged.
+ */
+
+static void
+ngx_http_ha_optout_approval_sanitize(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_approval_t *a, time_t now, ngx_log_t *log)
+{
+    time_t                      attl;
+    ngx_str_t                   upstream, who;
+    ngx_uint_t                  i, j, k, n, dup;
+    ngx_http_ha_optout_flag_t  *f;
+
+    u_char  buf[4 * NGX_HA_OPTOUT_ACTOR_LEN];
+
+    upstream.data = a->upstream;
+    upstream.len = a->upstream_len;
+    f = &a->flag;
+
+    n = ngx_http_ha_optout_policy_approvers(hmcf, &upstream, &attl);
+
+    if (n > a->needed) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: state file: approval %016xL of \"%V\" "
+                      "needs %ui approvals, as the policy asks, not %ui",
+                      a->id, &upstream, n, a->needed);
+        a->needed = n;
+    }
+
+    k = 0;
+
+    for (i = 0; i < f->approvers && i < NGX_HA_OPTOUT_APPROVERS_MAX; i++) {
+        dup = ngx_http_ha_optout_approval_same(f->approver[i],
+                                               f->approver_len[i],
+                                               f->actor, f->actor_len);
+
+        for (j = 0; !dup && j < k; j++) {
+            dup = ngx_http_ha_optout_approval_same(f->approver[i],
+                                                   f->approver_len[i],
+                                                   f->approver[j],
+                                                   f->approver_len[j]);
+        }
+
+        if (dup) {
+            who.data = buf;
+            who.len = ngx_http_ha_optout_escape(buf, sizeof(buf),
+                                                f->approver[i],
+                                                f->approver_len[i])
+                      - buf;
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ha_optout: state file: approval %016xL of \"%V\": "
+                          "approved_by \"%V\" dropped: the requester or a "
+                          "repeat", a->id, &upstream, &who);
+            continue;
+        }
+
+        if (k != i) {
+            f->approver_len[k] = f->approver_len[i];
+            ngx_memcpy(f->approver[k], f->approver[i], f->approver_len[i]);
+        }
+
+        k++;
+    }
+
+    f->approvers = (uint16_t) k;
+
+    if (a->expires_at > now + attl) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: state file: approval %016xL of \"%V\" "
+                      "expires within approval_ttl of now, not later",
+                      a->id, &upstream);
+        a->expires_at = now + attl;
+    }
+}
+
+
+/*
  * One approval read from the state file at start: back into the zone, or
  * audited as expired.  NGX_DECLINED: there was no room for it.
  * "locked": called with the zone's mutex held (before "restored" is set,
@@ -1358,6 +1549,8 @@ ngx_http_ha_optout_approval_restore(ngx_http_ha_optout_main_conf_t *hmcf,
                                  NULL, &none);
         return NGX_OK;
     }
+
+    ngx_http_ha_optout_approval_sanitize(hmcf, a, now, log);
 
     if (!locked) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
