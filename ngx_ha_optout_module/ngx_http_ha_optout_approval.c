@@ -14,6 +14,11 @@
 #include <jansson.h>
 
 
+#if (NGX_HA_OPTOUT_APPROVALS_MAX != 32)
+#error "the ZoneFull message of approval_request() names 32"
+#endif
+
+
 #define NGX_HA_OPTOUT_APPROVAL_PUT    1
 #define NGX_HA_OPTOUT_APPROVAL_PATCH  2
 
@@ -599,8 +604,10 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
     if (slot == NULL) {
         status = NGX_HTTP_INSUFFICIENT_STORAGE;
         ecode = "ZoneFull";
-        text = "the table of pending approvals is full; approve, reject or "
-               "let some expire";
+        text = "the table of pending approvals is full (32 per zone, "
+               "whatever its size): approve or reject one (GET v1/approvals "
+               "lists them, DELETE v1/approvals/{id} rejects) or wait for "
+               "one to expire; restoring HA needs no room";
 
     } else if (hlcf->replay) {
         rc = ngx_http_ha_optout_replay_check_locked(&claims->jti,

@@ -334,6 +334,8 @@ for (1 .. 40) {
 }
 ok($full, "the approvals table is full after $n requests: 507");
 is($full && $full->{json}{error}{code}, 'ZoneFull', '507: ZoneFull');
+like($full && $full->{json}{error}{message}, qr/32 per zone.*GET v1\/approvals/,
+     '507: says how many and how to make room');
 is($t->api('DELETE', 'v1/flags/pay', as('alice'))->{status}, 200,
    'a full table never blocks DELETE (restoring HA)');
 for my $x (@{ pending()->{json}{approvals} }) {
