@@ -460,7 +460,8 @@ extern const char  *ngx_http_ha_optout_auth_reasons[];
 extern const char  *ngx_http_ha_optout_actions[];
 
 /*
- * balancer.c: the resolve cache.  Per worker and upstream, the servers
+ * peer.c: the resolve cache, shared by balancer.c and the stream twin.
+ * Per worker and upstream, the servers
  * (http or stream round-robin peers) by name and by server-line text, made
  * once per peer list and re-made when the list changed, so that a pin or a
  * sticky binding finds its server in O(1) of the upstream's size.
