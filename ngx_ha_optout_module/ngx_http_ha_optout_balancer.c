@@ -241,7 +241,6 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     u_char                          server[NGX_HA_OPTOUT_NAME_LEN];
     ngx_int_t                       rc;
     ngx_str_t                       key;
-    ngx_http_upstream_rr_peer_t    *peer;
 
     if (bp->decision->pin) {
         rc = ngx_http_ha_optout_select(pc, bp, bp->decision->pin_name.data,
@@ -297,14 +296,8 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     if (bp->decision->no_failover && bp->rrp->peers != bp->primary) {
         /* no new switch to backup servers while failover is off */
 
-        peer = bp->rrp->current;
-
-        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                      "ha_optout: upstream \"%V\" would have failed over to "
-                      "backup %V (failover off)", &bp->hscf->name,
-                      &peer->name);
-
-        ngx_http_ha_optout_count_server(bp->hscf->rec, &peer->name, 0);
+        ngx_http_ha_optout_held_backup(pc->log, bp->hscf,
+                                       &bp->rrp->current->name);
 
         ngx_http_upstream_free_round_robin_peer(pc, bp->rrp, 0);
         pc->sockaddr = NULL;
@@ -352,12 +345,8 @@ ngx_http_ha_optout_sticky_lookup(ngx_http_ha_optout_peer_data_t *bp,
         return 0;
     }
 
-    if (key->len > NGX_HA_OPTOUT_STICKY_KEY) {
-        key->len = NGX_HA_OPTOUT_STICKY_KEY;
-    }
-
-    return ngx_http_ha_optout_sticky_get(hscf->rec, bp->decision->ident, key,
-                                         server);
+    return ngx_http_ha_optout_sticky_bound(hscf->rec, bp->decision->ident,
+                                           key, server);
 }
 
 
@@ -375,13 +364,8 @@ ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
         && ((state & NGX_PEER_FAILED)
             || ngx_http_ha_optout_would_retry(bp->request)))
     {
-        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                      "ha_optout: upstream \"%V\" would have failed over "
-                      "from %V (%s)", &bp->hscf->name, pc->name,
-                      d->pin ? "pinned" : d->no_failover ? "failover off"
-                                                         : "sticky");
-
-        ngx_http_ha_optout_count_server(bp->hscf->rec, pc->name, 0);
+        ngx_http_ha_optout_held_retry(pc->log, bp->hscf, pc->name, d->pin,
+                                      d->no_failover);
     }
 
     /*
@@ -472,7 +456,7 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want)
 {
-    ngx_uint_t                      n, i, down;
+    ngx_uint_t                      i, down;
     ngx_http_upstream_rr_peer_t    *peer;
     ngx_http_upstream_rr_peers_t   *list;
 
@@ -518,11 +502,8 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
                     continue;
                 }
 
-            } else if (!((peer->name.len == len
-                          && ngx_strncmp(peer->name.data, name, len) == 0)
-                         || (peer->server.len == len
-                             && ngx_strncmp(peer->server.data, name, len)
-                                == 0)))
+            } else if (!ngx_http_ha_optout_named(&peer->name, &peer->server,
+                                                 name, len))
             {
                 continue;
             }
@@ -533,8 +514,7 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
                 break;
             }
 
-            n = i / (8 * sizeof(uintptr_t));
-            bp->rrp->tried[n] |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+            ngx_http_ha_optout_tried(bp->rrp->tried, i);
 
             bp->rrp->peers = list;
             bp->rrp->current = peer;
@@ -759,15 +739,8 @@ ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
                     continue;
                 }
 
-                if (down) {
-                    *down = peer->down;
-                }
-
-                if (backup) {
-                    *backup = j;
-                }
-
-                rc = peer->down ? NGX_BUSY : NGX_OK;
+                rc = ngx_http_ha_optout_peer_found(peer->down, j, down,
+                                                   backup);
 
                 ngx_http_upstream_rr_peers_unlock(list);
 
@@ -785,21 +758,12 @@ ngx_http_ha_optout_find_peer(ngx_http_upstream_srv_conf_t *uscf,
     for (i = 0; i < uscf->servers->nelts; i++) {
 
         for (j = 0; j < server[i].naddrs; j++) {
-            if ((server[i].name.len == len
-                 && ngx_strncmp(server[i].name.data, name, len) == 0)
-                || (server[i].addrs[j].name.len == len
-                    && ngx_strncmp(server[i].addrs[j].name.data, name, len)
-                       == 0))
+            if (ngx_http_ha_optout_named(&server[i].name,
+                                         &server[i].addrs[j].name, name, len))
             {
-                if (down) {
-                    *down = server[i].down;
-                }
-
-                if (backup) {
-                    *backup = server[i].backup;
-                }
-
-                return server[i].down ? NGX_BUSY : NGX_OK;
+                return ngx_http_ha_optout_peer_found(server[i].down,
+                                                     server[i].backup,
+                                                     down, backup);
             }
         }
     }

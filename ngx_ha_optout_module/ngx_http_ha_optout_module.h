@@ -497,6 +497,76 @@ ngx_http_ha_optout_slot_t *ngx_http_ha_optout_cache_find(
 void ngx_http_ha_optout_cache_drop(ngx_http_ha_optout_srv_conf_t *hscf);
 void ngx_http_ha_optout_count_pinned(ngx_http_ha_optout_rec_t *rec,
     ngx_str_t *name, ngx_http_ha_optout_slot_t *slot, void *peer);
+void ngx_http_ha_optout_held_retry(ngx_log_t *log,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *name, ngx_uint_t pin,
+    ngx_uint_t no_failover);
+void ngx_http_ha_optout_held_backup(ngx_log_t *log,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *name);
+
+
+/*
+ * peer.c's steps both balancers inline on the request path: they read
+ * strings and bits, never a round-robin peer (whose types differ)
+ */
+
+/* the name is one of a server's two (its address, its server-line text) */
+
+static ngx_inline ngx_uint_t
+ngx_http_ha_optout_named(ngx_str_t *a, ngx_str_t *b, u_char *name,
+    size_t len)
+{
+    return (a->len == len && ngx_strncmp(a->data, name, len) == 0)
+           || (b->len == len && ngx_strncmp(b->data, name, len) == 0);
+}
+
+
+/* the peer at index i of its list is tried, as round robin marks it */
+
+static ngx_inline void
+ngx_http_ha_optout_tried(uintptr_t *tried, ngx_uint_t i)
+{
+    ngx_uint_t  n;
+
+    n = i / (8 * sizeof(uintptr_t));
+    tried[n] |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+}
+
+
+/*
+ * The server a sticky client's key is bound to: its name's length into
+ * server (0: not bound).  The key is cut to what the table keeps, which
+ * sticky_set() then stores.
+ */
+
+static ngx_inline size_t
+ngx_http_ha_optout_sticky_bound(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, u_char *server)
+{
+    if (key->len > NGX_HA_OPTOUT_STICKY_KEY) {
+        key->len = NGX_HA_OPTOUT_STICKY_KEY;
+    }
+
+    return ngx_http_ha_optout_sticky_get(rec, ident, key, server);
+}
+
+
+/* find_peer's answer for the server it found: NGX_OK, or NGX_BUSY if down */
+
+static ngx_inline ngx_int_t
+ngx_http_ha_optout_peer_found(ngx_uint_t is_down, ngx_uint_t is_backup,
+    ngx_uint_t *down, ngx_uint_t *backup)
+{
+    if (down) {
+        *down = is_down;
+    }
+
+    if (backup) {
+        *backup = is_backup;
+    }
+
+    return is_down ? NGX_BUSY : NGX_OK;
+}
+
 
 /* balancer.c */
 char *ngx_http_ha_optout_wrap(ngx_conf_t *cf,

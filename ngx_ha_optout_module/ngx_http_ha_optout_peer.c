@@ -5,7 +5,10 @@
  * peer types (ngx_http_upstream_rr_peer_t and ngx_stream_upstream_rr_peer_t
  * differ in layout: sid, ssl_session and the least_time fields sit at
  * other offsets, and each side has its own zone build flag): the resolve
- * cache (a server by name in O(1)) and a pinned request's counters.  The
+ * cache (a server by name in O(1)), a pinned request's counters and the
+ * lines of a failover held back; the steps both inline on the request
+ * path (a name's match, the tried bit, the sticky lookup) are static
+ * inline in ngx_http_ha_optout_module.h.  The
  * walks over the peer lists stay twinned in balancer.c and the stream
  * module, as nginx's own http and stream upstream modules are.
  */
@@ -303,4 +306,39 @@ ngx_http_ha_optout_count_pinned(ngx_http_ha_optout_rec_t *rec,
     if (st) {
         (void) ngx_atomic_fetch_add(&st->pinned, 1);
     }
+}
+
+
+/*
+ * A failover a pin, failover off or sticky held back (a failed server
+ * that nginx would have retried elsewhere): said, and counted on the
+ * server
+ */
+
+void
+ngx_http_ha_optout_held_retry(ngx_log_t *log,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *name, ngx_uint_t pin,
+    ngx_uint_t no_failover)
+{
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "ha_optout: upstream \"%V\" would have failed over "
+                  "from %V (%s)", &hscf->name, name,
+                  pin ? "pinned" : no_failover ? "failover off"
+                                               : "sticky");
+
+    ngx_http_ha_optout_count_server(hscf->rec, name, 0);
+}
+
+
+/* round robin's switch to a backup server, refused while failover is off */
+
+void
+ngx_http_ha_optout_held_backup(ngx_log_t *log,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *name)
+{
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "ha_optout: upstream \"%V\" would have failed over to "
+                  "backup %V (failover off)", &hscf->name, name);
+
+    ngx_http_ha_optout_count_server(hscf->rec, name, 0);
 }

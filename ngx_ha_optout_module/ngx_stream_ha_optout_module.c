@@ -600,7 +600,6 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_int_t                           rc;
     ngx_str_t                           key;
     ngx_stream_session_t               *s;
-    ngx_stream_upstream_rr_peer_t      *peer;
     ngx_stream_ha_optout_srv_conf_t    *scf;
 
     if (bp->pin) {
@@ -638,17 +637,13 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
             key = s->connection->addr_text;
         }
 
-        if (key.len > NGX_HA_OPTOUT_STICKY_KEY) {
-            key.len = NGX_HA_OPTOUT_STICKY_KEY;
-        }
-
         if (key.len == 0) {
             /* no key, nothing to keep: balanced, without failover */
             bp->sticky = 0;
 
         } else {
-            len = ngx_http_ha_optout_sticky_get(scf->hscf->rec, bp->ident,
-                                                &key, server);
+            len = ngx_http_ha_optout_sticky_bound(scf->hscf->rec, bp->ident,
+                                                  &key, server);
             if (len) {
                 rc = ngx_stream_ha_optout_select(pc, bp, server, len, NULL);
                 if (rc == NGX_OK) {
@@ -666,14 +661,8 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     }
 
     if (bp->no_failover && bp->rrp->peers != bp->primary) {
-        peer = bp->rrp->current;
-
-        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                      "ha_optout: upstream \"%V\" would have failed over to "
-                      "backup %V (failover off)", &bp->scf->hscf->name,
-                      &peer->name);
-
-        ngx_http_ha_optout_count_server(bp->scf->hscf->rec, &peer->name, 0);
+        ngx_http_ha_optout_held_backup(pc->log, bp->scf->hscf,
+                                       &bp->rrp->current->name);
 
         ngx_stream_upstream_free_round_robin_peer(pc, bp->rrp, 0);
         pc->sockaddr = NULL;
@@ -700,13 +689,8 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
     if ((state & NGX_PEER_FAILED) && bp->tries > 1 && !pc->cached) {
-        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                      "ha_optout: upstream \"%V\" would have failed over "
-                      "from %V (%s)", &bp->scf->hscf->name, pc->name,
-                      bp->pin ? "pinned" : bp->no_failover ? "failover off"
-                                                           : "sticky");
-
-        ngx_http_ha_optout_count_server(bp->scf->hscf->rec, pc->name, 0);
+        ngx_http_ha_optout_held_retry(pc->log, bp->scf->hscf, pc->name,
+                                      bp->pin, bp->no_failover);
     }
 
     if (bp->pin || bp->no_failover) {
@@ -745,7 +729,7 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_stream_upstream_rr_peer_t *want)
 {
-    ngx_uint_t                       n, i;
+    ngx_uint_t                       i;
     ngx_stream_upstream_rr_peer_t   *peer;
     ngx_stream_upstream_rr_peers_t  *list;
 
@@ -786,11 +770,8 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
                     continue;
                 }
 
-            } else if (!((peer->name.len == len
-                          && ngx_strncmp(peer->name.data, name, len) == 0)
-                         || (peer->server.len == len
-                             && ngx_strncmp(peer->server.data, name, len)
-                                == 0)))
+            } else if (!ngx_http_ha_optout_named(&peer->name, &peer->server,
+                                                 name, len))
             {
                 continue;
             }
@@ -801,8 +782,7 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
                 break;
             }
 
-            n = i / (8 * sizeof(uintptr_t));
-            bp->rrp->tried[n] |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+            ngx_http_ha_optout_tried(bp->rrp->tried, i);
 
             bp->rrp->peers = list;
             bp->rrp->current = peer;
@@ -1001,15 +981,8 @@ ngx_stream_ha_optout_find_peer(void *conf, u_char *name, size_t len,
                     continue;
                 }
 
-                if (down) {
-                    *down = peer->down;
-                }
-
-                if (backup) {
-                    *backup = j;
-                }
-
-                rc = peer->down ? NGX_BUSY : NGX_OK;
+                rc = ngx_http_ha_optout_peer_found(peer->down, j, down,
+                                                   backup);
 
                 ngx_stream_upstream_rr_peers_unlock(list);
 
@@ -1026,21 +999,12 @@ ngx_stream_ha_optout_find_peer(void *conf, u_char *name, size_t len,
 
     for (i = 0; i < scf->uscf->servers->nelts; i++) {
         for (j = 0; j < server[i].naddrs; j++) {
-            if ((server[i].name.len == len
-                 && ngx_strncmp(server[i].name.data, name, len) == 0)
-                || (server[i].addrs[j].name.len == len
-                    && ngx_strncmp(server[i].addrs[j].name.data, name, len)
-                       == 0))
+            if (ngx_http_ha_optout_named(&server[i].name,
+                                         &server[i].addrs[j].name, name, len))
             {
-                if (down) {
-                    *down = server[i].down;
-                }
-
-                if (backup) {
-                    *backup = server[i].backup;
-                }
-
-                return server[i].down ? NGX_BUSY : NGX_OK;
+                return ngx_http_ha_optout_peer_found(server[i].down,
+                                                     server[i].backup,
+                                                     down, backup);
             }
         }
     }
