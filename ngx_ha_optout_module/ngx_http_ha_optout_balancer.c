@@ -63,16 +63,24 @@ static ngx_int_t ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
+static void ngx_http_ha_optout_wrap_request(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_decision_t *d,
+    ngx_http_ha_optout_peer_data_t *bp);
 static size_t ngx_http_ha_optout_sticky_lookup(
     ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key, u_char *server);
 static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
+static ngx_int_t ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key);
 static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_uint_t ngx_http_ha_optout_would_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want);
+static void ngx_http_ha_optout_take(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_http_upstream_rr_peers_t *list,
+    ngx_http_upstream_rr_peer_t *peer, ngx_uint_t i);
 static ngx_int_t ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp,
     u_char *name, size_t len, ngx_http_upstream_rr_peers_t **listp,
     ngx_http_upstream_rr_peer_t **peerp, ngx_uint_t *ip);
@@ -203,6 +211,21 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
         }
     }
 
+    ngx_http_ha_optout_wrap_request(r, hscf, d, bp);
+
+    return NGX_OK;
+}
+
+
+/* the request's peer hooks wrapped: round robin's data behind ours */
+
+static ngx_inline void
+ngx_http_ha_optout_wrap_request(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_decision_t *d,
+    ngx_http_ha_optout_peer_data_t *bp)
+{
+    ngx_http_upstream_t  *u = r->upstream;
+
     /* every field is set here: no zeroing on the request path */
 
     bp->selected = NULL;
@@ -227,8 +250,6 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     u->peer.set_session = ngx_http_ha_optout_set_session;
     u->peer.save_session = ngx_http_ha_optout_save_session;
 #endif
-
-    return NGX_OK;
 }
 
 
@@ -287,33 +308,7 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
         /* the server left the configuration: balance and bind anew */
     }
 
-    rc = bp->original_get_peer(pc, bp->rrp);
-
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    if (bp->decision->no_failover && bp->rrp->peers != bp->primary) {
-        /* no new switch to backup servers while failover is off */
-
-        ngx_http_ha_optout_held_backup(pc->log, bp->hscf,
-                                       &bp->rrp->current->name);
-
-        ngx_http_upstream_free_round_robin_peer(pc, bp->rrp, 0);
-        pc->sockaddr = NULL;
-        pc->tries = 0;
-
-        return NGX_BUSY;
-    }
-
-    bp->selected = bp->rrp->current;
-
-    if (bp->decision->sticky) {
-        ngx_http_ha_optout_sticky_set(bp->hscf->rec, bp->decision->ident,
-                                      &key, pc->name);
-    }
-
-    return NGX_OK;
+    return ngx_http_ha_optout_get_balanced(pc, bp, &key);
 }
 
 
@@ -347,6 +342,47 @@ ngx_http_ha_optout_sticky_lookup(ngx_http_ha_optout_peer_data_t *bp,
 
     return ngx_http_ha_optout_sticky_bound(hscf->rec, bp->decision->ident,
                                            key, server);
+}
+
+
+/*
+ * Round robin's choice, kept to the primary servers while failover is
+ * off; a sticky client is bound to it
+ */
+
+static ngx_inline ngx_int_t
+ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key)
+{
+    ngx_int_t  rc;
+
+    rc = bp->original_get_peer(pc, bp->rrp);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (bp->decision->no_failover && bp->rrp->peers != bp->primary) {
+        /* no new switch to backup servers while failover is off */
+
+        ngx_http_ha_optout_held_backup(pc->log, bp->hscf,
+                                       &bp->rrp->current->name);
+
+        ngx_http_upstream_free_round_robin_peer(pc, bp->rrp, 0);
+        pc->sockaddr = NULL;
+        pc->tries = 0;
+
+        return NGX_BUSY;
+    }
+
+    bp->selected = bp->rrp->current;
+
+    if (bp->decision->sticky) {
+        ngx_http_ha_optout_sticky_set(bp->hscf->rec, bp->decision->ident,
+                                      key, pc->name);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -514,27 +550,7 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
                 break;
             }
 
-            ngx_http_ha_optout_tried(bp->rrp->tried, i);
-
-            bp->rrp->peers = list;
-            bp->rrp->current = peer;
-
-            pc->sockaddr = peer->sockaddr;
-            pc->socklen = peer->socklen;
-            pc->name = &peer->name;
-
-#if (NGX_HTTP_UPSTREAM_SID)
-            /* what nginx's sticky learns the session's server from */
-            pc->sid = &peer->sid;
-#endif
-
-            peer->conns++;
-
-#if (NGX_HA_OPTOUT_HTTP_REFS)
-            ngx_http_upstream_rr_peer_ref(list, peer);
-#endif
-
-            ngx_http_upstream_rr_peers_unlock(list);
+            ngx_http_ha_optout_take(pc, bp, list, peer, i);
 
             return NGX_OK;
         }
@@ -549,6 +565,37 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     pc->name = bp->primary->name;
 
     return NGX_BUSY;
+}
+
+
+/* the server chosen, taken as round robin takes it; its list unlocked */
+
+static ngx_inline void
+ngx_http_ha_optout_take(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_http_upstream_rr_peers_t *list,
+    ngx_http_upstream_rr_peer_t *peer, ngx_uint_t i)
+{
+    ngx_http_ha_optout_tried(bp->rrp->tried, i);
+
+    bp->rrp->peers = list;
+    bp->rrp->current = peer;
+
+    pc->sockaddr = peer->sockaddr;
+    pc->socklen = peer->socklen;
+    pc->name = &peer->name;
+
+#if (NGX_HTTP_UPSTREAM_SID)
+    /* what nginx's sticky learns the session's server from */
+    pc->sid = &peer->sid;
+#endif
+
+    peer->conns++;
+
+#if (NGX_HA_OPTOUT_HTTP_REFS)
+    ngx_http_upstream_rr_peer_ref(list, peer);
+#endif
+
+    ngx_http_upstream_rr_peers_unlock(list);
 }
 
 
