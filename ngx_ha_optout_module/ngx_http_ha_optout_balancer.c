@@ -3,6 +3,9 @@
  * ngx_ha_optout_module: the upstream peer wrap (model: the keepalive
  * module).  Save the original hooks, wrap, delegate; act only while a flag
  * is set.  The request path reads top to bottom: init_peer -> get -> free.
+ * The stream twin (ngx_stream_ha_optout_module.c) has its own copy of the
+ * wrap over nginx's stream round-robin peers, a type of their own (see
+ * there why); what touches no peer type, both call in peer.c.
  */
 
 

@@ -6,6 +6,18 @@
  * with "ha_optout" is registered there as "stream:NAME", so it cannot
  * collide with an http upstream.  Load it after ngx_http_ha_optout_module
  * and ngx_stream_module.
+ *
+ * What does not touch a server type lives once on the http side and is
+ * called from here: the flag lookup (store.c), the sticky table (store.c),
+ * the resolve cache, the counters and the held-failover lines (peer.c),
+ * the name match and tried bit (ngx_http_ha_optout_module.h).  The peer
+ * wrap itself (init_peer -> get -> free, select, resolve, find_peer) is
+ * twinned with balancer.c, as nginx twins its http and stream upstream
+ * modules: ngx_stream_upstream_rr_peer_t is not the http peer type (sid,
+ * ssl_session and the least_time fields move the later members), the
+ * round-robin hooks and lock macros are per side, and the stream zone has
+ * its own build flag, so one body over both would need casts or macros
+ * where nginx's own code keeps two readable copies.
  */
 
 
@@ -95,14 +107,28 @@ static void *ngx_stream_ha_optout_create_main_conf(ngx_conf_t *cf);
 static void *ngx_stream_ha_optout_create_srv_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_stream_ha_optout_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_stream_ha_optout_register(ngx_cycle_t *cycle,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_stream_ha_optout_main_conf_t *smcf,
+    ngx_stream_ha_optout_srv_conf_t *scf, ngx_uint_t held);
+static void ngx_stream_ha_optout_zone_small(ngx_cycle_t *cycle,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_stream_ha_optout_main_conf_t *smcf, ngx_str_t *name, ngx_uint_t held);
 static char *ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_stream_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_stream_upstream_srv_conf_t *us);
 static ngx_int_t ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     ngx_stream_upstream_srv_conf_t *us);
+static void ngx_stream_ha_optout_wrap_session(ngx_stream_session_t *s,
+    ngx_stream_ha_optout_srv_conf_t *scf, ngx_http_ha_optout_flag_t *flag,
+    ngx_stream_ha_optout_peer_data_t *bp);
 static ngx_int_t ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
+static size_t ngx_stream_ha_optout_sticky_lookup(
+    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key, u_char *server);
+static ngx_int_t ngx_stream_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key);
 static void ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static void ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc,
@@ -110,6 +136,10 @@ static void ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc,
 static ngx_int_t ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_stream_upstream_rr_peer_t *want);
+static void ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peers_t *list, ngx_stream_upstream_rr_peer_t *peer,
+    ngx_uint_t i);
 static ngx_int_t ngx_stream_ha_optout_resolve(
     ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_stream_upstream_rr_peers_t **listp,
@@ -365,11 +395,8 @@ ngx_stream_ha_optout_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
 {
-    u_char                            *p;
-    ngx_str_t                          name;
-    ngx_uint_t                         i, j, k, held;
-    ngx_stream_upstream_server_t      *server;
-    ngx_http_ha_optout_srv_conf_t     *hscf, **slot;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i, held;
     ngx_stream_ha_optout_srv_conf_t  **scfp;
     ngx_http_ha_optout_main_conf_t    *hmcf;
     ngx_stream_ha_optout_main_conf_t  *smcf;
@@ -402,72 +429,114 @@ ngx_stream_ha_optout_init_module(ngx_cycle_t *cycle)
 
     for (i = 0; i < smcf->upstreams.nelts; i++) {
 
-        name.len = sizeof("stream:") - 1 + scfp[i]->uscf->host.len;
-        name.data = ngx_pnalloc(cycle->pool, name.len);
-        hscf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_ha_optout_srv_conf_t));
-        if (name.data == NULL || hscf == NULL) {
+        rc = ngx_stream_ha_optout_register(cycle, hmcf, smcf, scfp[i], held);
+
+        if (rc == NGX_ERROR) {
+            /* out of memory: the rest stay highly available */
             return NGX_OK;
         }
 
-        p = ngx_cpymem(name.data, "stream:", sizeof("stream:") - 1);
-        ngx_memcpy(p, scfp[i]->uscf->host.data, scfp[i]->uscf->host.len);
-
-        hscf->enabled = 1;
-        hscf->wrapped = 1;
-        hscf->name = name;
-        hscf->conf_file = scfp[i]->file;
-        hscf->conf_line = scfp[i]->line;
-        hscf->generation = (ngx_atomic_uint_t) -1;
-        hscf->stream_conf = scfp[i];
-        hscf->find_peer = ngx_stream_ha_optout_find_peer;
-        hscf->peer_views = ngx_stream_ha_optout_peer_views;
-
-        hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
-        if (hscf->rec == NULL) {
-            size_t  need;
-
-            need = ngx_http_ha_optout_zone_need(hmcf->shm_zone->shm.size,
-                                                smcf->upstreams.nelts - held);
-
-            ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
-                          "ha_optout: zone \"%V\" is too small for stream "
-                          "upstream \"%V\", which ignores opt-outs: its "
-                          "%uzk hold the http upstreams and %ui of the %ui "
-                          "stream ones (an upstream takes %uzk); they need "
-                          "at least \"ha_optout_zone %V %uzk;\", better "
-                          "%uzk (room for tokens' jtis and audit lines)",
-                          &hmcf->shm_zone->shm.name, &name,
-                          hmcf->shm_zone->shm.size / 1024, held,
-                          smcf->upstreams.nelts,
-                          ngx_http_ha_optout_rec_size() / 1024,
-                          &hmcf->shm_zone->shm.name, need / 1024,
-                          ngx_http_ha_optout_zone_advice(need) / 1024);
-            continue;
+        if (rc == NGX_OK) {
+            held++;
         }
-
-        held++;
-
-        if (scfp[i]->uscf->servers) {
-            server = scfp[i]->uscf->servers->elts;
-
-            for (j = 0; j < scfp[i]->uscf->servers->nelts; j++) {
-                for (k = 0; k < server[j].naddrs; k++) {
-                    ngx_http_ha_optout_rec_add_server(hscf->rec,
-                                                  &server[j].addrs[k].name);
-                }
-            }
-        }
-
-        slot = ngx_array_push(&hmcf->upstreams);
-        if (slot == NULL) {
-            return NGX_OK;
-        }
-
-        *slot = hscf;
-        scfp[i]->hscf = hscf;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * One stream upstream registered as "stream:NAME" with its record in the
+ * zone: NGX_OK, NGX_DECLINED (the zone has no room for it: said, and it
+ * ignores opt-outs), NGX_ERROR (no memory)
+ */
+
+static ngx_int_t
+ngx_stream_ha_optout_register(ngx_cycle_t *cycle,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_stream_ha_optout_main_conf_t *smcf,
+    ngx_stream_ha_optout_srv_conf_t *scf, ngx_uint_t held)
+{
+    u_char                         *p;
+    ngx_str_t                       name;
+    ngx_uint_t                      j, k;
+    ngx_stream_upstream_server_t   *server;
+    ngx_http_ha_optout_srv_conf_t  *hscf, **slot;
+
+    name.len = sizeof("stream:") - 1 + scf->uscf->host.len;
+    name.data = ngx_pnalloc(cycle->pool, name.len);
+    hscf = ngx_pcalloc(cycle->pool, sizeof(ngx_http_ha_optout_srv_conf_t));
+    if (name.data == NULL || hscf == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(name.data, "stream:", sizeof("stream:") - 1);
+    ngx_memcpy(p, scf->uscf->host.data, scf->uscf->host.len);
+
+    hscf->enabled = 1;
+    hscf->wrapped = 1;
+    hscf->name = name;
+    hscf->conf_file = scf->file;
+    hscf->conf_line = scf->line;
+    hscf->generation = (ngx_atomic_uint_t) -1;
+    hscf->stream_conf = scf;
+    hscf->find_peer = ngx_stream_ha_optout_find_peer;
+    hscf->peer_views = ngx_stream_ha_optout_peer_views;
+
+    hscf->rec = ngx_http_ha_optout_rec_attach(hmcf->shm_zone, &name);
+    if (hscf->rec == NULL) {
+        ngx_stream_ha_optout_zone_small(cycle, hmcf, smcf, &name, held);
+        return NGX_DECLINED;
+    }
+
+    if (scf->uscf->servers) {
+        server = scf->uscf->servers->elts;
+
+        for (j = 0; j < scf->uscf->servers->nelts; j++) {
+            for (k = 0; k < server[j].naddrs; k++) {
+                ngx_http_ha_optout_rec_add_server(hscf->rec,
+                                                  &server[j].addrs[k].name);
+            }
+        }
+    }
+
+    slot = ngx_array_push(&hmcf->upstreams);
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    *slot = hscf;
+    scf->hscf = hscf;
+
+    return NGX_OK;
+}
+
+
+/* the zone has no room for a stream upstream: what it takes, said */
+
+static void
+ngx_stream_ha_optout_zone_small(ngx_cycle_t *cycle,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_stream_ha_optout_main_conf_t *smcf, ngx_str_t *name, ngx_uint_t held)
+{
+    size_t  need;
+
+    need = ngx_http_ha_optout_zone_need(hmcf->shm_zone->shm.size,
+                                        smcf->upstreams.nelts - held);
+
+    ngx_log_error(NGX_LOG_EMERG, cycle->log, 0,
+                  "ha_optout: zone \"%V\" is too small for stream "
+                  "upstream \"%V\", which ignores opt-outs: its "
+                  "%uzk hold the http upstreams and %ui of the %ui "
+                  "stream ones (an upstream takes %uzk); they need "
+                  "at least \"ha_optout_zone %V %uzk;\", better "
+                  "%uzk (room for tokens' jtis and audit lines)",
+                  &hmcf->shm_zone->shm.name, name,
+                  hmcf->shm_zone->shm.size / 1024, held,
+                  smcf->upstreams.nelts,
+                  ngx_http_ha_optout_rec_size() / 1024,
+                  &hmcf->shm_zone->shm.name, need / 1024,
+                  ngx_http_ha_optout_zone_advice(need) / 1024);
 }
 
 
@@ -552,6 +621,21 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
         }
     }
 
+    ngx_stream_ha_optout_wrap_session(s, scf, flag, bp);
+
+    return NGX_OK;
+}
+
+
+/* the session's peer hooks wrapped: round robin's data behind ours */
+
+static ngx_inline void
+ngx_stream_ha_optout_wrap_session(ngx_stream_session_t *s,
+    ngx_stream_ha_optout_srv_conf_t *scf, ngx_http_ha_optout_flag_t *flag,
+    ngx_stream_ha_optout_peer_data_t *bp)
+{
+    ngx_stream_upstream_t  *u = s->upstream;
+
     /* every field is set here: no zeroing, no copy of the whole flag */
 
     bp->scf = scf;
@@ -585,8 +669,6 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     u->peer.set_session = ngx_stream_ha_optout_set_session;
     u->peer.save_session = ngx_stream_ha_optout_save_session;
 #endif
-
-    return NGX_OK;
 }
 
 
@@ -599,8 +681,6 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
     u_char                              server[NGX_HA_OPTOUT_NAME_LEN];
     ngx_int_t                           rc;
     ngx_str_t                           key;
-    ngx_stream_session_t               *s;
-    ngx_stream_ha_optout_srv_conf_t    *scf;
 
     if (bp->pin) {
         rc = ngx_stream_ha_optout_select(pc, bp, bp->pin_name, bp->pin_len,
@@ -617,42 +697,66 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     key.len = 0;
 
-    if (bp->sticky) {
-        /*
-         * the client's key and its binding, here rather than in init_peer:
-         * the one get of the session follows it in the same call
-         */
+    len = bp->sticky ? ngx_stream_ha_optout_sticky_lookup(bp, &key, server)
+                     : 0;
 
-        scf = bp->scf;
-        s = bp->session;
+    if (len == (size_t) NGX_ERROR) {
+        return NGX_ERROR;
+    }
 
-        if (scf->sticky_key) {
-            if (ngx_stream_complex_value(s, scf->sticky_key, &key)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else {
-            key = s->connection->addr_text;
-        }
-
-        if (key.len == 0) {
-            /* no key, nothing to keep: balanced, without failover */
-            bp->sticky = 0;
-
-        } else {
-            len = ngx_http_ha_optout_sticky_bound(scf->hscf->rec, bp->ident,
-                                                  &key, server);
-            if (len) {
-                rc = ngx_stream_ha_optout_select(pc, bp, server, len, NULL);
-                if (rc == NGX_OK) {
-                    bp->selected = bp->rrp->current;
-                    return NGX_OK;
-                }
-            }
+    if (len) {
+        rc = ngx_stream_ha_optout_select(pc, bp, server, len, NULL);
+        if (rc == NGX_OK) {
+            bp->selected = bp->rrp->current;
+            return NGX_OK;
         }
     }
+
+    return ngx_stream_ha_optout_get_balanced(pc, bp, &key);
+}
+
+
+/*
+ * The client's key and its binding, here rather than in init_peer: the
+ * one get of the session follows it in the same call.  As the http
+ * twin's: the bound server's name length into server (0: not bound, or
+ * no key, which then is balanced without failover), NGX_ERROR
+ */
+
+static ngx_inline size_t
+ngx_stream_ha_optout_sticky_lookup(ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_str_t *key, u_char *server)
+{
+    ngx_stream_session_t             *s = bp->session;
+    ngx_stream_ha_optout_srv_conf_t  *scf = bp->scf;
+
+    if (scf->sticky_key) {
+        if (ngx_stream_complex_value(s, scf->sticky_key, key) != NGX_OK) {
+            return (size_t) NGX_ERROR;
+        }
+
+    } else {
+        *key = s->connection->addr_text;
+    }
+
+    if (key->len == 0) {
+        /* no key, nothing to keep: balanced, without failover */
+        bp->sticky = 0;
+        return 0;
+    }
+
+    return ngx_http_ha_optout_sticky_bound(scf->hscf->rec, bp->ident, key,
+                                           server);
+}
+
+
+/* round robin's choice, kept to the primary servers while failover is off */
+
+static ngx_inline ngx_int_t
+ngx_stream_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key)
+{
+    ngx_int_t  rc;
 
     rc = bp->original_get_peer(pc, bp->rrp);
 
@@ -675,7 +779,7 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 
     if (bp->sticky) {
         ngx_http_ha_optout_sticky_set(bp->scf->hscf->rec,
-                                      bp->ident, &key, pc->name);
+                                      bp->ident, key, pc->name);
     }
 
     return NGX_OK;
@@ -782,23 +886,7 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
                 break;
             }
 
-            ngx_http_ha_optout_tried(bp->rrp->tried, i);
-
-            bp->rrp->peers = list;
-            bp->rrp->current = peer;
-
-            pc->sockaddr = peer->sockaddr;
-            pc->socklen = peer->socklen;
-            pc->name = &peer->name;
-
-            peer->conns++;
-
-#if (NGX_HA_OPTOUT_STREAM_REFS)
-            /* round robin's free drops one */
-            ngx_stream_upstream_rr_peer_ref(list, peer);
-#endif
-
-            ngx_stream_upstream_rr_peers_unlock(list);
+            ngx_stream_ha_optout_take(pc, bp, list, peer, i);
 
             return NGX_OK;
         }
@@ -813,6 +901,34 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
     pc->name = bp->primary->name;
 
     return NGX_BUSY;
+}
+
+
+/* the server chosen, taken as round robin takes it; its list unlocked */
+
+static ngx_inline void
+ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peers_t *list, ngx_stream_upstream_rr_peer_t *peer,
+    ngx_uint_t i)
+{
+    ngx_http_ha_optout_tried(bp->rrp->tried, i);
+
+    bp->rrp->peers = list;
+    bp->rrp->current = peer;
+
+    pc->sockaddr = peer->sockaddr;
+    pc->socklen = peer->socklen;
+    pc->name = &peer->name;
+
+    peer->conns++;
+
+#if (NGX_HA_OPTOUT_STREAM_REFS)
+    /* round robin's free drops one */
+    ngx_stream_upstream_rr_peer_ref(list, peer);
+#endif
+
+    ngx_stream_upstream_rr_peers_unlock(list);
 }
 
 
