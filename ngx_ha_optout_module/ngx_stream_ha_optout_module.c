@@ -18,6 +18,11 @@
  * round-robin hooks and lock macros are per side, and the stream zone has
  * its own build flag, so one body over both would need casts or macros
  * where nginx's own code keeps two readable copies.
+ *
+ * Past 1,000 lines on purpose: it is the whole stream module (directive,
+ * registration with the http side, the peer wrap, the servers for the
+ * admin API and status), one file as each of nginx's stream modules is;
+ * its peer wrap is read side by side with balancer.c's.
  */
 
 
