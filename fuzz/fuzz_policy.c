@@ -1,6 +1,6 @@
 
 /*
- * fuzz_policy: ngx_http_ha_optout_policy_load() (ngx_http_ha_optout_yaml.c),
+ * fuzz_policy: ngx_http_ha_optout_policy_load() (ngx_http_ha_optout_policy.c),
  * the policy file as "ha_optout_policy FILE;" reads it at nginx -t, with a
  * stand-in ngx_conf_t.
  *
@@ -14,6 +14,7 @@
  */
 
 
+#include "ngx_http_ha_optout_policy.c"
 #include "fuzz_yaml.h"
 #include "ngx_stubs.h"
 

@@ -1,6 +1,6 @@
 
 /*
- * fuzz_state: the state file loader of ngx_http_ha_optout_yaml.c,
+ * fuzz_state: the state file loader of ngx_http_ha_optout_state.c,
  * ngx_http_ha_optout_yaml_load() + ngx_http_ha_optout_state_parse(), the
  * part of ngx_http_ha_optout_state_restore() that reads the file (the
  * rest applies the flags to the zone under its mutex).
@@ -15,6 +15,7 @@
  */
 
 
+#include "ngx_http_ha_optout_state.c"
 #include "fuzz_yaml.h"
 
 

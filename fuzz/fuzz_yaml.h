@@ -1,9 +1,12 @@
 
 /*
- * fuzz_policy and fuzz_state compile ngx_http_ha_optout_yaml.c itself
- * (the module's file, not a copy) into the harness, so that its static
- * parsers and types are reachable without changing it; the rest of the
- * module comes from ngx_fuzz_yaml_stubs.c and ngx_http_ha_optout_json.c.
+ * fuzz_policy and fuzz_state compile the file of their parser itself
+ * (ngx_http_ha_optout_policy.c, ngx_http_ha_optout_state.c: the module's
+ * file, not a copy) into the harness, #included before this header, so
+ * that its static parsers and types are reachable without changing it;
+ * they link the libyaml helpers of ngx_http_ha_optout_yaml.c, and the
+ * rest of the module comes from ngx_fuzz_yaml_stubs.c and
+ * ngx_http_ha_optout_json.c.
  *
  * Both parsers read a file by name, as nginx does: each input is written
  * to a per-process file in /dev/shm (or /tmp) first.
@@ -13,7 +16,7 @@
 #define _NGX_HA_OPTOUT_FUZZ_YAML_H_INCLUDED_
 
 
-#include "ngx_http_ha_optout_yaml.c"
+#include "ngx_http_ha_optout_yaml.h"
 #include "fuzz.h"
 
 

@@ -1,8 +1,9 @@
 
 /*
- * Fuzzing support for the targets that compile ngx_http_ha_optout_yaml.c
- * (fuzz_policy, fuzz_state): the rest of the module and of nginx that the
- * file refers to.  The parsers under test reach none of the zone, audit
+ * Fuzzing support for the targets that compile the policy and state file
+ * parsers (fuzz_policy, fuzz_state: ngx_http_ha_optout_policy.c and
+ * ngx_http_ha_optout_state.c, with ngx_http_ha_optout_yaml.c): the rest
+ * of the module and of nginx that those files refer to.  The parsers under test reach none of the zone, audit
  * or upstream functions; those abort if they are ever called, so a harness
  * that strays into them is noticed.
  *

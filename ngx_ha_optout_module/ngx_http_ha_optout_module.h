@@ -210,7 +210,7 @@ typedef struct {
 #define NGX_HA_OPTOUT_WSKIPS         64
 
 typedef struct {
-    uint32_t                    fp;             /* the window, see yaml.c */
+    uint32_t                    fp;             /* the window, policy.c */
     time_t                      start;          /* of the occurrence */
     time_t                      end;            /* kept until then */
 } ngx_http_ha_optout_wskip_t;
@@ -664,15 +664,19 @@ void ngx_http_ha_optout_audit_warn_line(ngx_log_t *log, ngx_uint_t action,
 void ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 
-/* yaml.c */
+/* yaml.c: the libyaml helpers (the rest in ngx_http_ha_optout_yaml.h) */
 ngx_fd_t ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
     ngx_file_info_t *fi, const char **why);
+
+/* state.c: the state file */
 ngx_int_t ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_state_save_restore(
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log);
 void ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+
+/* policy.c: the policy file and its windows */
 char *ngx_http_ha_optout_policy_load(ngx_conf_t *cf,
     ngx_http_ha_optout_main_conf_t *hmcf);
 ngx_int_t ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,

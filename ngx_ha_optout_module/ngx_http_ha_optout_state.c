@@ -1,0 +1,2067 @@
+
+/*
+ * ngx_ha_optout_module: the state file.
+ *
+ * The state file is the API layer of every upstream in the zone (and the
+ * fleet layer, the spent jtis, the window occurrences ended through the
+ * API, the pending approvals and the audit chain's last hash), written
+ * after each change (temp file, fsync, rename; in place when a restore of
+ * HA cannot be saved otherwise) and read once per fresh zone, where each
+ * saved flag is judged against the configuration before it is restored,
+ * and a corrupt file is set aside.  docs/state-and-policy.md describes
+ * the layout.
+ */
+
+
+#include "ngx_http_ha_optout_module.h"
+#include "ngx_http_ha_optout_yaml.h"
+
+#include <openssl/rand.h>
+
+
+#define NGX_HA_OPTOUT_STATE_VERSION  1
+#define NGX_HA_OPTOUT_STATE_JTIS     4096   /* spent jtis kept, at most */
+
+
+/* a flag read from the state file */
+typedef struct {
+    ngx_str_t                        upstream;
+    ngx_http_ha_optout_flag_t        flag;
+    ngx_uint_t                       action;
+    const char                      *why;
+} ngx_http_ha_optout_saved_t;
+
+
+/* a spent jti read from, or written to, the state file */
+typedef struct {
+    ngx_str_t                        jti;
+    time_t                           exp;
+} ngx_http_ha_optout_jti_t;
+
+
+typedef struct {
+    uint64_t                         version_seq;
+    ngx_array_t                      flags;     /* saved_t */
+    ngx_array_t                      jtis;      /* jti_t */
+    ngx_array_t                      approvals; /* approval_t */
+    u_char                           audit_hash[65];    /* "": none */
+    ngx_uint_t                       nwskips;
+    ngx_http_ha_optout_wskip_t       wskips[NGX_HA_OPTOUT_WSKIPS];
+} ngx_http_ha_optout_state_t;
+
+
+static u_char  ngx_http_ha_optout_zero_hash[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+
+/* "approved_by": ["bob", "carol"], the subjects quoted as user text */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_approvers(yaml_emitter_t *e,
+    ngx_http_ha_optout_flag_t *f)
+{
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "approved_by") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
+                                                    YAML_FLOW_SEQUENCE_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < f->approvers && i < NGX_HA_OPTOUT_APPROVERS_MAX; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, f->approver[i],
+                                           f->approver_len[i],
+                                           YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_sequence_end_event_initialize(&ev));
+}
+
+
+/* one flag as a mapping: the same fields as the API's JSON */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
+{
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+            yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                YAML_BLOCK_MAPPING_STYLE))
+        != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "failover", !f->no_failover)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "pin", f->pin, f->pin_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "pin_selector", f->selector,
+                                       f->selector_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "replication", !f->no_replication)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_bool(e, "sticky", f->sticky) != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "reason", f->reason, f->reason_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_str(e, "actor", f->actor, f->actor_len)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version", f->version) != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "set_at", f->set_at) != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "expires_at", f->expires_at)
+           != NGX_OK
+        || (f->approvers
+            && ngx_http_ha_optout_emit_approvers(e, f) != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (f->source == NGX_HA_OPTOUT_SRC_FLEET
+        && (ngx_http_ha_optout_emit_uint(e, "revision", f->revision)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_str(e, "via", f->via, f->via_len)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+/* "approvals": the pending approvals, by id (approval.c) */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_approvals(yaml_emitter_t *e,
+    ngx_http_ha_optout_approval_t *a, ngx_uint_t n)
+{
+    u_char        id[16];
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "approvals") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, id,
+                ngx_sprintf(id, "%016xL", a[i].id) - id,
+                YAML_DOUBLE_QUOTED_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit(e, &ev,
+                   yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                  YAML_BLOCK_MAPPING_STYLE))
+               != NGX_OK
+            || ngx_http_ha_optout_emit_str(e, "upstream", a[i].upstream,
+                                           a[i].upstream_len)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_plain(e, "method",
+                   (u_char *) (a[i].method == 2 ? "PATCH" : "PUT"),
+                   a[i].method == 2 ? 5 : 3)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_uint(e, "needed", a[i].needed)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_uint(e, "base", a[i].base) != NGX_OK
+            || ngx_http_ha_optout_emit_bool(e, "match", a[i].match)
+               != NGX_OK
+            || (a[i].ttl_set
+                && ngx_http_ha_optout_emit_uint(e, "ttl", a[i].ttl)
+                   != NGX_OK)
+            || ngx_http_ha_optout_emit_time(e, "requested_at",
+                                            a[i].requested_at)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_time(e, "expires_at",
+                                            a[i].expires_at)
+               != NGX_OK
+            || ngx_http_ha_optout_emit_key(e, "flag") != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &a[i].flag) != NGX_OK
+            || ngx_http_ha_optout_emit(e, &ev,
+                   yaml_mapping_end_event_initialize(&ev))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+/*
+ * "jtis": the spent jtis, hex (a jti is any text: hex keeps the file
+ * plain), each with its token's exp in Unix seconds
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_jtis(yaml_emitter_t *e, ngx_http_ha_optout_jti_t *j,
+    ngx_uint_t n)
+{
+    u_char        hex[2 * 255], num[NGX_TIME_T_LEN];
+    size_t        len;
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "jtis") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        len = ngx_hex_dump(hex, j[i].jti.data, ngx_min(j[i].jti.len, 255))
+              - hex;
+
+        if (ngx_http_ha_optout_emit_scalar(e, hex, len,
+                                           YAML_PLAIN_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_scalar(e, num,
+                   ngx_sprintf(num, "%T", j[i].exp) - num,
+                   YAML_PLAIN_SCALAR_STYLE)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+/*
+ * "windows_ended": the occurrences of policy windows ended or skipped
+ * through the API, "FP-START": END (the window's fingerprint in hex, the
+ * occurrence's start and end in Unix seconds), so that a restart does not
+ * reopen them
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_wskips(yaml_emitter_t *e,
+    ngx_http_ha_optout_wskip_t *k, ngx_uint_t n)
+{
+    u_char        key[32], num[NGX_TIME_T_LEN];
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit_key(e, "windows_ended") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ha_optout_emit_scalar(e, key,
+                ngx_sprintf(key, "%08xD-%T", k[i].fp, k[i].start) - key,
+                YAML_PLAIN_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_scalar(e, num,
+                   ngx_sprintf(num, "%T", k[i].end) - num,
+                   YAML_PLAIN_SCALAR_STYLE)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
+static ngx_http_ha_optout_wskip_t  ngx_http_ha_optout_save_wskips[
+                                       NGX_HA_OPTOUT_WSKIPS];
+static ngx_uint_t                  ngx_http_ha_optout_save_nwskips;
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
+    ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, u_char *audit_hash,
+    ngx_http_ha_optout_jti_t *jtis, ngx_uint_t njtis,
+    ngx_http_ha_optout_approval_t *approvals, ngx_uint_t napprovals)
+{
+    ngx_uint_t    i;
+    yaml_event_t  ev;
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+            yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING))
+        != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_document_start_event_initialize(&ev, NULL, NULL, NULL,
+                                                    1))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version",
+                                        NGX_HA_OPTOUT_STATE_VERSION)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_uint(e, "version_seq", version_seq)
+           != NGX_OK
+        || ngx_http_ha_optout_emit_time(e, "saved_at", ngx_time()) != NGX_OK
+        || (audit_hash[0]
+            && ngx_http_ha_optout_emit_plain(e, "audit_hash", audit_hash,
+                                             ngx_strlen(audit_hash))
+               != NGX_OK)
+        || ngx_http_ha_optout_emit_key(e, "flags") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!snap[i].api.present) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
+                                           YAML_ANY_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &snap[i].api) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    /* the fleet layer (SPEC section 11): the same, keyed by upstream */
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+                                yaml_mapping_end_event_initialize(&ev))
+        != NGX_OK
+        || ngx_http_ha_optout_emit_key(e, "fleet") != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!snap[i].fleet.present) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
+                                           YAML_ANY_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, &snap[i].fleet) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_ha_optout_emit(e, &ev,
+                                yaml_mapping_end_event_initialize(&ev))
+        != NGX_OK
+        || (njtis
+            && ngx_http_ha_optout_emit_jtis(e, jtis, njtis) != NGX_OK)
+        || (ngx_http_ha_optout_save_nwskips
+            && ngx_http_ha_optout_emit_wskips(e,
+                   ngx_http_ha_optout_save_wskips,
+                   ngx_http_ha_optout_save_nwskips)
+               != NGX_OK)
+        || (napprovals
+            && ngx_http_ha_optout_emit_approvals(e, approvals, napprovals)
+               != NGX_OK)
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_document_end_event_initialize(&ev, 1))
+           != NGX_OK
+        || ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_stream_end_event_initialize(&ev))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return yaml_emitter_flush(e) ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_ha_optout_state_error(ngx_log_t *log, ngx_err_t err,
+    const char *what, u_char *name, ngx_str_t *state_file)
+{
+    char             *user;
+    ngx_core_conf_t  *ccf;
+
+    if (err == NGX_EACCES || err == NGX_EPERM || err == EROFS) {
+        ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                               ngx_core_module);
+        user = (ccf && ccf->username) ? ccf->username : "of the workers";
+
+        ngx_log_error(NGX_LOG_ERR, log, err,
+                      "ha_optout: state file \"%V\" cannot be written: %s "
+                      "\"%s\" failed; its directory must be writable by "
+                      "the nginx worker user \"%s\"",
+                      state_file, what, name, user);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, log, err,
+                  "ha_optout: state file \"%V\" cannot be written: %s \"%s\" "
+                  "failed", state_file, what, name);
+}
+
+
+/*
+ * STATE.tmp.PID.RANDOM: the pid lets the timer sweep what a killed worker
+ * left, the random part makes the name unpredictable, and the file is
+ * created with O_EXCL|O_NOFOLLOW, so nothing planted in the directory (a
+ * symbolic link, a FIFO) is ever opened in its place.
+ */
+
+static ngx_fd_t
+ngx_http_ha_optout_state_tmp(ngx_str_t *state_file, u_char *tmp)
+{
+    u_char  rnd[8], *p;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ngx_set_errno(NGX_EAGAIN);
+        return NGX_INVALID_FILE;
+    }
+
+    p = ngx_sprintf(tmp, "%V.tmp.%P.", state_file, ngx_pid);
+    p = ngx_hex_dump(p, rnd, sizeof(rnd));
+    *p = '\0';
+
+    return open((char *) tmp, O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC,
+                0600);
+}
+
+
+/* the jtis exported from the zone, those that expire first first */
+
+static ngx_http_ha_optout_jti_t *
+ngx_http_ha_optout_state_jtis(u_char *buf, size_t len, ngx_uint_t *n,
+    ngx_log_t *log)
+{
+    u_char                    *p, *last;
+    ngx_uint_t                 i, count;
+    ngx_http_ha_optout_jti_t  *j;
+
+    count = 0;
+    last = buf + len;
+
+    for (p = buf; p < last; p += sizeof(time_t) + 1 + p[sizeof(time_t)]) {
+        count++;
+    }
+
+    *n = 0;
+
+    if (count == 0) {
+        return NULL;
+    }
+
+    j = ngx_alloc(count * sizeof(ngx_http_ha_optout_jti_t), log);
+    if (j == NULL) {
+        return NULL;
+    }
+
+    i = count;
+
+    for (p = buf; p < last; p += sizeof(time_t) + 1 + p[sizeof(time_t)]) {
+        i--;
+        ngx_memcpy(&j[i].exp, p, sizeof(time_t));
+        j[i].jti.len = p[sizeof(time_t)];
+        j[i].jti.data = p + sizeof(time_t) + 1;
+    }
+
+    *n = count;
+
+    return j;
+}
+
+
+/*
+ * Writes the API layer of every record in the zone, the spent jtis (so
+ * that a token stays spent across a restart) and the audit chain's last
+ * hash (so that "audit verify --state" sees a cut tail).  The snapshot
+ * takes a number under the zone's mutex; the rename happens under the
+ * mutex too, and only when no later snapshot has been renamed already, so
+ * two workers saving at once can never leave the older picture on disk.
+ * The write that spent a jti saves after spending it: its own jti is in
+ * the snapshot.
+ */
+
+static ngx_int_t ngx_http_ha_optout_state_write(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log, ngx_uint_t inplace);
+
+
+ngx_int_t
+ngx_http_ha_optout_state_save(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    return ngx_http_ha_optout_state_write(hmcf, log, 0);
+}
+
+
+/*
+ * The save of a change that restores HA (a DELETE, an expiry, the undo of
+ * a refused suspension).  When the atomic save fails (a directory the
+ * workers cannot write: no temporary file, no rename), the existing state
+ * file is rewritten in place, if the workers may write it: else the
+ * suspension it holds would come back at the next start.  The in-place
+ * write is not atomic, but it can only fail towards safety: the file is
+ * emptied first, so a torn write leaves an empty file or a cut snapshot
+ * that does not parse, which the next start sets aside, and nginx then
+ * starts with HA fully on (a cut that parses holds fewer of the flags
+ * that act now, never one that was cleared).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_state_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    if (ngx_http_ha_optout_state_write(hmcf, log, 0) == NGX_OK) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_state_write(hmcf, log, 1) == NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: state file \"%V\" rewritten in place "
+                      "(its directory cannot be written): the restore is "
+                      "saved", &hmcf->state_file);
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "ha_optout: a restore of HA cannot be saved in state file "
+                  "\"%V\", neither by rename nor in place: it is retried, "
+                  "and lost if nginx stops before it is saved",
+                  &hmcf->state_file);
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t inplace)
+{
+    ngx_file_info_t              fi;
+    u_char                      *tmp, *jbuf;
+    u_char                       audit_hash[65];
+    size_t                       jlen, jcap;
+    time_t                       now;
+    uint64_t                     seq, version_seq;
+    ngx_fd_t                     fd;
+    ngx_err_t                    err;
+    ngx_int_t                    rc;
+    ngx_uint_t                   n, cap, njtis, i;
+    ngx_queue_t                 *q;
+    yaml_emitter_t               emitter;
+    ngx_http_ha_optout_out_t     out;
+    ngx_http_ha_optout_jti_t    *jtis;
+    ngx_http_ha_optout_rec_t    *rec, *snap;
+    ngx_http_ha_optout_shctx_t  *sh;
+    ngx_uint_t                   napprovals;
+    ngx_http_ha_optout_approval_t  *approvals;
+
+    if (hmcf->state_file.len == 0) {
+        return NGX_OK;
+    }
+
+    approvals = NULL;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (!sh->restored) {
+        /* a write before worker 0's first tick: the file comes first */
+        ngx_http_ha_optout_state_restore(hmcf, log);
+    }
+
+    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp..") + NGX_INT64_LEN
+                    + 16, log);
+    if (tmp == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* records are only added (by the master, under the mutex) */
+
+    snap = NULL;
+    cap = 0;
+    jbuf = NULL;
+    jcap = 0;
+    jtis = NULL;
+    njtis = 0;
+    now = ngx_time();
+
+    for ( ;; ) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        n = 0;
+
+        for (q = ngx_queue_head(&sh->upstreams);
+             q != ngx_queue_sentinel(&sh->upstreams);
+             q = ngx_queue_next(q))
+        {
+            rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+
+            if (!rec->api.present && !rec->fleet.present) {
+                continue;
+            }
+
+            if (n < cap) {
+                ngx_memcpy(snap[n].name, rec->name, rec->name_len);
+                snap[n].name_len = rec->name_len;
+                snap[n].api = rec->api;
+                snap[n].fleet = rec->fleet;
+            }
+
+            n++;
+        }
+
+        jlen = ngx_http_ha_optout_replay_export_locked(jbuf, jcap,
+                                                NGX_HA_OPTOUT_STATE_JTIS, now);
+
+        if (n <= cap && jlen <= jcap) {
+            seq = ++sh->state_seq;
+            version_seq = sh->version_seq;
+
+            ngx_http_ha_optout_save_nwskips = 0;
+
+            for (i = 0; i < ngx_min(sh->nwskips, NGX_HA_OPTOUT_WSKIPS); i++) {
+                if (sh->wskips[i].end > now) {
+                    ngx_http_ha_optout_save_wskips[
+                        ngx_http_ha_optout_save_nwskips++] = sh->wskips[i];
+                }
+            }
+
+            ngx_memcpy(audit_hash, sh->audit_hash, sizeof(audit_hash));
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            break;
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (n > cap) {
+            if (snap) {
+                ngx_free(snap);
+            }
+
+            cap = n + 4;
+            snap = ngx_alloc(cap * sizeof(ngx_http_ha_optout_rec_t), log);
+            if (snap == NULL) {
+                goto nomem;
+            }
+        }
+
+        if (jlen > jcap) {
+            if (jbuf) {
+                ngx_free(jbuf);
+            }
+
+            jcap = jlen + 1024;
+            jbuf = ngx_alloc(jcap, log);
+            if (jbuf == NULL) {
+                goto nomem;
+            }
+        }
+    }
+
+    audit_hash[64] = '\0';
+
+    if (ngx_strncmp(audit_hash, ngx_http_ha_optout_zero_hash, 64) == 0) {
+        /* no audit line yet: nothing to anchor */
+        audit_hash[0] = '\0';
+    }
+
+    if (jlen) {
+        jtis = ngx_http_ha_optout_state_jtis(jbuf, jlen, &njtis, log);
+        if (jtis == NULL) {
+            goto nomem;
+        }
+    }
+
+    /* pending approvals change only under the writer lock, as we run */
+
+    napprovals = 0;
+    approvals = ngx_alloc(NGX_HA_OPTOUT_APPROVALS_MAX
+                          * sizeof(ngx_http_ha_optout_approval_t), log);
+    if (approvals == NULL) {
+        goto nomem;
+    }
+
+    napprovals = ngx_http_ha_optout_approvals_snapshot(approvals);
+
+    rc = NGX_ERROR;
+
+    if (inplace) {
+        /* the existing file only: never created, never a planted FIFO */
+        fd = open((char *) hmcf->state_file.data,
+                  O_WRONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC);
+
+        if (fd == NGX_INVALID_FILE && ngx_errno == NGX_ENOENT) {
+            /* no file, no suspension that could come back at a start */
+            rc = NGX_OK;
+            goto done;
+        }
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "open()",
+                                           hmcf->state_file.data,
+                                           &hmcf->state_file);
+            goto done;
+        }
+
+        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "ha_optout: state file \"%V\" is not a regular "
+                          "file: not rewritten in place", &hmcf->state_file);
+            ngx_close_file(fd);
+            goto done;
+        }
+
+        /*
+         * emptied first: a write torn after this leaves an empty file or
+         * a prefix of the new snapshot, never the new one over the tail
+         * of the old, which might parse into a flag that was cleared
+         */
+        if (ftruncate(fd, 0) == -1) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
+                                           hmcf->state_file.data,
+                                           &hmcf->state_file);
+            ngx_close_file(fd);
+            goto done;
+        }
+
+    } else {
+        fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
+                                           &hmcf->state_file);
+            goto done;
+        }
+    }
+
+    out.fd = fd;
+    out.err = 0;
+
+    if (!yaml_emitter_initialize(&emitter)) {
+        ngx_close_file(fd);
+        goto failed;
+    }
+
+    yaml_emitter_set_output(&emitter, ngx_http_ha_optout_emit_write, &out);
+    yaml_emitter_set_unicode(&emitter, 1);
+    yaml_emitter_set_width(&emitter, 1000);
+
+    if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n,
+                                      audit_hash, jtis, njtis, approvals,
+                                      napprovals)
+        != NGX_OK)
+    {
+        yaml_emitter_delete(&emitter);
+        ngx_close_file(fd);
+
+        if (out.err) {
+            ngx_http_ha_optout_state_error(log, out.err, "write()", tmp,
+                                           &hmcf->state_file);
+        } else {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "ha_optout: state file \"%V\": YAML emitter "
+                          "failed: %s", &hmcf->state_file,
+                          emitter.problem ? emitter.problem : "unknown");
+        }
+
+        goto failed;
+    }
+
+    yaml_emitter_delete(&emitter);
+
+    if (fsync(fd) == -1) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "fsync()", tmp,
+                                       &hmcf->state_file);
+        ngx_close_file(fd);
+        goto failed;
+    }
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "close()", tmp,
+                                       &hmcf->state_file);
+        goto failed;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (inplace) {
+        if (sh->state_saved > seq) {
+            /* a later snapshot was overwritten: the timer saves again */
+            sh->state_dirty++;
+
+        } else {
+            sh->state_saved = seq;
+            ngx_memcpy(sh->state_audit_hash,
+                       audit_hash[0] ? audit_hash
+                                     : ngx_http_ha_optout_zero_hash,
+                       sizeof(audit_hash));
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        rc = NGX_OK;
+        goto done;
+    }
+
+    if (sh->state_saved > seq) {
+        /* a later snapshot, which includes this one's change, is there */
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        (void) ngx_delete_file(tmp);
+        rc = NGX_OK;
+        goto done;
+    }
+
+    if (ngx_rename_file(tmp, hmcf->state_file.data) == NGX_FILE_ERROR) {
+        err = ngx_errno;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_http_ha_optout_state_error(log, err, "rename() to",
+                                       hmcf->state_file.data,
+                                       &hmcf->state_file);
+        goto failed;
+    }
+
+    sh->state_saved = seq;
+    ngx_memcpy(sh->state_audit_hash,
+               audit_hash[0] ? audit_hash : ngx_http_ha_optout_zero_hash,
+               sizeof(audit_hash));
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "ha_optout: state file saved, %ui flags, %ui jtis, "
+                   "snapshot %uL", n, njtis, seq);
+
+    rc = NGX_OK;
+    goto done;
+
+nomem:
+
+    rc = NGX_ERROR;
+    goto done;
+
+failed:
+
+    if (!inplace) {
+        (void) ngx_delete_file(tmp);
+    }
+
+done:
+
+    if (snap) {
+        ngx_free(snap);
+    }
+
+    if (approvals) {
+        ngx_free(approvals);
+    }
+
+    if (jtis) {
+        ngx_free(jtis);
+    }
+
+    if (jbuf) {
+        ngx_free(jbuf);
+    }
+
+    ngx_free(tmp);
+
+    return rc;
+}
+
+
+/* "approved_by": a list of at most NGX_HA_OPTOUT_APPROVERS_MAX subjects */
+
+static ngx_int_t
+ngx_http_ha_optout_state_approvers(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
+{
+    ngx_uint_t         n;
+    yaml_node_item_t  *it;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        return ngx_http_ha_optout_yfail(y, node, "approved_by must be a "
+                                        "list");
+    }
+
+    n = 0;
+
+    for (it = node->data.sequence.items.start;
+         it < node->data.sequence.items.top;
+         it++)
+    {
+        if (n == NGX_HA_OPTOUT_APPROVERS_MAX) {
+            return ngx_http_ha_optout_yfail(y, node, "approved_by has more "
+                                            "than %d subjects",
+                                            NGX_HA_OPTOUT_APPROVERS_MAX);
+        }
+
+        if (ngx_http_ha_optout_ystr(y, ngx_http_ha_optout_ynode(y, *it),
+                                    "approved_by", f->approver[n],
+                                    &f->approver_len[n], 1,
+                                    NGX_HA_OPTOUT_ACTOR_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        n++;
+    }
+
+    f->approvers = (uint16_t) n;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f);
+static ngx_int_t ngx_http_ha_optout_unhex(u_char c);
+
+
+/* "approvals": { ID: {upstream, method, needed, ..., flag}, ... } */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    uint16_t                        len;
+    uint64_t                        v;
+    ngx_int_t                       hv;
+    ngx_uint_t                      i, b;
+    ngx_str_t                       m;
+    yaml_node_t                    *key, *val, *k, *fv;
+    yaml_node_pair_t               *p, *fp;
+    ngx_http_ha_optout_approval_t  *a;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "approvals") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        key = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (st->approvals.nelts == NGX_HA_OPTOUT_APPROVALS_MAX) {
+            return ngx_http_ha_optout_yfail(y, key, "more than %d "
+                                            "approvals",
+                                            NGX_HA_OPTOUT_APPROVALS_MAX);
+        }
+
+        a = ngx_array_push(&st->approvals);
+        if (a == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        ngx_memzero(a, sizeof(ngx_http_ha_optout_approval_t));
+
+        if (key->data.scalar.length != 16) {
+            goto badid;
+        }
+
+        for (i = 0; i < 16; i++) {
+            hv = ngx_http_ha_optout_unhex(key->data.scalar.value[i]);
+            if (hv < 0) {
+                goto badid;
+            }
+
+            a->id = (a->id << 4) | (uint64_t) hv;
+        }
+
+        if (a->id == 0) {
+            goto badid;
+        }
+
+        if (ngx_http_ha_optout_ymapping(y, val, "an approval") != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        for (fp = val->data.mapping.pairs.start;
+             fp < val->data.mapping.pairs.top;
+             fp++)
+        {
+            k = ngx_http_ha_optout_ynode(y, fp->key);
+            fv = ngx_http_ha_optout_ynode(y, fp->value);
+
+            if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
+                if (ngx_http_ha_optout_ystr(y, fv, "upstream", a->upstream,
+                                            &len, 1,
+                                            NGX_HA_OPTOUT_NAME_LEN - 1)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                a->upstream_len = len;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "method")) {
+                if (ngx_http_ha_optout_yscalar(y, fv, "method", &m)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (m.len == 3 && ngx_strncmp(m.data, "PUT", 3) == 0) {
+                    a->method = 1;
+
+                } else if (m.len == 5 && ngx_strncmp(m.data, "PATCH", 5) == 0)
+                {
+                    a->method = 2;
+
+                } else {
+                    return ngx_http_ha_optout_yfail(y, fv, "method must be "
+                                                    "PUT or PATCH");
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "needed")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "needed", &v) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (v == 0 || v > NGX_HA_OPTOUT_APPROVERS_MAX) {
+                    return ngx_http_ha_optout_yfail(y, fv,
+                                               "needed must be 1..%d",
+                                               NGX_HA_OPTOUT_APPROVERS_MAX);
+                }
+
+                a->needed = (ngx_uint_t) v;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "base")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "base", &a->base)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "match")) {
+                if (ngx_http_ha_optout_ybool(y, fv, "match", &b) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                a->match = b ? 1 : 0;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "ttl")) {
+                if (ngx_http_ha_optout_yuint(y, fv, "ttl", &v) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (v > 366 * 86400) {
+                    return ngx_http_ha_optout_yfail(y, fv, "ttl is too "
+                                                    "long");
+                }
+
+                a->ttl = (time_t) v;
+                a->ttl_set = 1;
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "requested_at")) {
+                if (ngx_http_ha_optout_ytime(y, fv, "requested_at", 0,
+                                             &a->requested_at)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+                if (ngx_http_ha_optout_ytime(y, fv, "expires_at", 0,
+                                             &a->expires_at)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_http_ha_optout_ykey_is(k, "flag")) {
+                if (ngx_http_ha_optout_state_flag(y, fv, &a->flag)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else {
+                return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" "
+                                                "in an approval",
+                                                k->data.scalar.length,
+                                                k->data.scalar.value);
+            }
+        }
+
+        if (a->upstream_len == 0 || a->method == 0 || a->needed == 0
+            || a->expires_at == 0 || !a->flag.present)
+        {
+            return ngx_http_ha_optout_yfail(y, val, "an approval needs "
+                                            "upstream, method, needed, "
+                                            "expires_at and flag");
+        }
+
+        if (a->flag.approvers >= a->needed) {
+            return ngx_http_ha_optout_yfail(y, val, "an approval with all "
+                                            "its approvals is not pending");
+        }
+    }
+
+    return NGX_OK;
+
+badid:
+
+    return ngx_http_ha_optout_yfail(y, key, "an approval id is 16 hex "
+                                    "digits");
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
+{
+    uint64_t           v;
+    ngx_int_t          rc;
+    ngx_uint_t         seen;
+    yaml_node_t       *k, *val;
+    yaml_node_pair_t  *p;
+
+    if (ngx_http_ha_optout_ymapping(y, node, "a flag") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    seen = 0;
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        rc = ngx_http_ha_optout_yflag_field(y, k, val, f);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            if (f->reason_len) {
+                seen |= 1;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "actor")) {
+            if (ngx_http_ha_optout_ystr(y, val, "actor", f->actor,
+                                        &f->actor_len, 0,
+                                        NGX_HA_OPTOUT_ACTOR_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "version")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->version = v;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "revision")) {
+            if (ngx_http_ha_optout_yuint(y, val, "revision", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            f->revision = v;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "via")) {
+            if (ngx_http_ha_optout_ystr(y, val, "via", f->via, &f->via_len,
+                                        0, NGX_HA_OPTOUT_VIA_LEN)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "set_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "set_at", 1, &f->set_at)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "expires_at", 1,
+                                         &f->expires_at)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            seen |= 2;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "approved_by")) {
+            if (ngx_http_ha_optout_state_approvers(y, val, f) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
+                                            "a flag",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    if (seen != 3) {
+        return ngx_http_ha_optout_yfail(y, node, "a flag needs \"reason\" "
+                                        "and \"expires_at\"");
+    }
+
+    if (f->selector_len && f->pin_len == 0) {
+        return ngx_http_ha_optout_yfail(y, node, "pin_selector requires "
+                                        "pin");
+    }
+
+    if (!(f->no_failover || f->no_replication || f->sticky || f->pin_len)) {
+        return ngx_http_ha_optout_yfail(y, node, "the flag opts out of "
+                                        "nothing");
+    }
+
+    f->present = 1;
+    f->source = NGX_HA_OPTOUT_SRC_API;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ha_optout_is_hash(u_char *p, size_t len)
+{
+    size_t  i;
+
+    if (len != 64) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_unhex(u_char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* "windows_ended": { FP-START: END, ... }, see emit_wskips() */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_wskips(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    u_char                      *dash, *d;
+    size_t                       i, len;
+    uint64_t                     end;
+    ngx_int_t                    hi;
+    int64_t                      fp, start;
+    yaml_node_t                 *k;
+    yaml_node_pair_t            *p;
+    ngx_http_ha_optout_wskip_t  *w;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "windows_ended") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        d = k->data.scalar.value;
+        len = k->data.scalar.length;
+        dash = ngx_strlchr(d, d + len, '-');
+
+        fp = 0;
+        start = 0;
+
+        for (i = 0; dash && d + i < dash; i++) {
+            hi = ngx_http_ha_optout_unhex(d[i]);
+            fp = (hi < 0) ? NGX_ERROR : fp * 16 + hi;
+            if (fp < 0) {
+                break;
+            }
+        }
+
+        for (i = dash ? (size_t) (dash + 1 - d) : len; i < len; i++) {
+            if (d[i] < '0' || d[i] > '9' || start > 100000000000LL) {
+                start = NGX_ERROR;
+                break;
+            }
+
+            start = start * 10 + (d[i] - '0');
+        }
+
+        if (dash == NULL || fp < 0 || dash - d != 8 || start <= 0
+            || dash + 1 == d + len)
+        {
+            return ngx_http_ha_optout_yfail(y, k, "a windows_ended key "
+                                            "must be FINGERPRINT-START "
+                                            "(8 hex digits, Unix time)");
+        }
+
+        if (ngx_http_ha_optout_yuint(y, ngx_http_ha_optout_ynode(y, p->value),
+                                     "a window's end", &end)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (end > (uint64_t) NGX_MAX_TIME_T_VALUE
+            || (time_t) end <= start)
+        {
+            return ngx_http_ha_optout_yfail(y,
+                                       ngx_http_ha_optout_ynode(y, p->value),
+                                       "a window's end is out of range");
+        }
+
+        if (st->nwskips == NGX_HA_OPTOUT_WSKIPS) {
+            continue;           /* more than the zone keeps */
+        }
+
+        w = &st->wskips[st->nwskips++];
+        w->fp = (uint32_t) fp;
+        w->start = (time_t) start;
+        w->end = (time_t) end;
+    }
+
+    return NGX_OK;
+}
+
+
+/* "jtis": { HEX: EXP, ... }, the spent jtis of state_save() */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_jtis(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_state_t *st)
+{
+    u_char                    *d;
+    size_t                     i, len;
+    uint64_t                   exp;
+    ngx_int_t                  hi, lo;
+    ngx_str_t                  v;
+    yaml_node_t               *k;
+    yaml_node_pair_t          *p;
+    ngx_http_ha_optout_jti_t  *j;
+
+    if (ngx_http_ha_optout_yis_null(node)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, node, "jtis") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (st->jtis.elts == NULL
+        && ngx_array_init(&st->jtis, y->pool, 16,
+                          sizeof(ngx_http_ha_optout_jti_t))
+           != NGX_OK)
+    {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        v.data = k->data.scalar.value;
+        v.len = k->data.scalar.length;
+        len = v.len / 2;
+
+        if (v.len == 0 || v.len % 2 || len > 255) {
+            return ngx_http_ha_optout_yfail(y, k, "a jti must be 1..255 "
+                                            "bytes, hex encoded");
+        }
+
+        d = ngx_pnalloc(y->pool, len);
+        if (d == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        for (i = 0; i < len; i++) {
+            hi = ngx_http_ha_optout_unhex(v.data[2 * i]);
+            lo = ngx_http_ha_optout_unhex(v.data[2 * i + 1]);
+
+            if (hi < 0 || lo < 0) {
+                return ngx_http_ha_optout_yfail(y, k, "a jti must be 1..255 "
+                                                "bytes, hex encoded");
+            }
+
+            d[i] = (u_char) (hi * 16 + lo);
+        }
+
+        if (ngx_http_ha_optout_yuint(y, ngx_http_ha_optout_ynode(y, p->value),
+                                     "a jti's exp", &exp)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (exp == 0 || exp > (uint64_t) NGX_MAX_TIME_T_VALUE) {
+            return ngx_http_ha_optout_yfail(y,
+                                       ngx_http_ha_optout_ynode(y, p->value),
+                                       "a jti's exp is out of range");
+        }
+
+        j = ngx_array_push(&st->jtis);
+        if (j == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        j->jti.data = d;
+        j->jti.len = len;
+        j->exp = (time_t) exp;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
+    ngx_http_ha_optout_state_t *st)
+{
+    time_t                       t;
+    uint64_t                     v;
+    ngx_str_t                    hv;
+    ngx_uint_t                   version;
+    yaml_node_t                 *root, *k, *val, *fk;
+    yaml_node_pair_t            *p, *fp;
+    ngx_http_ha_optout_saved_t  *s;
+
+    root = yaml_document_get_root_node(&y->doc);
+
+    if (root == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "the file is empty");
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, root, "the state file") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    version = 0;
+
+    for (p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top;
+         p++)
+    {
+        k = ngx_http_ha_optout_ynode(y, p->key);
+        val = ngx_http_ha_optout_ynode(y, p->value);
+
+        if (ngx_http_ha_optout_ykey_is(k, "version")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (v != NGX_HA_OPTOUT_STATE_VERSION) {
+                return ngx_http_ha_optout_yfail(y, val, "unsupported state "
+                                                "file version %uL", v);
+            }
+
+            version = 1;
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "version_seq")) {
+            if (ngx_http_ha_optout_yuint(y, val, "version_seq",
+                                         &st->version_seq)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "saved_at")) {
+            if (ngx_http_ha_optout_ytime(y, val, "saved_at", 1, &t)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "audit_hash")) {
+            if (ngx_http_ha_optout_yscalar(y, val, "audit_hash", &hv)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (!ngx_http_ha_optout_is_hash(hv.data, hv.len)) {
+                return ngx_http_ha_optout_yfail(y, val, "audit_hash must be "
+                                                "64 lowercase hex digits");
+            }
+
+            ngx_memcpy(st->audit_hash, hv.data, 64);
+            st->audit_hash[64] = '\0';
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "windows_ended")) {
+            if (ngx_http_ha_optout_state_parse_wskips(y, val, st)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "jtis")) {
+            if (ngx_http_ha_optout_state_parse_jtis(y, val, st) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "approvals")) {
+            if (ngx_http_ha_optout_state_parse_approvals(y, val, st)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_ha_optout_ykey_is(k, "flags")
+                   || ngx_http_ha_optout_ykey_is(k, "fleet"))
+        {
+            if (ngx_http_ha_optout_yis_null(val)) {
+                continue;
+            }
+
+            if (ngx_http_ha_optout_ymapping(y, val, "flags") != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            for (fp = val->data.mapping.pairs.start;
+                 fp < val->data.mapping.pairs.top;
+                 fp++)
+            {
+                fk = ngx_http_ha_optout_ynode(y, fp->key);
+
+                if (fk->data.scalar.length == 0
+                    || fk->data.scalar.length >= NGX_HA_OPTOUT_NAME_LEN)
+                {
+                    return ngx_http_ha_optout_yfail(y, fk, "invalid "
+                                                    "upstream name");
+                }
+
+                s = ngx_array_push(&st->flags);
+                if (s == NULL) {
+                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
+                                                    "memory");
+                }
+
+                ngx_memzero(s, sizeof(ngx_http_ha_optout_saved_t));
+
+                s->upstream.len = fk->data.scalar.length;
+                s->upstream.data = fk->data.scalar.value;
+                s->upstream.data = ngx_pstrdup(y->pool, &s->upstream);
+                if (s->upstream.data == NULL) {
+                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
+                                                    "memory");
+                }
+
+                if (ngx_http_ha_optout_state_flag(y,
+                        ngx_http_ha_optout_ynode(y, fp->value), &s->flag)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (ngx_http_ha_optout_ykey_is(k, "fleet")) {
+                    s->flag.source = NGX_HA_OPTOUT_SRC_FLEET;
+                }
+            }
+
+        } else {
+            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\"",
+                                            k->data.scalar.length,
+                                            k->data.scalar.value);
+        }
+    }
+
+    if (!version) {
+        return ngx_http_ha_optout_yfail(y, root, "\"version\" is missing");
+    }
+
+    return NGX_OK;
+}
+
+
+/* decides what becomes of a saved flag; config only, no zone access */
+
+static void
+ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_saved_t *s, time_t now)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, &s->upstream);
+
+    if (hscf == NULL || hscf->rec == NULL) {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "the upstream has no \"ha_optout\" any more";
+        return;
+    }
+
+    if (ngx_http_ha_optout_header_safe(s->flag.pin, s->flag.pin_len)
+        != NGX_OK
+        || ngx_http_ha_optout_header_safe(s->flag.selector,
+                                          s->flag.selector_len)
+           != NGX_OK)
+    {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "its pin or pin_selector holds control bytes or non-ASCII";
+        return;
+    }
+
+    if (s->flag.pin_len
+        && ngx_http_ha_optout_upstream_peer(hscf, s->flag.pin,
+                                            s->flag.pin_len, NULL, NULL)
+           != NGX_OK)
+    {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "its pin no longer names a usable server of the upstream";
+        return;
+    }
+
+    if (s->flag.selector_len && hscf->selector == NULL) {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "the upstream has no \"ha_optout selector=\" any more";
+        return;
+    }
+
+    if (s->flag.expires_at && s->flag.expires_at <= now) {
+        s->action = NGX_HA_OPTOUT_ACT_EXPIRE;
+        s->why = "it expired while nginx was down";
+        return;
+    }
+
+    s->action = NGX_HA_OPTOUT_ACT_RESTORE;
+    s->why = NULL;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_ha_optout_jti_cmp(const void *one, const void *two)
+{
+    const ngx_http_ha_optout_jti_t  *a = one, *b = two;
+
+    return (a->exp < b->exp) ? -1 : (a->exp > b->exp);
+}
+
+
+/* PATH.corrupt-<unix time>, with a suffix if that name is taken */
+
+static u_char *
+ngx_http_ha_optout_aside_name(ngx_pool_t *pool, ngx_str_t *file)
+{
+    u_char           *name, *p;
+    ngx_uint_t        i;
+    ngx_file_info_t   fi;
+
+    name = ngx_pnalloc(pool, file->len + sizeof(".corrupt--")
+                             + 2 * NGX_INT_T_LEN);
+    if (name == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(name, "%V.corrupt-%T", file, ngx_time());
+
+    for (i = 1; i < 1000; i++) {
+        *p = '\0';
+
+        if (ngx_link_info(name, &fi) == NGX_FILE_ERROR
+            && ngx_errno == NGX_ENOENT)
+        {
+            return name;
+        }
+
+        p = ngx_sprintf(name, "%V.corrupt-%T-%ui", file, ngx_time(), i);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Worker 0, while the zone is fresh (start, restart, zone resize): puts the
+ * saved API flags back.  The file is read outside the zone's mutex; the
+ * flags are applied, and a corrupt file is renamed aside, under it with
+ * "restored" checked again, so that exactly one process does either.
+ */
+
+void
+ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    u_char                         *aside;
+    u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char                          cbuf[2048];
+    time_t                          now;
+    uint64_t                        max;
+    ngx_int_t                       rc, arc;
+    ngx_err_t                       err;
+    ngx_str_t                       actor, reason, cause;
+    ngx_uint_t                      i, changed, nj, room, restored_jtis;
+    ngx_uint_t                      noroom;
+    ngx_pool_t                     *pool;
+    ngx_http_ha_optout_jti_t       *j;
+    ngx_http_ha_optout_approval_t  *ap;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_flag_t      *layer;
+    ngx_http_ha_optout_state_t      st;
+    ngx_http_ha_optout_saved_t     *s;
+    ngx_http_ha_optout_shctx_t     *sh;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+    ngx_http_ha_optout_yaml_t      *y;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (sh->restored) {
+        return;
+    }
+
+    if (hmcf->state_file.len == 0) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        sh->restored = 1;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    pool = ngx_create_pool(16384, log);
+    if (pool == NULL) {
+        return;
+    }
+
+    ngx_memzero(&st, sizeof(ngx_http_ha_optout_state_t));
+
+    y = ngx_pcalloc(pool, sizeof(ngx_http_ha_optout_yaml_t));
+    if (y == NULL
+        || ngx_array_init(&st.flags, pool, 8,
+                          sizeof(ngx_http_ha_optout_saved_t))
+           != NGX_OK
+        || ngx_array_init(&st.approvals, pool, 4,
+                          sizeof(ngx_http_ha_optout_approval_t))
+           != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    y->pool = pool;
+    y->nofollow = 1;
+    now = ngx_time();
+
+    rc = ngx_http_ha_optout_yaml_load(y, &hmcf->state_file, log);
+
+    if (rc == NGX_OK) {
+        if (ngx_http_ha_optout_state_parse(y, &st) != NGX_OK) {
+            rc = NGX_ABORT;
+        }
+
+        yaml_document_delete(&y->doc);
+    }
+
+    s = st.flags.elts;
+    j = st.jtis.elts;
+    nj = (rc == NGX_OK) ? st.jtis.nelts : 0;
+
+    if (rc == NGX_OK) {
+        for (i = 0; i < st.flags.nelts; i++) {
+            ngx_http_ha_optout_state_judge(hmcf, &s[i], now);
+        }
+
+        /* in expiry order, each goes to the end of the replay queue */
+
+        if (nj > 1) {
+            qsort(j, nj, sizeof(ngx_http_ha_optout_jti_t),
+                  ngx_http_ha_optout_jti_cmp);
+        }
+    }
+
+    aside = NULL;
+    err = 0;
+
+    if (rc == NGX_ABORT) {
+        aside = ngx_http_ha_optout_aside_name(pool, &hmcf->state_file);
+    }
+
+    changed = 0;
+    restored_jtis = 0;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (sh->restored) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    if (rc == NGX_OK && st.audit_hash[0]) {
+        /* the log cut while nginx was stopped: said before any new line */
+        ngx_http_ha_optout_audit_gap_locked(hmcf, st.audit_hash, log);
+    }
+
+    if (rc == NGX_ABORT) {
+        if (aside == NULL
+            || ngx_rename_file(hmcf->state_file.data, aside)
+               == NGX_FILE_ERROR)
+        {
+            err = aside ? ngx_errno : 0;
+            aside = NULL;
+        }
+    }
+
+    max = st.version_seq;
+
+    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
+        if (s[i].action != NGX_HA_OPTOUT_ACT_RESTORE) {
+            continue;
+        }
+
+        hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
+        rec = hscf->rec;
+        layer = (s[i].flag.source == NGX_HA_OPTOUT_SRC_FLEET) ? &rec->fleet
+                                                             : &rec->api;
+
+        if (layer->present) {
+            /* set through the API since this start: that one is newer */
+            s[i].action = NGX_HA_OPTOUT_ACT_N;
+            continue;
+        }
+
+        *layer = s[i].flag;
+        (void) ngx_atomic_fetch_add(
+            &rec->changes[NGX_HA_OPTOUT_ACT_RESTORE], 1);
+        max = ngx_max(max, s[i].flag.version);
+        changed = 1;
+    }
+
+    if (sh->version_seq < max) {
+        sh->version_seq = max;
+    }
+
+    /* ended and skipped window occurrences stay so */
+
+    for (i = 0; rc == NGX_OK && i < st.nwskips; i++) {
+        if (st.wskips[i].end > now && sh->nwskips < NGX_HA_OPTOUT_WSKIPS) {
+            sh->wskips[sh->nwskips++] = st.wskips[i];
+        }
+    }
+
+    /*
+     * spent jtis stay spent (SPEC 8): they come back before any write,
+     * those that expire last first, at most NGX_HA_OPTOUT_STATE_JTIS and a
+     * quarter of the zone, so that new writes still find room
+     */
+
+    room = (ngx_uint_t) (ngx_http_ha_optout_shpool->end
+                         - (u_char *) ngx_http_ha_optout_shpool)
+           / 4 / 128;
+    room = ngx_min(room, NGX_HA_OPTOUT_STATE_JTIS);
+
+    for (i = (nj > room) ? nj - room : 0; i < nj; i++) {
+        if (j[i].exp + NGX_HA_OPTOUT_LEEWAY <= now) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_replay_check_locked(&j[i].jti, j[i].exp, now)
+            == NGX_BUSY)
+        {
+            break;
+        }
+
+        restored_jtis++;
+    }
+
+    /*
+     * a log that was empty or gone at start (rotated away): the chain
+     * continues from the hash the state file saw last
+     */
+
+    if (rc == NGX_OK && st.audit_hash[0] && sh->audit_count == 0
+        && ngx_strncmp(sh->audit_hash, ngx_http_ha_optout_zero_hash, 64)
+           == 0)
+    {
+        ngx_memcpy(sh->audit_hash, st.audit_hash, 65);
+    }
+
+    /*
+     * pending approvals (policy "approvers") come back in the same
+     * section: a listing that sees "restored" sees them too.  Those
+     * expired are audited below; id 0 marks one done here.
+     */
+
+    noroom = 0;
+
+    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
+
+        arc = ngx_http_ha_optout_approval_restore(hmcf, ap, now, log, 1);
+
+        if (arc != NGX_ABORT) {
+            noroom += (arc == NGX_DECLINED);
+            ap->id = 0;
+        }
+    }
+
+    sh->restored = 1;
+
+    if (changed) {
+        ngx_http_ha_optout_bump();
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (rc == NGX_ABORT) {
+        if (aside) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_optout: state file \"%V\" is corrupt "
+                          "(%V:%ui:%ui: %*s); it was renamed to \"%s\" and "
+                          "nginx starts with HA fully on (no flags)",
+                          &hmcf->state_file, &hmcf->state_file, y->line,
+                          y->column, y->err_len, y->err, aside);
+        } else {
+            ngx_log_error(NGX_LOG_ALERT, log, err,
+                          "ha_optout: state file \"%V\" is corrupt "
+                          "(%V:%ui:%ui: %*s) and could not be renamed "
+                          "aside; nginx starts with HA fully on (no flags)",
+                          &hmcf->state_file, &hmcf->state_file, y->line,
+                          y->column, y->err_len, y->err);
+            ngx_destroy_pool(pool);
+            return;
+        }
+
+    } else if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: state file \"%V\" cannot be read (%*s); "
+                      "nginx starts with HA fully on (no flags)",
+                      &hmcf->state_file, y->err_len, y->err);
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    if (restored_jtis) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "ha_optout: %ui spent jtis restored from \"%V\"",
+                      restored_jtis, &hmcf->state_file);
+    }
+
+    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
+        actor.data = s[i].flag.actor;
+        actor.len = s[i].flag.actor_len;
+        reason.data = s[i].flag.reason;
+        reason.len = s[i].flag.reason_len;
+
+        switch (s[i].action) {
+
+        case NGX_HA_OPTOUT_ACT_RESTORE:
+            ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_RESTORE,
+                                     &s[i].upstream, &actor, NULL, &reason,
+                                     NULL, &s[i].flag, NULL);
+            break;
+
+        case NGX_HA_OPTOUT_ACT_EXPIRE:
+        case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
+            /* the name is the file's text: escaped, one line */
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ha_optout: saved flag of \"%*s\" dropped: %s",
+                          (size_t) (ngx_http_ha_optout_escape(name,
+                                        sizeof(name), s[i].upstream.data,
+                                        s[i].upstream.len) - name),
+                          name, s[i].why);
+
+            hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
+
+            if (hscf && hscf->rec) {
+                (void) ngx_atomic_fetch_add(&hscf->rec->changes[s[i].action],
+                                            1);
+            }
+
+            /* the audit line says why, in its "cause" */
+            cause.data = cbuf;
+            cause.len = ngx_http_ha_optout_drop_cause(cbuf,
+                                                      cbuf + sizeof(cbuf),
+                                                      hscf, &s[i].upstream,
+                                                      &s[i].flag, now)
+                        - cbuf;
+
+            ngx_http_ha_optout_audit_cause(hmcf, log, s[i].action,
+                                           &s[i].upstream, &actor, NULL,
+                                           &reason, &s[i].flag, NULL, NULL,
+                                           &cause);
+            break;
+
+        default:
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "ha_optout: saved flag of \"%V\" not restored: a "
+                          "newer one was set through the API",
+                          &s[i].upstream);
+        }
+    }
+
+    /* pending approvals (policy "approvers"): back, or audited expired */
+
+    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
+
+        if (ap->id) {
+            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, now, log,
+                                                       0);
+        }
+    }
+
+    if (noroom) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: no room in the zone for %ui pending "
+                      "approvals of \"%V\"", noroom, &hmcf->state_file);
+    }
+
+    ngx_destroy_pool(pool);
+
+    /* the file now says what the zone holds: dropped flags disappear */
+
+    (void) ngx_http_ha_optout_state_save(hmcf, log);
+}
