@@ -560,62 +560,47 @@ ngx_http_ha_optout_state_save_restore(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
-static ngx_int_t
-ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_log_t *log, ngx_uint_t inplace)
-{
-    ngx_file_info_t              fi;
-    u_char                      *tmp, *jbuf;
-    u_char                       audit_hash[65];
-    size_t                       jlen, jcap;
-    time_t                       now;
-    uint64_t                     seq, version_seq;
-    ngx_fd_t                     fd;
-    ngx_err_t                    err;
-    ngx_int_t                    rc;
-    ngx_uint_t                   n, cap, njtis, i;
-    ngx_queue_t                 *q;
-    yaml_emitter_t               emitter;
-    ngx_http_ha_optout_out_t     out;
-    ngx_http_ha_optout_jti_t    *jtis;
-    ngx_http_ha_optout_rec_t    *rec, *snap;
-    ngx_http_ha_optout_shctx_t  *sh;
-    ngx_uint_t                   napprovals;
+/* what one save writes, taken from the zone under its mutex */
+typedef struct {
+    ngx_http_ha_optout_rec_t       *snap;
+    ngx_uint_t                      n;
+    ngx_uint_t                      cap;
+    u_char                         *jbuf;
+    size_t                          jlen;
+    size_t                          jcap;
+    ngx_http_ha_optout_jti_t       *jtis;
+    ngx_uint_t                      njtis;
     ngx_http_ha_optout_approval_t  *approvals;
+    ngx_uint_t                      napprovals;
+    uint64_t                        seq;
+    uint64_t                        version_seq;
+    u_char                          audit_hash[65];
+} ngx_http_ha_optout_snapshot_t;
 
-    if (hmcf->state_file.len == 0) {
-        return NGX_OK;
-    }
 
-    approvals = NULL;
+/*
+ * The records with a flag and the spent jtis, copied under the mutex into
+ * buffers allocated outside it: when they are too small, they grow and
+ * the copy is taken again.  NGX_OK: *sn holds the snapshot, numbered.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_state_copy(ngx_http_ha_optout_snapshot_t *sn, time_t now,
+    ngx_log_t *log)
+{
+    ngx_uint_t                   i;
+    ngx_queue_t                 *q;
+    ngx_http_ha_optout_rec_t    *rec;
+    ngx_http_ha_optout_shctx_t  *sh;
 
     sh = ngx_http_ha_optout_sh;
 
-    if (!sh->restored) {
-        /* a write before worker 0's first tick: the file comes first */
-        ngx_http_ha_optout_state_restore(hmcf, log);
-    }
-
-    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp..") + NGX_INT64_LEN
-                    + 16, log);
-    if (tmp == NULL) {
-        return NGX_ERROR;
-    }
-
     /* records are only added (by the master, under the mutex) */
-
-    snap = NULL;
-    cap = 0;
-    jbuf = NULL;
-    jcap = 0;
-    jtis = NULL;
-    njtis = 0;
-    now = ngx_time();
 
     for ( ;; ) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-        n = 0;
+        sn->n = 0;
 
         for (q = ngx_queue_head(&sh->upstreams);
              q != ngx_queue_sentinel(&sh->upstreams);
@@ -627,22 +612,22 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
                 continue;
             }
 
-            if (n < cap) {
-                ngx_memcpy(snap[n].name, rec->name, rec->name_len);
-                snap[n].name_len = rec->name_len;
-                snap[n].api = rec->api;
-                snap[n].fleet = rec->fleet;
+            if (sn->n < sn->cap) {
+                ngx_memcpy(sn->snap[sn->n].name, rec->name, rec->name_len);
+                sn->snap[sn->n].name_len = rec->name_len;
+                sn->snap[sn->n].api = rec->api;
+                sn->snap[sn->n].fleet = rec->fleet;
             }
 
-            n++;
+            sn->n++;
         }
 
-        jlen = ngx_http_ha_optout_replay_export_locked(jbuf, jcap,
-                                                NGX_HA_OPTOUT_STATE_JTIS, now);
+        sn->jlen = ngx_http_ha_optout_replay_export_locked(sn->jbuf,
+                       sn->jcap, NGX_HA_OPTOUT_STATE_JTIS, now);
 
-        if (n <= cap && jlen <= jcap) {
-            seq = ++sh->state_seq;
-            version_seq = sh->version_seq;
+        if (sn->n <= sn->cap && sn->jlen <= sn->jcap) {
+            sn->seq = ++sh->state_seq;
+            sn->version_seq = sh->version_seq;
 
             ngx_http_ha_optout_save_nwskips = 0;
 
@@ -653,129 +638,182 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
                 }
             }
 
-            ngx_memcpy(audit_hash, sh->audit_hash, sizeof(audit_hash));
+            ngx_memcpy(sn->audit_hash, sh->audit_hash,
+                       sizeof(sn->audit_hash));
             ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-            break;
+            return NGX_OK;
         }
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        if (n > cap) {
-            if (snap) {
-                ngx_free(snap);
+        if (sn->n > sn->cap) {
+            if (sn->snap) {
+                ngx_free(sn->snap);
             }
 
-            cap = n + 4;
-            snap = ngx_alloc(cap * sizeof(ngx_http_ha_optout_rec_t), log);
-            if (snap == NULL) {
-                goto nomem;
+            sn->cap = sn->n + 4;
+            sn->snap = ngx_alloc(sn->cap * sizeof(ngx_http_ha_optout_rec_t),
+                                 log);
+            if (sn->snap == NULL) {
+                return NGX_ERROR;
             }
         }
 
-        if (jlen > jcap) {
-            if (jbuf) {
-                ngx_free(jbuf);
+        if (sn->jlen > sn->jcap) {
+            if (sn->jbuf) {
+                ngx_free(sn->jbuf);
             }
 
-            jcap = jlen + 1024;
-            jbuf = ngx_alloc(jcap, log);
-            if (jbuf == NULL) {
-                goto nomem;
+            sn->jcap = sn->jlen + 1024;
+            sn->jbuf = ngx_alloc(sn->jcap, log);
+            if (sn->jbuf == NULL) {
+                return NGX_ERROR;
             }
         }
     }
+}
 
-    audit_hash[64] = '\0';
 
-    if (ngx_strncmp(audit_hash, ngx_http_ha_optout_zero_hash, 64) == 0) {
+/* the snapshot of the zone, its jtis in order and the pending approvals */
+
+static ngx_int_t
+ngx_http_ha_optout_state_snapshot(ngx_http_ha_optout_snapshot_t *sn,
+    ngx_log_t *log)
+{
+    if (ngx_http_ha_optout_state_copy(sn, ngx_time(), log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    sn->audit_hash[64] = '\0';
+
+    if (ngx_strncmp(sn->audit_hash, ngx_http_ha_optout_zero_hash, 64) == 0) {
         /* no audit line yet: nothing to anchor */
-        audit_hash[0] = '\0';
+        sn->audit_hash[0] = '\0';
     }
 
-    if (jlen) {
-        jtis = ngx_http_ha_optout_state_jtis(jbuf, jlen, &njtis, log);
-        if (jtis == NULL) {
-            goto nomem;
+    if (sn->jlen) {
+        sn->jtis = ngx_http_ha_optout_state_jtis(sn->jbuf, sn->jlen,
+                                                 &sn->njtis, log);
+        if (sn->jtis == NULL) {
+            return NGX_ERROR;
         }
     }
 
     /* pending approvals change only under the writer lock, as we run */
 
-    napprovals = 0;
-    approvals = ngx_alloc(NGX_HA_OPTOUT_APPROVALS_MAX
-                          * sizeof(ngx_http_ha_optout_approval_t), log);
-    if (approvals == NULL) {
-        goto nomem;
+    sn->approvals = ngx_alloc(NGX_HA_OPTOUT_APPROVALS_MAX
+                              * sizeof(ngx_http_ha_optout_approval_t), log);
+    if (sn->approvals == NULL) {
+        return NGX_ERROR;
     }
 
-    napprovals = ngx_http_ha_optout_approvals_snapshot(approvals);
+    sn->napprovals = ngx_http_ha_optout_approvals_snapshot(sn->approvals);
 
-    rc = NGX_ERROR;
+    return NGX_OK;
+}
 
-    if (inplace) {
-        /* the existing file only: never created, never a planted FIFO */
-        fd = open((char *) hmcf->state_file.data,
-                  O_WRONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC);
 
-        if (fd == NGX_INVALID_FILE && ngx_errno == NGX_ENOENT) {
-            /* no file, no suspension that could come back at a start */
-            rc = NGX_OK;
-            goto done;
-        }
-
-        if (fd == NGX_INVALID_FILE) {
-            ngx_http_ha_optout_state_error(log, ngx_errno, "open()",
-                                           hmcf->state_file.data,
-                                           &hmcf->state_file);
-            goto done;
-        }
-
-        if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
-            ngx_log_error(NGX_LOG_ERR, log, 0,
-                          "ha_optout: state file \"%V\" is not a regular "
-                          "file: not rewritten in place", &hmcf->state_file);
-            ngx_close_file(fd);
-            goto done;
-        }
-
-        /*
-         * emptied first: a write torn after this leaves an empty file or
-         * a prefix of the new snapshot, never the new one over the tail
-         * of the old, which might parse into a flag that was cleared
-         */
-        if (ftruncate(fd, 0) == -1) {
-            ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
-                                           hmcf->state_file.data,
-                                           &hmcf->state_file);
-            ngx_close_file(fd);
-            goto done;
-        }
-
-    } else {
-        fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
-
-        if (fd == NGX_INVALID_FILE) {
-            ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
-                                           &hmcf->state_file);
-            goto done;
-        }
+static void
+ngx_http_ha_optout_snapshot_free(ngx_http_ha_optout_snapshot_t *sn)
+{
+    if (sn->snap) {
+        ngx_free(sn->snap);
     }
+
+    if (sn->approvals) {
+        ngx_free(sn->approvals);
+    }
+
+    if (sn->jtis) {
+        ngx_free(sn->jtis);
+    }
+
+    if (sn->jbuf) {
+        ngx_free(sn->jbuf);
+    }
+}
+
+
+/*
+ * The existing state file, opened to be rewritten in place: never created,
+ * never a planted FIFO.  NGX_DONE: there is no file, so no suspension that
+ * could come back at a start.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_state_open_inplace(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_fd_t *fdp)
+{
+    ngx_fd_t         fd;
+    ngx_file_info_t  fi;
+
+    fd = open((char *) hmcf->state_file.data,
+              O_WRONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC);
+
+    if (fd == NGX_INVALID_FILE && ngx_errno == NGX_ENOENT) {
+        return NGX_DONE;
+    }
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "open()",
+                                       hmcf->state_file.data,
+                                       &hmcf->state_file);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR || !ngx_is_file(&fi)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "ha_optout: state file \"%V\" is not a regular "
+                      "file: not rewritten in place", &hmcf->state_file);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    /*
+     * emptied first: a write torn after this leaves an empty file or
+     * a prefix of the new snapshot, never the new one over the tail
+     * of the old, which might parse into a flag that was cleared
+     */
+    if (ftruncate(fd, 0) == -1) {
+        ngx_http_ha_optout_state_error(log, ngx_errno, "ftruncate()",
+                                       hmcf->state_file.data,
+                                       &hmcf->state_file);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    *fdp = fd;
+
+    return NGX_OK;
+}
+
+
+/* the snapshot as YAML into fd, synced and closed (fd is always closed) */
+
+static ngx_int_t
+ngx_http_ha_optout_state_put(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_fd_t fd, u_char *tmp, ngx_http_ha_optout_snapshot_t *sn,
+    ngx_log_t *log)
+{
+    yaml_emitter_t            emitter;
+    ngx_http_ha_optout_out_t  out;
 
     out.fd = fd;
     out.err = 0;
 
     if (!yaml_emitter_initialize(&emitter)) {
         ngx_close_file(fd);
-        goto failed;
+        return NGX_ERROR;
     }
 
     yaml_emitter_set_output(&emitter, ngx_http_ha_optout_emit_write, &out);
     yaml_emitter_set_unicode(&emitter, 1);
     yaml_emitter_set_width(&emitter, 1000);
 
-    if (ngx_http_ha_optout_state_emit(&emitter, version_seq, snap, n,
-                                      audit_hash, jtis, njtis, approvals,
-                                      napprovals)
+    if (ngx_http_ha_optout_state_emit(&emitter, sn->version_seq, sn->snap,
+                                      sn->n, sn->audit_hash, sn->jtis,
+                                      sn->njtis, sn->approvals,
+                                      sn->napprovals)
         != NGX_OK)
     {
         yaml_emitter_delete(&emitter);
@@ -791,7 +829,7 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
                           emitter.problem ? emitter.problem : "unknown");
         }
 
-        goto failed;
+        return NGX_ERROR;
     }
 
     yaml_emitter_delete(&emitter);
@@ -800,41 +838,68 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_http_ha_optout_state_error(log, ngx_errno, "fsync()", tmp,
                                        &hmcf->state_file);
         ngx_close_file(fd);
-        goto failed;
+        return NGX_ERROR;
     }
 
     if (ngx_close_file(fd) == NGX_FILE_ERROR) {
         ngx_http_ha_optout_state_error(log, ngx_errno, "close()", tmp,
                                        &hmcf->state_file);
-        goto failed;
+        return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* the zone notes which snapshot the file holds (under the mutex) */
+
+static void
+ngx_http_ha_optout_state_saved_locked(ngx_http_ha_optout_snapshot_t *sn)
+{
+    ngx_http_ha_optout_sh->state_saved = sn->seq;
+    ngx_memcpy(ngx_http_ha_optout_sh->state_audit_hash,
+               sn->audit_hash[0] ? sn->audit_hash
+                                 : ngx_http_ha_optout_zero_hash,
+               sizeof(sn->audit_hash));
+}
+
+
+/*
+ * The file written becomes the state file, unless a later snapshot is
+ * there already: the rename (or, in place, the note of what the file
+ * holds) happens under the mutex.  NGX_ERROR: the rename failed.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_state_commit(ngx_http_ha_optout_main_conf_t *hmcf,
+    u_char *tmp, ngx_http_ha_optout_snapshot_t *sn, ngx_uint_t inplace,
+    ngx_log_t *log)
+{
+    ngx_err_t                    err;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
     if (inplace) {
-        if (sh->state_saved > seq) {
+        if (sh->state_saved > sn->seq) {
             /* a later snapshot was overwritten: the timer saves again */
             sh->state_dirty++;
 
         } else {
-            sh->state_saved = seq;
-            ngx_memcpy(sh->state_audit_hash,
-                       audit_hash[0] ? audit_hash
-                                     : ngx_http_ha_optout_zero_hash,
-                       sizeof(audit_hash));
+            ngx_http_ha_optout_state_saved_locked(sn);
         }
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        rc = NGX_OK;
-        goto done;
+        return NGX_OK;
     }
 
-    if (sh->state_saved > seq) {
+    if (sh->state_saved > sn->seq) {
         /* a later snapshot, which includes this one's change, is there */
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
         (void) ngx_delete_file(tmp);
-        rc = NGX_OK;
-        goto done;
+        return NGX_OK;
     }
 
     if (ngx_rename_file(tmp, hmcf->state_file.data) == NGX_FILE_ERROR) {
@@ -843,52 +908,84 @@ ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_http_ha_optout_state_error(log, err, "rename() to",
                                        hmcf->state_file.data,
                                        &hmcf->state_file);
-        goto failed;
+        return NGX_ERROR;
     }
 
-    sh->state_saved = seq;
-    ngx_memcpy(sh->state_audit_hash,
-               audit_hash[0] ? audit_hash : ngx_http_ha_optout_zero_hash,
-               sizeof(audit_hash));
+    ngx_http_ha_optout_state_saved_locked(sn);
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
                    "ha_optout: state file saved, %ui flags, %ui jtis, "
-                   "snapshot %uL", n, njtis, seq);
+                   "snapshot %uL", sn->n, sn->njtis, sn->seq);
 
-    rc = NGX_OK;
-    goto done;
+    return NGX_OK;
+}
 
-nomem:
+
+static ngx_int_t
+ngx_http_ha_optout_state_write(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t inplace)
+{
+    u_char                         *tmp;
+    ngx_fd_t                        fd;
+    ngx_int_t                       rc;
+    ngx_http_ha_optout_snapshot_t   sn;
+
+    if (hmcf->state_file.len == 0) {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_ha_optout_sh->restored) {
+        /* a write before worker 0's first tick: the file comes first */
+        ngx_http_ha_optout_state_restore(hmcf, log);
+    }
+
+    tmp = ngx_alloc(hmcf->state_file.len + sizeof(".tmp..") + NGX_INT64_LEN
+                    + 16, log);
+    if (tmp == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&sn, sizeof(ngx_http_ha_optout_snapshot_t));
 
     rc = NGX_ERROR;
-    goto done;
 
-failed:
+    if (ngx_http_ha_optout_state_snapshot(&sn, log) != NGX_OK) {
+        goto done;
+    }
 
-    if (!inplace) {
+    if (inplace) {
+        rc = ngx_http_ha_optout_state_open_inplace(hmcf, log, &fd);
+
+        if (rc != NGX_OK) {
+            rc = (rc == NGX_DONE) ? NGX_OK : NGX_ERROR;
+            goto done;
+        }
+
+    } else {
+        fd = ngx_http_ha_optout_state_tmp(&hmcf->state_file, tmp);
+
+        if (fd == NGX_INVALID_FILE) {
+            ngx_http_ha_optout_state_error(log, ngx_errno, "open()", tmp,
+                                           &hmcf->state_file);
+            goto done;
+        }
+    }
+
+    rc = ngx_http_ha_optout_state_put(hmcf, fd, tmp, &sn, log);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_ha_optout_state_commit(hmcf, tmp, &sn, inplace, log);
+    }
+
+    if (rc != NGX_OK && !inplace) {
         (void) ngx_delete_file(tmp);
     }
 
 done:
 
-    if (snap) {
-        ngx_free(snap);
-    }
-
-    if (approvals) {
-        ngx_free(approvals);
-    }
-
-    if (jtis) {
-        ngx_free(jtis);
-    }
-
-    if (jbuf) {
-        ngx_free(jbuf);
-    }
-
+    ngx_http_ha_optout_snapshot_free(&sn);
     ngx_free(tmp);
 
     return rc;
