@@ -1822,138 +1822,83 @@ ngx_http_ha_optout_aside_name(ngx_pool_t *pool, ngx_str_t *file)
 }
 
 
+/* a restore of the state file, from its reading to its audit lines */
+typedef struct {
+    ngx_http_ha_optout_state_t   st;
+    ngx_http_ha_optout_yaml_t   *y;
+    ngx_int_t                    rc;        /* of reading the file */
+    time_t                       now;
+    ngx_uint_t                   nj;        /* jtis to restore */
+    u_char                      *aside;     /* the corrupt file's new name */
+    ngx_err_t                    err;       /* of renaming it */
+    ngx_uint_t                   changed;
+    ngx_uint_t                   restored_jtis;
+    ngx_uint_t                   noroom;    /* approvals with no room */
+} ngx_http_ha_optout_restore_t;
+
+
 /*
- * Worker 0, while the zone is fresh (start, restart, zone resize): puts the
- * saved API flags back.  The file is read outside the zone's mutex; the
- * flags are applied, and a corrupt file is renamed aside, under it with
- * "restored" checked again, so that exactly one process does either.
+ * The file read and judged outside the mutex (r->rc: NGX_OK, NGX_DECLINED:
+ * no file, NGX_ABORT: corrupt, NGX_ERROR: unreadable), and the name it
+ * gets if it is set aside.
  */
 
-void
-ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_log_t *log)
+static void
+ngx_http_ha_optout_restore_read(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_restore_t *r, ngx_pool_t *pool, ngx_log_t *log)
 {
-    u_char                         *aside;
-    u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
-    u_char                          cbuf[2048];
-    time_t                          now;
-    uint64_t                        max;
-    ngx_int_t                       rc, arc;
-    ngx_err_t                       err;
-    ngx_str_t                       actor, reason, cause;
-    ngx_uint_t                      i, changed, nj, room, restored_jtis;
-    ngx_uint_t                      noroom;
-    ngx_pool_t                     *pool;
-    ngx_http_ha_optout_jti_t       *j;
-    ngx_http_ha_optout_approval_t  *ap;
-    ngx_http_ha_optout_rec_t       *rec;
-    ngx_http_ha_optout_flag_t      *layer;
-    ngx_http_ha_optout_state_t      st;
-    ngx_http_ha_optout_saved_t     *s;
-    ngx_http_ha_optout_shctx_t     *sh;
-    ngx_http_ha_optout_srv_conf_t  *hscf;
-    ngx_http_ha_optout_yaml_t      *y;
+    ngx_uint_t                   i;
+    ngx_http_ha_optout_saved_t  *s;
 
-    sh = ngx_http_ha_optout_sh;
+    r->rc = ngx_http_ha_optout_yaml_load(r->y, &hmcf->state_file, log);
 
-    if (sh->restored) {
-        return;
-    }
-
-    if (hmcf->state_file.len == 0) {
-        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-        sh->restored = 1;
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        return;
-    }
-
-    pool = ngx_create_pool(16384, log);
-    if (pool == NULL) {
-        return;
-    }
-
-    ngx_memzero(&st, sizeof(ngx_http_ha_optout_state_t));
-
-    y = ngx_pcalloc(pool, sizeof(ngx_http_ha_optout_yaml_t));
-    if (y == NULL
-        || ngx_array_init(&st.flags, pool, 8,
-                          sizeof(ngx_http_ha_optout_saved_t))
-           != NGX_OK
-        || ngx_array_init(&st.approvals, pool, 4,
-                          sizeof(ngx_http_ha_optout_approval_t))
-           != NGX_OK)
-    {
-        ngx_destroy_pool(pool);
-        return;
-    }
-
-    y->pool = pool;
-    y->nofollow = 1;
-    now = ngx_time();
-
-    rc = ngx_http_ha_optout_yaml_load(y, &hmcf->state_file, log);
-
-    if (rc == NGX_OK) {
-        if (ngx_http_ha_optout_state_parse(y, &st) != NGX_OK) {
-            rc = NGX_ABORT;
+    if (r->rc == NGX_OK) {
+        if (ngx_http_ha_optout_state_parse(r->y, &r->st) != NGX_OK) {
+            r->rc = NGX_ABORT;
         }
 
-        yaml_document_delete(&y->doc);
+        yaml_document_delete(&r->y->doc);
     }
 
-    s = st.flags.elts;
-    j = st.jtis.elts;
-    nj = (rc == NGX_OK) ? st.jtis.nelts : 0;
+    s = r->st.flags.elts;
+    r->nj = (r->rc == NGX_OK) ? r->st.jtis.nelts : 0;
 
-    if (rc == NGX_OK) {
-        for (i = 0; i < st.flags.nelts; i++) {
-            ngx_http_ha_optout_state_judge(hmcf, &s[i], now);
+    if (r->rc == NGX_OK) {
+        for (i = 0; i < r->st.flags.nelts; i++) {
+            ngx_http_ha_optout_state_judge(hmcf, &s[i], r->now);
         }
 
         /* in expiry order, each goes to the end of the replay queue */
 
-        if (nj > 1) {
-            qsort(j, nj, sizeof(ngx_http_ha_optout_jti_t),
+        if (r->nj > 1) {
+            qsort(r->st.jtis.elts, r->nj, sizeof(ngx_http_ha_optout_jti_t),
                   ngx_http_ha_optout_jti_cmp);
         }
     }
 
-    aside = NULL;
-    err = 0;
-
-    if (rc == NGX_ABORT) {
-        aside = ngx_http_ha_optout_aside_name(pool, &hmcf->state_file);
+    if (r->rc == NGX_ABORT) {
+        r->aside = ngx_http_ha_optout_aside_name(pool, &hmcf->state_file);
     }
+}
 
-    changed = 0;
-    restored_jtis = 0;
 
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+/* the saved flags that are to be restored, each into its layer */
 
-    if (sh->restored) {
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        ngx_destroy_pool(pool);
-        return;
-    }
+static void
+ngx_http_ha_optout_restore_flags_locked(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_restore_t *r)
+{
+    uint64_t                        max;
+    ngx_uint_t                      i;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_flag_t      *layer;
+    ngx_http_ha_optout_saved_t     *s;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
 
-    if (rc == NGX_OK && st.audit_hash[0]) {
-        /* the log cut while nginx was stopped: said before any new line */
-        ngx_http_ha_optout_audit_gap_locked(hmcf, st.audit_hash, log);
-    }
+    s = r->st.flags.elts;
+    max = r->st.version_seq;
 
-    if (rc == NGX_ABORT) {
-        if (aside == NULL
-            || ngx_rename_file(hmcf->state_file.data, aside)
-               == NGX_FILE_ERROR)
-        {
-            err = aside ? ngx_errno : 0;
-            aside = NULL;
-        }
-    }
-
-    max = st.version_seq;
-
-    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
+    for (i = 0; r->rc == NGX_OK && i < r->st.flags.nelts; i++) {
         if (s[i].action != NGX_HA_OPTOUT_ACT_RESTORE) {
             continue;
         }
@@ -1973,56 +1918,111 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         (void) ngx_atomic_fetch_add(
             &rec->changes[NGX_HA_OPTOUT_ACT_RESTORE], 1);
         max = ngx_max(max, s[i].flag.version);
-        changed = 1;
+        r->changed = 1;
     }
 
-    if (sh->version_seq < max) {
-        sh->version_seq = max;
+    if (ngx_http_ha_optout_sh->version_seq < max) {
+        ngx_http_ha_optout_sh->version_seq = max;
     }
+}
 
-    /* ended and skipped window occurrences stay so */
 
-    for (i = 0; rc == NGX_OK && i < st.nwskips; i++) {
-        if (st.wskips[i].end > now && sh->nwskips < NGX_HA_OPTOUT_WSKIPS) {
-            sh->wskips[sh->nwskips++] = st.wskips[i];
-        }
-    }
+/*
+ * spent jtis stay spent (SPEC 8): they come back before any write, those
+ * that expire last first, at most NGX_HA_OPTOUT_STATE_JTIS and a quarter
+ * of the zone, so that new writes still find room
+ */
 
-    /*
-     * spent jtis stay spent (SPEC 8): they come back before any write,
-     * those that expire last first, at most NGX_HA_OPTOUT_STATE_JTIS and a
-     * quarter of the zone, so that new writes still find room
-     */
+static void
+ngx_http_ha_optout_restore_jtis_locked(ngx_http_ha_optout_restore_t *r)
+{
+    ngx_uint_t                 i, room;
+    ngx_http_ha_optout_jti_t  *j;
+
+    j = r->st.jtis.elts;
 
     room = (ngx_uint_t) (ngx_http_ha_optout_shpool->end
                          - (u_char *) ngx_http_ha_optout_shpool)
            / 4 / 128;
     room = ngx_min(room, NGX_HA_OPTOUT_STATE_JTIS);
 
-    for (i = (nj > room) ? nj - room : 0; i < nj; i++) {
-        if (j[i].exp + NGX_HA_OPTOUT_LEEWAY <= now) {
+    for (i = (r->nj > room) ? r->nj - room : 0; i < r->nj; i++) {
+        if (j[i].exp + NGX_HA_OPTOUT_LEEWAY <= r->now) {
             continue;
         }
 
-        if (ngx_http_ha_optout_replay_check_locked(&j[i].jti, j[i].exp, now)
+        if (ngx_http_ha_optout_replay_check_locked(&j[i].jti, j[i].exp,
+                                                   r->now)
             == NGX_BUSY)
         {
             break;
         }
 
-        restored_jtis++;
+        r->restored_jtis++;
     }
+}
+
+
+/*
+ * Under the mutex, with "restored" checked again: the file is set aside or
+ * its content goes into the zone.  NGX_DECLINED: another process did it.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_restore_locked(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_restore_t *r, ngx_log_t *log)
+{
+    ngx_int_t                       arc;
+    ngx_uint_t                      i;
+    ngx_http_ha_optout_state_t     *st;
+    ngx_http_ha_optout_shctx_t     *sh;
+    ngx_http_ha_optout_approval_t  *ap;
+
+    sh = ngx_http_ha_optout_sh;
+    st = &r->st;
+
+    if (sh->restored) {
+        return NGX_DECLINED;
+    }
+
+    if (r->rc == NGX_OK && st->audit_hash[0]) {
+        /* the log cut while nginx was stopped: said before any new line */
+        ngx_http_ha_optout_audit_gap_locked(hmcf, st->audit_hash, log);
+    }
+
+    if (r->rc == NGX_ABORT) {
+        if (r->aside == NULL
+            || ngx_rename_file(hmcf->state_file.data, r->aside)
+               == NGX_FILE_ERROR)
+        {
+            r->err = r->aside ? ngx_errno : 0;
+            r->aside = NULL;
+        }
+    }
+
+    ngx_http_ha_optout_restore_flags_locked(hmcf, r);
+
+    /* ended and skipped window occurrences stay so */
+
+    for (i = 0; r->rc == NGX_OK && i < st->nwskips; i++) {
+        if (st->wskips[i].end > r->now && sh->nwskips < NGX_HA_OPTOUT_WSKIPS)
+        {
+            sh->wskips[sh->nwskips++] = st->wskips[i];
+        }
+    }
+
+    ngx_http_ha_optout_restore_jtis_locked(r);
 
     /*
      * a log that was empty or gone at start (rotated away): the chain
      * continues from the hash the state file saw last
      */
 
-    if (rc == NGX_OK && st.audit_hash[0] && sh->audit_count == 0
+    if (r->rc == NGX_OK && st->audit_hash[0] && sh->audit_count == 0
         && ngx_strncmp(sh->audit_hash, ngx_http_ha_optout_zero_hash, 64)
            == 0)
     {
-        ngx_memcpy(sh->audit_hash, st.audit_hash, 65);
+        ngx_memcpy(sh->audit_hash, st->audit_hash, 65);
     }
 
     /*
@@ -2031,129 +2031,225 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
      * expired are audited below; id 0 marks one done here.
      */
 
-    noroom = 0;
+    for (i = 0; r->rc == NGX_OK && i < st->approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) st->approvals.elts)[i];
 
-    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
-        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
-
-        arc = ngx_http_ha_optout_approval_restore(hmcf, ap, now, log, 1);
+        arc = ngx_http_ha_optout_approval_restore(hmcf, ap, r->now, log, 1);
 
         if (arc != NGX_ABORT) {
-            noroom += (arc == NGX_DECLINED);
+            r->noroom += (arc == NGX_DECLINED);
             ap->id = 0;
         }
     }
 
     sh->restored = 1;
 
-    if (changed) {
+    if (r->changed) {
         ngx_http_ha_optout_bump();
     }
 
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+    return NGX_OK;
+}
 
-    if (rc == NGX_ABORT) {
-        if (aside) {
+
+/* a file that could not be used: said; NGX_ERROR: nothing more to do */
+
+static ngx_int_t
+ngx_http_ha_optout_restore_failed(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_restore_t *r, ngx_log_t *log)
+{
+    ngx_http_ha_optout_yaml_t  *y;
+
+    y = r->y;
+
+    if (r->rc == NGX_ABORT) {
+        if (r->aside) {
             ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "ha_optout: state file \"%V\" is corrupt "
                           "(%V:%ui:%ui: %*s); it was renamed to \"%s\" and "
                           "nginx starts with HA fully on (no flags)",
                           &hmcf->state_file, &hmcf->state_file, y->line,
-                          y->column, y->err_len, y->err, aside);
-        } else {
-            ngx_log_error(NGX_LOG_ALERT, log, err,
-                          "ha_optout: state file \"%V\" is corrupt "
-                          "(%V:%ui:%ui: %*s) and could not be renamed "
-                          "aside; nginx starts with HA fully on (no flags)",
-                          &hmcf->state_file, &hmcf->state_file, y->line,
-                          y->column, y->err_len, y->err);
-            ngx_destroy_pool(pool);
-            return;
+                          y->column, y->err_len, y->err, r->aside);
+            return NGX_OK;
         }
 
-    } else if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, r->err,
+                      "ha_optout: state file \"%V\" is corrupt "
+                      "(%V:%ui:%ui: %*s) and could not be renamed "
+                      "aside; nginx starts with HA fully on (no flags)",
+                      &hmcf->state_file, &hmcf->state_file, y->line,
+                      y->column, y->err_len, y->err);
+        return NGX_ERROR;
+    }
+
+    if (r->rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: state file \"%V\" cannot be read (%*s); "
                       "nginx starts with HA fully on (no flags)",
                       &hmcf->state_file, y->err_len, y->err);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* what became of a saved flag, in the audit log and error_log */
+
+static void
+ngx_http_ha_optout_restore_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_saved_t *s, time_t now, ngx_log_t *log)
+{
+    u_char                          name[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char                          cbuf[2048];
+    ngx_str_t                       actor, reason, cause;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    actor.data = s->flag.actor;
+    actor.len = s->flag.actor_len;
+    reason.data = s->flag.reason;
+    reason.len = s->flag.reason_len;
+
+    switch (s->action) {
+
+    case NGX_HA_OPTOUT_ACT_RESTORE:
+        ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_RESTORE,
+                                 &s->upstream, &actor, NULL, &reason,
+                                 NULL, &s->flag, NULL);
+        break;
+
+    case NGX_HA_OPTOUT_ACT_EXPIRE:
+    case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
+        /* the name is the file's text: escaped, one line */
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: saved flag of \"%*s\" dropped: %s",
+                      (size_t) (ngx_http_ha_optout_escape(name,
+                                    sizeof(name), s->upstream.data,
+                                    s->upstream.len) - name),
+                      name, s->why);
+
+        hscf = ngx_http_ha_optout_find_upstream(hmcf, &s->upstream);
+
+        if (hscf && hscf->rec) {
+            (void) ngx_atomic_fetch_add(&hscf->rec->changes[s->action], 1);
+        }
+
+        /* the audit line says why, in its "cause" */
+        cause.data = cbuf;
+        cause.len = ngx_http_ha_optout_drop_cause(cbuf, cbuf + sizeof(cbuf),
+                                                  hscf, &s->upstream,
+                                                  &s->flag, now)
+                    - cbuf;
+
+        ngx_http_ha_optout_audit_cause(hmcf, log, s->action, &s->upstream,
+                                       &actor, NULL, &reason, &s->flag,
+                                       NULL, NULL, &cause);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ha_optout: saved flag of \"%V\" not restored: a "
+                      "newer one was set through the API", &s->upstream);
+    }
+}
+
+
+/*
+ * Worker 0, while the zone is fresh (start, restart, zone resize): puts the
+ * saved API flags back.  The file is read outside the zone's mutex; the
+ * flags are applied, and a corrupt file is renamed aside, under it with
+ * "restored" checked again, so that exactly one process does either.
+ */
+
+void
+ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    ngx_int_t                       rc;
+    ngx_uint_t                      i;
+    ngx_pool_t                     *pool;
+    ngx_http_ha_optout_shctx_t     *sh;
+    ngx_http_ha_optout_saved_t     *s;
+    ngx_http_ha_optout_approval_t  *ap;
+    ngx_http_ha_optout_restore_t    r;
+
+    sh = ngx_http_ha_optout_sh;
+
+    if (sh->restored) {
+        return;
+    }
+
+    if (hmcf->state_file.len == 0) {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        sh->restored = 1;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    pool = ngx_create_pool(16384, log);
+    if (pool == NULL) {
+        return;
+    }
+
+    ngx_memzero(&r, sizeof(ngx_http_ha_optout_restore_t));
+
+    r.y = ngx_pcalloc(pool, sizeof(ngx_http_ha_optout_yaml_t));
+    if (r.y == NULL
+        || ngx_array_init(&r.st.flags, pool, 8,
+                          sizeof(ngx_http_ha_optout_saved_t))
+           != NGX_OK
+        || ngx_array_init(&r.st.approvals, pool, 4,
+                          sizeof(ngx_http_ha_optout_approval_t))
+           != NGX_OK)
+    {
         ngx_destroy_pool(pool);
         return;
     }
 
-    if (restored_jtis) {
-        ngx_log_error(NGX_LOG_INFO, log, 0,
-                      "ha_optout: %ui spent jtis restored from \"%V\"",
-                      restored_jtis, &hmcf->state_file);
+    r.y->pool = pool;
+    r.y->nofollow = 1;
+    r.now = ngx_time();
+
+    ngx_http_ha_optout_restore_read(hmcf, &r, pool, log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    rc = ngx_http_ha_optout_restore_locked(hmcf, &r, log);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (rc == NGX_DECLINED
+        || ngx_http_ha_optout_restore_failed(hmcf, &r, log) != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
     }
 
-    for (i = 0; rc == NGX_OK && i < st.flags.nelts; i++) {
-        actor.data = s[i].flag.actor;
-        actor.len = s[i].flag.actor_len;
-        reason.data = s[i].flag.reason;
-        reason.len = s[i].flag.reason_len;
+    if (r.restored_jtis) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "ha_optout: %ui spent jtis restored from \"%V\"",
+                      r.restored_jtis, &hmcf->state_file);
+    }
 
-        switch (s[i].action) {
+    s = r.st.flags.elts;
 
-        case NGX_HA_OPTOUT_ACT_RESTORE:
-            ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_RESTORE,
-                                     &s[i].upstream, &actor, NULL, &reason,
-                                     NULL, &s[i].flag, NULL);
-            break;
-
-        case NGX_HA_OPTOUT_ACT_EXPIRE:
-        case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
-            /* the name is the file's text: escaped, one line */
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "ha_optout: saved flag of \"%*s\" dropped: %s",
-                          (size_t) (ngx_http_ha_optout_escape(name,
-                                        sizeof(name), s[i].upstream.data,
-                                        s[i].upstream.len) - name),
-                          name, s[i].why);
-
-            hscf = ngx_http_ha_optout_find_upstream(hmcf, &s[i].upstream);
-
-            if (hscf && hscf->rec) {
-                (void) ngx_atomic_fetch_add(&hscf->rec->changes[s[i].action],
-                                            1);
-            }
-
-            /* the audit line says why, in its "cause" */
-            cause.data = cbuf;
-            cause.len = ngx_http_ha_optout_drop_cause(cbuf,
-                                                      cbuf + sizeof(cbuf),
-                                                      hscf, &s[i].upstream,
-                                                      &s[i].flag, now)
-                        - cbuf;
-
-            ngx_http_ha_optout_audit_cause(hmcf, log, s[i].action,
-                                           &s[i].upstream, &actor, NULL,
-                                           &reason, &s[i].flag, NULL, NULL,
-                                           &cause);
-            break;
-
-        default:
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "ha_optout: saved flag of \"%V\" not restored: a "
-                          "newer one was set through the API",
-                          &s[i].upstream);
-        }
+    for (i = 0; r.rc == NGX_OK && i < r.st.flags.nelts; i++) {
+        ngx_http_ha_optout_restore_audit(hmcf, &s[i], r.now, log);
     }
 
     /* pending approvals (policy "approvers"): back, or audited expired */
 
-    for (i = 0; rc == NGX_OK && i < st.approvals.nelts; i++) {
-        ap = &((ngx_http_ha_optout_approval_t *) st.approvals.elts)[i];
+    for (i = 0; r.rc == NGX_OK && i < r.st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) r.st.approvals.elts)[i];
 
         if (ap->id) {
-            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, now, log,
+            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, r.now, log,
                                                        0);
         }
     }
 
-    if (noroom) {
+    if (r.noroom) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_optout: no room in the zone for %ui pending "
-                      "approvals of \"%V\"", noroom, &hmcf->state_file);
+                      "approvals of \"%V\"", r.noroom, &hmcf->state_file);
     }
 
     ngx_destroy_pool(pool);
