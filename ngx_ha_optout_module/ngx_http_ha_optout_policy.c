@@ -389,166 +389,163 @@ ngx_http_ha_optout_fnv(uint32_t *h, u_char *p, size_t len)
 }
 
 
+/* the keys a window must have one of */
+enum {
+    NGX_HA_OPTOUT_SEEN_EVERY = 1,
+    NGX_HA_OPTOUT_SEEN_START = 2,
+    NGX_HA_OPTOUT_SEEN_END = 4
+};
+
+
+/* "upstream:": one upstream, never "*" */
+
 static ngx_int_t
-ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
-    yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
+ngx_http_ha_optout_window_upstream_key(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *val, ngx_http_ha_optout_window_t *w)
 {
-    u_char                        c;
-    ngx_int_t                     rc;
-    ngx_uint_t                    seen, i;
-    yaml_node_t                  *k, *val, *upstream;
-    yaml_node_pair_t             *p;
-    ngx_http_ha_optout_flag_t    *f;
-    ngx_http_ha_optout_window_t  *w, *o;
-
-    enum {
-        SEEN_EVERY = 1,
-        SEEN_START = 2,
-        SEEN_END = 4
-    };
-
-    if (ngx_http_ha_optout_ymapping(y, node, "a window") != NGX_OK) {
+    if (ngx_http_ha_optout_yscalar(y, val, "upstream", &w->upstream)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    w = ngx_array_push(&pol->windows);
-    if (w == NULL) {
+    if (w->upstream.len == 0
+        || (w->upstream.len == 1 && w->upstream.data[0] == '*'))
+    {
+        return ngx_http_ha_optout_yfail(y, val, "a window names one "
+                                        "upstream");
+    }
+
+    w->upstream.data = ngx_pstrdup(y->pool, &w->upstream);
+    if (w->upstream.data == NULL) {
         return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
     }
 
-    ngx_memzero(w, sizeof(ngx_http_ha_optout_window_t));
+    return NGX_OK;
+}
 
-    w->line = node->start_mark.line + 1;
-    w->column = node->start_mark.column + 1;
-    w->endable = 1;
-    f = &w->flag;
-    upstream = NULL;
-    seen = 0;
 
-    for (p = node->data.mapping.pairs.start;
-         p < node->data.mapping.pairs.top;
-         p++)
-    {
-        k = ngx_http_ha_optout_ynode(y, p->key);
-        val = ngx_http_ha_optout_ynode(y, p->value);
+/* "name:", what the API calls the window by */
 
-        if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
-            if (ngx_http_ha_optout_yscalar(y, val, "upstream", &w->upstream)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
+static ngx_int_t
+ngx_http_ha_optout_window_name_key(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *val, ngx_http_ha_optout_window_t *w)
+{
+    u_char      c;
+    ngx_uint_t  i;
 
-            if (w->upstream.len == 0
-                || (w->upstream.len == 1 && w->upstream.data[0] == '*'))
-            {
-                return ngx_http_ha_optout_yfail(y, val, "a window names one "
-                                                "upstream");
-            }
+    if (ngx_http_ha_optout_yscalar(y, val, "name", &w->name) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
-            w->upstream.data = ngx_pstrdup(y->pool, &w->upstream);
-            if (w->upstream.data == NULL) {
-                return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
-            }
+    for (i = 0; i < w->name.len; i++) {
+        c = w->name.data[i];
 
-            upstream = val;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "name")) {
-            if (ngx_http_ha_optout_yscalar(y, val, "name", &w->name)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            for (i = 0; i < w->name.len; i++) {
-                c = w->name.data[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-                      || (c >= '0' && c <= '9') || c == '-' || c == '_'
-                      || c == '.'))
-                {
-                    break;
-                }
-            }
-
-            if (w->name.len == 0 || w->name.len > NGX_HA_OPTOUT_NAME_LEN
-                || i < w->name.len
-                || (w->name.data[0] >= '0' && w->name.data[0] <= '9'))
-            {
-                return ngx_http_ha_optout_yfail(y, val, "a window's name is "
-                                                "1..64 of A-Z a-z 0-9 - _ . "
-                                                "and does not start with a "
-                                                "digit (numbers are window "
-                                                "positions)");
-            }
-
-            w->name.data = ngx_pstrdup(y->pool, &w->name);
-            if (w->name.data == NULL) {
-                return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "endable")) {
-            if (ngx_http_ha_optout_ybool(y, val, "endable", &w->endable)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "every")) {
-            if (ngx_http_ha_optout_policy_every(y, val, w) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            seen |= SEEN_EVERY;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "start")) {
-            if (ngx_http_ha_optout_ytime(y, val, "start", 0, &w->start)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            seen |= SEEN_START;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "end")) {
-            if (ngx_http_ha_optout_ytime(y, val, "end", 0, &w->end)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            if ((seen & SEEN_START) && w->start >= w->end) {
-                return ngx_http_ha_optout_yfail(y, val, "end must be after "
-                                                "start");
-            }
-
-            seen |= SEEN_END;
-
-        } else if ((rc = ngx_http_ha_optout_yflag_field(y, k, val, f))
-                   != NGX_DECLINED)
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_'
+              || c == '.'))
         {
-            if (rc == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-            if (ngx_http_ha_optout_ykey_is(k, "pin")) {
-                w->pin_line = val->start_mark.line + 1;
-                w->pin_column = val->start_mark.column + 1;
-            }
-
-        } else {
-            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in a "
-                                            "window (upstream, name, "
-                                            "endable, every, start, "
-                                            "end, failover, pin, "
-                                            "pin_selector, replication, "
-                                            "sticky, reason)",
-                                            k->data.scalar.length,
-                                            k->data.scalar.value);
+            break;
         }
     }
 
-    if (upstream == NULL) {
+    if (w->name.len == 0 || w->name.len > NGX_HA_OPTOUT_NAME_LEN
+        || i < w->name.len
+        || (w->name.data[0] >= '0' && w->name.data[0] <= '9'))
+    {
+        return ngx_http_ha_optout_yfail(y, val, "a window's name is "
+                                        "1..64 of A-Z a-z 0-9 - _ . "
+                                        "and does not start with a "
+                                        "digit (numbers are window "
+                                        "positions)");
+    }
+
+    w->name.data = ngx_pstrdup(y->pool, &w->name);
+    if (w->name.data == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    return NGX_OK;
+}
+
+
+/* one key of a window; *seen gathers the keys of its times */
+
+static ngx_int_t
+ngx_http_ha_optout_window_key(ngx_http_ha_optout_yaml_t *y, yaml_node_t *k,
+    yaml_node_t *val, ngx_http_ha_optout_window_t *w, ngx_uint_t *seen)
+{
+    ngx_int_t  rc;
+
+    if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
+        return ngx_http_ha_optout_window_upstream_key(y, val, w);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "name")) {
+        return ngx_http_ha_optout_window_name_key(y, val, w);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "endable")) {
+        return ngx_http_ha_optout_ybool(y, val, "endable", &w->endable);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "every")) {
+        *seen |= NGX_HA_OPTOUT_SEEN_EVERY;
+        return ngx_http_ha_optout_policy_every(y, val, w);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "start")) {
+        *seen |= NGX_HA_OPTOUT_SEEN_START;
+        return ngx_http_ha_optout_ytime(y, val, "start", 0, &w->start);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "end")) {
+        if (ngx_http_ha_optout_ytime(y, val, "end", 0, &w->end) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if ((*seen & NGX_HA_OPTOUT_SEEN_START) && w->start >= w->end) {
+            return ngx_http_ha_optout_yfail(y, val, "end must be after "
+                                            "start");
+        }
+
+        *seen |= NGX_HA_OPTOUT_SEEN_END;
+        return NGX_OK;
+    }
+
+    rc = ngx_http_ha_optout_yflag_field(y, k, val, &w->flag);
+
+    if (rc == NGX_OK && ngx_http_ha_optout_ykey_is(k, "pin")) {
+        w->pin_line = val->start_mark.line + 1;
+        w->pin_column = val->start_mark.column + 1;
+    }
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in a "
+                                    "window (upstream, name, "
+                                    "endable, every, start, "
+                                    "end, failover, pin, "
+                                    "pin_selector, replication, "
+                                    "sticky, reason)",
+                                    k->data.scalar.length,
+                                    k->data.scalar.value);
+}
+
+
+/* a window read whole: what it must have, and what its flag may hold */
+
+static ngx_int_t
+ngx_http_ha_optout_window_valid(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_window_t *w, ngx_uint_t seen)
+{
+    ngx_http_ha_optout_flag_t  *f;
+
+    f = &w->flag;
+
+    if (w->upstream.data == NULL) {
         return ngx_http_ha_optout_yfail(y, node, "a window needs "
                                         "\"upstream\"");
     }
@@ -558,10 +555,10 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
                                         "\"reason\"");
     }
 
-    if (seen == SEEN_EVERY) {
+    if (seen == NGX_HA_OPTOUT_SEEN_EVERY) {
         /* weekly */
 
-    } else if (seen == (SEEN_START|SEEN_END)) {
+    } else if (seen == (NGX_HA_OPTOUT_SEEN_START|NGX_HA_OPTOUT_SEEN_END)) {
         if (w->start >= w->end) {
             return ngx_http_ha_optout_yfail(y, node, "end must be after "
                                             "start");
@@ -594,11 +591,18 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
                                         "replication false or sticky true");
     }
 
-    /*
-     * what identifies the window across reloads, for the occurrences the
-     * API ended or skipped: its upstream, name and times (not its reason)
-     */
+    return NGX_OK;
+}
 
+
+/*
+ * what identifies the window across reloads, for the occurrences the
+ * API ended or skipped: its upstream, name and times (not its reason)
+ */
+
+static void
+ngx_http_ha_optout_window_fp(ngx_http_ha_optout_window_t *w)
+{
     w->fp = 2166136261u;                        /* FNV-1a */
     ngx_http_ha_optout_fnv(&w->fp, w->upstream.data, w->upstream.len);
     ngx_http_ha_optout_fnv(&w->fp, (u_char *) "/", 1);
@@ -608,6 +612,18 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
     ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->length, sizeof(w->length));
     ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->start, sizeof(w->start));
     ngx_http_ha_optout_fnv(&w->fp, (u_char *) &w->end, sizeof(w->end));
+}
+
+
+/* a window's name is its upstream's only: the API calls it by it */
+
+static ngx_int_t
+ngx_http_ha_optout_window_unique(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_policy_t *pol,
+    ngx_http_ha_optout_window_t *w)
+{
+    ngx_uint_t                    i;
+    ngx_http_ha_optout_window_t  *o;
 
     o = pol->windows.elts;
 
@@ -626,6 +642,59 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
         }
     }
 
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
+{
+    ngx_uint_t                    seen;
+    yaml_node_pair_t             *p;
+    ngx_http_ha_optout_flag_t    *f;
+    ngx_http_ha_optout_window_t  *w;
+
+    if (ngx_http_ha_optout_ymapping(y, node, "a window") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    w = ngx_array_push(&pol->windows);
+    if (w == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    ngx_memzero(w, sizeof(ngx_http_ha_optout_window_t));
+
+    w->line = node->start_mark.line + 1;
+    w->column = node->start_mark.column + 1;
+    w->endable = 1;
+    seen = 0;
+
+    for (p = node->data.mapping.pairs.start;
+         p < node->data.mapping.pairs.top;
+         p++)
+    {
+        if (ngx_http_ha_optout_window_key(y,
+                ngx_http_ha_optout_ynode(y, p->key),
+                ngx_http_ha_optout_ynode(y, p->value), w, &seen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_ha_optout_window_valid(y, node, w, seen) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ha_optout_window_fp(w);
+
+    if (ngx_http_ha_optout_window_unique(y, node, pol, w) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    f = &w->flag;
     f->present = 1;
     f->source = NGX_HA_OPTOUT_SRC_WINDOW;
     f->actor_len = ngx_http_ha_optout_policy_actor.len;
