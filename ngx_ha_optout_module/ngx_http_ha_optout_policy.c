@@ -1351,43 +1351,34 @@ ngx_http_ha_optout_window_next(ngx_http_ha_optout_window_t *w, time_t now,
 }
 
 
+/* the occurrence an end or a skip through the API acts on */
+typedef struct {
+    ngx_http_ha_optout_window_t  *best;
+    time_t                        start;
+    time_t                        end;
+    ngx_uint_t                    windows;  /* of the upstream */
+    ngx_uint_t                    found;    /* "window" names one of them */
+} ngx_http_ha_optout_wfind_t;
+
+
 /*
- * POST v1/windows/{upstream}/end and .../skip: the occurrence of a window
- * that is open now (end) or that opens next (skip) is noted in the zone
- * (and by the caller in the state file), and the windows timer leaves it
- * closed.  "window" is the window's name or its position among the
- * upstream's windows (1, 2, ...); empty: the one that acts now (end), or
- * the next to open (skip).  On success "occ" is the occurrence as a flag.
+ * The upstream's window that "window" names (its name or its position,
+ * 1, 2, ...; empty: any): the one open now for an end, the first in file
+ * order as the timer picks it; the one that opens soonest for a skip.
  */
 
-ngx_int_t
-ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
+static void
+ngx_http_ha_optout_window_find(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *window, ngx_uint_t skip,
-    ngx_http_ha_optout_flag_t *occ, ngx_str_t *name, ngx_uint_t *status,
-    char **code, ngx_str_t *message, ngx_pool_t *pool)
+    time_t now, ngx_http_ha_optout_wfind_t *wf)
 {
-    u_char                       *p, *last;
-    time_t                        now, s, e, bs, be;
+    time_t                        s, e;
     ngx_int_t                     pos;
-    ngx_uint_t                    i, j, n, found;
-    ngx_http_ha_optout_wskip_t   *k;
-    ngx_http_ha_optout_window_t  *w, *best;
+    ngx_uint_t                    i, n;
+    ngx_http_ha_optout_window_t  *w;
     ngx_http_ha_optout_policy_t  *pol;
-    ngx_http_ha_optout_shctx_t   *sh;
 
-    now = ngx_time();
     pol = hmcf->policy;
-    sh = ngx_http_ha_optout_sh;
-
-    message->len = 0;
-    message->data = ngx_pnalloc(pool, 1024);
-    if (message->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    p = message->data;
-    last = p + 1024;
-
     pos = 0;
 
     for (i = 0; i < window->len && i < 6; i++) {
@@ -1401,20 +1392,18 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
 
     w = pol ? pol->windows.elts : NULL;
     n = pol ? pol->windows.nelts : 0;
-    best = NULL;
-    bs = 0;
-    be = 0;
-    found = 0;
 
-    for (i = 0, j = 0; i < n; i++) {
+    ngx_memzero(wf, sizeof(ngx_http_ha_optout_wfind_t));
+
+    for (i = 0; i < n; i++) {
         if (ngx_http_ha_optout_window_upstream(hmcf, &w[i]) != hscf) {
             continue;
         }
 
-        j++;
+        wf->windows++;
 
         if (window->len) {
-            if (!((pos > 0 && (ngx_uint_t) pos == j)
+            if (!((pos > 0 && (ngx_uint_t) pos == wf->windows)
                   || (w[i].name.len == window->len
                       && ngx_strncmp(w[i].name.data, window->data,
                                      window->len) == 0)))
@@ -1422,42 +1411,60 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
                 continue;
             }
 
-            found = 1;
+            wf->found = 1;
         }
 
         if (skip) {
             if (ngx_http_ha_optout_window_next(&w[i], now, &s, &e)
-                && (best == NULL || s < bs))
+                && (wf->best == NULL || s < wf->start))
             {
-                best = &w[i];
-                bs = s;
-                be = e;
+                wf->best = &w[i];
+                wf->start = s;
+                wf->end = e;
             }
 
         } else if (ngx_http_ha_optout_window_live(&w[i], now, &s, &e)) {
             /* the first in file order acts, as the timer picks it */
-            best = &w[i];
-            bs = s;
-            be = e;
+            wf->best = &w[i];
+            wf->start = s;
+            wf->end = e;
             break;
         }
     }
+}
 
-    if (j == 0) {
+
+/* why no occurrence can be ended or skipped; NGX_OK: one can */
+
+static ngx_int_t
+ngx_http_ha_optout_window_refused(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *window, ngx_uint_t skip,
+    ngx_http_ha_optout_wfind_t *wf, ngx_uint_t *status, char **code,
+    ngx_str_t *message)
+{
+    u_char                       *p, *last;
+    ngx_uint_t                    i, j, n;
+    ngx_http_ha_optout_window_t  *w;
+
+    p = message->data;
+    last = p + 1024;
+
+    if (wf->windows == 0) {
         *status = NGX_HTTP_NOT_FOUND;
         *code = "UnknownWindow";
         p = ngx_slprintf(p, last, "upstream \"%V\" has no window in the "
                          "policy%s%V", &hscf->name,
                          hmcf->policy_file.len ? " " : "",
                          &hmcf->policy_file);
-        goto failed;
-    }
 
-    if (window->len && !found) {
+    } else if (window->len && !wf->found) {
         *status = NGX_HTTP_NOT_FOUND;
         *code = "UnknownWindow";
         p = ngx_slprintf(p, last, "upstream \"%V\" has no window \"%V\"; "
                          "its windows:", &hscf->name, window);
+
+        w = ((ngx_http_ha_optout_policy_t *) hmcf->policy)->windows.elts;
+        n = ((ngx_http_ha_optout_policy_t *) hmcf->policy)->windows.nelts;
 
         for (i = 0, j = 0; i < n; i++) {
             if (w[i].hscf == hscf) {
@@ -1469,10 +1476,7 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
             }
         }
 
-        goto failed;
-    }
-
-    if (best == NULL) {
+    } else if (wf->best == NULL) {
         *status = NGX_HTTP_CONFLICT;
         *code = skip ? "NoNextWindow" : "NoOpenWindow";
         p = ngx_slprintf(p, last, skip ? "no occurrence of %s%V%son "
@@ -1482,18 +1486,37 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
                                          "use skip",
                          window->len ? "\"" : "", window,
                          window->len ? "\" " : "", &hscf->name);
-        goto failed;
-    }
 
-    if (!best->endable) {
+    } else if (!wf->best->endable) {
         *status = NGX_HTTP_FORBIDDEN;
         *code = "ForbiddenByPolicy";
         p = ngx_slprintf(p, last, "the window of \"%V\" at %V:%ui has "
                          "\"endable: false\": it can be neither ended nor "
                          "skipped through the API", &hscf->name,
-                         &pol->file, best->line);
-        goto failed;
+                         &((ngx_http_ha_optout_policy_t *) hmcf->policy)->file,
+                         wf->best->line);
+
+    } else {
+        return NGX_OK;
     }
+
+    message->len = p - message->data;
+
+    return NGX_DECLINED;
+}
+
+
+/* the occurrence noted in the zone; NGX_DECLINED: the table is full */
+
+static ngx_int_t
+ngx_http_ha_optout_window_note(ngx_http_ha_optout_wfind_t *wf, time_t now,
+    ngx_uint_t *status, char **code, ngx_str_t *message)
+{
+    ngx_uint_t                   i, j;
+    ngx_http_ha_optout_wskip_t  *k;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -1514,48 +1537,92 @@ ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
 
         *status = NGX_HTTP_INSUFFICIENT_STORAGE;
         *code = "ZoneFull";
-        p = ngx_slprintf(p, last, "%ui window occurrences are ended or "
-                         "skipped already; try again when one is over "
-                         "(a table of fixed size: a larger "
-                         "\"ha_optout_zone\" does not make room)",
-                         (ngx_uint_t) NGX_HA_OPTOUT_WSKIPS);
-        goto failed;
+        message->len = ngx_slprintf(message->data, message->data + 1024,
+                                    "%ui window occurrences are ended or "
+                                    "skipped already; try again when one "
+                                    "is over (a table of fixed size: a "
+                                    "larger \"ha_optout_zone\" does not "
+                                    "make room)",
+                                    (ngx_uint_t) NGX_HA_OPTOUT_WSKIPS)
+                       - message->data;
+        return NGX_DECLINED;
     }
 
-    k[sh->nwskips].fp = best->fp;
-    k[sh->nwskips].start = bs;
-    k[sh->nwskips].end = be;
+    k[sh->nwskips].fp = wf->best->fp;
+    k[sh->nwskips].start = wf->start;
+    k[sh->nwskips].end = wf->end;
     sh->nwskips++;
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    *occ = best->flag;
-    occ->set_at = bs;
-    occ->expires_at = be;
+    return NGX_OK;
+}
 
-    if (best->name.len) {
-        *name = best->name;
 
-    } else {
-        for (i = 0, j = 0; &w[i] != best; i++) {
-            j += (w[i].hscf == hscf);
-        }
+/*
+ * POST v1/windows/{upstream}/end and .../skip: the occurrence of a window
+ * that is open now (end) or that opens next (skip) is noted in the zone
+ * (and by the caller in the state file), and the windows timer leaves it
+ * closed.  "window" is the window's name or its position among the
+ * upstream's windows (1, 2, ...); empty: the one that acts now (end), or
+ * the next to open (skip).  On success "occ" is the occurrence as a flag.
+ */
 
-        name->data = ngx_pnalloc(pool, NGX_INT_T_LEN);
-        if (name->data == NULL) {
-            return NGX_ERROR;
-        }
+ngx_int_t
+ngx_http_ha_optout_window_act(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *window, ngx_uint_t skip,
+    ngx_http_ha_optout_flag_t *occ, ngx_str_t *name, ngx_uint_t *status,
+    char **code, ngx_str_t *message, ngx_pool_t *pool)
+{
+    time_t                        now;
+    ngx_uint_t                    i, j;
+    ngx_http_ha_optout_window_t  *w;
+    ngx_http_ha_optout_wfind_t    wf;
 
-        name->len = ngx_sprintf(name->data, "%ui", j + 1) - name->data;
+    now = ngx_time();
+
+    message->len = 0;
+    message->data = ngx_pnalloc(pool, 1024);
+    if (message->data == NULL) {
+        return NGX_ERROR;
     }
 
+    ngx_http_ha_optout_window_find(hmcf, hscf, window, skip, now, &wf);
+
+    if (ngx_http_ha_optout_window_refused(hmcf, hscf, window, skip, &wf,
+                                          status, code, message)
+        != NGX_OK
+        || ngx_http_ha_optout_window_note(&wf, now, status, code, message)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    *occ = wf.best->flag;
+    occ->set_at = wf.start;
+    occ->expires_at = wf.end;
+
+    if (wf.best->name.len) {
+        *name = wf.best->name;
+        return NGX_OK;
+    }
+
+    /* a window without a name is called by its position */
+
+    w = ((ngx_http_ha_optout_policy_t *) hmcf->policy)->windows.elts;
+
+    for (i = 0, j = 0; &w[i] != wf.best; i++) {
+        j += (w[i].hscf == hscf);
+    }
+
+    name->data = ngx_pnalloc(pool, NGX_INT_T_LEN);
+    if (name->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    name->len = ngx_sprintf(name->data, "%ui", j + 1) - name->data;
+
     return NGX_OK;
-
-failed:
-
-    message->len = p - message->data;
-
-    return NGX_DECLINED;
 }
 
 
