@@ -1567,17 +1567,148 @@ ngx_http_ha_optout_state_parse_jtis(ngx_http_ha_optout_yaml_t *y,
 }
 
 
+/* "flags" (the API layer) or "fleet": { UPSTREAM: FLAG, ... } */
+
+static ngx_int_t
+ngx_http_ha_optout_state_parse_flags(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *val, ngx_uint_t fleet, ngx_http_ha_optout_state_t *st)
+{
+    yaml_node_t                 *fk;
+    yaml_node_pair_t            *fp;
+    ngx_http_ha_optout_saved_t  *s;
+
+    if (ngx_http_ha_optout_yis_null(val)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, val, "flags") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (fp = val->data.mapping.pairs.start;
+         fp < val->data.mapping.pairs.top;
+         fp++)
+    {
+        fk = ngx_http_ha_optout_ynode(y, fp->key);
+
+        if (fk->data.scalar.length == 0
+            || fk->data.scalar.length >= NGX_HA_OPTOUT_NAME_LEN)
+        {
+            return ngx_http_ha_optout_yfail(y, fk, "invalid upstream name");
+        }
+
+        s = ngx_array_push(&st->flags);
+        if (s == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        ngx_memzero(s, sizeof(ngx_http_ha_optout_saved_t));
+
+        s->upstream.len = fk->data.scalar.length;
+        s->upstream.data = fk->data.scalar.value;
+        s->upstream.data = ngx_pstrdup(y->pool, &s->upstream);
+        if (s->upstream.data == NULL) {
+            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        }
+
+        if (ngx_http_ha_optout_state_flag(y,
+                ngx_http_ha_optout_ynode(y, fp->value), &s->flag)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (fleet) {
+            s->flag.source = NGX_HA_OPTOUT_SRC_FLEET;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* one key of the file's top mapping; *version: "version" was read */
+
+static ngx_int_t
+ngx_http_ha_optout_state_key(ngx_http_ha_optout_yaml_t *y, yaml_node_t *k,
+    yaml_node_t *val, ngx_http_ha_optout_state_t *st, ngx_uint_t *version)
+{
+    time_t     t;
+    uint64_t   v;
+    ngx_str_t  hv;
+
+    if (ngx_http_ha_optout_ykey_is(k, "version")) {
+        if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (v != NGX_HA_OPTOUT_STATE_VERSION) {
+            return ngx_http_ha_optout_yfail(y, val, "unsupported state "
+                                            "file version %uL", v);
+        }
+
+        *version = 1;
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "version_seq")) {
+        return ngx_http_ha_optout_yuint(y, val, "version_seq",
+                                        &st->version_seq);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "saved_at")) {
+        return ngx_http_ha_optout_ytime(y, val, "saved_at", 1, &t);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "audit_hash")) {
+        if (ngx_http_ha_optout_yscalar(y, val, "audit_hash", &hv)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (!ngx_http_ha_optout_is_hash(hv.data, hv.len)) {
+            return ngx_http_ha_optout_yfail(y, val, "audit_hash must be "
+                                            "64 lowercase hex digits");
+        }
+
+        ngx_memcpy(st->audit_hash, hv.data, 64);
+        st->audit_hash[64] = '\0';
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "windows_ended")) {
+        return ngx_http_ha_optout_state_parse_wskips(y, val, st);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "jtis")) {
+        return ngx_http_ha_optout_state_parse_jtis(y, val, st);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "approvals")) {
+        return ngx_http_ha_optout_state_parse_approvals(y, val, st);
+    }
+
+    if (ngx_http_ha_optout_ykey_is(k, "flags")
+        || ngx_http_ha_optout_ykey_is(k, "fleet"))
+    {
+        return ngx_http_ha_optout_state_parse_flags(y, val,
+                   ngx_http_ha_optout_ykey_is(k, "fleet"), st);
+    }
+
+    return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\"",
+                                    k->data.scalar.length,
+                                    k->data.scalar.value);
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
     ngx_http_ha_optout_state_t *st)
 {
-    time_t                       t;
-    uint64_t                     v;
-    ngx_str_t                    hv;
-    ngx_uint_t                   version;
-    yaml_node_t                 *root, *k, *val, *fk;
-    yaml_node_pair_t            *p, *fp;
-    ngx_http_ha_optout_saved_t  *s;
+    ngx_uint_t         version;
+    yaml_node_t       *root;
+    yaml_node_pair_t  *p;
 
     root = yaml_document_get_root_node(&y->doc);
 
@@ -1595,126 +1726,12 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
          p < root->data.mapping.pairs.top;
          p++)
     {
-        k = ngx_http_ha_optout_ynode(y, p->key);
-        val = ngx_http_ha_optout_ynode(y, p->value);
-
-        if (ngx_http_ha_optout_ykey_is(k, "version")) {
-            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (v != NGX_HA_OPTOUT_STATE_VERSION) {
-                return ngx_http_ha_optout_yfail(y, val, "unsupported state "
-                                                "file version %uL", v);
-            }
-
-            version = 1;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "version_seq")) {
-            if (ngx_http_ha_optout_yuint(y, val, "version_seq",
-                                         &st->version_seq)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "saved_at")) {
-            if (ngx_http_ha_optout_ytime(y, val, "saved_at", 1, &t)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "audit_hash")) {
-            if (ngx_http_ha_optout_yscalar(y, val, "audit_hash", &hv)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            if (!ngx_http_ha_optout_is_hash(hv.data, hv.len)) {
-                return ngx_http_ha_optout_yfail(y, val, "audit_hash must be "
-                                                "64 lowercase hex digits");
-            }
-
-            ngx_memcpy(st->audit_hash, hv.data, 64);
-            st->audit_hash[64] = '\0';
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "windows_ended")) {
-            if (ngx_http_ha_optout_state_parse_wskips(y, val, st)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "jtis")) {
-            if (ngx_http_ha_optout_state_parse_jtis(y, val, st) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "approvals")) {
-            if (ngx_http_ha_optout_state_parse_approvals(y, val, st)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "flags")
-                   || ngx_http_ha_optout_ykey_is(k, "fleet"))
+        if (ngx_http_ha_optout_state_key(y,
+                ngx_http_ha_optout_ynode(y, p->key),
+                ngx_http_ha_optout_ynode(y, p->value), st, &version)
+            != NGX_OK)
         {
-            if (ngx_http_ha_optout_yis_null(val)) {
-                continue;
-            }
-
-            if (ngx_http_ha_optout_ymapping(y, val, "flags") != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            for (fp = val->data.mapping.pairs.start;
-                 fp < val->data.mapping.pairs.top;
-                 fp++)
-            {
-                fk = ngx_http_ha_optout_ynode(y, fp->key);
-
-                if (fk->data.scalar.length == 0
-                    || fk->data.scalar.length >= NGX_HA_OPTOUT_NAME_LEN)
-                {
-                    return ngx_http_ha_optout_yfail(y, fk, "invalid "
-                                                    "upstream name");
-                }
-
-                s = ngx_array_push(&st->flags);
-                if (s == NULL) {
-                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
-                                                    "memory");
-                }
-
-                ngx_memzero(s, sizeof(ngx_http_ha_optout_saved_t));
-
-                s->upstream.len = fk->data.scalar.length;
-                s->upstream.data = fk->data.scalar.value;
-                s->upstream.data = ngx_pstrdup(y->pool, &s->upstream);
-                if (s->upstream.data == NULL) {
-                    return ngx_http_ha_optout_yfail(y, NULL, "out of "
-                                                    "memory");
-                }
-
-                if (ngx_http_ha_optout_state_flag(y,
-                        ngx_http_ha_optout_ynode(y, fp->value), &s->flag)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-                if (ngx_http_ha_optout_ykey_is(k, "fleet")) {
-                    s->flag.source = NGX_HA_OPTOUT_SRC_FLEET;
-                }
-            }
-
-        } else {
-            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\"",
-                                            k->data.scalar.length,
-                                            k->data.scalar.value);
+            return NGX_ERROR;
         }
     }
 
