@@ -1041,18 +1041,153 @@ static ngx_int_t ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
 static ngx_int_t ngx_http_ha_optout_unhex(u_char c);
 
 
+/* an approval's id: 16 hex digits, not all zero */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_id(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *key, ngx_http_ha_optout_approval_t *a)
+{
+    ngx_int_t   hv;
+    ngx_uint_t  i;
+
+    if (key->data.scalar.length != 16) {
+        goto badid;
+    }
+
+    for (i = 0; i < 16; i++) {
+        hv = ngx_http_ha_optout_unhex(key->data.scalar.value[i]);
+        if (hv < 0) {
+            goto badid;
+        }
+
+        a->id = (a->id << 4) | (uint64_t) hv;
+    }
+
+    if (a->id == 0) {
+        goto badid;
+    }
+
+    return NGX_OK;
+
+badid:
+
+    return ngx_http_ha_optout_yfail(y, key, "an approval id is 16 hex "
+                                    "digits");
+}
+
+
+/* "method": PUT (1) or PATCH (2) */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_method(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *fv, ngx_http_ha_optout_approval_t *a)
+{
+    ngx_str_t  m;
+
+    if (ngx_http_ha_optout_yscalar(y, fv, "method", &m) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (m.len == 3 && ngx_strncmp(m.data, "PUT", 3) == 0) {
+        a->method = 1;
+
+    } else if (m.len == 5 && ngx_strncmp(m.data, "PATCH", 5) == 0) {
+        a->method = 2;
+
+    } else {
+        return ngx_http_ha_optout_yfail(y, fv, "method must be PUT or "
+                                        "PATCH");
+    }
+
+    return NGX_OK;
+}
+
+
+/* one key of a pending approval */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_field(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *k, yaml_node_t *fv, ngx_http_ha_optout_approval_t *a)
+{
+    uint16_t    len;
+    uint64_t    v;
+    ngx_uint_t  b;
+
+    if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
+        if (ngx_http_ha_optout_ystr(y, fv, "upstream", a->upstream, &len, 1,
+                                    NGX_HA_OPTOUT_NAME_LEN - 1)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        a->upstream_len = len;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "method")) {
+        return ngx_http_ha_optout_approval_method(y, fv, a);
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "needed")) {
+        if (ngx_http_ha_optout_yuint(y, fv, "needed", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (v == 0 || v > NGX_HA_OPTOUT_APPROVERS_MAX) {
+            return ngx_http_ha_optout_yfail(y, fv, "needed must be 1..%d",
+                                            NGX_HA_OPTOUT_APPROVERS_MAX);
+        }
+
+        a->needed = (ngx_uint_t) v;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "base")) {
+        return ngx_http_ha_optout_yuint(y, fv, "base", &a->base);
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "match")) {
+        if (ngx_http_ha_optout_ybool(y, fv, "match", &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        a->match = b ? 1 : 0;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "ttl")) {
+        if (ngx_http_ha_optout_yuint(y, fv, "ttl", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (v > 366 * 86400) {
+            return ngx_http_ha_optout_yfail(y, fv, "ttl is too long");
+        }
+
+        a->ttl = (time_t) v;
+        a->ttl_set = 1;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "requested_at")) {
+        return ngx_http_ha_optout_ytime(y, fv, "requested_at", 0,
+                                        &a->requested_at);
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+        return ngx_http_ha_optout_ytime(y, fv, "expires_at", 0,
+                                        &a->expires_at);
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "flag")) {
+        return ngx_http_ha_optout_state_flag(y, fv, &a->flag);
+
+    } else {
+        return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in an "
+                                        "approval", k->data.scalar.length,
+                                        k->data.scalar.value);
+    }
+
+    return NGX_OK;
+}
+
+
 /* "approvals": { ID: {upstream, method, needed, ..., flag}, ... } */
 
 static ngx_int_t
 ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_state_t *st)
 {
-    uint16_t                        len;
-    uint64_t                        v;
-    ngx_int_t                       hv;
-    ngx_uint_t                      i, b;
-    ngx_str_t                       m;
-    yaml_node_t                    *key, *val, *k, *fv;
+    yaml_node_t                    *key, *val;
     yaml_node_pair_t               *p, *fp;
     ngx_http_ha_optout_approval_t  *a;
 
@@ -1084,24 +1219,9 @@ ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
 
         ngx_memzero(a, sizeof(ngx_http_ha_optout_approval_t));
 
-        if (key->data.scalar.length != 16) {
-            goto badid;
-        }
-
-        for (i = 0; i < 16; i++) {
-            hv = ngx_http_ha_optout_unhex(key->data.scalar.value[i]);
-            if (hv < 0) {
-                goto badid;
-            }
-
-            a->id = (a->id << 4) | (uint64_t) hv;
-        }
-
-        if (a->id == 0) {
-            goto badid;
-        }
-
-        if (ngx_http_ha_optout_ymapping(y, val, "an approval") != NGX_OK) {
+        if (ngx_http_ha_optout_approval_id(y, key, a) != NGX_OK
+            || ngx_http_ha_optout_ymapping(y, val, "an approval") != NGX_OK)
+        {
             return NGX_ERROR;
         }
 
@@ -1109,107 +1229,12 @@ ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
              fp < val->data.mapping.pairs.top;
              fp++)
         {
-            k = ngx_http_ha_optout_ynode(y, fp->key);
-            fv = ngx_http_ha_optout_ynode(y, fp->value);
-
-            if (ngx_http_ha_optout_ykey_is(k, "upstream")) {
-                if (ngx_http_ha_optout_ystr(y, fv, "upstream", a->upstream,
-                                            &len, 1,
-                                            NGX_HA_OPTOUT_NAME_LEN - 1)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-                a->upstream_len = len;
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "method")) {
-                if (ngx_http_ha_optout_yscalar(y, fv, "method", &m)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-                if (m.len == 3 && ngx_strncmp(m.data, "PUT", 3) == 0) {
-                    a->method = 1;
-
-                } else if (m.len == 5 && ngx_strncmp(m.data, "PATCH", 5) == 0)
-                {
-                    a->method = 2;
-
-                } else {
-                    return ngx_http_ha_optout_yfail(y, fv, "method must be "
-                                                    "PUT or PATCH");
-                }
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "needed")) {
-                if (ngx_http_ha_optout_yuint(y, fv, "needed", &v) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                if (v == 0 || v > NGX_HA_OPTOUT_APPROVERS_MAX) {
-                    return ngx_http_ha_optout_yfail(y, fv,
-                                               "needed must be 1..%d",
-                                               NGX_HA_OPTOUT_APPROVERS_MAX);
-                }
-
-                a->needed = (ngx_uint_t) v;
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "base")) {
-                if (ngx_http_ha_optout_yuint(y, fv, "base", &a->base)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "match")) {
-                if (ngx_http_ha_optout_ybool(y, fv, "match", &b) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                a->match = b ? 1 : 0;
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "ttl")) {
-                if (ngx_http_ha_optout_yuint(y, fv, "ttl", &v) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-
-                if (v > 366 * 86400) {
-                    return ngx_http_ha_optout_yfail(y, fv, "ttl is too "
-                                                    "long");
-                }
-
-                a->ttl = (time_t) v;
-                a->ttl_set = 1;
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "requested_at")) {
-                if (ngx_http_ha_optout_ytime(y, fv, "requested_at", 0,
-                                             &a->requested_at)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
-                if (ngx_http_ha_optout_ytime(y, fv, "expires_at", 0,
-                                             &a->expires_at)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-            } else if (ngx_http_ha_optout_ykey_is(k, "flag")) {
-                if (ngx_http_ha_optout_state_flag(y, fv, &a->flag)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-            } else {
-                return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" "
-                                                "in an approval",
-                                                k->data.scalar.length,
-                                                k->data.scalar.value);
+            if (ngx_http_ha_optout_approval_field(y,
+                    ngx_http_ha_optout_ynode(y, fp->key),
+                    ngx_http_ha_optout_ynode(y, fp->value), a)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
             }
         }
 
@@ -1228,11 +1253,6 @@ ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
     }
 
     return NGX_OK;
-
-badid:
-
-    return ngx_http_ha_optout_yfail(y, key, "an approval id is 16 hex "
-                                    "digits");
 }
 
 
