@@ -1042,26 +1042,19 @@ ngx_http_ha_optout_policy_window_end(ngx_http_ha_optout_policy_t *pol,
 
 
 /*
- * How many approvers a write that suspends HA on this upstream needs, and
- * how long its request waits for them: the upstream's entry wins over
- * "*", which wins over the defaults (0, 15m).
+ * The rules of an upstream: its own entry wins field by field over "*",
+ * which wins over what *r holds (the defaults).
  */
 
-ngx_uint_t
-ngx_http_ha_optout_policy_approvers(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_str_t *upstream, time_t *approval_ttl)
+static void
+ngx_http_ha_optout_policy_rules(ngx_http_ha_optout_policy_t *pol,
+    ngx_str_t *upstream, ngx_http_ha_optout_policy_ups_t *r)
 {
-    ngx_int_t                         n;
     ngx_uint_t                        i, k;
-    ngx_http_ha_optout_policy_t      *pol;
     ngx_http_ha_optout_policy_ups_t  *u, *e[2];
 
-    n = 0;
-    *approval_ttl = 15 * 60;
-    pol = hmcf->policy;
-
     if (pol == NULL) {
-        return 0;
+        return;
     }
 
     e[0] = NULL;
@@ -1085,115 +1078,75 @@ ngx_http_ha_optout_policy_approvers(ngx_http_ha_optout_main_conf_t *hmcf,
             continue;
         }
 
+        if (e[k]->allow != -1) {
+            r->allow = e[k]->allow;
+        }
+
+        if (e[k]->max_ttl != -1) {
+            r->max_ttl = e[k]->max_ttl;
+        }
+
+        if (e[k]->ttl_none != -1) {
+            r->ttl_none = e[k]->ttl_none;
+        }
+
+        if (e[k]->protect != -1) {
+            r->protect = e[k]->protect;
+        }
+
         if (e[k]->approvers != -1) {
-            n = e[k]->approvers;
+            r->approvers = e[k]->approvers;
         }
 
         if (e[k]->approval_ttl != -1) {
-            *approval_ttl = e[k]->approval_ttl;
+            r->approval_ttl = e[k]->approval_ttl;
         }
     }
+}
 
-    return (ngx_uint_t) n;
+
+/* all allowed, no max_ttl, no ttl "none", not protected, no approvers */
+
+static void
+ngx_http_ha_optout_policy_defaults(ngx_http_ha_optout_policy_ups_t *r)
+{
+    ngx_memzero(r, sizeof(ngx_http_ha_optout_policy_ups_t));
+
+    r->allow = NGX_HA_OPTOUT_ALLOW_ALL;
+    r->approval_ttl = 15 * 60;
 }
 
 
 /*
- * May the API set this flag on this upstream?  The upstream's own entry
- * wins field by field over "*", which wins over the defaults: everything
- * allowed, no max_ttl, no ttl "none", not protected.  For a PATCH that
- * leaves the ttl alone, the remaining time of the flag is checked.  On a
- * protected upstream the API may act only inside an open window, and its
- * flag must end with the window at the latest.
+ * How many approvers a write that suspends HA on this upstream needs, and
+ * how long its request waits for them: the upstream's entry wins over
+ * "*", which wins over the defaults (0, 15m).
  */
 
-ngx_int_t
-ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_str_t *upstream, ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set,
-    time_t ttl, ngx_str_t *message, ngx_pool_t *pool)
+ngx_uint_t
+ngx_http_ha_optout_policy_approvers(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream, time_t *approval_ttl)
 {
-    u_char                           *p, *last;
-    ngx_int_t                         allow, ttl_none, protect, want;
-    ngx_uint_t                        i, k, outside;
-    time_t                            max_ttl, now, expiry, wend;
-    ngx_http_ha_optout_policy_t      *pol;
-    ngx_http_ha_optout_policy_ups_t  *u, *e[2];
+    ngx_http_ha_optout_policy_ups_t  r;
 
-    allow = NGX_HA_OPTOUT_ALLOW_ALL;
-    max_ttl = 0;
-    ttl_none = 0;
-    protect = 0;
+    ngx_http_ha_optout_policy_defaults(&r);
+    ngx_http_ha_optout_policy_rules(hmcf->policy, upstream, &r);
 
-    pol = hmcf->policy;
-    e[0] = NULL;
-    e[1] = NULL;
+    *approval_ttl = r.approval_ttl;
 
-    if (pol) {
-        u = pol->upstreams.elts;
+    return (ngx_uint_t) r.approvers;
+}
 
-        for (i = 0; i < pol->upstreams.nelts; i++) {
-            if (u[i].name.len == 1 && u[i].name.data[0] == '*') {
-                e[0] = &u[i];
 
-            } else if (u[i].name.len == upstream->len
-                       && ngx_strncmp(u[i].name.data, upstream->data,
-                                      upstream->len) == 0)
-            {
-                e[1] = &u[i];
-            }
-        }
-    }
+/* what the policy refuses in a flag, in words, into message */
 
-    for (k = 0; k < 2; k++) {
-        if (e[k] == NULL) {
-            continue;
-        }
-
-        if (e[k]->allow != -1) {
-            allow = e[k]->allow;
-        }
-
-        if (e[k]->max_ttl != -1) {
-            max_ttl = e[k]->max_ttl;
-        }
-
-        if (e[k]->ttl_none != -1) {
-            ttl_none = e[k]->ttl_none;
-        }
-
-        if (e[k]->protect != -1) {
-            protect = e[k]->protect;
-        }
-    }
-
-    now = ngx_time();
-
-    if (ttl_set) {
-        expiry = ttl ? now + ttl : 0;
-
-    } else {
-        expiry = flag->expires_at;
-        ttl = expiry ? expiry - now : 0;
-    }
-
-    outside = 0;
-    wend = 0;
-
-    if (protect) {
-        wend = ngx_http_ha_optout_policy_window_end(pol, hmcf, upstream, now);
-        outside = (wend == 0 || expiry == 0 || expiry > wend);
-    }
-
-    want = (flag->no_failover ? NGX_HA_OPTOUT_ALLOW_FAILOVER : 0)
-           | (flag->pin_len ? NGX_HA_OPTOUT_ALLOW_PIN : 0)
-           | (flag->no_replication ? NGX_HA_OPTOUT_ALLOW_REPLICATION : 0)
-           | (flag->sticky ? NGX_HA_OPTOUT_ALLOW_STICKY : 0);
-
-    if (!outside && (want & ~allow) == 0 && (ttl != 0 || ttl_none)
-        && (max_ttl == 0 || ttl == 0 || ttl <= max_ttl))
-    {
-        return NGX_OK;
-    }
+static ngx_int_t
+ngx_http_ha_optout_policy_refusal(ngx_str_t *upstream,
+    ngx_http_ha_optout_policy_ups_t *r, ngx_int_t want, time_t ttl,
+    ngx_uint_t outside, time_t wend, ngx_str_t *message, ngx_pool_t *pool)
+{
+    u_char      *p, *last;
+    ngx_uint_t   i;
 
     message->data = ngx_pnalloc(pool, 512);
     if (message->data == NULL) {
@@ -1214,8 +1167,8 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
                          upstream);
         p = ngx_http_ha_optout_time_iso(p, wend);
 
-    } else if (want & ~allow) {
-        for (i = 0; !((want & ~allow) & (1 << i)); i++) { /* void */ }
+    } else if (want & ~r->allow) {
+        for (i = 0; !((want & ~r->allow) & (1 << i)); i++) { /* void */ }
 
         p = ngx_slprintf(p, last, "policy does not allow opting out of "
                          "\"%s\" on upstream \"%V\"",
@@ -1229,13 +1182,70 @@ ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
         p = ngx_slprintf(p, last, "ttl ");
         p = ngx_http_ha_optout_duration(p, ttl);
         p = ngx_slprintf(p, last, " is over the policy's max_ttl of ");
-        p = ngx_http_ha_optout_duration(p, max_ttl);
+        p = ngx_http_ha_optout_duration(p, r->max_ttl);
         p = ngx_slprintf(p, last, " for upstream \"%V\"", upstream);
     }
 
     message->len = p - message->data;
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * May the API set this flag on this upstream?  The upstream's own entry
+ * wins field by field over "*", which wins over the defaults: everything
+ * allowed, no max_ttl, no ttl "none", not protected.  For a PATCH that
+ * leaves the ttl alone, the remaining time of the flag is checked.  On a
+ * protected upstream the API may act only inside an open window, and its
+ * flag must end with the window at the latest.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream, ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set,
+    time_t ttl, ngx_str_t *message, ngx_pool_t *pool)
+{
+    ngx_int_t                         want;
+    ngx_uint_t                        outside;
+    time_t                            now, expiry, wend;
+    ngx_http_ha_optout_policy_ups_t   r;
+
+    ngx_http_ha_optout_policy_defaults(&r);
+    ngx_http_ha_optout_policy_rules(hmcf->policy, upstream, &r);
+
+    now = ngx_time();
+
+    if (ttl_set) {
+        expiry = ttl ? now + ttl : 0;
+
+    } else {
+        expiry = flag->expires_at;
+        ttl = expiry ? expiry - now : 0;
+    }
+
+    outside = 0;
+    wend = 0;
+
+    if (r.protect) {
+        wend = ngx_http_ha_optout_policy_window_end(hmcf->policy, hmcf,
+                                                    upstream, now);
+        outside = (wend == 0 || expiry == 0 || expiry > wend);
+    }
+
+    want = (flag->no_failover ? NGX_HA_OPTOUT_ALLOW_FAILOVER : 0)
+           | (flag->pin_len ? NGX_HA_OPTOUT_ALLOW_PIN : 0)
+           | (flag->no_replication ? NGX_HA_OPTOUT_ALLOW_REPLICATION : 0)
+           | (flag->sticky ? NGX_HA_OPTOUT_ALLOW_STICKY : 0);
+
+    if (!outside && (want & ~r.allow) == 0 && (ttl != 0 || r.ttl_none)
+        && (r.max_ttl == 0 || ttl == 0 || ttl <= r.max_ttl))
+    {
+        return NGX_OK;
+    }
+
+    return ngx_http_ha_optout_policy_refusal(upstream, &r, want, ttl,
+                                             outside, wend, message, pool);
 }
 
 
