@@ -92,12 +92,7 @@ ngx_http_ha_optout_emit_approvers(yaml_emitter_t *e,
 static ngx_int_t
 ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
 {
-    yaml_event_t  ev;
-
-    if (ngx_http_ha_optout_emit(e, &ev,
-            yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                YAML_BLOCK_MAPPING_STYLE))
-        != NGX_OK
+    if (ngx_http_ha_optout_emit_mapping(e, NULL) != NGX_OK
         || ngx_http_ha_optout_emit_bool(e, "failover", !f->no_failover)
            != NGX_OK
         || ngx_http_ha_optout_emit_str(e, "pin", f->pin, f->pin_len)
@@ -131,8 +126,7 @@ ngx_http_ha_optout_emit_flag(yaml_emitter_t *e, ngx_http_ha_optout_flag_t *f)
         return NGX_ERROR;
     }
 
-    return ngx_http_ha_optout_emit(e, &ev,
-                                   yaml_mapping_end_event_initialize(&ev));
+    return ngx_http_ha_optout_emit_end(e);
 }
 
 
@@ -142,16 +136,10 @@ static ngx_int_t
 ngx_http_ha_optout_emit_approvals(yaml_emitter_t *e,
     ngx_http_ha_optout_approval_t *a, ngx_uint_t n)
 {
-    u_char        id[16];
-    ngx_uint_t    i;
-    yaml_event_t  ev;
+    u_char      id[16];
+    ngx_uint_t  i;
 
-    if (ngx_http_ha_optout_emit_key(e, "approvals") != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK)
-    {
+    if (ngx_http_ha_optout_emit_mapping(e, "approvals") != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -160,10 +148,7 @@ ngx_http_ha_optout_emit_approvals(yaml_emitter_t *e,
                 ngx_sprintf(id, "%016xL", a[i].id) - id,
                 YAML_DOUBLE_QUOTED_SCALAR_STYLE)
             != NGX_OK
-            || ngx_http_ha_optout_emit(e, &ev,
-                   yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                  YAML_BLOCK_MAPPING_STYLE))
-               != NGX_OK
+            || ngx_http_ha_optout_emit_mapping(e, NULL) != NGX_OK
             || ngx_http_ha_optout_emit_str(e, "upstream", a[i].upstream,
                                            a[i].upstream_len)
                != NGX_OK
@@ -187,16 +172,33 @@ ngx_http_ha_optout_emit_approvals(yaml_emitter_t *e,
                != NGX_OK
             || ngx_http_ha_optout_emit_key(e, "flag") != NGX_OK
             || ngx_http_ha_optout_emit_flag(e, &a[i].flag) != NGX_OK
-            || ngx_http_ha_optout_emit(e, &ev,
-                   yaml_mapping_end_event_initialize(&ev))
-               != NGX_OK)
+            || ngx_http_ha_optout_emit_end(e) != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    return ngx_http_ha_optout_emit(e, &ev,
-                                   yaml_mapping_end_event_initialize(&ev));
+    return ngx_http_ha_optout_emit_end(e);
+}
+
+
+/* KEY: SECONDS, both plain, as "jtis" and "windows_ended" hold them */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_seconds(yaml_emitter_t *e, u_char *key, size_t len,
+    time_t t)
+{
+    u_char  num[NGX_TIME_T_LEN];
+
+    if (ngx_http_ha_optout_emit_scalar(e, key, len, YAML_PLAIN_SCALAR_STYLE)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit_scalar(e, num,
+                                          ngx_sprintf(num, "%T", t) - num,
+                                          YAML_PLAIN_SCALAR_STYLE);
 }
 
 
@@ -209,17 +211,11 @@ static ngx_int_t
 ngx_http_ha_optout_emit_jtis(yaml_emitter_t *e, ngx_http_ha_optout_jti_t *j,
     ngx_uint_t n)
 {
-    u_char        hex[2 * 255], num[NGX_TIME_T_LEN];
-    size_t        len;
-    ngx_uint_t    i;
-    yaml_event_t  ev;
+    u_char      hex[2 * 255];
+    size_t      len;
+    ngx_uint_t  i;
 
-    if (ngx_http_ha_optout_emit_key(e, "jtis") != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK)
-    {
+    if (ngx_http_ha_optout_emit_mapping(e, "jtis") != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -227,20 +223,14 @@ ngx_http_ha_optout_emit_jtis(yaml_emitter_t *e, ngx_http_ha_optout_jti_t *j,
         len = ngx_hex_dump(hex, j[i].jti.data, ngx_min(j[i].jti.len, 255))
               - hex;
 
-        if (ngx_http_ha_optout_emit_scalar(e, hex, len,
-                                           YAML_PLAIN_SCALAR_STYLE)
-            != NGX_OK
-            || ngx_http_ha_optout_emit_scalar(e, num,
-                   ngx_sprintf(num, "%T", j[i].exp) - num,
-                   YAML_PLAIN_SCALAR_STYLE)
-               != NGX_OK)
+        if (ngx_http_ha_optout_emit_seconds(e, hex, len, j[i].exp)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    return ngx_http_ha_optout_emit(e, &ev,
-                                   yaml_mapping_end_event_initialize(&ev));
+    return ngx_http_ha_optout_emit_end(e);
 }
 
 
@@ -255,35 +245,57 @@ static ngx_int_t
 ngx_http_ha_optout_emit_wskips(yaml_emitter_t *e,
     ngx_http_ha_optout_wskip_t *k, ngx_uint_t n)
 {
-    u_char        key[32], num[NGX_TIME_T_LEN];
-    ngx_uint_t    i;
-    yaml_event_t  ev;
+    u_char      key[32];
+    ngx_uint_t  i;
 
-    if (ngx_http_ha_optout_emit_key(e, "windows_ended") != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK)
-    {
+    if (ngx_http_ha_optout_emit_mapping(e, "windows_ended") != NGX_OK) {
         return NGX_ERROR;
     }
 
     for (i = 0; i < n; i++) {
-        if (ngx_http_ha_optout_emit_scalar(e, key,
+        if (ngx_http_ha_optout_emit_seconds(e, key,
                 ngx_sprintf(key, "%08xD-%T", k[i].fp, k[i].start) - key,
-                YAML_PLAIN_SCALAR_STYLE)
-            != NGX_OK
-            || ngx_http_ha_optout_emit_scalar(e, num,
-                   ngx_sprintf(num, "%T", k[i].end) - num,
-                   YAML_PLAIN_SCALAR_STYLE)
-               != NGX_OK)
+                k[i].end)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    return ngx_http_ha_optout_emit(e, &ev,
-                                   yaml_mapping_end_event_initialize(&ev));
+    return ngx_http_ha_optout_emit_end(e);
+}
+
+
+/* "flags" (the API layer) or "fleet": UPSTREAM: FLAG of each present */
+
+static ngx_int_t
+ngx_http_ha_optout_emit_layer(yaml_emitter_t *e, const char *key,
+    ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, ngx_uint_t fleet)
+{
+    ngx_uint_t                  i;
+    ngx_http_ha_optout_flag_t  *f;
+
+    if (ngx_http_ha_optout_emit_mapping(e, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        f = fleet ? &snap[i].fleet : &snap[i].api;
+
+        if (!f->present) {
+            continue;
+        }
+
+        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
+                                           YAML_ANY_SCALAR_STYLE)
+            != NGX_OK
+            || ngx_http_ha_optout_emit_flag(e, f) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ha_optout_emit_end(e);
 }
 
 
@@ -292,13 +304,18 @@ static ngx_http_ha_optout_wskip_t  ngx_http_ha_optout_save_wskips[
 static ngx_uint_t                  ngx_http_ha_optout_save_nwskips;
 
 
+/*
+ * The whole file: the API layer under "flags", the fleet layer (SPEC
+ * section 11) the same way under "fleet", then the jtis, the windows
+ * ended and the pending approvals
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
     ngx_http_ha_optout_rec_t *snap, ngx_uint_t n, u_char *audit_hash,
     ngx_http_ha_optout_jti_t *jtis, ngx_uint_t njtis,
     ngx_http_ha_optout_approval_t *approvals, ngx_uint_t napprovals)
 {
-    ngx_uint_t    i;
     yaml_event_t  ev;
 
     if (ngx_http_ha_optout_emit(e, &ev,
@@ -308,10 +325,7 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
                yaml_document_start_event_initialize(&ev, NULL, NULL, NULL,
                                                     1))
            != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK
+        || ngx_http_ha_optout_emit_mapping(e, NULL) != NGX_OK
         || ngx_http_ha_optout_emit_uint(e, "version",
                                         NGX_HA_OPTOUT_STATE_VERSION)
            != NGX_OK
@@ -322,60 +336,8 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
             && ngx_http_ha_optout_emit_plain(e, "audit_hash", audit_hash,
                                              ngx_strlen(audit_hash))
                != NGX_OK)
-        || ngx_http_ha_optout_emit_key(e, "flags") != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (!snap[i].api.present) {
-            continue;
-        }
-
-        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
-                                           YAML_ANY_SCALAR_STYLE)
-            != NGX_OK
-            || ngx_http_ha_optout_emit_flag(e, &snap[i].api) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    /* the fleet layer (SPEC section 11): the same, keyed by upstream */
-
-    if (ngx_http_ha_optout_emit(e, &ev,
-                                yaml_mapping_end_event_initialize(&ev))
-        != NGX_OK
-        || ngx_http_ha_optout_emit_key(e, "fleet") != NGX_OK
-        || ngx_http_ha_optout_emit(e, &ev,
-               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-                                                   YAML_BLOCK_MAPPING_STYLE))
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (!snap[i].fleet.present) {
-            continue;
-        }
-
-        if (ngx_http_ha_optout_emit_scalar(e, snap[i].name, snap[i].name_len,
-                                           YAML_ANY_SCALAR_STYLE)
-            != NGX_OK
-            || ngx_http_ha_optout_emit_flag(e, &snap[i].fleet) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    if (ngx_http_ha_optout_emit(e, &ev,
-                                yaml_mapping_end_event_initialize(&ev))
-        != NGX_OK
+        || ngx_http_ha_optout_emit_layer(e, "flags", snap, n, 0) != NGX_OK
+        || ngx_http_ha_optout_emit_layer(e, "fleet", snap, n, 1) != NGX_OK
         || (njtis
             && ngx_http_ha_optout_emit_jtis(e, jtis, njtis) != NGX_OK)
         || (ngx_http_ha_optout_save_nwskips
@@ -386,9 +348,7 @@ ngx_http_ha_optout_state_emit(yaml_emitter_t *e, uint64_t version_seq,
         || (napprovals
             && ngx_http_ha_optout_emit_approvals(e, approvals, napprovals)
                != NGX_OK)
-        || ngx_http_ha_optout_emit(e, &ev,
-                                   yaml_mapping_end_event_initialize(&ev))
-           != NGX_OK
+        || ngx_http_ha_optout_emit_end(e) != NGX_OK
         || ngx_http_ha_optout_emit(e, &ev,
                                    yaml_document_end_event_initialize(&ev, 1))
            != NGX_OK

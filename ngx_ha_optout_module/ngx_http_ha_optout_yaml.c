@@ -866,6 +866,33 @@ ngx_http_ha_optout_emit_key(yaml_emitter_t *e, const char *key)
 }
 
 
+/* "key:" (none if NULL) and the start of the block mapping it holds */
+
+ngx_int_t
+ngx_http_ha_optout_emit_mapping(yaml_emitter_t *e, const char *key)
+{
+    yaml_event_t  ev;
+
+    if (key && ngx_http_ha_optout_emit_key(e, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ha_optout_emit(e, &ev,
+               yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
+                                                   YAML_BLOCK_MAPPING_STYLE));
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_emit_end(yaml_emitter_t *e)
+{
+    yaml_event_t  ev;
+
+    return ngx_http_ha_optout_emit(e, &ev,
+                                   yaml_mapping_end_event_initialize(&ev));
+}
+
+
 /* user text is always quoted, so "null" or "yes" stays a string */
 
 ngx_int_t

@@ -69,6 +69,9 @@ ngx_int_t ngx_http_ha_optout_emit(yaml_emitter_t *e, yaml_event_t *ev,
 ngx_int_t ngx_http_ha_optout_emit_scalar(yaml_emitter_t *e, u_char *value,
     size_t len, yaml_scalar_style_t style);
 ngx_int_t ngx_http_ha_optout_emit_key(yaml_emitter_t *e, const char *key);
+ngx_int_t ngx_http_ha_optout_emit_mapping(yaml_emitter_t *e,
+    const char *key);
+ngx_int_t ngx_http_ha_optout_emit_end(yaml_emitter_t *e);
 ngx_int_t ngx_http_ha_optout_emit_str(yaml_emitter_t *e, const char *key,
     u_char *v, size_t len);
 ngx_int_t ngx_http_ha_optout_emit_plain(yaml_emitter_t *e, const char *key,
