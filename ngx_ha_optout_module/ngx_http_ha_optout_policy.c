@@ -157,9 +157,8 @@ ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
 
     u->name.len = key->data.scalar.length;
     u->name.data = key->data.scalar.value;
-    u->name.data = ngx_pstrdup(y->pool, &u->name);
-    if (u->name.data == NULL) {
-        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    if (ngx_http_ha_optout_ycopy(y, &u->name) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     u->line = key->start_mark.line + 1;
@@ -416,12 +415,7 @@ ngx_http_ha_optout_window_upstream_key(ngx_http_ha_optout_yaml_t *y,
                                         "upstream");
     }
 
-    w->upstream.data = ngx_pstrdup(y->pool, &w->upstream);
-    if (w->upstream.data == NULL) {
-        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
-    }
-
-    return NGX_OK;
+    return ngx_http_ha_optout_ycopy(y, &w->upstream);
 }
 
 
@@ -460,12 +454,7 @@ ngx_http_ha_optout_window_name_key(ngx_http_ha_optout_yaml_t *y,
                                         "positions)");
     }
 
-    w->name.data = ngx_pstrdup(y->pool, &w->name);
-    if (w->name.data == NULL) {
-        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
-    }
-
-    return NGX_OK;
+    return ngx_http_ha_optout_ycopy(y, &w->name);
 }
 
 

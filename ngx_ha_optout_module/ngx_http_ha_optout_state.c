@@ -1586,9 +1586,8 @@ ngx_http_ha_optout_state_parse_flags(ngx_http_ha_optout_yaml_t *y,
 
         s->upstream.len = fk->data.scalar.length;
         s->upstream.data = fk->data.scalar.value;
-        s->upstream.data = ngx_pstrdup(y->pool, &s->upstream);
-        if (s->upstream.data == NULL) {
-            return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+        if (ngx_http_ha_optout_ycopy(y, &s->upstream) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         if (ngx_http_ha_optout_state_flag(y,

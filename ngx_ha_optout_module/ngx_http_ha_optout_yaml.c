@@ -364,6 +364,20 @@ ngx_http_ha_optout_yscalar(ngx_http_ha_optout_yaml_t *y, yaml_node_t *node,
 }
 
 
+/* a scalar's text copied into the pool: the document is deleted after */
+
+ngx_int_t
+ngx_http_ha_optout_ycopy(ngx_http_ha_optout_yaml_t *y, ngx_str_t *s)
+{
+    s->data = ngx_pstrdup(y->pool, s);
+    if (s->data == NULL) {
+        return ngx_http_ha_optout_yfail(y, NULL, "out of memory");
+    }
+
+    return NGX_OK;
+}
+
+
 /*
  * Keys are compared as text, so a key is always a scalar.  Duplicates are
  * found in O(n log n): a small mapping is compared pair by pair, a large

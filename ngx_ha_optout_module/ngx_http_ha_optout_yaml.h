@@ -45,6 +45,8 @@ ngx_int_t ngx_http_ha_optout_yscalar(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, const char *what, ngx_str_t *value);
 ngx_int_t ngx_http_ha_optout_ymapping(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, const char *what);
+ngx_int_t ngx_http_ha_optout_ycopy(ngx_http_ha_optout_yaml_t *y,
+    ngx_str_t *s);
 ngx_uint_t ngx_http_ha_optout_ykey_is(yaml_node_t *key, const char *name);
 ngx_int_t ngx_http_ha_optout_ybool(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, const char *what, ngx_uint_t *value);
