@@ -1766,37 +1766,20 @@ static ngx_uint_t   ngx_http_ha_optout_first_n;
 
 
 /*
- * Worker 0, every tick: each upstream's window layer becomes the first
- * window in file order that is open now (set_at and expires_at are the
- * occurrence's start and end), or empty.  Idempotent: the zone is compared
- * under the mutex, so an overlapping "worker 0" during a reload finds
- * nothing left to do.
+ * the first open window of each upstream (its index in the policy, or nw
+ * for none), in one walk over the windows (not one per upstream: linear
+ * in both); NULL: out of memory
  */
 
-void
-ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
+static ngx_uint_t *
+ngx_http_ha_optout_windows_first(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_window_t *w, ngx_uint_t nw, time_t now,
     ngx_log_t *log)
 {
-    time_t                           now, start, end;
-    ngx_str_t                        actor, reason;
-    ngx_uint_t                       i, j, nw, nu, changed, *first;
-    ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t        want, before;
-    ngx_http_ha_optout_window_t     *w;
-    ngx_http_ha_optout_policy_t     *pol;
-    ngx_http_ha_optout_srv_conf_t  **hscfp;
+    time_t       start, end;
+    ngx_uint_t   i, j, nu, *first;
 
-    now = ngx_time();
-    pol = hmcf->policy;
-    hscfp = hmcf->upstreams.elts;
-    w = pol ? pol->windows.elts : NULL;
-    nw = pol ? pol->windows.nelts : 0;
     nu = hmcf->upstreams.nelts;
-
-    /*
-     * the first open window of each upstream, in one walk over the windows
-     * (not one per upstream: linear in both)
-     */
 
     if (nw && nu > ngx_http_ha_optout_first_n) {
         if (ngx_http_ha_optout_first) {
@@ -1807,7 +1790,7 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_http_ha_optout_first_n = ngx_http_ha_optout_first ? nu : 0;
 
         if (ngx_http_ha_optout_first == NULL) {
-            return;
+            return NULL;
         }
     }
 
@@ -1824,6 +1807,109 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
         {
             first[w[j].index] = j;
         }
+    }
+
+    return first;
+}
+
+
+/*
+ * An upstream's window layer becomes "want" (compared under the mutex),
+ * and the end of the one before and the start of the new one are audited.
+ */
+
+static void
+ngx_http_ha_optout_window_apply(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *want,
+    ngx_log_t *log)
+{
+    ngx_str_t                   actor, reason;
+    ngx_uint_t                  changed;
+    ngx_http_ha_optout_rec_t   *rec;
+    ngx_http_ha_optout_flag_t   before;
+
+    rec = hscf->rec;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    before = rec->window;
+    changed = !ngx_http_ha_optout_window_same(&before, want);
+
+    if (changed) {
+        if (before.present) {
+            (void) ngx_atomic_fetch_add(
+                &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_END], 1);
+        }
+
+        if (want->present) {
+            want->version = ++ngx_http_ha_optout_sh->version_seq;
+            (void) ngx_atomic_fetch_add(
+                &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_START], 1);
+        }
+
+        rec->window = *want;
+        ngx_http_ha_optout_bump();
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (!changed) {
+        return;
+    }
+
+    actor = ngx_http_ha_optout_policy_actor;
+
+    if (before.present) {
+        reason.data = before.reason;
+        reason.len = before.reason_len;
+
+        ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_WINDOW_END,
+                                 &hscf->name, &actor, NULL, &reason,
+                                 &before, NULL, NULL);
+    }
+
+    if (want->present) {
+        reason.data = want->reason;
+        reason.len = want->reason_len;
+
+        ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_WINDOW_START,
+                                 &hscf->name, &actor, NULL, &reason,
+                                 NULL, want, NULL);
+    }
+}
+
+
+/*
+ * Worker 0, every tick: each upstream's window layer becomes the first
+ * window in file order that is open now (set_at and expires_at are the
+ * occurrence's start and end), or empty.  Idempotent: the zone is compared
+ * under the mutex, so an overlapping "worker 0" during a reload finds
+ * nothing left to do.
+ */
+
+void
+ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log)
+{
+    time_t                           now, start, end;
+    ngx_uint_t                       i, j, nw, nu, *first;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t        want;
+    ngx_http_ha_optout_window_t     *w;
+    ngx_http_ha_optout_policy_t     *pol;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+
+    now = ngx_time();
+    pol = hmcf->policy;
+    hscfp = hmcf->upstreams.elts;
+    w = pol ? pol->windows.elts : NULL;
+    nw = pol ? pol->windows.nelts : 0;
+    nu = hmcf->upstreams.nelts;
+
+    first = ngx_http_ha_optout_windows_first(hmcf, w, nw, now, log);
+
+    if (nw && first == NULL) {
+        return;
     }
 
     for (i = 0; i < nu; i++) {
@@ -1849,52 +1935,6 @@ ngx_http_ha_optout_windows_tick(ngx_http_ha_optout_main_conf_t *hmcf,
             continue;
         }
 
-        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-
-        before = rec->window;
-        changed = !ngx_http_ha_optout_window_same(&before, &want);
-
-        if (changed) {
-            if (before.present) {
-                (void) ngx_atomic_fetch_add(
-                    &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_END], 1);
-            }
-
-            if (want.present) {
-                want.version = ++ngx_http_ha_optout_sh->version_seq;
-                (void) ngx_atomic_fetch_add(
-                    &rec->changes[NGX_HA_OPTOUT_ACT_WINDOW_START], 1);
-            }
-
-            rec->window = want;
-            ngx_http_ha_optout_bump();
-        }
-
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-        if (!changed) {
-            continue;
-        }
-
-        actor = ngx_http_ha_optout_policy_actor;
-
-        if (before.present) {
-            reason.data = before.reason;
-            reason.len = before.reason_len;
-
-            ngx_http_ha_optout_audit(hmcf, log, NGX_HA_OPTOUT_ACT_WINDOW_END,
-                                     &hscfp[i]->name, &actor, NULL, &reason,
-                                     &before, NULL, NULL);
-        }
-
-        if (want.present) {
-            reason.data = want.reason;
-            reason.len = want.reason_len;
-
-            ngx_http_ha_optout_audit(hmcf, log,
-                                     NGX_HA_OPTOUT_ACT_WINDOW_START,
-                                     &hscfp[i]->name, &actor, NULL, &reason,
-                                     NULL, &want, NULL);
-        }
+        ngx_http_ha_optout_window_apply(hmcf, hscfp[i], &want, log);
     }
 }
