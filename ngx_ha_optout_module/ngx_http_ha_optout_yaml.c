@@ -119,12 +119,6 @@ ngx_http_ha_optout_open_regular(u_char *name, ngx_uint_t nofollow,
 
 
 /*
- * Reads the file and loads its one YAML document.  NGX_DECLINED: the file
- * does not exist; NGX_ABORT: it is not valid YAML (y->err says where);
- * NGX_ERROR: it could not be read (y->err says why).
- */
-
-/*
  * yaml_parser_load() is quadratic in the nesting depth (a policy
  * "windows: [[[[...]]]]" 40,000 deep took 10 s under nginx -t): a cheap
  * linear pass over the events first refuses a document nested deeper than
@@ -195,25 +189,19 @@ ngx_http_ha_optout_yaml_depth(ngx_http_ha_optout_yaml_t *y, u_char *buf,
 }
 
 
-ngx_int_t
-ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
-    ngx_log_t *log)
+/* the file's bytes, refused past NGX_HA_OPTOUT_FILE_MAX (see yaml_load) */
+
+static ngx_int_t
+ngx_http_ha_optout_yaml_read(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
+    u_char **bufp, size_t *sizep)
 {
     u_char           *buf;
     size_t            size;
     ssize_t           n;
     ngx_fd_t          fd;
     ngx_err_t         err;
-    ngx_int_t         rc;
     const char       *why;
     ngx_file_info_t   fi;
-    yaml_parser_t     parser;
-    yaml_document_t   extra;
-
-    y->file = file;
-    y->line = 0;
-    y->column = 0;
-    y->err_len = 0;
 
     fd = ngx_http_ha_optout_open_regular(file->data, y->nofollow, &fi, &why);
 
@@ -251,10 +239,47 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_ha_optout_yaml_depth(y, buf, size);
-    if (rc != NGX_OK) {
-        return rc;
+    *bufp = buf;
+    *sizep = size;
+
+    return NGX_OK;
+}
+
+
+/* where the parser stopped, and why */
+
+static void
+ngx_http_ha_optout_yaml_problem(ngx_http_ha_optout_yaml_t *y,
+    yaml_parser_t *parser, ngx_uint_t context)
+{
+    y->line = parser->problem_mark.line + 1;
+    y->column = parser->problem_mark.column + 1;
+
+    if (context && parser->context) {
+        ngx_http_ha_optout_yfail(y, NULL, "%s %s (which started at %uz:%uz)",
+                                 parser->problem ? parser->problem
+                                                 : "invalid YAML",
+                                 parser->context,
+                                 parser->context_mark.line + 1,
+                                 parser->context_mark.column + 1);
+        return;
     }
+
+    ngx_http_ha_optout_yfail(y, NULL, "%s",
+                             parser->problem ? parser->problem
+                                             : "invalid YAML");
+}
+
+
+/* the one document in buf into y->doc: a second one is refused */
+
+static ngx_int_t
+ngx_http_ha_optout_yaml_parse(ngx_http_ha_optout_yaml_t *y, u_char *buf,
+    size_t size)
+{
+    ngx_int_t        rc;
+    yaml_parser_t    parser;
+    yaml_document_t  extra;
 
     if (!yaml_parser_initialize(&parser)) {
         return NGX_ERROR;
@@ -263,23 +288,7 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
     yaml_parser_set_input_string(&parser, buf, size);
 
     if (!yaml_parser_load(&parser, &y->doc)) {
-        y->line = parser.problem_mark.line + 1;
-        y->column = parser.problem_mark.column + 1;
-
-        if (parser.context) {
-            ngx_http_ha_optout_yfail(y, NULL, "%s %s (which started at "
-                                     "%uz:%uz)",
-                                     parser.problem ? parser.problem
-                                                    : "invalid YAML",
-                                     parser.context,
-                                     parser.context_mark.line + 1,
-                                     parser.context_mark.column + 1);
-        } else {
-            ngx_http_ha_optout_yfail(y, NULL, "%s",
-                                     parser.problem ? parser.problem
-                                                    : "invalid YAML");
-        }
-
+        ngx_http_ha_optout_yaml_problem(y, &parser, 1);
         yaml_parser_delete(&parser);
         return NGX_ABORT;
     }
@@ -290,11 +299,7 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
         /* a second document would be silently ignored: refuse it */
 
         if (!yaml_parser_load(&parser, &extra)) {
-            y->line = parser.problem_mark.line + 1;
-            y->column = parser.problem_mark.column + 1;
-            ngx_http_ha_optout_yfail(y, NULL, "%s",
-                                     parser.problem ? parser.problem
-                                                    : "invalid YAML");
+            ngx_http_ha_optout_yaml_problem(y, &parser, 0);
             yaml_document_delete(&y->doc);
             rc = NGX_ABORT;
 
@@ -315,6 +320,39 @@ ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
     yaml_parser_delete(&parser);
 
     return rc;
+}
+
+
+/*
+ * Reads the file and loads its one YAML document.  NGX_DECLINED: the file
+ * does not exist; NGX_ABORT: it is not valid YAML (y->err says where);
+ * NGX_ERROR: it could not be read (y->err says why).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_yaml_load(ngx_http_ha_optout_yaml_t *y, ngx_str_t *file,
+    ngx_log_t *log)
+{
+    u_char     *buf;
+    size_t      size;
+    ngx_int_t   rc;
+
+    y->file = file;
+    y->line = 0;
+    y->column = 0;
+    y->err_len = 0;
+
+    rc = ngx_http_ha_optout_yaml_read(y, file, &buf, &size);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_ha_optout_yaml_depth(y, buf, size);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_ha_optout_yaml_parse(y, buf, size);
 }
 
 
