@@ -141,12 +141,89 @@ ngx_http_ha_optout_policy_allow(ngx_http_ha_optout_yaml_t *y,
 }
 
 
+/* one key of an upstream's policy */
+
+static ngx_int_t
+ngx_http_ha_optout_policy_upstream_key(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *k, yaml_node_t *val, ngx_http_ha_optout_policy_ups_t *u)
+{
+    ngx_uint_t  b;
+
+    if (ngx_http_ha_optout_ykey_is(k, "allow")) {
+        if (ngx_http_ha_optout_policy_allow(y, val, &u->allow)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "max_ttl")) {
+        if (ngx_http_ha_optout_yttl(y, val, "max_ttl", &u->max_ttl)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "ttl_none")) {
+        if (ngx_http_ha_optout_ybool(y, val, "ttl_none", &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        u->ttl_none = b;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "protected")) {
+        if (ngx_http_ha_optout_ybool(y, val, "protected", &b)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        u->protect = b;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "approvers")) {
+        uint64_t  n;
+
+        if (ngx_http_ha_optout_yuint(y, val, "approvers", &n) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (n > NGX_HA_OPTOUT_APPROVERS_MAX) {
+            return ngx_http_ha_optout_yfail(y, val, "approvers must be "
+                                            "0..%d",
+                                            NGX_HA_OPTOUT_APPROVERS_MAX);
+        }
+
+        u->approvers = (ngx_int_t) n;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "approval_ttl")) {
+        if (ngx_http_ha_optout_yttl(y, val, "approval_ttl",
+                                    &u->approval_ttl)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (u->approval_ttl > 86400) {
+            return ngx_http_ha_optout_yfail(y, val, "approval_ttl must "
+                                            "be at most 24h");
+        }
+
+    } else {
+        return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
+                                        "upstream \"%V\" (allow, "
+                                        "max_ttl, ttl_none, protected, "
+                                        "approvers, approval_ttl)",
+                                        k->data.scalar.length,
+                                        k->data.scalar.value, &u->name);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *key, yaml_node_t *node, ngx_http_ha_optout_policy_t *pol)
 {
-    ngx_uint_t                        b;
-    yaml_node_t                      *k, *val;
     yaml_node_pair_t                 *p;
     ngx_http_ha_optout_policy_ups_t  *u;
 
@@ -188,74 +265,12 @@ ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
          p < node->data.mapping.pairs.top;
          p++)
     {
-        k = ngx_http_ha_optout_ynode(y, p->key);
-        val = ngx_http_ha_optout_ynode(y, p->value);
-
-        if (ngx_http_ha_optout_ykey_is(k, "allow")) {
-            if (ngx_http_ha_optout_policy_allow(y, val, &u->allow)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "max_ttl")) {
-            if (ngx_http_ha_optout_yttl(y, val, "max_ttl", &u->max_ttl)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "ttl_none")) {
-            if (ngx_http_ha_optout_ybool(y, val, "ttl_none", &b) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            u->ttl_none = b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "protected")) {
-            if (ngx_http_ha_optout_ybool(y, val, "protected", &b)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            u->protect = b;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "approvers")) {
-            uint64_t  n;
-
-            if (ngx_http_ha_optout_yuint(y, val, "approvers", &n) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (n > NGX_HA_OPTOUT_APPROVERS_MAX) {
-                return ngx_http_ha_optout_yfail(y, val, "approvers must be "
-                                                "0..%d",
-                                                NGX_HA_OPTOUT_APPROVERS_MAX);
-            }
-
-            u->approvers = (ngx_int_t) n;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "approval_ttl")) {
-            if (ngx_http_ha_optout_yttl(y, val, "approval_ttl",
-                                        &u->approval_ttl)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            if (u->approval_ttl > 86400) {
-                return ngx_http_ha_optout_yfail(y, val, "approval_ttl must "
-                                                "be at most 24h");
-            }
-
-        } else {
-            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
-                                            "upstream \"%V\" (allow, "
-                                            "max_ttl, ttl_none, protected, "
-                                            "approvers, approval_ttl)",
-                                            k->data.scalar.length,
-                                            k->data.scalar.value, &u->name);
+        if (ngx_http_ha_optout_policy_upstream_key(y,
+                ngx_http_ha_optout_ynode(y, p->key),
+                ngx_http_ha_optout_ynode(y, p->value), u)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
         }
     }
 
