@@ -1216,14 +1216,96 @@ ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
 }
 
 
+/* one key of a saved flag; *seen: 1 a reason, 2 expires_at was read */
+
+static ngx_int_t
+ngx_http_ha_optout_state_flag_key(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *k, yaml_node_t *val, ngx_http_ha_optout_flag_t *f,
+    ngx_uint_t *seen)
+{
+    uint64_t   v;
+    ngx_int_t  rc;
+
+    rc = ngx_http_ha_optout_yflag_field(y, k, val, f);
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        if (f->reason_len) {
+            *seen |= 1;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "actor")) {
+        if (ngx_http_ha_optout_ystr(y, val, "actor", f->actor,
+                                    &f->actor_len, 0,
+                                    NGX_HA_OPTOUT_ACTOR_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "version")) {
+        if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        f->version = v;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "revision")) {
+        if (ngx_http_ha_optout_yuint(y, val, "revision", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        f->revision = v;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "via")) {
+        if (ngx_http_ha_optout_ystr(y, val, "via", f->via, &f->via_len,
+                                    0, NGX_HA_OPTOUT_VIA_LEN)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "set_at")) {
+        if (ngx_http_ha_optout_ytime(y, val, "set_at", 1, &f->set_at)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
+        if (ngx_http_ha_optout_ytime(y, val, "expires_at", 1,
+                                     &f->expires_at)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        *seen |= 2;
+
+    } else if (ngx_http_ha_optout_ykey_is(k, "approved_by")) {
+        if (ngx_http_ha_optout_state_approvers(y, val, f) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
+                                        "a flag",
+                                        k->data.scalar.length,
+                                        k->data.scalar.value);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
     yaml_node_t *node, ngx_http_ha_optout_flag_t *f)
 {
-    uint64_t           v;
-    ngx_int_t          rc;
     ngx_uint_t         seen;
-    yaml_node_t       *k, *val;
     yaml_node_pair_t  *p;
 
     if (ngx_http_ha_optout_ymapping(y, node, "a flag") != NGX_OK) {
@@ -1236,78 +1318,12 @@ ngx_http_ha_optout_state_flag(ngx_http_ha_optout_yaml_t *y,
          p < node->data.mapping.pairs.top;
          p++)
     {
-        k = ngx_http_ha_optout_ynode(y, p->key);
-        val = ngx_http_ha_optout_ynode(y, p->value);
-
-        rc = ngx_http_ha_optout_yflag_field(y, k, val, f);
-
-        if (rc == NGX_ERROR) {
+        if (ngx_http_ha_optout_state_flag_key(y,
+                ngx_http_ha_optout_ynode(y, p->key),
+                ngx_http_ha_optout_ynode(y, p->value), f, &seen)
+            != NGX_OK)
+        {
             return NGX_ERROR;
-        }
-
-        if (rc == NGX_OK) {
-            if (f->reason_len) {
-                seen |= 1;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "actor")) {
-            if (ngx_http_ha_optout_ystr(y, val, "actor", f->actor,
-                                        &f->actor_len, 0,
-                                        NGX_HA_OPTOUT_ACTOR_LEN)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "version")) {
-            if (ngx_http_ha_optout_yuint(y, val, "version", &v) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            f->version = v;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "revision")) {
-            if (ngx_http_ha_optout_yuint(y, val, "revision", &v) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            f->revision = v;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "via")) {
-            if (ngx_http_ha_optout_ystr(y, val, "via", f->via, &f->via_len,
-                                        0, NGX_HA_OPTOUT_VIA_LEN)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "set_at")) {
-            if (ngx_http_ha_optout_ytime(y, val, "set_at", 1, &f->set_at)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "expires_at")) {
-            if (ngx_http_ha_optout_ytime(y, val, "expires_at", 1,
-                                         &f->expires_at)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            seen |= 2;
-
-        } else if (ngx_http_ha_optout_ykey_is(k, "approved_by")) {
-            if (ngx_http_ha_optout_state_approvers(y, val, f) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-        } else {
-            return ngx_http_ha_optout_yfail(y, k, "unknown key \"%*s\" in "
-                                            "a flag",
-                                            k->data.scalar.length,
-                                            k->data.scalar.value);
         }
     }
 
