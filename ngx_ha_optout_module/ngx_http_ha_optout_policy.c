@@ -900,6 +900,75 @@ ngx_http_ha_optout_policy_stream(ngx_str_t *name)
 }
 
 
+/* a window's upstream, pin and pin_selector against the configuration */
+
+static ngx_int_t
+ngx_http_ha_optout_resolve_window(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_policy_t *pol,
+    ngx_http_ha_optout_window_t *w)
+{
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    if (ngx_http_ha_optout_policy_stream(&w->upstream)) {
+
+        /* no stream upstream can have one: known without them */
+
+        if (w->flag.selector_len) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_optout: policy %V:%ui:%ui: pin_selector "
+                          "is http only: stream upstream \"%V\" has "
+                          "no request header to select on (\"ha_optout\" "
+                          "in stream takes only sticky_key=$var); use "
+                          "\"pin\" alone to hold every new connection, "
+                          "or \"sticky: true\" in %V:%ui", &pol->file,
+                          w->line, w->column, &w->upstream,
+                          &pol->conf_file, pol->conf_line);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, &w->upstream);
+
+    if (hscf == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: policy %V:%ui:%ui: window for unknown "
+                      "upstream \"%V\" (it needs \"ha_optout\") "
+                      "in %V:%ui", &pol->file, w->line, w->column,
+                      &w->upstream, &pol->conf_file, pol->conf_line);
+        return NGX_ERROR;
+    }
+
+    if (w->flag.pin_len
+        && ngx_http_ha_optout_upstream_peer(hscf, w->flag.pin,
+                                            w->flag.pin_len, NULL, NULL)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: policy %V:%ui:%ui: pin \"%*s\" is not "
+                      "a usable server of upstream \"%V\" in %V:%ui",
+                      &pol->file, w->pin_line, w->pin_column,
+                      (size_t) w->flag.pin_len, w->flag.pin,
+                      &w->upstream, &pol->conf_file, pol->conf_line);
+        return NGX_ERROR;
+    }
+
+    if (w->flag.selector_len && hscf->selector == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: policy %V:%ui:%ui: pin_selector needs "
+                      "\"ha_optout selector=\" in upstream \"%V\" "
+                      "in %V:%ui", &pol->file, w->line, w->column,
+                      &w->upstream, &pol->conf_file, pol->conf_line);
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_ha_optout_window_upstream(hmcf, w);
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     ngx_http_ha_optout_main_conf_t *hmcf)
@@ -907,7 +976,6 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     ngx_uint_t                        i;
     ngx_http_ha_optout_window_t      *w;
     ngx_http_ha_optout_policy_t      *pol;
-    ngx_http_ha_optout_srv_conf_t    *hscf;
     ngx_http_ha_optout_policy_ups_t  *u;
 
     pol = hmcf->policy;
@@ -938,61 +1006,11 @@ ngx_http_ha_optout_policy_resolve(ngx_conf_t *cf,
     w = pol->windows.elts;
 
     for (i = 0; i < pol->windows.nelts; i++) {
-        if (ngx_http_ha_optout_policy_stream(&w[i].upstream)) {
-
-            /* no stream upstream can have one: known without them */
-
-            if (w[i].flag.selector_len) {
-                ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                              "ha_optout: policy %V:%ui:%ui: pin_selector "
-                              "is http only: stream upstream \"%V\" has "
-                              "no request header to select on (\"ha_optout\" "
-                              "in stream takes only sticky_key=$var); use "
-                              "\"pin\" alone to hold every new connection, "
-                              "or \"sticky: true\" in %V:%ui", &pol->file,
-                              w[i].line, w[i].column, &w[i].upstream,
-                              &pol->conf_file, pol->conf_line);
-                return NGX_ERROR;
-            }
-
-            continue;
-        }
-
-        hscf = ngx_http_ha_optout_find_upstream(hmcf, &w[i].upstream);
-
-        if (hscf == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "ha_optout: policy %V:%ui:%ui: window for unknown "
-                          "upstream \"%V\" (it needs \"ha_optout\") "
-                          "in %V:%ui", &pol->file, w[i].line, w[i].column,
-                          &w[i].upstream, &pol->conf_file, pol->conf_line);
-            return NGX_ERROR;
-        }
-
-        if (w[i].flag.pin_len
-            && ngx_http_ha_optout_upstream_peer(hscf, w[i].flag.pin,
-                                                w[i].flag.pin_len, NULL, NULL)
-               != NGX_OK)
+        if (ngx_http_ha_optout_resolve_window(cf, hmcf, pol, &w[i])
+            != NGX_OK)
         {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "ha_optout: policy %V:%ui:%ui: pin \"%*s\" is not "
-                          "a usable server of upstream \"%V\" in %V:%ui",
-                          &pol->file, w[i].pin_line, w[i].pin_column,
-                          (size_t) w[i].flag.pin_len, w[i].flag.pin,
-                          &w[i].upstream, &pol->conf_file, pol->conf_line);
             return NGX_ERROR;
         }
-
-        if (w[i].flag.selector_len && hscf->selector == NULL) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "ha_optout: policy %V:%ui:%ui: pin_selector needs "
-                          "\"ha_optout selector=\" in upstream \"%V\" "
-                          "in %V:%ui", &pol->file, w[i].line, w[i].column,
-                          &w[i].upstream, &pol->conf_file, pol->conf_line);
-            return NGX_ERROR;
-        }
-
-        (void) ngx_http_ha_optout_window_upstream(hmcf, &w[i]);
     }
 
     return NGX_OK;
