@@ -708,13 +708,77 @@ ngx_http_ha_optout_policy_window(ngx_http_ha_optout_yaml_t *y,
 }
 
 
+/* "upstreams": { NAME: {allow, max_ttl, ...}, ... } */
+
+static ngx_int_t
+ngx_http_ha_optout_policy_upstreams(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *val, ngx_http_ha_optout_policy_t *pol)
+{
+    yaml_node_pair_t  *up;
+
+    if (ngx_http_ha_optout_yis_null(val)) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_ha_optout_ymapping(y, val, "upstreams") != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (up = val->data.mapping.pairs.start;
+         up < val->data.mapping.pairs.top;
+         up++)
+    {
+        if (ngx_http_ha_optout_policy_upstream(y,
+                ngx_http_ha_optout_ynode(y, up->key),
+                ngx_http_ha_optout_ynode(y, up->value), pol)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* "windows": [ {upstream, every | start and end, ...}, ... ] */
+
+static ngx_int_t
+ngx_http_ha_optout_policy_windows(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *val, ngx_http_ha_optout_policy_t *pol)
+{
+    yaml_node_item_t  *it;
+
+    if (ngx_http_ha_optout_yis_null(val)) {
+        return NGX_OK;
+    }
+
+    if (val->type != YAML_SEQUENCE_NODE) {
+        return ngx_http_ha_optout_yfail(y, val, "windows must be a list");
+    }
+
+    for (it = val->data.sequence.items.start;
+         it < val->data.sequence.items.top;
+         it++)
+    {
+        if (ngx_http_ha_optout_policy_window(y,
+                ngx_http_ha_optout_ynode(y, *it), pol)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ha_optout_policy_parse(ngx_http_ha_optout_yaml_t *y,
     ngx_http_ha_optout_policy_t *pol)
 {
     yaml_node_t       *root, *k, *val;
-    yaml_node_item_t  *it;
-    yaml_node_pair_t  *p, *up;
+    yaml_node_pair_t  *p;
 
     root = yaml_document_get_root_node(&y->doc);
 
@@ -734,47 +798,13 @@ ngx_http_ha_optout_policy_parse(ngx_http_ha_optout_yaml_t *y,
         val = ngx_http_ha_optout_ynode(y, p->value);
 
         if (ngx_http_ha_optout_ykey_is(k, "upstreams")) {
-            if (ngx_http_ha_optout_yis_null(val)) {
-                continue;
-            }
-
-            if (ngx_http_ha_optout_ymapping(y, val, "upstreams") != NGX_OK) {
+            if (ngx_http_ha_optout_policy_upstreams(y, val, pol) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            for (up = val->data.mapping.pairs.start;
-                 up < val->data.mapping.pairs.top;
-                 up++)
-            {
-                if (ngx_http_ha_optout_policy_upstream(y,
-                        ngx_http_ha_optout_ynode(y, up->key),
-                        ngx_http_ha_optout_ynode(y, up->value), pol)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-            }
-
         } else if (ngx_http_ha_optout_ykey_is(k, "windows")) {
-            if (ngx_http_ha_optout_yis_null(val)) {
-                continue;
-            }
-
-            if (val->type != YAML_SEQUENCE_NODE) {
-                return ngx_http_ha_optout_yfail(y, val, "windows must be a "
-                                                "list");
-            }
-
-            for (it = val->data.sequence.items.start;
-                 it < val->data.sequence.items.top;
-                 it++)
-            {
-                if (ngx_http_ha_optout_policy_window(y,
-                        ngx_http_ha_optout_ynode(y, *it), pol)
-                    != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
+            if (ngx_http_ha_optout_policy_windows(y, val, pol) != NGX_OK) {
+                return NGX_ERROR;
             }
 
         } else {
