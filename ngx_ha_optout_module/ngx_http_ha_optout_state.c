@@ -539,6 +539,43 @@ typedef struct {
 
 
 /*
+ * the records with a flag, as many as sn->snap holds; sn->n: how many
+ * there are.  Records are only added (by the master, under the mutex).
+ */
+
+static void
+ngx_http_ha_optout_state_copy_recs_locked(ngx_http_ha_optout_snapshot_t *sn)
+{
+    ngx_queue_t                 *q;
+    ngx_http_ha_optout_rec_t    *rec;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+    sn->n = 0;
+
+    for (q = ngx_queue_head(&sh->upstreams);
+         q != ngx_queue_sentinel(&sh->upstreams);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
+
+        if (!rec->api.present && !rec->fleet.present) {
+            continue;
+        }
+
+        if (sn->n < sn->cap) {
+            ngx_memcpy(sn->snap[sn->n].name, rec->name, rec->name_len);
+            sn->snap[sn->n].name_len = rec->name_len;
+            sn->snap[sn->n].api = rec->api;
+            sn->snap[sn->n].fleet = rec->fleet;
+        }
+
+        sn->n++;
+    }
+}
+
+
+/*
  * The records with a flag and the spent jtis, copied under the mutex into
  * buffers allocated outside it: when they are too small, they grow and
  * the copy is taken again.  NGX_OK: *sn holds the snapshot, numbered.
@@ -549,38 +586,14 @@ ngx_http_ha_optout_state_copy(ngx_http_ha_optout_snapshot_t *sn, time_t now,
     ngx_log_t *log)
 {
     ngx_uint_t                   i;
-    ngx_queue_t                 *q;
-    ngx_http_ha_optout_rec_t    *rec;
     ngx_http_ha_optout_shctx_t  *sh;
 
     sh = ngx_http_ha_optout_sh;
 
-    /* records are only added (by the master, under the mutex) */
-
     for ( ;; ) {
         ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-        sn->n = 0;
-
-        for (q = ngx_queue_head(&sh->upstreams);
-             q != ngx_queue_sentinel(&sh->upstreams);
-             q = ngx_queue_next(q))
-        {
-            rec = ngx_queue_data(q, ngx_http_ha_optout_rec_t, queue);
-
-            if (!rec->api.present && !rec->fleet.present) {
-                continue;
-            }
-
-            if (sn->n < sn->cap) {
-                ngx_memcpy(sn->snap[sn->n].name, rec->name, rec->name_len);
-                sn->snap[sn->n].name_len = rec->name_len;
-                sn->snap[sn->n].api = rec->api;
-                sn->snap[sn->n].fleet = rec->fleet;
-            }
-
-            sn->n++;
-        }
+        ngx_http_ha_optout_state_copy_recs_locked(sn);
 
         sn->jlen = ngx_http_ha_optout_replay_export_locked(sn->jbuf,
                        sn->jcap, NGX_HA_OPTOUT_STATE_JTIS, now);
@@ -2166,6 +2179,32 @@ ngx_http_ha_optout_restore_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+/* pending approvals (policy "approvers"): back, or audited expired */
+
+static void
+ngx_http_ha_optout_restore_approvals(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_restore_t *r, ngx_log_t *log)
+{
+    ngx_uint_t                      i;
+    ngx_http_ha_optout_approval_t  *ap;
+
+    for (i = 0; r->rc == NGX_OK && i < r->st.approvals.nelts; i++) {
+        ap = &((ngx_http_ha_optout_approval_t *) r->st.approvals.elts)[i];
+
+        if (ap->id) {
+            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, r->now, log,
+                                                       0);
+        }
+    }
+
+    if (r->noroom) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: no room in the zone for %ui pending "
+                      "approvals of \"%V\"", r->noroom, &hmcf->state_file);
+    }
+}
+
+
 /*
  * Worker 0, while the zone is fresh (start, restart, zone resize): puts the
  * saved API flags back.  The file is read outside the zone's mutex; the
@@ -2182,7 +2221,6 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_pool_t                     *pool;
     ngx_http_ha_optout_shctx_t     *sh;
     ngx_http_ha_optout_saved_t     *s;
-    ngx_http_ha_optout_approval_t  *ap;
     ngx_http_ha_optout_restore_t    r;
 
     sh = ngx_http_ha_optout_sh;
@@ -2247,22 +2285,7 @@ ngx_http_ha_optout_state_restore(ngx_http_ha_optout_main_conf_t *hmcf,
         ngx_http_ha_optout_restore_audit(hmcf, &s[i], r.now, log);
     }
 
-    /* pending approvals (policy "approvers"): back, or audited expired */
-
-    for (i = 0; r.rc == NGX_OK && i < r.st.approvals.nelts; i++) {
-        ap = &((ngx_http_ha_optout_approval_t *) r.st.approvals.elts)[i];
-
-        if (ap->id) {
-            (void) ngx_http_ha_optout_approval_restore(hmcf, ap, r.now, log,
-                                                       0);
-        }
-    }
-
-    if (r.noroom) {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "ha_optout: no room in the zone for %ui pending "
-                      "approvals of \"%V\"", r.noroom, &hmcf->state_file);
-    }
+    ngx_http_ha_optout_restore_approvals(hmcf, &r, log);
 
     ngx_destroy_pool(pool);
 
