@@ -278,61 +278,66 @@ ngx_http_ha_optout_policy_upstream(ngx_http_ha_optout_yaml_t *y,
 }
 
 
-/* "sun 02:00-04:00": weekly, UTC; the end may pass midnight */
+static const char  *ngx_http_ha_optout_days[] = {
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+    "sunday"
+};
 
-static ngx_int_t
-ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
-    yaml_node_t *node, ngx_http_ha_optout_window_t *w)
+
+/* "sun " or "sunday ": *day 0 (monday) .. 6, and what follows; NULL */
+
+static u_char *
+ngx_http_ha_optout_every_day(ngx_str_t *v, ngx_int_t *day)
 {
-    u_char      *p, *last;
-    size_t       len;
-    ngx_int_t    day, h1, m1, h2, m2, from, to;
-    ngx_str_t    v;
+    u_char       *p, *last;
+    size_t        len;
+    const char  **days;
 
-    static const char  *days[] = { "monday", "tuesday", "wednesday",
-                                   "thursday", "friday", "saturday",
-                                   "sunday" };
+    p = v->data;
+    last = v->data + v->len;
+    days = ngx_http_ha_optout_days;
 
-    if (ngx_http_ha_optout_yscalar(y, node, "every", &v) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    p = v.data;
-    last = v.data + v.len;
-
-    for (day = 0; day < 7; day++) {
-        if (v.len > 3 && ngx_strncasecmp(p, (u_char *) days[day], 3) == 0) {
+    for (*day = 0; *day < 7; (*day)++) {
+        if (v->len > 3 && ngx_strncasecmp(p, (u_char *) days[*day], 3) == 0) {
             break;
         }
     }
 
-    if (day == 7) {
-        goto invalid;
+    if (*day == 7) {
+        return NULL;
     }
 
-    /* "sun" or "sunday" */
-
-    len = ngx_strlen(days[day]);
+    len = ngx_strlen(days[*day]);
 
     if ((size_t) (last - p) > len
-        && ngx_strncasecmp(p, (u_char *) days[day], len) == 0
+        && ngx_strncasecmp(p, (u_char *) days[*day], len) == 0
         && p[len] == ' ')
     {
-        p += len;
-
-    } else if (p[3] == ' ') {
-        p += 3;
-
-    } else {
-        goto invalid;
+        return p + len;
     }
+
+    if (p[3] == ' ') {
+        return p + 3;
+    }
+
+    return NULL;
+}
+
+
+/* " HH:MM-HH:MM" to the end: minutes since 00:00 of the day */
+
+static ngx_int_t
+ngx_http_ha_optout_every_times(u_char *p, u_char *last, ngx_int_t *from,
+    ngx_int_t *to)
+{
+    ngx_int_t  h1, m1, h2, m2;
 
     while (p < last && *p == ' ') {
         p++;
     }
 
     if (last - p < 11) {
-        goto invalid;
+        return NGX_ERROR;
     }
 
     h1 = ngx_http_ha_optout_digits(p, 2);
@@ -344,7 +349,7 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
     }
 
     if (p == last || *p != '-') {
-        goto invalid;
+        return NGX_ERROR;
     }
 
     p++;
@@ -354,7 +359,7 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
     }
 
     if (last - p != 5 || p[2] != ':') {
-        goto invalid;
+        return NGX_ERROR;
     }
 
     h2 = ngx_http_ha_optout_digits(p, 2);
@@ -363,11 +368,41 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
     if (h1 < 0 || h1 > 23 || m1 < 0 || m1 > 59 || h2 < 0 || m2 < 0
         || m2 > 59 || h2 > 24 || (h2 == 24 && m2 != 0))
     {
-        goto invalid;
+        return NGX_ERROR;
     }
 
-    from = h1 * 60 + m1;
-    to = h2 * 60 + m2;
+    *from = h1 * 60 + m1;
+    *to = h2 * 60 + m2;
+
+    return NGX_OK;
+}
+
+
+/* "sun 02:00-04:00": weekly, UTC; the end may pass midnight */
+
+static ngx_int_t
+ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
+    yaml_node_t *node, ngx_http_ha_optout_window_t *w)
+{
+    u_char     *p;
+    ngx_int_t   day, from, to;
+    ngx_str_t   v;
+
+    if (ngx_http_ha_optout_yscalar(y, node, "every", &v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_ha_optout_every_day(&v, &day);
+
+    if (p == NULL
+        || ngx_http_ha_optout_every_times(p, v.data + v.len, &from, &to)
+           != NGX_OK)
+    {
+        return ngx_http_ha_optout_yfail(y, node, "every must look like "
+                                        "\"sun 02:00-04:00\" (a day "
+                                        "mon..sun, then HH:MM-HH:MM in "
+                                        "UTC), not \"%V\"", &v);
+    }
 
     if (to == from) {
         return ngx_http_ha_optout_yfail(y, node, "every: the window "
@@ -384,13 +419,6 @@ ngx_http_ha_optout_policy_every(ngx_http_ha_optout_yaml_t *y,
     w->length = (time_t) (to - from) * 60;
 
     return NGX_OK;
-
-invalid:
-
-    return ngx_http_ha_optout_yfail(y, node, "every must look like "
-                                    "\"sun 02:00-04:00\" (a day mon..sun, "
-                                    "then HH:MM-HH:MM in UTC), not \"%V\"",
-                                    &v);
 }
 
 
