@@ -1229,7 +1229,11 @@ ngx_http_ha_optout_state_parse_approvals(ngx_http_ha_optout_yaml_t *y,
 }
 
 
-/* one key of a saved flag; *seen: 1 a reason, 2 expires_at was read */
+/*
+ * one key of a saved flag; *seen: 1 a reason, 2 expires_at was read
+ *
+ * Longer than a screen: one branch per key of a flag, as the API has them.
+ */
 
 static ngx_int_t
 ngx_http_ha_optout_state_flag_key(ngx_http_ha_optout_yaml_t *y,
@@ -1398,7 +1402,12 @@ ngx_http_ha_optout_unhex(u_char c)
 }
 
 
-/* "windows_ended": { FP-START: END, ... }, see emit_wskips() */
+/*
+ * "windows_ended": { FP-START: END, ... }, see emit_wskips()
+ *
+ * Longer than a screen: the key is scanned in place (hex, dash, digits)
+ * before its value is checked, and the two read as one entry.
+ */
 
 static ngx_int_t
 ngx_http_ha_optout_state_parse_wskips(ngx_http_ha_optout_yaml_t *y,
@@ -1487,7 +1496,12 @@ ngx_http_ha_optout_state_parse_wskips(ngx_http_ha_optout_yaml_t *y,
 }
 
 
-/* "jtis": { HEX: EXP, ... }, the spent jtis of state_save() */
+/*
+ * "jtis": { HEX: EXP, ... }, the spent jtis of state_save()
+ *
+ * Longer than a screen: a jti and its exp are one entry, unhexed and
+ * bounded in one loop, as emit_jtis() writes them.
+ */
 
 static ngx_int_t
 ngx_http_ha_optout_state_parse_jtis(ngx_http_ha_optout_yaml_t *y,
@@ -1991,6 +2005,9 @@ ngx_http_ha_optout_restore_jtis_locked(ngx_http_ha_optout_restore_t *r)
 /*
  * Under the mutex, with "restored" checked again: the file is set aside or
  * its content goes into the zone.  NGX_DECLINED: another process did it.
+ *
+ * Longer than a screen: the one stretch under the mutex, in the order
+ * the zone must see it; its larger parts are steps of their own.
  */
 
 static ngx_int_t

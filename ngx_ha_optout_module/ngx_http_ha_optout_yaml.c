@@ -717,7 +717,12 @@ ngx_http_ha_optout_digits(u_char *p, ngx_uint_t n)
 }
 
 
-/* RFC 3339: 2026-12-01T02:00:00Z, fractions ignored, offsets honoured */
+/*
+ * RFC 3339: 2026-12-01T02:00:00Z, fractions ignored, offsets honoured
+ *
+ * Longer than a screen: one scanner of one format, field after field,
+ * then the civil date to days; split, it would only pass p around.
+ */
 
 static time_t
 ngx_http_ha_optout_parse_time(u_char *p, size_t len)
