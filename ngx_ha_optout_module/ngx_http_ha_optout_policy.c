@@ -8,6 +8,10 @@
  * which the worker's periodic job opens and closes (windows_tick) and the
  * API may end or skip (window_act).  docs/state-and-policy.md describes
  * the layout.
+ *
+ * Over a thousand lines because the windows are read, checked and acted
+ * on with the types and helpers of the file they come from: in this
+ * order, the reader, the checks the API asks for, the windows.
  */
 
 

@@ -10,6 +10,11 @@
  * saved flag is judged against the configuration before it is restored,
  * and a corrupt file is set aside.  docs/state-and-policy.md describes
  * the layout.
+ *
+ * Over a thousand lines because the file has one writer and one reader
+ * that must stay in step (what state_emit() writes, state_parse() reads
+ * back, as fuzz_state checks): in this order, the writer, the save, the
+ * reader, the restore.
  */
 
 

@@ -6,6 +6,9 @@
  * read with an error that names line and column (yfail); the flag fields
  * both files hold are read once (yflag_field); and the emitter helpers
  * write scalars the way the state file needs (user text quoted).
+ *
+ * Just over a thousand lines: the careful open and the loader with its
+ * depth check are most of it; the node readers each stay a few lines.
  */
 
 
