@@ -402,11 +402,16 @@ extern ngx_http_ha_optout_shctx_t  *ngx_http_ha_optout_sh;
 extern ngx_slab_pool_t             *ngx_http_ha_optout_shpool;
 
 
-/* module.c */
+/* decide.c: what the request path asks */
+ngx_int_t ngx_http_ha_optout_add_variable(ngx_conf_t *cf);
+ngx_int_t ngx_http_ha_optout_request_hooks(ngx_conf_t *cf);
 ngx_http_ha_optout_srv_conf_t *ngx_http_ha_optout_find_upstream(
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
 ngx_http_ha_optout_decision_t *ngx_http_ha_optout_decide(
     ngx_http_request_t *r, ngx_http_ha_optout_srv_conf_t *hscf);
+
+/* timer.c: the worker's periodic job */
+void ngx_http_ha_optout_timer_start(ngx_cycle_t *cycle);
 
 /* store.c */
 ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
