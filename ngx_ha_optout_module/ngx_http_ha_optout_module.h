@@ -413,6 +413,13 @@ ngx_http_ha_optout_decision_t *ngx_http_ha_optout_decide(
 /* timer.c: the worker's periodic job */
 void ngx_http_ha_optout_timer_start(ngx_cycle_t *cycle);
 
+/* writer.c: the writer lock, persistence of changes */
+ngx_int_t ngx_http_ha_optout_writer_trylock(void);
+ngx_uint_t ngx_http_ha_optout_writer_held(void);
+void ngx_http_ha_optout_writer_unlock(void);
+void ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_uint_t force);
+
 /* store.c */
 ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 size_t ngx_http_ha_optout_rec_size(void);
@@ -434,11 +441,6 @@ void ngx_http_ha_optout_set_text(ngx_http_ha_optout_srv_conf_t *hscf,
     ngx_uint_t source, ngx_http_ha_optout_flag_t *flag);
 void ngx_http_ha_optout_bump(void);
 ngx_uint_t ngx_http_ha_optout_make_room_locked(void);
-ngx_int_t ngx_http_ha_optout_writer_trylock(void);
-ngx_uint_t ngx_http_ha_optout_writer_held(void);
-void ngx_http_ha_optout_writer_unlock(void);
-void ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_log_t *log, ngx_uint_t force);
 void ngx_http_ha_optout_count_server(ngx_http_ha_optout_rec_t *rec,
     ngx_str_t *server, ngx_uint_t pinned);
 ngx_http_ha_optout_server_stat_t *ngx_http_ha_optout_server_stat(
