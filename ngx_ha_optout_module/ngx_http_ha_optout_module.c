@@ -45,6 +45,8 @@ static void ngx_http_ha_optout_exit_process(ngx_cycle_t *cycle);
 
 static char *ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
 static char *ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -691,6 +693,32 @@ ngx_http_ha_optout_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     hmcf->shm_zone->data = ctx;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The store attaches the zone and makes its records; a fresh zone
+ * continues the chain of the audit log nginx wrote, before the records
+ * are made (the store knows nothing of the audit log).
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_uint_t                      fresh;
+    ngx_http_ha_optout_zone_ctx_t  *ctx;
+
+    if (ngx_http_ha_optout_zone_attach(shm_zone, data, &fresh) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (fresh) {
+        ctx = shm_zone->data;
+        ngx_http_ha_optout_audit_chain_init(ctx->mcf, ctx->sh,
+                                            shm_zone->shm.log);
+    }
+
+    return ngx_http_ha_optout_zone_records(shm_zone);
 }
 
 

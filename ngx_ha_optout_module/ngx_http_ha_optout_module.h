@@ -421,7 +421,9 @@ void ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_uint_t force);
 
 /* store.c */
-ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+ngx_int_t ngx_http_ha_optout_zone_attach(ngx_shm_zone_t *shm_zone, void *data,
+    ngx_uint_t *fresh);
+ngx_int_t ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone);
 size_t ngx_http_ha_optout_rec_size(void);
 u_char *ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,

@@ -466,20 +466,24 @@ ngx_http_ha_optout_zone_advice(size_t need)
 }
 
 
+/*
+ * The zone's init (module.c) in two steps: the zone's context is attached
+ * (a reload's, the one the master made, or a new one: *fresh), then the
+ * records of the configuration's upstreams are found or made.  Between
+ * the two, a fresh zone gets the audit chain of the log nginx wrote.
+ */
+
 ngx_int_t
-ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_ha_optout_zone_attach(ngx_shm_zone_t *shm_zone, void *data,
+    ngx_uint_t *fresh)
 {
     ngx_http_ha_optout_zone_ctx_t  *octx = data;
 
-    ngx_uint_t                        i;
-    ngx_http_ha_optout_rec_t         *rec;
-    ngx_http_ha_optout_shctx_t       *sh;
-    ngx_http_ha_optout_zone_ctx_t    *ctx;
-    ngx_http_ha_optout_srv_conf_t   **hscfp;
-    ngx_http_ha_optout_main_conf_t   *hmcf;
+    ngx_http_ha_optout_shctx_t     *sh;
+    ngx_http_ha_optout_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-    hmcf = ctx->mcf;
+    *fresh = 0;
 
     if (octx) {
         /* reload with the same zone: flags, counters and replay survive */
@@ -511,16 +515,31 @@ ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_memset(sh->state_audit_hash, '0', 64);
             sh->audit_gap[0] = '\0';
 
-            /* a fresh zone continues the chain of the log nginx wrote */
-            ngx_http_ha_optout_audit_chain_init(hmcf, sh, shm_zone->shm.log);
-
             ctx->sh = sh;
             ctx->shpool->data = sh;
             ctx->shpool->log_nomem = 0;
             ctx->shpool->log_ctx = (u_char *) " in ha_optout zone";
+
+            *fresh = 1;
         }
     }
 
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone)
+{
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_rec_t         *rec;
+    ngx_http_ha_optout_shctx_t       *sh;
+    ngx_http_ha_optout_zone_ctx_t    *ctx;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+    ngx_http_ha_optout_main_conf_t   *hmcf;
+
+    ctx = shm_zone->data;
+    hmcf = ctx->mcf;
     sh = ctx->sh;
     hscfp = hmcf->upstreams.elts;
 
