@@ -425,9 +425,6 @@ ngx_int_t ngx_http_ha_optout_zone_attach(ngx_shm_zone_t *shm_zone, void *data,
     ngx_uint_t *fresh);
 ngx_int_t ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone);
 size_t ngx_http_ha_optout_rec_size(void);
-u_char *ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
-    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
-    ngx_http_ha_optout_flag_t *flag, time_t now);
 size_t ngx_http_ha_optout_zone_need(size_t size, ngx_uint_t missing);
 size_t ngx_http_ha_optout_zone_advice(size_t need);
 ngx_http_ha_optout_rec_t *ngx_http_ha_optout_rec_attach(
@@ -637,6 +634,9 @@ ngx_int_t ngx_http_ha_optout_approval_restore(
 ngx_int_t ngx_http_ha_optout_status_handler(ngx_http_request_t *r);
 
 /* audit.c */
+u_char *ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, time_t now);
 void ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log);
 void ngx_http_ha_optout_audit_recover(void);
