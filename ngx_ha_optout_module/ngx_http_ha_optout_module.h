@@ -639,7 +639,6 @@ u_char *ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
     ngx_http_ha_optout_flag_t *flag, time_t now);
 void ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log);
-void ngx_http_ha_optout_audit_recover(void);
 void ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
     u_char *expected, ngx_log_t *log);
 ngx_int_t ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,

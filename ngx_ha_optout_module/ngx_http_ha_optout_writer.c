@@ -13,6 +13,9 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+static void ngx_http_ha_optout_writer_recover(void);
+
+
 /*
  * Writers of flags (the API, the expiry and window timer, the restore) are
  * serialised from their change to its state file and audit line, so that
@@ -72,7 +75,7 @@ ngx_http_ha_optout_writer_trylock(void)
     if (ngx_http_ha_optout_sh->pending.pid
         && ngx_http_ha_optout_sh->pending.pid != ngx_pid)
     {
-        ngx_http_ha_optout_audit_recover();
+        ngx_http_ha_optout_writer_recover();
     }
 
     return NGX_OK;
@@ -227,4 +230,63 @@ ngx_http_ha_optout_persist_retry(ngx_http_ha_optout_main_conf_t *hmcf,
 
     sh->retry_delay = sh->retry_delay ? ngx_min(sh->retry_delay * 2, 8) : 1;
     sh->retry_at = now + sh->retry_delay;
+}
+
+
+/*
+ * A writer killed between its change and the end of its write leaves the
+ * change pending in the zone, with its audit line queued (both are made in
+ * one critical section).  The next writer to take the writer lock (a live
+ * writer always clears its own before releasing it) publishes the change
+ * to the workers, writes the line and saves the state file that the dead
+ * writer may not have saved.
+ */
+
+static void
+ngx_http_ha_optout_writer_recover(void)
+{
+    u_char                           abuf[NGX_HA_OPTOUT_ACTOR_LEN * 4];
+    ngx_str_t                        upstream, actor;
+    ngx_http_ha_optout_flag_t       *f;
+    ngx_http_ha_optout_pending_t     p;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (ngx_http_ha_optout_sh->pending.pid == 0) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    p = ngx_http_ha_optout_sh->pending;
+    ngx_http_ha_optout_sh->pending.pid = 0;
+    ngx_http_ha_optout_sh->state_dirty++;
+    ngx_http_ha_optout_bump();
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    f = p.after.present ? &p.after : &p.before;
+
+    upstream.data = p.upstream;
+    upstream.len = p.upstream_len;
+    actor.data = f->actor;
+    actor.len = f->actor_len;
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                  "ha_optout: the %s of \"%V\" by \"%*s\" was made by "
+                  "process %P, which died before finishing it: its audit "
+                  "line and state file are written now",
+                  ngx_http_ha_optout_actions[p.action], &upstream,
+                  (size_t) (ngx_http_ha_optout_escape(abuf, sizeof(abuf),
+                                                      actor.data, actor.len)
+                            - abuf),
+                  abuf, p.pid);
+
+    hmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ha_optout_module);
+    if (hmcf == NULL) {
+        return;
+    }
+
+    ngx_http_ha_optout_persist_retry(hmcf, ngx_cycle->log, 1);
 }
