@@ -49,6 +49,9 @@ static ngx_int_t ngx_http_ha_optout_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static char *ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_ha_optout_params(ngx_conf_t *cf,
+    ngx_http_ha_optout_srv_conf_t *hscf);
+static ngx_int_t ngx_http_ha_optout_wrap_order(ngx_conf_t *cf);
 static char *ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ha_optout_mirror_gate(ngx_conf_t *cf,
@@ -782,141 +785,34 @@ ngx_http_ha_optout_policy(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * "ha_optout [selector=$var] [sticky_key=$var];" in upstream {}: its
+ * parameters, the order of the balancer wraps, then the upstream joins the
+ * module's list and is wrapped.
+ */
+
 static char *
 ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ha_optout_srv_conf_t *hscf = conf;
 
-    void                               *ocf;
-    ngx_str_t                          *value, v;
-    ngx_uint_t                          i;
-    ngx_http_complex_value_t          **cvp;
-    ngx_http_upstream_srv_conf_t       *uscf;
-    ngx_http_ha_optout_main_conf_t     *hmcf;
-    ngx_http_ha_optout_srv_conf_t     **slot;
-    ngx_http_compile_complex_value_t    ccv;
+    ngx_http_upstream_srv_conf_t     *uscf;
+    ngx_http_ha_optout_main_conf_t   *hmcf;
+    ngx_http_ha_optout_srv_conf_t   **slot;
 
     if (hscf->enabled) {
         return "is duplicate";
     }
 
-    value = cf->args->elts;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "selector=", 9) == 0) {
-            cvp = &hscf->selector;
-            v.data = value[i].data + 9;
-            v.len = value[i].len - 9;
-
-        } else if (ngx_strncmp(value[i].data, "sticky_key=", 11) == 0) {
-            cvp = &hscf->sticky_key;
-            v.data = value[i].data + 11;
-            v.len = value[i].len - 11;
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        if (v.len == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "empty value in \"%V\"", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        /* a constant would put every request in one bucket: a typo */
-
-        if (ngx_strlchr(v.data, v.data + v.len, '$') == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V\" is a constant: it takes a variable, "
-                               "e.g. \"%*s=$%V\"", &value[i],
-                               (size_t) (v.data - value[i].data - 1),
-                               value[i].data, &v);
-            return NGX_CONF_ERROR;
-        }
-
-        *cvp = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-        if (*cvp == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-        ccv.cf = cf;
-        ccv.value = &v;
-        ccv.complex_value = *cvp;
-
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
+    if (ngx_http_ha_optout_params(cf, hscf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
 
-#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE)
-
-    /*
-     * "keepalive" before "ha_optout" would end up inside our wrap, where
-     * the round-robin data is out of reach and no flag could act.  The
-     * keepalive module's server conf starts with max_cached, which only
-     * its directive sets (to at least 1).  Since 1.29.7 keepalive wraps
-     * last whatever the order: nothing to check.
-     */
-
-    ocf = ngx_http_conf_get_module_srv_conf(cf,
-                                            ngx_http_upstream_keepalive_module);
-    if (ocf && *(ngx_uint_t *) ocf != 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_optout\" must come before \"keepalive\" "
-                           "(after the balancer directive)");
+    if (ngx_http_ha_optout_wrap_order(cf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
-
-#endif
-
-#if (nginx_version >= 1029006)
-
-    /*
-     * nginx's "sticky" (1.29.6+) wraps the balancer as keepalive did: before
-     * "ha_optout" it would sit inside our wrap, which would then step aside
-     * at run time (a pin shown, not acting).  Its server conf starts with
-     * the saved init_upstream, set by its directive only.
-     */
-
-    ocf = ngx_http_ha_optout_other_srv_conf(cf,
-                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
-                             "ngx_http_upstream_sticky_module");
-    if (ocf && *(void **) ocf != NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_optout\" must come before \"sticky\" "
-                           "(after the balancer directive)");
-        return NGX_CONF_ERROR;
-    }
-
-#endif
-
-#if (nginx_version >= 1031000)
-
-    /*
-     * least_time (1.31) keeps its own free, so the wrap would step aside at
-     * run time; after "ha_optout" it replaces it (refused in
-     * postconfiguration).  Its server conf starts with the mode, unset
-     * until its directive is seen.
-     */
-
-    ocf = ngx_http_ha_optout_other_srv_conf(cf,
-                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
-                             "ngx_http_upstream_least_time_module");
-    if (ocf && *(ngx_uint_t *) ocf != NGX_CONF_UNSET_UINT) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_optout\" does not work with \"least_time\": "
-                           "a pin could not act on it; use least_conn, hash "
-                           "or random");
-        return NGX_CONF_ERROR;
-    }
-
-#endif
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -942,6 +838,152 @@ ngx_http_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *slot = hscf;
 
     return ngx_http_ha_optout_wrap(cf, hscf);
+}
+
+
+/* selector= and sticky_key=: each a complex value with a variable in it */
+
+static ngx_int_t
+ngx_http_ha_optout_params(ngx_conf_t *cf, ngx_http_ha_optout_srv_conf_t *hscf)
+{
+    ngx_str_t                          *value, v;
+    ngx_uint_t                          i;
+    ngx_http_complex_value_t          **cvp;
+    ngx_http_compile_complex_value_t    ccv;
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "selector=", 9) == 0) {
+            cvp = &hscf->selector;
+            v.data = value[i].data + 9;
+            v.len = value[i].len - 9;
+
+        } else if (ngx_strncmp(value[i].data, "sticky_key=", 11) == 0) {
+            cvp = &hscf->sticky_key;
+            v.data = value[i].data + 11;
+            v.len = value[i].len - 11;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_ERROR;
+        }
+
+        if (v.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty value in \"%V\"", &value[i]);
+            return NGX_ERROR;
+        }
+
+        /* a constant would put every request in one bucket: a typo */
+
+        if (ngx_strlchr(v.data, v.data + v.len, '$') == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is a constant: it takes a variable, "
+                               "e.g. \"%*s=$%V\"", &value[i],
+                               (size_t) (v.data - value[i].data - 1),
+                               value[i].data, &v);
+            return NGX_ERROR;
+        }
+
+        *cvp = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (*cvp == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &v;
+        ccv.complex_value = *cvp;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The wraps of other modules that must not come before "ha_optout" in the
+ * upstream {} being parsed.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_wrap_order(ngx_conf_t *cf)
+{
+#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE) || (nginx_version >= 1029006)
+    void  *ocf;
+#endif
+
+#if !(NGX_HA_OPTOUT_KEEPALIVE_LATE)
+
+    /*
+     * "keepalive" before "ha_optout" would end up inside our wrap, where
+     * the round-robin data is out of reach and no flag could act.  The
+     * keepalive module's server conf starts with max_cached, which only
+     * its directive sets (to at least 1).  Since 1.29.7 keepalive wraps
+     * last whatever the order: nothing to check.
+     */
+
+    ocf = ngx_http_conf_get_module_srv_conf(cf,
+                                            ngx_http_upstream_keepalive_module);
+    if (ocf && *(ngx_uint_t *) ocf != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" must come before \"keepalive\" "
+                           "(after the balancer directive)");
+        return NGX_ERROR;
+    }
+
+#endif
+
+#if (nginx_version >= 1029006)
+
+    /*
+     * nginx's "sticky" (1.29.6+) wraps the balancer as keepalive did: before
+     * "ha_optout" it would sit inside our wrap, which would then step aside
+     * at run time (a pin shown, not acting).  Its server conf starts with
+     * the saved init_upstream, set by its directive only.
+     */
+
+    ocf = ngx_http_ha_optout_other_srv_conf(cf,
+                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
+                             "ngx_http_upstream_sticky_module");
+    if (ocf && *(void **) ocf != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" must come before \"sticky\" "
+                           "(after the balancer directive)");
+        return NGX_ERROR;
+    }
+
+#endif
+
+#if (nginx_version >= 1031000)
+
+    /*
+     * least_time (1.31) keeps its own free, so the wrap would step aside at
+     * run time; after "ha_optout" it replaces it (refused in
+     * postconfiguration).  Its server conf starts with the mode, unset
+     * until its directive is seen.
+     */
+
+    ocf = ngx_http_ha_optout_other_srv_conf(cf,
+                             ((ngx_http_conf_ctx_t *) cf->ctx)->srv_conf,
+                             "ngx_http_upstream_least_time_module");
+    if (ocf && *(ngx_uint_t *) ocf != NGX_CONF_UNSET_UINT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_optout\" does not work with \"least_time\": "
+                           "a pin could not act on it; use least_conn, hash "
+                           "or random");
+        return NGX_ERROR;
+    }
+
+#endif
+
+    return NGX_OK;
 }
 
 
