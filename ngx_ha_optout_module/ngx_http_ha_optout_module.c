@@ -54,6 +54,11 @@ static ngx_int_t ngx_http_ha_optout_params(ngx_conf_t *cf,
 static ngx_int_t ngx_http_ha_optout_wrap_order(ngx_conf_t *cf);
 static char *ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_ha_optout_flag_param(
+    ngx_http_ha_optout_flag_t *flag, ngx_str_t *param, ngx_uint_t *optout);
+static ngx_int_t ngx_http_ha_optout_flag_check(ngx_conf_t *cf,
+    ngx_http_ha_optout_flag_t *flag, ngx_uint_t optout);
+static void ngx_http_ha_optout_flag_config(ngx_http_ha_optout_flag_t *flag);
 static char *ngx_http_ha_optout_mirror_gate(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ha_optout_admin(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1028,7 +1033,7 @@ ngx_http_ha_optout_add_ref(ngx_conf_t *cf, ngx_str_t *name)
 static char *
 ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_str_t                  *value, v;
+    ngx_str_t                  *value;
     ngx_uint_t                  i, optout;
     ngx_http_ha_optout_ref_t   *ref;
     ngx_http_ha_optout_flag_t  *flag;
@@ -1043,76 +1048,116 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     optout = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
-
-        v.data = (u_char *) ngx_strlchr(value[i].data,
-                                        value[i].data + value[i].len, '=');
-        if (v.data == NULL) {
-            goto invalid;
+        if (ngx_http_ha_optout_flag_param(flag, &value[i], &optout)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
         }
-
-        v.data++;
-        v.len = value[i].data + value[i].len - v.data;
-
-#define ngx_ha_optout_is(s)                                                   \
-        (ngx_strncmp(value[i].data, s "=", sizeof(s)) == 0)
-
-        if (ngx_ha_optout_is("failover")) {
-            if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
-                flag->no_failover = 1;
-                optout = 1;
-            } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
-                goto invalid;
-            }
-
-        } else if (ngx_ha_optout_is("replication")) {
-            if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
-                flag->no_replication = 1;
-                optout = 1;
-            } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
-                goto invalid;
-            }
-
-        } else if (ngx_ha_optout_is("sticky")) {
-            if (v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0) {
-                flag->sticky = 1;
-                optout = 1;
-            } else if (!(v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)) {
-                goto invalid;
-            }
-
-        } else if (ngx_ha_optout_is("pin")) {
-            if (ngx_http_ha_optout_conf_copy(flag->pin, &flag->pin_len,
-                                             NGX_HA_OPTOUT_PIN_LEN - 1, &v)
-                != NGX_OK)
-            {
-                goto invalid;
-            }
-            optout = 1;
-
-        } else if (ngx_ha_optout_is("pin_selector")) {
-            if (ngx_http_ha_optout_conf_copy(flag->selector,
-                                             &flag->selector_len,
-                                             NGX_HA_OPTOUT_SELECTOR_LEN - 1, &v)
-                != NGX_OK)
-            {
-                goto invalid;
-            }
-
-        } else if (ngx_ha_optout_is("reason")) {
-            if (ngx_http_ha_optout_conf_copy(flag->reason, &flag->reason_len,
-                                             NGX_HA_OPTOUT_REASON_LEN, &v)
-                != NGX_OK)
-            {
-                goto invalid;
-            }
-
-        } else {
-            goto invalid;
-        }
-
-#undef ngx_ha_optout_is
     }
 
+    if (ngx_http_ha_optout_flag_check(cf, flag, optout) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_ha_optout_flag_config(flag);
+
+    ref = ngx_http_ha_optout_add_ref(cf, &value[1]);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->flag = flag;
+
+    return NGX_CONF_OK;
+}
+
+
+/* one "name=value" of ha_optout_flag; NGX_ERROR: an invalid parameter */
+
+static ngx_int_t
+ngx_http_ha_optout_flag_param(ngx_http_ha_optout_flag_t *flag,
+    ngx_str_t *param, ngx_uint_t *optout)
+{
+    ngx_str_t  v;
+
+    v.data = (u_char *) ngx_strlchr(param->data,
+                                    param->data + param->len, '=');
+    if (v.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data++;
+    v.len = param->data + param->len - v.data;
+
+#define ngx_ha_optout_is(s)                                                   \
+    (ngx_strncmp(param->data, s "=", sizeof(s)) == 0)
+
+    if (ngx_ha_optout_is("failover")) {
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            flag->no_failover = 1;
+            *optout = 1;
+        } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_ha_optout_is("replication")) {
+        if (v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0) {
+            flag->no_replication = 1;
+            *optout = 1;
+        } else if (!(v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0)) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_ha_optout_is("sticky")) {
+        if (v.len == 2 && ngx_strncmp(v.data, "on", 2) == 0) {
+            flag->sticky = 1;
+            *optout = 1;
+        } else if (!(v.len == 3 && ngx_strncmp(v.data, "off", 3) == 0)) {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_ha_optout_is("pin")) {
+        if (ngx_http_ha_optout_conf_copy(flag->pin, &flag->pin_len,
+                                         NGX_HA_OPTOUT_PIN_LEN - 1, &v)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        *optout = 1;
+
+    } else if (ngx_ha_optout_is("pin_selector")) {
+        if (ngx_http_ha_optout_conf_copy(flag->selector,
+                                         &flag->selector_len,
+                                         NGX_HA_OPTOUT_SELECTOR_LEN - 1, &v)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else if (ngx_ha_optout_is("reason")) {
+        if (ngx_http_ha_optout_conf_copy(flag->reason, &flag->reason_len,
+                                         NGX_HA_OPTOUT_REASON_LEN, &v)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        return NGX_ERROR;
+    }
+
+#undef ngx_ha_optout_is
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_flag_check(ngx_conf_t *cf, ngx_http_ha_optout_flag_t *flag,
+    ngx_uint_t optout)
+{
     /* what reaches X-HA-Optout and $ha_optout_* is printable ASCII */
 
     if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len) != NGX_OK
@@ -1124,21 +1169,32 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"pin_selector=\" must be printable ASCII (they "
                            "reach the X-HA-Optout header): no control bytes, "
                            "no non-ASCII");
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     if (!optout) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ha_optout_flag\" must opt out of something: "
                            "failover=off, pin=, replication=off or sticky=on");
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
 
     if (flag->selector_len && flag->pin_len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"pin_selector=\" requires \"pin=\"");
-        return NGX_CONF_ERROR;
+        return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/* what a flag of nginx.conf is when the directive does not say */
+
+static void
+ngx_http_ha_optout_flag_config(ngx_http_ha_optout_flag_t *flag)
+{
+    ngx_str_t  v;
 
     if (flag->reason_len == 0) {
         ngx_str_set(&v, "declared in nginx.conf");
@@ -1153,21 +1209,6 @@ ngx_http_ha_optout_flag(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     flag->present = 1;
     flag->source = NGX_HA_OPTOUT_SRC_CONFIG;
     flag->set_at = ngx_time();
-
-    ref = ngx_http_ha_optout_add_ref(cf, &value[1]);
-    if (ref == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ref->flag = flag;
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
 }
 
 
