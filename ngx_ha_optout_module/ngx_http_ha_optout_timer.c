@@ -20,6 +20,9 @@ static void ngx_http_ha_optout_revalidate(
 
 static void ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log);
+static ngx_int_t ngx_http_ha_optout_tmp_pid(u_char *p, size_t len,
+    u_char *base, size_t blen);
+static void ngx_http_ha_optout_tmp_remove(u_char *path, ngx_log_t *log);
 
 static ngx_uint_t  ngx_http_ha_optout_revalidated;
 
@@ -330,13 +333,11 @@ static void
 ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    u_char           *p, *base, *dot, path[NGX_MAX_PATH];
-    size_t            blen, len, plen;
-    ngx_str_t         dirname;
-    ngx_int_t         pid;
-    ngx_dir_t         dir;
-    ngx_uint_t        i;
-    ngx_file_info_t   fi;
+    u_char     *base, path[NGX_MAX_PATH];
+    size_t      blen, len;
+    ngx_str_t   dirname;
+    ngx_int_t   pid;
+    ngx_dir_t   dir;
 
     if (hmcf->state_file.len == 0
         || hmcf->state_file.len + 64 > NGX_MAX_PATH)
@@ -368,44 +369,13 @@ ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     while (ngx_read_dir(&dir) == NGX_OK) {
-        p = ngx_de_name(&dir);
         len = ngx_de_namelen(&dir);
 
-        if (len <= blen + sizeof(".tmp.") - 1
-            || len + dirname.len >= NGX_MAX_PATH
-            || ngx_strncmp(p, base, blen) != 0
-            || ngx_strncmp(p + blen, ".tmp.", sizeof(".tmp.") - 1) != 0)
-        {
+        if (len + dirname.len >= NGX_MAX_PATH) {
             continue;
         }
 
-        /* PID, then ".RANDOM" (16 hex digits) or nothing */
-
-        p += blen + sizeof(".tmp.") - 1;
-        len -= blen + sizeof(".tmp.") - 1;
-
-        dot = ngx_strlchr(p, p + len, '.');
-        plen = dot ? (size_t) (dot - p) : len;
-
-        if (dot) {
-            if (len - plen != 1 + 16) {
-                continue;
-            }
-
-            for (i = 1; i <= 16; i++) {
-                if (!((dot[i] >= '0' && dot[i] <= '9')
-                      || (dot[i] >= 'a' && dot[i] <= 'f')))
-                {
-                    break;
-                }
-            }
-
-            if (i <= 16) {
-                continue;
-            }
-        }
-
-        pid = ngx_atoi(p, plen);
+        pid = ngx_http_ha_optout_tmp_pid(ngx_de_name(&dir), len, base, blen);
 
         if (pid <= 0 || kill((ngx_pid_t) pid, 0) == 0
             || ngx_errno != NGX_ESRCH)
@@ -416,28 +386,88 @@ ngx_http_ha_optout_tmp_sweep(ngx_http_ha_optout_main_conf_t *hmcf,
         (void) ngx_snprintf(path + dirname.len, NGX_MAX_PATH - dirname.len,
                             "%*s%Z", ngx_de_namelen(&dir), ngx_de_name(&dir));
 
-        if (ngx_link_info(path, &fi) == NGX_FILE_ERROR
-            || !ngx_is_file(&fi))
-        {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "ha_optout: \"%s\" is not a regular file: it was "
-                          "not made by nginx and is left alone", path);
-            path[dirname.len] = '\0';
-            continue;
-        }
-
-        if (ngx_delete_file(path) == NGX_FILE_ERROR) {
-            ngx_log_error(NGX_LOG_INFO, log, ngx_errno,
-                          "ha_optout: " ngx_delete_file_n " \"%s\" failed",
-                          path);
-        } else {
-            ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                          "ha_optout: removed \"%s\" left by a killed "
-                          "worker", path);
-        }
+        ngx_http_ha_optout_tmp_remove(path, log);
 
         path[dirname.len] = '\0';
     }
 
     (void) ngx_close_dir(&dir);
+}
+
+
+/*
+ * The PID in a directory entry named "STATE.tmp.PID.RANDOM" (RANDOM: 16
+ * hex digits) or "STATE.tmp.PID" (base, blen: STATE); <= 0 for any other
+ * name.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_tmp_pid(u_char *p, size_t len, u_char *base, size_t blen)
+{
+    u_char      *dot;
+    size_t       plen;
+    ngx_uint_t   i;
+
+    if (len <= blen + sizeof(".tmp.") - 1
+        || ngx_strncmp(p, base, blen) != 0
+        || ngx_strncmp(p + blen, ".tmp.", sizeof(".tmp.") - 1) != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    /* PID, then ".RANDOM" (16 hex digits) or nothing */
+
+    p += blen + sizeof(".tmp.") - 1;
+    len -= blen + sizeof(".tmp.") - 1;
+
+    dot = ngx_strlchr(p, p + len, '.');
+    plen = dot ? (size_t) (dot - p) : len;
+
+    if (dot) {
+        if (len - plen != 1 + 16) {
+            return NGX_ERROR;
+        }
+
+        for (i = 1; i <= 16; i++) {
+            if (!((dot[i] >= '0' && dot[i] <= '9')
+                  || (dot[i] >= 'a' && dot[i] <= 'f')))
+            {
+                break;
+            }
+        }
+
+        if (i <= 16) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_atoi(p, plen);
+}
+
+
+/* a regular file only, looked at with lstat() */
+
+static void
+ngx_http_ha_optout_tmp_remove(u_char *path, ngx_log_t *log)
+{
+    ngx_file_info_t  fi;
+
+    if (ngx_link_info(path, &fi) == NGX_FILE_ERROR
+        || !ngx_is_file(&fi))
+    {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "ha_optout: \"%s\" is not a regular file: it was "
+                      "not made by nginx and is left alone", path);
+        return;
+    }
+
+    if (ngx_delete_file(path) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_INFO, log, ngx_errno,
+                      "ha_optout: " ngx_delete_file_n " \"%s\" failed",
+                      path);
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ha_optout: removed \"%s\" left by a killed "
+                      "worker", path);
+    }
 }
