@@ -145,27 +145,58 @@ typedef struct {
 } ngx_http_ha_optout_dropped_t;
 
 
+#define NGX_HA_OPTOUT_DROP_MAX  32
+
+static ngx_uint_t ngx_http_ha_optout_revalidate_drop(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_dropped_t *d);
+static void ngx_http_ha_optout_revalidate_audit(
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_log_t *log,
+    ngx_http_ha_optout_dropped_t *d);
+
+
 static void
 ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    u_char                         *p, cbuf[2048];
-    ngx_str_t                       name, actor, reason, cause;
-    ngx_uint_t                      i, n;
-    ngx_queue_t                    *q;
-    ngx_http_ha_optout_rec_t       *rec;
-    ngx_http_ha_optout_dropped_t   *d;
-    ngx_http_ha_optout_srv_conf_t  *hscf;
-
-    static ngx_str_t  reload = ngx_string("dropped at reload");
-
-#define NGX_HA_OPTOUT_DROP_MAX  32
+    ngx_uint_t                     i, n;
+    ngx_http_ha_optout_dropped_t  *d;
 
     d = ngx_alloc(NGX_HA_OPTOUT_DROP_MAX
                   * sizeof(ngx_http_ha_optout_dropped_t), log);
     if (d == NULL) {
         return;
     }
+
+    n = ngx_http_ha_optout_revalidate_drop(hmcf, d);
+
+    for (i = 0; i < n; i++) {
+        ngx_http_ha_optout_revalidate_audit(hmcf, log, &d[i]);
+    }
+
+    ngx_free(d);
+
+    if (n) {
+        ngx_http_ha_optout_save_restore(hmcf, log, "dropped flags");
+    }
+}
+
+
+/*
+ * Under the zone mutex: the layers that no longer fit are cleared, and
+ * copied to d (NGX_HA_OPTOUT_DROP_MAX at most) for their audit lines.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_revalidate_drop(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_dropped_t *d)
+{
+    ngx_str_t                       name;
+    ngx_uint_t                      i, n;
+    ngx_queue_t                    *q;
+    ngx_http_ha_optout_rec_t       *rec;
+    ngx_http_ha_optout_srv_conf_t  *hscf;
+
+    static ngx_str_t  reload = ngx_string("dropped at reload");
 
     n = 0;
 
@@ -216,35 +247,40 @@ ngx_http_ha_optout_revalidate(ngx_http_ha_optout_main_conf_t *hmcf,
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    for (i = 0; i < n; i++) {
-        name.data = d[i].name;
-        name.len = d[i].len;
-        actor.data = d[i].flag.actor;
-        actor.len = d[i].flag.actor_len;
-        reason.data = d[i].flag.reason;
-        reason.len = d[i].flag.reason_len;
+    return n;
+}
 
-        /* the flag's own reason, as at start; why it went in "cause" */
-        p = ngx_cpymem(cbuf, d[i].why->data, d[i].why->len);
-        p = ngx_http_ha_optout_drop_cause(ngx_cpymem(p, ": ", 2),
-                                          cbuf + sizeof(cbuf),
-                                          ngx_http_ha_optout_find_upstream(
-                                              hmcf, &name),
-                                          &name, &d[i].flag, ngx_time());
-        cause.data = cbuf;
-        cause.len = p - cbuf;
 
-        ngx_http_ha_optout_audit_cause(hmcf, log,
-                                       NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
-                                       &name, &actor, NULL, &reason,
-                                       &d[i].flag, NULL, NULL, &cause);
-    }
+/* the restore_rejected line of a dropped flag */
 
-    ngx_free(d);
+static void
+ngx_http_ha_optout_revalidate_audit(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_http_ha_optout_dropped_t *d)
+{
+    u_char     *p, cbuf[2048];
+    ngx_str_t   name, actor, reason, cause;
 
-    if (n) {
-        ngx_http_ha_optout_save_restore(hmcf, log, "dropped flags");
-    }
+    name.data = d->name;
+    name.len = d->len;
+    actor.data = d->flag.actor;
+    actor.len = d->flag.actor_len;
+    reason.data = d->flag.reason;
+    reason.len = d->flag.reason_len;
+
+    /* the flag's own reason, as at start; why it went in "cause" */
+    p = ngx_cpymem(cbuf, d->why->data, d->why->len);
+    p = ngx_http_ha_optout_drop_cause(ngx_cpymem(p, ": ", 2),
+                                      cbuf + sizeof(cbuf),
+                                      ngx_http_ha_optout_find_upstream(
+                                          hmcf, &name),
+                                      &name, &d->flag, ngx_time());
+    cause.data = cbuf;
+    cause.len = p - cbuf;
+
+    ngx_http_ha_optout_audit_cause(hmcf, log,
+                                   NGX_HA_OPTOUT_ACT_RESTORE_REJECTED,
+                                   &name, &actor, NULL, &reason,
+                                   &d->flag, NULL, NULL, &cause);
 }
 
 
