@@ -48,6 +48,10 @@ typedef struct {
 
 
 static void ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e);
+static void ngx_http_ha_optout_zone_too_small(ngx_shm_zone_t *shm_zone,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_uint_t i);
+static void ngx_http_ha_optout_zone_little_room(ngx_shm_zone_t *shm_zone,
+    ngx_http_ha_optout_main_conf_t *hmcf);
 
 
 static ngx_http_ha_optout_rec_t *
@@ -480,24 +484,8 @@ ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone)
         }
 
         if (rec == NULL) {
-            size_t  need;
-
             ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-            need = ngx_http_ha_optout_zone_need(shm_zone->shm.size,
-                                                hmcf->upstreams.nelts - i);
-
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "ha_optout: zone \"%V\" is too small for %ui "
-                          "upstreams: its %uzk hold %ui (an upstream takes "
-                          "%uzk); %ui need at least \"ha_optout_zone %V "
-                          "%uzk;\", better %uzk (room for tokens' jtis and "
-                          "audit lines)", &shm_zone->shm.name,
-                          hmcf->upstreams.nelts, shm_zone->shm.size / 1024,
-                          i, ngx_http_ha_optout_rec_size() / 1024,
-                          hmcf->upstreams.nelts, &shm_zone->shm.name,
-                          need / 1024,
-                          ngx_http_ha_optout_zone_advice(need) / 1024);
+            ngx_http_ha_optout_zone_too_small(shm_zone, hmcf, i);
             return NGX_ERROR;
         }
 
@@ -510,22 +498,7 @@ ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone)
      * each write would answer 507; say so now, with the size it needs
      */
     if (ctx->shpool->pfree * ngx_pagesize < 16 * 1024) {
-        size_t  used;
-
-        used = shm_zone->shm.size - ctx->shpool->pfree * ngx_pagesize;
-
-        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
-                      "ha_optout: zone \"%V\" (%uzk) has %uzk left after "
-                      "the records of its %ui upstreams (%uzk each): too "
-                      "little for writes (each keeps its jti until its "
-                      "token expires, and an audit line); give it "
-                      "\"ha_optout_zone %V %uzk;\"", &shm_zone->shm.name,
-                      shm_zone->shm.size / 1024,
-                      ctx->shpool->pfree * ngx_pagesize / 1024,
-                      hmcf->upstreams.nelts,
-                      ngx_http_ha_optout_rec_size() / 1024,
-                      &shm_zone->shm.name,
-                      ngx_http_ha_optout_zone_advice(used) / 1024);
+        ngx_http_ha_optout_zone_little_room(shm_zone, hmcf);
     }
 
     /* sticky bindings may use a quarter of the zone, at most */
@@ -541,6 +514,57 @@ ngx_http_ha_optout_zone_records(ngx_shm_zone_t *shm_zone)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return NGX_OK;
+}
+
+
+/* the zone holds the records of the first i upstreams only */
+
+static void
+ngx_http_ha_optout_zone_too_small(ngx_shm_zone_t *shm_zone,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_uint_t i)
+{
+    size_t  need;
+
+    need = ngx_http_ha_optout_zone_need(shm_zone->shm.size,
+                                        hmcf->upstreams.nelts - i);
+
+    ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                  "ha_optout: zone \"%V\" is too small for %ui "
+                  "upstreams: its %uzk hold %ui (an upstream takes "
+                  "%uzk); %ui need at least \"ha_optout_zone %V "
+                  "%uzk;\", better %uzk (room for tokens' jtis and "
+                  "audit lines)", &shm_zone->shm.name,
+                  hmcf->upstreams.nelts, shm_zone->shm.size / 1024,
+                  i, ngx_http_ha_optout_rec_size() / 1024,
+                  hmcf->upstreams.nelts, &shm_zone->shm.name,
+                  need / 1024,
+                  ngx_http_ha_optout_zone_advice(need) / 1024);
+}
+
+
+static void
+ngx_http_ha_optout_zone_little_room(ngx_shm_zone_t *shm_zone,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    size_t                          used;
+    ngx_http_ha_optout_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    used = shm_zone->shm.size - ctx->shpool->pfree * ngx_pagesize;
+
+    ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                  "ha_optout: zone \"%V\" (%uzk) has %uzk left after "
+                  "the records of its %ui upstreams (%uzk each): too "
+                  "little for writes (each keeps its jti until its "
+                  "token expires, and an audit line); give it "
+                  "\"ha_optout_zone %V %uzk;\"", &shm_zone->shm.name,
+                  shm_zone->shm.size / 1024,
+                  ctx->shpool->pfree * ngx_pagesize / 1024,
+                  hmcf->upstreams.nelts,
+                  ngx_http_ha_optout_rec_size() / 1024,
+                  &shm_zone->shm.name,
+                  ngx_http_ha_optout_zone_advice(used) / 1024);
 }
 
 
