@@ -67,6 +67,10 @@ static char *ngx_http_ha_optout_admin_key_kids(ngx_conf_t *cf,
     ngx_array_t *keys);
 static char *ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_http_ha_optout_key_alg(ngx_conf_t *cf,
+    ngx_http_ha_optout_key_t *key, ngx_str_t *name);
+static ngx_int_t ngx_http_ha_optout_key_kid(ngx_conf_t *cf, ngx_array_t *keys,
+    ngx_http_ha_optout_key_t *key, ngx_str_t *param);
 static char *ngx_http_ha_optout_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ha_optout_audit_log(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -1313,8 +1317,7 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ha_optout_loc_conf_t *hlcf = conf;
 
     ngx_str_t                 *value;
-    ngx_uint_t                 i;
-    ngx_http_ha_optout_key_t  *key, *k;
+    ngx_http_ha_optout_key_t  *key;
 
     value = cf->args->elts;
 
@@ -1356,22 +1359,7 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_memzero(key, sizeof(ngx_http_ha_optout_key_t));
 
-    if (ngx_strcasecmp(value[1].data, (u_char *) "hs256") == 0) {
-        key->alg = NGX_HA_OPTOUT_ALG_HS256;
-
-    } else if (ngx_strcasecmp(value[1].data, (u_char *) "es256") == 0) {
-        key->alg = NGX_HA_OPTOUT_ALG_ES256;
-
-    } else if (ngx_strcasecmp(value[1].data, (u_char *) "eddsa") == 0) {
-        key->alg = NGX_HA_OPTOUT_ALG_EDDSA;
-
-    } else if (ngx_strcasecmp(value[1].data, (u_char *) "rs256") == 0) {
-        key->alg = NGX_HA_OPTOUT_ALG_RS256;
-
-    } else {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown algorithm \"%V\" "
-                           "(hs256, es256, eddsa, rs256 or jwks)", &value[1]);
+    if (ngx_http_ha_optout_key_alg(cf, key, &value[1]) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -1381,28 +1369,11 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (cf->args->nelts == 4) {
-        if (ngx_strncmp(value[3].data, "kid=", 4) != 0 || value[3].len == 4) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[3]);
-            return NGX_CONF_ERROR;
-        }
-
-        key->kid.data = value[3].data + 4;
-        key->kid.len = value[3].len - 4;
-
-        k = hlcf->keys->elts;
-
-        for (i = 0; i + 1 < hlcf->keys->nelts; i++) {
-            if (k[i].kid.len == key->kid.len
-                && ngx_strncmp(k[i].kid.data, key->kid.data, key->kid.len)
-                   == 0)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "duplicate kid \"%V\"", &key->kid);
-                return NGX_CONF_ERROR;
-            }
-        }
+    if (cf->args->nelts == 4
+        && ngx_http_ha_optout_key_kid(cf, hlcf->keys, key, &value[3])
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     if (ngx_http_ha_optout_key_load(cf, key) != NGX_CONF_OK) {
@@ -1410,6 +1381,67 @@ ngx_http_ha_optout_admin_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_ha_optout_admin_key_kids(cf, hlcf->keys);
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_key_alg(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
+    ngx_str_t *name)
+{
+    if (ngx_strcasecmp(name->data, (u_char *) "hs256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_HS256;
+
+    } else if (ngx_strcasecmp(name->data, (u_char *) "es256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_ES256;
+
+    } else if (ngx_strcasecmp(name->data, (u_char *) "eddsa") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_EDDSA;
+
+    } else if (ngx_strcasecmp(name->data, (u_char *) "rs256") == 0) {
+        key->alg = NGX_HA_OPTOUT_ALG_RS256;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown algorithm \"%V\" "
+                           "(hs256, es256, eddsa, rs256 or jwks)", name);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* "kid=ID", unique among the location's keys (key is the last of them) */
+
+static ngx_int_t
+ngx_http_ha_optout_key_kid(ngx_conf_t *cf, ngx_array_t *keys,
+    ngx_http_ha_optout_key_t *key, ngx_str_t *param)
+{
+    ngx_uint_t                 i;
+    ngx_http_ha_optout_key_t  *k;
+
+    if (ngx_strncmp(param->data, "kid=", 4) != 0 || param->len == 4) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", param);
+        return NGX_ERROR;
+    }
+
+    key->kid.data = param->data + 4;
+    key->kid.len = param->len - 4;
+
+    k = keys->elts;
+
+    for (i = 0; i + 1 < keys->nelts; i++) {
+        if (k[i].kid.len == key->kid.len
+            && ngx_strncmp(k[i].kid.data, key->kid.data, key->kid.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate kid \"%V\"", &key->kid);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
