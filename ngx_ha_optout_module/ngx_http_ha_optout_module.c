@@ -489,6 +489,11 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+static ngx_int_t ngx_http_ha_optout_ref_flag(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_upstream_srv_conf_t *uscf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_ref_t *ref);
+
+
 /* resolves the upstream names of ha_optout_flag and ha_optout_mirror_gate */
 static ngx_int_t
 ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
@@ -529,44 +534,12 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
                 return NGX_ERROR;
             }
 
-            if (ref[i].flag) {
-                if (hscf->config_flag) {
-                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                                  "ha_optout: duplicate \"ha_optout_flag\" "
-                                  "for upstream \"%V\" in %V:%ui",
-                                  &ref[i].name, &ref[i].file, ref[i].line);
-                    return NGX_ERROR;
-                }
-
-                if (ref[i].flag->pin_len
-                    && ngx_http_ha_optout_find_peer(uscfp[j],
-                                                    ref[i].flag->pin,
-                                                    ref[i].flag->pin_len,
-                                                    NULL, NULL)
-                       != NGX_OK)
-                {
-                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                                  "ha_optout: pin \"%*s\" is not a usable "
-                                  "server of upstream \"%V\" in %V:%ui",
-                                  (size_t) ref[i].flag->pin_len,
-                                  ref[i].flag->pin, &ref[i].name,
-                                  &ref[i].file, ref[i].line);
-                    return NGX_ERROR;
-                }
-
-                if (ref[i].flag->selector_len && hscf->selector == NULL) {
-                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                                  "ha_optout: pin_selector needs "
-                                  "\"ha_optout selector=\" in upstream "
-                                  "\"%V\" in %V:%ui", &ref[i].name,
-                                  &ref[i].file, ref[i].line);
-                    return NGX_ERROR;
-                }
-
-                hscf->config_flag = ref[i].flag;
-                hmcf->config_flags++;
-                ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_CONFIG,
-                                            hscf->config_flag);
+            if (ref[i].flag
+                && ngx_http_ha_optout_ref_flag(cf, hmcf, uscfp[j], hscf,
+                                               &ref[i])
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
             }
 
             if (ref[i].target) {
@@ -583,6 +556,53 @@ ngx_http_ha_optout_resolve_refs(ngx_conf_t *cf,
             return NGX_ERROR;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/* the flag of an ha_optout_flag line becomes its upstream's config flag */
+
+static ngx_int_t
+ngx_http_ha_optout_ref_flag(ngx_conf_t *cf,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_upstream_srv_conf_t *uscf,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_ref_t *ref)
+{
+    if (hscf->config_flag) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: duplicate \"ha_optout_flag\" "
+                      "for upstream \"%V\" in %V:%ui",
+                      &ref->name, &ref->file, ref->line);
+        return NGX_ERROR;
+    }
+
+    if (ref->flag->pin_len
+        && ngx_http_ha_optout_find_peer(uscf, ref->flag->pin,
+                                        ref->flag->pin_len, NULL, NULL)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: pin \"%*s\" is not a usable "
+                      "server of upstream \"%V\" in %V:%ui",
+                      (size_t) ref->flag->pin_len,
+                      ref->flag->pin, &ref->name,
+                      &ref->file, ref->line);
+        return NGX_ERROR;
+    }
+
+    if (ref->flag->selector_len && hscf->selector == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_optout: pin_selector needs "
+                      "\"ha_optout selector=\" in upstream "
+                      "\"%V\" in %V:%ui", &ref->name,
+                      &ref->file, ref->line);
+        return NGX_ERROR;
+    }
+
+    hscf->config_flag = ref->flag;
+    hmcf->config_flags++;
+    ngx_http_ha_optout_set_text(hscf, NGX_HA_OPTOUT_SRC_CONFIG,
+                                hscf->config_flag);
 
     return NGX_OK;
 }
