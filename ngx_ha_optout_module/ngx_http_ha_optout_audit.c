@@ -326,6 +326,47 @@ ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
 
 
 /*
+ * A line whose writer was killed during write(), in a regular file of
+ * *size bytes: NGX_OK when it is there whole; else a part of it is cut
+ * (*size set back to its offset) and NGX_DECLINED.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_audit_resume(ngx_fd_t fd, ngx_log_t *log,
+    ngx_http_ha_optout_audit_line_t *line, off_t *size)
+{
+    u_char  *text, *back;
+
+    text = line->data + line->body_len;
+
+    if (*size >= line->off + (off_t) line->line_len) {
+        back = ngx_alloc(line->line_len, log);
+
+        if (back
+            && pread(fd, back, line->line_len, line->off)
+               == (ssize_t) line->line_len
+            && ngx_memcmp(back, text, line->line_len) == 0)
+        {
+            ngx_free(back);
+            return NGX_OK;
+        }
+
+        if (back) {
+            ngx_free(back);
+        }
+    }
+
+    if (*size <= line->off + (off_t) line->line_len
+        && ftruncate(fd, line->off) == 0)
+    {
+        *size = line->off;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
  * Writes one whole line at the end of the log, or nothing: the line is
  * made before, and goes in one write(); a write() that stops short (a full
  * file system) is cut back with ftruncate() to the size before it.  Should
@@ -339,7 +380,7 @@ static ngx_int_t
 ngx_http_ha_optout_audit_write(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log, ngx_http_ha_optout_audit_line_t *line)
 {
-    u_char           *text, *back;
+    u_char           *text;
     off_t             size;
     ssize_t           n;
     ngx_fd_t          fd;
@@ -366,30 +407,10 @@ ngx_http_ha_optout_audit_write(ngx_http_ha_optout_main_conf_t *hmcf,
     regular = S_ISREG(fi.st_mode);
     size = regular ? fi.st_size : 0;
 
-    if (regular && line->writing && size > line->off) {
-
-        if (size >= line->off + (off_t) line->line_len) {
-            back = ngx_alloc(line->line_len, log);
-
-            if (back
-                && pread(fd, back, line->line_len, line->off)
-                   == (ssize_t) line->line_len
-                && ngx_memcmp(back, text, line->line_len) == 0)
-            {
-                ngx_free(back);
-                return NGX_OK;              /* its writer died after it */
-            }
-
-            if (back) {
-                ngx_free(back);
-            }
-        }
-
-        if (size <= line->off + (off_t) line->line_len
-            && ftruncate(fd, line->off) == 0)
-        {
-            size = line->off;
-        }
+    if (regular && line->writing && size > line->off
+        && ngx_http_ha_optout_audit_resume(fd, log, line, &size) == NGX_OK)
+    {
+        return NGX_OK;                      /* its writer died after it */
     }
 
     if (ngx_http_ha_optout_sh->audit_torn) {
@@ -446,6 +467,42 @@ failed:
 }
 
 
+/* a written line into the ring for GET v1/audit; an old line gives way */
+
+static void
+ngx_http_ha_optout_audit_ring_locked(ngx_http_ha_optout_audit_line_t *line)
+{
+    u_char                      *copy, **slot;
+    size_t                       len;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    len = line->line_len;
+    slot = &sh->audit_ring[sh->audit_next];
+
+    if (*slot) {
+        ngx_slab_free_locked(ngx_http_ha_optout_shpool, *slot);
+        *slot = NULL;
+    }
+
+    copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
+
+    while (copy == NULL && ngx_http_ha_optout_make_room_locked()) {
+        copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
+    }
+
+    if (copy) {
+        /* the written line, without its "\n" */
+        ngx_memcpy(copy, line->data + line->body_len, len - 1);
+        copy[len - 1] = '\0';
+        *slot = copy;
+        sh->audit_next = (sh->audit_next + 1) % NGX_HA_OPTOUT_AUDIT_RING;
+        sh->audit_count++;
+    }
+}
+
+
 /*
  * Writes the queued lines, oldest first, with the writer lock held.
  * NGX_OK: none is left; NGX_ERROR: the head could not be written (alerted
@@ -456,8 +513,6 @@ ngx_int_t
 ngx_http_ha_optout_audit_flush(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_log_t *log)
 {
-    u_char                           *copy, **slot;
-    size_t                            len;
     ngx_uint_t                        written;
     ngx_queue_t                      *q;
     ngx_http_ha_optout_shctx_t       *sh;
@@ -514,30 +569,7 @@ ngx_http_ha_optout_audit_flush(ngx_http_ha_optout_main_conf_t *hmcf,
 
         ngx_memcpy(sh->audit_hash, line->hash, 65);
 
-        /* the ring for GET v1/audit; an old line gives way */
-
-        len = line->line_len;
-        slot = &sh->audit_ring[sh->audit_next];
-
-        if (*slot) {
-            ngx_slab_free_locked(ngx_http_ha_optout_shpool, *slot);
-            *slot = NULL;
-        }
-
-        copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
-
-        while (copy == NULL && ngx_http_ha_optout_make_room_locked()) {
-            copy = ngx_slab_alloc_locked(ngx_http_ha_optout_shpool, len);
-        }
-
-        if (copy) {
-            /* the written line, without its "\n" */
-            ngx_memcpy(copy, line->data + line->body_len, len - 1);
-            copy[len - 1] = '\0';
-            *slot = copy;
-            sh->audit_next = (sh->audit_next + 1) % NGX_HA_OPTOUT_AUDIT_RING;
-            sh->audit_count++;
-        }
+        ngx_http_ha_optout_audit_ring_locked(line);
 
         ngx_http_ha_optout_audit_drop_locked(line);
 
