@@ -1002,6 +1002,74 @@ ngx_http_ha_optout_audit_untear(ngx_http_ha_optout_main_conf_t *hmcf,
 
 
 /*
+ * The hash of the last whole line of the log's tail (buf, n bytes read at
+ * offset from): NULL, alerted, when it has none; *lastp: the end of that
+ * line, its "\n".
+ */
+
+static u_char *
+ngx_http_ha_optout_audit_tail_hash(ngx_http_ha_optout_main_conf_t *hmcf,
+    u_char *buf, size_t n, off_t from, u_char **lastp, ngx_log_t *log)
+{
+    u_char      *last, *start, *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    static const char  member[] = ", \"hash\": \"";
+
+    /* the last whole line: [start, last) without its "\n" */
+
+    last = buf + n;
+
+    while (last > buf && last[-1] != '\n') {
+        last--;
+    }
+
+    if (last > buf) {
+        last--;
+    }
+
+    start = last;
+
+    while (start > buf && start[-1] != '\n') {
+        start--;
+    }
+
+    len = sizeof(member) - 1 + 64 + 2;
+    p = last - ngx_min(len, (size_t) (last - buf));
+
+    if (last == buf || (start == buf && from > 0)
+        || (size_t) (last - start) < len
+        || ngx_strncmp(p, member, sizeof(member) - 1) != 0
+        || ngx_strncmp(last - 2, "\"}", 2) != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_optout: the last line of the audit log \"%V\" "
+                      "has no hash; its chain starts again (\"ha-optoutctl "
+                      "audit verify\" will show where)",
+                      &hmcf->audit_log->name);
+        return NULL;
+    }
+
+    p += sizeof(member) - 1;
+
+    for (i = 0; i < 64; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_optout: the last line of the audit log "
+                          "\"%V\" has no valid hash; its chain starts "
+                          "again", &hmcf->audit_log->name);
+            return NULL;
+        }
+    }
+
+    *lastp = last;
+
+    return p;
+}
+
+
+/*
  * A fresh zone: the chain continues from the last line of the log.  Only
  * its tail is read (the log may be large), with O_NONBLOCK and only if it
  * is a regular file.  A log that ends inside a line (a crash while it was
@@ -1018,16 +1086,13 @@ void
 ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     ngx_http_ha_optout_shctx_t *sh, ngx_log_t *log)
 {
-    u_char           *buf, *last, *start, *p;
+    u_char           *buf, *last, *p;
     off_t             size, from;
-    size_t            len;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_uint_t        i, torn, level;
+    ngx_uint_t        torn, level;
     const char       *why;
     ngx_file_info_t   fi;
-
-    static const char  member[] = ", \"hash\": \"";
 
     if (hmcf->audit_log == NULL) {
         return;
@@ -1079,53 +1144,13 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
         return;
     }
 
-    /* the last whole line: [start, last) without its "\n" */
+    torn = (buf[n - 1] != '\n');
 
-    last = buf + n;
-    torn = (last[-1] != '\n');
-
-    while (last > buf && last[-1] != '\n') {
-        last--;
-    }
-
-    if (last > buf) {
-        last--;
-    }
-
-    start = last;
-
-    while (start > buf && start[-1] != '\n') {
-        start--;
-    }
-
-    len = sizeof(member) - 1 + 64 + 2;
-    p = last - ngx_min(len, (size_t) (last - buf));
-
-    if (last == buf || (start == buf && from > 0)
-        || (size_t) (last - start) < len
-        || ngx_strncmp(p, member, sizeof(member) - 1) != 0
-        || ngx_strncmp(last - 2, "\"}", 2) != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "ha_optout: the last line of the audit log \"%V\" "
-                      "has no hash; its chain starts again (\"ha-optoutctl "
-                      "audit verify\" will show where)",
-                      &hmcf->audit_log->name);
+    p = ngx_http_ha_optout_audit_tail_hash(hmcf, buf, (size_t) n, from, &last,
+                                           log);
+    if (p == NULL) {
         ngx_free(buf);
         return;
-    }
-
-    p += sizeof(member) - 1;
-
-    for (i = 0; i < 64; i++) {
-        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
-            ngx_log_error(NGX_LOG_ALERT, log, 0,
-                          "ha_optout: the last line of the audit log "
-                          "\"%V\" has no valid hash; its chain starts "
-                          "again", &hmcf->audit_log->name);
-            ngx_free(buf);
-            return;
-        }
     }
 
     ngx_memcpy(sh->audit_hash, p, 64);
