@@ -65,14 +65,47 @@ ngx_http_ha_optout_request_hooks(ngx_conf_t *cf)
 }
 
 
+/*
+ * A pin acts when it has no pin_selector or when the request's selector
+ * matches it; NGX_ERROR: out of memory.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_decide_pin(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag,
+    ngx_http_ha_optout_decision_t *d)
+{
+    u_char     *p;
+    ngx_str_t   value;
+
+    if (flag->selector_len == 0
+        || (hscf->selector
+            && ngx_http_complex_value(r, hscf->selector, &value) == NGX_OK
+            && value.len == flag->selector_len
+            && ngx_strncmp(value.data, flag->selector, value.len) == 0))
+    {
+        p = ngx_pnalloc(r->pool, flag->pin_len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(p, flag->pin, flag->pin_len);
+
+        d->pin = 1;
+        d->pin_name.data = p;
+        d->pin_name.len = flag->pin_len;
+    }
+
+    return NGX_OK;
+}
+
+
 /* the decision of a request for an upstream, memoised in the request */
 
 ngx_http_ha_optout_decision_t *
 ngx_http_ha_optout_decide(ngx_http_request_t *r,
     ngx_http_ha_optout_srv_conf_t *hscf)
 {
-    u_char                         *p;
-    ngx_str_t                       value;
     ngx_http_ha_optout_flag_t      *flag;
     ngx_http_ha_optout_decision_t  *d;
 
@@ -122,23 +155,9 @@ ngx_http_ha_optout_decide(ngx_http_request_t *r,
     ngx_memcpy(d->text.data, hscf->text[flag->source], d->text.len);
 
     if (flag->pin_len
-        && (flag->selector_len == 0
-            || (hscf->selector
-                && ngx_http_complex_value(r, hscf->selector, &value)
-                   == NGX_OK
-                && value.len == flag->selector_len
-                && ngx_strncmp(value.data, flag->selector, value.len) == 0)))
+        && ngx_http_ha_optout_decide_pin(r, hscf, flag, d) != NGX_OK)
     {
-        p = ngx_pnalloc(r->pool, flag->pin_len);
-        if (p == NULL) {
-            return NULL;
-        }
-
-        ngx_memcpy(p, flag->pin, flag->pin_len);
-
-        d->pin = 1;
-        d->pin_name.data = p;
-        d->pin_name.len = flag->pin_len;
+        return NULL;
     }
 
     if (flag->sticky) {
