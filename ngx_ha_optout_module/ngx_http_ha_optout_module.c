@@ -396,25 +396,14 @@ ngx_http_ha_optout_mark_used(ngx_conf_t *cf,
 }
 
 
-/*
- * An upstream named by ha_optout_flag or ha_optout_mirror_gate without an
- * "ha_optout" line of its own is enrolled as if it had one.  Its balancer
- * is already set up by now, so the wrap goes around it from outside: that
- * works for every stock balancer.  Up to 1.29.6 a "keepalive" directive has
- * wrapped it already and we would sit outside keepalive (the flag would be
- * shown, and not acted on), hence the refusal; since 1.29.7 keepalive
- * wraps after us (see ngx_http_ha_optout_enroll_module).
- */
+/* keepalive must not have wrapped the upstream to be enrolled already */
 
 static ngx_int_t
-ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_srv_conf_t *hscf,
-    ngx_http_ha_optout_ref_t *ref)
+ngx_http_ha_optout_enroll_order(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_ref_t *ref)
 {
-    ngx_http_ha_optout_srv_conf_t  **slot;
-
 #if (NGX_HA_OPTOUT_KEEPALIVE_LATE)
-    ngx_uint_t                       m;
+    ngx_uint_t   m;
 
     /*
      * ngx_module_order applies to dynamic modules only: linked in
@@ -441,7 +430,7 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
 #else
-    void                            *kcf;
+    void        *kcf;
 
     kcf = ngx_http_conf_upstream_srv_conf(uscf,
                                           ngx_http_upstream_keepalive_module);
@@ -455,6 +444,31 @@ ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
         return NGX_ERROR;
     }
 #endif
+
+    return NGX_OK;
+}
+
+
+/*
+ * An upstream named by ha_optout_flag or ha_optout_mirror_gate without an
+ * "ha_optout" line of its own is enrolled as if it had one.  Its balancer
+ * is already set up by now, so the wrap goes around it from outside: that
+ * works for every stock balancer.  Up to 1.29.6 a "keepalive" directive has
+ * wrapped it already and we would sit outside keepalive (the flag would be
+ * shown, and not acted on), hence the refusal; since 1.29.7 keepalive
+ * wraps after us (see ngx_http_ha_optout_enroll_module).
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_enroll(ngx_conf_t *cf, ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_upstream_srv_conf_t *uscf, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_ref_t *ref)
+{
+    ngx_http_ha_optout_srv_conf_t  **slot;
+
+    if (ngx_http_ha_optout_enroll_order(cf, uscf, ref) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if (uscf->host.len >= NGX_HA_OPTOUT_NAME_LEN || uscf->peer.init == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
