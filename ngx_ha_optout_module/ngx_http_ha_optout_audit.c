@@ -326,6 +326,37 @@ ngx_http_ha_optout_audit_mode(ngx_http_ha_optout_main_conf_t *hmcf,
 
 
 /*
+ * A write() of n bytes of the line stopped short (err) at offset size: cut
+ * back to size where the file is regular, else the torn piece stays.
+ */
+
+static void
+ngx_http_ha_optout_audit_cut_back(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_log_t *log, ngx_http_ha_optout_audit_line_t *line, ssize_t n,
+    off_t size, ngx_uint_t regular, ngx_err_t err)
+{
+    ngx_fd_t  fd;
+
+    fd = hmcf->audit_log->fd;
+
+    if (regular && ftruncate(fd, size) == 0) {
+        ngx_log_error(NGX_LOG_ALERT, log, err,
+                      "ha_optout: audit line cut after %z of %uz bytes "
+                      "in \"%V\": cut back, it is retried",
+                      n, line->line_len, &hmcf->audit_log->name);
+
+    } else {
+        ngx_http_ha_optout_sh->audit_torn = 1;
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "ha_optout: audit line cut after %z of %uz bytes "
+                      "in \"%V\" could not be cut back: the torn line "
+                      "stays, the next line starts after it",
+                      n, line->line_len, &hmcf->audit_log->name);
+    }
+}
+
+
+/*
  * A line whose writer was killed during write(), in a regular file of
  * *size bytes: NGX_OK when it is there whole; else a part of it is cut
  * (*size set back to its offset) and NGX_DECLINED.
@@ -435,20 +466,8 @@ ngx_http_ha_optout_audit_write(ngx_http_ha_optout_main_conf_t *hmcf,
     err = (n == -1) ? ngx_errno : NGX_ENOSPC;
 
     if (n > 0) {
-        if (regular && ftruncate(fd, size) == 0) {
-            ngx_log_error(NGX_LOG_ALERT, log, err,
-                          "ha_optout: audit line cut after %z of %uz bytes "
-                          "in \"%V\": cut back, it is retried",
-                          n, line->line_len, &hmcf->audit_log->name);
-
-        } else {
-            ngx_http_ha_optout_sh->audit_torn = 1;
-            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                          "ha_optout: audit line cut after %z of %uz bytes "
-                          "in \"%V\" could not be cut back: the torn line "
-                          "stays, the next line starts after it",
-                          n, line->line_len, &hmcf->audit_log->name);
-        }
+        ngx_http_ha_optout_audit_cut_back(hmcf, log, line, n, size, regular,
+                                          err);
     }
 
     line->writing = 0;
@@ -1069,6 +1088,35 @@ ngx_http_ha_optout_audit_tail_hash(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+/* the audit log, a regular file, opened to continue its chain */
+
+static ngx_fd_t
+ngx_http_ha_optout_audit_open_chain(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_file_info_t *fi, ngx_log_t *log)
+{
+    ngx_fd_t     fd;
+    ngx_uint_t   level;
+    const char  *why;
+
+    fd = ngx_http_ha_optout_open_regular(hmcf->audit_log->name.data, 0, fi,
+                                         &why);
+
+    if (fd == NGX_INVALID_FILE && why) {
+        /* /dev/stdout or a pipe (a container's log) is not an error */
+
+        level = (ngx_strncmp(why, "not a regular", 13) == 0)
+                ? NGX_LOG_NOTICE : NGX_LOG_ALERT;
+
+        ngx_log_error(level, log, 0,
+                      "ha_optout: audit log \"%V\": %s; its chain "
+                      "cannot be continued and starts again",
+                      &hmcf->audit_log->name, why);
+    }
+
+    return fd;
+}
+
+
 /*
  * A fresh zone: the chain continues from the last line of the log.  Only
  * its tail is read (the log may be large), with O_NONBLOCK and only if it
@@ -1090,30 +1138,16 @@ ngx_http_ha_optout_audit_chain_init(ngx_http_ha_optout_main_conf_t *hmcf,
     off_t             size, from;
     ssize_t           n;
     ngx_fd_t          fd;
-    ngx_uint_t        torn, level;
-    const char       *why;
+    ngx_uint_t        torn;
     ngx_file_info_t   fi;
 
     if (hmcf->audit_log == NULL) {
         return;
     }
 
-    fd = ngx_http_ha_optout_open_regular(hmcf->audit_log->name.data, 0, &fi,
-                                         &why);
+    fd = ngx_http_ha_optout_audit_open_chain(hmcf, &fi, log);
 
     if (fd == NGX_INVALID_FILE) {
-        if (why) {
-            /* /dev/stdout or a pipe (a container's log) is not an error */
-
-            level = (ngx_strncmp(why, "not a regular", 13) == 0)
-                    ? NGX_LOG_NOTICE : NGX_LOG_ALERT;
-
-            ngx_log_error(level, log, 0,
-                          "ha_optout: audit log \"%V\": %s; its chain "
-                          "cannot be continued and starts again",
-                          &hmcf->audit_log->name, why);
-        }
-
         return;
     }
 
