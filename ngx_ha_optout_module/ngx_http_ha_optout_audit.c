@@ -14,6 +14,10 @@
  * start, by the master: only its tail), or, when the log is empty or
  * gone (rotated away), from the hash the state file holds; "nginx -s
  * reopen" changes only the file, the zone keeps the last hash.
+ *
+ * Over 1,000 lines: the line's queue, its chain, its write (cut back when
+ * torn) and the continuation of the chain at start (the tail of the log,
+ * a gap, a torn last line) are one mechanism, each step a short function.
  */
 
 

@@ -7,6 +7,11 @@
  * the admin counters.  Workers keep a local copy of the layers and
  * refresh it only when the zone's generation moves, so the request path
  * with no flag set is one atomic load.
+ *
+ * The model: it calls nothing above it (no audit log, state file, writer
+ * lock or balancer; the zone's init in module.c adds the audit chain).
+ * Over 1,000 lines: the records, the worker's view, the replay cache and
+ * the sticky table share one zone, one mutex and one room-making policy.
  */
 
 
