@@ -631,98 +631,6 @@ ngx_http_ha_optout_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
-/*
- * Why a saved flag (state file at start) or a flag of the zone (at reload)
- * cannot act under this configuration, for the "cause" of its
- * restore_rejected (or expire) audit line: p .. last, returns the end,
- * p itself when it may act.  The checks of state_judge() and revalidate(),
- * in their order; names and pins escaped (the state file may hold
- * anything).
- */
-
-u_char *
-ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
-    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
-    ngx_http_ha_optout_flag_t *flag, time_t now)
-{
-    u_char                    ubuf[NGX_HA_OPTOUT_NAME_LEN * 4];
-    u_char                    buf[NGX_HA_OPTOUT_SELECTOR_LEN * 4];
-    u_char                    iso[sizeof("2026-11-27T10:00:00Z")];
-    size_t                    ulen;
-    ngx_int_t                 rc;
-    ngx_uint_t                i, n;
-    ngx_http_ha_optout_rec_t  *rec;
-
-    ulen = ngx_http_ha_optout_escape(ubuf, sizeof(ubuf), upstream->data,
-                                     upstream->len) - ubuf;
-
-    if (hscf == NULL || hscf->rec == NULL) {
-        return ngx_slprintf(p, last, "unknown upstream: no upstream \"%*s\" "
-                            "has \"ha_optout\" in the configuration now "
-                            "(removed or renamed, or its \"ha_optout\" "
-                            "line is gone)", ulen, ubuf);
-    }
-
-    if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len) != NGX_OK
-        || ngx_http_ha_optout_header_safe(flag->selector, flag->selector_len)
-           != NGX_OK)
-    {
-        return ngx_slprintf(p, last, "text not header-safe: its pin or "
-                            "pin_selector holds control bytes or non-ASCII, "
-                            "which would reach the X-HA-Optout header");
-    }
-
-    if (flag->pin_len) {
-        rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin, flag->pin_len,
-                                              NULL, NULL);
-        if (rc != NGX_OK) {
-            p = ngx_slprintf(p, last, "pin \"%*s\" ",
-                             ngx_http_ha_optout_escape(buf, sizeof(buf),
-                                 flag->pin, flag->pin_len) - buf, buf);
-
-            if (rc == NGX_BUSY) {
-                return ngx_slprintf(p, last, "names a server of upstream "
-                                    "\"%*s\" that is marked \"down\" now",
-                                    ulen, ubuf);
-            }
-
-            p = ngx_slprintf(p, last, "names no server of upstream \"%*s\" "
-                             "now; its servers:", ulen, ubuf);
-
-            rec = hscf->rec;
-
-            for (i = 0, n = 0; i < rec->nservers && p < last; i++) {
-                if (rec->servers[i].len) {
-                    p = ngx_slprintf(p, last, "%s %*s", n++ ? "," : "",
-                                     rec->servers[i].len,
-                                     rec->servers[i].name);
-                }
-            }
-
-            return n ? p : ngx_slprintf(p, last, " (none known)");
-        }
-    }
-
-    if (flag->selector_len && hscf->selector == NULL) {
-        return ngx_slprintf(p, last, "pin_selector \"%*s\" needs \"ha_optout "
-                            "selector=$var\" in upstream \"%*s\", which it "
-                            "no longer has",
-                            ngx_http_ha_optout_escape(buf, sizeof(buf),
-                                flag->selector, flag->selector_len) - buf,
-                            buf, ulen, ubuf);
-    }
-
-    if (flag->expires_at && flag->expires_at <= now) {
-        return ngx_slprintf(p, last, "expired: its expires_at %*s passed "
-                            "while nginx was down",
-                            ngx_http_ha_optout_time_iso(iso, flag->expires_at)
-                            - iso, iso);
-    }
-
-    return p;
-}
-
-
 /* as ngx_http_ha_optout_audit(), the line with a "cause" member */
 
 ngx_int_t
@@ -1024,6 +932,35 @@ ngx_http_ha_optout_audit_untear(ngx_http_ha_optout_main_conf_t *hmcf,
 }
 
 
+/* the audit log, a regular file, opened to continue its chain */
+
+static ngx_fd_t
+ngx_http_ha_optout_audit_open_chain(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_file_info_t *fi, ngx_log_t *log)
+{
+    ngx_fd_t     fd;
+    ngx_uint_t   level;
+    const char  *why;
+
+    fd = ngx_http_ha_optout_open_regular(hmcf->audit_log->name.data, 0, fi,
+                                         &why);
+
+    if (fd == NGX_INVALID_FILE && why) {
+        /* /dev/stdout or a pipe (a container's log) is not an error */
+
+        level = (ngx_strncmp(why, "not a regular", 13) == 0)
+                ? NGX_LOG_NOTICE : NGX_LOG_ALERT;
+
+        ngx_log_error(level, log, 0,
+                      "ha_optout: audit log \"%V\": %s; its chain "
+                      "cannot be continued and starts again",
+                      &hmcf->audit_log->name, why);
+    }
+
+    return fd;
+}
+
+
 /*
  * The hash of the last whole line of the log's tail (buf, n bytes read at
  * offset from): NULL, alerted, when it has none; *lastp: the end of that
@@ -1074,6 +1011,7 @@ ngx_http_ha_optout_audit_tail_hash(ngx_http_ha_optout_main_conf_t *hmcf,
         return NULL;
     }
 
+    *lastp = last;
     p += sizeof(member) - 1;
 
     for (i = 0; i < 64; i++) {
@@ -1086,38 +1024,7 @@ ngx_http_ha_optout_audit_tail_hash(ngx_http_ha_optout_main_conf_t *hmcf,
         }
     }
 
-    *lastp = last;
-
     return p;
-}
-
-
-/* the audit log, a regular file, opened to continue its chain */
-
-static ngx_fd_t
-ngx_http_ha_optout_audit_open_chain(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_file_info_t *fi, ngx_log_t *log)
-{
-    ngx_fd_t     fd;
-    ngx_uint_t   level;
-    const char  *why;
-
-    fd = ngx_http_ha_optout_open_regular(hmcf->audit_log->name.data, 0, fi,
-                                         &why);
-
-    if (fd == NGX_INVALID_FILE && why) {
-        /* /dev/stdout or a pipe (a container's log) is not an error */
-
-        level = (ngx_strncmp(why, "not a regular", 13) == 0)
-                ? NGX_LOG_NOTICE : NGX_LOG_ALERT;
-
-        ngx_log_error(level, log, 0,
-                      "ha_optout: audit log \"%V\": %s; its chain "
-                      "cannot be continued and starts again",
-                      &hmcf->audit_log->name, why);
-    }
-
-    return fd;
 }
 
 
@@ -1358,4 +1265,96 @@ ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
     }
 
     free(s);
+}
+
+
+/*
+ * Why a saved flag (state file at start) or a flag of the zone (at reload)
+ * cannot act under this configuration, for the "cause" of its
+ * restore_rejected (or expire) audit line: p .. last, returns the end,
+ * p itself when it may act.  The checks of state_judge() and revalidate(),
+ * in their order; names and pins escaped (the state file may hold
+ * anything).
+ */
+
+u_char *
+ngx_http_ha_optout_drop_cause(u_char *p, u_char *last,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *upstream,
+    ngx_http_ha_optout_flag_t *flag, time_t now)
+{
+    u_char                    ubuf[NGX_HA_OPTOUT_NAME_LEN * 4];
+    u_char                    buf[NGX_HA_OPTOUT_SELECTOR_LEN * 4];
+    u_char                    iso[sizeof("2026-11-27T10:00:00Z")];
+    size_t                    ulen;
+    ngx_int_t                 rc;
+    ngx_uint_t                i, n;
+    ngx_http_ha_optout_rec_t  *rec;
+
+    ulen = ngx_http_ha_optout_escape(ubuf, sizeof(ubuf), upstream->data,
+                                     upstream->len) - ubuf;
+
+    if (hscf == NULL || hscf->rec == NULL) {
+        return ngx_slprintf(p, last, "unknown upstream: no upstream \"%*s\" "
+                            "has \"ha_optout\" in the configuration now "
+                            "(removed or renamed, or its \"ha_optout\" "
+                            "line is gone)", ulen, ubuf);
+    }
+
+    if (ngx_http_ha_optout_header_safe(flag->pin, flag->pin_len) != NGX_OK
+        || ngx_http_ha_optout_header_safe(flag->selector, flag->selector_len)
+           != NGX_OK)
+    {
+        return ngx_slprintf(p, last, "text not header-safe: its pin or "
+                            "pin_selector holds control bytes or non-ASCII, "
+                            "which would reach the X-HA-Optout header");
+    }
+
+    if (flag->pin_len) {
+        rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin, flag->pin_len,
+                                              NULL, NULL);
+        if (rc != NGX_OK) {
+            p = ngx_slprintf(p, last, "pin \"%*s\" ",
+                             ngx_http_ha_optout_escape(buf, sizeof(buf),
+                                 flag->pin, flag->pin_len) - buf, buf);
+
+            if (rc == NGX_BUSY) {
+                return ngx_slprintf(p, last, "names a server of upstream "
+                                    "\"%*s\" that is marked \"down\" now",
+                                    ulen, ubuf);
+            }
+
+            p = ngx_slprintf(p, last, "names no server of upstream \"%*s\" "
+                             "now; its servers:", ulen, ubuf);
+
+            rec = hscf->rec;
+
+            for (i = 0, n = 0; i < rec->nservers && p < last; i++) {
+                if (rec->servers[i].len) {
+                    p = ngx_slprintf(p, last, "%s %*s", n++ ? "," : "",
+                                     rec->servers[i].len,
+                                     rec->servers[i].name);
+                }
+            }
+
+            return n ? p : ngx_slprintf(p, last, " (none known)");
+        }
+    }
+
+    if (flag->selector_len && hscf->selector == NULL) {
+        return ngx_slprintf(p, last, "pin_selector \"%*s\" needs \"ha_optout "
+                            "selector=$var\" in upstream \"%*s\", which it "
+                            "no longer has",
+                            ngx_http_ha_optout_escape(buf, sizeof(buf),
+                                flag->selector, flag->selector_len) - buf,
+                            buf, ulen, ubuf);
+    }
+
+    if (flag->expires_at && flag->expires_at <= now) {
+        return ngx_slprintf(p, last, "expired: its expires_at %*s passed "
+                            "while nginx was down",
+                            ngx_http_ha_optout_time_iso(iso, flag->expires_at)
+                            - iso, iso);
+    }
+
+    return p;
 }

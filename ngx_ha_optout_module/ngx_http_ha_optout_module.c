@@ -584,9 +584,8 @@ ngx_http_ha_optout_ref_flag(ngx_conf_t *cf,
 {
     if (hscf->config_flag) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_optout: duplicate \"ha_optout_flag\" "
-                      "for upstream \"%V\" in %V:%ui",
-                      &ref->name, &ref->file, ref->line);
+                      "ha_optout: duplicate \"ha_optout_flag\" for upstream "
+                      "\"%V\" in %V:%ui", &ref->name, &ref->file, ref->line);
         return NGX_ERROR;
     }
 
@@ -596,20 +595,18 @@ ngx_http_ha_optout_ref_flag(ngx_conf_t *cf,
            != NGX_OK)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_optout: pin \"%*s\" is not a usable "
-                      "server of upstream \"%V\" in %V:%ui",
-                      (size_t) ref->flag->pin_len,
-                      ref->flag->pin, &ref->name,
-                      &ref->file, ref->line);
+                      "ha_optout: pin \"%*s\" is not a usable server of "
+                      "upstream \"%V\" in %V:%ui",
+                      (size_t) ref->flag->pin_len, ref->flag->pin,
+                      &ref->name, &ref->file, ref->line);
         return NGX_ERROR;
     }
 
     if (ref->flag->selector_len && hscf->selector == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_optout: pin_selector needs "
-                      "\"ha_optout selector=\" in upstream "
-                      "\"%V\" in %V:%ui", &ref->name,
-                      &ref->file, ref->line);
+                      "ha_optout: pin_selector needs \"ha_optout selector=\" "
+                      "in upstream \"%V\" in %V:%ui",
+                      &ref->name, &ref->file, ref->line);
         return NGX_ERROR;
     }
 

@@ -534,15 +534,13 @@ ngx_http_ha_optout_zone_too_small(ngx_shm_zone_t *shm_zone,
                                         hmcf->upstreams.nelts - i);
 
     ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                  "ha_optout: zone \"%V\" is too small for %ui "
-                  "upstreams: its %uzk hold %ui (an upstream takes "
-                  "%uzk); %ui need at least \"ha_optout_zone %V "
-                  "%uzk;\", better %uzk (room for tokens' jtis and "
-                  "audit lines)", &shm_zone->shm.name,
-                  hmcf->upstreams.nelts, shm_zone->shm.size / 1024,
-                  i, ngx_http_ha_optout_rec_size() / 1024,
-                  hmcf->upstreams.nelts, &shm_zone->shm.name,
-                  need / 1024,
+                  "ha_optout: zone \"%V\" is too small for %ui upstreams: "
+                  "its %uzk hold %ui (an upstream takes %uzk); %ui need at "
+                  "least \"ha_optout_zone %V %uzk;\", better %uzk (room for "
+                  "tokens' jtis and audit lines)", &shm_zone->shm.name,
+                  hmcf->upstreams.nelts, shm_zone->shm.size / 1024, i,
+                  ngx_http_ha_optout_rec_size() / 1024, hmcf->upstreams.nelts,
+                  &shm_zone->shm.name, need / 1024,
                   ngx_http_ha_optout_zone_advice(need) / 1024);
 }
 
