@@ -31,6 +31,7 @@
 #include <yaml.h>
 
 #include "etcd.h"
+#include "verb.h"
 
 
 #define HOCTL_AGENT_MAX        256
@@ -1321,4 +1322,31 @@ done:
 
     yaml_document_delete(&doc);
     return rc;
+}
+
+
+int
+hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char  err[HOCTL_ERRLEN];
+
+    if (a->nargs != 0) {
+        return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
+    }
+
+    if (a->etcd.config != NULL
+        && hoctl_agent_config(a->etcd.config, &a->conn, &a->etcd, err,
+                              sizeof(err))
+           != 0)
+    {
+        hoctl_warn("%s", err);
+        return HOCTL_USAGE;
+    }
+
+    if (a->etcd.etcd == NULL || a->etcd.environment == NULL) {
+        return hoctl_usage(v, "--etcd URL and --environment ENV are "
+                           "required");
+    }
+
+    return hoctl_agent(&a->conn, &a->etcd);
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hoctl.h"
+#include "verb.h"
 
 
 static const char *
@@ -204,4 +205,37 @@ hoctl_approvals(const hoctl_conn_t *c, const char *action, const char *id,
     json_decref(j);
 
     return HOCTL_OK;
+}
+
+
+int
+hoctl_verb_approvals(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    const char  *action;
+
+    if (a->nargs > 1) {
+        return hoctl_usage(v, "unexpected argument \"%s\": give the "
+                           "approval's id as --id %s", a->args[1],
+                           a->args[1]);
+    }
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "give one of list, approve, reject");
+    }
+
+    action = a->args[0];
+
+    if (strcmp(action, "list") != 0 && strcmp(action, "approve") != 0
+        && strcmp(action, "reject") != 0)
+    {
+        return hoctl_usage(v, "unknown approvals action \"%s\" (list, "
+                           "approve, reject)", action);
+    }
+
+    if (strcmp(action, "list") != 0 && a->id == NULL) {
+        return hoctl_usage(v, "--id ID is required");
+    }
+
+    return hoctl_approvals(&a->conn, action, a->id, a->flag.upstream,
+                           a->json);
 }

@@ -23,6 +23,7 @@
 #include <yaml.h>
 
 #include "hoctl.h"
+#include "verb.h"
 
 
 #define HOCTL_HASH_MEMBER  ", \"hash\": \""
@@ -457,4 +458,98 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     }
 
     return HOCTL_OK;
+}
+
+
+static int
+hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc;
+    char           path[64], *line, *safe;
+    size_t         i;
+    json_t        *j, *list, *e;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "'audit list' takes no FILE");
+    }
+
+    snprintf(path, sizeof(path), "v1/audit?limit=%ld", a->limit);
+
+    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = hoctl_json_body(&r);
+    hoctl_resp_free(&r);
+
+    if (j == NULL) {
+        return HOCTL_REFUSED;
+    }
+
+    /* an array of entries, or an object holding one */
+    list = j;
+    if (json_is_object(j)) {
+        list = json_object_get(j, "entries");
+        if (!json_is_array(list)) {
+            list = json_object_get(j, "audit");
+        }
+    }
+
+    if (!json_is_array(list)) {
+        line = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        safe = hoctl_escape(line, 1);
+        printf("%s\n", safe ? safe : "");
+        free(safe);
+        free(line);
+        json_decref(j);
+        return HOCTL_OK;
+    }
+
+    /* one entry per line, as the log holds them, nothing raw */
+
+    json_array_foreach(list, i, e) {
+        line = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER
+                             | JSON_ENCODE_ANY);
+        safe = hoctl_escape(line, 1);
+        printf("%s\n", safe ? safe : "");
+        free(safe);
+        free(line);
+    }
+
+    json_decref(j);
+    return HOCTL_OK;
+}
+
+
+int
+hoctl_verb_audit(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    if (a->nargs == 0) {
+        return hoctl_usage(v, "give 'audit verify FILE' or 'audit list'");
+    }
+
+    if (strcmp(a->args[0], "verify") == 0) {
+        if (a->nargs < 2) {
+            return hoctl_usage(v, "'audit verify' takes a FILE (several: "
+                               "rotated logs, oldest first)");
+        }
+
+        return hoctl_audit_verify(a->args + 1, a->nargs - 1, a->prev_hash,
+                                  a->state, a->accept_gaps);
+    }
+
+    if (strcmp(a->args[0], "list") == 0) {
+        return hoctl_audit_list(v, a);
+    }
+
+    return hoctl_usage(v, "unknown audit action \"%s\" (verify, list)",
+                       a->args[0]);
 }

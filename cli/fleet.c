@@ -14,6 +14,7 @@
 #include <yaml.h>
 
 #include "hoctl.h"
+#include "verb.h"
 
 
 #define HOCTL_FLEET_MAX  1024
@@ -508,4 +509,77 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     }
 
     return unreachable > 0 ? HOCTL_UNREACHABLE : HOCTL_OK;
+}
+
+
+int
+hoctl_verb_fleet(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char        err[HOCTL_ERRLEN];
+    const char *action;
+
+    if (a->etcd.etcd != NULL) {
+        if (a->fleet != NULL) {
+            return hoctl_usage(v, "give --fleet FILE.yaml or --etcd, not "
+                               "both");
+        }
+
+        if (a->nargs != 1) {
+            return hoctl_usage(v, "give one of set, clear, status");
+        }
+
+        if (strcmp(a->args[0], "status") == 0) {
+            return hoctl_etcd_fleet_status(&a->etcd, a->flag.upstream,
+                                           a->json);
+        }
+
+        if (strcmp(a->args[0], "set") == 0) {
+            if (hoctl_flag_check(&a->flag, 0, err, sizeof(err)) != 0) {
+                return hoctl_usage(v, "%s", err);
+            }
+            return hoctl_etcd_set(&a->conn, &a->etcd, &a->flag, a->json);
+        }
+
+        if (strcmp(a->args[0], "clear") == 0) {
+            if (a->flag.upstream == NULL) {
+                return hoctl_usage(v, "--upstream is required");
+            }
+            return hoctl_etcd_clear(&a->conn, &a->etcd, &a->flag, a->json);
+        }
+
+        return hoctl_usage(v, "unknown fleet action \"%s\" (set, clear, "
+                           "status)", a->args[0]);
+    }
+
+    if (a->fleet == NULL) {
+        return hoctl_usage(v, "--fleet FILE.yaml is required");
+    }
+
+    if (a->url_given) {
+        return hoctl_usage(v, "--url does not apply to 'fleet': the urls "
+                           "come from the fleet file");
+    }
+
+    if (a->nargs != 1) {
+        return hoctl_usage(v, "give one of set, clear, status");
+    }
+
+    action = a->args[0];
+
+    if (strcmp(action, "set") == 0) {
+        if (hoctl_flag_check(&a->flag, 0, err, sizeof(err)) != 0) {
+            return hoctl_usage(v, "%s", err);
+        }
+
+    } else if (strcmp(action, "clear") == 0) {
+        if (a->flag.upstream == NULL) {
+            return hoctl_usage(v, "--upstream is required");
+        }
+
+    } else if (strcmp(action, "status") != 0) {
+        return hoctl_usage(v, "unknown fleet action \"%s\" (set, clear, "
+                           "status)", action);
+    }
+
+    return hoctl_fleet(&a->conn, a->fleet, action, &a->flag, a->json);
 }

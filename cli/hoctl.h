@@ -80,6 +80,9 @@ int hoctl_request(const hoctl_conn_t *c, const char *method,
     hoctl_resp_t *r);
 void hoctl_resp_free(hoctl_resp_t *r);
 char *hoctl_upstream_path(const char *upstream);
+int hoctl_fail(int rc, hoctl_resp_t *r);
+json_t *hoctl_json_body(hoctl_resp_t *r);
+void hoctl_print_raw(hoctl_resp_t *r);
 
 /* jwt.c */
 char *hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen);

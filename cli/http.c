@@ -516,3 +516,51 @@ hoctl_http_error(hoctl_resp_t *r)
 
     json_decref(root);
 }
+
+
+int
+hoctl_fail(int rc, hoctl_resp_t *r)
+{
+    if (rc == HOCTL_USAGE) {
+        hoctl_warn("%s", r->error);
+    } else {
+        fprintf(stderr, "error: %s\n", r->error);
+    }
+
+    hoctl_resp_free(r);
+    return rc;
+}
+
+
+json_t *
+hoctl_json_body(hoctl_resp_t *r)
+{
+    json_t        *j;
+    json_error_t   e;
+
+    j = json_loads(r->body ? r->body : "", JSON_DECODE_ANY, &e);
+    if (j == NULL) {
+        fprintf(stderr, "error: %ld: the answer is not JSON: %s\n",
+                r->status, hoctl_safe(e.text));
+    }
+
+    return j;
+}
+
+
+/* the answer's JSON, the same values, nothing a terminal would act on */
+
+void
+hoctl_print_raw(hoctl_resp_t *r)
+{
+    char  *s;
+
+    if (r->body != NULL) {
+        s = hoctl_escape(r->body, 1);
+        fputs(s ? s : "", stdout);
+        if (s == NULL || s[0] == '\0' || s[strlen(s) - 1] != '\n') {
+            fputc('\n', stdout);
+        }
+        free(s);
+    }
+}

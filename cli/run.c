@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "hoctl.h"
+#include "verb.h"
 
 
 #define HOCTL_CLEAR_TRIES  3
@@ -389,4 +390,34 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
     }
 
     return HOCTL_REFUSED;
+}
+
+
+int
+hoctl_verb_run(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    char  err[HOCTL_ERRLEN];
+
+    if (hoctl_flag_check(&a->flag, 1, err, sizeof(err)) != 0) {
+        return hoctl_usage(v, "%s", err);
+    }
+
+    if (a->flag.dry_run) {
+        return hoctl_usage(v, "--dry-run does not apply to 'run'");
+    }
+
+    if (a->nargs == 0) {
+        return hoctl_usage(v, "no COMMAND given after --");
+    }
+
+    if (a->etcd.etcd != NULL) {
+        return hoctl_etcd_run(&a->conn, &a->etcd, &a->flag, a->args);
+    }
+
+    if (a->conn.url == NULL) {
+        return hoctl_usage(v, "--url is required (or HA_OPTOUT_URL), e.g. "
+                           "--url http://127.0.0.1:8080/ha-optout/");
+    }
+
+    return hoctl_run(&a->conn, &a->flag, a->args);
 }

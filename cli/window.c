@@ -1,0 +1,103 @@
+
+/*
+ * ha-optoutctl window end|skip: a policy window ends now, or its next
+ * occurrence does not open (v1/windows/NAME/end|skip).
+ */
+
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "verb.h"
+
+
+int
+hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    int            rc, skip;
+    char          *esc, *path, *body;
+    json_t        *j, *req;
+    size_t         len;
+    hoctl_resp_t   r;
+
+    if (a->nargs != 1 || (strcmp(a->args[0], "end") != 0
+                          && strcmp(a->args[0], "skip") != 0))
+    {
+        return hoctl_usage(v, "give end or skip");
+    }
+
+    skip = (a->args[0][0] == 's');
+
+    if (a->flag.upstream == NULL) {
+        return hoctl_usage(v, "--upstream is required");
+    }
+
+    if (a->flag.reason == NULL || a->flag.reason[0] == '\0') {
+        return hoctl_usage(v, "--reason is required");
+    }
+
+    req = json_pack("{s:s}", "reason", a->flag.reason);
+    if (req == NULL
+        || (a->window
+            && json_object_set_new(req, "window", json_string(a->window))
+               != 0))
+    {
+        json_decref(req);
+        return hoctl_usage(v, "--reason and --window must be UTF-8");
+    }
+
+    body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+
+    esc = curl_easy_escape(NULL, a->flag.upstream, 0);
+    if (body == NULL || esc == NULL) {
+        free(body);
+        curl_free(esc);
+        return HOCTL_USAGE;
+    }
+
+    len = sizeof("v1/windows//skip") + strlen(esc);
+    path = malloc(len);
+    if (path == NULL) {
+        free(body);
+        curl_free(esc);
+        return HOCTL_USAGE;
+    }
+
+    snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
+    curl_free(esc);
+
+    rc = hoctl_request(&a->conn, "POST", path, body, NULL, &r);
+    free(path);
+    free(body);
+
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (a->json) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    hoctl_resp_free(&r);
+
+    printf("%s: window %s %s: %s .. %s\n", hoctl_safe(a->flag.upstream),
+           hoctl_safe(json_string_value(json_object_get(j, "window"))
+                      ? json_string_value(json_object_get(j, "window"))
+                      : "?"),
+           skip ? "skipped" : "ended",
+           hoctl_safe(json_string_value(json_object_get(j, "start"))
+                      ? json_string_value(json_object_get(j, "start"))
+                      : "?"),
+           hoctl_safe(json_string_value(json_object_get(j, "end"))
+                      ? json_string_value(json_object_get(j, "end"))
+                      : "?"));
+    json_decref(j);
+
+    return HOCTL_OK;
+}
