@@ -105,7 +105,7 @@ char *hoctl_kv_key(json_t *kv);
 char *hoctl_kv_value(json_t *kv, size_t *len);
 char *hoctl_range_end(const char *prefix);
 
-/* fleet_etcd.c */
+/* record.c */
 char *hoctl_record_sign(const hoctl_conn_t *c, json_t *record, char *err,
     size_t errlen);
 typedef struct hoctl_trust_s  hoctl_trust_t;
@@ -118,21 +118,29 @@ json_t *hoctl_record_verify(const char *value, const hoctl_trust_t *trust,
 json_t *hoctl_record_peek(const char *value);
 json_t *hoctl_record_new(const hoctl_conn_t *c, const hoctl_flag_t *f,
     const char *environment, time_t set_at, long ttl);
+void hoctl_iso_time(time_t t, char *buf, size_t size);
+time_t hoctl_parse_iso(const char *s);
+
+/* fleet_etcd.c */
+char *hoctl_flag_key(hoctl_etcd_t *e, const char *upstream);
+int hoctl_etcd_fail(int rc, const char *err);
 int hoctl_etcd_set(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, int json);
 int hoctl_etcd_clear(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, int json);
-int hoctl_etcd_status(const hoctl_etcd_opts_t *o, const char *upstream,
-    int json);
 int hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, char **argv);
+
+/* fleet_status.c */
+int hoctl_etcd_status(const hoctl_etcd_opts_t *o, const char *upstream,
+    int json);
 int hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
     int json);
-void hoctl_iso_time(time_t t, char *buf, size_t size);
-time_t hoctl_parse_iso(const char *s);
 
 /* agent.c */
 int hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o);
+
+/* agent_config.c */
 int hoctl_agent_config(const char *file, hoctl_conn_t *c,
     hoctl_etcd_opts_t *o, char *err, size_t errlen);
 
