@@ -1,11 +1,13 @@
 
 /*
- * ha-optoutctl: the options, as a table (name, group), and the parse of
- * a verb's command line into hoctl_args_t, the environment filling in
- * what the command line left out.
+ * ha-optoutctl: the options, as a table (name, the group of verbs it
+ * applies to, the field of hoctl_args_t it sets), and the parse of a
+ * verb's command line into hoctl_args_t, the environment filling in what
+ * the command line left out.
  */
 
 #define _GNU_SOURCE
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,83 +18,224 @@
 #include "verb.h"
 
 
-enum {
-    O_URL = 256, O_TOKEN, O_KEY, O_ALG, O_KID, O_AUD, O_SUB, O_SCOPE,
-    O_TOKEN_TTL, O_TIMEOUT, O_CACERT, O_CERT, O_CERT_KEY, O_INSECURE,
-    O_VERBOSE, O_JSON,
-    O_UPSTREAM, O_NO_FAILOVER, O_PIN, O_PIN_SELECTOR, O_NO_REPLICATION,
-    O_STICKY, O_TTL, O_REASON, O_IF_MATCH, O_DRY_RUN, O_FLEET, O_PREV_HASH,
-    O_STATE, O_ACCEPT_GAPS, O_LIMIT, O_API_ONLY, O_ETCD, O_ENVIRONMENT,
-    O_ETCD_PREFIX,
-    O_ETCD_USER, O_ETCD_PASSWORD_FILE, O_ETCD_CACERT, O_ETCD_CERT,
-    O_ETCD_KEY, O_TRUST_KEY, O_HOST, O_CONFIG, O_HELP, O_ISS, O_UPSTREAMS,
-    O_WINDOW, O_ID
-};
+/*
+ * An option sets one field of hoctl_args_t: a string (the argument as
+ * given), a switch (1), or whatever its own setter checks and stores.
+ */
 
+typedef int (*hoctl_opt_set_pt)(const hoctl_verb_t *v, hoctl_args_t *a,
+    size_t off, const char *arg);
 
 typedef struct {
-    struct option   opt;
-    unsigned        group;
+    const char        *name;
+    int                has_arg;
+    unsigned           group;       /* 0: every verb */
+    hoctl_opt_set_pt   set;         /* NULL: --help */
+    size_t             off;         /* the field in hoctl_args_t */
 } hoctl_option_t;
 
 
+static int hoctl_opt_str(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg);
+static int hoctl_opt_on(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg);
+static int hoctl_opt_url(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg);
+static int hoctl_opt_trust_key(const hoctl_verb_t *v, hoctl_args_t *a,
+    size_t off, const char *arg);
+static int hoctl_opt_token_ttl(const hoctl_verb_t *v, hoctl_args_t *a,
+    size_t off, const char *arg);
+static int hoctl_opt_timeout(const hoctl_verb_t *v, hoctl_args_t *a,
+    size_t off, const char *arg);
+static int hoctl_opt_limit(const hoctl_verb_t *v, hoctl_args_t *a,
+    size_t off, const char *arg);
+
+
+#define A(field)    offsetof(hoctl_args_t, field)
+#define STR(name, field, group)                                              \
+    { name, required_argument, group, hoctl_opt_str, A(field) }
+#define ON(name, field, group)                                               \
+    { name, no_argument, group, hoctl_opt_on, A(field) }
+#define SET(name, setter, group)                                             \
+    { name, required_argument, group, setter, 0 }
+
+
 static const hoctl_option_t  hoctl_options[] = {
-    { { "url",            required_argument, NULL, O_URL },         G_CONN },
-    { { "token",          required_argument, NULL, O_TOKEN },       G_CONN },
-    { { "timeout",        required_argument, NULL, O_TIMEOUT },     G_CONN },
-    { { "cacert",         required_argument, NULL, O_CACERT },      G_CONN },
-    { { "cert",           required_argument, NULL, O_CERT },        G_CONN },
-    { { "cert-key",       required_argument, NULL, O_CERT_KEY },    G_CONN },
-    { { "insecure",       no_argument,       NULL, O_INSECURE },    G_CONN },
-    { { "verbose",        no_argument,       NULL, O_VERBOSE },     G_CONN },
-    { { "key",            required_argument, NULL, O_KEY },         G_MINT },
-    { { "alg",            required_argument, NULL, O_ALG },         G_MINT },
-    { { "kid",            required_argument, NULL, O_KID },         G_MINT },
-    { { "aud",            required_argument, NULL, O_AUD },         G_MINT },
-    { { "sub",            required_argument, NULL, O_SUB },         G_MINT },
-    { { "scope",          required_argument, NULL, O_SCOPE },       G_MINT },
-    { { "token-ttl",      required_argument, NULL, O_TOKEN_TTL },   G_MINT },
-    { { "iss",            required_argument, NULL, O_ISS },         G_MINT },
-    { { "upstreams",      required_argument, NULL, O_UPSTREAMS },   G_MINT },
-    { { "upstream",       required_argument, NULL, O_UPSTREAM },    G_UP },
-    { { "no-failover",    no_argument,       NULL, O_NO_FAILOVER }, G_FLAG },
-    { { "pin",            required_argument, NULL, O_PIN },         G_FLAG },
-    { { "pin-selector",   required_argument, NULL, O_PIN_SELECTOR },G_FLAG },
-    { { "no-replication", no_argument,       NULL, O_NO_REPLICATION },
-      G_FLAG },
-    { { "sticky",         no_argument,       NULL, O_STICKY },      G_FLAG },
-    { { "reason",         required_argument, NULL, O_REASON },
-      G_FLAG | G_WIN },
-    { { "window",         required_argument, NULL, O_WINDOW },      G_WIN },
-    { { "dry-run",        no_argument,       NULL, O_DRY_RUN },     G_FLAG },
-    { { "ttl",            required_argument, NULL, O_TTL },         G_TTL },
-    { { "if-match",       required_argument, NULL, O_IF_MATCH },    G_IFM },
-    { { "json",           no_argument,       NULL, O_JSON },        G_JSON },
-    { { "fleet",          required_argument, NULL, O_FLEET },       G_FLEET },
-    { { "prev-hash",      required_argument, NULL, O_PREV_HASH },   G_AUDIT },
-    { { "state",          required_argument, NULL, O_STATE },       G_AUDIT },
-    { { "accept-gaps",    no_argument,       NULL, O_ACCEPT_GAPS }, G_AUDIT },
-    { { "limit",          required_argument, NULL, O_LIMIT },       G_LIMIT },
-    { { "api-only",       no_argument,       NULL, O_API_ONLY },    G_CLEAR },
-    { { "etcd",           required_argument, NULL, O_ETCD },        G_ETCD },
-    { { "environment",    required_argument, NULL, O_ENVIRONMENT }, G_ETCD },
-    { { "etcd-prefix",    required_argument, NULL, O_ETCD_PREFIX }, G_ETCD },
-    { { "etcd-user",      required_argument, NULL, O_ETCD_USER },   G_ETCD },
-    { { "etcd-password-file", required_argument, NULL,
-        O_ETCD_PASSWORD_FILE },                                     G_ETCD },
-    { { "etcd-cacert",    required_argument, NULL, O_ETCD_CACERT }, G_ETCD },
-    { { "etcd-cert",      required_argument, NULL, O_ETCD_CERT },   G_ETCD },
-    { { "etcd-key",       required_argument, NULL, O_ETCD_KEY },    G_ETCD },
-    { { "trust-key",      required_argument, NULL, O_TRUST_KEY },   G_AGENT },
-    { { "host",           required_argument, NULL, O_HOST },        G_AGENT },
-    { { "config",         required_argument, NULL, O_CONFIG },      G_AGENT },
-    { { "id",             required_argument, NULL, O_ID },          G_ID },
-    { { "help",           no_argument,       NULL, O_HELP },        0 },
+    SET("url",                hoctl_opt_url,           G_CONN),
+    STR("token",              conn.token,              G_CONN),
+    SET("timeout",            hoctl_opt_timeout,       G_CONN),
+    STR("cacert",             conn.cacert,             G_CONN),
+    STR("cert",               conn.cert,               G_CONN),
+    STR("cert-key",           conn.cert_key,           G_CONN),
+    ON("insecure",            conn.insecure,           G_CONN),
+    ON("verbose",             conn.verbose,            G_CONN),
+    STR("key",                conn.key,                G_MINT),
+    STR("alg",                conn.alg,                G_MINT),
+    STR("kid",                conn.kid,                G_MINT),
+    STR("aud",                conn.aud,                G_MINT),
+    STR("sub",                conn.sub,                G_MINT),
+    STR("scope",              conn.scope,              G_MINT),
+    SET("token-ttl",          hoctl_opt_token_ttl,     G_MINT),
+    STR("iss",                conn.iss,                G_MINT),
+    STR("upstreams",          conn.upstreams,          G_MINT),
+    STR("upstream",           flag.upstream,           G_UP),
+    ON("no-failover",         flag.no_failover,        G_FLAG),
+    STR("pin",                flag.pin,                G_FLAG),
+    STR("pin-selector",       flag.pin_selector,       G_FLAG),
+    ON("no-replication",      flag.no_replication,     G_FLAG),
+    ON("sticky",              flag.sticky,             G_FLAG),
+    STR("reason",             flag.reason,             G_FLAG | G_WIN),
+    STR("window",             window,                  G_WIN),
+    ON("dry-run",             flag.dry_run,            G_FLAG),
+    STR("ttl",                ttl,                     G_TTL),
+    STR("if-match",           flag.if_match,           G_IFM),
+    ON("json",                json,                    G_JSON),
+    STR("fleet",              fleet,                   G_FLEET),
+    STR("prev-hash",          prev_hash,               G_AUDIT),
+    STR("state",              state,                   G_AUDIT),
+    ON("accept-gaps",         accept_gaps,             G_AUDIT),
+    SET("limit",              hoctl_opt_limit,         G_LIMIT),
+    ON("api-only",            flag.api_only,           G_CLEAR),
+    STR("etcd",               etcd.etcd,               G_ETCD),
+    STR("environment",        etcd.environment,        G_ETCD),
+    STR("etcd-prefix",        etcd.prefix,             G_ETCD),
+    STR("etcd-user",          etcd.user,               G_ETCD),
+    STR("etcd-password-file", etcd.password_file,      G_ETCD),
+    STR("etcd-cacert",        etcd.cacert,             G_ETCD),
+    STR("etcd-cert",          etcd.cert,               G_ETCD),
+    STR("etcd-key",           etcd.key,                G_ETCD),
+    SET("trust-key",          hoctl_opt_trust_key,     G_AGENT),
+    STR("host",               etcd.host,               G_AGENT),
+    STR("config",             etcd.config,             G_AGENT),
+    STR("id",                 id,                      G_ID),
+    { "help", no_argument, 0, NULL, 0 },
 };
+
+#undef A
+#undef STR
+#undef ON
+#undef SET
 
 #define HOCTL_NOPTS  (sizeof(hoctl_options) / sizeof(hoctl_options[0]))
 
+/* getopt_long answers an option as its index in the table plus this */
+#define HOCTL_OPT_BASE     256
+#define HOCTL_OPT_VERBOSE  7                    /* -v */
+#define HOCTL_OPT_HELP     (HOCTL_NOPTS - 1)    /* --help, -h */
 
+
+static int
+hoctl_opt_str(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) v;
+
+    *(const char **) ((char *) a + off) = arg;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_on(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) v;
+    (void) arg;
+
+    *(int *) ((char *) a + off) = 1;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_url(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) v;
+    (void) off;
+
+    a->conn.url = arg;
+    a->url_given = 1;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_trust_key(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) off;
+
+    if (a->etcd.ntrust == HOCTL_ETCD_MAX_TRUST) {
+        return hoctl_usage(v, "at most %d --trust-key", HOCTL_ETCD_MAX_TRUST);
+    }
+
+    a->etcd.trust[a->etcd.ntrust++] = arg;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_token_ttl(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) off;
+
+    a->conn.token_ttl = hoctl_parse_duration(arg);
+    if (a->conn.token_ttl <= 0) {
+        return hoctl_usage(v, "--token-ttl must be Ns, Nm or Nh: "
+                           "e.g. 90s, 5m, 1h");
+    }
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_timeout(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    long   t;
+    char  *end;
+
+    (void) off;
+
+    t = strtol(arg, &end, 10);
+    if (*end != '\0' || t <= 0 || t > 3600) {
+        return hoctl_usage(v, "--timeout must be 1..3600 seconds");
+    }
+
+    a->conn.timeout = t;
+
+    return HOCTL_OK;
+}
+
+
+static int
+hoctl_opt_limit(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    long   t;
+    char  *end;
+
+    (void) off;
+
+    t = strtol(arg, &end, 10);
+    if (*end != '\0' || t <= 0 || t > 100000) {
+        return hoctl_usage(v, "--limit must be a positive number");
+    }
+
+    a->limit = t;
+
+    return HOCTL_OK;
+}
+
+
+/* an environment variable, set and not empty, or NULL */
 static const char *
 hoctl_getenv(const char *name)
 {
@@ -125,154 +268,46 @@ hoctl_login_name(void)
 }
 
 
-int
-hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
+/* one option getopt_long found: its group must apply, then its setter */
+static int
+hoctl_parse_option(const hoctl_verb_t *v, int c, char **argv,
+    hoctl_args_t *a)
 {
-    int             c, i, n;
-    long            t;
-    char           *end, optstring[8];
-    const char     *s;
-    struct option   longopts[HOCTL_NOPTS + 1];
-    hoctl_conn_t   *cn;
+    const hoctl_option_t  *o;
 
-    memset(a, 0, sizeof(hoctl_args_t));
-    cn = &a->conn;
-    cn->timeout = 10;
-    cn->token_ttl = 300;
-    a->limit = 20;
-
-    for (n = 0; n < (int) HOCTL_NOPTS; n++) {
-        longopts[n] = hoctl_options[n].opt;
-    }
-    memset(&longopts[n], 0, sizeof(struct option));
-
-    /* run keeps everything after COMMAND for COMMAND */
-    snprintf(optstring, sizeof(optstring), "%s:hv", v->posix ? "+" : "");
-
-    opterr = 0;
-    optind = 1;
-
-    while ((c = getopt_long(argc, argv, optstring, longopts, &i)) != -1) {
-
-        if (c == '?' || c == ':') {
-            if (optopt != 0 && optopt < 256) {
-                return hoctl_usage(v, "unknown option -%c", optopt);
-            }
-            return hoctl_usage(v, "unknown option or missing value: %s",
-                               argv[optind - 1]);
+    if (c == '?' || c == ':') {
+        if (optopt != 0 && optopt < 256) {
+            return hoctl_usage(v, "unknown option -%c", optopt);
         }
-
-        if (c == 'h' || c == O_HELP) {
-            fputs(v->help, stdout);
-            exit(HOCTL_OK);
-        }
-
-        if (c == 'v') {
-            c = O_VERBOSE;
-        }
-
-        for (n = 0; n < (int) HOCTL_NOPTS; n++) {
-            if (hoctl_options[n].opt.val == c) {
-                break;
-            }
-        }
-
-        if (n < (int) HOCTL_NOPTS && hoctl_options[n].group != 0
-            && !(hoctl_options[n].group & v->groups))
-        {
-            return hoctl_usage(v, "--%s does not apply to '%s'",
-                               hoctl_options[n].opt.name, v->name);
-        }
-
-        switch (c) {
-        case O_URL:            cn->url = optarg; a->url_given = 1; break;
-        case O_TOKEN:          cn->token = optarg; break;
-        case O_KEY:            cn->key = optarg; break;
-        case O_ALG:            cn->alg = optarg; break;
-        case O_KID:            cn->kid = optarg; break;
-        case O_AUD:            cn->aud = optarg; break;
-        case O_SUB:            cn->sub = optarg; break;
-        case O_SCOPE:          cn->scope = optarg; break;
-        case O_ISS:            cn->iss = optarg; break;
-        case O_UPSTREAMS:      cn->upstreams = optarg; break;
-        case O_CACERT:         cn->cacert = optarg; break;
-        case O_CERT:           cn->cert = optarg; break;
-        case O_CERT_KEY:       cn->cert_key = optarg; break;
-        case O_INSECURE:       cn->insecure = 1; break;
-        case O_VERBOSE:        cn->verbose = 1; break;
-        case O_JSON:           a->json = 1; break;
-        case O_UPSTREAM:       a->flag.upstream = optarg; break;
-        case O_NO_FAILOVER:    a->flag.no_failover = 1; break;
-        case O_PIN:            a->flag.pin = optarg; break;
-        case O_PIN_SELECTOR:   a->flag.pin_selector = optarg; break;
-        case O_NO_REPLICATION: a->flag.no_replication = 1; break;
-        case O_STICKY:         a->flag.sticky = 1; break;
-        case O_TTL:            a->ttl = optarg; break;
-        case O_REASON:         a->flag.reason = optarg; break;
-        case O_IF_MATCH:       a->flag.if_match = optarg; break;
-        case O_DRY_RUN:        a->flag.dry_run = 1; break;
-        case O_FLEET:          a->fleet = optarg; break;
-        case O_PREV_HASH:      a->prev_hash = optarg; break;
-        case O_API_ONLY:       a->flag.api_only = 1; break;
-        case O_STATE:          a->state = optarg; break;
-        case O_ACCEPT_GAPS:    a->accept_gaps = 1; break;
-        case O_ETCD:           a->etcd.etcd = optarg; break;
-        case O_ENVIRONMENT:    a->etcd.environment = optarg; break;
-        case O_ETCD_PREFIX:    a->etcd.prefix = optarg; break;
-        case O_ETCD_USER:      a->etcd.user = optarg; break;
-        case O_ETCD_PASSWORD_FILE: a->etcd.password_file = optarg; break;
-        case O_ETCD_CACERT:    a->etcd.cacert = optarg; break;
-        case O_ETCD_CERT:      a->etcd.cert = optarg; break;
-        case O_ETCD_KEY:       a->etcd.key = optarg; break;
-        case O_HOST:           a->etcd.host = optarg; break;
-        case O_CONFIG:         a->etcd.config = optarg; break;
-
-        case O_TRUST_KEY:
-            if (a->etcd.ntrust == HOCTL_ETCD_MAX_TRUST) {
-                return hoctl_usage(v, "at most %d --trust-key",
-                                   HOCTL_ETCD_MAX_TRUST);
-            }
-            a->etcd.trust[a->etcd.ntrust++] = optarg;
-            break;
-        case O_WINDOW:         a->window = optarg; break;
-
-        case O_TOKEN_TTL:
-            cn->token_ttl = hoctl_parse_duration(optarg);
-            if (cn->token_ttl <= 0) {
-                return hoctl_usage(v, "--token-ttl must be Ns, Nm or Nh: "
-                                   "e.g. 90s, 5m, 1h");
-            }
-            break;
-
-        case O_TIMEOUT:
-            t = strtol(optarg, &end, 10);
-            if (*end != '\0' || t <= 0 || t > 3600) {
-                return hoctl_usage(v, "--timeout must be 1..3600 seconds");
-            }
-            cn->timeout = t;
-            break;
-
-        case O_ID:
-            a->id = optarg;
-            break;
-
-        case O_LIMIT:
-            t = strtol(optarg, &end, 10);
-            if (*end != '\0' || t <= 0 || t > 100000) {
-                return hoctl_usage(v, "--limit must be a positive number");
-            }
-            a->limit = t;
-            break;
-
-        default:
-            return hoctl_usage(v, "unexpected option");
-        }
+        return hoctl_usage(v, "unknown option or missing value: %s",
+                           argv[optind - 1]);
     }
 
-    a->args = argv + optind;
-    a->nargs = argc - optind;
+    if (c == 'v') {
+        c = HOCTL_OPT_BASE + HOCTL_OPT_VERBOSE;
+    }
 
-    /* the environment fills in what the command line left out */
+    if (c < HOCTL_OPT_BASE || c >= HOCTL_OPT_BASE + (int) HOCTL_NOPTS) {
+        return hoctl_usage(v, "unexpected option");
+    }
+
+    o = &hoctl_options[c - HOCTL_OPT_BASE];
+
+    if (o->group != 0 && !(o->group & v->groups)) {
+        return hoctl_usage(v, "--%s does not apply to '%s'", o->name,
+                           v->name);
+    }
+
+    return o->set(v, a, o->off, optarg);
+}
+
+
+/* the connection: the environment fills in what the command line left out */
+static int
+hoctl_parse_env_conn(const hoctl_verb_t *v, hoctl_conn_t *cn)
+{
+    const char  *s;
+
     if (cn->url == NULL) {
         cn->url = getenv("HA_OPTOUT_URL");
     }
@@ -308,6 +343,18 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
                            "it belongs to)");
     }
 
+    return HOCTL_OK;
+}
+
+
+/* what a minted token says, from the environment or the defaults */
+static void
+hoctl_parse_env_mint(const hoctl_verb_t *v, hoctl_args_t *a)
+{
+    hoctl_conn_t  *cn;
+
+    cn = &a->conn;
+
     if (cn->alg == NULL) {
         cn->alg = getenv("HA_OPTOUT_ALG");
     }
@@ -334,9 +381,12 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
                      && strcmp(a->args[0], "list") != 0)
                     ? "ha:read ha:write ha:approve" : "ha:read ha:write";
     }
+}
 
-    a->flag.ttl = a->ttl;
 
+static int
+hoctl_parse_env_etcd(const hoctl_verb_t *v, hoctl_args_t *a)
+{
     if (a->etcd.etcd == NULL) {
         a->etcd.etcd = hoctl_getenv("HA_OPTOUT_ETCD");
     }
@@ -345,8 +395,8 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
         a->etcd.environment = hoctl_getenv("HA_OPTOUT_ENVIRONMENT");
     }
 
-    a->etcd.timeout = cn->timeout;
-    a->etcd.verbose = cn->verbose;
+    a->etcd.timeout = a->conn.timeout;
+    a->etcd.verbose = a->conn.verbose;
 
     if (a->etcd.etcd != NULL && a->url_given && v->handler
         != hoctl_verb_agent)
@@ -356,4 +406,59 @@ hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
     }
 
     return HOCTL_OK;
+}
+
+
+int
+hoctl_parse(const hoctl_verb_t *v, int argc, char **argv, hoctl_args_t *a)
+{
+    int             c, i, n, rc;
+    char            optstring[8];
+    struct option   longopts[HOCTL_NOPTS + 1];
+
+    memset(a, 0, sizeof(hoctl_args_t));
+    a->conn.timeout = 10;
+    a->conn.token_ttl = 300;
+    a->limit = 20;
+
+    for (n = 0; n < (int) HOCTL_NOPTS; n++) {
+        longopts[n].name = hoctl_options[n].name;
+        longopts[n].has_arg = hoctl_options[n].has_arg;
+        longopts[n].flag = NULL;
+        longopts[n].val = HOCTL_OPT_BASE + n;
+    }
+    memset(&longopts[n], 0, sizeof(struct option));
+
+    /* run keeps everything after COMMAND for COMMAND */
+    snprintf(optstring, sizeof(optstring), "%s:hv", v->posix ? "+" : "");
+
+    opterr = 0;
+    optind = 1;
+
+    while ((c = getopt_long(argc, argv, optstring, longopts, &i)) != -1) {
+
+        if (c == 'h' || c == HOCTL_OPT_BASE + HOCTL_OPT_HELP) {
+            fputs(v->help, stdout);
+            exit(HOCTL_OK);
+        }
+
+        rc = hoctl_parse_option(v, c, argv, a);
+        if (rc != HOCTL_OK) {
+            return rc;
+        }
+    }
+
+    a->args = argv + optind;
+    a->nargs = argc - optind;
+
+    rc = hoctl_parse_env_conn(v, &a->conn);
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    hoctl_parse_env_mint(v, a);
+
+    a->flag.ttl = a->ttl;
+
+    return hoctl_parse_env_etcd(v, a);
 }
