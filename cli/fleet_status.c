@@ -159,65 +159,43 @@ hoctl_etcd_status(const hoctl_etcd_opts_t *o, const char *upstream,
 }
 
 
-/*
- * fleet status: every flag, and per agent whether it applied (converged),
- * not yet (pending) or refused each one; agents whose report is old or
- * gone (their member key outlives the report's lease) are silent.
- */
-int
-hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
-    int json)
+/* --upstream: that flag only (*missing when it is not there) */
+static json_t *
+hoctl_fs_only(json_t *flags, const char *upstream, int *missing)
 {
-    int            rc, all, silent, reachable;
-    char          *key, *k, *v, *s, err[HOCTL_ERRLEN], when[64];
-    char          *members;
-    size_t         i, plen, len;
-    time_t         now, seen;
-    json_t        *flags, *kvs, *kv, *agents, *rep, *a, *st, *mine, *rec;
-    json_t        *out, *ups, *one, *msgs;
-    int            missing;
-    int64_t        revision, frev;
-    const char    *host, *up, *res, *name;
-    hoctl_etcd_t   e;
+    json_t  *rec, *one;
 
-    rc = hoctl_etcd_init(&e, o, err, sizeof(err));
-    if (rc != HOCTL_OK) {
-        return hoctl_etcd_fail(rc, err);
+    rec = json_object_get(flags, upstream);
+    one = json_object();
+
+    if (rec != NULL) {
+        json_object_set(one, upstream, rec);
+    } else {
+        *missing = 1;
     }
 
-    flags = hoctl_etcd_flags(&e, &revision, &rc, err, sizeof(err));
-    if (flags == NULL) {
-        hoctl_etcd_free(&e);
-        return hoctl_etcd_fail(rc, err);
-    }
+    json_decref(flags);
 
-    /* --upstream: that flag only, and it must be there */
-    missing = 0;
+    return one;
+}
 
-    if (upstream != NULL) {
-        rec = json_object_get(flags, upstream);
-        one = json_object();
 
-        if (rec != NULL) {
-            json_object_set(one, upstream, rec);
-        } else {
-            missing = 1;
-        }
+/* the members: every agent that ever reported, without a lease */
+static int
+hoctl_fs_members(hoctl_etcd_t *e, json_t *agents, char **members, char *err,
+    size_t errlen)
+{
+    int      rc;
+    char    *key, *k;
+    size_t   i, plen, len;
+    json_t  *kvs, *kv;
 
-        json_decref(flags);
-        flags = one;
-    }
-
-    agents = json_object();
-    now = time(NULL);
-
-    /* the members: every agent that ever reported, without a lease */
-    len = strlen(e.prefix) + sizeof("members/");
+    len = strlen(e->prefix) + sizeof("members/");
     key = malloc(len);
-    snprintf(key, len, "%smembers/", e.prefix);
+    snprintf(key, len, "%smembers/", e->prefix);
     plen = strlen(key);
-    rc = hoctl_etcd_range(&e, key, 1, &kvs, NULL, err, sizeof(err));
-    members = key;              /* for the hint on silent agents */
+    rc = hoctl_etcd_range(e, key, 1, &kvs, NULL, err, errlen);
+    *members = key;             /* for the hint on silent agents */
 
     if (rc == HOCTL_OK) {
         json_array_foreach(kvs, i, kv) {
@@ -232,22 +210,18 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         json_decref(kvs);
     }
 
-    len = strlen(e.prefix) + sizeof("agents/");
-    key = malloc(len);
-    snprintf(key, len, "%sagents/", e.prefix);
-    plen = strlen(key);
-    if (rc == HOCTL_OK) {
-        rc = hoctl_etcd_range(&e, key, 1, &kvs, NULL, err, sizeof(err));
-    }
-    free(key);
-    hoctl_etcd_free(&e);
+    return rc;
+}
 
-    if (rc != HOCTL_OK) {
-        free(members);
-        json_decref(flags);
-        json_decref(agents);
-        return hoctl_etcd_fail(rc, err);
-    }
+
+/* the agents' reports, each replacing its member's entry */
+static void
+hoctl_fs_reports(json_t *kvs, size_t plen, json_t *agents, time_t now)
+{
+    char    *k, *v;
+    size_t   i, len;
+    time_t   seen;
+    json_t  *kv, *rep, *a;
 
     json_array_foreach(kvs, i, kv) {
         k = hoctl_kv_key(kv);
@@ -275,93 +249,127 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         free(k);
         free(v);
     }
+}
 
+
+/* members and reports: the agents, or the failure (etcd is freed) */
+static int
+hoctl_fs_agents(hoctl_etcd_t *e, json_t *agents, time_t now, char **members,
+    char *err, size_t errlen)
+{
+    int      rc;
+    char    *key;
+    size_t   plen, len;
+    json_t  *kvs;
+
+    rc = hoctl_fs_members(e, agents, members, err, errlen);
+
+    len = strlen(e->prefix) + sizeof("agents/");
+    key = malloc(len);
+    snprintf(key, len, "%sagents/", e->prefix);
+    plen = strlen(key);
+    if (rc == HOCTL_OK) {
+        rc = hoctl_etcd_range(e, key, 1, &kvs, NULL, err, errlen);
+    }
+    free(key);
+    hoctl_etcd_free(e);
+
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    hoctl_fs_reports(kvs, plen, agents, now);
     json_decref(kvs);
 
-    /* per agent, per flag (and per upstream it still holds) */
-    all = !missing && json_object_size(agents) > 0;
+    return HOCTL_OK;
+}
 
-    json_object_foreach(agents, host, a) {
-        silent = json_is_true(json_object_get(a, "silent"));
-        reachable = !json_is_false(json_object_get(a, "nginx_reachable"));
-        rep = json_object_get(a, "report");
-        mine = json_object_get(rep, "upstreams");
-        ups = json_object_get(a, "upstreams");
-        msgs = json_object();
-        json_object_set_new(a, "messages", msgs);
 
-        if (silent) {
-            all = 0;
-        }
+/*
+ * One agent: converged, pending or refused per flag (and per upstream it
+ * still holds); answers whether it is converged on all of them.
+ */
+static int
+hoctl_fs_agent(json_t *a, json_t *flags, const char *upstream)
+{
+    int          all, silent, reachable;
+    json_t      *rep, *mine, *ups, *msgs, *rec, *st;
+    int64_t      frev;
+    const char  *up, *res;
 
-        json_object_foreach(flags, up, rec) {
-            frev = hoctl_json_int(json_object_get(rec, "revision"));
-            st = json_object_get(mine, up);
-            res = json_string_value(json_object_get(st, "result"));
+    all = 1;
+    silent = json_is_true(json_object_get(a, "silent"));
+    reachable = !json_is_false(json_object_get(a, "nginx_reachable"));
+    rep = json_object_get(a, "report");
+    mine = json_object_get(rep, "upstreams");
+    ups = json_object_get(a, "upstreams");
+    msgs = json_object();
+    json_object_set_new(a, "messages", msgs);
 
-            if (!silent && res != NULL && reachable
-                && hoctl_json_int(json_object_get(st, "revision")) == frev)
-            {
-                if (strcmp(res, "applied") == 0) {
-                    json_object_set_new(ups, up, json_string("converged"));
-                    continue;
-                }
+    if (silent) {
+        all = 0;
+    }
 
-                if (strcmp(res, "refused") == 0) {
-                    json_object_set_new(ups, up, json_string("refused"));
-                    if (json_is_string(json_object_get(st, "message"))) {
-                        json_object_set(msgs, up,
-                                        json_object_get(st, "message"));
-                    }
-                    all = 0;
-                    continue;
-                }
+    json_object_foreach(flags, up, rec) {
+        frev = hoctl_json_int(json_object_get(rec, "revision"));
+        st = json_object_get(mine, up);
+        res = json_string_value(json_object_get(st, "result"));
+
+        if (!silent && res != NULL && reachable
+            && hoctl_json_int(json_object_get(st, "revision")) == frev)
+        {
+            if (strcmp(res, "applied") == 0) {
+                json_object_set_new(ups, up, json_string("converged"));
+                continue;
             }
 
+            if (strcmp(res, "refused") == 0) {
+                json_object_set_new(ups, up, json_string("refused"));
+                if (json_is_string(json_object_get(st, "message"))) {
+                    json_object_set(msgs, up,
+                                    json_object_get(st, "message"));
+                }
+                all = 0;
+                continue;
+            }
+        }
+
+        json_object_set_new(ups, up, json_string("pending"));
+        all = 0;
+    }
+
+    /* a flag cleared in etcd that this agent still holds */
+    json_object_foreach(mine, up, st) {
+        res = json_string_value(json_object_get(st, "result"));
+        if (upstream != NULL && strcmp(up, upstream) != 0) {
+            continue;
+        }
+        if (json_object_get(flags, up) == NULL && res != NULL
+            && strcmp(res, "applied") == 0)
+        {
             json_object_set_new(ups, up, json_string("pending"));
             all = 0;
         }
-
-        /* a flag cleared in etcd that this agent still holds */
-        json_object_foreach(mine, up, st) {
-            res = json_string_value(json_object_get(st, "result"));
-            if (upstream != NULL && strcmp(up, upstream) != 0) {
-                continue;
-            }
-            if (json_object_get(flags, up) == NULL && res != NULL
-                && strcmp(res, "applied") == 0)
-            {
-                json_object_set_new(ups, up, json_string("pending"));
-                all = 0;
-            }
-        }
-
-        json_object_del(a, "report");
     }
 
-    if (json) {
-        out = json_pack("{s:s, s:I, s:b, s:o, s:o}", "environment",
-                        o->environment, "revision", (json_int_t) revision,
-                        "converged", all, "flags", flags, "agents", agents);
-        s = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        printf("%s\n", s);
-        free(s);
-        json_decref(out);
-        free(members);
-        return all ? HOCTL_OK : HOCTL_REFUSED;
-    }
+    json_object_del(a, "report");
 
-    printf("fleet %s at etcd revision %" PRId64 ": %s%s%s%s%s\n",
-           o->environment, revision, all ? "converged" : "NOT converged",
-           json_object_size(agents) ? "" : " (no agent reports)",
-           missing ? " (no fleet flag on " : "", missing ? upstream : "",
-           missing ? ")" : "");
-    hoctl_etcd_flags_table(flags);
+    return all;
+}
+
+
+/* the agents' table, then why: what they said, what to do if silent */
+static void
+hoctl_fs_print_agents(json_t *agents, const char *members)
+{
+    char        when[64];
+    json_t     *a, *ups, *st;
+    const char *host, *up, *name;
+
     printf("\n%-24s  %-6s  %-6s  %-20s  %s\n", "AGENT", "STATE", "NGINX",
            "SEEN", "FLAGS");
 
     json_object_foreach(agents, host, a) {
-        s = NULL;
         name = json_string_value(json_object_get(a, "seen_at"));
         snprintf(when, sizeof(when), "%s", name ? name : "-");
 
@@ -383,7 +391,6 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
         printf("\n");
     }
 
-    /* why: what the agents said, and what to do about a silent one */
     json_object_foreach(agents, host, a) {
         json_object_foreach(json_object_get(a, "messages"), up, st) {
             printf("%s: %s refused: %s\n", hoctl_safe(host), hoctl_safe(up),
@@ -398,6 +405,79 @@ hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
                    members, hoctl_safe(host));
         }
     }
+}
+
+
+/*
+ * fleet status: every flag, and per agent whether it applied (converged),
+ * not yet (pending) or refused each one; agents whose report is old or
+ * gone (their member key outlives the report's lease) are silent.
+ */
+int
+hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
+    int json)
+{
+    int            rc, all, missing;
+    char          *s, *members, err[HOCTL_ERRLEN];
+    json_t        *flags, *agents, *a, *out;
+    int64_t        revision;
+    const char    *host;
+    hoctl_etcd_t   e;
+
+    rc = hoctl_etcd_init(&e, o, err, sizeof(err));
+    if (rc != HOCTL_OK) {
+        return hoctl_etcd_fail(rc, err);
+    }
+
+    flags = hoctl_etcd_flags(&e, &revision, &rc, err, sizeof(err));
+    if (flags == NULL) {
+        hoctl_etcd_free(&e);
+        return hoctl_etcd_fail(rc, err);
+    }
+
+    missing = 0;
+
+    if (upstream != NULL) {
+        flags = hoctl_fs_only(flags, upstream, &missing);
+    }
+
+    agents = json_object();
+
+    rc = hoctl_fs_agents(&e, agents, time(NULL), &members, err, sizeof(err));
+    if (rc != HOCTL_OK) {
+        free(members);
+        json_decref(flags);
+        json_decref(agents);
+        return hoctl_etcd_fail(rc, err);
+    }
+
+    all = !missing && json_object_size(agents) > 0;
+
+    json_object_foreach(agents, host, a) {
+        if (!hoctl_fs_agent(a, flags, upstream)) {
+            all = 0;
+        }
+    }
+
+    if (json) {
+        out = json_pack("{s:s, s:I, s:b, s:o, s:o}", "environment",
+                        o->environment, "revision", (json_int_t) revision,
+                        "converged", all, "flags", flags, "agents", agents);
+        s = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        printf("%s\n", s);
+        free(s);
+        json_decref(out);
+        free(members);
+        return all ? HOCTL_OK : HOCTL_REFUSED;
+    }
+
+    printf("fleet %s at etcd revision %" PRId64 ": %s%s%s%s%s\n",
+           o->environment, revision, all ? "converged" : "NOT converged",
+           json_object_size(agents) ? "" : " (no agent reports)",
+           missing ? " (no fleet flag on " : "", missing ? upstream : "",
+           missing ? ")" : "");
+    hoctl_etcd_flags_table(flags);
+    hoctl_fs_print_agents(agents, members);
 
     free(members);
     json_decref(flags);
