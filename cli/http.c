@@ -56,55 +56,37 @@ hoctl_upstream_path(const char *upstream)
 }
 
 
-int
-hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
-    const char *body, const char *if_match, hoctl_resp_t *r)
+/* a fresh token per request: each write needs its own jti */
+static char *
+hoctl_request_token(const hoctl_conn_t *c, hoctl_resp_t *r)
 {
-    int                 rc;
-    char               *url, *token, *hdr;
-    size_t              len;
-    CURL               *curl;
-    CURLcode            cc;
-    struct curl_slist  *headers;
-    char                cerr[CURL_ERROR_SIZE];
-
-    memset(r, 0, sizeof(hoctl_resp_t));
-
-    if (c->url == NULL || c->url[0] == '\0') {
-        snprintf(r->error, sizeof(r->error), "no --url given and "
-                 "HA_OPTOUT_URL is not set: give the admin location's "
-                 "prefix, e.g. --url http://127.0.0.1:8080/ha-optout/");
-        return HOCTL_USAGE;
-    }
-
-    /* a fresh token per request: each write needs its own jti */
     if (c->token != NULL) {
-        token = strdup(c->token);
-
-    } else if (c->key != NULL) {
-        token = hoctl_jwt_mint(c, r->error, sizeof(r->error));
-        if (token == NULL) {
-            return HOCTL_USAGE;
-        }
-
-    } else {
-        snprintf(r->error, sizeof(r->error), "no credentials: give --token "
-                 "or --key, or set HA_OPTOUT_TOKEN or HA_OPTOUT_KEY");
-        return HOCTL_USAGE;
+        return strdup(c->token);
     }
 
-    len = strlen(c->url) + 1 + strlen(path) + 1;
-    url = malloc(len);
+    if (c->key != NULL) {
+        return hoctl_jwt_mint(c, r->error, sizeof(r->error));
+    }
+
+    snprintf(r->error, sizeof(r->error), "no credentials: give --token "
+             "or --key, or set HA_OPTOUT_TOKEN or HA_OPTOUT_KEY");
+    return NULL;
+}
+
+
+/* Authorization (the token is wiped here), Accept, and the body's own */
+static struct curl_slist *
+hoctl_request_headers(char *token, const char *body, const char *if_match)
+{
+    char                *hdr;
+    struct curl_slist   *headers;
+
     hdr = token ? malloc(strlen(token) + sizeof("Authorization: Bearer "))
                 : NULL;
-    if (url == NULL || hdr == NULL) {
+    if (hdr == NULL) {
         fprintf(stderr, "%s: out of memory\n", hoctl_progname);
         exit(HOCTL_USAGE);
     }
-
-    /* the API lives below the admin prefix: "URL/" + "v1/..." */
-    snprintf(url, len, "%s%s%s", c->url,
-             c->url[strlen(c->url) - 1] == '/' ? "" : "/", path);
 
     sprintf(hdr, "Authorization: Bearer %s", token);
     memset(token, 0, strlen(token));
@@ -131,14 +113,15 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
     memset(hdr, 0, strlen(hdr));
     free(hdr);
 
-    curl = curl_easy_init();
-    if (curl == NULL || headers == NULL) {
-        fprintf(stderr, "%s: cannot initialise libcurl\n", hoctl_progname);
-        exit(HOCTL_USAGE);
-    }
+    return headers;
+}
 
-    cerr[0] = '\0';
 
+static void
+hoctl_request_setup(CURL *curl, const hoctl_conn_t *c, const char *method,
+    const char *url, struct curl_slist *headers, const char *body,
+    hoctl_resp_t *r, char *cerr)
+{
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -181,8 +164,15 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+}
 
-    cc = curl_easy_perform(curl);
+
+/* the transfer's result: ok, refused (and why), unreachable, or usage */
+static int
+hoctl_request_outcome(const hoctl_conn_t *c, CURL *curl, CURLcode cc,
+    const char *cerr, const char *method, const char *url, hoctl_resp_t *r)
+{
+    char  *ip;
 
     if (cc == CURLE_SSL_CERTPROBLEM) {
         /* our own certificate or key: a local mistake, as a bad --key */
@@ -191,46 +181,101 @@ hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
                  c->cert_key ? ", --cert-key " : "",
                  c->cert_key ? c->cert_key : "",
                  cerr[0] ? cerr : curl_easy_strerror(cc));
-        rc = HOCTL_USAGE;
+        return HOCTL_USAGE;
+    }
 
-    } else if (cc == CURLE_PEER_FAILED_VERIFICATION) {
+    if (cc == CURLE_PEER_FAILED_VERIFICATION) {
         snprintf(r->error, sizeof(r->error), "cannot reach %s: the server's "
                  "certificate is not trusted (%s); give its CA with "
                  "--cacert or HA_OPTOUT_CACERT", c->url,
                  cerr[0] ? cerr : curl_easy_strerror(cc));
-        rc = HOCTL_UNREACHABLE;
+        return HOCTL_UNREACHABLE;
+    }
 
-    } else if (cc != CURLE_OK) {
+    if (cc != CURLE_OK) {
         snprintf(r->error, sizeof(r->error), "cannot reach %s: %s",
                  c->url, cerr[0] ? cerr : curl_easy_strerror(cc));
-        rc = (cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL)
-             ? HOCTL_USAGE : HOCTL_UNREACHABLE;
-
-    } else {
-        char  *ip;
-
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
-
-        ip = NULL;
-        if (curl_easy_getinfo(curl, CURLINFO_LOCAL_IP, &ip) == CURLE_OK
-            && ip != NULL)
-        {
-            snprintf(r->local_ip, sizeof(r->local_ip), "%s", ip);
-        }
-
-        if (hoctl_http_not_api(c, method, url, r)) {
-            /* not the API's answer, whatever its status: say what it was */
-            rc = HOCTL_REFUSED;
-
-        } else if (r->status >= 200 && r->status < 300) {
-            rc = HOCTL_OK;
-
-        } else {
-            hoctl_http_error(r);
-            hoctl_http_tls_error(c, r);
-            rc = HOCTL_REFUSED;
-        }
+        return (cc == CURLE_URL_MALFORMAT || cc == CURLE_UNSUPPORTED_PROTOCOL)
+               ? HOCTL_USAGE : HOCTL_UNREACHABLE;
     }
+
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
+
+    ip = NULL;
+    if (curl_easy_getinfo(curl, CURLINFO_LOCAL_IP, &ip) == CURLE_OK
+        && ip != NULL)
+    {
+        snprintf(r->local_ip, sizeof(r->local_ip), "%s", ip);
+    }
+
+    if (hoctl_http_not_api(c, method, url, r)) {
+        /* not the API's answer, whatever its status: say what it was */
+        return HOCTL_REFUSED;
+    }
+
+    if (r->status >= 200 && r->status < 300) {
+        return HOCTL_OK;
+    }
+
+    hoctl_http_error(r);
+    hoctl_http_tls_error(c, r);
+
+    return HOCTL_REFUSED;
+}
+
+
+int
+hoctl_request(const hoctl_conn_t *c, const char *method, const char *path,
+    const char *body, const char *if_match, hoctl_resp_t *r)
+{
+    int                 rc;
+    char               *url, *token;
+    size_t              len;
+    CURL               *curl;
+    CURLcode            cc;
+    struct curl_slist  *headers;
+    char                cerr[CURL_ERROR_SIZE];
+
+    memset(r, 0, sizeof(hoctl_resp_t));
+
+    if (c->url == NULL || c->url[0] == '\0') {
+        snprintf(r->error, sizeof(r->error), "no --url given and "
+                 "HA_OPTOUT_URL is not set: give the admin location's "
+                 "prefix, e.g. --url http://127.0.0.1:8080/ha-optout/");
+        return HOCTL_USAGE;
+    }
+
+    token = hoctl_request_token(c, r);
+    if (token == NULL) {
+        return HOCTL_USAGE;
+    }
+
+    len = strlen(c->url) + 1 + strlen(path) + 1;
+    url = malloc(len);
+    if (url == NULL) {
+        fprintf(stderr, "%s: out of memory\n", hoctl_progname);
+        exit(HOCTL_USAGE);
+    }
+
+    /* the API lives below the admin prefix: "URL/" + "v1/..." */
+    snprintf(url, len, "%s%s%s", c->url,
+             c->url[strlen(c->url) - 1] == '/' ? "" : "/", path);
+
+    headers = hoctl_request_headers(token, body, if_match);
+
+    curl = curl_easy_init();
+    if (curl == NULL || headers == NULL) {
+        fprintf(stderr, "%s: cannot initialise libcurl\n", hoctl_progname);
+        exit(HOCTL_USAGE);
+    }
+
+    cerr[0] = '\0';
+
+    hoctl_request_setup(curl, c, method, url, headers, body, r, cerr);
+
+    cc = curl_easy_perform(curl);
+
+    rc = hoctl_request_outcome(c, curl, cc, cerr, method, url, r);
 
     if (c->verbose) {
         fprintf(stderr, "%s: %s %s -> %ld\n", hoctl_progname, method, url,
