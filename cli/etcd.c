@@ -294,19 +294,7 @@ hoctl_etcd_setup(hoctl_etcd_t *e, CURL *curl)
     curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, 1500L);
 
-    if (e->cacert != NULL) {
-        curl_easy_setopt(curl, CURLOPT_CAINFO, e->cacert);
-    }
-
-    if (e->cert != NULL) {
-        curl_easy_setopt(curl, CURLOPT_SSLCERT, e->cert);
-        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
-    }
-
-    if (e->key != NULL) {
-        curl_easy_setopt(curl, CURLOPT_SSLKEY, e->key);
-        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
-    }
+    hoctl_curl_tls(curl, e->cacert, e->cert, e->key);
 }
 
 
@@ -800,26 +788,9 @@ static size_t
 hoctl_etcd_body(char *data, size_t size, size_t n, void *arg)
 {
     hoctl_etcd_buf_t  *b = arg;
-    char              *p;
-    size_t             len;
 
-    len = size * n;
-
-    if (b->len + len > 64 * 1024 * 1024) {
-        return 0;
-    }
-
-    p = realloc(b->body, b->len + len + 1);
-    if (p == NULL) {
-        return 0;
-    }
-
-    memcpy(p + b->len, data, len);
-    b->body = p;
-    b->len += len;
-    b->body[b->len] = '\0';
-
-    return len;
+    return hoctl_buf_append(&b->body, &b->len, 64 * 1024 * 1024, data,
+                            size * n);
 }
 
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <time.h>
 #include <jansson.h>
+#include <curl/curl.h>
 
 
 #define HOCTL_VERSION       "0.1.0"
@@ -83,6 +84,10 @@ char *hoctl_upstream_path(const char *upstream);
 int hoctl_fail(int rc, hoctl_resp_t *r);
 json_t *hoctl_json_body(hoctl_resp_t *r);
 void hoctl_print_raw(hoctl_resp_t *r);
+size_t hoctl_buf_append(char **buf, size_t *len, size_t max,
+    const char *data, size_t n);
+void hoctl_curl_tls(CURL *curl, const char *cacert, const char *cert,
+    const char *key);
 
 /* jwt.c */
 char *hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen);

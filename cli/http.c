@@ -146,19 +146,7 @@ hoctl_request_setup(CURL *curl, const hoctl_conn_t *c, const char *method,
         curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long) strlen(body));
     }
 
-    if (c->cacert != NULL) {
-        curl_easy_setopt(curl, CURLOPT_CAINFO, c->cacert);
-    }
-
-    if (c->cert != NULL) {
-        curl_easy_setopt(curl, CURLOPT_SSLCERT, c->cert);
-        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
-    }
-
-    if (c->cert_key != NULL) {
-        curl_easy_setopt(curl, CURLOPT_SSLKEY, c->cert_key);
-        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
-    }
+    hoctl_curl_tls(curl, c->cacert, c->cert, c->cert_key);
 
     if (c->insecure) {
         curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -303,27 +291,59 @@ static size_t
 hoctl_http_body(char *data, size_t size, size_t n, void *arg)
 {
     hoctl_resp_t  *r = arg;
-    char          *p;
-    size_t         len;
-
-    len = size * n;
 
     /* the API answers small JSON documents; refuse to buffer a flood */
-    if (r->len + len > 16 * 1024 * 1024) {
+    return hoctl_buf_append(&r->body, &r->len, 16 * 1024 * 1024, data,
+                            size * n);
+}
+
+
+/*
+ * A curl write callback's step, for the admin API and etcd alike: data
+ * appended to *buf, kept NUL-terminated; 0 (curl stops) past max bytes.
+ */
+size_t
+hoctl_buf_append(char **buf, size_t *len, size_t max, const char *data,
+    size_t n)
+{
+    char  *p;
+
+    if (*len + n > max) {
         return 0;
     }
 
-    p = realloc(r->body, r->len + len + 1);
+    p = realloc(*buf, *len + n + 1);
     if (p == NULL) {
         return 0;
     }
 
-    memcpy(p + r->len, data, len);
-    r->body = p;
-    r->len += len;
-    r->body[r->len] = '\0';
+    memcpy(p + *len, data, n);
+    *buf = p;
+    *len += n;
+    (*buf)[*len] = '\0';
 
-    return len;
+    return n;
+}
+
+
+/* the TLS files of a request, for the admin API and etcd alike */
+void
+hoctl_curl_tls(CURL *curl, const char *cacert, const char *cert,
+    const char *key)
+{
+    if (cacert != NULL) {
+        curl_easy_setopt(curl, CURLOPT_CAINFO, cacert);
+    }
+
+    if (cert != NULL) {
+        curl_easy_setopt(curl, CURLOPT_SSLCERT, cert);
+        curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+
+    if (key != NULL) {
+        curl_easy_setopt(curl, CURLOPT_SSLKEY, key);
+        curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
+    }
 }
 
 
