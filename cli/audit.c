@@ -468,7 +468,6 @@ hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
     char           path[64], *line, *safe;
     size_t         i;
     json_t        *j, *list, *e;
-    hoctl_resp_t   r;
 
     if (a->nargs != 1) {
         return hoctl_usage(v, "'audit list' takes no FILE");
@@ -476,22 +475,9 @@ hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
 
     snprintf(path, sizeof(path), "v1/audit?limit=%ld", a->limit);
 
-    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (a->json) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
-    }
-
-    j = hoctl_json_body(&r);
-    hoctl_resp_free(&r);
-
+    rc = hoctl_get_json(&a->conn, path, a->json, &j);
     if (j == NULL) {
-        return HOCTL_REFUSED;
+        return rc;
     }
 
     /* an array of entries, or an object holding one */

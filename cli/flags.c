@@ -19,7 +19,6 @@ hoctl_verb_status(const hoctl_verb_t *v, hoctl_args_t *a)
     int            rc;
     char          *path;
     json_t        *j, *wrap;
-    hoctl_resp_t   r;
 
     if (a->nargs != 0) {
         return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
@@ -32,24 +31,11 @@ hoctl_verb_status(const hoctl_verb_t *v, hoctl_args_t *a)
     path = a->flag.upstream ? hoctl_upstream_path(a->flag.upstream)
                             : strdup("v1/flags");
 
-    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+    rc = hoctl_get_json(&a->conn, path, a->json, &j);
     free(path);
 
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (a->json) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
-    }
-
-    j = hoctl_json_body(&r);
-    hoctl_resp_free(&r);
-
     if (j == NULL) {
-        return HOCTL_REFUSED;
+        return rc;
     }
 
     if (a->flag.upstream != NULL) {

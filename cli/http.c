@@ -629,3 +629,34 @@ hoctl_print_raw(hoctl_resp_t *r)
         free(s);
     }
 }
+
+
+/*
+ * GET path for a verb that prints the answer: with raw (--json) it is
+ * printed as it came and *j is NULL; else *j is its JSON.  Answers the
+ * exit code: the request's failure (said), REFUSED when it is not JSON.
+ */
+int
+hoctl_get_json(const hoctl_conn_t *c, const char *path, int raw, json_t **j)
+{
+    int            rc;
+    hoctl_resp_t   r;
+
+    *j = NULL;
+
+    rc = hoctl_request(c, "GET", path, NULL, NULL, &r);
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, &r);
+    }
+
+    if (raw) {
+        hoctl_print_raw(&r);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    *j = hoctl_json_body(&r);
+    hoctl_resp_free(&r);
+
+    return *j ? HOCTL_OK : HOCTL_REFUSED;
+}

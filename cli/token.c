@@ -84,28 +84,14 @@ hoctl_verb_whoami(const hoctl_verb_t *v, hoctl_args_t *a)
     int            rc;
     json_t        *j, *val;
     const char    *name;
-    hoctl_resp_t   r;
 
     if (a->nargs != 0) {
         return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
     }
 
-    rc = hoctl_request(&a->conn, "GET", "v1/whoami", NULL, NULL, &r);
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (a->json) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
-    }
-
-    j = hoctl_json_body(&r);
-    hoctl_resp_free(&r);
-
+    rc = hoctl_get_json(&a->conn, "v1/whoami", a->json, &j);
     if (j == NULL) {
-        return HOCTL_REFUSED;
+        return rc;
     }
 
     json_object_foreach(j, name, val) {
