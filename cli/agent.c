@@ -929,19 +929,15 @@ hoctl_agent_sleep(long ms)
 }
 
 
-int
-hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
+/* the agent's settings checked, its keys loaded, etcd set up */
+static int
+hoctl_agent_setup(hoctl_agent_t *a, const hoctl_conn_t *c,
+    const hoctl_etcd_opts_t *o, char *hostbuf, size_t hostlen)
 {
-    int                  rc, i;
-    char                 err[HOCTL_ERRLEN], hostbuf[256];
-    long                 backoff;
-    size_t               len;
-    long long            now, next_report, next_check;
-    hoctl_agent_t       *a;
-    struct sigaction     sa;
-    hoctl_etcd_watch_t   w;
+    int     rc;
+    char    err[HOCTL_ERRLEN];
+    size_t  len;
 
-    a = calloc(1, sizeof(hoctl_agent_t));
     a->opts = o;
     a->local = *c;
     a->local.scope = "ha:fleet ha:read";
@@ -949,10 +945,10 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     if (o->host != NULL) {
         a->host = o->host;
     } else {
-        if (gethostname(hostbuf, sizeof(hostbuf)) != 0) {
-            snprintf(hostbuf, sizeof(hostbuf), "unknown");
+        if (gethostname(hostbuf, hostlen) != 0) {
+            snprintf(hostbuf, hostlen, "unknown");
         }
-        hostbuf[sizeof(hostbuf) - 1] = '\0';
+        hostbuf[hostlen - 1] = '\0';
         a->host = hostbuf;
     }
 
@@ -1011,6 +1007,125 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     snprintf(a->flags_key, len, "%sflags/", a->etcd.prefix);
     a->flags_len = strlen(a->flags_key);
 
+    return HOCTL_OK;
+}
+
+
+/*
+ * (Re)connect: a full reconcile, then a watch from the revision after it.
+ * Answers 0 once connected, -1 after a failure (waited *backoff, doubled).
+ */
+static int
+hoctl_agent_connect(hoctl_agent_t *a, hoctl_etcd_watch_t *w, long *backoff)
+{
+    int   rc;
+    char  err[HOCTL_ERRLEN];
+
+    hoctl_etcd_watch_stop(w);
+
+    rc = hoctl_agent_reconcile(a, err, sizeof(err));
+    if (rc == HOCTL_OK) {
+        rc = hoctl_etcd_watch_start(&a->etcd, w, a->flags_key,
+                                    a->revision + 1, err, sizeof(err));
+    }
+
+    if (rc != HOCTL_OK) {
+        hoctl_agent_log(a, "etcd: %s; again in %ld ms", err, *backoff);
+        hoctl_agent_apply(a);   /* only expiries, removals */
+        hoctl_agent_sleep(*backoff);
+        *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
+        return -1;
+    }
+
+    hoctl_agent_log(a, "etcd: reconciled at revision %" PRId64 " via %s",
+                    a->revision, a->etcd.urls[a->etcd.cur]);
+    a->connected = 1;
+    a->watch_member = a->etcd.cur;
+    *backoff = 200;
+
+    return 0;
+}
+
+
+/* the report, when due: -1 when etcd's member must change (reconnect) */
+static int
+hoctl_agent_report_due(hoctl_agent_t *a, long long now,
+    long long *next_report)
+{
+    if (now < *next_report && !a->reported_dirty) {
+        return 0;
+    }
+
+    if (hoctl_agent_report(a) != HOCTL_OK) {
+        /* the member we use is gone or stuck: find another */
+        a->connected = 0;
+        a->etcd.cur = (a->etcd.cur + 1) % a->etcd.nurls;
+        *next_report = now + 500;
+        return -1;
+    }
+
+    *next_report = now + HOCTL_AGENT_REPORT_MS;
+
+    /*
+     * the report went to another member than the watch's: the watch's
+     * member stopped answering (stopped, partitioned), and a watch there
+     * may hang without ending
+     */
+    if (a->etcd.cur != a->watch_member) {
+        hoctl_agent_log(a, "etcd: %s does not answer; watching through %s",
+                        a->etcd.urls[a->watch_member],
+                        a->etcd.urls[a->etcd.cur]);
+        a->connected = 0;
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static void
+hoctl_agent_shutdown(hoctl_agent_t *a, hoctl_etcd_watch_t *w)
+{
+    int   i;
+    char  err[HOCTL_ERRLEN];
+
+    hoctl_agent_log(a, "stopping; local fleet flags lapse at their own "
+                    "expiry");
+
+    hoctl_etcd_watch_stop(w);
+    if (a->lease != 0) {
+        hoctl_etcd_lease_revoke(&a->etcd, a->lease, err, sizeof(err));
+    }
+
+    for (i = 0; i < a->nups; i++) {
+        json_decref(a->ups[i].record);
+    }
+
+    hoctl_etcd_free(&a->etcd);
+    hoctl_trust_free(a->trust);
+    free(a->flags_key);
+    free(a);
+}
+
+
+int
+hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
+{
+    int                  rc;
+    char                 hostbuf[256];
+    long                 backoff;
+    long long            now, next_report, next_check;
+    hoctl_agent_t       *a;
+    struct sigaction     sa;
+    hoctl_etcd_watch_t   w;
+
+    a = calloc(1, sizeof(hoctl_agent_t));
+
+    rc = hoctl_agent_setup(a, c, o, hostbuf, sizeof(hostbuf));
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = hoctl_agent_signal;
     sigaction(SIGTERM, &sa, NULL);
@@ -1034,30 +1149,10 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
         now = hoctl_agent_ms();
 
         if (!a->connected) {
-            hoctl_etcd_watch_stop(&w);
-
-            rc = hoctl_agent_reconcile(a, err, sizeof(err));
-            if (rc == HOCTL_OK) {
-                rc = hoctl_etcd_watch_start(&a->etcd, &w, a->flags_key,
-                                            a->revision + 1, err,
-                                            sizeof(err));
-            }
-
-            if (rc != HOCTL_OK) {
-                hoctl_agent_log(a, "etcd: %s; again in %ld ms", err,
-                                backoff);
-                hoctl_agent_apply(a);   /* only expiries, removals */
-                hoctl_agent_sleep(backoff);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            if (hoctl_agent_connect(a, &w, &backoff) != 0) {
                 continue;
             }
 
-            hoctl_agent_log(a, "etcd: reconciled at revision %" PRId64
-                            " via %s", a->revision,
-                            a->etcd.urls[a->etcd.cur]);
-            a->connected = 1;
-            a->watch_member = a->etcd.cur;
-            backoff = 200;
             next_check = 0;
             next_report = 0;
         }
@@ -1069,28 +1164,8 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
 
         hoctl_agent_apply(a);
 
-        if (now >= next_report || a->reported_dirty) {
-            if (hoctl_agent_report(a) != HOCTL_OK) {
-                /* the member we use is gone or stuck: find another */
-                a->connected = 0;
-                a->etcd.cur = (a->etcd.cur + 1) % a->etcd.nurls;
-                next_report = now + 500;
-                continue;
-            }
-            next_report = now + HOCTL_AGENT_REPORT_MS;
-
-            /*
-             * the report went to another member than the watch's: the
-             * watch's member stopped answering (stopped, partitioned),
-             * and a watch there may hang without ending
-             */
-            if (a->etcd.cur != a->watch_member) {
-                hoctl_agent_log(a, "etcd: %s does not answer; watching "
-                                "through %s", a->etcd.urls[a->watch_member],
-                                a->etcd.urls[a->etcd.cur]);
-                a->connected = 0;
-                continue;
-            }
+        if (hoctl_agent_report_due(a, now, &next_report) != 0) {
+            continue;
         }
 
         if (hoctl_etcd_watch_poll(&w, 200) < 0) {
@@ -1100,22 +1175,7 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
         }
     }
 
-    hoctl_agent_log(a, "stopping; local fleet flags lapse at their own "
-                    "expiry");
-
-    hoctl_etcd_watch_stop(&w);
-    if (a->lease != 0) {
-        hoctl_etcd_lease_revoke(&a->etcd, a->lease, err, sizeof(err));
-    }
-
-    for (i = 0; i < a->nups; i++) {
-        json_decref(a->ups[i].record);
-    }
-
-    hoctl_etcd_free(&a->etcd);
-    hoctl_trust_free(a->trust);
-    free(a->flags_key);
-    free(a);
+    hoctl_agent_shutdown(a, &w);
 
     return HOCTL_OK;
 }
