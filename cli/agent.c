@@ -97,16 +97,6 @@ hoctl_agent_signal(int signo)
 }
 
 
-static long long
-hoctl_agent_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /* text from etcd or nginx goes to our log with control bytes escaped */
 static void
 hoctl_agent_log(hoctl_agent_t *a, const char *fmt, ...)
@@ -565,7 +555,7 @@ hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
 
     } else {
         a->nginx_ok = rc != HOCTL_UNREACHABLE;
-        u->retry_at = hoctl_agent_ms() + 1000;
+        u->retry_at = hoctl_now_ms() + 1000;
         u->result = "error";
         snprintf(u->message, sizeof(u->message), "%s", r.error);
         hoctl_agent_log(a, "%s: cannot apply revision %" PRId64 ": %s",
@@ -608,7 +598,7 @@ hoctl_agent_delete(hoctl_agent_t *a, hoctl_agent_up_t *u)
 
     } else {
         a->nginx_ok = rc != HOCTL_UNREACHABLE;
-        u->retry_at = hoctl_agent_ms() + 1000;
+        u->retry_at = hoctl_now_ms() + 1000;
         hoctl_agent_log(a, "%s: cannot remove the fleet flag: %s", u->name,
                         r.error);
     }
@@ -677,7 +667,7 @@ hoctl_agent_apply(hoctl_agent_t *a)
             /* nothing new while etcd cannot confirm it */
             if (a->connected && u->applied != u->revision
                 && u->failed != u->revision
-                && hoctl_agent_ms() >= u->retry_at)
+                && hoctl_now_ms() >= u->retry_at)
             {
                 hoctl_agent_put(a, u);
             }
@@ -689,7 +679,7 @@ hoctl_agent_apply(hoctl_agent_t *a)
         }
 
         /* restoring HA is always allowed */
-        if (u->applied != 0 && hoctl_agent_ms() >= u->retry_at) {
+        if (u->applied != 0 && hoctl_now_ms() >= u->retry_at) {
             hoctl_agent_delete(a, u);
         }
 
@@ -1146,7 +1136,7 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     a->nginx_ok = 1;
 
     while (!hoctl_agent_stop) {
-        now = hoctl_agent_ms();
+        now = hoctl_now_ms();
 
         if (!a->connected) {
             if (hoctl_agent_connect(a, &w, &backoff) != 0) {

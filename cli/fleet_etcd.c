@@ -389,23 +389,6 @@ static const int  hoctl_erun_forwarded[] = { SIGINT, SIGTERM, SIGHUP,
                                               SIGQUIT };
 
 
-static void
-hoctl_erun_sigchld(int signo)
-{
-    (void) signo;
-}
-
-
-static long long
-hoctl_erun_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /*
  * A heartbeat: keep the lease, then re-sign the record with a fresh
  * expires_at, unless another writer replaced it meanwhile.
@@ -466,23 +449,159 @@ hoctl_erun_heartbeat(hoctl_etcd_t *e, const hoctl_conn_t *c,
 }
 
 
+/* SIGCHLD and the forwarded signals blocked: taken by sigtimedwait() */
+static void
+hoctl_erun_signals(sigset_t *set, sigset_t *old)
+{
+    size_t             n;
+    struct sigaction   sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = hoctl_run_sigchld;
+    sigaction(SIGCHLD, &sa, NULL);
+
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    for (n = 0; n < sizeof(hoctl_erun_forwarded) / sizeof(int); n++) {
+        sigaddset(set, hoctl_erun_forwarded[n]);
+    }
+    sigprocmask(SIG_BLOCK, set, old);
+}
+
+
+/* COMMAND, with the signal mask it was given; never returns in the child */
+static pid_t
+hoctl_erun_spawn(char **argv, const sigset_t *old)
+{
+    int    i;
+    pid_t  pid;
+
+    fflush(stdout);
+    fflush(stderr);
+
+    pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, old, NULL);
+        execvp(argv[0], argv);
+        i = errno;
+        fprintf(stderr, "%s: cannot run \"%s\": %s\n", hoctl_progname,
+                argv[0], strerror(i));
+        _exit(i == ENOENT ? 127 : 126);
+    }
+
+    return pid;
+}
+
+
+/*
+ * While COMMAND runs: a heartbeat every interval (every second after a
+ * failed one, none once the record is lost), signals passed on.  Answers
+ * COMMAND's wait status.
+ */
+static int
+hoctl_erun_wait(hoctl_etcd_t *e, const hoctl_conn_t *c,
+    const hoctl_flag_t *f, json_t *record, long ttl, int64_t lease,
+    int64_t *revision, long interval, pid_t pid, sigset_t *set)
+{
+    int               sig, status, lost;
+    siginfo_t         info;
+    long long         next, now, wait;
+    struct timespec   ts;
+
+    status = 0;
+    lost = 0;
+    next = hoctl_now_ms() + interval;
+
+    for ( ;; ) {
+        now = hoctl_now_ms();
+
+        if (now >= next) {
+            if (lost) {
+                next = now + 3600 * 1000LL;
+
+            } else if (hoctl_erun_heartbeat(e, c, f, record, ttl, lease,
+                                            revision, &lost)
+                       == HOCTL_OK)
+            {
+                next = now + interval;
+
+            } else {
+                next = now + (interval < 1000 ? interval : 1000);
+            }
+
+            continue;
+        }
+
+        wait = next - now;
+        ts.tv_sec = wait / 1000;
+        ts.tv_nsec = (wait % 1000) * 1000000;
+
+        sig = sigtimedwait(set, &info, &ts);
+
+        if (sig == -1) {
+            continue;
+        }
+
+        if (sig == SIGCHLD) {
+            if (waitpid(pid, &status, WNOHANG) == pid) {
+                return status;
+            }
+            continue;
+        }
+
+        if (info.si_code != SI_KERNEL) {
+            kill(pid, sig);
+        }
+    }
+}
+
+
+/* revoking the lease deletes the record (if it is still ours) */
+static void
+hoctl_erun_revoke(hoctl_etcd_t *e, const hoctl_etcd_opts_t *o,
+    const hoctl_flag_t *f, int64_t lease, long ttl)
+{
+    int   i, rc;
+    char  err[HOCTL_ERRLEN];
+
+    rc = HOCTL_OK;
+
+    for (i = 0; i < 3; i++) {
+        if (i > 0) {
+            sleep(1);
+        }
+
+        rc = hoctl_etcd_lease_revoke(e, lease, err, sizeof(err));
+        if (rc == HOCTL_OK) {
+            hoctl_warn("%s: HA restored on the fleet %s", f->upstream,
+                       o->environment);
+            break;
+        }
+
+        hoctl_warn("%s: cannot revoke the lease: %s", f->upstream, err);
+    }
+
+    if (rc != HOCTL_OK) {
+        hoctl_warn("%s: the fleet flag lapses with its lease, within %lds",
+                   f->upstream, ttl);
+    }
+}
+
+
 int
 hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
     const hoctl_flag_t *f, char **argv)
 {
-    int                rc, sig, status, lost, i;
-    long               ttl, interval;
-    char              *what, err[HOCTL_ERRLEN];
-    pid_t              pid;
-    size_t             n;
-    json_t            *record;
-    int64_t            lease, revision;
-    sigset_t           set, old;
-    siginfo_t          info;
-    long long          next, now, wait;
-    hoctl_etcd_t       e;
-    struct timespec    ts;
-    struct sigaction   sa;
+    int            rc, status;
+    long           ttl, interval;
+    char          *what, err[HOCTL_ERRLEN];
+    pid_t          pid;
+    json_t        *record;
+    int64_t        lease, revision;
+    sigset_t       set, old;
+    hoctl_etcd_t   e;
 
     ttl = hoctl_fleet_ttl(f, err, sizeof(err));
     if (ttl < 0) {
@@ -491,16 +610,7 @@ hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
 
     interval = ttl * 1000 / 3;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = hoctl_erun_sigchld;
-    sigaction(SIGCHLD, &sa, NULL);
-
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    for (n = 0; n < sizeof(hoctl_erun_forwarded) / sizeof(int); n++) {
-        sigaddset(&set, hoctl_erun_forwarded[n]);
-    }
-    sigprocmask(SIG_BLOCK, &set, &old);
+    hoctl_erun_signals(&set, &old);
 
     rc = hoctl_etcd_init(&e, o, err, sizeof(err));
     if (rc != HOCTL_OK) {
@@ -527,96 +637,18 @@ hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
                interval / 1000, interval % 1000, argv[0]);
     free(what);
 
-    fflush(stdout);
-    fflush(stderr);
-
-    pid = fork();
-    if (pid == 0) {
-        signal(SIGPIPE, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        execvp(argv[0], argv);
-        i = errno;
-        fprintf(stderr, "%s: cannot run \"%s\": %s\n", hoctl_progname,
-                argv[0], strerror(i));
-        _exit(i == ENOENT ? 127 : 126);
-    }
-
-    status = 0;
-    lost = 0;
+    pid = hoctl_erun_spawn(argv, &old);
 
     if (pid < 0) {
         hoctl_warn("fork: %s", strerror(errno));
         status = -1;
-        goto done;
+
+    } else {
+        status = hoctl_erun_wait(&e, c, f, record, ttl, lease, &revision,
+                                 interval, pid, &set);
     }
 
-    next = hoctl_erun_now_ms() + interval;
-
-    for ( ;; ) {
-        now = hoctl_erun_now_ms();
-
-        if (now >= next) {
-            if (lost) {
-                next = now + 3600 * 1000LL;
-
-            } else if (hoctl_erun_heartbeat(&e, c, f, record, ttl, lease,
-                                            &revision, &lost)
-                       == HOCTL_OK)
-            {
-                next = now + interval;
-
-            } else {
-                next = now + (interval < 1000 ? interval : 1000);
-            }
-
-            continue;
-        }
-
-        wait = next - now;
-        ts.tv_sec = wait / 1000;
-        ts.tv_nsec = (wait % 1000) * 1000000;
-
-        sig = sigtimedwait(&set, &info, &ts);
-
-        if (sig == -1) {
-            continue;
-        }
-
-        if (sig == SIGCHLD) {
-            if (waitpid(pid, &status, WNOHANG) == pid) {
-                break;
-            }
-            continue;
-        }
-
-        if (info.si_code != SI_KERNEL) {
-            kill(pid, sig);
-        }
-    }
-
-done:
-
-    /* revoking the lease deletes the record (if it is still ours) */
-    for (i = 0; i < 3; i++) {
-        if (i > 0) {
-            sleep(1);
-        }
-
-        rc = hoctl_etcd_lease_revoke(&e, lease, err, sizeof(err));
-        if (rc == HOCTL_OK) {
-            hoctl_warn("%s: HA restored on the fleet %s", f->upstream,
-                       o->environment);
-            break;
-        }
-
-        hoctl_warn("%s: cannot revoke the lease: %s", f->upstream, err);
-    }
-
-    if (rc != HOCTL_OK) {
-        hoctl_warn("%s: the fleet flag lapses with its lease, within %lds",
-                   f->upstream, ttl);
-    }
+    hoctl_erun_revoke(&e, o, f, lease, ttl);
 
     json_decref(record);
     hoctl_etcd_free(&e);
@@ -625,13 +657,5 @@ done:
         return HOCTL_REFUSED;
     }
 
-    if (WIFEXITED(status)) {
-        return WEXITSTATUS(status);
-    }
-
-    if (WIFSIGNALED(status)) {
-        return 128 + WTERMSIG(status);
-    }
-
-    return HOCTL_REFUSED;
+    return hoctl_run_exit(status);
 }

@@ -112,6 +112,9 @@ int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
     char **line);
 
 /* run.c, fleet.c, audit.c */
+void hoctl_run_sigchld(int signo);
+long long hoctl_now_ms(void);
+int hoctl_run_exit(int status);
 int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);
 int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json);

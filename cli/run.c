@@ -30,14 +30,14 @@ static int  hoctl_hup_ignored;
 
 /* never runs: the signals are blocked and taken by sigtimedwait() */
 
-static void
+void
 hoctl_run_sigchld(int signo)
 {
     (void) signo;
 }
 
 
-static long long
+long long
 hoctl_now_ms(void)
 {
     struct timespec  ts;
@@ -381,6 +381,14 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
     hoctl_run_clear(c, path, f->upstream);
     free(path);
 
+    return hoctl_run_exit(status);
+}
+
+
+/* COMMAND's wait status as our exit code: its own, or 128+N for signal N */
+int
+hoctl_run_exit(int status)
+{
     if (WIFEXITED(status)) {
         return WEXITSTATUS(status);
     }
