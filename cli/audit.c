@@ -278,21 +278,32 @@ static const char  hoctl_zero_hash[] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
 
-int
-hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
-    const char *state, int accept_gaps)
-{
-    int          i, found, multi;
-    char         gap[HOCTL_HEX_LEN + 1];
+/* what audit verify carries from line to line and file to file */
+typedef struct {
+    char       **files;
+    int          nfiles;
+    const char  *state;
+    int          accept_gaps;
+    int          multi;
+    int          found;         /* the state file's audit_hash was met */
+    char         prev[HOCTL_HEX_LEN + 1];
+    char         anchor[HOCTL_HEX_LEN + 1];
+    char         where[HOCTL_ERRLEN];
+    char         why[HOCTL_ERRLEN];
     char         gapwhy[HOCTL_ERRLEN];
-    size_t       gaps;
-    FILE        *f;
-    char        *line, prev[HOCTL_HEX_LEN + 1], why[HOCTL_ERRLEN];
-    char         anchor[HOCTL_HEX_LEN + 1], where[HOCTL_ERRLEN];
     char         joint[HOCTL_ERRLEN + 1024];
-    size_t       cap, n, total, after;
-    ssize_t      len;
-    const char  *bad, *swhy;
+    size_t       total, after, gaps;
+    char        *line;
+    size_t       cap;
+} hoctl_verify_t;
+
+
+/* --prev-hash, --state and every file checked: a typo is a usage error */
+static int
+hoctl_verify_start(hoctl_verify_t *v, const char *prev_hash)
+{
+    int          i;
+    const char  *swhy;
 
     if (prev_hash != NULL) {
         if (!hoctl_is_hex64(prev_hash, strlen(prev_hash))) {
@@ -300,164 +311,217 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
             return HOCTL_USAGE;
         }
 
-        memcpy(prev, prev_hash, sizeof(prev));
+        memcpy(v->prev, prev_hash, sizeof(v->prev));
 
     } else {
-        memcpy(prev, hoctl_zero_hash, sizeof(prev));
+        memcpy(v->prev, hoctl_zero_hash, sizeof(v->prev));
     }
 
-    if (state != NULL
-        && hoctl_state_hash(state, anchor, &swhy) != HOCTL_OK)
+    if (v->state != NULL
+        && hoctl_state_hash(v->state, v->anchor, &swhy) != HOCTL_OK)
     {
-        hoctl_warn("state file \"%s\": %s", hoctl_safe(state), swhy);
+        hoctl_warn("state file \"%s\": %s", hoctl_safe(v->state), swhy);
         return HOCTL_USAGE;
     }
 
     /* every file first: a typo is a usage error, not a broken chain */
 
-    for (i = 0; i < nfiles; i++) {
-        if (strcmp(files[i], "-") != 0 && access(files[i], R_OK) != 0) {
-            hoctl_warn("cannot open \"%s\": %s", hoctl_safe(files[i]),
+    for (i = 0; i < v->nfiles; i++) {
+        if (strcmp(v->files[i], "-") != 0
+            && access(v->files[i], R_OK) != 0)
+        {
+            hoctl_warn("cannot open \"%s\": %s", hoctl_safe(v->files[i]),
                        strerror(errno));
             return HOCTL_USAGE;
         }
     }
 
-    multi = (nfiles > 1);
-    found = (state != NULL && strcmp(anchor, prev) == 0);
-    where[0] = '\0';
-    after = 0;
-    total = 0;
-    gaps = 0;
-    line = NULL;
-    cap = 0;
+    v->multi = (v->nfiles > 1);
+    v->found = (v->state != NULL && strcmp(v->anchor, v->prev) == 0);
 
-    for (i = 0; i < nfiles; i++) {
-        f = (strcmp(files[i], "-") == 0) ? stdin : fopen(files[i], "rb");
-        if (f == NULL) {
-            hoctl_warn("cannot open \"%s\": %s", hoctl_safe(files[i]),
-                       strerror(errno));
-            free(line);
-            return HOCTL_USAGE;
-        }
+    return HOCTL_OK;
+}
 
-        n = 0;
 
-        while ((len = getline(&line, &cap, f)) != -1) {
-            n++;
-            total++;
+/* line n of file i (len bytes): what is wrong with it, or NULL */
+static const char *
+hoctl_verify_line(hoctl_verify_t *v, int i, size_t n, ssize_t len)
+{
+    char         gap[HOCTL_HEX_LEN + 1];
+    const char  *bad;
 
-            if (len > 0 && line[len - 1] == '\n') {
-                len--;
-            }
+    bad = hoctl_audit_line(v->line, len, v->prev, v->total == 1, v->prev,
+                           v->why, sizeof(v->why), gap);
 
-            bad = hoctl_audit_line(line, len, prev, total == 1, prev, why,
-                                   sizeof(why), gap);
+    if (bad == NULL && gap[0]) {
+        v->gaps++;
 
-            if (bad == NULL && gap[0]) {
-                gaps++;
-
-                if (!accept_gaps) {
-                    snprintf(gapwhy, sizeof(gapwhy), "the log was cut before "
-                             "this restart: the state file expected %s "
-                             "(--accept-gaps accepts it)", gap);
-                    bad = gapwhy;
-                }
-            }
-
-            if (bad != NULL && n == 1 && total > 1) {
-                /* where one file should continue the one before it */
-                snprintf(joint, sizeof(joint), "%.400s (it does not "
-                         "continue \"%.200s\": a file between them is "
-                         "missing, or they are not in order, oldest first)",
-                         bad, hoctl_safe(files[i - 1]));
-                bad = joint;
-            }
-
-            if (bad != NULL && total > 1 && len > 0
-                && strstr(line, "\"prev_hash\": \"0000000000000000000000000"
-                                "000000000000000000000000000000000000000\"")
-                   != NULL)
-            {
-                bad = "prev_hash is 64 zeros: the chain starts again here "
-                      "(nginx found neither a log nor a state file to "
-                      "continue when it started, or an older version "
-                      "restarted the chain at each start); what comes "
-                      "before it cannot be checked against it";
-            }
-
-            if (bad != NULL) {
-                if (multi) {
-                    printf("%s: line %zu: %s\n", hoctl_safe(files[i]), n, bad);
-                } else {
-                    printf("line %zu: %s\n", n, bad);
-                }
-
-                free(line);
-                if (f != stdin) {
-                    fclose(f);
-                }
-                return HOCTL_REFUSED;
-            }
-
-            if (found) {
-                after++;
-
-            } else if (state != NULL && strcmp(prev, anchor) == 0) {
-                found = 1;
-                snprintf(where, sizeof(where), "%.200s%sline %zu",
-                         multi ? hoctl_safe(files[i]) : "", multi ? ": " : "",
-                         n);
-            }
-        }
-
-        if (ferror(f)) {
-            hoctl_warn("cannot read \"%s\": %s", hoctl_safe(files[i]),
-                       strerror(errno));
-            free(line);
-            if (f != stdin) {
-                fclose(f);
-            }
-            return HOCTL_USAGE;
-        }
-
-        if (f != stdin) {
-            fclose(f);
+        if (!v->accept_gaps) {
+            snprintf(v->gapwhy, sizeof(v->gapwhy), "the log was cut before "
+                     "this restart: the state file expected %s "
+                     "(--accept-gaps accepts it)", gap);
+            bad = v->gapwhy;
         }
     }
 
-    free(line);
+    if (bad != NULL && n == 1 && v->total > 1) {
+        /* where one file should continue the one before it */
+        snprintf(v->joint, sizeof(v->joint), "%.400s (it does not "
+                 "continue \"%.200s\": a file between them is "
+                 "missing, or they are not in order, oldest first)",
+                 bad, hoctl_safe(v->files[i - 1]));
+        bad = v->joint;
+    }
 
-    if (state != NULL && !found) {
+    if (bad != NULL && v->total > 1 && len > 0
+        && strstr(v->line, "\"prev_hash\": \"0000000000000000000000000"
+                           "000000000000000000000000000000000000000\"")
+           != NULL)
+    {
+        bad = "prev_hash is 64 zeros: the chain starts again here "
+              "(nginx found neither a log nor a state file to "
+              "continue when it started, or an older version "
+              "restarted the chain at each start); what comes "
+              "before it cannot be checked against it";
+    }
+
+    return bad;
+}
+
+
+/* one file of the chain: OK, REFUSED (the broken line said) or USAGE */
+static int
+hoctl_verify_file(hoctl_verify_t *v, int i)
+{
+    int          rc;
+    FILE        *f;
+    size_t       n;
+    ssize_t      len;
+    const char  *bad, *name;
+
+    name = v->files[i];
+    f = (strcmp(name, "-") == 0) ? stdin : fopen(name, "rb");
+    if (f == NULL) {
+        hoctl_warn("cannot open \"%s\": %s", hoctl_safe(name),
+                   strerror(errno));
+        return HOCTL_USAGE;
+    }
+
+    n = 0;
+    rc = HOCTL_OK;
+
+    while ((len = getline(&v->line, &v->cap, f)) != -1) {
+        n++;
+        v->total++;
+
+        if (len > 0 && v->line[len - 1] == '\n') {
+            len--;
+        }
+
+        bad = hoctl_verify_line(v, i, n, len);
+
+        if (bad != NULL) {
+            if (v->multi) {
+                printf("%s: line %zu: %s\n", hoctl_safe(name), n, bad);
+            } else {
+                printf("line %zu: %s\n", n, bad);
+            }
+
+            rc = HOCTL_REFUSED;
+            break;
+        }
+
+        if (v->found) {
+            v->after++;
+
+        } else if (v->state != NULL && strcmp(v->prev, v->anchor) == 0) {
+            v->found = 1;
+            snprintf(v->where, sizeof(v->where), "%.200s%sline %zu",
+                     v->multi ? hoctl_safe(name) : "",
+                     v->multi ? ": " : "", n);
+        }
+    }
+
+    if (rc == HOCTL_OK && ferror(f)) {
+        hoctl_warn("cannot read \"%s\": %s", hoctl_safe(name),
+                   strerror(errno));
+        rc = HOCTL_USAGE;
+    }
+
+    if (f != stdin) {
+        fclose(f);
+    }
+
+    return rc;
+}
+
+
+/* the whole chain read: the state file's line, gaps accepted, "ok" */
+static int
+hoctl_verify_report(hoctl_verify_t *v)
+{
+    if (v->state != NULL && !v->found) {
         printf("the state file's audit_hash %.16s... is not a line of %s: "
                "lines at the end were removed (or the newest file is not "
-               "given)\n", anchor, multi ? "these files" : "the log");
+               "given)\n", v->anchor, v->multi ? "these files" : "the log");
         return HOCTL_REFUSED;
     }
 
-    if (gaps) {
+    if (v->gaps) {
         printf("accepted: %zu chain_gap line%s (the log was cut while nginx "
-               "was stopped)\n", gaps, gaps == 1 ? "" : "s");
+               "was stopped)\n", v->gaps, v->gaps == 1 ? "" : "s");
     }
 
-    if (multi) {
-        printf("ok: %zu line%s in %d files\n", total,
-               total == 1 ? "" : "s", nfiles);
+    if (v->multi) {
+        printf("ok: %zu line%s in %d files\n", v->total,
+               v->total == 1 ? "" : "s", v->nfiles);
     } else {
-        printf("ok: %zu line%s\n", total, total == 1 ? "" : "s");
+        printf("ok: %zu line%s\n", v->total, v->total == 1 ? "" : "s");
     }
 
-    if (state != NULL) {
-        if (where[0]) {
+    if (v->state != NULL) {
+        if (v->where[0]) {
             printf("state file: its audit_hash is %s; %zu line%s after it\n",
-                   where, after, after == 1 ? "" : "s");
+                   v->where, v->after, v->after == 1 ? "" : "s");
         } else {
             printf("state file: its audit_hash is where the chain starts; "
-                   "%zu lines after it\n", after);
+                   "%zu lines after it\n", v->after);
         }
     }
 
     return HOCTL_OK;
+}
+
+
+int
+hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
+    const char *state, int accept_gaps)
+{
+    int             i, rc;
+    hoctl_verify_t  v;
+
+    memset(&v, 0, sizeof(hoctl_verify_t));
+    v.files = files;
+    v.nfiles = nfiles;
+    v.state = state;
+    v.accept_gaps = accept_gaps;
+
+    rc = hoctl_verify_start(&v, prev_hash);
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    for (i = 0; i < nfiles; i++) {
+        rc = hoctl_verify_file(&v, i);
+        if (rc != HOCTL_OK) {
+            free(v.line);
+            return rc;
+        }
+    }
+
+    free(v.line);
+
+    return hoctl_verify_report(&v);
 }
 
 
