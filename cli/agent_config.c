@@ -5,6 +5,7 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,20 +46,57 @@ hoctl_agent_cfg_scalar(yaml_node_t *n, const char *file, const char *k,
 }
 
 
-int
-hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
-    char *err, size_t errlen)
+/* the settings that are one string, and where each goes */
+static const struct {
+    const char  *name;
+    int          conn;          /* in hoctl_conn_t, else hoctl_etcd_opts_t */
+    size_t       off;
+} hoctl_agent_cfg_strings[] = {
+    { "etcd",               0, offsetof(hoctl_etcd_opts_t, etcd) },
+    { "environment",        0, offsetof(hoctl_etcd_opts_t, environment) },
+    { "host",               0, offsetof(hoctl_etcd_opts_t, host) },
+    { "etcd-prefix",        0, offsetof(hoctl_etcd_opts_t, prefix) },
+    { "etcd-user",          0, offsetof(hoctl_etcd_opts_t, user) },
+    { "etcd-password-file", 0, offsetof(hoctl_etcd_opts_t, password_file) },
+    { "etcd-cacert",        0, offsetof(hoctl_etcd_opts_t, cacert) },
+    { "etcd-cert",          0, offsetof(hoctl_etcd_opts_t, cert) },
+    { "etcd-key",           0, offsetof(hoctl_etcd_opts_t, key) },
+    { "url",                1, offsetof(hoctl_conn_t, url) },
+    { "key",                1, offsetof(hoctl_conn_t, key) },
+    { "alg",                1, offsetof(hoctl_conn_t, alg) },
+    { "kid",                1, offsetof(hoctl_conn_t, kid) },
+    { "aud",                1, offsetof(hoctl_conn_t, aud) },
+    { "cacert",             1, offsetof(hoctl_conn_t, cacert) },
+};
+
+
+static const char **
+hoctl_agent_cfg_field(const char *k, hoctl_conn_t *c, hoctl_etcd_opts_t *o)
 {
-    int                 rc, cli_trust;
-    FILE               *f;
-    char               *list;
-    size_t              len;
-    const char         *k, *s, **dst;
-    yaml_node_t        *root, *kn, *vn, *item;
-    yaml_parser_t       parser;
-    yaml_document_t     doc;
-    yaml_node_item_t   *it;
-    yaml_node_pair_t   *p;
+    size_t  i;
+
+    for (i = 0; i < sizeof(hoctl_agent_cfg_strings)
+                    / sizeof(hoctl_agent_cfg_strings[0]); i++)
+    {
+        if (strcmp(k, hoctl_agent_cfg_strings[i].name) == 0) {
+            return (const char **)
+                   ((char *) (hoctl_agent_cfg_strings[i].conn
+                              ? (void *) c : (void *) o)
+                    + hoctl_agent_cfg_strings[i].off);
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the file read as one YAML document */
+static int
+hoctl_agent_cfg_load(const char *file, yaml_document_t *doc, char *err,
+    size_t errlen)
+{
+    FILE           *f;
+    yaml_parser_t   parser;
 
     f = fopen(file, "rb");
     if (f == NULL) {
@@ -70,7 +108,7 @@ hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
     yaml_parser_initialize(&parser);
     yaml_parser_set_input_file(&parser, f);
 
-    if (!yaml_parser_load(&parser, &doc)) {
+    if (!yaml_parser_load(&parser, doc)) {
         snprintf(err, errlen, "%s:%zu:%zu: %s", file,
                  parser.problem_mark.line + 1,
                  parser.problem_mark.column + 1,
@@ -82,6 +120,109 @@ hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
 
     yaml_parser_delete(&parser);
     fclose(f);
+
+    return 0;
+}
+
+
+/* trust-key: a file or a list of files */
+static int
+hoctl_agent_cfg_trust(yaml_document_t *doc, yaml_node_t *vn,
+    const char *file, hoctl_etcd_opts_t *o, char *err, size_t errlen)
+{
+    yaml_node_t       *item;
+    yaml_node_item_t  *it;
+
+    if (vn->type == YAML_SCALAR_NODE) {
+        o->trust[o->ntrust++] = strdup((const char *) vn->data.scalar.value);
+        return 0;
+    }
+
+    if (vn->type != YAML_SEQUENCE_NODE) {
+        snprintf(err, errlen, "%s:%zu: trust-key is a file or a "
+                 "list of files", file, vn->start_mark.line + 1);
+        return -1;
+    }
+
+    for (it = vn->data.sequence.items.start;
+         it < vn->data.sequence.items.top; it++)
+    {
+        item = yaml_document_get_node(doc, *it);
+
+        if (item->type != YAML_SCALAR_NODE
+            || o->ntrust == HOCTL_ETCD_MAX_TRUST)
+        {
+            snprintf(err, errlen, "%s:%zu: trust-key: at most %d "
+                     "file names", file, item->start_mark.line + 1,
+                     HOCTL_ETCD_MAX_TRUST);
+            return -1;
+        }
+
+        o->trust[o->ntrust++] =
+            strdup((const char *) item->data.scalar.value);
+    }
+
+    return 0;
+}
+
+
+/* etcd: [URL, ...] as the command line's "URL,URL" */
+static int
+hoctl_agent_cfg_etcd_list(yaml_document_t *doc, yaml_node_t *vn,
+    const char *file, hoctl_etcd_opts_t *o, char *err, size_t errlen)
+{
+    char              *list;
+    size_t             len;
+    const char        *s;
+    yaml_node_t       *item;
+    yaml_node_item_t  *it;
+
+    len = 1;
+    list = calloc(1, 1);
+
+    for (it = vn->data.sequence.items.start;
+         it < vn->data.sequence.items.top; it++)
+    {
+        item = yaml_document_get_node(doc, *it);
+        if (item->type != YAML_SCALAR_NODE) {
+            free(list);
+            snprintf(err, errlen, "%s:%zu: etcd: a list of URLs",
+                     file, item->start_mark.line + 1);
+            return -1;
+        }
+
+        s = (const char *) item->data.scalar.value;
+        len += strlen(s) + 1;
+        list = realloc(list, len);
+        if (list[0] != '\0') {
+            strcat(list, ",");
+        }
+        strcat(list, s);
+    }
+
+    if (o->etcd == NULL) {
+        o->etcd = list;
+    } else {
+        free(list);
+    }
+
+    return 0;
+}
+
+
+int
+hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
+    char *err, size_t errlen)
+{
+    int                 rc, cli_trust;
+    const char         *k, **dst;
+    yaml_node_t        *root, *kn, *vn;
+    yaml_document_t     doc;
+    yaml_node_pair_t   *p;
+
+    if (hoctl_agent_cfg_load(file, &doc, err, errlen) != 0) {
+        return -1;
+    }
 
     rc = -1;
     root = yaml_document_get_root_node(&doc);
@@ -109,92 +250,27 @@ hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
         k = (const char *) kn->data.scalar.value;
 
         if (strcmp(k, "trust-key") == 0) {
-            if (cli_trust) {
-                continue;
-            }
-
-            if (vn->type == YAML_SCALAR_NODE) {
-                o->trust[o->ntrust++] =
-                    strdup((const char *) vn->data.scalar.value);
-                continue;
-            }
-
-            if (vn->type != YAML_SEQUENCE_NODE) {
-                snprintf(err, errlen, "%s:%zu: trust-key is a file or a "
-                         "list of files", file, vn->start_mark.line + 1);
-                goto done;
-            }
-
-            for (it = vn->data.sequence.items.start;
-                 it < vn->data.sequence.items.top; it++)
+            if (!cli_trust
+                && hoctl_agent_cfg_trust(&doc, vn, file, o, err, errlen)
+                   != 0)
             {
-                item = yaml_document_get_node(&doc, *it);
-
-                if (item->type != YAML_SCALAR_NODE
-                    || o->ntrust == HOCTL_ETCD_MAX_TRUST)
-                {
-                    snprintf(err, errlen, "%s:%zu: trust-key: at most %d "
-                             "file names", file, item->start_mark.line + 1,
-                             HOCTL_ETCD_MAX_TRUST);
-                    goto done;
-                }
-
-                o->trust[o->ntrust++] =
-                    strdup((const char *) item->data.scalar.value);
+                goto done;
             }
 
             continue;
         }
 
         if (strcmp(k, "etcd") == 0 && vn->type == YAML_SEQUENCE_NODE) {
-            len = 1;
-            list = calloc(1, 1);
-
-            for (it = vn->data.sequence.items.start;
-                 it < vn->data.sequence.items.top; it++)
+            if (hoctl_agent_cfg_etcd_list(&doc, vn, file, o, err, errlen)
+                != 0)
             {
-                item = yaml_document_get_node(&doc, *it);
-                if (item->type != YAML_SCALAR_NODE) {
-                    free(list);
-                    snprintf(err, errlen, "%s:%zu: etcd: a list of URLs",
-                             file, item->start_mark.line + 1);
-                    goto done;
-                }
-
-                s = (const char *) item->data.scalar.value;
-                len += strlen(s) + 1;
-                list = realloc(list, len);
-                if (list[0] != '\0') {
-                    strcat(list, ",");
-                }
-                strcat(list, s);
-            }
-
-            if (o->etcd == NULL) {
-                o->etcd = list;
-            } else {
-                free(list);
+                goto done;
             }
 
             continue;
         }
 
-        dst = strcmp(k, "etcd") == 0 ? &o->etcd
-            : strcmp(k, "environment") == 0 ? &o->environment
-            : strcmp(k, "host") == 0 ? &o->host
-            : strcmp(k, "etcd-prefix") == 0 ? &o->prefix
-            : strcmp(k, "etcd-user") == 0 ? &o->user
-            : strcmp(k, "etcd-password-file") == 0 ? &o->password_file
-            : strcmp(k, "etcd-cacert") == 0 ? &o->cacert
-            : strcmp(k, "etcd-cert") == 0 ? &o->cert
-            : strcmp(k, "etcd-key") == 0 ? &o->key
-            : strcmp(k, "url") == 0 ? &c->url
-            : strcmp(k, "key") == 0 ? &c->key
-            : strcmp(k, "alg") == 0 ? &c->alg
-            : strcmp(k, "kid") == 0 ? &c->kid
-            : strcmp(k, "aud") == 0 ? &c->aud
-            : strcmp(k, "cacert") == 0 ? &c->cacert
-            : NULL;
+        dst = hoctl_agent_cfg_field(k, c, o);
 
         if (dst == NULL) {
             snprintf(err, errlen, "%s:%zu: unknown setting \"%s\"", file,
