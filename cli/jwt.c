@@ -26,6 +26,8 @@
 
 
 static char *hoctl_b64url(const unsigned char *in, size_t len);
+static char *hoctl_jws_join(const char *key, int alg, char *hdr, char *pl,
+    char *err, size_t errlen);
 static unsigned char *hoctl_read_key(const char *file, size_t *len,
     char *err, size_t errlen);
 static int hoctl_sign_hs256(const char *file, const char *input,
@@ -45,14 +47,14 @@ static json_t *hoctl_upstreams(const char *list);
 char *
 hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
 {
-    int             rc, alg;
-    char           *hdr_json, *clm_json, *hdr, *clm, *input, *sig64, *jwt;
+    int             alg;
+    char           *hdr_json, *clm_json, *hdr, *clm;
     char            jti[33];
-    size_t          len, siglen;
+    size_t          len;
     time_t          now;
     json_t         *h, *cl;
     json_t         *ups;
-    unsigned char   rnd[16], sig[1024];
+    unsigned char   rnd[16];
     static const char  *algs[] = { "HS256", "ES256", "EdDSA", "RS256" };
 
     if (c->alg == NULL || strcasecmp(c->alg, "hs256") == 0) {
@@ -134,36 +136,7 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
     free(hdr_json);
     free(clm_json);
 
-    len = strlen(hdr) + 1 + strlen(clm) + 1;
-    input = malloc(len);
-    snprintf(input, len, "%s.%s", hdr, clm);
-    free(hdr);
-    free(clm);
-
-    siglen = sizeof(sig);
-
-    if (alg == HOCTL_HS256) {
-        rc = hoctl_sign_hs256(c->key, input, sig, &siglen, err, errlen);
-    } else {
-        rc = hoctl_sign_pkey(c->key, alg, input, sig, &siglen, err, errlen);
-    }
-
-    if (rc != 0) {
-        free(input);
-        return NULL;
-    }
-
-    sig64 = hoctl_b64url(sig, siglen);
-    OPENSSL_cleanse(sig, sizeof(sig));
-
-    len = strlen(input) + 1 + strlen(sig64) + 1;
-    jwt = malloc(len);
-    snprintf(jwt, len, "%s.%s", input, sig64);
-
-    free(input);
-    free(sig64);
-
-    return jwt;
+    return hoctl_jws_join(c->key, alg, hdr, clm, err, errlen);
 }
 
 
@@ -460,11 +433,9 @@ char *
 hoctl_jws_sign(const hoctl_conn_t *c, const char *typ, const char *payload,
     char *err, size_t errlen)
 {
-    int             rc, alg;
-    char           *hdr_json, *hdr, *pl, *input, *sig64, *jws;
-    size_t          len, siglen;
+    int             alg;
+    char           *hdr_json, *hdr, *pl;
     json_t         *h;
-    unsigned char   sig[EVP_MAX_MD_SIZE + 128];
     static const char  *algs[] = { "HS256", "ES256", "EdDSA" };
 
     if (c->key == NULL) {
@@ -506,6 +477,23 @@ hoctl_jws_sign(const hoctl_conn_t *c, const char *typ, const char *payload,
     pl = hoctl_b64url((const unsigned char *) payload, strlen(payload));
     free(hdr_json);
 
+    return hoctl_jws_join(c->key, alg, hdr, pl, err, errlen);
+}
+
+
+/*
+ * The compact serialization of a token and of a record alike: "H.P" (both
+ * base64url, freed here) signed with the key, "H.P.S"; NULL on failure.
+ */
+static char *
+hoctl_jws_join(const char *key, int alg, char *hdr, char *pl, char *err,
+    size_t errlen)
+{
+    int             rc;
+    char           *input, *sig64, *jws;
+    size_t          len, siglen;
+    unsigned char   sig[1024];
+
     len = strlen(hdr) + 1 + strlen(pl) + 1;
     input = malloc(len);
     snprintf(input, len, "%s.%s", hdr, pl);
@@ -515,10 +503,9 @@ hoctl_jws_sign(const hoctl_conn_t *c, const char *typ, const char *payload,
     siglen = sizeof(sig);
 
     if (alg == HOCTL_HS256) {
-        rc = hoctl_sign_hs256(c->key, input, sig, &siglen, err, errlen);
+        rc = hoctl_sign_hs256(key, input, sig, &siglen, err, errlen);
     } else {
-        rc = hoctl_sign_pkey(c->key, alg, input, sig, &siglen, err,
-                             errlen);
+        rc = hoctl_sign_pkey(key, alg, input, sig, &siglen, err, errlen);
     }
 
     if (rc != 0) {
