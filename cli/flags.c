@@ -89,18 +89,13 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
 
     body = hoctl_flag_body(&a->flag);
 
-    rc = hoctl_request(&a->conn, "PUT", path, body, a->flag.if_match, &r);
+    rc = hoctl_send(&a->conn, "PUT", path, body, a->flag.if_match, a->json,
+                    &r);
     free(path);
     free(body);
 
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (a->json) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
+    if (rc != HOCTL_OK || a->json) {
+        return rc;
     }
 
     j = hoctl_json_body(&r);

@@ -84,6 +84,8 @@ char *hoctl_upstream_path(const char *upstream);
 int hoctl_fail(int rc, hoctl_resp_t *r);
 json_t *hoctl_json_body(hoctl_resp_t *r);
 void hoctl_print_raw(hoctl_resp_t *r);
+int hoctl_send(const hoctl_conn_t *c, const char *method, const char *path,
+    const char *body, const char *if_match, int raw, hoctl_resp_t *r);
 int hoctl_get_json(const hoctl_conn_t *c, const char *path, int raw,
     json_t **j);
 size_t hoctl_buf_append(char **buf, size_t *len, size_t max,

@@ -632,6 +632,31 @@ hoctl_print_raw(hoctl_resp_t *r)
 
 
 /*
+ * A request whose answer a verb prints.  Answers the request's failure
+ * (said on stderr), or OK: with raw (--json) the answer was printed as
+ * it came and r is freed, else r is the caller's to read and free.
+ */
+int
+hoctl_send(const hoctl_conn_t *c, const char *method, const char *path,
+    const char *body, const char *if_match, int raw, hoctl_resp_t *r)
+{
+    int  rc;
+
+    rc = hoctl_request(c, method, path, body, if_match, r);
+    if (rc != HOCTL_OK) {
+        return hoctl_fail(rc, r);
+    }
+
+    if (raw) {
+        hoctl_print_raw(r);
+        hoctl_resp_free(r);
+    }
+
+    return HOCTL_OK;
+}
+
+
+/*
  * GET path for a verb that prints the answer: with raw (--json) it is
  * printed as it came and *j is NULL; else *j is its JSON.  Answers the
  * exit code: the request's failure (said), REFUSED when it is not JSON.
@@ -644,15 +669,9 @@ hoctl_get_json(const hoctl_conn_t *c, const char *path, int raw, json_t **j)
 
     *j = NULL;
 
-    rc = hoctl_request(c, "GET", path, NULL, NULL, &r);
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (raw) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
+    rc = hoctl_send(c, "GET", path, NULL, NULL, raw, &r);
+    if (rc != HOCTL_OK || raw) {
+        return rc;
     }
 
     *j = hoctl_json_body(&r);

@@ -195,21 +195,33 @@ hoctl_opt_token_ttl(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
 }
 
 
+/* a whole number 1..max into *n; -1 (and *n unchanged) otherwise */
 static int
-hoctl_opt_timeout(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
-    const char *arg)
+hoctl_opt_number(const char *arg, long max, long *n)
 {
     long   t;
     char  *end;
 
-    (void) off;
-
     t = strtol(arg, &end, 10);
-    if (*end != '\0' || t <= 0 || t > 3600) {
-        return hoctl_usage(v, "--timeout must be 1..3600 seconds");
+    if (*end != '\0' || t <= 0 || t > max) {
+        return -1;
     }
 
-    a->conn.timeout = t;
+    *n = t;
+
+    return 0;
+}
+
+
+static int
+hoctl_opt_timeout(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
+    const char *arg)
+{
+    (void) off;
+
+    if (hoctl_opt_number(arg, 3600, &a->conn.timeout) != 0) {
+        return hoctl_usage(v, "--timeout must be 1..3600 seconds");
+    }
 
     return HOCTL_OK;
 }
@@ -219,17 +231,11 @@ static int
 hoctl_opt_limit(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
     const char *arg)
 {
-    long   t;
-    char  *end;
-
     (void) off;
 
-    t = strtol(arg, &end, 10);
-    if (*end != '\0' || t <= 0 || t > 100000) {
+    if (hoctl_opt_number(arg, 100000, &a->limit) != 0) {
         return hoctl_usage(v, "--limit must be a positive number");
     }
-
-    a->limit = t;
 
     return HOCTL_OK;
 }

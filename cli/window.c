@@ -69,18 +69,12 @@ hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
     snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
     curl_free(esc);
 
-    rc = hoctl_request(&a->conn, "POST", path, body, NULL, &r);
+    rc = hoctl_send(&a->conn, "POST", path, body, NULL, a->json, &r);
     free(path);
     free(body);
 
-    if (rc != HOCTL_OK) {
-        return hoctl_fail(rc, &r);
-    }
-
-    if (a->json) {
-        hoctl_print_raw(&r);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
+    if (rc != HOCTL_OK || a->json) {
+        return rc;
     }
 
     j = json_loads(r.body ? r.body : "", 0, NULL);
