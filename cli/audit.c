@@ -525,11 +525,25 @@ hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
 }
 
 
+/* one value as JSON on its own line, nothing a terminal would act on */
+static void
+hoctl_audit_print(json_t *v, size_t flags)
+{
+    char  *line, *safe;
+
+    line = json_dumps(v, flags);
+    safe = hoctl_escape(line, 1);
+    printf("%s\n", safe ? safe : "");
+    free(safe);
+    free(line);
+}
+
+
 static int
 hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
 {
     int            rc;
-    char           path[64], *line, *safe;
+    char           path[64];
     size_t         i;
     json_t        *j, *list, *e;
 
@@ -554,11 +568,7 @@ hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
     }
 
     if (!json_is_array(list)) {
-        line = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        safe = hoctl_escape(line, 1);
-        printf("%s\n", safe ? safe : "");
-        free(safe);
-        free(line);
+        hoctl_audit_print(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(j);
         return HOCTL_OK;
     }
@@ -566,12 +576,8 @@ hoctl_audit_list(const hoctl_verb_t *v, hoctl_args_t *a)
     /* one entry per line, as the log holds them, nothing raw */
 
     json_array_foreach(list, i, e) {
-        line = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER
+        hoctl_audit_print(e, JSON_COMPACT | JSON_PRESERVE_ORDER
                              | JSON_ENCODE_ANY);
-        safe = hoctl_escape(line, 1);
-        printf("%s\n", safe ? safe : "");
-        free(safe);
-        free(line);
     }
 
     json_decref(j);

@@ -20,7 +20,8 @@
 
 /*
  * An option sets one field of hoctl_args_t: a string (the argument as
- * given), a switch (1), or whatever its own setter checks and stores.
+ * given), a switch (1), or, with a setter, whatever that checks and
+ * stores.
  */
 
 typedef int (*hoctl_opt_set_pt)(const hoctl_verb_t *v, hoctl_args_t *a,
@@ -30,15 +31,11 @@ typedef struct {
     const char        *name;
     int                has_arg;
     unsigned           group;       /* 0: every verb */
-    hoctl_opt_set_pt   set;         /* NULL: --help */
+    hoctl_opt_set_pt   set;         /* NULL: the field at off */
     size_t             off;         /* the field in hoctl_args_t */
 } hoctl_option_t;
 
 
-static int hoctl_opt_str(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
-    const char *arg);
-static int hoctl_opt_on(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
-    const char *arg);
 static int hoctl_opt_url(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
     const char *arg);
 static int hoctl_opt_trust_key(const hoctl_verb_t *v, hoctl_args_t *a,
@@ -53,9 +50,9 @@ static int hoctl_opt_limit(const hoctl_verb_t *v, hoctl_args_t *a,
 
 #define A(field)    offsetof(hoctl_args_t, field)
 #define STR(name, field, group)                                              \
-    { name, required_argument, group, hoctl_opt_str, A(field) }
+    { name, required_argument, group, NULL, A(field) }
 #define ON(name, field, group)                                               \
-    { name, no_argument, group, hoctl_opt_on, A(field) }
+    { name, no_argument, group, NULL, A(field) }
 #define SET(name, setter, group)                                             \
     { name, required_argument, group, setter, 0 }
 
@@ -108,7 +105,7 @@ static const hoctl_option_t  hoctl_options[] = {
     STR("host",               etcd.host,               G_AGENT),
     STR("config",             etcd.config,             G_AGENT),
     STR("id",                 id,                      G_ID),
-    { "help", no_argument, 0, NULL, 0 },
+    { "help", no_argument, 0, NULL, 0 },    /* hoctl_parse takes it */
 };
 
 #undef A
@@ -122,31 +119,6 @@ static const hoctl_option_t  hoctl_options[] = {
 #define HOCTL_OPT_BASE     256
 #define HOCTL_OPT_VERBOSE  7                    /* -v */
 #define HOCTL_OPT_HELP     (HOCTL_NOPTS - 1)    /* --help, -h */
-
-
-static int
-hoctl_opt_str(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
-    const char *arg)
-{
-    (void) v;
-
-    *(const char **) ((char *) a + off) = arg;
-
-    return HOCTL_OK;
-}
-
-
-static int
-hoctl_opt_on(const hoctl_verb_t *v, hoctl_args_t *a, size_t off,
-    const char *arg)
-{
-    (void) v;
-    (void) arg;
-
-    *(int *) ((char *) a + off) = 1;
-
-    return HOCTL_OK;
-}
 
 
 static int
@@ -304,7 +276,57 @@ hoctl_parse_option(const hoctl_verb_t *v, int c, char **argv,
                            v->name);
     }
 
-    return o->set(v, a, o->off, optarg);
+    if (o->set != NULL) {
+        return o->set(v, a, o->off, optarg);
+    }
+
+    if (o->has_arg) {
+        *(const char **) ((char *) a + o->off) = optarg;
+
+    } else {
+        *(int *) ((char *) a + o->off) = 1;
+    }
+
+    return HOCTL_OK;
+}
+
+
+/* a connection setting the environment gives when the command line did not */
+typedef struct {
+    size_t        off;          /* in hoctl_conn_t */
+    const char   *name;
+    int           nonempty;     /* "" counts as not set */
+} hoctl_env_t;
+
+
+static const hoctl_env_t  hoctl_env_tls[] = {
+    { offsetof(hoctl_conn_t, cacert),   "HA_OPTOUT_CACERT",   1 },
+    { offsetof(hoctl_conn_t, cert),     "HA_OPTOUT_CERT",     1 },
+    { offsetof(hoctl_conn_t, cert_key), "HA_OPTOUT_CERT_KEY", 1 },
+};
+
+static const hoctl_env_t  hoctl_env_mint[] = {
+    { offsetof(hoctl_conn_t, alg),      "HA_OPTOUT_ALG",      0 },
+    { offsetof(hoctl_conn_t, kid),      "HA_OPTOUT_KID",      0 },
+    { offsetof(hoctl_conn_t, aud),      "HA_OPTOUT_AUD",      0 },
+    { offsetof(hoctl_conn_t, iss),      "HA_OPTOUT_ISS",      0 },
+};
+
+
+static void
+hoctl_parse_env_fill(hoctl_conn_t *cn, const hoctl_env_t *env, size_t n)
+{
+    size_t        i;
+    const char  **field;
+
+    for (i = 0; i < n; i++) {
+        field = (const char **) ((char *) cn + env[i].off);
+
+        if (*field == NULL) {
+            *field = env[i].nonempty ? hoctl_getenv(env[i].name)
+                                     : getenv(env[i].name);
+        }
+    }
 }
 
 
@@ -332,17 +354,8 @@ hoctl_parse_env_conn(const hoctl_verb_t *v, hoctl_conn_t *cn)
         }
     }
 
-    if (cn->cacert == NULL) {
-        cn->cacert = hoctl_getenv("HA_OPTOUT_CACERT");
-    }
-
-    if (cn->cert == NULL) {
-        cn->cert = hoctl_getenv("HA_OPTOUT_CERT");
-    }
-
-    if (cn->cert_key == NULL) {
-        cn->cert_key = hoctl_getenv("HA_OPTOUT_CERT_KEY");
-    }
+    hoctl_parse_env_fill(cn, hoctl_env_tls,
+                         sizeof(hoctl_env_tls) / sizeof(hoctl_env_tls[0]));
 
     if (cn->cert_key != NULL && cn->cert == NULL) {
         return hoctl_usage(v, "--cert-key needs --cert (the certificate "
@@ -361,21 +374,8 @@ hoctl_parse_env_mint(const hoctl_verb_t *v, hoctl_args_t *a)
 
     cn = &a->conn;
 
-    if (cn->alg == NULL) {
-        cn->alg = getenv("HA_OPTOUT_ALG");
-    }
-
-    if (cn->kid == NULL) {
-        cn->kid = getenv("HA_OPTOUT_KID");
-    }
-
-    if (cn->aud == NULL) {
-        cn->aud = getenv("HA_OPTOUT_AUD");
-    }
-
-    if (cn->iss == NULL) {
-        cn->iss = getenv("HA_OPTOUT_ISS");
-    }
+    hoctl_parse_env_fill(cn, hoctl_env_mint,
+                         sizeof(hoctl_env_mint) / sizeof(hoctl_env_mint[0]));
 
     if (cn->sub == NULL) {
         cn->sub = hoctl_login_name();
