@@ -1,0 +1,529 @@
+
+/*
+ * ngx_ha_optout_module: a checked flag write applied.  Under the zone's
+ * mutex: If-Match, the replay cache, the change staged with its audit
+ * line; then the state file saved and the line written, and only then the
+ * change published to the workers (a suspension), or saved after the fact
+ * (a restore, which acts at once).  A suspension that cannot be persisted
+ * is undone.
+ */
+
+
+#include "ngx_http_ha_optout_admin.h"
+
+
+static ngx_int_t ngx_http_ha_optout_admin_decide_locked(
+    ngx_http_request_t *r, ngx_http_ha_optout_admin_ctx_t *ctx,
+    char **ecode, char **text);
+static ngx_int_t ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted);
+
+
+/* the layer this request writes, in the zone */
+
+static ngx_http_ha_optout_flag_t *
+ngx_http_ha_optout_admin_layer(ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    return (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) ? &ctx->hscf->rec->fleet
+                                                   : &ctx->hscf->rec->api;
+}
+
+
+/*
+ * With the zone's mutex held: If-Match, a PATCH built on a version that is
+ * no longer current, and the replay cache (last, so a request refused for
+ * any other reason burns no jti).  0 or the status of a refusal.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_decide_locked(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, char **ecode, char **text)
+{
+    ngx_int_t                       rc;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+
+    *ctx->before = *ngx_http_ha_optout_admin_layer(ctx);
+
+    if (ngx_http_ha_optout_if_match(r, ctx->before->present
+                                       ? ctx->before->version : 0)
+        != NGX_OK)
+    {
+        *ecode = "PreconditionFailed";
+        *text = "If-Match does not match the current version of the flag";
+        return NGX_HTTP_PRECONDITION_FAILED;
+    }
+
+    if (r->method == NGX_HTTP_PATCH
+        && (!ctx->before->present
+            || ctx->before->version != ctx->flag->version))
+    {
+        *ecode = "Conflict";
+        *text = "the flag changed while this PATCH was processed; retry";
+        return NGX_HTTP_CONFLICT;
+    }
+
+    if (!hlcf->replay) {
+        return 0;
+    }
+
+    rc = ngx_http_ha_optout_replay_check_locked(&ctx->claims.jti,
+                                                ctx->claims.exp, ngx_time());
+
+    if (rc == NGX_DECLINED) {
+        *ecode = "InvalidToken";
+        *text = "bearer token rejected: replayed jti";
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (rc == NGX_BUSY && r->method != NGX_HTTP_DELETE) {
+        /* restoring HA (DELETE) is never refused for want of room */
+        u_char                          *p, *last;
+        ngx_http_ha_optout_main_conf_t  *hmcf;
+
+        hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+        *ecode = "ZoneFull";
+        *text = "the replay cache is full; try again when older tokens "
+                "expire";
+
+        p = ngx_pnalloc(r->pool, 512);
+        if (p != NULL) {
+            last = ngx_http_ha_optout_zone_full_text_locked(p, p + 511,
+                                                          hmcf->shm_zone,
+                                                          ngx_time(), NULL);
+            *last = '\0';
+            *text = (char *) p;
+        }
+
+        return NGX_HTTP_INSUFFICIENT_STORAGE;
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_ha_optout_admin_refused(ngx_http_request_t *r, ngx_int_t status,
+    char *ecode, char *text)
+{
+    if (status == NGX_HTTP_UNAUTHORIZED) {
+        ngx_http_ha_optout_auth_count("replay");
+    }
+
+    return ngx_ha_optout_err(r, status, ecode, text);
+}
+
+
+/* DELETE */
+
+ngx_int_t
+ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    char                            *s, *ecode, *text;
+    uint64_t                         dirty;
+    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_int_t                        status, locked, saved, audited;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    rec = ctx->hscf->rec;
+    sh = ngx_http_ha_optout_sh;
+
+    if (!ctx->applied) {
+        request_id = ngx_http_ha_optout_request_id(r);
+        if (request_id == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_ha_optout_admin_actor(ctx, &actor);
+        client = r->connection->addr_text;
+        s = NULL;
+        ecode = NULL;
+        text = NULL;
+
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+        status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode,
+                                                        &text);
+        if (status) {
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+            return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
+        }
+
+        ctx->applied = 1;
+        ctx->changed = ctx->before->present;
+
+        if (ctx->changed) {
+            /*
+             * queued in the order of the changes: in this section, and
+             * made first, so that a kill leaves both or neither
+             */
+
+            reason.data = ctx->before->reason;
+            reason.len = ctx->before->reason_len;
+
+            s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                               NGX_HA_OPTOUT_ACT_CLEAR,
+                                               &ctx->hscf->name, &actor,
+                                               &client, &reason, ctx->before,
+                                               NULL, request_id);
+            if (s) {
+                ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
+            }
+
+            ngx_memzero(ngx_http_ha_optout_admin_layer(ctx),
+                        sizeof(ngx_http_ha_optout_flag_t));
+            (void) ngx_atomic_fetch_add(
+                       &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
+            ngx_http_ha_optout_bump();
+            sh->state_dirty++;
+        }
+
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        if (ctx->changed) {
+            ngx_http_ha_optout_audit_warn_line(r->connection->log,
+                                               NGX_HA_OPTOUT_ACT_CLEAR,
+                                               &ctx->hscf->name, &actor,
+                                               &reason, ctx->before);
+            if (s && ctx->line == NULL) {
+                ngx_http_ha_optout_audit_lost(r->connection->log, s);
+            }
+        }
+
+        if (s) {
+            free(s);
+        }
+
+        if (!ctx->changed) {
+            /* nothing to restore, nothing to save */
+            return ngx_http_ha_optout_admin_restored(r, ctx, 1);
+        }
+    }
+
+    locked = (ngx_http_ha_optout_writer_trylock() == NGX_OK);
+
+    if (!locked) {
+        if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
+            return ngx_http_ha_optout_admin_wait(r, ctx);
+        }
+
+        return ngx_http_ha_optout_admin_restored(r, ctx, 0);
+    }
+
+    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    audited = ctx->line == NULL
+              ? 0 : !ngx_http_ha_optout_audit_queued_locked(ctx->line);
+    dirty = sh->state_dirty;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    saved = (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
+             == NGX_OK);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (saved) {
+        sh->state_dirty -= ngx_min(dirty, sh->state_dirty);
+
+    } else {
+        sh->state_failures++;
+    }
+
+    if (!saved || !audited) {
+        /* the timer tries again in a second */
+        sh->retry_delay = 1;
+        sh->retry_at = ngx_time() + 1;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ngx_http_ha_optout_writer_unlock();
+
+    ctx->audited = audited;
+
+    return ngx_http_ha_optout_admin_restored(r, ctx, saved && audited);
+}
+
+
+/*
+ * HA is restored in the zone: the answer is the flag that acts now (null,
+ * or the window or config flag the API flag hid); when the restore is not
+ * on disk yet, {"acting": ..., "persisted": false}.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted)
+{
+    json_t                          *json;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    json = ngx_http_ha_optout_flag_json(
+               ngx_http_ha_optout_acting(ctx->hscf, ngx_time()),
+               &ctx->hscf->name, &hmcf->environment);
+
+    if (persisted) {
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                  "ha_optout: HA on \"%V\" is restored in memory, but %s; "
+                  "worker 0 retries until it is written",
+                  &ctx->hscf->name,
+                  ctx->waiting && !ctx->audited && ngx_current_msec
+                      - ctx->wait_start >= NGX_HA_OPTOUT_LOCK_WAIT
+                  ? "another write holds the writer lock, so the state file "
+                    "and the audit line are not written yet"
+                  : "its state file or audit line could not be written");
+
+    json = json_pack("{s:o,s:b}", "acting", json ? json : json_null(),
+                     "persisted", 0);
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+}
+
+
+/* a suspension that failed to persist is undone, unless replaced since */
+
+static void
+ngx_http_ha_optout_admin_undo(ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_http_ha_optout_rec_t   *rec;
+    ngx_http_ha_optout_flag_t  *layer;
+
+    rec = ctx->hscf->rec;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    layer = ngx_http_ha_optout_admin_layer(ctx);
+
+    if (layer->present && layer->version == ctx->flag->version) {
+        *layer = *ctx->before;
+        (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], -1);
+    }
+
+    ngx_http_ha_optout_audit_unqueue_locked(ctx->line);
+    ctx->line = NULL;
+
+    ngx_http_ha_optout_sh->pending.pid = 0;
+
+    /* in case another change published it meanwhile */
+    ngx_http_ha_optout_bump();
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
+/* PUT and PATCH, with the writer lock held */
+
+ngx_int_t
+ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    char                            *s, *ecode, *text;
+    u_char                          *p;
+    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_int_t                        status;
+    ngx_uint_t                       queued;
+    json_t                          *json;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t       *flag, *before;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_pending_t    *pending;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    hscf = ctx->hscf;
+    rec = hscf->rec;
+    sh = ngx_http_ha_optout_sh;
+    flag = ctx->flag;
+    before = ctx->before;
+
+    /*
+     * what waits for the audit log goes first; if it cannot be written,
+     * neither could this change's line: refused before anything acts
+     */
+    if (ngx_http_ha_optout_audit_flush(hmcf, r->connection->log) != NGX_OK) {
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "AuditNotWritten",
+                                 "the audit log cannot be written (see "
+                                 "error_log); a change that suspends HA is "
+                                 "refused until it can, nothing was "
+                                 "changed");
+    }
+
+    request_id = ngx_http_ha_optout_request_id(r);
+    if (request_id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    actor.data = flag->actor;
+    actor.len = flag->actor_len;
+    client = r->connection->addr_text;
+    reason.data = flag->reason;
+    reason.len = flag->reason_len;
+    ecode = NULL;
+    text = NULL;
+    s = NULL;
+
+    ctx->action = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_ACT_UPDATE
+                                                : NGX_HA_OPTOUT_ACT_SET;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    /*
+     * the agent applies each revision once; one it sends again (after a
+     * restart, a reconnect) changes nothing and writes no audit line
+     */
+    if (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET && r->method == NGX_HTTP_PUT
+        && ngx_http_ha_optout_flag_live(&rec->fleet, ngx_time())
+        && rec->fleet.revision == flag->revision)
+    {
+        *before = rec->fleet;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+        json = ngx_http_ha_optout_flag_json(before, &hscf->name,
+                                            &hmcf->environment);
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                             before->version);
+    }
+
+    status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode, &text);
+
+    if (status == 0) {
+        /*
+         * the line is made first: what follows takes no time, so a writer
+         * killed in this section leaves the change with its line, or
+         * neither
+         */
+        flag->version = ++sh->version_seq;
+
+        s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                           ctx->action, &hscf->name, &actor,
+                                           &client, &reason,
+                                           before->present ? before : NULL,
+                                           flag, request_id);
+
+        ctx->line = s ? ngx_http_ha_optout_audit_enqueue_locked(s) : NULL;
+
+        if (ctx->line == NULL) {
+            status = NGX_HTTP_INSUFFICIENT_STORAGE;
+            ecode = "ZoneFull";
+            text = "no room in the zone for the audit line of this change; "
+                   "nothing was changed";
+
+            p = (s != NULL) ? ngx_pnalloc(r->pool, 512) : NULL;
+
+            if (p != NULL
+                && sh->audit_npending >= NGX_HA_OPTOUT_AUDIT_PENDING)
+            {
+                /* the log is stuck: a larger zone would not help */
+                *ngx_slprintf(p, p + 511, "%s: %ui audit lines wait for "
+                              "the audit log already, the most the zone "
+                              "keeps; error_log says why they cannot be "
+                              "written (a full disk, a FIFO nobody reads)",
+                              text, sh->audit_npending) = '\0';
+                text = (char *) p;
+
+            } else if (p != NULL) {
+                *ngx_http_ha_optout_zone_full_text_locked(
+                    ngx_slprintf(p, p + 511, "nothing was changed: "),
+                    p + 511, hmcf->shm_zone, ngx_time(),
+                    "the audit line of this change") = '\0';
+                text = (char *) p;
+            }
+
+        } else {
+            /*
+             * staged: in the zone for the state file, not yet published to
+             * the workers (no generation bump) until it is saved and
+             * audited; a killed writer's change is finished by the next one
+             */
+            *ngx_http_ha_optout_admin_layer(ctx) = *flag;
+            (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
+
+            pending = &sh->pending;
+            pending->action = ctx->action;
+            pending->upstream_len = hscf->name.len;
+            ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
+            pending->before = *before;
+            pending->after = *flag;
+            pending->pid = ngx_pid;
+        }
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (s) {
+        free(s);
+    }
+
+    if (status) {
+        return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
+    }
+
+    if (ngx_http_ha_optout_state_save(hmcf, r->connection->log) != NGX_OK) {
+        ngx_http_ha_optout_admin_undo(ctx);
+
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "StateNotPersisted",
+                                 "the state file could not be written; "
+                                 "nothing was changed; see error_log: "
+                                 "its directory must be writable by the "
+                                 "worker user");
+    }
+
+    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    queued = ngx_http_ha_optout_audit_queued_locked(ctx->line);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (queued) {
+        ngx_http_ha_optout_admin_undo(ctx);
+
+        /* the state file holds the change: it must not come back */
+        if (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
+            != NGX_OK)
+        {
+            ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+            sh->state_dirty++;
+            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        }
+
+        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "AuditNotWritten",
+                                 "the audit line of this change could not "
+                                 "be written (see error_log); nothing was "
+                                 "changed");
+    }
+
+    /* saved and audited: it acts now */
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    ngx_http_ha_optout_bump();
+    sh->pending.pid = 0;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    ctx->line = NULL;
+
+    ngx_http_ha_optout_audit_warn_line(r->connection->log, ctx->action,
+                                       &hscf->name, &actor, &reason, flag);
+
+    json = ngx_http_ha_optout_flag_json(flag, &hscf->name,
+                                        &hmcf->environment);
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                         flag->version);
+}

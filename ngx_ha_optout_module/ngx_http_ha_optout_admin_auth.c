@@ -1,0 +1,454 @@
+
+/*
+ * ngx_ha_optout_module: who asks the admin API, and for what.  The scope
+ * a request needs, the bearer token checked against it (the refusal tells
+ * why, and how to mend it), the actor of the audit trail, and the audit of
+ * a refused write ("denied", rate-limited per actor and upstream).
+ */
+
+
+#include "ngx_http_ha_optout_admin.h"
+
+
+ngx_int_t
+ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
+{
+    return r->uri.len >= sizeof("v1/whoami") - 1
+           && ngx_strncmp(r->uri.data + r->uri.len - (sizeof("v1/whoami") - 1),
+                          "v1/whoami", sizeof("v1/whoami") - 1) == 0;
+}
+
+
+/* v1/fleet... is written by the fleet agent only (scope ha:fleet) */
+
+ngx_int_t
+ngx_http_ha_optout_admin_is_fleet(ngx_http_request_t *r)
+{
+    u_char                    *p, *last;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    p = r->uri.data;
+    last = r->uri.data + r->uri.len;
+
+    if (r->uri.len >= clcf->name.len
+        && ngx_strncmp(p, clcf->name.data, clcf->name.len) == 0)
+    {
+        p += clcf->name.len;
+    }
+
+    while (p < last && *p == '/') {
+        p++;
+    }
+
+    return (size_t) (last - p) >= sizeof("v1/fleet") - 1
+           && ngx_strncmp(p, "v1/fleet", sizeof("v1/fleet") - 1) == 0
+           && ((size_t) (last - p) == sizeof("v1/fleet") - 1
+               || p[sizeof("v1/fleet") - 1] == '/');
+}
+
+
+/*
+ * v1/approvals: POST approves (ha:approve); DELETE withdraws (the
+ * requester, ha:write) or rejects (ha:approve)
+ */
+
+ngx_uint_t
+ngx_http_ha_optout_admin_scope(ngx_http_request_t *r, ngx_uint_t write)
+{
+    if (ngx_strlcasestrn(r->uri.data, r->uri.data + r->uri.len,
+                         (u_char *) "v1/approvals",
+                         sizeof("v1/approvals") - 2)
+        != NULL)
+    {
+        if (r->method == NGX_HTTP_POST) {
+            return NGX_HA_OPTOUT_SCOPE_APPROVE;
+        }
+
+        if (r->method == NGX_HTTP_DELETE) {
+            return NGX_HA_OPTOUT_SCOPE_WRITE|NGX_HA_OPTOUT_SCOPE_APPROVE;
+        }
+    }
+
+    return write ? NGX_HA_OPTOUT_SCOPE_WRITE : NGX_HA_OPTOUT_SCOPE_READ;
+}
+
+
+/* one part of a JWT, decoded and parsed, for a hint only (not trusted) */
+
+static json_t *
+ngx_http_ha_optout_jwt_part(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_uint_t n)
+{
+    u_char     *p, *last, *start;
+    ngx_str_t   src, dst;
+
+    p = token->data;
+    last = p + token->len;
+
+    for (start = p; n && p < last; p++) {
+        if (*p == '.') {
+            n--;
+            start = p + 1;
+        }
+    }
+
+    if (n) {
+        return NULL;
+    }
+
+    p = ngx_strlchr(start, last, '.');
+    src.data = start;
+    src.len = (p ? p : last) - start;
+
+    if (src.len == 0 || src.len > 8192) {
+        return NULL;
+    }
+
+    dst.data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(src.len));
+    if (dst.data == NULL
+        || ngx_decode_base64url(&dst, &src) != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return json_loadb((char *) dst.data, dst.len, 0, NULL);
+}
+
+
+/*
+ * "bearer token rejected: REASON", and for some reasons what to do: an
+ * expired token says its exp and the server's clock (a skewed clock is the
+ * usual cause), a token without kid where several keys could verify it
+ * says so instead of "unknown_kid"
+ */
+
+static u_char *
+ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
+    ngx_http_ha_optout_loc_conf_t *hlcf, ngx_str_t *token,
+    const char *reason, u_char *p, u_char *last)
+{
+    u_char                     now[sizeof("2026-11-27T10:00:00Z")];
+    u_char                     exp[sizeof("2026-11-27T10:00:00Z")];
+    json_t                    *j, *v;
+    ngx_http_ha_optout_key_t  *key;
+
+    if (ngx_strcmp(reason, "expired") == 0 && token->len) {
+        j = ngx_http_ha_optout_jwt_part(r, token, 1);
+        v = json_object_get(j, "exp");
+
+        if (json_is_integer(v) && json_integer_value(v) > 0) {
+            *ngx_http_ha_optout_time_iso(now, ngx_time()) = '\0';
+            *ngx_http_ha_optout_time_iso(exp,
+                                    (time_t) json_integer_value(v)) = '\0';
+            p = ngx_slprintf(p, last, "bearer token rejected: expired: its "
+                             "exp %L is %s, this server's time is %T (%s); "
+                             "mint a new token, or fix the clock that is "
+                             "wrong", (int64_t) json_integer_value(v), exp,
+                             ngx_time(), now);
+            json_decref(j);
+            return p;
+        }
+
+        if (j && v == NULL) {
+            json_decref(j);
+            return ngx_slprintf(p, last, "bearer token rejected: expired: "
+                                "the token has no \"exp\" claim, which "
+                                "every token needs (mint it with one)");
+        }
+
+        json_decref(j);
+    }
+
+    key = (hlcf->keys && hlcf->keys->nelts) ? hlcf->keys->elts : NULL;
+
+    if (ngx_strcmp(reason, "unknown_kid") == 0 && token->len && key
+        && (hlcf->keys->nelts > 1 || key[0].jwk))
+    {
+        j = ngx_http_ha_optout_jwt_part(r, token, 0);
+        v = json_object_get(j, "kid");
+        json_decref(j);
+
+        if (j && v == NULL && hlcf->keys->nelts == 1) {
+            return ngx_slprintf(p, last, "bearer token rejected: "
+                                "missing_kid: the token has no \"kid\" "
+                                "header and the key is of a JWK Set, whose "
+                                "keys are selected by kid; give the kid of "
+                                "the key (\"%V\")", &key[0].kid);
+        }
+
+        if (j && v == NULL) {
+            return ngx_slprintf(p, last, "bearer token rejected: "
+                                "missing_kid: the token has no \"kid\" "
+                                "header and this location has %ui keys; "
+                                "give the kid= of one (ha-optoutctl --kid)",
+                                hlcf->keys->nelts);
+        }
+    }
+
+    return ngx_slprintf(p, last, "bearer token rejected: %s", reason);
+}
+
+
+ngx_int_t
+ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope)
+{
+    u_char                         *msg, subbuf[256];
+    ngx_str_t                       token, message, sub;
+    ngx_int_t                       rc;
+    const char                     *reason;
+    ngx_table_elt_t                *auth;
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+    auth = r->headers_in.authorization;
+    reason = "missing";
+    ngx_str_null(&token);
+
+    if (auth == NULL || auth->value.len <= sizeof("Bearer ") - 1
+        || ngx_strncasecmp(auth->value.data, (u_char *) "Bearer ",
+                           sizeof("Bearer ") - 1) != 0)
+    {
+        goto invalid;
+    }
+
+    token.data = auth->value.data + sizeof("Bearer ") - 1;
+    token.len = auth->value.len - (sizeof("Bearer ") - 1);
+
+    while (token.len && token.data[0] == ' ') {
+        token.data++;
+        token.len--;
+    }
+
+    rc = ngx_http_ha_optout_token_verify(r->pool, hlcf->keys, &token,
+                                         &hlcf->audience, &hlcf->issuer,
+                                         hlcf->token_lifetime, ngx_time(),
+                                         &ctx->claims, &reason);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        goto invalid;
+    }
+
+    /* any valid token may ask who it is */
+
+    if ((ctx->claims.scopes & scope) || ngx_http_ha_optout_admin_whoami(r)) {
+        return NGX_OK;
+    }
+
+    ngx_http_ha_optout_auth_count("scope");
+
+    msg = ngx_pnalloc(r->pool, 128);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message.data = msg;
+    message.len = ngx_sprintf(msg, "the token's scope lacks \"%s\"",
+                              (scope & NGX_HA_OPTOUT_SCOPE_FLEET)
+                              ? "ha:fleet"
+                              : (scope & NGX_HA_OPTOUT_SCOPE_APPROVE)
+                              ? "ha:approve"
+                              : scope == NGX_HA_OPTOUT_SCOPE_WRITE
+                              ? "ha:write" : "ha:read")
+                  - msg;
+
+    return ngx_http_ha_optout_admin_refuse(ctx,
+               ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
+                                              "InsufficientScope",
+                                              &message));
+
+invalid:
+
+    ngx_http_ha_optout_auth_count(reason);
+
+    msg = ngx_pnalloc(r->pool, 512);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    message.data = msg;
+    message.len = ngx_http_ha_optout_auth_hint(r, hlcf, &token, reason, msg,
+                                               msg + 512)
+                  - msg;
+
+    /*
+     * the reason in error_log too (info: a 401 is anyone's to cause); the
+     * kid and sub are known when the signature verified, and sub is the
+     * token's text: escaped, so that it cannot forge a line
+     */
+
+    sub.data = subbuf;
+    sub.len = ngx_http_ha_optout_escape(subbuf, sizeof(subbuf),
+                                        ctx->claims.sub.data,
+                                        ctx->claims.sub.len)
+              - subbuf;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ha_optout: %V (kid \"%V\", sub \"%V\")", &message,
+                  &ctx->claims.kid, &sub);
+
+    return ngx_http_ha_optout_admin_refuse(ctx,
+               ngx_http_ha_optout_admin_error(r, NGX_HTTP_UNAUTHORIZED,
+                                              "InvalidToken", &message));
+}
+
+
+/* the token's sub, cut to NGX_HA_OPTOUT_ACTOR_LEN on a UTF-8 boundary */
+
+void
+ngx_http_ha_optout_admin_actor(ngx_http_ha_optout_admin_ctx_t *ctx,
+    ngx_str_t *actor)
+{
+    size_t  len;
+
+    len = ngx_min(ctx->claims.sub.len, NGX_HA_OPTOUT_ACTOR_LEN);
+
+    while (len < ctx->claims.sub.len && len > 0
+           && (ctx->claims.sub.data[len] & 0xc0) == 0x80)
+    {
+        len--;
+    }
+
+    actor->data = ctx->claims.sub.data;
+    actor->len = len;
+}
+
+
+/* a refused write (401, 403) is audited as "denied" */
+
+void
+ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
+    ngx_str_t *request_id)
+{
+    u_char                          *p, *last;
+    time_t                           now, since;
+    uint32_t                         key;
+    ngx_str_t                        upstream, actor, reason;
+    ngx_uint_t                       i, suppressed;
+    ngx_http_ha_optout_denied_t     *d, *slot;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_admin_ctx_t  *ctx;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    upstream = ctx ? ctx->upstream : r->uri;
+
+    if (upstream.len == 0) {
+        /* refused before routing: the name is what follows v1/flags/ */
+        last = r->uri.data + r->uri.len;
+        p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/flags/",
+                             sizeof("v1/flags/") - 2);
+        upstream.data = p ? p + sizeof("v1/flags/") - 1 : last;
+        upstream.len = last - upstream.data;
+    }
+
+    if (upstream.len > NGX_HA_OPTOUT_NAME_LEN) {
+        upstream.len = NGX_HA_OPTOUT_NAME_LEN;
+    }
+
+    /* a name from the URI may be anything: keep it printable ASCII */
+
+    p = ngx_pnalloc(r->pool, upstream.len);
+    if (p == NULL) {
+        return;
+    }
+
+    for (i = 0; i < upstream.len; i++) {
+        p[i] = (upstream.data[i] > 0x20 && upstream.data[i] < 0x7f)
+               ? upstream.data[i] : '?';
+    }
+
+    upstream.data = p;
+
+    hscf = ngx_http_ha_optout_find_upstream(hmcf, &upstream);
+    if (hscf && hscf->rec) {
+        (void) ngx_atomic_fetch_add(
+                   &hscf->rec->changes[NGX_HA_OPTOUT_ACT_DENIED], 1);
+    }
+
+    actor.len = 0;
+    actor.data = NULL;
+
+    if (ctx) {
+        ngx_http_ha_optout_admin_actor(ctx, &actor);
+    }
+
+    /*
+     * any token may be refused as often as its holder likes: one line per
+     * actor and upstream (all unknown upstreams count as one) per
+     * NGX_HA_OPTOUT_DENIED_PERIOD, which tells how many were left out
+     */
+
+    key = ngx_crc32_short(actor.data ? actor.data : (u_char *) "", actor.len);
+    key ^= hscf ? ngx_crc32_short(hscf->name.data, hscf->name.len) * 31 : 7;
+    now = ngx_time();
+    suppressed = 0;
+    since = 0;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    d = ngx_http_ha_optout_sh->denied;
+    slot = &d[0];
+
+    for (i = 0; i < NGX_HA_OPTOUT_DENIED_SLOTS; i++) {
+        if (d[i].since && d[i].key == key) {
+            slot = &d[i];
+            break;
+        }
+
+        if (d[i].since < slot->since) {
+            slot = &d[i];               /* empty, or the oldest */
+        }
+    }
+
+    if (i < NGX_HA_OPTOUT_DENIED_SLOTS
+        && now - slot->since < NGX_HA_OPTOUT_DENIED_PERIOD)
+    {
+        slot->suppressed++;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return;
+    }
+
+    if (i < NGX_HA_OPTOUT_DENIED_SLOTS) {
+        suppressed = slot->suppressed;
+        since = slot->since;
+    }
+
+    slot->key = key;
+    slot->since = now;
+    slot->suppressed = 0;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (suppressed) {
+        u_char  *text, iso[sizeof("2026-11-27T10:00:00Z")];
+
+        text = ngx_pnalloc(r->pool, message->len + 128);
+        if (text == NULL) {
+            return;
+        }
+
+        reason.data = text;
+        reason.len = ngx_sprintf(text, "%V (and %ui more denials of this "
+                                 "actor on this upstream since %*s, not "
+                                 "audited one by one)", message, suppressed,
+                                 (size_t) (ngx_http_ha_optout_time_iso(iso,
+                                                                    since)
+                                           - iso), iso)
+                     - text;
+        message = &reason;
+    }
+
+    (void) ngx_http_ha_optout_audit(hmcf, r->connection->log,
+                                    NGX_HA_OPTOUT_ACT_DENIED, &upstream,
+                                    actor.len ? &actor : NULL,
+                                    &r->connection->addr_text, message,
+                                    NULL, NULL, request_id);
+}
