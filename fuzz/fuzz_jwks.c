@@ -1,6 +1,6 @@
 
 /*
- * fuzz_jwks: ngx_http_ha_optout_jwks_parse() (ngx_http_ha_optout_token.c),
+ * fuzz_jwks: ngx_http_ha_optout_jwks_parse() (ngx_http_ha_optout_keys.c),
  * the RFC 7517 JWK Set parser behind "ha_optout_admin_key jwks FILE".
  * The input is the file's content.  The key array starts with one key
  * (HS256, kid "ops") as if an earlier ha_optout_admin_key line had set it.

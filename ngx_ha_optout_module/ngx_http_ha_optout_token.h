@@ -114,5 +114,17 @@ ngx_int_t ngx_http_ha_optout_token_verify(ngx_pool_t *pool,
 /* Constant-time compare of two equal-length buffers: 0 when equal. */
 int ngx_http_ha_optout_memeq_ct(const u_char *a, const u_char *b, size_t n);
 
+/*
+ * Shared by token.c and keys.c: base64url without padding (NGX_DECLINED
+ * for padding or a bad byte), and a pool copy of a JSON string (a json_t),
+ * NUL-terminated.
+ */
+struct json_t;
+
+ngx_int_t ngx_http_ha_optout_b64url(ngx_pool_t *pool, u_char *start,
+    u_char *end, ngx_str_t *dst);
+ngx_int_t ngx_http_ha_optout_copy_str(ngx_pool_t *pool, struct json_t *v,
+    ngx_str_t *s);
+
 
 #endif /* _NGX_HTTP_HA_OPTOUT_TOKEN_H_INCLUDED_ */
