@@ -567,6 +567,23 @@ ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s, size_t len)
 }
 
 
+/* the length of s cut to max at most, on a UTF-8 character boundary */
+
+size_t
+ngx_http_ha_optout_admin_cut(u_char *s, size_t len, size_t max)
+{
+    size_t  n;
+
+    n = ngx_min(len, max);
+
+    while (n < len && n > 0 && (s[n] & 0xc0) == 0x80) {
+        n--;
+    }
+
+    return n;
+}
+
+
 ngx_int_t
 ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     char *code, ngx_str_t *message)

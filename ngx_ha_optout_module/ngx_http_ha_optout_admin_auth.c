@@ -304,18 +304,10 @@ void
 ngx_http_ha_optout_admin_actor(ngx_http_ha_optout_admin_ctx_t *ctx,
     ngx_str_t *actor)
 {
-    size_t  len;
-
-    len = ngx_min(ctx->claims.sub.len, NGX_HA_OPTOUT_ACTOR_LEN);
-
-    while (len < ctx->claims.sub.len && len > 0
-           && (ctx->claims.sub.data[len] & 0xc0) == 0x80)
-    {
-        len--;
-    }
-
     actor->data = ctx->claims.sub.data;
-    actor->len = len;
+    actor->len = ngx_http_ha_optout_admin_cut(ctx->claims.sub.data,
+                                              ctx->claims.sub.len,
+                                              NGX_HA_OPTOUT_ACTOR_LEN);
 }
 
 

@@ -120,14 +120,8 @@ ngx_http_ha_optout_admin_fleet_body(ngx_http_request_t *r, u_char **body,
 void
 ngx_http_ha_optout_admin_via(ngx_http_ha_optout_flag_t *flag, ngx_str_t *sub)
 {
-    flag->via_len = ngx_min(sub->len, NGX_HA_OPTOUT_VIA_LEN);
-
-    while (flag->via_len < sub->len && flag->via_len > 0
-           && (sub->data[flag->via_len] & 0xc0) == 0x80)
-    {
-        flag->via_len--;
-    }
-
+    flag->via_len = ngx_http_ha_optout_admin_cut(sub->data, sub->len,
+                                                 NGX_HA_OPTOUT_VIA_LEN);
     ngx_memcpy(flag->via, sub->data, flag->via_len);
 }
 
@@ -176,14 +170,11 @@ ngx_http_ha_optout_admin_fleet_denied(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_via(stub, &ctx->claims.sub);
 
     v = json_object_get(j, "reason");
-    reason.len = json_is_string(v) ? json_string_length(v) : 0;
-    reason.len = ngx_min(reason.len, NGX_HA_OPTOUT_REASON_LEN);
-
-    while (reason.len > 0 && reason.len < json_string_length(v)
-           && (json_string_value(v)[reason.len] & 0xc0) == 0x80)
-    {
-        reason.len--;
-    }
+    reason.len = json_is_string(v)
+                 ? ngx_http_ha_optout_admin_cut(
+                       (u_char *) json_string_value(v),
+                       json_string_length(v), NGX_HA_OPTOUT_REASON_LEN)
+                 : 0;
 
     reason.data = p;
     p = ngx_cpymem(p, "fleet record refused: ",

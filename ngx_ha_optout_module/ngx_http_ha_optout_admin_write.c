@@ -11,9 +11,40 @@
 #include "ngx_http_ha_optout_admin.h"
 
 
+/*
+ * What a flag write prepares before the zone is touched: the flag as it
+ * will be, and what the steps below hand each other.
+ */
+
+typedef struct {
+    ngx_http_ha_optout_flag_t  *flag;
+    ngx_http_ha_optout_flag_t  *layer;     /* the zone's layer written */
+    time_t                      now;
+    time_t                      ttl;
+    ngx_uint_t                  ttl_set;
+    uint64_t                    revision;  /* of the fleet record */
+    ngx_str_t                   actor;     /* the fleet record's, if sent */
+} ngx_http_ha_optout_change_t;
+
+
 static void ngx_http_ha_optout_admin_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_admin_patch_base(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch);
+static ngx_int_t ngx_http_ha_optout_admin_parse(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch,
+    u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_admin_check(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch);
+static void ngx_http_ha_optout_admin_stamp(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch);
+static ngx_int_t ngx_http_ha_optout_admin_approval(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch);
+static ngx_int_t ngx_http_ha_optout_admin_dry_run(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch);
+static ngx_int_t ngx_http_ha_optout_admin_jti(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
 
 
 /*
@@ -309,23 +340,22 @@ ngx_http_ha_optout_admin_retry(ngx_http_request_t *r)
 }
 
 
+/*
+ * The steps of a write, in order: the flag a PATCH changes, the body
+ * parsed, checked against the upstream and the policy, stamped with its
+ * actor and times, held for approvers, answered as a dry run, or handed
+ * on with its jti.  Each step answers NGX_OK to go on, or NGX_DECLINED
+ * once it has answered the request (its status in ctx->rc, as the
+ * refusals of admin_auth() and admin_route()).
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
-    time_t                           now, ttl;
-    ngx_str_t                        code, message;
-    ngx_str_t                        dry, factor;
-    ngx_int_t                        rc;
-    char                            *text;
-    uint64_t                         revision;
-    ngx_uint_t                       ttl_set, down, fleet;
-    json_t                          *json;
-    ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t       *flag, *before, *layer;
-    ngx_http_ha_optout_srv_conf_t   *hscf;
-    ngx_http_ha_optout_loc_conf_t   *hlcf;
-    ngx_http_ha_optout_main_conf_t  *hmcf;
+    ngx_int_t                     rc;
+    ngx_http_ha_optout_flag_t    *before;
+    ngx_http_ha_optout_change_t   ch;
 
     /*
      * the audit trail names who did it: a token without "sub" may read,
@@ -341,215 +371,344 @@ ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ctx->body = body;
     ctx->len = len;
 
-    hscf = ctx->hscf;
-    rec = hscf->rec;
-    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
-    now = ngx_time();
+    ngx_memzero(&ch, sizeof(ngx_http_ha_optout_change_t));
+    ch.now = ngx_time();
 
-    flag = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
+    ch.flag = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
     before = ngx_pcalloc(r->pool, sizeof(ngx_http_ha_optout_flag_t));
-    if (flag == NULL || before == NULL) {
+    if (ch.flag == NULL || before == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ttl = 0;
-    ttl_set = 0;
-
     /* the API layer, or the fleet layer (v1/fleet: the same code path) */
+    ch.layer = (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) ? &ctx->hscf->rec->fleet
+                                                       : &ctx->hscf->rec->api;
+
+    rc = ngx_http_ha_optout_admin_patch_base(r, ctx, &ch);
+
+    if (rc == NGX_OK && r->method != NGX_HTTP_DELETE) {
+        rc = ngx_http_ha_optout_admin_parse(r, ctx, &ch, body, len);
+
+        if (rc == NGX_OK) {
+            rc = ngx_http_ha_optout_admin_check(r, ctx, &ch);
+        }
+
+        if (rc == NGX_OK) {
+            ngx_http_ha_optout_admin_stamp(r, ctx, &ch);
+            rc = ngx_http_ha_optout_admin_approval(r, ctx, &ch);
+        }
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_ha_optout_admin_dry_run(r, ctx, &ch);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_ha_optout_admin_jti(r, ctx);
+    }
+
+    if (rc != NGX_OK) {
+        return ctx->rc;
+    }
+
+    ctx->flag = ch.flag;
+    ctx->before = before;
+
+    return NGX_OK;
+}
+
+
+/* a PATCH changes the layer's live flag: it starts from a copy */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_patch_base(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch)
+{
+    ngx_uint_t  fleet;
+
+    if (r->method != NGX_HTTP_PATCH) {
+        return NGX_OK;
+    }
+
     fleet = (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET);
-    layer = fleet ? &rec->fleet : &rec->api;
-    revision = 0;
-    factor.len = 0;
-    factor.data = NULL;
 
-    if (r->method == NGX_HTTP_PATCH) {
-        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-        *flag = *layer;
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    *ch->flag = *ch->layer;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        if (!ngx_http_ha_optout_flag_live(flag, now)) {
-            return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "NoFlag",
-                                     fleet ? "there is no fleet flag to "
-                                             "change on this upstream; use "
-                                             "PUT"
-                                           : "there is no API flag to change "
-                                             "on this upstream; use PUT");
-        }
-
-        revision = flag->revision;
+    if (!ngx_http_ha_optout_flag_live(ch->flag, ch->now)) {
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_CONFLICT, "NoFlag",
+                                    fleet ? "there is no fleet flag to "
+                                            "change on this upstream; use "
+                                            "PUT"
+                                          : "there is no API flag to change "
+                                            "on this upstream; use PUT");
     }
 
-    if (r->method != NGX_HTTP_DELETE) {
+    ch->revision = ch->flag->revision;
 
-        if (body == NULL || len == 0) {
-            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidJSON",
-                                     "a JSON body is required");
+    return NGX_OK;
+}
+
+
+/* the body: a fleet write's own fields taken out, the rest a flag */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_parse(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch,
+    u_char *body, size_t len)
+{
+    char       *text;
+    ngx_int_t   rc;
+    ngx_str_t   code, message;
+
+    if (body == NULL || len == 0) {
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_BAD_REQUEST,
+                                    "InvalidJSON",
+                                    "a JSON body is required");
+    }
+
+    if (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) {
+        text = NULL;
+        rc = ngx_http_ha_optout_admin_fleet_body(r, &body, &len,
+                                                 &ch->revision, &ch->actor,
+                                                 &text);
+        if (rc == NGX_ABORT) {
+            return ngx_http_ha_optout_admin_refuse(ctx,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
         }
 
-        if (fleet) {
-            text = NULL;
-            rc = ngx_http_ha_optout_admin_fleet_body(r, &body, &len,
-                                                     &revision, &factor,
-                                                     &text);
-            if (rc == NGX_ABORT) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+        if (rc == NGX_ERROR) {
+            return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_BAD_REQUEST,
+                                        "InvalidField", text);
+        }
+    }
 
-            if (rc == NGX_ERROR) {
-                return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST,
-                                         "InvalidField", text);
-            }
+    if (ngx_http_ha_optout_flag_parse(r->pool, body, len,
+                                      r->method == NGX_HTTP_PATCH, ch->flag,
+                                      &ch->ttl, &ch->ttl_set, &code, &message)
+        != NGX_OK)
+    {
+        if (message.data == NULL) {
+            return ngx_http_ha_optout_admin_refuse(ctx,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
         }
 
-        if (ngx_http_ha_optout_flag_parse(r->pool, body, len,
-                                          r->method == NGX_HTTP_PATCH, flag,
-                                          &ttl, &ttl_set, &code, &message)
-            != NGX_OK)
-        {
-            if (message.data == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            /* code is a static literal, so it is terminated */
-            return ngx_http_ha_optout_admin_error(r, NGX_HTTP_BAD_REQUEST,
+        /* code is a static literal, so it is terminated */
+        return ngx_http_ha_optout_admin_refuse(ctx,
+                   ngx_http_ha_optout_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                                   (char *) code.data,
-                                                  &message);
-        }
+                                                  &message));
+    }
 
-        if (flag->pin_len) {
-            rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin,
+    return NGX_OK;
+}
+
+
+/* the flag against its upstream (pin, pin_selector) and the policy */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_check(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        message;
+    ngx_uint_t                       down;
+    ngx_http_ha_optout_flag_t       *flag;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    hscf = ctx->hscf;
+    flag = ch->flag;
+
+    if (flag->pin_len) {
+        rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin,
                                               flag->pin_len, &down, NULL);
-            if (rc == NGX_BUSY) {
-                return ngx_ha_optout_err(r, NGX_HTTP_CONFLICT, "PinConflict",
-                                         "the pinned server is marked "
-                                         "\"down\" in the upstream and "
-                                         "cannot be pinned");
-            }
-
-            if (rc != NGX_OK) {
-                return ngx_http_ha_optout_pin_unknown(r, hscf, flag);
-            }
+        if (rc == NGX_BUSY) {
+            return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_CONFLICT,
+                                        "PinConflict",
+                                        "the pinned server is marked "
+                                        "\"down\" in the upstream and "
+                                        "cannot be pinned");
         }
 
-        if (flag->selector_len && hscf->stream_conf) {
-            /* stream's "ha_optout" has no selector= to point to */
-            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
-                                     "pin_selector is http only: a stream "
-                                     "upstream has no request header to "
-                                     "select on (\"ha_optout\" in stream "
-                                     "takes only sticky_key=$var); send "
-                                     "\"pin\" alone to hold every new "
-                                     "connection on that server, or "
-                                     "\"sticky\": true to keep each client "
-                                     "on its server");
-        }
-
-        if (flag->selector_len && hscf->selector == NULL) {
-            return ngx_ha_optout_err(r, NGX_HTTP_BAD_REQUEST, "InvalidField",
-                                     "pin_selector needs \"ha_optout "
-                                     "selector=$var\" in the upstream");
-        }
-
-        if (ngx_http_ha_optout_policy_check(hmcf, &hscf->name, flag, ttl_set,
-                                            ttl, &message, r->pool)
-            != NGX_OK)
-        {
-            if (message.data == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            return ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
-                                                  "ForbiddenByPolicy",
-                                                  &message);
-        }
-
-        flag->present = 1;
-        flag->source = ctx->layer;
-
-        if (fleet) {
-            /* the record's signed actor, by way of the agent */
-            if (factor.len == 0) {
-                factor.data = flag->actor;      /* a PATCH keeps it */
-                factor.len = flag->actor_len;
-            }
-
-            flag->revision = revision;
-            ngx_http_ha_optout_admin_via(flag, &ctx->claims.sub);
-
-        } else {
-            factor = ctx->claims.sub;
-        }
-
-        flag->actor_len = ngx_min(factor.len, NGX_HA_OPTOUT_ACTOR_LEN);
-
-        /* a long sub is cut on a UTF-8 character boundary */
-        while (flag->actor_len < factor.len
-               && flag->actor_len > 0
-               && (factor.data[flag->actor_len] & 0xc0) == 0x80)
-        {
-            flag->actor_len--;
-        }
-
-        ngx_memmove(flag->actor, factor.data, flag->actor_len);
-
-        if (r->method == NGX_HTTP_PUT) {
-            flag->set_at = now;
-        }
-
-        if (ttl_set) {
-            flag->expires_at = ttl ? now + ttl : 0;
-        }
-
-        /*
-         * policy "approvers": a write that suspends HA waits (202); not a
-         * fleet write: the agents only mirror a record signed in etcd, and
-         * each nginx holding it for its own approvals would split the fleet
-         */
-
-        rc = fleet ? NGX_DECLINED
-                   : ngx_http_ha_optout_approval_request(r, &ctx->claims,
-                                                         hscf, flag, ttl_set,
-                                                         ttl, 0);
-        if (rc == NGX_AGAIN) {
-            /* requested below, with the writer lock */
-            ctx->approval = 1;
-            ctx->ttl_set = ttl_set ? 1 : 0;
-            ctx->ttl = ttl;
-
-        } else if (rc != NGX_DECLINED) {
-            return rc;
+        if (rc != NGX_OK) {
+            return ngx_http_ha_optout_admin_refuse(ctx,
+                       ngx_http_ha_optout_pin_unknown(r, hscf, flag));
         }
     }
+
+    if (flag->selector_len && hscf->stream_conf) {
+        /* stream's "ha_optout" has no selector= to point to */
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_BAD_REQUEST,
+                                    "InvalidField",
+                                    "pin_selector is http only: a stream "
+                                    "upstream has no request header to "
+                                    "select on (\"ha_optout\" in stream "
+                                    "takes only sticky_key=$var); send "
+                                    "\"pin\" alone to hold every new "
+                                    "connection on that server, or "
+                                    "\"sticky\": true to keep each client "
+                                    "on its server");
+    }
+
+    if (flag->selector_len && hscf->selector == NULL) {
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_BAD_REQUEST,
+                                    "InvalidField",
+                                    "pin_selector needs \"ha_optout "
+                                    "selector=$var\" in the upstream");
+    }
+
+    if (ngx_http_ha_optout_policy_check(hmcf, &hscf->name, flag, ch->ttl_set,
+                                        ch->ttl, &message, r->pool)
+        != NGX_OK)
+    {
+        if (message.data == NULL) {
+            return ngx_http_ha_optout_admin_refuse(ctx,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return ngx_http_ha_optout_admin_refuse(ctx,
+                   ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
+                                                  "ForbiddenByPolicy",
+                                                  &message));
+    }
+
+    return NGX_OK;
+}
+
+
+/* the flag's layer, actor (and the fleet's revision and via) and times */
+
+static void
+ngx_http_ha_optout_admin_stamp(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch)
+{
+    ngx_str_t                   factor;
+    ngx_http_ha_optout_flag_t  *flag;
+
+    flag = ch->flag;
+
+    flag->present = 1;
+    flag->source = ctx->layer;
+
+    if (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) {
+        /* the record's signed actor, by way of the agent */
+        factor = ch->actor;
+
+        if (factor.len == 0) {
+            factor.data = flag->actor;      /* a PATCH keeps it */
+            factor.len = flag->actor_len;
+        }
+
+        flag->revision = ch->revision;
+        ngx_http_ha_optout_admin_via(flag, &ctx->claims.sub);
+
+    } else {
+        factor = ctx->claims.sub;
+    }
+
+    /* a long sub is cut on a UTF-8 character boundary */
+    flag->actor_len = ngx_http_ha_optout_admin_cut(factor.data, factor.len,
+                                                   NGX_HA_OPTOUT_ACTOR_LEN);
+
+    ngx_memmove(flag->actor, factor.data, flag->actor_len);
+
+    if (r->method == NGX_HTTP_PUT) {
+        flag->set_at = ch->now;
+    }
+
+    if (ch->ttl_set) {
+        flag->expires_at = ch->ttl ? ch->now + ch->ttl : 0;
+    }
+}
+
+
+/*
+ * policy "approvers": a write that suspends HA waits (202); not a fleet
+ * write: the agents only mirror a record signed in etcd, and each nginx
+ * holding it for its own approvals would split the fleet
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_approval(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch)
+{
+    ngx_int_t  rc;
+
+    if (ctx->layer == NGX_HA_OPTOUT_SRC_FLEET) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_ha_optout_approval_request(r, &ctx->claims, ctx->hscf,
+                                             ch->flag, ch->ttl_set, ch->ttl,
+                                             0);
+    if (rc == NGX_AGAIN) {
+        /* requested below, with the writer lock */
+        ctx->approval = 1;
+        ctx->ttl_set = ch->ttl_set ? 1 : 0;
+        ctx->ttl = ch->ttl;
+
+    } else if (rc != NGX_DECLINED) {
+        return ngx_http_ha_optout_admin_refuse(ctx, rc);
+    }
+
+    return NGX_OK;
+}
+
+
+/* ?dry_run=1: the flag that would be, and nothing changes */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_dry_run(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_http_ha_optout_change_t *ch)
+{
+    json_t                          *json;
+    ngx_str_t                        dry;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
 
     dry.len = 0;
 
-    if (r->args.len
-        && ngx_http_arg(r, (u_char *) "dry_run", 7, &dry) == NGX_OK
-        && dry.len == 1 && dry.data[0] == '1')
+    if (!(r->args.len
+          && ngx_http_arg(r, (u_char *) "dry_run", 7, &dry) == NGX_OK
+          && dry.len == 1 && dry.data[0] == '1'))
     {
-        flag->version = layer->version;
-
-        json = (r->method == NGX_HTTP_DELETE)
-               ? json_null()
-               : ngx_http_ha_optout_flag_json(flag, &hscf->name,
-                                              &hmcf->environment);
-
-        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
-                                             layer->version);
+        return NGX_OK;
     }
 
-    if (hlcf->replay) {
-        if (ctx->claims.jti.len == 0) {
-            ngx_http_ha_optout_auth_count("replay");
-            return ngx_ha_optout_err(r, NGX_HTTP_UNAUTHORIZED, "InvalidToken",
-                                     "bearer token rejected: a write needs "
-                                     "a jti claim");
-        }
-    }
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
-    ctx->flag = flag;
-    ctx->before = before;
+    ch->flag->version = ch->layer->version;
+
+    json = (r->method == NGX_HTTP_DELETE)
+           ? json_null()
+           : ngx_http_ha_optout_flag_json(ch->flag, &ctx->hscf->name,
+                                          &hmcf->environment);
+
+    return ngx_http_ha_optout_admin_refuse(ctx,
+               ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
+                                             ch->layer->version));
+}
+
+
+/* with "ha_optout_admin_replay on", a write needs a jti to spend */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_jti(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_http_ha_optout_loc_conf_t  *hlcf;
+
+    hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
+
+    if (hlcf->replay && ctx->claims.jti.len == 0) {
+        ngx_http_ha_optout_auth_count("replay");
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_UNAUTHORIZED,
+                                    "InvalidToken",
+                                    "bearer token rejected: a write needs "
+                                    "a jti claim");
+    }
 
     return NGX_OK;
 }
