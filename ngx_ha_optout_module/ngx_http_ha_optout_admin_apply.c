@@ -17,6 +17,13 @@ static ngx_int_t ngx_http_ha_optout_admin_decide_locked(
     char **ecode, char **text);
 static ngx_int_t ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted);
+static ngx_int_t ngx_http_ha_optout_admin_stage_locked(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_str_t *request_id, char **s, char **ecode, char **text);
+static char *ngx_http_ha_optout_admin_no_room_locked(ngx_http_request_t *r,
+    ngx_uint_t built);
+static ngx_int_t ngx_http_ha_optout_admin_persist(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
 
 
 /* the layer this request writes, in the zone */
@@ -323,29 +330,24 @@ ngx_http_ha_optout_admin_undo(ngx_http_ha_optout_admin_ctx_t *ctx)
 }
 
 
-/* PUT and PATCH, with the writer lock held */
+/* PUT and PATCH, with the writer lock held: staged, persisted, published */
 
 ngx_int_t
 ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
     char                            *s, *ecode, *text;
-    u_char                          *p;
-    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_str_t                        actor, reason, *request_id;
     ngx_int_t                        status;
-    ngx_uint_t                       queued;
     json_t                          *json;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_flag_t       *flag, *before;
-    ngx_http_ha_optout_shctx_t      *sh;
-    ngx_http_ha_optout_pending_t    *pending;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
     hscf = ctx->hscf;
     rec = hscf->rec;
-    sh = ngx_http_ha_optout_sh;
     flag = ctx->flag;
     before = ctx->before;
 
@@ -369,7 +371,6 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
 
     actor.data = flag->actor;
     actor.len = flag->actor_len;
-    client = r->connection->addr_text;
     reason.data = flag->reason;
     reason.len = flag->reason_len;
     ecode = NULL;
@@ -402,65 +403,9 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
     status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode, &text);
 
     if (status == 0) {
-        /*
-         * the line is made first: what follows takes no time, so a writer
-         * killed in this section leaves the change with its line, or
-         * neither
-         */
-        flag->version = ++sh->version_seq;
-
-        s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
-                                           ctx->action, &hscf->name, &actor,
-                                           &client, &reason,
-                                           before->present ? before : NULL,
-                                           flag, request_id);
-
-        ctx->line = s ? ngx_http_ha_optout_audit_enqueue_locked(s) : NULL;
-
-        if (ctx->line == NULL) {
-            status = NGX_HTTP_INSUFFICIENT_STORAGE;
-            ecode = "ZoneFull";
-            text = "no room in the zone for the audit line of this change; "
-                   "nothing was changed";
-
-            p = (s != NULL) ? ngx_pnalloc(r->pool, 512) : NULL;
-
-            if (p != NULL
-                && sh->audit_npending >= NGX_HA_OPTOUT_AUDIT_PENDING)
-            {
-                /* the log is stuck: a larger zone would not help */
-                *ngx_slprintf(p, p + 511, "%s: %ui audit lines wait for "
-                              "the audit log already, the most the zone "
-                              "keeps; error_log says why they cannot be "
-                              "written (a full disk, a FIFO nobody reads)",
-                              text, sh->audit_npending) = '\0';
-                text = (char *) p;
-
-            } else if (p != NULL) {
-                *ngx_http_ha_optout_zone_full_text_locked(
-                    ngx_slprintf(p, p + 511, "nothing was changed: "),
-                    p + 511, hmcf->shm_zone, ngx_time(),
-                    "the audit line of this change") = '\0';
-                text = (char *) p;
-            }
-
-        } else {
-            /*
-             * staged: in the zone for the state file, not yet published to
-             * the workers (no generation bump) until it is saved and
-             * audited; a killed writer's change is finished by the next one
-             */
-            *ngx_http_ha_optout_admin_layer(ctx) = *flag;
-            (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
-
-            pending = &sh->pending;
-            pending->action = ctx->action;
-            pending->upstream_len = hscf->name.len;
-            ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
-            pending->before = *before;
-            pending->after = *flag;
-            pending->pid = ngx_pid;
-        }
+        status = ngx_http_ha_optout_admin_stage_locked(r, ctx, &actor,
+                                                       &reason, request_id,
+                                                       &s, &ecode, &text);
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
@@ -473,47 +418,15 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
         return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
     }
 
-    if (ngx_http_ha_optout_state_save(hmcf, r->connection->log) != NGX_OK) {
-        ngx_http_ha_optout_admin_undo(ctx);
-
-        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "StateNotPersisted",
-                                 "the state file could not be written; "
-                                 "nothing was changed; see error_log: "
-                                 "its directory must be writable by the "
-                                 "worker user");
-    }
-
-    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    queued = ngx_http_ha_optout_audit_queued_locked(ctx->line);
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    if (queued) {
-        ngx_http_ha_optout_admin_undo(ctx);
-
-        /* the state file holds the change: it must not come back */
-        if (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
-            != NGX_OK)
-        {
-            ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-            sh->state_dirty++;
-            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        }
-
-        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "AuditNotWritten",
-                                 "the audit line of this change could not "
-                                 "be written (see error_log); nothing was "
-                                 "changed");
+    if (ngx_http_ha_optout_admin_persist(r, ctx) != NGX_OK) {
+        return ctx->rc;
     }
 
     /* saved and audited: it acts now */
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
     ngx_http_ha_optout_bump();
-    sh->pending.pid = 0;
+    ngx_http_ha_optout_sh->pending.pid = 0;
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     ctx->line = NULL;
@@ -526,4 +439,161 @@ ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,
 
     return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json,
                                          flag->version);
+}
+
+
+/*
+ * With the zone's mutex held, after admin_decide_locked(): the line is
+ * made first (*s, for the caller to free): what follows takes no time, so
+ * a writer killed in this section leaves the change with its line, or
+ * neither.  The change is then staged: in the zone for the state file,
+ * not yet published to the workers (no generation bump) until it is saved
+ * and audited; a killed writer's change is finished by the next one.
+ * 0 or the status of a refusal.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_stage_locked(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_str_t *actor, ngx_str_t *reason,
+    ngx_str_t *request_id, char **s, char **ecode, char **text)
+{
+    ngx_str_t                        client;
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_flag_t       *flag, *before;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_pending_t    *pending;
+    ngx_http_ha_optout_srv_conf_t   *hscf;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    hscf = ctx->hscf;
+    rec = hscf->rec;
+    sh = ngx_http_ha_optout_sh;
+    flag = ctx->flag;
+    before = ctx->before;
+    client = r->connection->addr_text;
+
+    flag->version = ++sh->version_seq;
+
+    *s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                        ctx->action, &hscf->name, actor,
+                                        &client, reason,
+                                        before->present ? before : NULL,
+                                        flag, request_id);
+
+    ctx->line = *s ? ngx_http_ha_optout_audit_enqueue_locked(*s) : NULL;
+
+    if (ctx->line == NULL) {
+        *ecode = "ZoneFull";
+        *text = ngx_http_ha_optout_admin_no_room_locked(r, *s != NULL);
+        return NGX_HTTP_INSUFFICIENT_STORAGE;
+    }
+
+    *ngx_http_ha_optout_admin_layer(ctx) = *flag;
+    (void) ngx_atomic_fetch_add(&rec->changes[ctx->action], 1);
+
+    pending = &sh->pending;
+    pending->action = ctx->action;
+    pending->upstream_len = hscf->name.len;
+    ngx_memcpy(pending->upstream, hscf->name.data, hscf->name.len);
+    pending->before = *before;
+    pending->after = *flag;
+    pending->pid = ngx_pid;
+
+    return 0;
+}
+
+
+/* 507 for want of room for the audit line: and whether a larger zone helps */
+
+static char *
+ngx_http_ha_optout_admin_no_room_locked(ngx_http_request_t *r,
+    ngx_uint_t built)
+{
+    u_char                          *p;
+    char                            *text;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    sh = ngx_http_ha_optout_sh;
+
+    text = "no room in the zone for the audit line of this change; "
+           "nothing was changed";
+
+    p = built ? ngx_pnalloc(r->pool, 512) : NULL;
+
+    if (p != NULL && sh->audit_npending >= NGX_HA_OPTOUT_AUDIT_PENDING) {
+        /* the log is stuck: a larger zone would not help */
+        *ngx_slprintf(p, p + 511, "%s: %ui audit lines wait for the audit "
+                      "log already, the most the zone keeps; error_log says "
+                      "why they cannot be written (a full disk, a FIFO "
+                      "nobody reads)", text, sh->audit_npending) = '\0';
+        text = (char *) p;
+
+    } else if (p != NULL) {
+        *ngx_http_ha_optout_zone_full_text_locked(
+            ngx_slprintf(p, p + 511, "nothing was changed: "),
+            p + 511, hmcf->shm_zone, ngx_time(),
+            "the audit line of this change") = '\0';
+        text = (char *) p;
+    }
+
+    return text;
+}
+
+
+/*
+ * The staged suspension saved in the state file, then its audit line
+ * written; when either fails it is undone (and a state file that holds it
+ * is saved again without it).  NGX_OK, or NGX_DECLINED once refused (its
+ * status in ctx->rc).
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_persist(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_uint_t                       queued;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    if (ngx_http_ha_optout_state_save(hmcf, r->connection->log) != NGX_OK) {
+        ngx_http_ha_optout_admin_undo(ctx);
+
+        return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "StateNotPersisted",
+                                    "the state file could not be written; "
+                                    "nothing was changed; see error_log: "
+                                    "its directory must be writable by the "
+                                    "worker user");
+    }
+
+    (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    queued = ngx_http_ha_optout_audit_queued_locked(ctx->line);
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (!queued) {
+        return NGX_OK;
+    }
+
+    ngx_http_ha_optout_admin_undo(ctx);
+
+    /* the state file holds the change: it must not come back */
+    if (ngx_http_ha_optout_state_save_restore(hmcf, r->connection->log)
+        != NGX_OK)
+    {
+        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+        ngx_http_ha_optout_sh->state_dirty++;
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+    }
+
+    return ngx_ha_optout_refuse(ctx, r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                "AuditNotWritten",
+                                "the audit line of this change could not "
+                                "be written (see error_log); nothing was "
+                                "changed");
 }
