@@ -63,6 +63,19 @@ static const char *ngx_http_ha_optout_pkey_check(EVP_PKEY *pkey,
 static char *ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys,
     ngx_str_t *file, json_t *jwk, ngx_uint_t n, ngx_uint_t *secret,
     ngx_uint_t *used);
+static char *ngx_http_ha_optout_jwk_members(ngx_conf_t *cf, ngx_str_t *file,
+    json_t *jwk, ngx_uint_t n, ngx_uint_t *secret);
+static ngx_http_ha_optout_jwk_type_t *ngx_http_ha_optout_jwk_type(
+    ngx_conf_t *cf, ngx_str_t *file, json_t *jwk, ngx_uint_t n);
+static char *ngx_http_ha_optout_jwk_kid(ngx_conf_t *cf, ngx_array_t *keys,
+    ngx_str_t *file, json_t *kid, ngx_uint_t n,
+    ngx_http_ha_optout_jwk_type_t *t);
+static char *ngx_http_ha_optout_jwk_secret(ngx_conf_t *cf,
+    ngx_http_ha_optout_key_t *key, json_t *jwk, ngx_str_t *file,
+    ngx_uint_t n);
+static char *ngx_http_ha_optout_jwk_pkey(ngx_conf_t *cf,
+    ngx_http_ha_optout_key_t *key, json_t *jwk, ngx_str_t *file,
+    ngx_uint_t n);
 static ngx_int_t ngx_http_ha_optout_jwk_b64(ngx_conf_t *cf, json_t *jwk,
     const char *name, ngx_str_t *dst);
 static EVP_PKEY *ngx_http_ha_optout_jwk_rsa(ngx_conf_t *cf, json_t *jwk,
@@ -735,14 +748,65 @@ static char *
 ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
     json_t *jwk, ngx_uint_t n, ngx_uint_t *secret, ngx_uint_t *used)
 {
-    u_char                         *p;
-    size_t                          i;
-    json_t                         *v, *kty, *crv, *alg, *kid, *use, *ops;
-    EVP_PKEY                       *pkey;
-    ngx_str_t                       k;
-    ngx_uint_t                      verify;
-    ngx_http_ha_optout_key_t       *key, *other;
+    char                           *rv;
+    json_t                         *kid;
+    ngx_http_ha_optout_key_t       *key;
     ngx_http_ha_optout_jwk_type_t  *t;
+
+    if (ngx_http_ha_optout_jwk_members(cf, file, jwk, n, secret)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    t = ngx_http_ha_optout_jwk_type(cf, file, jwk, n);
+    if (t == NULL) {
+        return NGX_CONF_OK;             /* skipped, and logged */
+    }
+
+    kid = json_object_get(jwk, "kid");
+
+    if (ngx_http_ha_optout_jwk_kid(cf, keys, file, kid, n, t) != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    key = ngx_array_push(keys);
+    if (key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(key, sizeof(ngx_http_ha_optout_key_t));
+
+    key->alg = t->id;
+    key->file = *file;
+    key->jwk = 1;
+
+    if (ngx_http_ha_optout_copy_str(cf->pool, kid, &key->kid) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    rv = (t->id == NGX_HA_OPTOUT_ALG_HS256)
+         ? ngx_http_ha_optout_jwk_secret(cf, key, jwk, file, n)
+         : ngx_http_ha_optout_jwk_pkey(cf, key, jwk, file, n);
+
+    if (rv != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    (*used)++;
+
+    return NGX_CONF_OK;
+}
+
+
+/* a JWK's members of the right types; *secret when it holds private ones */
+
+static char *
+ngx_http_ha_optout_jwk_members(ngx_conf_t *cf, ngx_str_t *file, json_t *jwk,
+    ngx_uint_t n, ngx_uint_t *secret)
+{
+    json_t  *kty, *crv, *alg, *kid, *use, *ops;
 
     if (!json_is_object(jwk)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -780,12 +844,36 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         *secret = 1;
     }
 
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * What a JWK verifies: NULL (logged) when it is not for verifying
+ * signatures ("use", "key_ops") or of a kty, crv or alg we do not verify
+ */
+
+static ngx_http_ha_optout_jwk_type_t *
+ngx_http_ha_optout_jwk_type(ngx_conf_t *cf, ngx_str_t *file, json_t *jwk,
+    ngx_uint_t n)
+{
+    size_t                          i;
+    json_t                         *v, *kty, *crv, *alg, *use, *ops;
+    ngx_uint_t                      verify;
+    ngx_http_ha_optout_jwk_type_t  *t;
+
+    kty = json_object_get(jwk, "kty");
+    crv = json_object_get(jwk, "crv");
+    alg = json_object_get(jwk, "alg");
+    use = json_object_get(jwk, "use");
+    ops = json_object_get(jwk, "key_ops");
+
     if (use && !ngx_http_ha_optout_json_is(use, "sig")) {
         ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                            "JWK Set \"%V\": key %ui skipped: \"use\" is "
                            "\"%s\", not \"sig\"", file, n,
                            json_string_value(use));
-        return NGX_CONF_OK;
+        return NULL;
     }
 
     if (ops) {
@@ -801,7 +889,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
             ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
                                "JWK Set \"%V\": key %ui skipped: its "
                                "\"key_ops\" lack \"verify\"", file, n);
-            return NGX_CONF_OK;
+            return NULL;
         }
     }
 
@@ -815,7 +903,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "JWK Set \"%V\": key %ui skipped: kty \"%s\" is "
                            "not supported", file, n, json_string_value(kty));
-        return NGX_CONF_OK;
+        return NULL;
     }
 
     if (t->crv && !ngx_http_ha_optout_json_is(crv, t->crv)) {
@@ -824,7 +912,7 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
                            "\"%s\" is not supported (%s only)", file, n,
                            t->kty, crv ? json_string_value(crv) : "",
                            t->crv);
-        return NGX_CONF_OK;
+        return NULL;
     }
 
     if (alg && !ngx_http_ha_optout_json_is(alg, t->alg)) {
@@ -832,8 +920,23 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
                            "JWK Set \"%V\": key %ui skipped: alg \"%s\" is "
                            "not supported for kty \"%s\" (%s only)", file, n,
                            json_string_value(alg), t->kty, t->alg);
-        return NGX_CONF_OK;
+        return NULL;
     }
+
+    return t;
+}
+
+
+/* a used JWK's kid: present, printable, and no other key's */
+
+static char *
+ngx_http_ha_optout_jwk_kid(ngx_conf_t *cf, ngx_array_t *keys,
+    ngx_str_t *file, json_t *kid, ngx_uint_t n,
+    ngx_http_ha_optout_jwk_type_t *t)
+{
+    u_char                    *p;
+    size_t                     i;
+    ngx_http_ha_optout_key_t  *other;
 
     if (kid == NULL || json_string_length(kid) == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -876,49 +979,54 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
         }
     }
 
-    key = ngx_array_push(keys);
-    if (key == NULL) {
+    return NGX_CONF_OK;
+}
+
+
+/* an oct JWK: its HS256 secret, wiped with the pool */
+
+static char *
+ngx_http_ha_optout_jwk_secret(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
+    json_t *jwk, ngx_str_t *file, ngx_uint_t n)
+{
+    ngx_str_t  k;
+
+    if (ngx_http_ha_optout_jwk_b64(cf, jwk, "k", &k) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWK Set \"%V\": key %ui (kid \"%V\"): \"k\" "
+                           "is missing or not base64url", file, n,
+                           &key->kid);
         return NGX_CONF_ERROR;
     }
 
-    ngx_memzero(key, sizeof(ngx_http_ha_optout_key_t));
-
-    key->alg = t->id;
-    key->file = *file;
-    key->jwk = 1;
-
-    if (ngx_http_ha_optout_copy_str(cf->pool, kid, &key->kid) != NGX_OK) {
+    if (ngx_http_ha_optout_wipe_add(cf, &k) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    switch (t->id) {
+    if (k.len < NGX_HA_OPTOUT_HS256_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "JWK Set \"%V\": key %ui (kid \"%V\"): the "
+                           "HS256 secret is shorter than 32 bytes: make "
+                           "one with \"openssl rand -hex 32\"", file,
+                           n, &key->kid);
+        return NGX_CONF_ERROR;
+    }
 
-    case NGX_HA_OPTOUT_ALG_HS256:
-        if (ngx_http_ha_optout_jwk_b64(cf, jwk, "k", &k) != NGX_OK) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "JWK Set \"%V\": key %ui (kid \"%V\"): \"k\" "
-                               "is missing or not base64url", file, n,
-                               &key->kid);
-            return NGX_CONF_ERROR;
-        }
+    key->secret = k;
 
-        if (ngx_http_ha_optout_wipe_add(cf, &k) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
+    return NGX_CONF_OK;
+}
 
-        if (k.len < NGX_HA_OPTOUT_HS256_MIN) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "JWK Set \"%V\": key %ui (kid \"%V\"): the "
-                               "HS256 secret is shorter than 32 bytes: make "
-                               "one with \"openssl rand -hex 32\"", file,
-                               n, &key->kid);
-            return NGX_CONF_ERROR;
-        }
 
-        key->secret = k;
-        (*used)++;
+/* an RSA, EC or OKP JWK: its EVP_PKEY, freed with the pool */
 
-        return NGX_CONF_OK;
+static char *
+ngx_http_ha_optout_jwk_pkey(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key,
+    json_t *jwk, ngx_str_t *file, ngx_uint_t n)
+{
+    EVP_PKEY  *pkey;
+
+    switch (key->alg) {
 
     case NGX_HA_OPTOUT_ALG_RS256:
         pkey = ngx_http_ha_optout_jwk_rsa(cf, jwk, file, n);
@@ -944,7 +1052,6 @@ ngx_http_ha_optout_jwk(ngx_conf_t *cf, ngx_array_t *keys, ngx_str_t *file,
     }
 
     key->pkey = pkey;
-    (*used)++;
 
     return NGX_CONF_OK;
 }
