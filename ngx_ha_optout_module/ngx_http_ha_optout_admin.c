@@ -14,6 +14,12 @@
 
 static ngx_int_t ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_route_match(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t *allowed);
+static ngx_int_t ngx_http_ha_optout_route_not_allowed(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_ha_optout_route_upstream(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_ha_optout_upstream_unknown(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
 static void ngx_http_ha_optout_admin_body(ngx_http_request_t *r);
@@ -152,23 +158,21 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
 }
 
 
-/* "v1/flags", "v1/flags/{upstream}", "v1/audit", "v1/whoami" */
+/*
+ * The endpoint's path: the URI after the location's name and the slashes
+ * that follow it
+ */
 
-static ngx_int_t
-ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
-    ngx_http_ha_optout_admin_ctx_t *ctx)
+u_char *
+ngx_http_ha_optout_admin_path(ngx_http_request_t *r, u_char **last)
 {
-    u_char                          *p, *last;
-    size_t                           len;
-    ngx_uint_t                       allowed;
-    ngx_table_elt_t                 *h;
-    ngx_http_core_loc_conf_t        *clcf;
-    ngx_http_ha_optout_main_conf_t  *hmcf;
+    u_char                    *p;
+    ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
     p = r->uri.data;
-    last = r->uri.data + r->uri.len;
+    *last = r->uri.data + r->uri.len;
 
     if (r->uri.len >= clcf->name.len
         && ngx_strncmp(p, clcf->name.data, clcf->name.len) == 0)
@@ -176,10 +180,58 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
         p += clcf->name.len;
     }
 
-    while (p < last && *p == '/') {
+    while (p < *last && *p == '/') {
         p++;
     }
 
+    return p;
+}
+
+
+/*
+ * "v1/flags", "v1/flags/{upstream}", "v1/audit", "v1/whoami": the
+ * endpoint, the methods it allows, and the upstream it names (one the
+ * token may act on)
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_uint_t  allowed;
+
+    allowed = 0;
+
+    if (ngx_http_ha_optout_route_match(r, ctx, &allowed) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (!(r->method & allowed)) {
+        return ngx_http_ha_optout_route_not_allowed(r, ctx);
+    }
+
+    if (ctx->route != NGX_HA_OPTOUT_R_FLAG
+        && ctx->route != NGX_HA_OPTOUT_R_FLEET
+        && ctx->route != NGX_HA_OPTOUT_R_FLEET_DENIED
+        && ctx->route != NGX_HA_OPTOUT_R_WINDOW)
+    {
+        return NGX_OK;
+    }
+
+    return ngx_http_ha_optout_route_upstream(r, ctx);
+}
+
+
+/* the path to ctx->route (and ctx->upstream, ctx->skip); 404 for none */
+
+static ngx_int_t
+ngx_http_ha_optout_route_match(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t *allowed)
+{
+    u_char  *p, *last;
+    size_t   len;
+
+    p = ngx_http_ha_optout_admin_path(r, &last);
     len = last - p;
 
 #define ngx_ha_optout_path_is(s)                                              \
@@ -187,20 +239,20 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
     if (ngx_ha_optout_path_is("v1/flags")) {
         ctx->route = NGX_HA_OPTOUT_R_FLAGS;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else if (len > sizeof("v1/flags/") - 1
                && ngx_strncmp(p, "v1/flags/", sizeof("v1/flags/") - 1) == 0)
     {
         ctx->route = NGX_HA_OPTOUT_R_FLAG;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT|NGX_HTTP_PATCH
-                  |NGX_HTTP_DELETE;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT|NGX_HTTP_PATCH
+                   |NGX_HTTP_DELETE;
         ctx->upstream.data = p + sizeof("v1/flags/") - 1;
         ctx->upstream.len = last - ctx->upstream.data;
 
     } else if (ngx_ha_optout_path_is("v1/fleet")) {
         ctx->route = NGX_HA_OPTOUT_R_FLEETS;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else if (len > sizeof("v1/fleet/") - 1
                && ngx_strncmp(p, "v1/fleet/", sizeof("v1/fleet/") - 1) == 0)
@@ -213,13 +265,13 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
                            sizeof("/denied") - 1) == 0)
         {
             ctx->route = NGX_HA_OPTOUT_R_FLEET_DENIED;
-            allowed = NGX_HTTP_POST;
+            *allowed = NGX_HTTP_POST;
             ctx->upstream.len -= sizeof("/denied") - 1;
 
         } else {
             ctx->route = NGX_HA_OPTOUT_R_FLEET;
-            allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT
-                      |NGX_HTTP_PATCH|NGX_HTTP_DELETE;
+            *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_PUT
+                       |NGX_HTTP_PATCH|NGX_HTTP_DELETE;
         }
 
     } else if (len > sizeof("v1/windows/") - 1
@@ -231,22 +283,22 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
                        && ngx_strncmp(last - 5, "/skip", 5) == 0)))
     {
         ctx->route = NGX_HA_OPTOUT_R_WINDOW;
-        allowed = NGX_HTTP_POST;
+        *allowed = NGX_HTTP_POST;
         ctx->skip = (last[-1] == 'p');
         ctx->upstream.data = p + sizeof("v1/windows/") - 1;
         ctx->upstream.len = last - (ctx->skip ? 5 : 4) - ctx->upstream.data;
 
     } else if (ngx_ha_optout_path_is("v1/audit")) {
         ctx->route = NGX_HA_OPTOUT_R_AUDIT;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else if (ngx_ha_optout_path_is("v1/whoami")) {
         ctx->route = NGX_HA_OPTOUT_R_WHOAMI;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else if (ngx_ha_optout_path_is("v1/approvals")) {
         ctx->route = NGX_HA_OPTOUT_R_APPROVALS;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD;
 
     } else if (len > sizeof("v1/approvals/") - 1
                && ngx_strncmp(p, "v1/approvals/", sizeof("v1/approvals/") - 1)
@@ -254,7 +306,7 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
     {
         /* the approval's id travels in ctx->upstream */
         ctx->route = NGX_HA_OPTOUT_R_APPROVALS;
-        allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST|NGX_HTTP_DELETE;
+        *allowed = NGX_HTTP_GET|NGX_HTTP_HEAD|NGX_HTTP_POST|NGX_HTTP_DELETE;
         ctx->upstream.data = p + sizeof("v1/approvals/") - 1;
         ctx->upstream.len = last - ctx->upstream.data;
 
@@ -271,47 +323,61 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
 #undef ngx_ha_optout_path_is
 
-    if (!(r->method & allowed)) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    return NGX_OK;
+}
 
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
 
-        if (ctx->route == NGX_HA_OPTOUT_R_FLAG
-            || ctx->route == NGX_HA_OPTOUT_R_FLEET)
-        {
-            ngx_str_set(&h->value, "GET, HEAD, PUT, PATCH, DELETE");
+/* 405, with the Allow header of the endpoint */
 
-        } else if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
-            ngx_str_set(&h->value, "POST");
+static ngx_int_t
+ngx_http_ha_optout_route_not_allowed(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
 
-        } else if (ctx->route == NGX_HA_OPTOUT_R_WINDOW) {
-            ngx_str_set(&h->value, "POST");
-
-        } else if (ctx->route == NGX_HA_OPTOUT_R_APPROVALS
-                   && ctx->upstream.len)
-        {
-            ngx_str_set(&h->value, "GET, HEAD, POST, DELETE");
-
-        } else {
-            ngx_str_set(&h->value, "GET, HEAD");
-        }
-
-        return ngx_ha_optout_refuse(ctx, r,
-                                    NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
-                                    "method not allowed on this endpoint");
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->route != NGX_HA_OPTOUT_R_FLAG
-        && ctx->route != NGX_HA_OPTOUT_R_FLEET
-        && ctx->route != NGX_HA_OPTOUT_R_FLEET_DENIED
-        && ctx->route != NGX_HA_OPTOUT_R_WINDOW)
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+
+    if (ctx->route == NGX_HA_OPTOUT_R_FLAG
+        || ctx->route == NGX_HA_OPTOUT_R_FLEET)
     {
-        return NGX_OK;
+        ngx_str_set(&h->value, "GET, HEAD, PUT, PATCH, DELETE");
+
+    } else if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
+        ngx_str_set(&h->value, "POST");
+
+    } else if (ctx->route == NGX_HA_OPTOUT_R_WINDOW) {
+        ngx_str_set(&h->value, "POST");
+
+    } else if (ctx->route == NGX_HA_OPTOUT_R_APPROVALS
+               && ctx->upstream.len)
+    {
+        ngx_str_set(&h->value, "GET, HEAD, POST, DELETE");
+
+    } else {
+        ngx_str_set(&h->value, "GET, HEAD");
     }
+
+    return ngx_ha_optout_refuse(ctx, r,
+                                NGX_HTTP_NOT_ALLOWED, "MethodNotAllowed",
+                                "method not allowed on this endpoint");
+}
+
+
+/* the upstream named: one of ours, and one the token's ha_upstreams allow */
+
+static ngx_int_t
+ngx_http_ha_optout_route_upstream(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    ngx_str_t                       *u;
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
@@ -323,27 +389,26 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
                                                        &ctx->upstream));
     }
 
-    if (ctx->claims.upstreams) {
-        ngx_uint_t   i;
-        ngx_str_t   *u = ctx->claims.upstreams->elts;
-
-        for (i = 0; i < ctx->claims.upstreams->nelts; i++) {
-            if (u[i].len == ctx->upstream.len
-                && ngx_strncmp(u[i].data, ctx->upstream.data, u[i].len) == 0)
-            {
-                return NGX_OK;
-            }
-        }
-
-        ngx_http_ha_optout_auth_count("scope");
-
-        return ngx_ha_optout_refuse(ctx, r,
-                                    NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
-                                    "the token's ha_upstreams claim does not "
-                                    "include this upstream");
+    if (ctx->claims.upstreams == NULL) {
+        return NGX_OK;
     }
 
-    return NGX_OK;
+    u = ctx->claims.upstreams->elts;
+
+    for (i = 0; i < ctx->claims.upstreams->nelts; i++) {
+        if (u[i].len == ctx->upstream.len
+            && ngx_strncmp(u[i].data, ctx->upstream.data, u[i].len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_http_ha_optout_auth_count("scope");
+
+    return ngx_ha_optout_refuse(ctx, r,
+                                NGX_HTTP_FORBIDDEN, "UpstreamNotAllowed",
+                                "the token's ha_upstreams claim does not "
+                                "include this upstream");
 }
 
 

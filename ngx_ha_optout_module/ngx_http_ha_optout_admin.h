@@ -87,6 +87,7 @@ ngx_int_t ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r,
     ngx_uint_t status, char *code, char *text);
 u_char *ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s,
     size_t len);
+u_char *ngx_http_ha_optout_admin_path(ngx_http_request_t *r, u_char **last);
 size_t ngx_http_ha_optout_admin_cut(u_char *s, size_t len, size_t max);
 
 /* admin_auth.c */

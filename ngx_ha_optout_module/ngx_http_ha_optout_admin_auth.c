@@ -24,23 +24,9 @@ ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_ha_optout_admin_is_fleet(ngx_http_request_t *r)
 {
-    u_char                    *p, *last;
-    ngx_http_core_loc_conf_t  *clcf;
+    u_char  *p, *last;
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    p = r->uri.data;
-    last = r->uri.data + r->uri.len;
-
-    if (r->uri.len >= clcf->name.len
-        && ngx_strncmp(p, clcf->name.data, clcf->name.len) == 0)
-    {
-        p += clcf->name.len;
-    }
-
-    while (p < last && *p == '/') {
-        p++;
-    }
+    p = ngx_http_ha_optout_admin_path(r, &last);
 
     return (size_t) (last - p) >= sizeof("v1/fleet") - 1
            && ngx_strncmp(p, "v1/fleet", sizeof("v1/fleet") - 1) == 0
