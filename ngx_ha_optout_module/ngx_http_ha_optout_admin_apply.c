@@ -15,6 +15,10 @@
 static ngx_int_t ngx_http_ha_optout_admin_decide_locked(
     ngx_http_request_t *r, ngx_http_ha_optout_admin_ctx_t *ctx,
     char **ecode, char **text);
+static ngx_int_t ngx_http_ha_optout_admin_clear(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+static ngx_uint_t ngx_http_ha_optout_admin_restore_persist(
+    ngx_http_request_t *r, ngx_http_ha_optout_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_ha_optout_admin_restored(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t persisted);
 static ngx_int_t ngx_http_ha_optout_admin_stage_locked(ngx_http_request_t *r,
@@ -123,88 +127,21 @@ ngx_http_ha_optout_admin_refused(ngx_http_request_t *r, ngx_int_t status,
 }
 
 
-/* DELETE */
+/*
+ * DELETE: the API flag cleared in the zone at once (admin_clear), then,
+ * with the writer lock if it can be had within the wait, the state file
+ * saved and the audit line written (admin_restore_persist)
+ */
 
 ngx_int_t
 ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    char                            *s, *ecode, *text;
-    uint64_t                         dirty;
-    ngx_str_t                        actor, client, reason, *request_id;
-    ngx_int_t                        status, locked, saved, audited;
-    ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_shctx_t      *sh;
-    ngx_http_ha_optout_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
-    rec = ctx->hscf->rec;
-    sh = ngx_http_ha_optout_sh;
+    ngx_uint_t  persisted;
 
     if (!ctx->applied) {
-        request_id = ngx_http_ha_optout_request_id(r);
-        if (request_id == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_http_ha_optout_admin_actor(ctx, &actor);
-        client = r->connection->addr_text;
-        s = NULL;
-        ecode = NULL;
-        text = NULL;
-
-        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-
-        status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode,
-                                                        &text);
-        if (status) {
-            ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-            return ngx_http_ha_optout_admin_refused(r, status, ecode, text);
-        }
-
-        ctx->applied = 1;
-        ctx->changed = ctx->before->present;
-
-        if (ctx->changed) {
-            /*
-             * queued in the order of the changes: in this section, and
-             * made first, so that a kill leaves both or neither
-             */
-
-            reason.data = ctx->before->reason;
-            reason.len = ctx->before->reason_len;
-
-            s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
-                                               NGX_HA_OPTOUT_ACT_CLEAR,
-                                               &ctx->hscf->name, &actor,
-                                               &client, &reason, ctx->before,
-                                               NULL, request_id);
-            if (s) {
-                ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
-            }
-
-            ngx_memzero(ngx_http_ha_optout_admin_layer(ctx),
-                        sizeof(ngx_http_ha_optout_flag_t));
-            (void) ngx_atomic_fetch_add(
-                       &rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
-            ngx_http_ha_optout_bump();
-            sh->state_dirty++;
-        }
-
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-        if (ctx->changed) {
-            ngx_http_ha_optout_audit_warn_line(r->connection->log,
-                                               NGX_HA_OPTOUT_ACT_CLEAR,
-                                               &ctx->hscf->name, &actor,
-                                               &reason, ctx->before);
-            if (s && ctx->line == NULL) {
-                ngx_http_ha_optout_audit_lost(r->connection->log, s);
-            }
-        }
-
-        if (s) {
-            free(s);
+        if (ngx_http_ha_optout_admin_clear(r, ctx) != NGX_OK) {
+            return ctx->rc;
         }
 
         if (!ctx->changed) {
@@ -213,15 +150,126 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
         }
     }
 
-    locked = (ngx_http_ha_optout_writer_trylock() == NGX_OK);
-
-    if (!locked) {
+    if (ngx_http_ha_optout_writer_trylock() != NGX_OK) {
         if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
             return ngx_http_ha_optout_admin_wait(r, ctx);
         }
 
         return ngx_http_ha_optout_admin_restored(r, ctx, 0);
     }
+
+    persisted = ngx_http_ha_optout_admin_restore_persist(r, ctx);
+
+    ngx_http_ha_optout_writer_unlock();
+
+    return ngx_http_ha_optout_admin_restored(r, ctx, persisted);
+}
+
+
+/*
+ * Under the zone's mutex: If-Match and the replay cache, then the flag
+ * cleared with its audit line queued (in this section, and made first, so
+ * that a kill leaves both or neither).  NGX_OK, or NGX_DECLINED once
+ * refused (ctx->rc).
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_clear(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    char                            *s, *ecode, *text;
+    ngx_str_t                        actor, client, reason, *request_id;
+    ngx_int_t                        status;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    request_id = ngx_http_ha_optout_request_id(r);
+    if (request_id == NULL) {
+        return ngx_http_ha_optout_admin_refuse(ctx,
+                                           NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+
+    ngx_http_ha_optout_admin_actor(ctx, &actor);
+    client = r->connection->addr_text;
+    s = NULL;
+    ecode = NULL;
+    text = NULL;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    status = ngx_http_ha_optout_admin_decide_locked(r, ctx, &ecode, &text);
+    if (status) {
+        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+        return ngx_http_ha_optout_admin_refuse(ctx,
+                   ngx_http_ha_optout_admin_refused(r, status, ecode, text));
+    }
+
+    ctx->applied = 1;
+    ctx->changed = ctx->before->present;
+
+    if (ctx->changed) {
+        /*
+         * queued in the order of the changes: in this section, and
+         * made first, so that a kill leaves both or neither
+         */
+
+        reason.data = ctx->before->reason;
+        reason.len = ctx->before->reason_len;
+
+        s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
+                                           NGX_HA_OPTOUT_ACT_CLEAR,
+                                           &ctx->hscf->name, &actor,
+                                           &client, &reason, ctx->before,
+                                           NULL, request_id);
+        if (s) {
+            ctx->line = ngx_http_ha_optout_audit_enqueue_locked(s);
+        }
+
+        ngx_memzero(ngx_http_ha_optout_admin_layer(ctx),
+                    sizeof(ngx_http_ha_optout_flag_t));
+        (void) ngx_atomic_fetch_add(
+                   &ctx->hscf->rec->changes[NGX_HA_OPTOUT_ACT_CLEAR], 1);
+        ngx_http_ha_optout_bump();
+        ngx_http_ha_optout_sh->state_dirty++;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (ctx->changed) {
+        ngx_http_ha_optout_audit_warn_line(r->connection->log,
+                                           NGX_HA_OPTOUT_ACT_CLEAR,
+                                           &ctx->hscf->name, &actor,
+                                           &reason, ctx->before);
+        if (s && ctx->line == NULL) {
+            ngx_http_ha_optout_audit_lost(r->connection->log, s);
+        }
+    }
+
+    if (s) {
+        free(s);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * With the writer lock held: the audit line written and the state file
+ * saved; what is not is left to the timer, in a second.  1 when both are.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_admin_restore_persist(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    uint64_t                         dirty;
+    ngx_int_t                        saved, audited;
+    ngx_http_ha_optout_shctx_t      *sh;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+    sh = ngx_http_ha_optout_sh;
 
     (void) ngx_http_ha_optout_audit_flush(hmcf, r->connection->log);
 
@@ -251,11 +299,9 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    ngx_http_ha_optout_writer_unlock();
-
     ctx->audited = audited;
 
-    return ngx_http_ha_optout_admin_restored(r, ctx, saved && audited);
+    return saved && audited;
 }
 
 
