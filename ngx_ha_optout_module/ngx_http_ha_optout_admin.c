@@ -375,8 +375,6 @@ static ngx_int_t
 ngx_http_ha_optout_route_upstream(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    ngx_str_t                       *u;
-    ngx_uint_t                       i;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
@@ -389,18 +387,10 @@ ngx_http_ha_optout_route_upstream(ngx_http_request_t *r,
                                                        &ctx->upstream));
     }
 
-    if (ctx->claims.upstreams == NULL) {
+    if (ngx_http_ha_optout_admin_may(ctx, ctx->upstream.data,
+                                     ctx->upstream.len))
+    {
         return NGX_OK;
-    }
-
-    u = ctx->claims.upstreams->elts;
-
-    for (i = 0; i < ctx->claims.upstreams->nelts; i++) {
-        if (u[i].len == ctx->upstream.len
-            && ngx_strncmp(u[i].data, ctx->upstream.data, u[i].len) == 0)
-        {
-            return NGX_OK;
-        }
     }
 
     ngx_http_ha_optout_auth_count("scope");

@@ -97,6 +97,8 @@ ngx_uint_t ngx_http_ha_optout_admin_scope(ngx_http_request_t *r,
     ngx_uint_t write);
 ngx_int_t ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope);
+ngx_uint_t ngx_http_ha_optout_admin_may(ngx_http_ha_optout_admin_ctx_t *ctx,
+    u_char *name, size_t len);
 void ngx_http_ha_optout_admin_actor(ngx_http_ha_optout_admin_ctx_t *ctx,
     ngx_str_t *actor);
 void ngx_http_ha_optout_admin_denied(ngx_http_request_t *r,

@@ -284,6 +284,31 @@ invalid:
 }
 
 
+/* the token's ha_upstreams claim allows this upstream (no claim: all) */
+
+ngx_uint_t
+ngx_http_ha_optout_admin_may(ngx_http_ha_optout_admin_ctx_t *ctx,
+    u_char *name, size_t len)
+{
+    ngx_str_t   *u;
+    ngx_uint_t   i;
+
+    if (ctx->claims.upstreams == NULL) {
+        return 1;
+    }
+
+    u = ctx->claims.upstreams->elts;
+
+    for (i = 0; i < ctx->claims.upstreams->nelts; i++) {
+        if (u[i].len == len && ngx_strncmp(u[i].data, name, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* the token's sub, cut to NGX_HA_OPTOUT_ACTOR_LEN on a UTF-8 boundary */
 
 void

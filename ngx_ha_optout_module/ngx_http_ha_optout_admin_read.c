@@ -9,13 +9,19 @@
 #include "ngx_http_ha_optout_admin.h"
 
 
+static json_t *ngx_http_ha_optout_flags_json(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, time_t now);
+static json_t *ngx_http_ha_optout_whoami_json(
+    ngx_http_ha_optout_admin_ctx_t *ctx);
+
+
 static json_t *
 ngx_http_ha_optout_audit_json(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
     u_char      *line, **lines;
     size_t       len;
-    ngx_str_t    value, *u;
+    ngx_str_t    value;
     ngx_int_t    limit;
     ngx_uint_t   i, k, n, pos;
     json_t      *arr, *entry, *up;
@@ -73,19 +79,12 @@ ngx_http_ha_optout_audit_json(ngx_http_request_t *r,
         if (ctx->claims.upstreams) {
             /* a token limited to some upstreams sees only their entries */
             up = json_object_get(entry, "upstream");
-            u = ctx->claims.upstreams->elts;
 
-            for (pos = 0; pos < ctx->claims.upstreams->nelts; pos++) {
-                if (json_is_string(up)
-                    && json_string_length(up) == u[pos].len
-                    && ngx_strncmp(json_string_value(up), u[pos].data,
-                                   u[pos].len) == 0)
-                {
-                    break;
-                }
-            }
-
-            if (pos == ctx->claims.upstreams->nelts) {
+            if (!json_is_string(up)
+                || !ngx_http_ha_optout_admin_may(ctx,
+                                          (u_char *) json_string_value(up),
+                                          json_string_length(up)))
+            {
                 json_decref(entry);
                 continue;
             }
@@ -104,10 +103,7 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
     time_t                           now;
-    json_t                          *json, *scopes, *ups;
-    ngx_str_t                       *s;
-    ngx_uint_t                       i;
-    ngx_http_ha_optout_srv_conf_t  **hscfp;
+    json_t                          *json;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
@@ -137,42 +133,8 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
 
     case NGX_HA_OPTOUT_R_FLEETS:
     case NGX_HA_OPTOUT_R_FLAGS:
-        json = json_object();
-        hscfp = hmcf->upstreams.elts;
-
-        for (i = 0; json && i < hmcf->upstreams.nelts; i++) {
-            if (ctx->claims.upstreams) {
-                /* a token limited to some upstreams sees only those */
-                ngx_uint_t  k;
-
-                s = ctx->claims.upstreams->elts;
-
-                for (k = 0; k < ctx->claims.upstreams->nelts; k++) {
-                    if (s[k].len == hscfp[i]->name.len
-                        && ngx_strncmp(s[k].data, hscfp[i]->name.data,
-                                       s[k].len) == 0)
-                    {
-                        break;
-                    }
-                }
-
-                if (k == ctx->claims.upstreams->nelts) {
-                    continue;
-                }
-            }
-
-            json_object_setn_new(json, (char *) hscfp[i]->name.data,
-                                 hscfp[i]->name.len,
-                                 ngx_http_ha_optout_flag_json(
-                                     ctx->route == NGX_HA_OPTOUT_R_FLEETS
-                                     ? ngx_http_ha_optout_layer(hscfp[i],
-                                           NGX_HA_OPTOUT_SRC_FLEET, now)
-                                     : ngx_http_ha_optout_acting(hscfp[i],
-                                                                 now),
-                                     &hscfp[i]->name, &hmcf->environment));
-        }
-
-        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+                   ngx_http_ha_optout_flags_json(r, ctx, now), 0);
 
     case NGX_HA_OPTOUT_R_AUDIT:
         json = ngx_http_ha_optout_audit_json(r, ctx);
@@ -186,52 +148,98 @@ ngx_http_ha_optout_admin_get(ngx_http_request_t *r,
                                                        json), 0);
 
     default: /* NGX_HA_OPTOUT_R_WHOAMI */
-        scopes = json_array();
-
-        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_READ)) {
-            json_array_append_new(scopes, json_string("ha:read"));
-        }
-
-        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_WRITE)) {
-            json_array_append_new(scopes, json_string("ha:write"));
-        }
-
-        if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_APPROVE)) {
-            json_array_append_new(scopes, json_string("ha:approve"));
-        }
-
-        if (ctx->claims.upstreams) {
-            ups = json_array();
-            s = ctx->claims.upstreams->elts;
-
-            for (i = 0; ups && i < ctx->claims.upstreams->nelts; i++) {
-                json_array_append_new(ups, json_stringn((char *) s[i].data,
-                                                        s[i].len));
-            }
-
-        } else {
-            ups = json_null();
-        }
-
-        {
-            u_char  exp[sizeof("2026-11-27T10:00:00Z")];
-
-            json = json_pack("{s:s%,s:o,s:o,s:I,s:s%,s:o}",
-                             "sub", ctx->claims.sub.data, ctx->claims.sub.len,
-                             "scopes", scopes,
-                             "kid", ctx->claims.kid.len
-                                    ? json_stringn(
-                                          (char *) ctx->claims.kid.data,
-                                          ctx->claims.kid.len)
-                                    : json_null(),
-                             "exp", (json_int_t) ctx->claims.exp,
-                             "expires_at", exp,
-                             ngx_http_ha_optout_time_iso(exp,
-                                                         ctx->claims.exp)
-                             - exp,
-                             "ha_upstreams", ups);
-        }
-
-        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK, json, 0);
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+                   ngx_http_ha_optout_whoami_json(ctx), 0);
     }
+}
+
+
+/*
+ * v1/flags: the flag acting on each upstream; v1/fleet: the fleet layer
+ * of each.  A token limited to some upstreams sees only those.
+ */
+
+static json_t *
+ngx_http_ha_optout_flags_json(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, time_t now)
+{
+    json_t                          *json;
+    ngx_uint_t                       i;
+    ngx_http_ha_optout_srv_conf_t  **hscfp;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    json = json_object();
+    hscfp = hmcf->upstreams.elts;
+
+    for (i = 0; json && i < hmcf->upstreams.nelts; i++) {
+        if (!ngx_http_ha_optout_admin_may(ctx, hscfp[i]->name.data,
+                                          hscfp[i]->name.len))
+        {
+            continue;
+        }
+
+        json_object_setn_new(json, (char *) hscfp[i]->name.data,
+                             hscfp[i]->name.len,
+                             ngx_http_ha_optout_flag_json(
+                                 ctx->route == NGX_HA_OPTOUT_R_FLEETS
+                                 ? ngx_http_ha_optout_layer(hscfp[i],
+                                       NGX_HA_OPTOUT_SRC_FLEET, now)
+                                 : ngx_http_ha_optout_acting(hscfp[i], now),
+                                 &hscfp[i]->name, &hmcf->environment));
+    }
+
+    return json;
+}
+
+
+/* v1/whoami: the token's sub, scopes, kid, exp and ha_upstreams */
+
+static json_t *
+ngx_http_ha_optout_whoami_json(ngx_http_ha_optout_admin_ctx_t *ctx)
+{
+    u_char      exp[sizeof("2026-11-27T10:00:00Z")];
+    json_t     *scopes, *ups;
+    ngx_str_t  *s;
+    ngx_uint_t  i;
+
+    scopes = json_array();
+
+    if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_READ)) {
+        json_array_append_new(scopes, json_string("ha:read"));
+    }
+
+    if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_WRITE)) {
+        json_array_append_new(scopes, json_string("ha:write"));
+    }
+
+    if (scopes && (ctx->claims.scopes & NGX_HA_OPTOUT_SCOPE_APPROVE)) {
+        json_array_append_new(scopes, json_string("ha:approve"));
+    }
+
+    if (ctx->claims.upstreams) {
+        ups = json_array();
+        s = ctx->claims.upstreams->elts;
+
+        for (i = 0; ups && i < ctx->claims.upstreams->nelts; i++) {
+            json_array_append_new(ups, json_stringn((char *) s[i].data,
+                                                    s[i].len));
+        }
+
+    } else {
+        ups = json_null();
+    }
+
+    return json_pack("{s:s%,s:o,s:o,s:I,s:s%,s:o}",
+                     "sub", ctx->claims.sub.data, ctx->claims.sub.len,
+                     "scopes", scopes,
+                     "kid", ctx->claims.kid.len
+                            ? json_stringn((char *) ctx->claims.kid.data,
+                                           ctx->claims.kid.len)
+                            : json_null(),
+                     "exp", (json_int_t) ctx->claims.exp,
+                     "expires_at", exp,
+                     ngx_http_ha_optout_time_iso(exp, ctx->claims.exp) - exp,
+                     "ha_upstreams", ups);
 }
