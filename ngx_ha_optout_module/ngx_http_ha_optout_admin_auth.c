@@ -10,6 +10,15 @@
 #include "ngx_http_ha_optout_admin.h"
 
 
+static ngx_int_t ngx_http_ha_optout_denied_upstream(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_str_t *upstream);
+static ngx_int_t ngx_http_ha_optout_denied_slot(uint32_t key, time_t now,
+    ngx_uint_t *suppressed, time_t *since);
+static ngx_int_t ngx_http_ha_optout_denied_reason(ngx_http_request_t *r,
+    ngx_str_t *message, ngx_uint_t suppressed, time_t since,
+    ngx_str_t *reason);
+
+
 ngx_int_t
 ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
 {
@@ -328,12 +337,10 @@ void
 ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
     ngx_str_t *request_id)
 {
-    u_char                          *p, *last;
-    time_t                           now, since;
+    time_t                           since;
     uint32_t                         key;
     ngx_str_t                        upstream, actor, reason;
-    ngx_uint_t                       i, suppressed;
-    ngx_http_ha_optout_denied_t     *d, *slot;
+    ngx_uint_t                       suppressed;
     ngx_http_ha_optout_srv_conf_t   *hscf;
     ngx_http_ha_optout_admin_ctx_t  *ctx;
     ngx_http_ha_optout_main_conf_t  *hmcf;
@@ -341,34 +348,9 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
     ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
-    upstream = ctx ? ctx->upstream : r->uri;
-
-    if (upstream.len == 0) {
-        /* refused before routing: the name is what follows v1/flags/ */
-        last = r->uri.data + r->uri.len;
-        p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/flags/",
-                             sizeof("v1/flags/") - 2);
-        upstream.data = p ? p + sizeof("v1/flags/") - 1 : last;
-        upstream.len = last - upstream.data;
-    }
-
-    if (upstream.len > NGX_HA_OPTOUT_NAME_LEN) {
-        upstream.len = NGX_HA_OPTOUT_NAME_LEN;
-    }
-
-    /* a name from the URI may be anything: keep it printable ASCII */
-
-    p = ngx_pnalloc(r->pool, upstream.len);
-    if (p == NULL) {
+    if (ngx_http_ha_optout_denied_upstream(r, ctx, &upstream) != NGX_OK) {
         return;
     }
-
-    for (i = 0; i < upstream.len; i++) {
-        p[i] = (upstream.data[i] > 0x20 && upstream.data[i] < 0x7f)
-               ? upstream.data[i] : '?';
-    }
-
-    upstream.data = p;
 
     hscf = ngx_http_ha_optout_find_upstream(hmcf, &upstream);
     if (hscf && hscf->rec) {
@@ -391,9 +373,89 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
 
     key = ngx_crc32_short(actor.data ? actor.data : (u_char *) "", actor.len);
     key ^= hscf ? ngx_crc32_short(hscf->name.data, hscf->name.len) * 31 : 7;
-    now = ngx_time();
-    suppressed = 0;
-    since = 0;
+
+    if (ngx_http_ha_optout_denied_slot(key, ngx_time(), &suppressed, &since)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    if (suppressed) {
+        if (ngx_http_ha_optout_denied_reason(r, message, suppressed, since,
+                                             &reason)
+            != NGX_OK)
+        {
+            return;
+        }
+
+        message = &reason;
+    }
+
+    (void) ngx_http_ha_optout_audit(hmcf, r->connection->log,
+                                    NGX_HA_OPTOUT_ACT_DENIED, &upstream,
+                                    actor.len ? &actor : NULL,
+                                    &r->connection->addr_text, message,
+                                    NULL, NULL, request_id);
+}
+
+
+/* the upstream of a refused write, from the route or the URI: printable */
+
+static ngx_int_t
+ngx_http_ha_optout_denied_upstream(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, ngx_str_t *upstream)
+{
+    u_char      *p, *last;
+    ngx_uint_t   i;
+
+    *upstream = ctx ? ctx->upstream : r->uri;
+
+    if (upstream->len == 0) {
+        /* refused before routing: the name is what follows v1/flags/ */
+        last = r->uri.data + r->uri.len;
+        p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/flags/",
+                             sizeof("v1/flags/") - 2);
+        upstream->data = p ? p + sizeof("v1/flags/") - 1 : last;
+        upstream->len = last - upstream->data;
+    }
+
+    if (upstream->len > NGX_HA_OPTOUT_NAME_LEN) {
+        upstream->len = NGX_HA_OPTOUT_NAME_LEN;
+    }
+
+    /* a name from the URI may be anything: keep it printable ASCII */
+
+    p = ngx_pnalloc(r->pool, upstream->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < upstream->len; i++) {
+        p[i] = (upstream->data[i] > 0x20 && upstream->data[i] < 0x7f)
+               ? upstream->data[i] : '?';
+    }
+
+    upstream->data = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The zone's slot of this actor and upstream: NGX_DECLINED when a line
+ * was written for them less than NGX_HA_OPTOUT_DENIED_PERIOD ago (this
+ * one is counted, not written), else how many were left out since when
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_denied_slot(uint32_t key, time_t now,
+    ngx_uint_t *suppressed, time_t *since)
+{
+    ngx_uint_t                    i;
+    ngx_http_ha_optout_denied_t  *d, *slot;
+
+    *suppressed = 0;
+    *since = 0;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -416,12 +478,12 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
     {
         slot->suppressed++;
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-        return;
+        return NGX_DECLINED;
     }
 
     if (i < NGX_HA_OPTOUT_DENIED_SLOTS) {
-        suppressed = slot->suppressed;
-        since = slot->since;
+        *suppressed = slot->suppressed;
+        *since = slot->since;
     }
 
     slot->key = key;
@@ -430,28 +492,31 @@ ngx_http_ha_optout_admin_denied(ngx_http_request_t *r, ngx_str_t *message,
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    if (suppressed) {
-        u_char  *text, iso[sizeof("2026-11-27T10:00:00Z")];
+    return NGX_OK;
+}
 
-        text = ngx_pnalloc(r->pool, message->len + 128);
-        if (text == NULL) {
-            return;
-        }
 
-        reason.data = text;
-        reason.len = ngx_sprintf(text, "%V (and %ui more denials of this "
-                                 "actor on this upstream since %*s, not "
-                                 "audited one by one)", message, suppressed,
-                                 (size_t) (ngx_http_ha_optout_time_iso(iso,
-                                                                    since)
-                                           - iso), iso)
-                     - text;
-        message = &reason;
+/* the message, and how many denials were not audited one by one */
+
+static ngx_int_t
+ngx_http_ha_optout_denied_reason(ngx_http_request_t *r, ngx_str_t *message,
+    ngx_uint_t suppressed, time_t since, ngx_str_t *reason)
+{
+    u_char  *text, iso[sizeof("2026-11-27T10:00:00Z")];
+
+    text = ngx_pnalloc(r->pool, message->len + 128);
+    if (text == NULL) {
+        return NGX_ERROR;
     }
 
-    (void) ngx_http_ha_optout_audit(hmcf, r->connection->log,
-                                    NGX_HA_OPTOUT_ACT_DENIED, &upstream,
-                                    actor.len ? &actor : NULL,
-                                    &r->connection->addr_text, message,
-                                    NULL, NULL, request_id);
+    reason->data = text;
+    reason->len = ngx_sprintf(text, "%V (and %ui more denials of this "
+                              "actor on this upstream since %*s, not "
+                              "audited one by one)", message, suppressed,
+                              (size_t) (ngx_http_ha_optout_time_iso(iso,
+                                                                 since)
+                                        - iso), iso)
+                  - text;
+
+    return NGX_OK;
 }
