@@ -27,6 +27,11 @@ typedef struct {
 } ngx_http_ha_optout_change_t;
 
 
+static ngx_int_t ngx_http_ha_optout_write_window(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_write_prepare(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
+static ngx_int_t ngx_http_ha_optout_retry_after(ngx_http_request_t *r);
 static void ngx_http_ha_optout_admin_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
@@ -71,7 +76,6 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
 {
     ngx_int_t                        rc;
-    ngx_table_elt_t                 *h;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
@@ -81,66 +85,13 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
 
     if (ctx->route == NGX_HA_OPTOUT_R_WINDOW) {
-        if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
-            rc = ngx_http_ha_optout_admin_window(r, ctx, body, len);
-            ngx_http_ha_optout_writer_unlock();
-            return rc;
-        }
-
-        if (!ctx->waiting) {
-            ctx->wait_start = ngx_current_msec;
-        }
-
-        if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
-            ctx->body = body;
-            ctx->len = len;
-            return ngx_http_ha_optout_admin_wait(r, ctx);
-        }
-
-        return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                 "WriterBusy", "another write of flags has "
-                                 "been in progress for too long (a slow or "
-                                 "stuck state file or audit log, see "
-                                 "error_log); nothing was changed, retry "
-                                 "later");
+        return ngx_http_ha_optout_write_window(r, ctx, body, len);
     }
 
     if (!ctx->prepared) {
-        if (!ctx->waiting) {
-            ctx->wait_start = ngx_current_msec;
-        }
-
-        /*
-         * a fresh zone: the state file comes back first (its flags, which
-         * a PATCH or DELETE acts on, and its spent jtis, before one is
-         * checked).  Its reader holds the writer lock: the write waits for
-         * it as for any writer, then goes on (a suspension reads the file
-         * below, with the lock, if need be)
-         */
-        if (!ngx_http_ha_optout_sh->restored) {
-            if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
-                ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
-                ngx_http_ha_optout_writer_unlock();
-
-            } else if (ngx_current_msec - ctx->wait_start
-                       < NGX_HA_OPTOUT_LOCK_WAIT)
-            {
-                ctx->body = body;
-                ctx->len = len;
-                return ngx_http_ha_optout_admin_wait(r, ctx);
-            }
-        }
-
-        /* an answer sent (a refusal, a dry run) leaves ctx->flag NULL */
-        rc = ngx_http_ha_optout_admin_prepare(r, ctx, body, len);
+        rc = ngx_http_ha_optout_write_prepare(r, ctx, body, len);
         if (rc != NGX_OK || ctx->flag == NULL) {
             return rc;
-        }
-
-        ctx->prepared = 1;
-
-        if (!ctx->waiting) {
-            ctx->wait_start = ngx_current_msec;
         }
     }
 
@@ -173,20 +124,123 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
                   (ngx_pid_t) ngx_http_ha_optout_sh->writer,
                   (ngx_msec_t) NGX_HA_OPTOUT_LOCK_WAIT);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_ha_optout_retry_after(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, "2");
 
     return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE, "WriterBusy",
                              "another write of flags has been in progress "
                              "for too long (a slow or stuck state file or "
                              "audit log, see error_log); nothing was "
                              "changed, retry later");
+}
+
+
+/* v1/windows: with the writer lock, waited for as a flag write waits */
+
+static ngx_int_t
+ngx_http_ha_optout_write_window(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
+{
+    ngx_int_t  rc;
+
+    if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
+        rc = ngx_http_ha_optout_admin_window(r, ctx, body, len);
+        ngx_http_ha_optout_writer_unlock();
+        return rc;
+    }
+
+    if (!ctx->waiting) {
+        ctx->wait_start = ngx_current_msec;
+    }
+
+    if (ngx_current_msec - ctx->wait_start < NGX_HA_OPTOUT_LOCK_WAIT) {
+        ctx->body = body;
+        ctx->len = len;
+        return ngx_http_ha_optout_admin_wait(r, ctx);
+    }
+
+    return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                             "WriterBusy", "another write of flags has "
+                             "been in progress for too long (a slow or "
+                             "stuck state file or audit log, see "
+                             "error_log); nothing was changed, retry "
+                             "later");
+}
+
+
+/*
+ * Once per write: the state file restored first if the zone is fresh,
+ * then admin_prepare(); NGX_OK with ctx->flag NULL when it has answered
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_write_prepare(ngx_http_request_t *r,
+    ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len)
+{
+    ngx_int_t                        rc;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    if (!ctx->waiting) {
+        ctx->wait_start = ngx_current_msec;
+    }
+
+    /*
+     * a fresh zone: the state file comes back first (its flags, which
+     * a PATCH or DELETE acts on, and its spent jtis, before one is
+     * checked).  Its reader holds the writer lock: the write waits for
+     * it as for any writer, then goes on (a suspension reads the file
+     * below, with the lock, if need be)
+     */
+    if (!ngx_http_ha_optout_sh->restored) {
+        if (ngx_http_ha_optout_writer_trylock() == NGX_OK) {
+            ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+            ngx_http_ha_optout_writer_unlock();
+
+        } else if (ngx_current_msec - ctx->wait_start
+                   < NGX_HA_OPTOUT_LOCK_WAIT)
+        {
+            ctx->body = body;
+            ctx->len = len;
+            return ngx_http_ha_optout_admin_wait(r, ctx);
+        }
+    }
+
+    /* an answer sent (a refusal, a dry run) leaves ctx->flag NULL */
+    rc = ngx_http_ha_optout_admin_prepare(r, ctx, body, len);
+    if (rc != NGX_OK || ctx->flag == NULL) {
+        return rc;
+    }
+
+    ctx->prepared = 1;
+
+    if (!ctx->waiting) {
+        ctx->wait_start = ngx_current_msec;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a 503 WriterBusy tells when to try again */
+
+static ngx_int_t
+ngx_http_ha_optout_retry_after(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    ngx_str_set(&h->value, "2");
+
+    return NGX_OK;
 }
 
 
@@ -270,8 +324,7 @@ ngx_int_t
 ngx_http_ha_optout_admin_approvals(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
+    ngx_int_t  rc;
 
     if (!ctx->waiting) {
         ctx->wait_start = ngx_current_msec;
@@ -287,14 +340,9 @@ ngx_http_ha_optout_admin_approvals(ngx_http_request_t *r,
         return ngx_http_ha_optout_admin_wait(r, ctx);
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_ha_optout_retry_after(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, "2");
 
     return ngx_ha_optout_err(r, NGX_HTTP_SERVICE_UNAVAILABLE, "WriterBusy",
                              "another write holds the writer lock; retry "
