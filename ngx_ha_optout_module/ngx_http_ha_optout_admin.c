@@ -22,6 +22,7 @@ static ngx_int_t ngx_http_ha_optout_route_upstream(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_ha_optout_upstream_unknown(ngx_http_request_t *r,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_str_t *name);
+static ngx_int_t ngx_http_ha_optout_admin_read_body(ngx_http_request_t *r);
 static void ngx_http_ha_optout_admin_body(ngx_http_request_t *r);
 
 
@@ -120,6 +121,20 @@ ngx_http_ha_optout_admin_handler(ngx_http_request_t *r)
 
         return ngx_http_ha_optout_admin_write(r, ctx, NULL, 0);
     }
+
+    return ngx_http_ha_optout_admin_read_body(r);
+}
+
+
+/*
+ * PUT, PATCH, POST: the JSON body is read (admin_body() goes on), unless
+ * it is too large or of unknown length
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_admin_read_body(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
 
     if (r->headers_in.content_length_n > NGX_HA_OPTOUT_BODY_MAX) {
         rc = ngx_http_discard_request_body(r);
