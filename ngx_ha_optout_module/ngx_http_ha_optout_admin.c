@@ -239,6 +239,11 @@ ngx_http_ha_optout_admin_route(ngx_http_request_t *r,
 
 /* the path to ctx->route (and ctx->upstream, ctx->skip); 404 for none */
 
+/*
+ * Longer than a screen and a half: one branch per endpoint, in the order
+ * they are tried.
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_route_match(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t *allowed)
@@ -731,6 +736,11 @@ ngx_http_ha_optout_admin_error(ngx_http_request_t *r, ngx_uint_t status,
                                          NGX_HA_OPTOUT_NO_ETAG);
 }
 
+
+/*
+ * Longer than a screen and a half: the headers and body of an answer, built
+ * as nginx's own handlers build them.
+ */
 
 ngx_int_t
 ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,

@@ -171,6 +171,9 @@ ngx_http_ha_optout_admin_restore(ngx_http_request_t *r,
  * cleared with its audit line queued (in this section, and made first, so
  * that a kill leaves both or neither).  NGX_OK, or NGX_DECLINED once
  * refused (ctx->rc).
+ *
+ * Longer than a screen and a half: what one critical section does, in one
+ * place.
  */
 
 static ngx_int_t
@@ -377,6 +380,12 @@ ngx_http_ha_optout_admin_undo(ngx_http_ha_optout_admin_ctx_t *ctx)
 
 
 /* PUT and PATCH, with the writer lock held: staged, persisted, published */
+
+/*
+ * Longer than a screen and a half: its steps in their order (the fleet
+ * revision sent again, decide, stage, persist, publish) are the point, kept
+ * in one place.
+ */
 
 ngx_int_t
 ngx_http_ha_optout_admin_suspend(ngx_http_request_t *r,

@@ -186,6 +186,11 @@ ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
 }
 
 
+/*
+ * Longer than a screen and a half: its two refusals (401, 403) and their
+ * messages read together.
+ */
+
 ngx_int_t
 ngx_http_ha_optout_admin_auth(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, ngx_uint_t scope)

@@ -16,6 +16,9 @@
  * flag fields: they are taken out here, and the rest is parsed as any
  * flag.  The token's subject is the "via" that is stored: it is the one
  * that is authenticated.
+ *
+ * Longer than a screen and a half: one block per fleet field (revision,
+ * actor, via).
  */
 
 ngx_int_t

@@ -15,6 +15,11 @@ static json_t *ngx_http_ha_optout_whoami_json(
     ngx_http_ha_optout_admin_ctx_t *ctx);
 
 
+/*
+ * Longer than a screen and a half: the ring copied under the lock, then
+ * parsed outside it.
+ */
+
 static json_t *
 ngx_http_ha_optout_audit_json(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)

@@ -27,6 +27,9 @@ static json_t *ngx_http_ha_optout_window_json(ngx_http_request_t *r,
  * "window": NAME}: the open occurrence of a policy window ends now, or the
  * next one does not open.  Audited as window_end / window_skip with the
  * token's actor and the reason given; kept in the state file.
+ *
+ * Longer than a screen and a half: the order of act, save, close and audit
+ * is the point.
  */
 
 ngx_int_t

@@ -158,6 +158,9 @@ ngx_http_ha_optout_key_load(ngx_conf_t *cf, ngx_http_ha_optout_key_t *key)
  * file is the read one.  Symlinks are followed on purpose: mounted secrets
  * are usually symlinks.  O_NONBLOCK: opening a FIFO would wait for a
  * writer (forever, under "nginx -t"); it has no effect on a regular file.
+ *
+ * Longer than a screen and a half: every check of a key file (type, owner,
+ * mode, size) before a byte of it is used, in order.
  */
 
 static ngx_int_t
@@ -443,6 +446,10 @@ ngx_http_ha_optout_pkey_keep(ngx_conf_t *cf, EVP_PKEY *pkey)
 
 
 /* NULL: "pkey" is a public key fit for "alg", else what is wrong */
+
+/*
+ * Longer than a screen and a half: one check per key type.
+ */
 
 static const char *
 ngx_http_ha_optout_pkey_check(EVP_PKEY *pkey, ngx_uint_t alg)

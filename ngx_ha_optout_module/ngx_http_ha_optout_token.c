@@ -90,6 +90,11 @@ static ngx_uint_t ngx_http_ha_optout_json_eq(json_t *v, ngx_str_t *s);
 static u_char  ngx_http_ha_optout_empty[] = "";
 
 
+/*
+ * Longer than a screen and a half: the verification in its order (decode,
+ * key, signature, claims, times) is the point.
+ */
+
 ngx_int_t
 ngx_http_ha_optout_token_verify(ngx_pool_t *pool, ngx_array_t *keys,
     ngx_str_t *token, ngx_str_t *audience, ngx_str_t *issuer,
@@ -820,6 +825,8 @@ ngx_http_ha_optout_claim_upstreams(ngx_pool_t *pool, json_t *root,
  * Auth0); "scp" is the same string (Azure AD) or an array of scopes
  * (Okta), each element one scope.  Both count when both are present;
  * claims->scope is their text joined by spaces (for display only).
+ *
+ * Longer than a screen and a half: scope and scp in their three forms.
  */
 
 static ngx_int_t
