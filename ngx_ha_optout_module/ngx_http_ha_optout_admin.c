@@ -353,34 +353,30 @@ static ngx_int_t
 ngx_http_ha_optout_route_not_allowed(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
+    char  *allow;
 
     if (ctx->route == NGX_HA_OPTOUT_R_FLAG
         || ctx->route == NGX_HA_OPTOUT_R_FLEET)
     {
-        ngx_str_set(&h->value, "GET, HEAD, PUT, PATCH, DELETE");
+        allow = "GET, HEAD, PUT, PATCH, DELETE";
 
     } else if (ctx->route == NGX_HA_OPTOUT_R_FLEET_DENIED) {
-        ngx_str_set(&h->value, "POST");
+        allow = "POST";
 
     } else if (ctx->route == NGX_HA_OPTOUT_R_WINDOW) {
-        ngx_str_set(&h->value, "POST");
+        allow = "POST";
 
     } else if (ctx->route == NGX_HA_OPTOUT_R_APPROVALS
                && ctx->upstream.len)
     {
-        ngx_str_set(&h->value, "GET, HEAD, POST, DELETE");
+        allow = "GET, HEAD, POST, DELETE";
 
     } else {
-        ngx_str_set(&h->value, "GET, HEAD");
+        allow = "GET, HEAD";
+    }
+
+    if (ngx_http_ha_optout_admin_header(r, "Allow", allow) == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_ha_optout_refuse(ctx, r,
@@ -642,6 +638,29 @@ ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s, size_t len)
 }
 
 
+/* a header of the answer, of static strings */
+
+ngx_table_elt_t *
+ngx_http_ha_optout_admin_header(ngx_http_request_t *r, char *key,
+    char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return h;
+}
+
+
 /* the length of s cut to max at most, on a UTF-8 character boundary */
 
 size_t
@@ -788,14 +807,11 @@ ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
         h->value.len = ngx_sprintf(p, "\"%uL\"", etag) - p;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_ha_optout_admin_header(r, "Cache-Control", "no-store")
+        == NULL)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Cache-Control");
-    ngx_str_set(&h->value, "no-store");
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = out.len;

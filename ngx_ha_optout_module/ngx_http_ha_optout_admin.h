@@ -79,6 +79,11 @@ typedef struct {
     ngx_http_ha_optout_admin_refuse(ctx,                                      \
         ngx_http_ha_optout_admin_errorf(r, st, c, m))
 
+/* the same with a message of ngx_str_t */
+#define ngx_ha_optout_refuse_str(ctx, r, st, c, m)                            \
+    ngx_http_ha_optout_admin_refuse(ctx,                                      \
+        ngx_http_ha_optout_admin_error(r, st, c, m))
+
 
 /* admin.c */
 ngx_int_t ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
@@ -87,6 +92,8 @@ ngx_int_t ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r,
     ngx_uint_t status, char *code, char *text);
 u_char *ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s,
     size_t len);
+ngx_table_elt_t *ngx_http_ha_optout_admin_header(ngx_http_request_t *r,
+    char *key, char *value);
 u_char *ngx_http_ha_optout_admin_path(ngx_http_request_t *r, u_char **last);
 size_t ngx_http_ha_optout_admin_cut(u_char *s, size_t len, size_t max);
 

@@ -31,7 +31,6 @@ static ngx_int_t ngx_http_ha_optout_write_window(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
 static ngx_int_t ngx_http_ha_optout_write_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
-static ngx_int_t ngx_http_ha_optout_retry_after(ngx_http_request_t *r);
 static void ngx_http_ha_optout_admin_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_admin_prepare(ngx_http_request_t *r,
     ngx_http_ha_optout_admin_ctx_t *ctx, u_char *body, size_t len);
@@ -124,7 +123,8 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
                   (ngx_pid_t) ngx_http_ha_optout_sh->writer,
                   (ngx_msec_t) NGX_HA_OPTOUT_LOCK_WAIT);
 
-    if (ngx_http_ha_optout_retry_after(r) != NGX_OK) {
+    /* a 503 WriterBusy tells when to try again */
+    if (ngx_http_ha_optout_admin_header(r, "Retry-After", "2") == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -219,26 +219,6 @@ ngx_http_ha_optout_write_prepare(ngx_http_request_t *r,
     if (!ctx->waiting) {
         ctx->wait_start = ngx_current_msec;
     }
-
-    return NGX_OK;
-}
-
-
-/* a 503 WriterBusy tells when to try again */
-
-static ngx_int_t
-ngx_http_ha_optout_retry_after(ngx_http_request_t *r)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    ngx_str_set(&h->value, "2");
 
     return NGX_OK;
 }
@@ -340,7 +320,8 @@ ngx_http_ha_optout_admin_approvals(ngx_http_request_t *r,
         return ngx_http_ha_optout_admin_wait(r, ctx);
     }
 
-    if (ngx_http_ha_optout_retry_after(r) != NGX_OK) {
+    /* a 503 WriterBusy tells when to try again */
+    if (ngx_http_ha_optout_admin_header(r, "Retry-After", "2") == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -543,10 +524,8 @@ ngx_http_ha_optout_admin_parse(ngx_http_request_t *r,
         }
 
         /* code is a static literal, so it is terminated */
-        return ngx_http_ha_optout_admin_refuse(ctx,
-                   ngx_http_ha_optout_admin_error(r, NGX_HTTP_BAD_REQUEST,
-                                                  (char *) code.data,
-                                                  &message));
+        return ngx_ha_optout_refuse_str(ctx, r, NGX_HTTP_BAD_REQUEST,
+                                        (char *) code.data, &message);
     }
 
     return NGX_OK;
@@ -617,10 +596,8 @@ ngx_http_ha_optout_admin_check(ngx_http_request_t *r,
                                            NGX_HTTP_INTERNAL_SERVER_ERROR);
         }
 
-        return ngx_http_ha_optout_admin_refuse(ctx,
-                   ngx_http_ha_optout_admin_error(r, NGX_HTTP_FORBIDDEN,
-                                                  "ForbiddenByPolicy",
-                                                  &message));
+        return ngx_ha_optout_refuse_str(ctx, r, NGX_HTTP_FORBIDDEN,
+                                        "ForbiddenByPolicy", &message);
     }
 
     return NGX_OK;

@@ -5,6 +5,12 @@
  * and RFC 7517 JWK Sets.  JWK parameters become EVP_PKEYs through
  * OpenSSL's own constructors (EVP_PKEY_fromdata,
  * EVP_PKEY_new_raw_public_key): no ASN.1 by hand.
+ *
+ * Longer than a thousand lines: one concern, the key files read at
+ * configuration time.  A JWK becomes a key through the same checks as a
+ * PEM (the key's strength, a weak Ed25519 point, a wiped secret, the
+ * pool's cleanups); JWK Set parsing could have a file of its own once
+ * those checks are shared through token.h.
  */
 
 
