@@ -1,7 +1,9 @@
 
 /*
- * fuzz_labels: the escapers of ngx_http_ha_optout_status.c, compiled from
- * the module's file itself (they are static):
+ * fuzz_labels: the escapers of the status endpoint, compiled from the
+ * module's files themselves (they are static): ngx_http_ha_optout_status.c
+ * and its three views, status_json.c, status_prom.c and status_html.c, as
+ * one unit:
  *
  *   ngx_http_ha_optout_prom_sample() with prom_escape(), the one writer of
  *   Prometheus samples, and ngx_http_ha_optout_out_html(), the one way
@@ -21,6 +23,9 @@
 
 
 #include "ngx_http_ha_optout_status.c"
+#include "ngx_http_ha_optout_status_json.c"
+#include "ngx_http_ha_optout_status_prom.c"
+#include "ngx_http_ha_optout_status_html.c"
 #include "fuzz.h"
 
 

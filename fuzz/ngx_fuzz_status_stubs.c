@@ -1,8 +1,8 @@
 
 /*
  * Fuzzing support for fuzz_labels, which compiles
- * ngx_http_ha_optout_status.c itself: the nginx and module functions that
- * file refers to.  The escapers under test need only the buffer functions
+ * ngx_http_ha_optout_status*.c themselves: the nginx and module functions
+ * those files refer to.  The escapers under test need only the buffer functions
  * and ngx_escape_html(); everything of the request path aborts if called.
  *
  * ngx_escape_html() is copied verbatim from nginx 1.22.1

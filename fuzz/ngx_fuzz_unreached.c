@@ -1,7 +1,7 @@
 
 /*
  * fuzz_labels: the functions of nginx and of the module that
- * ngx_http_ha_optout_status.c calls on the request path, which the
+ * ngx_http_ha_optout_status*.c call on the request path, which the
  * escapers under test never reach.  Defined without nginx's headers (their
  * real signatures do not matter): each aborts when called.
  */
