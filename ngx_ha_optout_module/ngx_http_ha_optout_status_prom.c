@@ -164,14 +164,29 @@ ngx_http_ha_optout_prom_servers(ngx_http_ha_optout_out_t *out,
 }
 
 
+/* one sample of an upstream: name{upstream="..."} value */
+
 static void
-ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
+ngx_http_ha_optout_prom_upstream(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_srv_conf_t *hscf, char *name, uint64_t value)
+{
+    ngx_keyval_t  l;
+
+    ngx_str_set(&l.key, "upstream");
+    l.value = hscf->name;
+
+    ngx_http_ha_optout_prom_sample(out, name, &l, 1, value);
+}
+
+
+/* whether HA is suspended on each upstream, and by which layers */
+
+static void
+ngx_http_ha_optout_prom_active(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
 {
     ngx_uint_t                         i, j;
     ngx_keyval_t                       l[2], k[3];
-    ngx_http_ha_optout_rec_t          *rec;
-    ngx_http_ha_optout_flag_t         *flag;
     ngx_http_ha_optout_srv_conf_t    **hscfp;
 
     hscfp = hmcf->upstreams.elts;
@@ -208,9 +223,18 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
                 3, ngx_http_ha_optout_layer(hscfp[i], j, now) ? 1 : 0);
         }
     }
+}
 
-    ngx_str_set(&l[0].key, "upstream");
-    ngx_str_set(&l[1].key, "server");
+
+static void
+ngx_http_ha_optout_prom_expiry(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
+{
+    ngx_uint_t                         i;
+    ngx_http_ha_optout_flag_t         *flag;
+    ngx_http_ha_optout_srv_conf_t    **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
 
     ngx_http_ha_optout_prom_family(out,
         "ha_optout_flag_expiry_timestamp_seconds", "gauge",
@@ -220,12 +244,26 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
         flag = ngx_http_ha_optout_acting(hscfp[i], now);
 
         if (flag && flag->expires_at) {
-            l[0].value = hscfp[i]->name;
-            ngx_http_ha_optout_prom_sample(out,
+            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
                                 "ha_optout_flag_expiry_timestamp_seconds",
-                                l, 1, flag->expires_at);
+                                flag->expires_at);
         }
     }
+}
+
+
+/* what the module did and was asked: the counters of every upstream */
+
+static void
+ngx_http_ha_optout_prom_counters(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    ngx_uint_t                         i, j;
+    ngx_keyval_t                       l[2];
+    ngx_http_ha_optout_rec_t          *rec;
+    ngx_http_ha_optout_srv_conf_t    **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_failover_suppressed_total",
         "counter", "Failovers that would have happened but were suppressed");
@@ -245,13 +283,12 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
 
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
         rec = hscfp[i]->rec;
-        l[0].value = hscfp[i]->name;
-        ngx_http_ha_optout_prom_sample(out,
+        ngx_http_ha_optout_prom_upstream(out, hscfp[i],
                                        "ha_optout_replication_bypassed_total",
-                                       l, 1,
                                        rec ? rec->replication_bypassed : 0);
     }
 
+    ngx_str_set(&l[0].key, "upstream");
     ngx_str_set(&l[1].key, "action");
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_changes_total", "counter",
@@ -273,11 +310,20 @@ ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
         "gauge", "Writes waiting for approval (policy \"approvers\")");
 
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        l[0].value = hscfp[i]->name;
-        ngx_http_ha_optout_prom_sample(out, "ha_optout_pending_approvals",
-            l, 1, ngx_http_ha_optout_approvals_count(&hscfp[i]->name,
-                                                     ngx_time()));
+        ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+            "ha_optout_pending_approvals",
+            ngx_http_ha_optout_approvals_count(&hscfp[i]->name, ngx_time()));
     }
+}
+
+
+static void
+ngx_http_ha_optout_prom_upstreams(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
+{
+    ngx_http_ha_optout_prom_active(out, hmcf, now);
+    ngx_http_ha_optout_prom_expiry(out, hmcf, now);
+    ngx_http_ha_optout_prom_counters(out, hmcf);
 }
 
 
@@ -461,17 +507,14 @@ ngx_http_ha_optout_prom_info(ngx_http_ha_optout_out_t *out,
 }
 
 
-/* the servers' state, the policy, the counters since the flag, restore */
+/* the truth of every upstream, read once for all the families below */
 
-static ngx_int_t
-ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
-    ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_main_conf_t *hmcf,
-    time_t now)
+static ngx_http_ha_optout_truth_t *
+ngx_http_ha_optout_prom_truths(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
 {
-    ngx_uint_t                        i, j, n;
-    ngx_keyval_t                      l[2];
+    ngx_uint_t                        i, n;
     ngx_http_ha_optout_truth_t       *t;
-    ngx_http_ha_optout_peer_view_t   *v;
     ngx_http_ha_optout_srv_conf_t   **hscfp;
 
     n = hmcf->upstreams.nelts;
@@ -479,93 +522,133 @@ ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
 
     t = ngx_pcalloc(r->pool, (n + 1) * sizeof(ngx_http_ha_optout_truth_t));
     if (t == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     for (i = 0; i < n; i++) {
         if (ngx_http_ha_optout_status_truth(r, hmcf, hscfp[i], now, &t[i])
             != NGX_OK)
         {
-            return NGX_ERROR;
+            return NULL;
         }
     }
+
+    return t;
+}
+
+
+/* a gauge per server of every upstream: its "pinned" or its "failed" */
+
+static void
+ngx_http_ha_optout_prom_peers(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_truth_t *t,
+    char *name, char *help, ngx_uint_t pinned)
+{
+    ngx_uint_t                        i, j;
+    ngx_keyval_t                      l[2];
+    ngx_http_ha_optout_peer_view_t   *v;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
 
     ngx_str_set(&l[0].key, "upstream");
     ngx_str_set(&l[1].key, "server");
 
-    ngx_http_ha_optout_prom_family(out, "ha_optout_server_failed", "gauge",
-        "1 while nginx skips the server: fails >= max_fails within "
-        "fail_timeout");
+    ngx_http_ha_optout_prom_family(out, name, "gauge", help);
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
         l[0].value = hscfp[i]->name;
         v = t[i].peers->elts;
 
         for (j = 0; j < t[i].peers->nelts; j++) {
             l[1].value = v[j].address;
-            ngx_http_ha_optout_prom_sample(out, "ha_optout_server_failed",
-                                           l, 2, v[j].failed);
+            ngx_http_ha_optout_prom_sample(out, name, l, 2,
+                                           pinned ? v[j].pinned
+                                                  : v[j].failed);
         }
     }
+}
 
-    ngx_http_ha_optout_prom_family(out, "ha_optout_server_pinned", "gauge",
-        "1 for the server the acting opt-out pins");
 
-    for (i = 0; i < n; i++) {
-        l[0].value = hscfp[i]->name;
-        v = t[i].peers->elts;
+/* when the open or next policy window of each upstream starts or ends */
 
-        for (j = 0; j < t[i].peers->nelts; j++) {
-            l[1].value = v[j].address;
-            ngx_http_ha_optout_prom_sample(out, "ha_optout_server_pinned",
-                                           l, 2, v[j].pinned);
+static void
+ngx_http_ha_optout_prom_window(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_truth_t *t,
+    ngx_uint_t end)
+{
+    char                             *name;
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
+
+    if (end) {
+        name = "ha_optout_next_window_end_timestamp_seconds";
+        ngx_http_ha_optout_prom_family(out, name, "gauge",
+            "Unix time at which the open or next policy window ends");
+
+    } else {
+        name = "ha_optout_next_window_start_timestamp_seconds";
+        ngx_http_ha_optout_prom_family(out, name, "gauge",
+            "Unix time at which the open or next policy window starts");
+    }
+
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        if (t[i].wflag) {
+            ngx_http_ha_optout_prom_upstream(out, hscfp[i], name,
+                                             end ? t[i].wend : t[i].wstart);
         }
     }
+}
+
+
+/* what policy says of each upstream: protection, approvers, windows */
+
+static void
+ngx_http_ha_optout_prom_policy(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_truth_t *t)
+{
+    ngx_uint_t                        i;
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_upstream_protected",
         "gauge", "1 when policy lets the API opt out only in windows");
 
-    for (i = 0; i < n; i++) {
-        l[0].value = hscfp[i]->name;
-        ngx_http_ha_optout_prom_sample(out, "ha_optout_upstream_protected",
-                                       l, 1, t[i].protect);
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+                                         "ha_optout_upstream_protected",
+                                         t[i].protect);
     }
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_upstream_approvers",
         "gauge", "approvals by others that an API opt-out waits for "
         "(policy approvers)");
 
-    for (i = 0; i < n; i++) {
-        l[0].value = hscfp[i]->name;
-        ngx_http_ha_optout_prom_sample(out, "ha_optout_upstream_approvers",
-                                       l, 1, t[i].approvers);
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
+        ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+                                         "ha_optout_upstream_approvers",
+                                         t[i].approvers);
     }
 
-    ngx_http_ha_optout_prom_family(out,
-        "ha_optout_next_window_start_timestamp_seconds", "gauge",
-        "Unix time at which the open or next policy window starts");
+    ngx_http_ha_optout_prom_window(out, hmcf, t, 0);
+    ngx_http_ha_optout_prom_window(out, hmcf, t, 1);
+}
 
-    for (i = 0; i < n; i++) {
-        if (t[i].wflag) {
-            l[0].value = hscfp[i]->name;
-            ngx_http_ha_optout_prom_sample(out,
-                "ha_optout_next_window_start_timestamp_seconds", l, 1,
-                t[i].wstart);
-        }
-    }
 
-    ngx_http_ha_optout_prom_family(out,
-        "ha_optout_next_window_end_timestamp_seconds", "gauge",
-        "Unix time at which the open or next policy window ends");
+/* the counters since the acting flag was set, and how HA comes back */
 
-    for (i = 0; i < n; i++) {
-        if (t[i].wflag) {
-            l[0].value = hscfp[i]->name;
-            ngx_http_ha_optout_prom_sample(out,
-                "ha_optout_next_window_end_timestamp_seconds", l, 1,
-                t[i].wend);
-        }
-    }
+static void
+ngx_http_ha_optout_prom_since(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_truth_t *t)
+{
+    ngx_uint_t                        i;
+    ngx_keyval_t                      l[2];
+    ngx_http_ha_optout_srv_conf_t   **hscfp;
+
+    hscfp = hmcf->upstreams.elts;
 
     ngx_http_ha_optout_prom_family(out,
         "ha_optout_flag_failover_suppressed", "gauge",
@@ -577,24 +660,24 @@ ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
         "ha_optout_flag_replication_bypassed", "gauge",
         "Mirrored requests bypassed since the acting opt-out was set");
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
         if (t[i].flag) {
-            l[0].value = hscfp[i]->name;
-            ngx_http_ha_optout_prom_sample(out,
-                "ha_optout_flag_failover_suppressed", l, 1, t[i].suppressed);
-            ngx_http_ha_optout_prom_sample(out,
-                "ha_optout_flag_pinned_requests", l, 1, t[i].pinned);
-            ngx_http_ha_optout_prom_sample(out,
-                "ha_optout_flag_replication_bypassed", l, 1, t[i].bypassed);
+            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+                "ha_optout_flag_failover_suppressed", t[i].suppressed);
+            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+                "ha_optout_flag_pinned_requests", t[i].pinned);
+            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
+                "ha_optout_flag_replication_bypassed", t[i].bypassed);
         }
     }
 
+    ngx_str_set(&l[0].key, "upstream");
     ngx_str_set(&l[1].key, "restore");
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_flag_restore_info",
         "gauge", "How HA comes back on the upstream");
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < hmcf->upstreams.nelts; i++) {
         if (t[i].flag) {
             l[0].value = hscfp[i]->name;
             l[1].value = t[i].restore;
@@ -602,6 +685,32 @@ ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
                                 "ha_optout_flag_restore_info", l, 2, 1);
         }
     }
+}
+
+
+/* the servers' state, the policy, the counters since the flag, restore */
+
+static ngx_int_t
+ngx_http_ha_optout_prom_truth(ngx_http_request_t *r,
+    ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_main_conf_t *hmcf,
+    time_t now)
+{
+    ngx_http_ha_optout_truth_t  *t;
+
+    t = ngx_http_ha_optout_prom_truths(r, hmcf, now);
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ha_optout_prom_peers(out, hmcf, t, "ha_optout_server_failed",
+        "1 while nginx skips the server: fails >= max_fails within "
+        "fail_timeout", 0);
+
+    ngx_http_ha_optout_prom_peers(out, hmcf, t, "ha_optout_server_pinned",
+        "1 for the server the acting opt-out pins", 1);
+
+    ngx_http_ha_optout_prom_policy(out, hmcf, t);
+    ngx_http_ha_optout_prom_since(out, hmcf, t);
 
     return NGX_OK;
 }
