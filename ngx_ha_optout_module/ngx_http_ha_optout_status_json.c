@@ -14,28 +14,14 @@
 
 /* ------------------------------------------------------------------ JSON */
 
+/* the upstream's servers as status shows them (status_peers) */
+
 static json_t *
-ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
-    ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
+ngx_http_ha_optout_status_servers(ngx_array_t *peers)
 {
-    u_char                           ws[sizeof("2026-11-27T10:00:00Z")];
-    u_char                           we[sizeof("2026-11-27T10:00:00Z")];
-    u_char                           what[NGX_HA_OPTOUT_TEXT_LEN];
-    json_t                          *servers, *s, *up, *nw, *sf;
+    json_t                          *servers, *s;
     ngx_uint_t                       i;
-    ngx_array_t                     *peers;
-    ngx_http_ha_optout_rec_t        *rec;
-    ngx_http_ha_optout_flag_t       *flag;
-    ngx_http_ha_optout_truth_t       t;
     ngx_http_ha_optout_peer_view_t  *v;
-
-    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
-        return NULL;
-    }
-
-    flag = t.flag;
-    peers = t.peers;
 
     servers = json_array();
     if (servers == NULL) {
@@ -61,36 +47,59 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
         }
     }
 
-    rec = hscf->rec;
+    return servers;
+}
 
-    nw = json_null();
 
-    if (t.wflag) {
-        nw = json_pack("{s:s%,s:s%,s:b,s:s%,s:s%}",
-                       "start", ws,
-                       ngx_http_ha_optout_time_iso(ws, t.wstart) - ws,
-                       "end", we,
-                       ngx_http_ha_optout_time_iso(we, t.wend) - we,
-                       "open", (int) (t.wstart <= now),
-                       "what", what,
-                       ngx_http_ha_optout_flag_text(t.wflag, what),
-                       "reason", t.wflag->reason,
-                       (size_t) t.wflag->reason_len);
+/* the open or next policy window, or null */
+
+static json_t *
+ngx_http_ha_optout_status_window(ngx_http_ha_optout_truth_t *t, time_t now)
+{
+    u_char  ws[sizeof("2026-11-27T10:00:00Z")];
+    u_char  we[sizeof("2026-11-27T10:00:00Z")];
+    u_char  what[NGX_HA_OPTOUT_TEXT_LEN];
+
+    if (t->wflag == NULL) {
+        return json_null();
     }
 
-    sf = json_null();
+    return json_pack("{s:s%,s:s%,s:b,s:s%,s:s%}",
+                     "start", ws,
+                     ngx_http_ha_optout_time_iso(ws, t->wstart) - ws,
+                     "end", we,
+                     ngx_http_ha_optout_time_iso(we, t->wend) - we,
+                     "open", (int) (t->wstart <= now),
+                     "what", what,
+                     ngx_http_ha_optout_flag_text(t->wflag, what),
+                     "reason", t->wflag->reason,
+                     (size_t) t->wflag->reason_len);
+}
 
-    if (flag) {
-        sf = json_pack("{s:I,s:I,s:I}",
-                       "failover_suppressed", (json_int_t) t.suppressed,
-                       "pinned_requests", (json_int_t) t.pinned,
-                       "replication_bypassed", (json_int_t) t.bypassed);
+
+/* the counters since the acting flag was set, or null */
+
+static json_t *
+ngx_http_ha_optout_status_since(ngx_http_ha_optout_truth_t *t)
+{
+    if (t->flag == NULL) {
+        return json_null();
     }
 
-    up = json_pack("{s:o,s:{s:o,s:o,s:o,s:o},s:o,s:I,s:I,s:I,s:I}",
-        "flag", ngx_http_ha_optout_flag_json(flag, &hscf->name,
-                                             &hmcf->environment),
-        "layers",
+    return json_pack("{s:I,s:I,s:I}",
+                     "failover_suppressed", (json_int_t) t->suppressed,
+                     "pinned_requests", (json_int_t) t->pinned,
+                     "replication_bypassed", (json_int_t) t->bypassed);
+}
+
+
+/* the flag of each layer, acting or not */
+
+static json_t *
+ngx_http_ha_optout_status_layers(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
+{
+    return json_pack("{s:o,s:o,s:o,s:o}",
         "api", ngx_http_ha_optout_flag_json(
                    ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_API, now),
                    &hscf->name, &hmcf->environment),
@@ -105,7 +114,37 @@ ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
         "config", ngx_http_ha_optout_flag_json(
                    ngx_http_ha_optout_layer(hscf, NGX_HA_OPTOUT_SRC_CONFIG,
                                             now),
-                   &hscf->name, &hmcf->environment),
+                   &hscf->name, &hmcf->environment));
+}
+
+
+static json_t *
+ngx_http_ha_optout_status_upstream(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_http_ha_optout_srv_conf_t *hscf, time_t now)
+{
+    json_t                      *servers, *up, *nw, *sf;
+    ngx_http_ha_optout_rec_t    *rec;
+    ngx_http_ha_optout_truth_t   t;
+
+    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
+        return NULL;
+    }
+
+    servers = ngx_http_ha_optout_status_servers(t.peers);
+    if (servers == NULL) {
+        return NULL;
+    }
+
+    rec = hscf->rec;
+
+    nw = ngx_http_ha_optout_status_window(&t, now);
+    sf = ngx_http_ha_optout_status_since(&t);
+
+    up = json_pack("{s:o,s:o,s:o,s:I,s:I,s:I,s:I}",
+        "flag", ngx_http_ha_optout_flag_json(t.flag, &hscf->name,
+                                             &hmcf->environment),
+        "layers", ngx_http_ha_optout_status_layers(hmcf, hscf, now),
         "servers", servers,
         "failover_suppressed",
         (json_int_t) (rec ? rec->failover_suppressed : 0),
