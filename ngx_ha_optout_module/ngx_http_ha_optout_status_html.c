@@ -324,71 +324,67 @@ ngx_http_ha_optout_html_approvals(ngx_http_ha_optout_out_t *out,
 }
 
 
-static ngx_int_t
-ngx_http_ha_optout_html_card(ngx_http_request_t *r,
-    ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_srv_conf_t *hscf,
+/* the card's title, and for a suspended upstream its flag and restore */
+
+static void
+ngx_http_ha_optout_html_state(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_truth_t *t,
     time_t now)
 {
-    u_char                       what[NGX_HA_OPTOUT_TEXT_LEN];
-    u_char                      *p, left[64];
-    ngx_array_t                 *peers;
-    ngx_http_ha_optout_rec_t    *rec;
-    ngx_http_ha_optout_flag_t   *flag;
-    ngx_http_ha_optout_truth_t   t;
-    ngx_http_ha_optout_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
-
-    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    flag = t.flag;
-    peers = t.peers;
-
-    if (flag) {
-        ngx_http_ha_optout_out_lit(out, "<section class=\"card suspended\">"
-                                   "<h2><span class=\"name\">");
-        ngx_http_ha_optout_out_html(out, hscf->name.data, hscf->name.len);
-        ngx_http_ha_optout_out_lit(out, "</span> <span class=\"badge\">"
-                                   "HA SUSPENDED</span></h2>");
-        ngx_http_ha_optout_html_flag(out, hscf, flag, now);
-
-        ngx_http_ha_optout_out_lit(out, "<dl><dt>restore</dt>"
-                                   "<dd class=\"restore\"><code>");
-        ngx_http_ha_optout_out_html(out, t.restore.data, t.restore.len);
-        ngx_http_ha_optout_out_printf(out, 512, "</code></dd>"
-            "<dt>since set</dt><dd class=\"since\">"
-            "<b>%uA</b> failovers suppressed, <b>%uA</b> pinned requests, "
-            "<b>%uA</b> replication bypassed</dd></dl>",
-            t.suppressed, t.pinned, t.bypassed);
-
-    } else {
+    if (t->flag == NULL) {
         ngx_http_ha_optout_out_lit(out, "<section class=\"card normal\">"
                                    "<h2><span class=\"name\">");
         ngx_http_ha_optout_out_html(out, hscf->name.data, hscf->name.len);
         ngx_http_ha_optout_out_lit(out, "</span> <span class=\"badge\">"
                                    "HA normal</span></h2>");
+        return;
     }
+
+    ngx_http_ha_optout_out_lit(out, "<section class=\"card suspended\">"
+                               "<h2><span class=\"name\">");
+    ngx_http_ha_optout_out_html(out, hscf->name.data, hscf->name.len);
+    ngx_http_ha_optout_out_lit(out, "</span> <span class=\"badge\">"
+                               "HA SUSPENDED</span></h2>");
+    ngx_http_ha_optout_html_flag(out, hscf, t->flag, now);
+
+    ngx_http_ha_optout_out_lit(out, "<dl><dt>restore</dt>"
+                               "<dd class=\"restore\"><code>");
+    ngx_http_ha_optout_out_html(out, t->restore.data, t->restore.len);
+    ngx_http_ha_optout_out_printf(out, 512, "</code></dd>"
+        "<dt>since set</dt><dd class=\"since\">"
+        "<b>%uA</b> failovers suppressed, <b>%uA</b> pinned requests, "
+        "<b>%uA</b> replication bypassed</dd></dl>",
+        t->suppressed, t->pinned, t->bypassed);
+}
+
+
+/* what policy says of the upstream: next window, protected, approval */
+
+static void
+ngx_http_ha_optout_html_policy(ngx_http_ha_optout_out_t *out,
+    ngx_http_ha_optout_truth_t *t, time_t now)
+{
+    u_char   what[NGX_HA_OPTOUT_TEXT_LEN];
+    u_char  *p, left[64];
 
     ngx_http_ha_optout_out_lit(out, "<dl class=\"policy\">"
                                "<dt>next window</dt><dd class=\"window\">");
 
-    if (t.wflag) {
-        if (t.wstart <= now) {
+    if (t->wflag) {
+        if (t->wstart <= now) {
             ngx_http_ha_optout_out_lit(out, "open now, ");
         }
 
-        ngx_http_ha_optout_html_time(out, t.wstart);
+        ngx_http_ha_optout_html_time(out, t->wstart);
         ngx_http_ha_optout_out_lit(out, " &ndash; ");
-        ngx_http_ha_optout_html_time(out, t.wend);
+        ngx_http_ha_optout_html_time(out, t->wend);
         ngx_http_ha_optout_out_lit(out, " <code>");
         ngx_http_ha_optout_out_html(out, what,
-                                    ngx_http_ha_optout_flag_text(t.wflag,
+                                    ngx_http_ha_optout_flag_text(t->wflag,
                                                                  what));
         ngx_http_ha_optout_out_lit(out, "</code> ");
-        ngx_http_ha_optout_out_html(out, t.wflag->reason,
-                                    t.wflag->reason_len);
+        ngx_http_ha_optout_out_html(out, t->wflag->reason,
+                                    t->wflag->reason_len);
 
     } else {
         ngx_http_ha_optout_out_lit(out, "none scheduled");
@@ -396,7 +392,7 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
 
     ngx_http_ha_optout_out_lit(out, "</dd><dt>protected</dt>"
                                "<dd class=\"protected\">");
-    if (t.protect) {
+    if (t->protect) {
         ngx_http_ha_optout_out_lit(out, "yes: the API may opt out only "
                                    "inside a window");
     } else {
@@ -405,20 +401,39 @@ ngx_http_ha_optout_html_card(ngx_http_request_t *r,
 
     ngx_http_ha_optout_out_lit(out, "</dd><dt>approval</dt>"
                                "<dd class=\"approvers\">");
-    if (t.approvers) {
-        p = ngx_http_ha_optout_status_left(left, t.approval_ttl);
+    if (t->approvers) {
+        p = ngx_http_ha_optout_status_left(left, t->approval_ttl);
         ngx_http_ha_optout_out_printf(out, 256, "%ui other%s must approve "
             "an API opt-out, within %*s; windows need none",
-            t.approvers, t.approvers == 1 ? "" : "s", (size_t) (p - left),
+            t->approvers, t->approvers == 1 ? "" : "s", (size_t) (p - left),
             left);
     } else {
         ngx_http_ha_optout_out_lit(out, "not needed");
     }
 
     ngx_http_ha_optout_out_lit(out, "</dd></dl>");
+}
 
+
+static ngx_int_t
+ngx_http_ha_optout_html_card(ngx_http_request_t *r,
+    ngx_http_ha_optout_out_t *out, ngx_http_ha_optout_srv_conf_t *hscf,
+    time_t now)
+{
+    ngx_http_ha_optout_rec_t        *rec;
+    ngx_http_ha_optout_truth_t       t;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    if (ngx_http_ha_optout_status_truth(r, hmcf, hscf, now, &t) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ha_optout_html_state(out, hscf, &t, now);
+    ngx_http_ha_optout_html_policy(out, &t, now);
     ngx_http_ha_optout_html_approvals(out, hscf, now);
-    ngx_http_ha_optout_html_servers(out, peers);
+    ngx_http_ha_optout_html_servers(out, t.peers);
 
     rec = hscf->rec;
 
