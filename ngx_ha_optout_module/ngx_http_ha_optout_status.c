@@ -345,44 +345,16 @@ ngx_http_ha_optout_out_printf(ngx_http_ha_optout_out_t *out, size_t max,
 /* ----------------------------------------------------------- the truth */
 
 /*
- * What one upstream's card, JSON object and metrics say beyond the flag:
- * its servers, the policy's protection, approvers and next window, the
- * counters since
- * the acting flag was set, and how HA comes back.
+ * the counters since the acting flag was set: the upstream's, less what
+ * they were when its layer took that flag (rec->since[])
  */
 
-ngx_int_t
-ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
-    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_srv_conf_t *hscf,
-    time_t now, ngx_http_ha_optout_truth_t *t)
+static void
+ngx_http_ha_optout_truth_since(ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_truth_t *t)
 {
-    u_char                      *p;
     ngx_http_ha_optout_rec_t    *rec;
     ngx_http_ha_optout_since_t  *since;
-
-    ngx_memzero(t, sizeof(ngx_http_ha_optout_truth_t));
-
-    t->flag = ngx_http_ha_optout_acting(hscf, now);
-
-    t->peers = ngx_http_ha_optout_status_peers(r->pool, hscf, t->flag);
-    if (t->peers == NULL) {
-        return NGX_ERROR;
-    }
-
-    t->protect = ngx_http_ha_optout_policy_protected(hmcf, &hscf->name);
-    t->approvers = ngx_http_ha_optout_policy_approvers(hmcf, &hscf->name,
-                                                       &t->approval_ttl);
-
-    if (ngx_http_ha_optout_policy_next_window(hmcf, hscf, now, &t->wstart,
-                                              &t->wend, &t->wflag)
-        != NGX_OK)
-    {
-        t->wflag = NULL;
-    }
-
-    if (t->flag == NULL) {
-        return NGX_OK;
-    }
 
     rec = hscf->rec;
 
@@ -403,6 +375,17 @@ ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
             }
         }
     }
+}
+
+
+/* how HA comes back: what lifts the acting flag, by its layer */
+
+static ngx_int_t
+ngx_http_ha_optout_truth_restore(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_truth_t *t)
+{
+    u_char  *p;
 
     p = ngx_pnalloc(r->pool, 2 * NGX_HA_OPTOUT_NAME_LEN
                              + hmcf->environment.len + 160);
@@ -442,6 +425,47 @@ ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
     t->restore.len = p - t->restore.data;
 
     return NGX_OK;
+}
+
+
+/*
+ * What one upstream's card, JSON object and metrics say beyond the flag:
+ * its servers, the policy's protection, approvers and next window, the
+ * counters since the acting flag was set, and how HA comes back.
+ */
+
+ngx_int_t
+ngx_http_ha_optout_status_truth(ngx_http_request_t *r,
+    ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_srv_conf_t *hscf,
+    time_t now, ngx_http_ha_optout_truth_t *t)
+{
+    ngx_memzero(t, sizeof(ngx_http_ha_optout_truth_t));
+
+    t->flag = ngx_http_ha_optout_acting(hscf, now);
+
+    t->peers = ngx_http_ha_optout_status_peers(r->pool, hscf, t->flag);
+    if (t->peers == NULL) {
+        return NGX_ERROR;
+    }
+
+    t->protect = ngx_http_ha_optout_policy_protected(hmcf, &hscf->name);
+    t->approvers = ngx_http_ha_optout_policy_approvers(hmcf, &hscf->name,
+                                                       &t->approval_ttl);
+
+    if (ngx_http_ha_optout_policy_next_window(hmcf, hscf, now, &t->wstart,
+                                              &t->wend, &t->wflag)
+        != NGX_OK)
+    {
+        t->wflag = NULL;
+    }
+
+    if (t->flag == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_ha_optout_truth_since(hscf, t);
+
+    return ngx_http_ha_optout_truth_restore(r, hmcf, hscf, t);
 }
 
 
