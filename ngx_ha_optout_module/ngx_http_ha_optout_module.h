@@ -299,6 +299,27 @@ typedef struct {
 } ngx_http_ha_optout_peer_view_t;
 
 
+/*
+ * a round-robin peer as status shows it, for the http twin (status.c) and
+ * the stream twin alike: ngx_http_upstream_rr_peer_t and
+ * ngx_stream_upstream_rr_peer_t hold these fields by the same names (a
+ * macro, not a function, for that reason); "failed" as their get_peer()
+ * skips it; "pinned" is the caller's to set
+ */
+#define ngx_http_ha_optout_peer_view_set(v, peer, bk, now)                    \
+    (v)->address = (peer)->name;                                              \
+    (v)->server = (peer)->server;                                             \
+    (v)->fails = (peer)->fails;                                               \
+    (v)->max_fails = (peer)->max_fails;                                       \
+    (v)->fail_timeout = (peer)->fail_timeout;                                 \
+    (v)->backup = (bk);                                                       \
+    (v)->down = (peer)->down ? 1 : 0;                                         \
+    (v)->pinned = 0;                                                          \
+    (v)->failed = (peer)->max_fails                                           \
+                  && (peer)->fails >= (peer)->max_fails                       \
+                  && (now) - (peer)->checked <= (peer)->fail_timeout
+
+
 /* per upstream block (the upstream's srv_conf) */
 typedef struct {
     ngx_uint_t                       enabled;   /* "ha_optout" seen */

@@ -231,18 +231,7 @@ ngx_http_ha_optout_status_peers(ngx_pool_t *pool,
                     return NULL;
                 }
 
-                v->address = peer->name;
-                v->server = peer->server;
-                v->fails = peer->fails;
-                v->max_fails = peer->max_fails;
-                v->fail_timeout = peer->fail_timeout;
-                v->backup = backup;
-                v->down = peer->down ? 1 : 0;
-
-                /* as ngx_http_upstream_get_peer() skips it */
-                v->failed = peer->max_fails
-                            && peer->fails >= peer->max_fails
-                            && now - peer->checked <= peer->fail_timeout;
+                ngx_http_ha_optout_peer_view_set(v, peer, backup, now);
             }
 
             ngx_http_upstream_rr_peers_unlock(list);

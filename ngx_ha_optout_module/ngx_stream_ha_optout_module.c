@@ -1163,19 +1163,7 @@ ngx_stream_ha_optout_peer_views(void *conf, ngx_array_t *views)
                 return NGX_ERROR;
             }
 
-            v->address = peer->name;
-            v->server = peer->server;
-            v->fails = peer->fails;
-            v->max_fails = peer->max_fails;
-            v->fail_timeout = peer->fail_timeout;
-            v->backup = backup;
-            v->down = peer->down ? 1 : 0;
-            v->pinned = 0;
-
-            /* as ngx_stream_upstream_get_peer() skips it */
-            v->failed = peer->max_fails
-                        && peer->fails >= peer->max_fails
-                        && now - peer->checked <= peer->fail_timeout;
+            ngx_http_ha_optout_peer_view_set(v, peer, backup, now);
         }
 
         ngx_stream_upstream_rr_peers_unlock(list);
