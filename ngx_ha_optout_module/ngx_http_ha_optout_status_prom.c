@@ -179,6 +179,19 @@ ngx_http_ha_optout_prom_upstream(ngx_http_ha_optout_out_t *out,
 }
 
 
+/* the first labels of an upstream's flag: environment, upstream, layer */
+
+static void
+ngx_http_ha_optout_prom_flag_labels(ngx_keyval_t *l,
+    ngx_http_ha_optout_main_conf_t *hmcf)
+{
+    ngx_str_set(&l[0].key, "environment");
+    ngx_str_set(&l[1].key, "upstream");
+    ngx_str_set(&l[2].key, "layer");
+    l[0].value = hmcf->environment;
+}
+
+
 /* whether HA is suspended on each upstream, and by which layers */
 
 static void
@@ -186,14 +199,14 @@ ngx_http_ha_optout_prom_active(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_main_conf_t *hmcf, time_t now)
 {
     ngx_uint_t                         i, j;
-    ngx_keyval_t                       l[2], k[3];
+    ngx_keyval_t                       l[3];
     ngx_http_ha_optout_srv_conf_t    **hscfp;
 
     hscfp = hmcf->upstreams.elts;
 
-    ngx_str_set(&l[0].key, "environment");
-    ngx_str_set(&l[1].key, "upstream");
-    l[0].value = hmcf->environment;
+    /* ha_optout_active has the first two labels, layer_active all three */
+
+    ngx_http_ha_optout_prom_flag_labels(l, hmcf);
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_active", "gauge",
         "1 while an opt-out (any layer) suspends HA on the upstream");
@@ -206,20 +219,15 @@ ngx_http_ha_optout_prom_active(ngx_http_ha_optout_out_t *out,
 
     /* every layer, so a fleet flag beneath an API flag shows too */
 
-    ngx_str_set(&k[0].key, "environment");
-    ngx_str_set(&k[1].key, "upstream");
-    ngx_str_set(&k[2].key, "layer");
-    k[0].value = hmcf->environment;
-
     ngx_http_ha_optout_prom_family(out, "ha_optout_layer_active", "gauge",
         "1 while a layer (api, fleet, window, config) holds a live flag");
 
     for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        k[1].value = hscfp[i]->name;
+        l[1].value = hscfp[i]->name;
 
         for (j = NGX_HA_OPTOUT_SRC_N; j-- > 0; /* void */) {
-            k[2].value = ngx_http_ha_optout_layer_names[j];
-            ngx_http_ha_optout_prom_sample(out, "ha_optout_layer_active", k,
+            l[2].value = ngx_http_ha_optout_layer_names[j];
+            ngx_http_ha_optout_prom_sample(out, "ha_optout_layer_active", l,
                 3, ngx_http_ha_optout_layer(hscfp[i], j, now) ? 1 : 0);
         }
     }
@@ -473,12 +481,9 @@ ngx_http_ha_optout_prom_info(ngx_http_ha_optout_out_t *out,
 
     hscfp = hmcf->upstreams.elts;
 
-    ngx_str_set(&l[0].key, "environment");
-    ngx_str_set(&l[1].key, "upstream");
-    ngx_str_set(&l[2].key, "layer");
+    ngx_http_ha_optout_prom_flag_labels(l, hmcf);
     ngx_str_set(&l[3].key, "actor");
     ngx_str_set(&l[4].key, "reason");
-    l[0].value = hmcf->environment;
 
     ngx_http_ha_optout_prom_family(out, "ha_optout_flag_info", "gauge",
         "The acting opt-out: its layer, actor and reason (cut to 128 bytes)");
