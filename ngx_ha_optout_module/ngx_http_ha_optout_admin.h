@@ -57,6 +57,7 @@ typedef struct {
     unsigned                         prepared:1;
     unsigned                         approval:1; /* policy "approvers" */
     unsigned                         ttl_set:1;  /* for the approval */
+    unsigned                         narrows:1;  /* approved flag's */
     time_t                           ttl;
     unsigned                         waiting:1; /* r->main->count taken */
     unsigned                         applied:1; /* a DELETE is in the zone */

@@ -75,6 +75,17 @@ ngx_http_ha_optout_admin_decide_locked(ngx_http_request_t *r,
         return NGX_HTTP_CONFLICT;
     }
 
+    if (ctx->narrows
+        && !ngx_http_ha_optout_approval_narrows(ctx->flag, ctx->before,
+                                                ngx_time()))
+    {
+        *ecode = "Conflict";
+        *text = "the approved flag this write narrows was removed or "
+                "changed while it waited; nothing was changed: send it "
+                "again (it may need approval now)";
+        return NGX_HTTP_CONFLICT;
+    }
+
     if (!hlcf->replay) {
         return 0;
     }

@@ -107,7 +107,14 @@ ngx_http_ha_optout_admin_write(ngx_http_request_t *r,
              ? ngx_http_ha_optout_approval_request(r, &ctx->claims,
                                                    ctx->hscf, ctx->flag,
                                                    ctx->ttl_set, ctx->ttl, 1)
-             : ngx_http_ha_optout_admin_suspend(r, ctx);
+             : NGX_DECLINED;
+
+        if (rc == NGX_DECLINED) {
+            /* NGX_DECLINED of approval_request(): narrower, applied now */
+            ctx->narrows = ctx->approval;
+            rc = ngx_http_ha_optout_admin_suspend(r, ctx);
+        }
+
         ngx_http_ha_optout_writer_unlock();
         return rc;
     }

@@ -254,6 +254,21 @@ ngx_http_ha_optout_approval_narrower(ngx_http_ha_optout_flag_t *new,
 }
 
 
+/*
+ * A write judged no wider than the acting API flag needs no approval of
+ * its own.  admin.c asks again with the zone's mutex held, in the section
+ * that applies the write, since a DELETE acts without the writer lock.
+ */
+
+ngx_uint_t
+ngx_http_ha_optout_approval_narrows(ngx_http_ha_optout_flag_t *flag,
+    ngx_http_ha_optout_flag_t *cur, time_t now)
+{
+    return ngx_http_ha_optout_flag_live(cur, now)
+           && ngx_http_ha_optout_approval_narrower(flag, cur);
+}
+
+
 static ngx_uint_t
 ngx_http_ha_optout_approval_dry(ngx_http_request_t *r)
 {
@@ -537,10 +552,18 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
     cur = hscf->rec->api;
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-    if (!commit && ngx_http_ha_optout_flag_live(&cur, now)
-        && ngx_http_ha_optout_approval_narrower(flag, &cur))
-    {
-        /* it gives HA back: the approvals of the acting flag still hold */
+    if (ngx_http_ha_optout_approval_narrows(flag, &cur, now)) {
+
+        /*
+         * it gives HA back: the approvals of the acting flag still hold.
+         * Judged again with the writer lock (commit 1): the flag may be
+         * deleted or expire while this write waits for it, and then this
+         * write suspends HA on its own and needs its own approval
+         */
+        if (!commit && !ngx_http_ha_optout_approval_dry(r)) {
+            return NGX_AGAIN;
+        }
+
         flag->approvers = cur.approvers;
         ngx_memcpy(flag->approver_len, cur.approver_len,
                    sizeof(cur.approver_len));
