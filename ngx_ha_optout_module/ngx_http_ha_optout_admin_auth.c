@@ -415,7 +415,10 @@ ngx_http_ha_optout_denied_upstream(ngx_http_request_t *r,
 
     *upstream = ctx ? ctx->upstream : r->uri;
 
-    if (upstream->len == 0) {
+    if (ngx_http_ha_optout_approval_denied_upstream(r, upstream) == NGX_OK) {
+        /* v1/approvals/{id}: the approval's upstream, not its id */
+
+    } else if (upstream->len == 0) {
         /* refused before routing: the name is what follows v1/flags/ */
         last = r->uri.data + r->uri.len;
         p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/flags/",

@@ -156,6 +156,59 @@ ngx_http_ha_optout_approval_parse_id(ngx_str_t *s)
 }
 
 
+/*
+ * The upstream a refused v1/approvals/{id} names in its "denied" audit
+ * line: the approval's, or "" (no such approval, no id).  NGX_DECLINED:
+ * not a v1/approvals path (found as admin.c chose the scope, by the URI).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_approval_denied_upstream(ngx_http_request_t *r,
+    ngx_str_t *upstream)
+{
+    u_char                         *p, *last;
+    uint64_t                        id;
+    ngx_str_t                       ids;
+    ngx_http_ha_optout_approval_t  *t;
+
+    last = r->uri.data + r->uri.len;
+    p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "v1/approvals",
+                         sizeof("v1/approvals") - 2);
+    if (p == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p += sizeof("v1/approvals") - 1;
+    ids.data = (p < last && *p == '/') ? p + 1 : last;
+    ids.len = last - ids.data;
+
+    ngx_str_set(upstream, "");
+
+    id = ngx_http_ha_optout_approval_parse_id(&ids);
+    if (id == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HA_OPTOUT_NAME_LEN);
+    if (p == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    t = ngx_http_ha_optout_approval_find_locked(id);
+    if (t) {
+        upstream->len = ngx_min(t->upstream_len, NGX_HA_OPTOUT_NAME_LEN);
+        upstream->data = ngx_cpymem(p, t->upstream, upstream->len)
+                         - upstream->len;
+    }
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    return NGX_OK;
+}
+
+
 static json_t *
 ngx_http_ha_optout_approval_time(time_t t)
 {
@@ -439,10 +492,13 @@ ngx_http_ha_optout_approval_reason(ngx_pool_t *pool,
 }
 
 
+/* cause: why a request was dropped unapplied ("cause" member), or NULL */
+
 static void
 ngx_http_ha_optout_approval_audit(ngx_http_request_t *r, ngx_uint_t action,
     ngx_http_ha_optout_approval_t *a, ngx_str_t *actor, char *what,
-    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after)
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *after,
+    ngx_str_t *cause)
 {
     ngx_str_t                        upstream, *reason, *request_id;
     ngx_http_ha_optout_srv_conf_t   *hscf;
@@ -467,9 +523,10 @@ ngx_http_ha_optout_approval_audit(ngx_http_request_t *r, ngx_uint_t action,
         (void) ngx_atomic_fetch_add(&hscf->rec->changes[action], 1);
     }
 
-    ngx_http_ha_optout_audit(hmcf, r->connection->log, action, &upstream,
-                             actor, &r->connection->addr_text, reason,
-                             before, after, request_id);
+    ngx_http_ha_optout_audit_cause(hmcf, r->connection->log, action,
+                                   &upstream, actor,
+                                   &r->connection->addr_text, reason, before,
+                                   after, request_id, cause);
 }
 
 
@@ -677,7 +734,8 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
 
     ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REQUEST, &a,
                                       &claims->sub, "requested",
-                                      cur.present ? &cur : NULL, &a.flag);
+                                      cur.present ? &cur : NULL, &a.flag,
+                                      NULL);
 
     return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_ACCEPTED, &a);
 }
@@ -985,7 +1043,7 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
 
     ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_APPROVE, &a,
                                       &claims->sub, "approved", NULL,
-                                      &a.flag);
+                                      &a.flag, NULL);
 
     return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
 }
@@ -1078,7 +1136,7 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
         /* the approval itself is a fact, whatever follows */
         ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_APPROVE, a,
                                           &claims->sub, "approved", NULL,
-                                          &flag);
+                                          &flag, NULL);
     }
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
@@ -1097,7 +1155,9 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
         ecode = (a->method == NGX_HA_OPTOUT_APPROVAL_PATCH)
                 ? "Conflict" : "PreconditionFailed";
         ngx_str_set(&message, "the flag changed after this request was made "
-                    "(If-Match, or the flag a PATCH was made on)");
+                    "(If-Match, or the flag a PATCH was made on): the "
+                    "request was dropped, nothing was changed; send it "
+                    "again (a new request, to be approved again)");
 
     } else if (status == 0 && a->method == NGX_HA_OPTOUT_APPROVAL_PATCH
                && !ngx_http_ha_optout_flag_live(&before, now))
@@ -1116,7 +1176,7 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
         ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REJECT, a,
                                           &claims->sub,
                                           "approved but not applied", NULL,
-                                          NULL);
+                                          NULL, &message);
 
         return ngx_http_ha_optout_admin_error(r, status, ecode, &message);
     }
@@ -1273,7 +1333,7 @@ ngx_http_ha_optout_approval_reject(ngx_http_request_t *r,
     ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REJECT, &a,
                                       &claims->sub,
                                       own ? "withdrawn" : "rejected", NULL,
-                                      NULL);
+                                      NULL, NULL);
 
     return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
 }

@@ -645,6 +645,8 @@ ngx_uint_t ngx_http_ha_optout_approvals_count(ngx_str_t *upstream,
     time_t now);
 void *ngx_http_ha_optout_approval_json(ngx_http_ha_optout_approval_t *a,
     ngx_str_t *environment);
+ngx_int_t ngx_http_ha_optout_approval_denied_upstream(ngx_http_request_t *r,
+    ngx_str_t *upstream);
 ngx_uint_t ngx_http_ha_optout_approval_narrows(
     ngx_http_ha_optout_flag_t *flag, ngx_http_ha_optout_flag_t *cur,
     time_t now);

@@ -152,6 +152,15 @@ ok($r->{is_json}, 'unknown approval id: JSON');
 is($t->api('GET', 'v1/flags/app')->{json}, undef,
    'refused approvals applied nothing');
 
+# the denied lines name the approval's upstream, not its id (nor "")
+my @den = grep { $_->{action} eq 'denied' } audit();
+my ($den_self) = grep { $_->{actor} eq 'alice' } @den;
+my ($den_scope) = grep { $_->{actor} eq 'carol' } @den;
+is($den_self && $den_self->{upstream}, 'app',
+   'audit: the denied self-approval names the upstream app');
+is($den_scope && $den_scope->{upstream}, 'app',
+   'audit: the denied approval without ha:approve names the upstream app');
+
 # ---------------------------------------------------------------- approve
 
 $r = $t->api('POST', "v1/approvals/$a->{id}", as('bob'));
@@ -211,6 +220,14 @@ is($r->{json}, undef, 'DELETE: HA restored');
 # the PATCH made on the deleted flag can no longer be applied
 $r = $t->api('POST', "v1/approvals/$ext", as('bob'));
 is($r->{status}, 409, 'approving a PATCH whose flag is gone: 409');
+like($r->{json}{error}{message} // '',
+     qr/flag changed after this request was made.*request was dropped.*send it again/,
+     '409: says the request was dropped and must be sent again');
+my ($drop) = grep { $_->{action} eq 'reject'
+                    && ($_->{reason} // '') =~ /\Q$ext\E approved but not applied/ }
+             audit();
+like($drop && $drop->{cause} // '', qr/flag changed after this request.*dropped/,
+     'audit: the reject line of the dropped request says why (cause)');
 is($t->api('GET', 'v1/flags/app')->{json}, undef, '... and nothing acts');
 
 # an upstream without approvers works as before
