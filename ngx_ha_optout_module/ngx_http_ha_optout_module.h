@@ -631,7 +631,7 @@ ngx_int_t ngx_http_ha_optout_if_match(ngx_http_request_t *r,
     uint64_t version);
 ngx_str_t *ngx_http_ha_optout_request_id(ngx_http_request_t *r);
 
-/* approval.c */
+/* approval.c (the table and its rules), approval_api.c (v1/approvals) */
 ngx_int_t ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_srv_conf_t *hscf,
     ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
