@@ -662,11 +662,172 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
 
 
 /*
+ * apply(), before the zone is locked: is the upstream still there, does
+ * the pin still name a usable server, does the policy still allow it?
+ * 0, or the status of the refusal (500: no memory for its message)
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_approval_recheck(ngx_http_request_t *r,
+    ngx_http_ha_optout_approval_t *a, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_flag_t *flag, char **ecode, ngx_str_t *message)
+{
+    ngx_int_t                        rc;
+    ngx_str_t                        upstream;
+    ngx_uint_t                       down;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    upstream.data = a->upstream;
+    upstream.len = a->upstream_len;
+
+    if (hscf == NULL || hscf->rec == NULL) {
+        *ecode = "UnknownUpstream";
+        ngx_str_set(message, "the upstream is no longer configured");
+        return NGX_HTTP_CONFLICT;
+    }
+
+    if (flag->pin_len
+        && ((rc = ngx_http_ha_optout_upstream_peer(hscf, flag->pin,
+                                                   flag->pin_len, &down,
+                                                   NULL))
+            != NGX_OK))
+    {
+        *ecode = "PinConflict";
+        ngx_str_set(message, "the pin no longer names a usable server of "
+                    "this upstream");
+        return NGX_HTTP_CONFLICT;
+    }
+
+    if (ngx_http_ha_optout_policy_check(hmcf, &upstream, flag, a->ttl_set,
+                                        a->ttl, message, r->pool)
+        != NGX_OK)
+    {
+        if (message->data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ecode = "ForbiddenByPolicy";
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    return 0;
+}
+
+
+/*
+ * apply(), with the zone locked: the flag the request was made on (If-Match,
+ * or a PATCH's base) must still be the acting one.  0, or the status
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_approval_changed_locked(ngx_http_ha_optout_approval_t *a,
+    ngx_http_ha_optout_flag_t *before, time_t now, char **ecode,
+    ngx_str_t *message)
+{
+    ngx_uint_t  patch;
+
+    patch = (a->method == NGX_HA_OPTOUT_APPROVAL_PATCH);
+
+    if (a->match && (before->present ? before->version : 0) != a->base) {
+        *ecode = patch ? "Conflict" : "PreconditionFailed";
+        ngx_str_set(message, "the flag changed after this request was made "
+                    "(If-Match, or the flag a PATCH was made on): the "
+                    "request was dropped, nothing was changed; send it "
+                    "again (a new request, to be approved again)");
+        return patch ? NGX_HTTP_CONFLICT : NGX_HTTP_PRECONDITION_FAILED;
+    }
+
+    if (patch && !ngx_http_ha_optout_flag_live(before, now)) {
+        *ecode = "NoFlag";
+        ngx_str_set(message, "the flag this PATCH changes is gone");
+        return NGX_HTTP_CONFLICT;
+    }
+
+    return 0;
+}
+
+
+/*
+ * apply(), once the change is saved: its audit line (the actor is the
+ * requester, approved_by the rest), then published to the workers, and
+ * answered as a write is, with its ETag
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_applied(ngx_http_request_t *r,
+    ngx_http_ha_optout_approval_t *a, ngx_uint_t action,
+    ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *flag)
+{
+    u_char                          *etag;
+    ngx_str_t                        upstream, actor, client;
+    ngx_str_t                       *reason, *request_id;
+    ngx_table_elt_t                 *h;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    upstream.data = a->upstream;
+    upstream.len = a->upstream_len;
+    actor.data = flag->actor;
+    actor.len = flag->actor_len;
+    client = r->connection->addr_text;
+    reason = ngx_http_ha_optout_approval_reason(r->pool, a, "applied");
+    request_id = ngx_http_ha_optout_request_id(r);
+
+    if (reason == NULL || request_id == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_ha_optout_audit(hmcf, r->connection->log, action,
+                                 &upstream, &actor, &client, reason,
+                                 before->present ? before : NULL, flag,
+                                 request_id)
+        != NGX_OK)
+    {
+        /* queued: worker 0's timer writes it (persist_retry) */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ha_optout: the audit line of the approved change "
+                      "of \"%V\" is not written yet", &upstream);
+    }
+
+    /*
+     * saved (and audited): published to the workers only now, as a PUT
+     * is, and no longer a change a killed writer left unfinished
+     */
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    ngx_http_ha_optout_bump();
+    ngx_http_ha_optout_sh->pending.pid = 0;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    /* the answer of a write: its ETag (admin_send sets it for PUT only) */
+
+    h = ngx_list_push(&r->headers_out.headers);
+    etag = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
+    if (h == NULL || etag == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value.data = etag;
+    h->value.len = ngx_sprintf(etag, "\"%uL\"", flag->version) - etag;
+
+    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+               ngx_http_ha_optout_flag_json(flag, &upstream,
+                                            &hmcf->environment),
+               flag->version);
+}
+
+
+/*
  * The last approval: the write is done now, as a PUT or PATCH made now
  * would be.  The ttl counts from now; max_ttl, protected windows, the pin
  * and the flag the request was made on (If-Match, or a PATCH's base) are
  * checked again.  A request that can no longer be applied is dropped and
- * audited as "reject".
+ * audited as "reject", the error as its cause.
  */
 
 static ngx_int_t
@@ -676,12 +837,8 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
 {
     time_t                           now;
     char                            *ecode;
-    u_char                          *etag;
-    ngx_table_elt_t                 *h;
-    ngx_str_t                        upstream, message, actor, client;
-    ngx_str_t                       *reason, *request_id;
-    ngx_uint_t                       status, action, down;
-    ngx_int_t                        rc;
+    ngx_str_t                        upstream, message;
+    ngx_uint_t                       status, action;
     ngx_http_ha_optout_flag_t        flag, before;
     ngx_http_ha_optout_rec_t        *rec;
     ngx_http_ha_optout_pending_t    *pending;
@@ -706,38 +863,14 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
         flag.set_at = now;
     }
 
-    status = 0;
     ecode = NULL;
     message.len = 0;
     message.data = NULL;
 
-    if (hscf == NULL || hscf->rec == NULL) {
-        status = NGX_HTTP_CONFLICT;
-        ecode = "UnknownUpstream";
-        ngx_str_set(&message, "the upstream is no longer configured");
-
-    } else if (flag.pin_len
-               && ((rc = ngx_http_ha_optout_upstream_peer(hscf, flag.pin,
-                                                          flag.pin_len,
-                                                          &down, NULL))
-                   != NGX_OK))
-    {
-        status = NGX_HTTP_CONFLICT;
-        ecode = "PinConflict";
-        ngx_str_set(&message, "the pin no longer names a usable server of "
-                    "this upstream");
-
-    } else if (ngx_http_ha_optout_policy_check(hmcf, &upstream, &flag,
-                                               a->ttl_set, a->ttl, &message,
-                                               r->pool)
-               != NGX_OK)
-    {
-        if (message.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        status = NGX_HTTP_FORBIDDEN;
-        ecode = "ForbiddenByPolicy";
+    status = ngx_http_ha_optout_approval_recheck(r, a, hscf, &flag, &ecode,
+                                                 &message);
+    if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return status;
     }
 
     rec = hscf ? hscf->rec : NULL;
@@ -759,24 +892,9 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
         ngx_memzero(&before, sizeof(ngx_http_ha_optout_flag_t));
     }
 
-    if (status == 0 && a->match
-        && (before.present ? before.version : 0) != a->base)
-    {
-        status = (a->method == NGX_HA_OPTOUT_APPROVAL_PATCH)
-                 ? NGX_HTTP_CONFLICT : NGX_HTTP_PRECONDITION_FAILED;
-        ecode = (a->method == NGX_HA_OPTOUT_APPROVAL_PATCH)
-                ? "Conflict" : "PreconditionFailed";
-        ngx_str_set(&message, "the flag changed after this request was made "
-                    "(If-Match, or the flag a PATCH was made on): the "
-                    "request was dropped, nothing was changed; send it "
-                    "again (a new request, to be approved again)");
-
-    } else if (status == 0 && a->method == NGX_HA_OPTOUT_APPROVAL_PATCH
-               && !ngx_http_ha_optout_flag_live(&before, now))
-    {
-        status = NGX_HTTP_CONFLICT;
-        ecode = "NoFlag";
-        ngx_str_set(&message, "the flag this PATCH changes is gone");
+    if (status == 0) {
+        status = ngx_http_ha_optout_approval_changed_locked(a, &before, now,
+                                                            &ecode, &message);
     }
 
     if (status) {
@@ -827,57 +945,7 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
                                   "nothing was changed");
     }
 
-    /* the flag's line: its actor is the requester, approved_by the rest */
-
-    actor.data = flag.actor;
-    actor.len = flag.actor_len;
-    client = r->connection->addr_text;
-    reason = ngx_http_ha_optout_approval_reason(r->pool, a, "applied");
-    request_id = ngx_http_ha_optout_request_id(r);
-
-    if (reason == NULL || request_id == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ngx_http_ha_optout_audit(hmcf, r->connection->log, action,
-                                 &upstream, &actor, &client, reason,
-                                 before.present ? &before : NULL, &flag,
-                                 request_id)
-        != NGX_OK)
-    {
-        /* queued: worker 0's timer writes it (persist_retry) */
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ha_optout: the audit line of the approved change "
-                      "of \"%V\" is not written yet", &upstream);
-    }
-
-    /*
-     * saved (and audited): published to the workers only now, as a PUT
-     * is, and no longer a change a killed writer left unfinished
-     */
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    ngx_http_ha_optout_bump();
-    ngx_http_ha_optout_sh->pending.pid = 0;
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    /* the answer of a write: its ETag (admin_send sets it for PUT only) */
-
-    h = ngx_list_push(&r->headers_out.headers);
-    etag = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
-    if (h == NULL || etag == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value.data = etag;
-    h->value.len = ngx_sprintf(etag, "\"%uL\"", flag.version) - etag;
-
-    return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
-               ngx_http_ha_optout_flag_json(&flag, &upstream,
-                                            &hmcf->environment),
-               flag.version);
+    return ngx_http_ha_optout_approval_applied(r, a, action, &before, &flag);
 }
 
 
