@@ -187,16 +187,84 @@ hoctl_agent_absent(hoctl_agent_t *a, hoctl_agent_up_t *u, int64_t revision)
 }
 
 
+/* the record a flag key holds, verified and checked against this agent and
+ * upstream, or NULL with the reason in err */
+static json_t *
+hoctl_agent_verified(hoctl_agent_t *a, hoctl_agent_up_t *u, json_t *kv,
+    const char *name, char *err, size_t errlen)
+{
+    char        *value;
+    size_t       len;
+    json_t      *rec;
+    const char  *s;
+
+    value = hoctl_kv_value(kv, &len);
+    rec = value ? hoctl_record_verify(value, a->trust, err, errlen)
+                : NULL;
+    if (value == NULL) {
+        snprintf(err, errlen, "the value is not base64");
+    }
+    free(value);
+
+    if (rec == NULL) {
+        return NULL;
+    }
+
+    s = json_string_value(json_object_get(rec, "upstream"));
+    if (s == NULL || strcmp(s, name) != 0) {
+        snprintf(err, errlen, "the signed record is for upstream "
+                 "\"%s\", not \"%s\"", s ? s : "", name);
+        json_decref(rec);
+        rec = NULL;
+
+    } else if ((s = json_string_value(json_object_get(rec,
+                                              "environment"))) == NULL
+               || strcmp(s, a->opts->environment) != 0)
+    {
+        snprintf(err, errlen, "the signed record is for "
+                 "environment \"%s\", not \"%s\"", s ? s : "",
+                 a->opts->environment);
+        json_decref(rec);
+        rec = NULL;
+    }
+
+    /* the record lives on the lease its writer signed, or not at all */
+    if (rec != NULL
+        && ((s = json_string_value(json_object_get(rec, "lease")))
+            == NULL
+            || strtoll(s, NULL, 10) == 0
+            || strtoll(s, NULL, 10)
+               != hoctl_json_int(json_object_get(kv, "lease"))))
+    {
+        snprintf(err, errlen, "the record is not on the lease its "
+                 "writer signed (%s): a copy put back into etcd",
+                 s ? s : "none");
+        json_decref(rec);
+        rec = NULL;
+    }
+
+    if (rec != NULL && hoctl_agent_retired(u, hoctl_agent_lease_of(rec)))
+    {
+        snprintf(err, errlen, "the record's lease %s ended when it "
+                 "was cleared or replaced: a copy put back into etcd",
+                 json_string_value(json_object_get(rec, "lease")));
+        json_decref(rec);
+        rec = NULL;
+    }
+
+    return rec;
+}
+
+
 /* a PUT of a flag key: verify it and make it what this upstream wants */
 static void
 hoctl_agent_ingest(hoctl_agent_t *a, json_t *kv)
 {
-    char              *key, *value, err[HOCTL_ERRLEN];
-    size_t             len;
+    char              *key, err[HOCTL_ERRLEN];
     time_t             exp;
     json_t            *rec;
     int64_t            rev;
-    const char        *name, *s;
+    const char        *name;
     hoctl_agent_up_t  *u;
 
     key = hoctl_kv_key(kv);
@@ -221,57 +289,7 @@ hoctl_agent_ingest(hoctl_agent_t *a, json_t *kv)
         return;                 /* seen already (reconcile after watch) */
     }
 
-    value = hoctl_kv_value(kv, &len);
-    rec = value ? hoctl_record_verify(value, a->trust, err, sizeof(err))
-                : NULL;
-    if (value == NULL) {
-        snprintf(err, sizeof(err), "the value is not base64");
-    }
-    free(value);
-
-    if (rec != NULL) {
-        s = json_string_value(json_object_get(rec, "upstream"));
-        if (s == NULL || strcmp(s, name) != 0) {
-            snprintf(err, sizeof(err), "the signed record is for upstream "
-                     "\"%s\", not \"%s\"", s ? s : "", name);
-            json_decref(rec);
-            rec = NULL;
-
-        } else if ((s = json_string_value(json_object_get(rec,
-                                                  "environment"))) == NULL
-                   || strcmp(s, a->opts->environment) != 0)
-        {
-            snprintf(err, sizeof(err), "the signed record is for "
-                     "environment \"%s\", not \"%s\"", s ? s : "",
-                     a->opts->environment);
-            json_decref(rec);
-            rec = NULL;
-        }
-
-        /* the record lives on the lease its writer signed, or not at all */
-        if (rec != NULL
-            && ((s = json_string_value(json_object_get(rec, "lease")))
-                == NULL
-                || strtoll(s, NULL, 10) == 0
-                || strtoll(s, NULL, 10)
-                   != hoctl_json_int(json_object_get(kv, "lease"))))
-        {
-            snprintf(err, sizeof(err), "the record is not on the lease its "
-                     "writer signed (%s): a copy put back into etcd",
-                     s ? s : "none");
-            json_decref(rec);
-            rec = NULL;
-        }
-
-        if (rec != NULL && hoctl_agent_retired(u, hoctl_agent_lease_of(rec)))
-        {
-            snprintf(err, sizeof(err), "the record's lease %s ended when it "
-                     "was cleared or replaced: a copy put back into etcd",
-                     json_string_value(json_object_get(rec, "lease")));
-            json_decref(rec);
-            rec = NULL;
-        }
-    }
+    rec = hoctl_agent_verified(a, u, kv, name, err, sizeof(err));
 
     /* a verified record on a new lease ends the one before */
     if (rec != NULL && u->record != NULL
@@ -441,21 +459,18 @@ hoctl_agent_put_key(hoctl_agent_t *a, const char *key, const char *value,
 }
 
 
+/* the lease the report lives on, kept alive or granted anew */
 static int
-hoctl_agent_report(hoctl_agent_t *a)
+hoctl_agent_lease(hoctl_agent_t *a, char *err, size_t errlen)
 {
-    int                i, rc;
-    long               left;
-    char              *key, *value, now[32], err[HOCTL_ERRLEN];
-    size_t             len;
-    json_t            *rep, *ups, *one;
-    hoctl_agent_up_t  *u;
+    int   rc;
+    long  left;
 
     if (a->lease != 0) {
         rc = hoctl_etcd_lease_keepalive(&a->etcd, a->lease, &left, err,
-                                        sizeof(err));
+                                        errlen);
         if (rc != HOCTL_OK) {
-            goto failed;
+            return rc;
         }
 
         if (left <= 0) {
@@ -465,11 +480,53 @@ hoctl_agent_report(hoctl_agent_t *a)
 
     if (a->lease == 0) {
         rc = hoctl_etcd_lease_grant(&a->etcd, HOCTL_AGENT_REPORT_TTL,
-                                    &a->lease, err, sizeof(err));
+                                    &a->lease, err, errlen);
         if (rc != HOCTL_OK) {
-            goto failed;
+            return rc;
         }
         a->reported_dirty = 1;
+    }
+
+    return HOCTL_OK;
+}
+
+
+/* what the report says of each upstream */
+static json_t *
+hoctl_agent_report_ups(hoctl_agent_t *a)
+{
+    int                i;
+    json_t            *ups, *one;
+    hoctl_agent_up_t  *u;
+
+    ups = json_object();
+    for (i = 0; i < a->nups; i++) {
+        u = &a->ups[i];
+        one = json_pack("{s:I, s:s, s:s}", "revision",
+                        (json_int_t) u->revision, "result", u->result,
+                        "message", u->message);
+        if (u->state == HOCTL_UP_DESIRED) {
+            json_object_set(one, "expires_at",
+                            json_object_get(u->record, "expires_at"));
+        }
+        json_object_set_new(ups, u->name, one);
+    }
+
+    return ups;
+}
+
+
+static int
+hoctl_agent_report(hoctl_agent_t *a)
+{
+    int      rc;
+    char    *key, *value, now[32], err[HOCTL_ERRLEN];
+    size_t   len;
+    json_t  *rep, *ups;
+
+    rc = hoctl_agent_lease(a, err, sizeof(err));
+    if (rc != HOCTL_OK) {
+        goto failed;
     }
 
     hoctl_iso_time(time(NULL), now, sizeof(now));
@@ -491,18 +548,7 @@ hoctl_agent_report(hoctl_agent_t *a)
         a->member_written = 1;
     }
 
-    ups = json_object();
-    for (i = 0; i < a->nups; i++) {
-        u = &a->ups[i];
-        one = json_pack("{s:I, s:s, s:s}", "revision",
-                        (json_int_t) u->revision, "result", u->result,
-                        "message", u->message);
-        if (u->state == HOCTL_UP_DESIRED) {
-            json_object_set(one, "expires_at",
-                            json_object_get(u->record, "expires_at"));
-        }
-        json_object_set_new(ups, u->name, one);
-    }
+    ups = hoctl_agent_report_ups(a);
 
     rep = json_pack("{s:s, s:s, s:b, s:b, s:I, s:o}", "host", a->host,
                     "seen_at", now, "nginx_reachable", a->nginx_ok,
@@ -541,19 +587,11 @@ hoctl_agent_sleep(long ms)
 }
 
 
-/* the agent's settings checked, its keys loaded, etcd set up */
+/* the host this agent reports as, and the options it cannot run without */
 static int
-hoctl_agent_setup(hoctl_agent_t *a, const hoctl_conn_t *c,
+hoctl_agent_required(hoctl_agent_t *a, const hoctl_conn_t *c,
     const hoctl_etcd_opts_t *o, char *hostbuf, size_t hostlen)
 {
-    int     rc;
-    char    err[HOCTL_ERRLEN];
-    size_t  len;
-
-    a->opts = o;
-    a->local = *c;
-    a->local.scope = "ha:fleet ha:read";
-
     if (o->host != NULL) {
         a->host = o->host;
     } else {
@@ -586,6 +624,27 @@ hoctl_agent_setup(hoctl_agent_t *a, const hoctl_conn_t *c,
     if (o->ntrust == 0) {
         hoctl_warn("--trust-key FILE is required: the keys whose signed "
                    "records this agent applies");
+        return HOCTL_USAGE;
+    }
+
+    return HOCTL_OK;
+}
+
+
+/* the agent's settings checked, its keys loaded, etcd set up */
+static int
+hoctl_agent_setup(hoctl_agent_t *a, const hoctl_conn_t *c,
+    const hoctl_etcd_opts_t *o, char *hostbuf, size_t hostlen)
+{
+    int     rc;
+    char    err[HOCTL_ERRLEN];
+    size_t  len;
+
+    a->opts = o;
+    a->local = *c;
+    a->local.scope = "ha:fleet ha:read";
+
+    if (hoctl_agent_required(a, c, o, hostbuf, hostlen) != HOCTL_OK) {
         return HOCTL_USAGE;
     }
 
