@@ -163,31 +163,14 @@ hoctl_range_end(const char *prefix)
 }
 
 
-int
-hoctl_etcd_init(hoctl_etcd_t *e, const hoctl_etcd_opts_t *o, char *err,
-    size_t errlen)
+/* --etcd URL[,URL...]: the members, each http(s), without a trailing "/" */
+static int
+hoctl_etcd_urls(hoctl_etcd_t *e, const char *etcd, char *err, size_t errlen)
 {
-    FILE        *f;
-    char        *list, *p, *tok, *save, buf[1024];
-    size_t       n, len;
-    const char  *prefix;
+    char    *list, *tok, *save;
+    size_t   len;
 
-    memset(e, 0, sizeof(hoctl_etcd_t));
-
-    if (o->etcd == NULL || o->etcd[0] == '\0') {
-        snprintf(err, errlen, "--etcd URL[,URL...] is required");
-        return HOCTL_USAGE;
-    }
-
-    if (o->environment == NULL || o->environment[0] == '\0'
-        || strchr(o->environment, '/') != NULL)
-    {
-        snprintf(err, errlen, "--environment ENV is required (a name "
-                 "without \"/\")");
-        return HOCTL_USAGE;
-    }
-
-    list = strdup(o->etcd);
+    list = strdup(etcd);
 
     for (tok = strtok_r(list, ",", &save); tok != NULL;
          tok = strtok_r(NULL, ",", &save))
@@ -223,30 +206,79 @@ hoctl_etcd_init(hoctl_etcd_t *e, const hoctl_etcd_opts_t *o, char *err,
         return HOCTL_USAGE;
     }
 
+    return HOCTL_OK;
+}
+
+
+/* the first line of --etcd-password-file */
+static int
+hoctl_etcd_password(hoctl_etcd_t *e, const char *file, char *err,
+    size_t errlen)
+{
+    FILE    *f;
+    char    *p, buf[1024];
+    size_t   n;
+
+    f = fopen(file, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read --etcd-password-file "
+                 "\"%s\": %m", file);
+        return HOCTL_USAGE;
+    }
+
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+
+    p = strchr(buf, '\n');
+    if (p != NULL) {
+        *p = '\0';
+    }
+
+    e->password = strdup(buf);
+    OPENSSL_cleanse(buf, sizeof(buf));
+
+    return HOCTL_OK;
+}
+
+
+int
+hoctl_etcd_init(hoctl_etcd_t *e, const hoctl_etcd_opts_t *o, char *err,
+    size_t errlen)
+{
+    size_t       len;
+    const char  *prefix;
+
+    memset(e, 0, sizeof(hoctl_etcd_t));
+
+    if (o->etcd == NULL || o->etcd[0] == '\0') {
+        snprintf(err, errlen, "--etcd URL[,URL...] is required");
+        return HOCTL_USAGE;
+    }
+
+    if (o->environment == NULL || o->environment[0] == '\0'
+        || strchr(o->environment, '/') != NULL)
+    {
+        snprintf(err, errlen, "--environment ENV is required (a name "
+                 "without \"/\")");
+        return HOCTL_USAGE;
+    }
+
+    if (hoctl_etcd_urls(e, o->etcd, err, errlen) != HOCTL_OK) {
+        return HOCTL_USAGE;
+    }
+
     if (o->user != NULL) {
         if (o->password_file == NULL) {
             snprintf(err, errlen, "--etcd-user needs --etcd-password-file");
             return HOCTL_USAGE;
         }
 
-        f = fopen(o->password_file, "r");
-        if (f == NULL) {
-            snprintf(err, errlen, "cannot read --etcd-password-file "
-                     "\"%s\": %m", o->password_file);
+        if (hoctl_etcd_password(e, o->password_file, err, errlen)
+            != HOCTL_OK)
+        {
             return HOCTL_USAGE;
         }
-
-        n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-
-        p = strchr(buf, '\n');
-        if (p != NULL) {
-            *p = '\0';
-        }
-
-        e->password = strdup(buf);
-        OPENSSL_cleanse(buf, sizeof(buf));
         e->user = o->user;
     }
 
@@ -491,6 +523,100 @@ hoctl_etcd_authenticate(hoctl_etcd_t *e, char *err, size_t errlen)
 
 
 /*
+ * The message of an answer that is not a 200: the gateway's "error" or
+ * "message", else the first line of the body, printable, which *j then
+ * holds; body is changed.
+ */
+static const char *
+hoctl_etcd_message(json_t **j, char *body)
+{
+    char        *p;
+    const char  *msg;
+
+    msg = json_string_value(json_object_get(*j, "error"));
+    if (msg == NULL) {
+        msg = json_string_value(json_object_get(*j, "message"));
+    }
+
+    /* not the gateway's JSON: its first line, printable */
+    if (msg == NULL && *j == NULL && body != NULL) {
+        for (p = body; *p; p++) {
+            if (*p == '\n') {
+                *p = '\0';
+                break;
+            }
+            if ((unsigned char) *p < 0x20) {
+                *p = '?';
+            }
+        }
+
+        if (strlen(body) > 200) {
+            body[200] = '\0';
+        }
+
+        *j = json_pack("{s:s}", "error", body);
+        msg = json_string_value(json_object_get(*j, "error"));
+    }
+
+    return msg;
+}
+
+
+/* a member without a leader, or stopping: ask another */
+static int
+hoctl_etcd_busy(const char *msg)
+{
+    return msg != NULL
+           && (strstr(msg, "no leader") != NULL
+               || strstr(msg, "leader changed") != NULL
+               || strstr(msg, "stopped") != NULL
+               || strstr(msg, "timed out") != NULL);
+}
+
+
+/* the answer of a user's token etcd no longer takes: authenticate again */
+static int
+hoctl_etcd_auth_expired(hoctl_etcd_t *e, const char *msg)
+{
+    return msg != NULL && e->user != NULL
+           && (strstr(msg, "auth token") != NULL
+               || strstr(msg, "user name is empty") != NULL);
+}
+
+
+/*
+ * POST body to path on member m: *j is its decoded answer and, unless that
+ * is a 200 object, *msg what it says.
+ */
+static int
+hoctl_etcd_ask(hoctl_etcd_t *e, int m, const char *path, const char *body,
+    long *status, json_t **j, const char **msg, char *err, size_t errlen)
+{
+    int                rc;
+    hoctl_etcd_buf_t   out;
+
+    memset(&out, 0, sizeof(out));
+    *status = 0;
+
+    rc = hoctl_etcd_post(e, m, path, body, status, &out, err, errlen);
+    if (rc != HOCTL_OK) {
+        free(out.body);
+        return rc;
+    }
+
+    *j = out.body ? json_loads(out.body, 0, NULL) : NULL;
+    *msg = NULL;
+
+    if (!(*status == 200 && json_is_object(*j))) {
+        *msg = hoctl_etcd_message(j, out.body);
+    }
+
+    free(out.body);
+    return HOCTL_OK;
+}
+
+
+/*
  * POST req (consumed) to path on the first member that answers; *resp is
  * the decoded answer of a 200.  A gateway error answers REFUSED with its
  * message; an expired auth token is renewed once.
@@ -499,12 +625,11 @@ int
 hoctl_etcd_call(hoctl_etcd_t *e, const char *path, json_t *req,
     json_t **resp, char *err, size_t errlen)
 {
-    int                rc, i, m, again;
-    long               status;
-    char              *body;
-    json_t            *j;
-    hoctl_etcd_buf_t   out;
-    const char        *msg;
+    int          rc, i, m, again;
+    long         status;
+    char        *body;
+    json_t      *j;
+    const char  *msg;
 
     *resp = NULL;
     body = json_dumps(req, JSON_COMPACT);
@@ -526,76 +651,32 @@ retry:
 
     for (i = 0; i < e->nurls; i++) {
         m = (e->cur + i) % e->nurls;
-        memset(&out, 0, sizeof(out));
-        status = 0;
-
-        rc = hoctl_etcd_post(e, m, path, body, &status, &out, err, errlen);
+        rc = hoctl_etcd_ask(e, m, path, body, &status, &j, &msg, err,
+                            errlen);
         if (rc == HOCTL_UNREACHABLE) {
-            free(out.body);
             continue;
         }
 
         if (rc != HOCTL_OK) {
-            free(out.body);
             break;
         }
 
-        j = out.body ? json_loads(out.body, 0, NULL) : NULL;
-
         if (status == 200 && json_is_object(j)) {
-            free(out.body);
             e->cur = m;
             *resp = j;
             rc = HOCTL_OK;
             break;
         }
 
-        msg = json_string_value(json_object_get(j, "error"));
-        if (msg == NULL) {
-            msg = json_string_value(json_object_get(j, "message"));
-        }
-
-        /* not the gateway's JSON: its first line, printable */
-        if (msg == NULL && j == NULL && out.body != NULL) {
-            char  *p;
-
-            for (p = out.body; *p; p++) {
-                if (*p == '\n') {
-                    *p = '\0';
-                    break;
-                }
-                if ((unsigned char) *p < 0x20) {
-                    *p = '?';
-                }
-            }
-
-            if (strlen(out.body) > 200) {
-                out.body[200] = '\0';
-            }
-
-            j = json_pack("{s:s}", "error", out.body);
-            msg = json_string_value(json_object_get(j, "error"));
-        }
-
-        free(out.body);
-
         /* a member without a leader, or stopping: ask another */
-        if (msg != NULL
-            && (strstr(msg, "no leader") != NULL
-                || strstr(msg, "leader changed") != NULL
-                || strstr(msg, "stopped") != NULL
-                || strstr(msg, "timed out") != NULL))
-        {
+        if (hoctl_etcd_busy(msg)) {
             snprintf(err, errlen, "etcd %s: %s", e->urls[m], msg);
             json_decref(j);
             rc = HOCTL_UNREACHABLE;
             continue;
         }
 
-        if (msg != NULL && e->user != NULL && !again
-            && (strstr(msg, "auth token") != NULL
-                || strstr(msg, "user name is empty") != NULL))
-        {
+        if (!again && hoctl_etcd_auth_expired(e, msg)) {
             json_decref(j);
             again = 1;
             rc = hoctl_etcd_authenticate(e, err, errlen);
@@ -626,13 +707,64 @@ retry:
  */
 #define HOCTL_ETCD_PAGE  16
 
+
+/* the request for one page from key "from" (a prefix's up to end) */
+static json_t *
+hoctl_etcd_range_req(const char *from, size_t fromlen, int prefix,
+    const char *end, int64_t rev)
+{
+    char    *k;
+    json_t  *req;
+
+    req = json_object();
+    k = hoctl_b64(from, fromlen);
+    json_object_set_new(req, "key", json_string(k));
+    free(k);
+
+    if (prefix) {
+        k = hoctl_b64(end, strlen(end));
+        json_object_set_new(req, "range_end", json_string(k));
+        free(k);
+        json_object_set_new(req, "limit",
+                            json_integer(HOCTL_ETCD_PAGE));
+    }
+
+    if (rev != 0) {
+        json_object_set_new(req, "revision", hoctl_json_str_int(rev));
+    }
+
+    return req;
+}
+
+
+/* the next page starts just after the last key of this one: key + "\0" */
+static char *
+hoctl_etcd_range_next(json_t *list, size_t *fromlen)
+{
+    char    *k, *from;
+    size_t   klen;
+    json_t  *kv;
+
+    kv = json_array_get(list, json_array_size(list) - 1);
+    k = (char *) hoctl_unb64(json_string_value(json_object_get(kv,
+                                     "key")) ?: "", &klen);
+    *fromlen = k ? klen : 0;
+    from = malloc(*fromlen + 2);
+    memcpy(from, k ? k : "", *fromlen);
+    from[(*fromlen)++] = '\0';
+    from[*fromlen] = '\0';
+    free(k);
+
+    return from;
+}
+
 int
 hoctl_etcd_range(hoctl_etcd_t *e, const char *key, int prefix, json_t **kvs,
     int64_t *revision, char *err, size_t errlen)
 {
     int         rc, more;
-    char       *k, *end, *from;
-    size_t      i, fromlen, klen;
+    char       *end, *from;
+    size_t      i, fromlen;
     json_t     *req, *resp, *list, *all, *kv;
     int64_t     rev;
 
@@ -644,22 +776,7 @@ hoctl_etcd_range(hoctl_etcd_t *e, const char *key, int prefix, json_t **kvs,
     rev = 0;
 
     do {
-        req = json_object();
-        k = hoctl_b64(from, fromlen);
-        json_object_set_new(req, "key", json_string(k));
-        free(k);
-
-        if (prefix) {
-            k = hoctl_b64(end, strlen(end));
-            json_object_set_new(req, "range_end", json_string(k));
-            free(k);
-            json_object_set_new(req, "limit",
-                                json_integer(HOCTL_ETCD_PAGE));
-        }
-
-        if (rev != 0) {
-            json_object_set_new(req, "revision", hoctl_json_str_int(rev));
-        }
+        req = hoctl_etcd_range_req(from, fromlen, prefix, end, rev);
 
         rc = hoctl_etcd_call(e, "/v3/kv/range", req, &resp, err, errlen);
         if (rc != HOCTL_OK) {
@@ -684,16 +801,8 @@ hoctl_etcd_range(hoctl_etcd_t *e, const char *key, int prefix, json_t **kvs,
 
         if (more) {
             /* the next page starts just after the last key: key + "\0" */
-            kv = json_array_get(list, json_array_size(list) - 1);
-            k = (char *) hoctl_unb64(json_string_value(json_object_get(kv,
-                                             "key")) ?: "", &klen);
             free(from);
-            fromlen = k ? klen : 0;
-            from = malloc(fromlen + 2);
-            memcpy(from, k ? k : "", fromlen);
-            from[fromlen++] = '\0';
-            from[fromlen] = '\0';
-            free(k);
+            from = hoctl_etcd_range_next(list, &fromlen);
         }
 
         json_decref(resp);
