@@ -92,23 +92,19 @@ hoctl_print_approval_requested(json_t *body, const char *upstream)
 }
 
 
-int
-hoctl_approvals(const hoctl_conn_t *c, const char *action, const char *id,
-    const char *upstream, int json)
+/* the method and path of an action on the approvals; the id checked */
+static int
+hoctl_approvals_path(const char *action, const char *id,
+    const char **method, char **path)
 {
-    int            rc;
-    char          *path;
-    size_t         i, n, len;
-    json_t        *j, *arr, *a;
-    const char    *method;
-    hoctl_resp_t   r;
+    size_t  i, len;
 
     if (strcmp(action, "list") == 0) {
-        method = "GET";
-        path = strdup("v1/approvals");
+        *method = "GET";
+        *path = strdup("v1/approvals");
 
     } else {
-        method = (strcmp(action, "approve") == 0) ? "POST" : "DELETE";
+        *method = (strcmp(action, "approve") == 0) ? "POST" : "DELETE";
 
         /* ids are 16 hex digits: nothing to escape in the path */
         for (i = 0; id[i]; i++) {
@@ -121,42 +117,27 @@ hoctl_approvals(const hoctl_conn_t *c, const char *action, const char *id,
         }
 
         len = sizeof("v1/approvals/") + strlen(id);
-        path = malloc(len);
-        if (path) {
-            snprintf(path, len, "v1/approvals/%s", id);
+        *path = malloc(len);
+        if (*path) {
+            snprintf(*path, len, "v1/approvals/%s", id);
         }
     }
 
-    if (path == NULL) {
+    if (*path == NULL) {
         hoctl_warn("out of memory");
         return HOCTL_REFUSED;
     }
 
-    rc = hoctl_request(c, method, path, NULL, NULL, &r);
-    free(path);
+    return HOCTL_OK;
+}
 
-    if (rc != HOCTL_OK) {
-        fprintf(stderr, "error: %s\n", r.error);
-        hoctl_resp_free(&r);
-        return rc;
-    }
 
-    if (json) {
-        char  *s = hoctl_escape(r.body ? r.body : "", 1);
-
-        printf("%s\n", s ? s : "");
-        free(s);
-        hoctl_resp_free(&r);
-        return HOCTL_OK;
-    }
-
-    j = json_loads(r.body ? r.body : "", 0, NULL);
-    hoctl_resp_free(&r);
-
-    if (j == NULL) {
-        fprintf(stderr, "error: the answer is not JSON\n");
-        return HOCTL_REFUSED;
-    }
+/* what the answer says, for a human */
+static void
+hoctl_approvals_print(json_t *j, const char *action, const char *upstream)
+{
+    size_t   i, n;
+    json_t  *arr, *a;
 
     if (strcmp(action, "list") == 0) {
         arr = json_object_get(j, "approvals");
@@ -201,6 +182,51 @@ hoctl_approvals(const hoctl_conn_t *c, const char *action, const char *id,
         printf(")\n");
         free(what);
     }
+}
+
+
+int
+hoctl_approvals(const hoctl_conn_t *c, const char *action, const char *id,
+    const char *upstream, int json)
+{
+    int            rc;
+    char          *path;
+    json_t        *j;
+    const char    *method;
+    hoctl_resp_t   r;
+
+    rc = hoctl_approvals_path(action, id, &method, &path);
+    if (rc != HOCTL_OK) {
+        return rc;
+    }
+
+    rc = hoctl_request(c, method, path, NULL, NULL, &r);
+    free(path);
+
+    if (rc != HOCTL_OK) {
+        fprintf(stderr, "error: %s\n", r.error);
+        hoctl_resp_free(&r);
+        return rc;
+    }
+
+    if (json) {
+        char  *s = hoctl_escape(r.body ? r.body : "", 1);
+
+        printf("%s\n", s ? s : "");
+        free(s);
+        hoctl_resp_free(&r);
+        return HOCTL_OK;
+    }
+
+    j = json_loads(r.body ? r.body : "", 0, NULL);
+    hoctl_resp_free(&r);
+
+    if (j == NULL) {
+        fprintf(stderr, "error: the answer is not JSON\n");
+        return HOCTL_REFUSED;
+    }
+
+    hoctl_approvals_print(j, action, upstream);
 
     json_decref(j);
 
