@@ -44,51 +44,46 @@ hoctl_kv_b64(json_t *obj, const char *name, const char *s)
 }
 
 
-/*
- * One txn on key: compare (if_match: NULL none, "0" absent, N its
- * mod_revision), then put value on lease, or delete (value NULL).
- * Answers OK with *revision, REFUSED when the compare failed (and *current
- * is the key's mod_revision now), or the failure.
- */
+/* the txn's compare on key: if_match "0" absent, N at mod_revision N */
 static int
-hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
-    const char *value, int64_t lease, int64_t *revision, int64_t *current,
-    int64_t *deleted, int64_t *deleted_lease, char *err, size_t errlen)
+hoctl_etcd_compare(json_t *cmp, const char *key, const char *if_match,
+    char *err, size_t errlen)
 {
-    int       rc;
     char     *end;
-    json_t   *req, *cmp, *op, *resp, *r, *kvs;
+    json_t   *op;
     int64_t   want;
 
-    req = json_object();
-    cmp = json_array();
-
-    if (if_match != NULL) {
-        want = strtoll(if_match, &end, 10);
-        if (*end != '\0' || want < 0) {
-            json_decref(req);
-            json_decref(cmp);
-            snprintf(err, errlen, "--if-match takes a revision (0: only "
-                     "if there is no record)");
-            return HOCTL_USAGE;
-        }
-
-        op = json_object();
-        hoctl_kv_b64(op, "key", key);
-        json_object_set_new(op, "result", json_string("EQUAL"));
-
-        if (want == 0) {
-            json_object_set_new(op, "target", json_string("CREATE"));
-            json_object_set_new(op, "create_revision", json_string("0"));
-        } else {
-            json_object_set_new(op, "target", json_string("MOD"));
-            json_object_set_new(op, "mod_revision", hoctl_json_str_int(want));
-        }
-
-        json_array_append_new(cmp, op);
+    want = strtoll(if_match, &end, 10);
+    if (*end != '\0' || want < 0) {
+        snprintf(err, errlen, "--if-match takes a revision (0: only "
+                 "if there is no record)");
+        return HOCTL_USAGE;
     }
 
-    json_object_set_new(req, "compare", cmp);
+    op = json_object();
+    hoctl_kv_b64(op, "key", key);
+    json_object_set_new(op, "result", json_string("EQUAL"));
+
+    if (want == 0) {
+        json_object_set_new(op, "target", json_string("CREATE"));
+        json_object_set_new(op, "create_revision", json_string("0"));
+    } else {
+        json_object_set_new(op, "target", json_string("MOD"));
+        json_object_set_new(op, "mod_revision", hoctl_json_str_int(want));
+    }
+
+    json_array_append_new(cmp, op);
+
+    return HOCTL_OK;
+}
+
+
+/* the txn's put of value on lease, or delete (value NULL), else a read */
+static void
+hoctl_etcd_write_ops(json_t *req, const char *key, const char *value,
+    int64_t lease)
+{
+    json_t  *op;
 
     op = json_object();
     hoctl_kv_b64(op, "key", key);
@@ -113,6 +108,37 @@ hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
     hoctl_kv_b64(op, "key", key);
     json_object_set_new(req, "failure",
                         json_pack("[{s:o}]", "request_range", op));
+}
+
+
+/*
+ * One txn on key: compare (if_match: NULL none, "0" absent, N its
+ * mod_revision), then put value on lease, or delete (value NULL).
+ * Answers OK with *revision, REFUSED when the compare failed (and *current
+ * is the key's mod_revision now), or the failure.
+ */
+static int
+hoctl_etcd_write(hoctl_etcd_t *e, const char *key, const char *if_match,
+    const char *value, int64_t lease, int64_t *revision, int64_t *current,
+    int64_t *deleted, int64_t *deleted_lease, char *err, size_t errlen)
+{
+    int      rc;
+    json_t  *req, *cmp, *resp, *r, *kvs;
+
+    req = json_object();
+    cmp = json_array();
+
+    if (if_match != NULL
+        && hoctl_etcd_compare(cmp, key, if_match, err, errlen) != HOCTL_OK)
+    {
+        json_decref(req);
+        json_decref(cmp);
+        return HOCTL_USAGE;
+    }
+
+    json_object_set_new(req, "compare", cmp);
+
+    hoctl_etcd_write_ops(req, key, value, lease);
 
     rc = hoctl_etcd_call(e, "/v3/kv/txn", req, &resp, err, errlen);
     if (rc != HOCTL_OK) {
