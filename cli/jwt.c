@@ -44,6 +44,54 @@ static json_t *hoctl_upstreams(const char *list);
 #define HOCTL_RS256  3
 
 
+/* --alg NAME as an index of algs[], -1 unknown; hs256 by default */
+static int
+hoctl_jwt_alg(const char *name)
+{
+    if (name == NULL || strcasecmp(name, "hs256") == 0) {
+        return HOCTL_HS256;
+    } else if (strcasecmp(name, "es256") == 0) {
+        return HOCTL_ES256;
+    } else if (strcasecmp(name, "eddsa") == 0
+               || strcasecmp(name, "ed25519") == 0)
+    {
+        return HOCTL_EDDSA;
+    } else if (strcasecmp(name, "rs256") == 0) {
+        return HOCTL_RS256;
+    }
+
+    return -1;
+}
+
+
+/* the token's claims; ups (consumed) is its ha_upstreams or NULL */
+static json_t *
+hoctl_jwt_claims(const hoctl_conn_t *c, time_t now, const char *jti,
+    json_t *ups)
+{
+    json_t  *cl;
+
+    cl = json_object();
+    json_object_set_new(cl, "sub", json_string(c->sub ? c->sub : ""));
+    json_object_set_new(cl, "scope",
+                        json_string(c->scope ? c->scope : "ha:read ha:write"));
+    json_object_set_new(cl, "iat", json_integer(now));
+    json_object_set_new(cl, "exp", json_integer(now + c->token_ttl));
+    json_object_set_new(cl, "jti", json_string(jti));
+    if (c->aud != NULL) {
+        json_object_set_new(cl, "aud", json_string(c->aud));
+    }
+    if (c->iss != NULL) {
+        json_object_set_new(cl, "iss", json_string(c->iss));
+    }
+    if (ups != NULL) {
+        json_object_set_new(cl, "ha_upstreams", ups);
+    }
+
+    return cl;
+}
+
+
 char *
 hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
 {
@@ -57,17 +105,8 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
     unsigned char   rnd[16];
     static const char  *algs[] = { "HS256", "ES256", "EdDSA", "RS256" };
 
-    if (c->alg == NULL || strcasecmp(c->alg, "hs256") == 0) {
-        alg = HOCTL_HS256;
-    } else if (strcasecmp(c->alg, "es256") == 0) {
-        alg = HOCTL_ES256;
-    } else if (strcasecmp(c->alg, "eddsa") == 0
-               || strcasecmp(c->alg, "ed25519") == 0)
-    {
-        alg = HOCTL_EDDSA;
-    } else if (strcasecmp(c->alg, "rs256") == 0) {
-        alg = HOCTL_RS256;
-    } else {
+    alg = hoctl_jwt_alg(c->alg);
+    if (alg < 0) {
         snprintf(err, errlen, "unknown --alg \"%s\" (hs256, es256, eddsa, "
                  "rs256)", c->alg);
         return NULL;
@@ -102,22 +141,7 @@ hoctl_jwt_mint(const hoctl_conn_t *c, char *err, size_t errlen)
         json_object_set_new(h, "kid", json_string(c->kid));
     }
 
-    cl = json_object();
-    json_object_set_new(cl, "sub", json_string(c->sub ? c->sub : ""));
-    json_object_set_new(cl, "scope",
-                        json_string(c->scope ? c->scope : "ha:read ha:write"));
-    json_object_set_new(cl, "iat", json_integer(now));
-    json_object_set_new(cl, "exp", json_integer(now + c->token_ttl));
-    json_object_set_new(cl, "jti", json_string(jti));
-    if (c->aud != NULL) {
-        json_object_set_new(cl, "aud", json_string(c->aud));
-    }
-    if (c->iss != NULL) {
-        json_object_set_new(cl, "iss", json_string(c->iss));
-    }
-    if (ups != NULL) {
-        json_object_set_new(cl, "ha_upstreams", ups);
-    }
+    cl = hoctl_jwt_claims(c, now, jti, ups);
 
     hdr_json = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
     clm_json = json_dumps(cl, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -313,32 +337,21 @@ hoctl_sign_hs256(const char *file, const char *input, unsigned char *sig,
 }
 
 
-/*
- * ES256: the JWS signature is the raw r || s, each 32 bytes big-endian
- * (RFC 7518 section 3.4), not the DER that OpenSSL produces.
- */
-static int
-hoctl_sign_pkey(const char *file, int alg, const char *input,
-    unsigned char *sig, size_t *siglen, char *err, size_t errlen)
+/* the private key in file, checked to be of the kind alg signs with */
+static EVP_PKEY *
+hoctl_sign_key_load(const char *file, int alg, char *err, size_t errlen)
 {
-    int              rc, es256;
     char             group[32];
     BIO             *bio;
-    size_t           klen, derlen;
+    size_t           klen;
     EVP_PKEY        *pkey;
-    ECDSA_SIG       *ecsig;
-    EVP_MD_CTX      *md;
-    const BIGNUM    *r, *s;
-    unsigned char   *key, der[160];
-    const unsigned char  *p;
+    unsigned char   *key;
 
     static const char  *names[] = { "hs256", "es256", "eddsa", "rs256" };
 
-    es256 = (alg == HOCTL_ES256);
-
     key = hoctl_read_key(file, &klen, err, errlen);
     if (key == NULL) {
-        return -1;
+        return NULL;
     }
 
     bio = BIO_new_mem_buf(key, (int) klen);
@@ -350,7 +363,7 @@ hoctl_sign_pkey(const char *file, int alg, const char *input,
     if (pkey == NULL) {
         snprintf(err, errlen, "key file \"%s\" is not a private key PEM "
                  "(%s needs the private key to sign)", file, names[alg]);
-        return -1;
+        return NULL;
     }
 
     if (alg == HOCTL_RS256) {
@@ -360,10 +373,10 @@ hoctl_sign_pkey(const char *file, int alg, const char *input,
             EVP_PKEY_free(pkey);
             snprintf(err, errlen, "key file \"%s\" is not an RSA key of "
                      "2048 to 8192 bits (rs256)", file);
-            return -1;
+            return NULL;
         }
 
-    } else if (es256) {
+    } else if (alg == HOCTL_ES256) {
         group[0] = '\0';
         if (!EVP_PKEY_is_a(pkey, "EC")
             || !EVP_PKEY_get_utf8_string_param(pkey, "group", group,
@@ -374,13 +387,41 @@ hoctl_sign_pkey(const char *file, int alg, const char *input,
             EVP_PKEY_free(pkey);
             snprintf(err, errlen, "key file \"%s\" is not a P-256 key "
                      "(es256)", file);
-            return -1;
+            return NULL;
         }
 
     } else if (!EVP_PKEY_is_a(pkey, "ED25519")) {
         EVP_PKEY_free(pkey);
         snprintf(err, errlen, "key file \"%s\" is not an Ed25519 key (eddsa)",
                  file);
+        return NULL;
+    }
+
+    return pkey;
+}
+
+
+/*
+ * ES256: the JWS signature is the raw r || s, each 32 bytes big-endian
+ * (RFC 7518 section 3.4), not the DER that OpenSSL produces.
+ */
+static int
+hoctl_sign_pkey(const char *file, int alg, const char *input,
+    unsigned char *sig, size_t *siglen, char *err, size_t errlen)
+{
+    int              rc, es256;
+    size_t           derlen;
+    EVP_PKEY        *pkey;
+    ECDSA_SIG       *ecsig;
+    EVP_MD_CTX      *md;
+    const BIGNUM    *r, *s;
+    unsigned char    der[160];
+    const unsigned char  *p;
+
+    es256 = (alg == HOCTL_ES256);
+
+    pkey = hoctl_sign_key_load(file, alg, err, errlen);
+    if (pkey == NULL) {
         return -1;
     }
 
