@@ -128,6 +128,69 @@ hoctl_verb_set(const hoctl_verb_t *v, hoctl_args_t *a)
 }
 
 
+/* whether the upstream has an API flag for a DELETE to remove (1 unless
+ * its GET says otherwise) */
+static int
+hoctl_clear_had_api(const hoctl_conn_t *c, const char *path)
+{
+    int            removed;
+    json_t        *j;
+    hoctl_resp_t   r;
+
+    removed = 1;
+
+    if (hoctl_request(c, "GET", path, NULL, NULL, &r) == HOCTL_OK) {
+        j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
+
+        if (j != NULL
+            && (json_is_null(j)
+                || (json_is_object(j)
+                    && json_is_string(json_object_get(j, "source"))
+                    && strcmp(json_string_value(
+                                  json_object_get(j, "source")), "api")
+                       != 0)))
+        {
+            removed = 0;
+        }
+
+        json_decref(j);
+    }
+
+    hoctl_resp_free(&r);
+
+    return removed;
+}
+
+
+/* the DELETE's answer did not say what acts now: a GET does */
+static int
+hoctl_clear_ask_again(hoctl_args_t *a, const char *path, int removed,
+    char **line)
+{
+    int            rc, still;
+    json_t        *j;
+    hoctl_resp_t   r;
+
+    still = -1;
+
+    rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
+
+    if (rc == HOCTL_OK) {
+        j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
+        still = hoctl_clear_outcome_ex(j, a->flag.upstream,
+                                       a->flag.api_only, removed, line);
+        json_decref(j);
+
+    } else {
+        fprintf(stderr, "error: %s\n", r.error);
+    }
+
+    hoctl_resp_free(&r);
+
+    return still;
+}
+
+
 int
 hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
 {
@@ -154,26 +217,7 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
      * was there an API flag?  It wins over the other layers, so the flag
      * that acts says it; the DELETE's answer is the same either way
      */
-    removed = 1;
-
-    if (hoctl_request(&a->conn, "GET", path, NULL, NULL, &r) == HOCTL_OK) {
-        j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
-
-        if (j != NULL
-            && (json_is_null(j)
-                || (json_is_object(j)
-                    && json_is_string(json_object_get(j, "source"))
-                    && strcmp(json_string_value(
-                                  json_object_get(j, "source")), "api")
-                       != 0)))
-        {
-            removed = 0;
-        }
-
-        json_decref(j);
-    }
-
-    hoctl_resp_free(&r);
+    removed = hoctl_clear_had_api(&a->conn, path);
 
     rc = hoctl_request(&a->conn, "DELETE", path, NULL, a->flag.if_match, &r);
 
@@ -199,19 +243,7 @@ hoctl_verb_clear(const hoctl_verb_t *v, hoctl_args_t *a)
     json_decref(j);
 
     if (still < 0) {
-        rc = hoctl_request(&a->conn, "GET", path, NULL, NULL, &r);
-
-        if (rc == HOCTL_OK) {
-            j = json_loads(r.body ? r.body : "", JSON_DECODE_ANY, NULL);
-            still = hoctl_clear_outcome_ex(j, a->flag.upstream,
-                                           a->flag.api_only, removed, &line);
-            json_decref(j);
-
-        } else {
-            fprintf(stderr, "error: %s\n", r.error);
-        }
-
-        hoctl_resp_free(&r);
+        still = hoctl_clear_ask_again(a, path, removed, &line);
     }
 
     free(path);
