@@ -91,16 +91,69 @@ hoctl_sha256_hex(const char *data, size_t len, char *hex)
 }
 
 
+/*
+ * The line ends with its own "hash" member and that is the hash of what
+ * comes before it: NULL and *hexp the hash, else what is wrong.
+ */
+static const char *
+hoctl_audit_hashed(json_t *j, const char *line, size_t len,
+    const char **hexp)
+{
+    size_t        mlen;
+    json_t       *ph, *h;
+    const char   *m;
+    char          computed[HOCTL_HEX_LEN + 1];
+
+    ph = json_object_get(j, "prev_hash");
+    h = json_object_get(j, "hash");
+
+    if (!json_is_string(ph) || !json_is_string(h)) {
+        return "\"prev_hash\" or \"hash\" is missing or not a string";
+    }
+
+    mlen = sizeof(HOCTL_HASH_MEMBER) - 1;
+    m = hoctl_find_hash_member(line, len);
+
+    if (m == NULL || (size_t) (line + len - m) != mlen + HOCTL_HEX_LEN + 2
+        || memcmp(line + len - 2, "\"}", 2) != 0
+        || !hoctl_is_hex64(m + mlen, HOCTL_HEX_LEN))
+    {
+        return "does not end with , \"hash\": \"<64 lowercase hex>\"}";
+    }
+
+    *hexp = m + mlen;
+
+    if (strlen(json_string_value(h)) != HOCTL_HEX_LEN
+        || memcmp(json_string_value(h), *hexp, HOCTL_HEX_LEN) != 0)
+    {
+        return "the final \"hash\" member is not the object's hash";
+    }
+
+    if (!hoctl_is_hex64(json_string_value(ph),
+                        strlen(json_string_value(ph))))
+    {
+        return "prev_hash is not 64 lowercase hex digits";
+    }
+
+    hoctl_sha256_hex(line, m - line, computed);
+
+    if (memcmp(computed, *hexp, HOCTL_HEX_LEN) != 0) {
+        return "hash does not match the line's content (the line was "
+               "edited)";
+    }
+
+    return NULL;
+}
+
+
 /* Returns NULL when the line is sound, else what is wrong with it. */
 static const char *
 hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
     int first, char *hash, char *why, size_t whylen, char *gap)
 {
-    size_t        mlen;
-    json_t       *j, *ph, *h, *a, *x;
-    const char   *m, *hex;
+    json_t       *j, *ph, *a, *x;
+    const char   *hex, *bad;
     json_error_t  e;
-    char          computed[HOCTL_HEX_LEN + 1];
 
     if (len == 0) {
         return "empty line";
@@ -119,48 +172,13 @@ hoctl_audit_line(const char *line, size_t len, const char *expect_prev,
         return "not a JSON object";
     }
 
+    bad = hoctl_audit_hashed(j, line, len, &hex);
+    if (bad != NULL) {
+        json_decref(j);
+        return bad;
+    }
+
     ph = json_object_get(j, "prev_hash");
-    h = json_object_get(j, "hash");
-
-    if (!json_is_string(ph) || !json_is_string(h)) {
-        json_decref(j);
-        return "\"prev_hash\" or \"hash\" is missing or not a string";
-    }
-
-    mlen = sizeof(HOCTL_HASH_MEMBER) - 1;
-    m = hoctl_find_hash_member(line, len);
-
-    if (m == NULL || (size_t) (line + len - m) != mlen + HOCTL_HEX_LEN + 2
-        || memcmp(line + len - 2, "\"}", 2) != 0
-        || !hoctl_is_hex64(m + mlen, HOCTL_HEX_LEN))
-    {
-        json_decref(j);
-        return "does not end with , \"hash\": \"<64 lowercase hex>\"}";
-    }
-
-    hex = m + mlen;
-
-    if (strlen(json_string_value(h)) != HOCTL_HEX_LEN
-        || memcmp(json_string_value(h), hex, HOCTL_HEX_LEN) != 0)
-    {
-        json_decref(j);
-        return "the final \"hash\" member is not the object's hash";
-    }
-
-    if (!hoctl_is_hex64(json_string_value(ph),
-                        strlen(json_string_value(ph))))
-    {
-        json_decref(j);
-        return "prev_hash is not 64 lowercase hex digits";
-    }
-
-    hoctl_sha256_hex(line, m - line, computed);
-
-    if (memcmp(computed, hex, HOCTL_HEX_LEN) != 0) {
-        json_decref(j);
-        return "hash does not match the line's content (the line was "
-               "edited)";
-    }
 
     if (strcmp(json_string_value(ph), expect_prev) != 0) {
         json_decref(j);
