@@ -404,6 +404,53 @@ hoctl_http_header(char *data, size_t size, size_t n, void *arg)
 }
 
 
+/* the first bytes of the body into head (size bytes with the "\0"), not
+ * cut inside a UTF-8 sequence; their count */
+static size_t
+hoctl_http_body_head(const hoctl_resp_t *r, char *head, size_t size)
+{
+    size_t  n;
+
+    n = 0;
+
+    if (r->body != NULL) {
+        n = r->len < size - 1 ? r->len : size - 1;
+
+        /* not inside a UTF-8 sequence */
+        while (n > 0 && n < r->len
+               && ((unsigned char) r->body[n] & 0xc0) == 0x80)
+        {
+            n--;
+        }
+
+        memcpy(head, r->body, n);
+    }
+
+    head[n] = '\0';
+
+    return n;
+}
+
+
+/* scheme://host:port of url into origin (size bytes with the "\0") */
+static void
+hoctl_http_origin(const char *url, char *origin, size_t size)
+{
+    size_t       o;
+    const char  *p, *q;
+
+    p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    q = strchr(p, '/');
+    o = q ? (size_t) (q - url) : strlen(url);
+    if (o >= size) {
+        o = size - 1;
+    }
+    memcpy(origin, url, o);
+    origin[o] = '\0';
+}
+
+
 /*
  * The admin API answers everything, errors too, as application/json (SPEC
  * section 3).  Anything else came from something that is not the API: a
@@ -417,10 +464,9 @@ static int
 hoctl_http_not_api(const hoctl_conn_t *c, const char *method,
     const char *url, hoctl_resp_t *r)
 {
-    int          nginx_page;
-    char         head[65], origin[256], *s;
-    size_t       n, o;
-    const char  *p, *q;
+    int      nginx_page;
+    char     head[65], origin[256], *s;
+    size_t   n;
 
     if (strncasecmp(r->ctype, "application/json", 16) == 0
         && (r->ctype[16] == '\0' || r->ctype[16] == ';'))
@@ -457,34 +503,11 @@ hoctl_http_not_api(const hoctl_conn_t *c, const char *method,
 
     /* the first bytes of the body, escaped: enough to recognise it */
 
-    n = 0;
-
-    if (r->body != NULL) {
-        n = r->len < sizeof(head) - 1 ? r->len : sizeof(head) - 1;
-
-        /* not inside a UTF-8 sequence */
-        while (n > 0 && n < r->len
-               && ((unsigned char) r->body[n] & 0xc0) == 0x80)
-        {
-            n--;
-        }
-
-        memcpy(head, r->body, n);
-    }
-
-    head[n] = '\0';
+    n = hoctl_http_body_head(r, head, sizeof(head));
 
     /* scheme://host:port of --url, for the suggestion */
 
-    p = strstr(c->url, "://");
-    p = p ? p + 3 : c->url;
-    q = strchr(p, '/');
-    o = q ? (size_t) (q - c->url) : strlen(c->url);
-    if (o >= sizeof(origin)) {
-        o = sizeof(origin) - 1;
-    }
-    memcpy(origin, c->url, o);
-    origin[o] = '\0';
+    hoctl_http_origin(c->url, origin, sizeof(origin));
 
     s = hoctl_escape(head, 0);
 
