@@ -40,15 +40,18 @@
 #define HOCTL_RECORD_TYP     "ha-optout-fleet+jws"
 
 
+typedef struct {
+    int             alg;        /* 0 HS256, 1 ES256, 2 EdDSA */
+    EVP_PKEY       *pkey;
+    unsigned char  *secret;
+    size_t          len;
+} hoctl_trust_key_t;
+
+
 struct hoctl_trust_s {
-    int             n;
-    char            unsafe[HOCTL_ERRLEN];   /* then nothing is trusted */
-    struct {
-        int             alg;        /* 0 HS256, 1 ES256, 2 EdDSA */
-        EVP_PKEY       *pkey;
-        unsigned char  *secret;
-        size_t          len;
-    } key[HOCTL_ETCD_MAX_TRUST];
+    int                 n;
+    char                unsafe[HOCTL_ERRLEN];   /* then nothing is trusted */
+    hoctl_trust_key_t   key[HOCTL_ETCD_MAX_TRUST];
 };
 
 
@@ -259,14 +262,71 @@ hoctl_trust_unsafe(const char *file, FILE *f, int secret, char *why,
 }
 
 
+/* one --trust-key: a P-256 or Ed25519 key PEM, or an hs256 secret */
+static int
+hoctl_trust_key(hoctl_trust_key_t *k, const char *file, unsigned char *buf,
+    size_t len, char *err, size_t errlen)
+{
+    BIO       *bio;
+    EVP_PKEY  *pkey;
+
+    bio = BIO_new_mem_buf(buf, (int) len);
+    pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+    BIO_free(bio);
+
+    if (pkey == NULL) {
+        bio = BIO_new_mem_buf(buf, (int) len);
+        pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+    }
+
+    if (pkey != NULL) {
+        if (EVP_PKEY_is_a(pkey, "EC")) {
+            k->alg = 1;
+        } else if (EVP_PKEY_is_a(pkey, "ED25519")) {
+            k->alg = 2;
+        } else {
+            snprintf(err, errlen, "--trust-key \"%s\": only P-256 "
+                     "(es256) and Ed25519 (eddsa) keys, or an hs256 "
+                     "secret", file);
+            EVP_PKEY_free(pkey);
+            return HOCTL_USAGE;
+        }
+        k->pkey = pkey;
+
+    } else {
+        if (strstr((char *) buf, "-----BEGIN") != NULL) {
+            snprintf(err, errlen, "--trust-key \"%s\": a PEM that "
+                     "OpenSSL cannot read", file);
+            return HOCTL_USAGE;
+        }
+
+        if (len > 0 && buf[len - 1] == '\n') {
+            len--;
+        }
+
+        if (len < 32) {
+            snprintf(err, errlen, "--trust-key \"%s\": an hs256 "
+                     "secret needs 32 bytes or more", file);
+            return HOCTL_USAGE;
+        }
+
+        k->alg = 0;
+        k->secret = malloc(len);
+        memcpy(k->secret, buf, len);
+        k->len = len;
+    }
+
+    return HOCTL_OK;
+}
+
+
 hoctl_trust_t *
 hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 {
     int             i;
-    BIO            *bio;
     FILE           *f;
     size_t          len;
-    EVP_PKEY       *pkey;
     hoctl_trust_t  *t;
     unsigned char   buf[65536];
     char            why[320];
@@ -296,51 +356,10 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 
         fclose(f);
 
-        bio = BIO_new_mem_buf(buf, (int) len);
-        pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-
-        if (pkey == NULL) {
-            bio = BIO_new_mem_buf(buf, (int) len);
-            pkey = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-            BIO_free(bio);
-        }
-
-        if (pkey != NULL) {
-            if (EVP_PKEY_is_a(pkey, "EC")) {
-                t->key[t->n].alg = 1;
-            } else if (EVP_PKEY_is_a(pkey, "ED25519")) {
-                t->key[t->n].alg = 2;
-            } else {
-                snprintf(err, errlen, "--trust-key \"%s\": only P-256 "
-                         "(es256) and Ed25519 (eddsa) keys, or an hs256 "
-                         "secret", files[i]);
-                EVP_PKEY_free(pkey);
-                return NULL;
-            }
-            t->key[t->n].pkey = pkey;
-
-        } else {
-            if (strstr((char *) buf, "-----BEGIN") != NULL) {
-                snprintf(err, errlen, "--trust-key \"%s\": a PEM that "
-                         "OpenSSL cannot read", files[i]);
-                return NULL;
-            }
-
-            if (len > 0 && buf[len - 1] == '\n') {
-                len--;
-            }
-
-            if (len < 32) {
-                snprintf(err, errlen, "--trust-key \"%s\": an hs256 "
-                         "secret needs 32 bytes or more", files[i]);
-                return NULL;
-            }
-
-            t->key[t->n].alg = 0;
-            t->key[t->n].secret = malloc(len);
-            memcpy(t->key[t->n].secret, buf, len);
-            t->key[t->n].len = len;
+        if (hoctl_trust_key(&t->key[t->n], files[i], buf, len, err, errlen)
+            != HOCTL_OK)
+        {
+            return NULL;
         }
 
         OPENSSL_cleanse(buf, sizeof(buf));
@@ -455,6 +474,78 @@ hoctl_record_peek(const char *value)
 }
 
 
+/* the record's compact JWS "signature": *v the record, *d1 and *d2 its
+ * dots; NULL and why when it has none */
+static const char *
+hoctl_record_jws(const char *value, json_t **v, const char **d1,
+    const char **d2, char *err, size_t errlen)
+{
+    const char  *jws;
+
+    *v = json_loads(value, 0, NULL);
+    if (!json_is_object(*v)) {
+        json_decref(*v);
+        snprintf(err, errlen, "the record is not a JSON object");
+        return NULL;
+    }
+
+    jws = json_string_value(json_object_get(*v, "signature"));
+    if (jws == NULL) {
+        json_decref(*v);
+        snprintf(err, errlen, "the record is not signed");
+        return NULL;
+    }
+
+    *d1 = strchr(jws, '.');
+    *d2 = *d1 ? strchr(*d1 + 1, '.') : NULL;
+    if (*d1 == NULL || *d2 == NULL || strchr(*d2 + 1, '.') != NULL) {
+        json_decref(*v);
+        snprintf(err, errlen, "the signature is not a compact JWS");
+        return NULL;
+    }
+
+    return jws;
+}
+
+
+/* a record's JWS "alg" as a key's alg: -1 not accepted */
+static int
+hoctl_record_alg(const char *a)
+{
+    int  alg;
+
+    alg = -1;
+    if (a != NULL && strcmp(a, "HS256") == 0) {
+        alg = 0;
+    } else if (a != NULL && strcmp(a, "ES256") == 0) {
+        alg = 1;
+    } else if (a != NULL && strcmp(a, "EdDSA") == 0) {
+        alg = 2;
+    }
+
+    return alg;
+}
+
+
+/* the signature verifies against one of the trusted keys of its alg */
+static int
+hoctl_record_trusted(const hoctl_trust_t *t, int alg, const char *input,
+    size_t inlen, const unsigned char *sig, size_t siglen)
+{
+    int  i;
+
+    for (i = 0; i < t->n; i++) {
+        if (t->key[i].alg == alg
+            && hoctl_verify_one(t, i, input, inlen, sig, siglen))
+        {
+            break;
+        }
+    }
+
+    return i != t->n;
+}
+
+
 /*
  * Answers the signed payload when the signature verifies against one of
  * the trusted keys, else NULL and why.
@@ -463,7 +554,7 @@ json_t *
 hoctl_record_verify(const char *value, const hoctl_trust_t *t, char *err,
     size_t errlen)
 {
-    int             i, alg;
+    int             alg;
     char           *hdr_json, *pl_json;
     size_t          hlen, plen, siglen;
     json_t         *v, *h, *pl;
@@ -475,25 +566,8 @@ hoctl_record_verify(const char *value, const hoctl_trust_t *t, char *err,
         return NULL;
     }
 
-    v = json_loads(value, 0, NULL);
-    if (!json_is_object(v)) {
-        json_decref(v);
-        snprintf(err, errlen, "the record is not a JSON object");
-        return NULL;
-    }
-
-    jws = json_string_value(json_object_get(v, "signature"));
+    jws = hoctl_record_jws(value, &v, &d1, &d2, err, errlen);
     if (jws == NULL) {
-        json_decref(v);
-        snprintf(err, errlen, "the record is not signed");
-        return NULL;
-    }
-
-    d1 = strchr(jws, '.');
-    d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-    if (d1 == NULL || d2 == NULL || strchr(d2 + 1, '.') != NULL) {
-        json_decref(v);
-        snprintf(err, errlen, "the signature is not a compact JWS");
         return NULL;
     }
 
@@ -506,14 +580,7 @@ hoctl_record_verify(const char *value, const hoctl_trust_t *t, char *err,
     a = json_string_value(json_object_get(h, "alg"));
     typ = json_string_value(json_object_get(h, "typ"));
 
-    alg = -1;
-    if (a != NULL && strcmp(a, "HS256") == 0) {
-        alg = 0;
-    } else if (a != NULL && strcmp(a, "ES256") == 0) {
-        alg = 1;
-    } else if (a != NULL && strcmp(a, "EdDSA") == 0) {
-        alg = 2;
-    }
+    alg = hoctl_record_alg(a);
 
     err[0] = '\0';
 
@@ -529,15 +596,7 @@ hoctl_record_verify(const char *value, const hoctl_trust_t *t, char *err,
                  "(typ \"%s\")", typ ? typ : "");
 
     } else {
-        for (i = 0; i < t->n; i++) {
-            if (t->key[i].alg == alg
-                && hoctl_verify_one(t, i, jws, d2 - jws, sig, siglen))
-            {
-                break;
-            }
-        }
-
-        if (i == t->n) {
+        if (!hoctl_record_trusted(t, alg, jws, d2 - jws, sig, siglen)) {
             snprintf(err, errlen, "the signature does not verify against "
                      "any --trust-key");
         }
