@@ -414,21 +414,13 @@ hoctl_fleet_worker(void *arg)
 }
 
 
-int
-hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
-    const char *action, const hoctl_flag_t *f, int json)
+/* every instance asked at once, a thread each (or in turn when no thread
+ * can be had); the width of the longest name, for the table */
+static int
+hoctl_fleet_ask(hoctl_instance_t *in, int n, const char *action,
+    const hoctl_flag_t *f, int json)
 {
-    int                 n, i, w, refused, unreachable, usage;
-    char               *s, *line;
-    json_t             *all;
-    yaml_document_t     doc;
-    hoctl_instance_t   *in;
-    static const char  *state[] = { "ok", "refused", "error", "unreachable" };
-
-    n = hoctl_fleet_load(file, &doc, defaults, &in);
-    if (n < 0) {
-        return HOCTL_USAGE;
-    }
+    int  i, w;
 
     for (i = 0; i < n; i++) {
         in[i].action = action;
@@ -453,6 +445,28 @@ hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
             w = (int) strlen(in[i].conn.name);
         }
     }
+
+    return w;
+}
+
+
+int
+hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
+    const char *action, const hoctl_flag_t *f, int json)
+{
+    int                 n, i, w, refused, unreachable, usage;
+    char               *s, *line;
+    json_t             *all;
+    yaml_document_t     doc;
+    hoctl_instance_t   *in;
+    static const char  *state[] = { "ok", "refused", "error", "unreachable" };
+
+    n = hoctl_fleet_load(file, &doc, defaults, &in);
+    if (n < 0) {
+        return HOCTL_USAGE;
+    }
+
+    w = hoctl_fleet_ask(in, n, action, f, json);
 
     refused = 0;
     unreachable = 0;
