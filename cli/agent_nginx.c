@@ -246,13 +246,56 @@ hoctl_agent_apply(hoctl_agent_t *a)
 }
 
 
+/* what nginx's fleet flags j say of upstream u: held by whom, applied */
+static void
+hoctl_agent_check_up(hoctl_agent_t *a, hoctl_agent_up_t *u, json_t *j)
+{
+    json_t      *f;
+    int64_t      rev;
+    const char  *name;
+
+    f = json_object_get(j, u->name);
+    rev = json_is_object(f)
+          ? hoctl_json_int(json_object_get(f, "revision")) : 0;
+
+    /* another agent's flag: the sign of two agents on one nginx */
+    name = json_string_value(json_object_get(f, "via"));
+    if (name != NULL && strcmp(name, a->host) != 0) {
+        snprintf(u->held_by, sizeof(u->held_by), "%s", name);
+    } else {
+        u->held_by[0] = '\0';
+    }
+
+    if (u->state == HOCTL_UP_DESIRED && rev != u->revision
+        && u->applied == u->revision)
+    {
+        hoctl_agent_log(a, "%s: nginx does not hold revision %" PRId64
+                        " (holds %" PRId64 "%s%s%s): applying again",
+                        u->name, u->revision, rev,
+                        u->held_by[0] ? " from agent \"" : "",
+                        u->held_by, u->held_by[0]
+                        ? "\": a second agent for this nginx?" : "");
+        u->applied = 0;
+
+    } else if (u->state == HOCTL_UP_DESIRED && rev == u->revision) {
+        if (u->applied != u->revision) {
+            u->result = "applied";
+            a->reported_dirty = 1;
+        }
+        u->applied = u->revision;
+
+    } else if (u->state != HOCTL_UP_DESIRED) {
+        u->applied = rev;       /* left over: remove it; 0: gone */
+    }
+}
+
+
 /* what nginx holds now: an nginx restarted without state is re-applied */
 void
 hoctl_agent_check_local(hoctl_agent_t *a)
 {
     int                rc, i;
     json_t            *j, *f;
-    int64_t            rev;
     const char        *name;
     hoctl_resp_t       r;
     hoctl_agent_up_t  *u;
@@ -300,40 +343,7 @@ hoctl_agent_check_local(hoctl_agent_t *a)
     }
 
     for (i = 0; i < a->nups; i++) {
-        u = &a->ups[i];
-        f = json_object_get(j, u->name);
-        rev = json_is_object(f)
-              ? hoctl_json_int(json_object_get(f, "revision")) : 0;
-
-        /* another agent's flag: the sign of two agents on one nginx */
-        name = json_string_value(json_object_get(f, "via"));
-        if (name != NULL && strcmp(name, a->host) != 0) {
-            snprintf(u->held_by, sizeof(u->held_by), "%s", name);
-        } else {
-            u->held_by[0] = '\0';
-        }
-
-        if (u->state == HOCTL_UP_DESIRED && rev != u->revision
-            && u->applied == u->revision)
-        {
-            hoctl_agent_log(a, "%s: nginx does not hold revision %" PRId64
-                            " (holds %" PRId64 "%s%s%s): applying again",
-                            u->name, u->revision, rev,
-                            u->held_by[0] ? " from agent \"" : "",
-                            u->held_by, u->held_by[0]
-                            ? "\": a second agent for this nginx?" : "");
-            u->applied = 0;
-
-        } else if (u->state == HOCTL_UP_DESIRED && rev == u->revision) {
-            if (u->applied != u->revision) {
-                u->result = "applied";
-                a->reported_dirty = 1;
-            }
-            u->applied = u->revision;
-
-        } else if (u->state != HOCTL_UP_DESIRED) {
-            u->applied = rev;       /* left over: remove it; 0: gone */
-        }
+        hoctl_agent_check_up(a, &a->ups[i], j);
     }
 
     json_decref(j);
