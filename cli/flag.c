@@ -450,6 +450,42 @@ hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
 }
 
 
+/* how long the acting flag lasts, for the line */
+static void
+hoctl_clear_until(json_t *acting, const char *source, char *until,
+    size_t size)
+{
+    const char  *exp;
+
+    exp = json_string_value(json_object_get(acting, "expires_at"));
+
+    if (exp != NULL) {
+        snprintf(until, size, "until %s", hoctl_safe(exp));
+    } else if (strcmp(source, "config") == 0) {
+        snprintf(until, size, "while its ha_optout_flag line is "
+                 "in nginx.conf");
+    } else {
+        snprintf(until, size, "with no end");
+    }
+}
+
+
+/* how the acting flag is ended, when not through the API */
+static const char *
+hoctl_clear_howto(const char *source)
+{
+    if (strcmp(source, "config") == 0) {
+        return "; to end it, remove the ha_optout_flag line and "
+               "nginx -s reload";
+    } else if (strcmp(source, "window") == 0) {
+        return "; to end it, change its window in the policy file and "
+               "nginx -s reload";
+    }
+
+    return "";
+}
+
+
 /*
  * removed: 0 when the upstream had no API flag before the DELETE (clear
  * looked first): nothing was removed, and the line says so.
@@ -461,7 +497,7 @@ hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
     int          rc;
     char        *what, until[128];
     json_t      *acting;
-    const char  *note, *source, *exp, *head, *howto;
+    const char  *note, *source, *head, *howto;
 
     *line = NULL;
     acting = body;
@@ -491,16 +527,7 @@ hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
         return -1;
     }
 
-    exp = json_string_value(json_object_get(acting, "expires_at"));
-
-    if (exp != NULL) {
-        snprintf(until, sizeof(until), "until %s", hoctl_safe(exp));
-    } else if (strcmp(source, "config") == 0) {
-        snprintf(until, sizeof(until), "while its ha_optout_flag line is "
-                 "in nginx.conf");
-    } else {
-        snprintf(until, sizeof(until), "with no end");
-    }
+    hoctl_clear_until(acting, source, until, sizeof(until));
 
     /* a new API flag (someone set one meanwhile) is never "api only" */
     rc = (api_only && strcmp(source, "api") != 0) ? 0 : 1;
@@ -512,15 +539,7 @@ hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
         head = rc ? "no API flag; HA is NOT restored:" : "no API flag;";
     }
 
-    if (strcmp(source, "config") == 0) {
-        howto = "; to end it, remove the ha_optout_flag line and "
-                "nginx -s reload";
-    } else if (strcmp(source, "window") == 0) {
-        howto = "; to end it, change its window in the policy file and "
-                "nginx -s reload";
-    } else {
-        howto = "";
-    }
+    howto = hoctl_clear_howto(source);
 
     what = hoctl_flag_summary(acting);
 
