@@ -13,13 +13,36 @@
 #include "verb.h"
 
 
+/* v1/windows/UPSTREAM/end|skip, the name escaped; NULL out of memory */
+static char *
+hoctl_window_path(const char *upstream, int skip)
+{
+    char    *esc, *path;
+    size_t   len;
+
+    esc = curl_easy_escape(NULL, upstream, 0);
+    if (esc == NULL) {
+        return NULL;
+    }
+
+    len = sizeof("v1/windows//skip") + strlen(esc);
+    path = malloc(len);
+    if (path != NULL) {
+        snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
+    }
+
+    curl_free(esc);
+
+    return path;
+}
+
+
 int
 hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
 {
     int            rc, skip;
-    char          *esc, *path, *body;
+    char          *path, *body;
     json_t        *j, *req;
-    size_t         len;
     hoctl_resp_t   r;
 
     if (a->nargs != 1 || (strcmp(a->args[0], "end") != 0
@@ -51,23 +74,12 @@ hoctl_verb_window(const hoctl_verb_t *v, hoctl_args_t *a)
     body = json_dumps(req, JSON_COMPACT);
     json_decref(req);
 
-    esc = curl_easy_escape(NULL, a->flag.upstream, 0);
-    if (body == NULL || esc == NULL) {
+    path = hoctl_window_path(a->flag.upstream, skip);
+    if (body == NULL || path == NULL) {
         free(body);
-        curl_free(esc);
+        free(path);
         return HOCTL_USAGE;
     }
-
-    len = sizeof("v1/windows//skip") + strlen(esc);
-    path = malloc(len);
-    if (path == NULL) {
-        free(body);
-        curl_free(esc);
-        return HOCTL_USAGE;
-    }
-
-    snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
-    curl_free(esc);
 
     rc = hoctl_send(&a->conn, "POST", path, body, NULL, a->json, &r);
     free(path);
