@@ -210,13 +210,66 @@ hoctl_agent_cfg_etcd_list(yaml_document_t *doc, yaml_node_t *vn,
 }
 
 
+/* one "name: value" of the settings; a trust-key given on the command line
+ * (cli_trust) wins over the file's */
+static int
+hoctl_agent_cfg_pair(yaml_document_t *doc, yaml_node_pair_t *p,
+    const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o, int cli_trust,
+    char *err, size_t errlen)
+{
+    const char    *k, **dst;
+    yaml_node_t   *kn, *vn;
+
+    kn = yaml_document_get_node(doc, p->key);
+    vn = yaml_document_get_node(doc, p->value);
+
+    if (kn->type != YAML_SCALAR_NODE) {
+        snprintf(err, errlen, "%s:%zu: keys are names", file,
+                 kn->start_mark.line + 1);
+        return -1;
+    }
+
+    k = (const char *) kn->data.scalar.value;
+
+    if (strcmp(k, "trust-key") == 0) {
+        if (!cli_trust
+            && hoctl_agent_cfg_trust(doc, vn, file, o, err, errlen)
+               != 0)
+        {
+            return -1;
+        }
+
+        return 0;
+    }
+
+    if (strcmp(k, "etcd") == 0 && vn->type == YAML_SEQUENCE_NODE) {
+        if (hoctl_agent_cfg_etcd_list(doc, vn, file, o, err, errlen)
+            != 0)
+        {
+            return -1;
+        }
+
+        return 0;
+    }
+
+    dst = hoctl_agent_cfg_field(k, c, o);
+
+    if (dst == NULL) {
+        snprintf(err, errlen, "%s:%zu: unknown setting \"%s\"", file,
+                 kn->start_mark.line + 1, k);
+        return -1;
+    }
+
+    return hoctl_agent_cfg_scalar(vn, file, k, dst, err, errlen);
+}
+
+
 int
 hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
     char *err, size_t errlen)
 {
     int                 rc, cli_trust;
-    const char         *k, **dst;
-    yaml_node_t        *root, *kn, *vn;
+    yaml_node_t        *root;
     yaml_document_t     doc;
     yaml_node_pair_t   *p;
 
@@ -238,47 +291,10 @@ hoctl_agent_config(const char *file, hoctl_conn_t *c, hoctl_etcd_opts_t *o,
     for (p = root->data.mapping.pairs.start;
          p < root->data.mapping.pairs.top; p++)
     {
-        kn = yaml_document_get_node(&doc, p->key);
-        vn = yaml_document_get_node(&doc, p->value);
-
-        if (kn->type != YAML_SCALAR_NODE) {
-            snprintf(err, errlen, "%s:%zu: keys are names", file,
-                     kn->start_mark.line + 1);
-            goto done;
-        }
-
-        k = (const char *) kn->data.scalar.value;
-
-        if (strcmp(k, "trust-key") == 0) {
-            if (!cli_trust
-                && hoctl_agent_cfg_trust(&doc, vn, file, o, err, errlen)
-                   != 0)
-            {
-                goto done;
-            }
-
-            continue;
-        }
-
-        if (strcmp(k, "etcd") == 0 && vn->type == YAML_SEQUENCE_NODE) {
-            if (hoctl_agent_cfg_etcd_list(&doc, vn, file, o, err, errlen)
-                != 0)
-            {
-                goto done;
-            }
-
-            continue;
-        }
-
-        dst = hoctl_agent_cfg_field(k, c, o);
-
-        if (dst == NULL) {
-            snprintf(err, errlen, "%s:%zu: unknown setting \"%s\"", file,
-                     kn->start_mark.line + 1, k);
-            goto done;
-        }
-
-        if (hoctl_agent_cfg_scalar(vn, file, k, dst, err, errlen) != 0) {
+        if (hoctl_agent_cfg_pair(&doc, p, file, c, o, cli_trust, err,
+                                 errlen)
+            != 0)
+        {
             goto done;
         }
     }
