@@ -305,18 +305,13 @@ hoctl_run_wait(const hoctl_conn_t *c, const hoctl_flag_t *f,
 }
 
 
-int
-hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
+/* the signals we pass on (and SIGCHLD) blocked into *set; *old the mask
+ * before, for the command */
+static void
+hoctl_run_signals(sigset_t *set, sigset_t *old)
 {
-    int                rc, status;
-    char              *path;
-    long               interval;
-    pid_t              pid;
     size_t             i;
-    sigset_t           set, old;
     struct sigaction   sa, sa_old;
-
-    interval = hoctl_parse_duration(f->ttl) * 1000 / 3;
 
     /*
      * Signals wait in the mask until hoctl_run_wait() takes them with
@@ -344,12 +339,27 @@ hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
         sigaction(hoctl_forwarded[i], &sa, NULL);
     }
 
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
     for (i = 0; i < sizeof(hoctl_forwarded) / sizeof(int); i++) {
-        sigaddset(&set, hoctl_forwarded[i]);
+        sigaddset(set, hoctl_forwarded[i]);
     }
-    sigprocmask(SIG_BLOCK, &set, &old);
+    sigprocmask(SIG_BLOCK, set, old);
+}
+
+
+int
+hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv)
+{
+    int        rc, status;
+    char      *path;
+    long       interval;
+    pid_t      pid;
+    sigset_t   set, old;
+
+    interval = hoctl_parse_duration(f->ttl) * 1000 / 3;
+
+    hoctl_run_signals(&set, &old);
 
     if (c->token != NULL) {
         hoctl_warn("a static token is good for one write while nginx "
