@@ -17,18 +17,15 @@
 static char *
 hoctl_window_path(const char *upstream, int skip)
 {
-    char    *esc, *path;
-    size_t   len;
+    char  *esc, *path;
 
     esc = curl_easy_escape(NULL, upstream, 0);
-    if (esc == NULL) {
-        return NULL;
-    }
 
-    len = sizeof("v1/windows//skip") + strlen(esc);
-    path = malloc(len);
-    if (path != NULL) {
-        snprintf(path, len, "v1/windows/%s/%s", esc, skip ? "skip" : "end");
+    if (esc == NULL
+        || asprintf(&path, "v1/windows/%s/%s", esc, skip ? "skip" : "end")
+           < 0)
+    {
+        path = NULL;
     }
 
     curl_free(esc);
