@@ -472,14 +472,19 @@ hoctl_clear_until(json_t *acting, const char *source, char *until,
 
 /* how the acting flag is ended, when not through the API */
 static const char *
-hoctl_clear_howto(const char *source)
+hoctl_clear_howto(const char *source, const char *upstream)
 {
+    static __thread char  howto[512];
+
     if (strcmp(source, "config") == 0) {
         return "; to end it, remove the ha_optout_flag line and "
                "nginx -s reload";
     } else if (strcmp(source, "window") == 0) {
-        return "; to end it, change its window in the policy file and "
-               "nginx -s reload";
+        snprintf(howto, sizeof(howto),
+                 "; to end it now: ha-optoutctl window end --upstream %s "
+                 "--reason TEXT (or change its window in the policy file "
+                 "and nginx -s reload)", hoctl_safe(upstream));
+        return howto;
     }
 
     return "";
@@ -539,7 +544,7 @@ hoctl_clear_outcome_ex(json_t *body, const char *upstream, int api_only,
         head = rc ? "no API flag; HA is NOT restored:" : "no API flag;";
     }
 
-    howto = hoctl_clear_howto(source);
+    howto = hoctl_clear_howto(source, upstream);
 
     what = hoctl_flag_summary(acting);
 

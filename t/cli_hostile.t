@@ -167,7 +167,7 @@ ok($t->wait_for(sub {
 $r = cli('clear', @auth, '--upstream', 'batch');
 is($r->{rc}, 1, 'clear with a window acting exits 1');
 my $until = iso($end);
-like($r->{out}, qr/^batch: no API flag; HA is NOT restored: the window flag still acts: failover=off, until \Q$until\E \(set by [^)]*reason: nightly reindex\); to end it, change its window in the policy file and nginx -s reload$/m,
+like($r->{out}, qr/^batch: no API flag; HA is NOT restored: the window flag still acts: failover=off, until \Q$until\E \(set by [^)]*reason: nightly reindex\); to end it now: ha-optoutctl window end --upstream batch --reason TEXT \(or change its window in the policy file and nginx -s reload\)$/m,
      'it names the window and when it ends') or diag $r->{out};
 
 put('plain', { failover => JSON::PP::false, ttl => '10m', reason => 'x' });
