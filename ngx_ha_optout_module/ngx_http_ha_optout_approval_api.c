@@ -387,6 +387,73 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
 }
 
 
+/* GET v1/approvals[/{id}]: the list (the upstreams the token may see) or one */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_read(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, ngx_str_t *ids, uint64_t id,
+    time_t now)
+{
+    size_t                           i;
+    json_t                          *arr, *up;
+    ngx_http_ha_optout_approval_t   *t, a;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    if (!ngx_http_ha_optout_sh->restored) {
+        /* just started: the state file's approvals come first */
+        if (ngx_http_ha_optout_writer_trylock() != NGX_OK) {
+            return NGX_BUSY;        /* admin.c waits and retries */
+        }
+
+        ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
+        ngx_http_ha_optout_writer_unlock();
+    }
+
+    if (ids->len == 0) {
+        arr = ngx_http_ha_optout_approvals_json(NULL, now);
+
+        /* a token limited to some upstreams sees only theirs */
+
+        for (i = 0; arr && i < json_array_size(arr); /* void */) {
+            up = json_object_get(json_array_get(arr, i), "upstream");
+
+            if (ngx_http_ha_optout_approval_allowed(claims,
+                    (u_char *) json_string_value(up),
+                    json_string_length(up)))
+            {
+                i++;
+                continue;
+            }
+
+            json_array_remove(arr, i);
+        }
+
+        return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
+                   json_pack("{s:o}", "approvals", arr),
+                   (uint64_t) -1);
+    }
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    t = ngx_http_ha_optout_approval_find_locked(id);
+    if (t) {
+        a = *t;
+    }
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (t == NULL || a.expires_at <= now
+        || !ngx_http_ha_optout_approval_allowed(claims, a.upstream,
+                                                a.upstream_len))
+    {
+        return ngx_ha_optout_aerr(r, NGX_HTTP_NOT_FOUND, "NoSuchApproval",
+                                  "no pending approval has this id");
+    }
+
+    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
+}
+
+
 /* GET v1/approvals[/{id}], POST and DELETE v1/approvals/{id} */
 
 ngx_int_t
@@ -396,9 +463,6 @@ ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
     time_t                           now;
     uint64_t                         id;
     ngx_int_t                        rc;
-    size_t                           i;
-    json_t                          *arr, *up;
-    ngx_http_ha_optout_approval_t   *t, a;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
@@ -414,57 +478,7 @@ ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
     }
 
     if (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)) {
-
-        if (!ngx_http_ha_optout_sh->restored) {
-            /* just started: the state file's approvals come first */
-            if (ngx_http_ha_optout_writer_trylock() != NGX_OK) {
-                return NGX_BUSY;        /* admin.c waits and retries */
-            }
-
-            ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
-            ngx_http_ha_optout_writer_unlock();
-        }
-
-        if (ids->len == 0) {
-            arr = ngx_http_ha_optout_approvals_json(NULL, now);
-
-            /* a token limited to some upstreams sees only theirs */
-
-            for (i = 0; arr && i < json_array_size(arr); /* void */) {
-                up = json_object_get(json_array_get(arr, i), "upstream");
-
-                if (ngx_http_ha_optout_approval_allowed(claims,
-                        (u_char *) json_string_value(up),
-                        json_string_length(up)))
-                {
-                    i++;
-                    continue;
-                }
-
-                json_array_remove(arr, i);
-            }
-
-            return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
-                       json_pack("{s:o}", "approvals", arr),
-                       (uint64_t) -1);
-        }
-
-        ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-        t = ngx_http_ha_optout_approval_find_locked(id);
-        if (t) {
-            a = *t;
-        }
-        ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-        if (t == NULL || a.expires_at <= now
-            || !ngx_http_ha_optout_approval_allowed(claims, a.upstream,
-                                                    a.upstream_len))
-        {
-            return ngx_ha_optout_aerr(r, NGX_HTTP_NOT_FOUND, "NoSuchApproval",
-                                      "no pending approval has this id");
-        }
-
-        return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
+        return ngx_http_ha_optout_approval_read(r, claims, ids, id, now);
     }
 
     /*
