@@ -7,6 +7,10 @@
  * then it is applied as the PUT or PATCH it was, with the policy checked
  * again.  Restoring HA never waits for anyone.  The table and the rules
  * are in ngx_http_ha_optout_approval.c.
+ *
+ * Just over 1,000 lines: one concern, a write kept and then done (request,
+ * approve, reject, apply); split further, the apply steps would have to be
+ * exported to the one file that calls them.
  */
 
 
@@ -223,6 +227,9 @@ ngx_http_ha_optout_approval_jti(ngx_http_request_t *r,
  * write go on, NGX_AGAIN says it needs approval (a dry run is answered
  * here); then, for NGX_AGAIN, again with the writer lock (commit 1), which
  * keeps the request.
+ *
+ * Longer than a screen and a half: both passes (look, then keep) share
+ * their checks and must take them in the same order, so they read as one.
  */
 
 ngx_int_t
@@ -546,6 +553,15 @@ ngx_http_ha_optout_approval_get(ngx_http_request_t *r,
 }
 
 
+/*
+ * POST v1/approvals/{id}, under the writer lock: one more approver, then
+ * the write itself once enough have approved.
+ *
+ * Longer than a screen and a half: the refusals (not found, same person,
+ * twice, replayed token, policy raised) come in the order the audit
+ * relies on, before the approver is added and saved.
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, uint64_t id)
@@ -842,6 +858,10 @@ ngx_http_ha_optout_approval_applied(ngx_http_request_t *r,
  * and the flag the request was made on (If-Match, or a PATCH's base) are
  * checked again.  A request that can no longer be applied is dropped and
  * audited as "reject", the error as its cause.
+ *
+ * Longer than a screen and a half: its larger parts are steps already
+ * (recheck, changed_locked, applied); what is left is the one order of
+ * build, check, drop or apply, and save.
  */
 
 static ngx_int_t

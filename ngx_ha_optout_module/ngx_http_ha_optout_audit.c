@@ -847,6 +847,9 @@ ngx_http_ha_optout_audit_whole(u_char *piece, size_t len, u_char *prev,
  * neither would verify: the piece is moved aside, to LOG.torn.<time> (a
  * new regular file, never one that exists), and cut off the log (not when
  * only testing the configuration); the error log says so.
+ *
+ * Longer than a screen: find the tail, mend it or move it aside and cut;
+ * each system call with its own error line.
  */
 
 static void
@@ -1275,6 +1278,9 @@ ngx_http_ha_optout_audit_gap_locked(ngx_http_ha_optout_main_conf_t *hmcf,
  * p itself when it may act.  The checks of state_judge() and revalidate(),
  * in their order; names and pins escaped (the state file may hold
  * anything).
+ *
+ * Longer than a screen: one branch per check, in the order of the checks
+ * it explains, so that the two can be read side by side.
  */
 
 u_char *

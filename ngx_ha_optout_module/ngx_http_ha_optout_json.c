@@ -178,6 +178,9 @@ ngx_http_ha_optout_utf8_char(u_char *p, size_t n, uint32_t *u)
  * UTF-8 stays as it is.  No field can so forge a line or hide text.  At
  * most size bytes are written, never half an escape or half a character;
  * returns the end of what was written.
+ *
+ * Longer than a screen: one scanner, one branch per class of byte, each
+ * with its own bound on what is left of dst.
  */
 
 u_char *
@@ -362,6 +365,10 @@ ngx_http_ha_optout_json_str(json_t *v, u_char *dst, uint16_t *len,
  * (patch == 1, flag holds the current flag) into flag.  Unknown fields,
  * wrong types and duplicate keys are rejected.  On NGX_DECLINED, code and
  * message say why (400).
+ *
+ * Longer than a screen and a half: one branch per field of a flag, in one
+ * walk of one object, so that duplicates and unknown fields are caught
+ * where they are met; split, each step would only pass the walk around.
  */
 
 ngx_int_t

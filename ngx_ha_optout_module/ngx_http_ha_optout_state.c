@@ -2232,6 +2232,9 @@ ngx_http_ha_optout_restore_approvals(ngx_http_ha_optout_main_conf_t *hmcf,
  * saved API flags back.  The file is read outside the zone's mutex; the
  * flags are applied, and a corrupt file is renamed aside, under it with
  * "restored" checked again, so that exactly one process does either.
+ *
+ * Longer than a screen: its parts are steps already (read, restore_locked,
+ * failed, audit, approvals); what is left is their order and one pool.
  */
 
 void

@@ -232,7 +232,13 @@ ngx_stream_ha_optout_create_srv_conf(ngx_conf_t *cf)
 }
 
 
-/* "ha_optout [sticky_key=$var];" inside stream upstream {} */
+/*
+ * "ha_optout [sticky_key=$var];" inside stream upstream {}
+ *
+ * Longer than a screen and a half: each refusal of the directive (place,
+ * arguments, balancers it cannot wrap, name length) is a message of its
+ * own, checked before the balancer is wrapped, as the http twin does.
+ */
 
 static char *
 ngx_stream_ha_optout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
