@@ -8,7 +8,7 @@
  * again.  Restoring HA never waits for anyone.  The table and the rules
  * are in ngx_http_ha_optout_approval.c.
  *
- * Just over 1,000 lines: one concern, a write kept and then done (request,
+ * Over 1,000 lines: one concern, a write kept and then done (request,
  * approve, reject, apply); split further, the apply steps would have to be
  * exported to the one file that calls them.
  */
@@ -21,7 +21,7 @@
 
 
 #if (NGX_HA_OPTOUT_APPROVALS_MAX != 32)
-#error "the ZoneFull message of approval_request() names 32"
+#error "the ZoneFull message of approval_keep() names 32"
 #endif
 
 
@@ -221,106 +221,56 @@ ngx_http_ha_optout_approval_jti(ngx_http_request_t *r,
 }
 
 
+/* the pending approval of a write: the flag as sent, without approvers */
+
+static void
+ngx_http_ha_optout_approval_build(ngx_http_request_t *r,
+    ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_flag_t *flag,
+    ngx_uint_t ttl_set, time_t ttl, ngx_http_ha_optout_flag_t *cur,
+    ngx_uint_t needed, time_t attl, time_t now,
+    ngx_http_ha_optout_approval_t *a)
+{
+    ngx_memzero(a, sizeof(ngx_http_ha_optout_approval_t));
+
+    flag->approvers = 0;
+    ngx_memzero(flag->approver_len, sizeof(flag->approver_len));
+
+    a->flag = *flag;
+    a->method = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_APPROVAL_PATCH
+                                              : NGX_HA_OPTOUT_APPROVAL_PUT;
+    a->ttl_set = ttl_set ? 1 : 0;
+    a->ttl = ttl;
+    a->requested_at = now;
+    a->expires_at = now + attl;
+    a->needed = needed;
+    a->upstream_len = hscf->name.len;
+    ngx_memcpy(a->upstream, hscf->name.data, hscf->name.len);
+    a->base = cur->present ? cur->version : 0;
+}
+
+
 /*
- * Called by the PUT/PATCH path once the flag is built and has passed the
- * policy, first without the writer lock (commit 0): NGX_DECLINED lets the
- * write go on, NGX_AGAIN says it needs approval (a dry run is answered
- * here); then, for NGX_AGAIN, again with the writer lock (commit 1), which
- * keeps the request.
+ * commit 1 of approval_request(), under the writer lock: spends the jti
+ * and keeps the request in the zone and the state file, or answers why not
  *
- * Longer than a screen and a half: both passes (look, then keep) share
- * their checks and must take them in the same order, so they read as one.
+ * Longer than a screen: one critical section (a free slot, the replay
+ * cache) and its undo when the state file cannot be written, in one place.
  */
 
-ngx_int_t
-ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_srv_conf_t *hscf,
-    ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
-    ngx_uint_t commit)
+static ngx_int_t
+ngx_http_ha_optout_approval_keep(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_approval_t *a,
+    ngx_http_ha_optout_flag_t *cur, time_t now)
 {
-    time_t                           now, attl;
     ngx_int_t                        rc;
-    ngx_uint_t                       needed, status;
+    ngx_uint_t                       status;
     char                            *ecode, *text;
-    ngx_table_elt_t                 *im;
-    ngx_http_ha_optout_flag_t        cur;
-    ngx_http_ha_optout_approval_t    a, *slot;
+    ngx_http_ha_optout_approval_t   *slot;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
-
-    needed = ngx_http_ha_optout_policy_approvers(hmcf, &hscf->name, &attl);
-    if (needed == 0 || hscf->rec == NULL) {
-        return NGX_DECLINED;
-    }
-
-    now = ngx_time();
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    cur = hscf->rec->api;
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    if (ngx_http_ha_optout_approval_narrows(flag, &cur, now)) {
-
-        /*
-         * it gives HA back: the approvals of the acting flag still hold.
-         * Judged again with the writer lock (commit 1): the flag may be
-         * deleted or expire while this write waits for it, and then this
-         * write suspends HA on its own and needs its own approval
-         */
-        if (!commit && !ngx_http_ha_optout_approval_dry(r)) {
-            return NGX_AGAIN;
-        }
-
-        flag->approvers = cur.approvers;
-        ngx_memcpy(flag->approver_len, cur.approver_len,
-                   sizeof(cur.approver_len));
-        ngx_memcpy(flag->approver, cur.approver, sizeof(cur.approver));
-        return NGX_DECLINED;
-    }
-
-    ngx_memzero(&a, sizeof(ngx_http_ha_optout_approval_t));
-
-    flag->approvers = 0;
-    ngx_memzero(flag->approver_len, sizeof(flag->approver_len));
-
-    a.flag = *flag;
-    a.method = (r->method == NGX_HTTP_PATCH) ? NGX_HA_OPTOUT_APPROVAL_PATCH
-                                             : NGX_HA_OPTOUT_APPROVAL_PUT;
-    a.ttl_set = ttl_set ? 1 : 0;
-    a.ttl = ttl;
-    a.requested_at = now;
-    a.expires_at = now + attl;
-    a.needed = needed;
-    a.upstream_len = hscf->name.len;
-    ngx_memcpy(a.upstream, hscf->name.data, hscf->name.len);
-    a.base = cur.present ? cur.version : 0;
-
-    /*
-     * If-Match (and the flag a PATCH was built on) is judged now and again
-     * when the last approval comes: the flag must not have changed between
-     */
-
-    im = r->headers_in.if_match;
-    a.match = (a.method == NGX_HA_OPTOUT_APPROVAL_PATCH)
-              || (im && !(im->value.len == 1 && im->value.data[0] == '*'));
-
-    if (ngx_http_ha_optout_if_match(r, a.base) != NGX_OK) {
-        return ngx_ha_optout_aerr(r, NGX_HTTP_PRECONDITION_FAILED,
-                                  "PreconditionFailed",
-                                  "If-Match does not match the current "
-                                  "version of the flag");
-    }
-
-    if (ngx_http_ha_optout_approval_dry(r)) {
-        return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_ACCEPTED, &a);
-    }
-
-    if (!commit) {
-        return NGX_AGAIN;
-    }
 
     if (ngx_http_ha_optout_approval_jti(r, claims, &rc) != NGX_OK) {
         return rc;
@@ -359,8 +309,8 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
     }
 
     if (status == 0) {
-        a.id = ngx_http_ha_optout_approval_new_id_locked();
-        *slot = a;
+        a->id = ngx_http_ha_optout_approval_new_id_locked();
+        *slot = *a;
         ngx_http_ha_optout_bump();
     }
 
@@ -385,12 +335,96 @@ ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
                                   "nothing was requested");
     }
 
-    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REQUEST, &a,
+    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REQUEST, a,
                                       &claims->sub, "requested",
-                                      cur.present ? &cur : NULL, &a.flag,
+                                      cur->present ? cur : NULL, &a->flag,
                                       NULL);
 
-    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_ACCEPTED, &a);
+    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_ACCEPTED, a);
+}
+
+
+/*
+ * Called by the PUT/PATCH path once the flag is built and has passed the
+ * policy, first without the writer lock (commit 0): NGX_DECLINED lets the
+ * write go on, NGX_AGAIN says it needs approval (a dry run is answered
+ * here); then, for NGX_AGAIN, again with the writer lock (commit 1), which
+ * keeps the request (approval_keep()).
+ */
+
+ngx_int_t
+ngx_http_ha_optout_approval_request(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_srv_conf_t *hscf,
+    ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set, time_t ttl,
+    ngx_uint_t commit)
+{
+    time_t                           now, attl;
+    ngx_uint_t                       needed;
+    ngx_table_elt_t                 *im;
+    ngx_http_ha_optout_flag_t        cur;
+    ngx_http_ha_optout_approval_t    a;
+    ngx_http_ha_optout_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
+
+    needed = ngx_http_ha_optout_policy_approvers(hmcf, &hscf->name, &attl);
+    if (needed == 0 || hscf->rec == NULL) {
+        return NGX_DECLINED;
+    }
+
+    now = ngx_time();
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    cur = hscf->rec->api;
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    if (ngx_http_ha_optout_approval_narrows(flag, &cur, now)) {
+
+        /*
+         * it gives HA back: the approvals of the acting flag still hold.
+         * Judged again with the writer lock (commit 1): the flag may be
+         * deleted or expire while this write waits for it, and then this
+         * write suspends HA on its own and needs its own approval
+         */
+        if (!commit && !ngx_http_ha_optout_approval_dry(r)) {
+            return NGX_AGAIN;
+        }
+
+        flag->approvers = cur.approvers;
+        ngx_memcpy(flag->approver_len, cur.approver_len,
+                   sizeof(cur.approver_len));
+        ngx_memcpy(flag->approver, cur.approver, sizeof(cur.approver));
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ha_optout_approval_build(r, hscf, flag, ttl_set, ttl, &cur,
+                                      needed, attl, now, &a);
+
+    /*
+     * If-Match (and the flag a PATCH was built on) is judged now and again
+     * when the last approval comes: the flag must not have changed between
+     */
+
+    im = r->headers_in.if_match;
+    a.match = (a.method == NGX_HA_OPTOUT_APPROVAL_PATCH)
+              || (im && !(im->value.len == 1 && im->value.data[0] == '*'));
+
+    if (ngx_http_ha_optout_if_match(r, a.base) != NGX_OK) {
+        return ngx_ha_optout_aerr(r, NGX_HTTP_PRECONDITION_FAILED,
+                                  "PreconditionFailed",
+                                  "If-Match does not match the current "
+                                  "version of the flag");
+    }
+
+    if (ngx_http_ha_optout_approval_dry(r)) {
+        return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_ACCEPTED, &a);
+    }
+
+    if (!commit) {
+        return NGX_AGAIN;
+    }
+
+    return ngx_http_ha_optout_approval_keep(r, claims, &a, &cur, now);
 }
 
 
