@@ -54,14 +54,17 @@ rm -rf "$LOGDIR"
 mkdir -p "$LOGDIR"
 chmod 1777 "$LOGDIR"
 
-cat > "$BUILD_ASAN/nginx-asan" <<EOF
+# named nginx, in a directory of its own: t/docs.t puts the directory of
+# HA_OPTOUT_NGINX on PATH for the docs' `nginx -p ...` lines
+mkdir -p "$BUILD_ASAN/bin"
+cat > "$BUILD_ASAN/bin/nginx" <<EOF
 #!/bin/sh
 LD_PRELOAD=$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD} \\
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$LOGDIR/asan:detect_odr_violation=0 \\
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$LOGDIR/ubsan \\
 exec $NGINX "\$@"
 EOF
-chmod 755 "$BUILD_ASAN/nginx-asan"
+chmod 755 "$BUILD_ASAN/bin/nginx"
 
 cd "$ROOT"
 
@@ -71,7 +74,7 @@ fi
 
 # the CLI does not depend on nginx: the one make built (make cli, build/)
 HA_OPTOUT_CLI=${HA_OPTOUT_CLI:-$ROOT/build/ha-optoutctl} \
-HA_OPTOUT_MODULE=$MODULE HA_OPTOUT_NGINX=$BUILD_ASAN/nginx-asan \
+HA_OPTOUT_MODULE=$MODULE HA_OPTOUT_NGINX=$BUILD_ASAN/bin/nginx \
     prove -j"$PROVE_JOBS" -I t/lib "$@"
 rc=$?
 

@@ -332,8 +332,7 @@ for my $file (@sh_files) {
     my $out = `cd $dir && env -u HA_OPTOUT_URL -u HA_OPTOUT_KEY \\
         CURL_HOME=$D/curl URL=$url KEY=$DEMO/ha-optout.key TOKEN=$TOKEN \\
         MODULE=$HaOptout::Test::MODULE PATH=$ROOT/build:$NGINX_DIR:\$PATH \\
-        timeout 120 bash script.sh 2>&1 </dev/null`;
-    $t->write_file("$dir/out", $out);
+        timeout -k 5 120 bash script.sh > out 2>&1 </dev/null; cat out`;
 
     my ($cur, %seg, %rc) = ('');
     my $key;
