@@ -89,8 +89,6 @@ typedef struct {
 /* admin.c */
 ngx_int_t ngx_http_ha_optout_admin_refuse(ngx_http_ha_optout_admin_ctx_t *ctx,
     ngx_int_t rc);
-ngx_int_t ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r,
-    ngx_uint_t status, char *code, char *text);
 u_char *ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s,
     size_t len);
 ngx_table_elt_t *ngx_http_ha_optout_admin_header(ngx_http_request_t *r,

@@ -35,20 +35,7 @@ static ngx_int_t ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
 
 
 #define ngx_ha_optout_aerr(r, st, c, m)                                       \
-    ngx_http_ha_optout_approval_errorf(r, st, c, m)
-
-
-static ngx_int_t
-ngx_http_ha_optout_approval_errorf(ngx_http_request_t *r, ngx_uint_t status,
-    char *code, char *text)
-{
-    ngx_str_t  message;
-
-    message.data = (u_char *) text;
-    message.len = ngx_strlen(text);
-
-    return ngx_http_ha_optout_admin_error(r, status, code, &message);
-}
+    ngx_http_ha_optout_admin_errorf(r, st, c, m)
 
 
 /*

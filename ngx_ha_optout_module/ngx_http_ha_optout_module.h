@@ -625,6 +625,8 @@ u_char *ngx_http_ha_optout_escape(u_char *dst, size_t size, u_char *src,
 ngx_int_t ngx_http_ha_optout_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ha_optout_admin_error(ngx_http_request_t *r,
     ngx_uint_t status, char *code, ngx_str_t *message);
+ngx_int_t ngx_http_ha_optout_admin_errorf(ngx_http_request_t *r,
+    ngx_uint_t status, char *code, char *text);
 ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
     ngx_uint_t status, void *json, uint64_t etag);
 ngx_int_t ngx_http_ha_optout_if_match(ngx_http_request_t *r,
