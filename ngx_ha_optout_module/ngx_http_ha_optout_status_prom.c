@@ -42,7 +42,13 @@ static ngx_http_ha_optout_method_t  ngx_http_ha_optout_methods[] = {
 };
 
 
-/* the one escaper of label values: backslash, double quote, newline */
+/*
+ * The one escaper of label values: backslash, double quote and newline as
+ * the text format escapes them; any other control byte (a CR or an ESC a
+ * reason may carry: reasons keep any UTF-8) becomes "?", as in flag_text(),
+ * since the format has no escape for it and a raw CR splits the line for
+ * some readers (SPEC 8: one record, one line).
+ */
 
 static u_char *
 ngx_http_ha_optout_prom_escape(u_char *dst, u_char *src, size_t len)
@@ -63,7 +69,7 @@ ngx_http_ha_optout_prom_escape(u_char *dst, u_char *src, size_t len)
             break;
 
         default:
-            *dst++ = *src;
+            *dst++ = (*src < 0x20 || *src == 0x7f) ? '?' : *src;
         }
 
         src++;
@@ -643,36 +649,43 @@ ngx_http_ha_optout_prom_policy(ngx_http_ha_optout_out_t *out,
 }
 
 
-/* the counters since the acting flag was set, and how HA comes back */
+/*
+ * The counters since the acting flag was set, and how HA comes back.  Each
+ * family is printed whole (HELP, TYPE, then all its samples) before the
+ * next begins: the text format wants a family's lines in one group, and
+ * OpenMetrics parsers refuse interleaved families.
+ */
 
 static void
 ngx_http_ha_optout_prom_since(ngx_http_ha_optout_out_t *out,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_http_ha_optout_truth_t *t)
 {
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, k;
     ngx_keyval_t                      l[2];
     ngx_http_ha_optout_srv_conf_t   **hscfp;
 
+    static char  *since[][2] = {
+        { "ha_optout_flag_failover_suppressed",
+          "Failovers suppressed since the acting opt-out was set" },
+        { "ha_optout_flag_pinned_requests",
+          "Requests sent to the pin since the acting opt-out was set" },
+        { "ha_optout_flag_replication_bypassed",
+          "Mirrored requests bypassed since the acting opt-out was set" }
+    };
+
     hscfp = hmcf->upstreams.elts;
 
-    ngx_http_ha_optout_prom_family(out,
-        "ha_optout_flag_failover_suppressed", "gauge",
-        "Failovers suppressed since the acting opt-out was set");
-    ngx_http_ha_optout_prom_family(out,
-        "ha_optout_flag_pinned_requests", "gauge",
-        "Requests sent to the pin since the acting opt-out was set");
-    ngx_http_ha_optout_prom_family(out,
-        "ha_optout_flag_replication_bypassed", "gauge",
-        "Mirrored requests bypassed since the acting opt-out was set");
+    for (k = 0; k < 3; k++) {
+        ngx_http_ha_optout_prom_family(out, since[k][0], "gauge",
+                                       since[k][1]);
 
-    for (i = 0; i < hmcf->upstreams.nelts; i++) {
-        if (t[i].flag) {
-            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
-                "ha_optout_flag_failover_suppressed", t[i].suppressed);
-            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
-                "ha_optout_flag_pinned_requests", t[i].pinned);
-            ngx_http_ha_optout_prom_upstream(out, hscfp[i],
-                "ha_optout_flag_replication_bypassed", t[i].bypassed);
+        for (i = 0; i < hmcf->upstreams.nelts; i++) {
+            if (t[i].flag) {
+                ngx_http_ha_optout_prom_upstream(out, hscfp[i], since[k][0],
+                                                 k == 0 ? t[i].suppressed
+                                                 : k == 1 ? t[i].pinned
+                                                 : t[i].bypassed);
+            }
         }
     }
 

@@ -160,6 +160,27 @@ sub promtool_ok {
     my $f = $t->write_file('metrics.txt', $text);
     my $out = `$PROMTOOL check metrics < '$f' 2>&1`;
     is($? >> 8, 0, $what) or diag $out;
+    grouped_ok($text, $what);
+}
+
+# what promtool lets pass and OpenMetrics parsers refuse: a family's HELP,
+# TYPE and samples in one group, never interleaved with another family's,
+# and no control byte but the line ends
+sub grouped_ok {
+    my ($text, $what) = @_;
+    my (%done, $cur, @bad);
+    for my $line (split /\n/, $text) {
+        my ($name) = $line =~ /^# (?:HELP|TYPE) (\S+)/;
+        ($name) = $line =~ /^([a-zA-Z_:][\w:]*)/ unless defined $name;
+        next unless defined $name;
+        if (!defined $cur || $name ne $cur) {
+            push @bad, $name if $done{$name}++;
+            $cur = $name;
+        }
+    }
+    is("@bad", '', "$what: every family in one group");
+    ok($text !~ /[\x00-\x09\x0b-\x1f\x7f]/,
+        "$what: no control byte but newline");
 }
 
 my %admin;      # "METHOD code" => requests we made
@@ -318,6 +339,28 @@ is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
 
 $r = api(DELETE => 'v1/flags/idle');
 is($r->{status}, 200, 'idle flag cleared');
+
+# a reason with a CR, an ESC and a tab (reasons keep any UTF-8): the text
+# format has no escape for them, so they become "?" and the line stays one
+
+$r = api(PUT => 'v1/flags/idle',
+    body => JSON::PP->new->utf8->encode({
+        failover => JSON::PP::false, ttl => '5m',
+        reason => "INC-22\rforged 1\x1b[2J\tend" }),
+    headers => { 'Content-Type' => 'application/json' });
+is($r->{status}, 200, 'a flag whose reason carries CR, ESC and tab')
+    or diag $r->{body};
+
+($r, $m) = scrape();
+promtool_ok($r->{body}, 'promtool accepts the reason with control bytes');
+is(value($m, 'ha_optout_flag_info', environment => $ENVIRONMENT,
+         upstream => 'idle', layer => 'api', actor => 'alice',
+         reason => 'INC-22?forged 1?[2J?end'), 1,
+    'flag_info writes "?" for CR, ESC and tab')
+    or diag join "\n", grep { /flag_info/ } split /\n/, $r->{body};
+
+$r = api(DELETE => 'v1/flags/idle');
+is($r->{status}, 200, 'idle flag cleared again');
 
 # admin requests and auth failures
 
