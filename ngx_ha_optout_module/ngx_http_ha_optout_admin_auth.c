@@ -46,16 +46,24 @@ ngx_http_ha_optout_admin_is_fleet(ngx_http_request_t *r)
 
 /*
  * v1/approvals: POST approves (ha:approve); DELETE withdraws (the
- * requester, ha:write) or rejects (ha:approve)
+ * requester, ha:write) or rejects (ha:approve).  Only the path the router
+ * reads as v1/approvals[/{id}] counts: "v1/approvals" inside another path
+ * (an upstream or window named so) needs that path's scope, not ha:approve.
  */
 
 ngx_uint_t
 ngx_http_ha_optout_admin_scope(ngx_http_request_t *r, ngx_uint_t write)
 {
-    if (ngx_strlcasestrn(r->uri.data, r->uri.data + r->uri.len,
-                         (u_char *) "v1/approvals",
-                         sizeof("v1/approvals") - 2)
-        != NULL)
+    u_char  *p, *last;
+    size_t   len;
+
+    p = ngx_http_ha_optout_admin_path(r, &last);
+    len = last - p;
+
+    if (len >= sizeof("v1/approvals") - 1
+        && ngx_strncmp(p, "v1/approvals", sizeof("v1/approvals") - 1) == 0
+        && (len == sizeof("v1/approvals") - 1
+            || p[sizeof("v1/approvals") - 1] == '/'))
     {
         if (r->method == NGX_HTTP_POST) {
             return NGX_HA_OPTOUT_SCOPE_APPROVE;
