@@ -19,12 +19,21 @@ static ngx_int_t ngx_http_ha_optout_denied_reason(ngx_http_request_t *r,
     ngx_str_t *reason);
 
 
+/*
+ * GET v1/whoami, which any valid token may ask: the path the router reads,
+ * not "v1/whoami" at the end of any URI (a write to an upstream named
+ * "edge/v1/whoami" needs ha:write like any other)
+ */
+
 ngx_int_t
 ngx_http_ha_optout_admin_whoami(ngx_http_request_t *r)
 {
-    return r->uri.len >= sizeof("v1/whoami") - 1
-           && ngx_strncmp(r->uri.data + r->uri.len - (sizeof("v1/whoami") - 1),
-                          "v1/whoami", sizeof("v1/whoami") - 1) == 0;
+    u_char  *p, *last;
+
+    p = ngx_http_ha_optout_admin_path(r, &last);
+
+    return (size_t) (last - p) == sizeof("v1/whoami") - 1
+           && ngx_strncmp(p, "v1/whoami", sizeof("v1/whoami") - 1) == 0;
 }
 
 

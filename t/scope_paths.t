@@ -5,7 +5,8 @@
 # approve and reject (v1/approvals[/{id}]) and nothing else: a flag on an
 # upstream whose name holds "v1/approvals" (nginx lets an upstream be
 # named so) still needs ha:write, and "v1/approval" without the "s" is no
-# approvals path at all.
+# approvals path at all.  Likewise "any valid token may ask who it is"
+# holds for GET v1/whoami only.
 
 use strict;
 use warnings;
@@ -24,6 +25,11 @@ http {
     ha_optout_zone ha_optout 1m;
 
     upstream edge/v1/approvals {
+        server 127.0.0.1:%%PORT_b1%%;
+        ha_optout;
+    }
+
+    upstream edge/v1/whoami {
         server 127.0.0.1:%%PORT_b1%%;
         ha_optout;
     }
@@ -73,9 +79,27 @@ for my $u ('edge/v1/approvals', 'v1/approval') {
     is($r->{status}, 200, "DELETE v1/flags/$u with ha:write: 200");
 }
 
+# "any valid token may ask who it is" is GET v1/whoami, not a URI that
+# ends so: a token with no write scope cannot set or clear a flag on an
+# upstream named edge/v1/whoami
+
+my %r = (token_args => { scope => 'ha:read', sub => 'carol' });
+my $r = $t->api(PUT => 'v1/flags/edge/v1/whoami', %r,
+    json => { failover => JSON::PP::false(), ttl => '5m',
+              reason => 'INC-2 read-only token' });
+is($r->{status}, 403, 'PUT v1/flags/edge/v1/whoami with only ha:read: 403')
+    or diag $r->{body};
+$r = $t->api(GET => 'v1/flags/edge/v1/whoami', %r);
+unlike($r->{body}, qr/INC-2/, '(and no flag acts on it)');
+
+$r = $t->api(GET => 'v1/whoami', token_args => { scope => '', sub => 'dan' });
+is($r->{status}, 200, 'GET v1/whoami with a token of no scope: 200')
+    or diag $r->{body};
+like($r->{body}, qr/"dan"/, '(it names the subject)');
+
 # the approvals paths themselves: ha:approve is what they need
 
-my $r = $t->api(GET => 'v1/approvals', token_args => { scope => 'ha:read' });
+$r = $t->api(GET => 'v1/approvals', token_args => { scope => 'ha:read' });
 is($r->{status}, 200, 'GET v1/approvals with ha:read');
 
 $r = $t->api(POST => 'v1/approvals/0123456789abcdef', %a);
