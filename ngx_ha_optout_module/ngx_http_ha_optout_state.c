@@ -34,6 +34,7 @@ typedef struct {
     ngx_http_ha_optout_flag_t        flag;
     ngx_uint_t                       action;
     const char                      *why;
+    ngx_str_t                        policy;    /* the policy's refusal */
 } ngx_http_ha_optout_saved_t;
 
 
@@ -1770,11 +1771,20 @@ ngx_http_ha_optout_state_parse(ngx_http_ha_optout_yaml_t *y,
 }
 
 
-/* decides what becomes of a saved flag; config only, no zone access */
+/*
+ * Decides what becomes of a saved flag; config only, no zone access.  An
+ * API flag must also pass the policy as a write would now (allow, max_ttl
+ * on the time it has left, ttl "none", protected upstreams' windows): the
+ * file is written by the workers' user, and whoever can act as that user
+ * could otherwise restore a flag no token may set.  A stricter policy
+ * since the flag was set drops it likewise (HA comes back; the audit line
+ * says why).  Fleet flags are the agents' (they are checked against etcd
+ * again), approved_by cannot be proven from the file and is not judged.
+ */
 
 static void
 ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
-    ngx_http_ha_optout_saved_t *s, time_t now)
+    ngx_http_ha_optout_saved_t *s, time_t now, ngx_pool_t *pool)
 {
     ngx_http_ha_optout_srv_conf_t  *hscf;
 
@@ -1816,6 +1826,22 @@ ngx_http_ha_optout_state_judge(ngx_http_ha_optout_main_conf_t *hmcf,
     if (s->flag.expires_at && s->flag.expires_at <= now) {
         s->action = NGX_HA_OPTOUT_ACT_EXPIRE;
         s->why = "it expired while nginx was down";
+        return;
+    }
+
+    if (s->flag.source == NGX_HA_OPTOUT_SRC_API
+        && ngx_http_ha_optout_policy_check(hmcf, &hscf->name, &s->flag, 0, 0,
+                                           &s->policy, pool)
+           != NGX_OK)
+    {
+        s->action = NGX_HA_OPTOUT_ACT_RESTORE_REJECTED;
+        s->why = "the policy refuses it now";
+
+        if (s->policy.data == NULL) {
+            ngx_str_set(&s->policy, "the policy's refusal could not be "
+                                    "written (no memory)");
+        }
+
         return;
     }
 
@@ -1909,7 +1935,7 @@ ngx_http_ha_optout_restore_read(ngx_http_ha_optout_main_conf_t *hmcf,
 
     if (r->rc == NGX_OK) {
         for (i = 0; i < r->st.flags.nelts; i++) {
-            ngx_http_ha_optout_state_judge(hmcf, &s[i], r->now);
+            ngx_http_ha_optout_state_judge(hmcf, &s[i], r->now, pool);
         }
 
         /* in expiry order, each goes to the end of the replay queue */
@@ -2169,11 +2195,11 @@ ngx_http_ha_optout_restore_audit(ngx_http_ha_optout_main_conf_t *hmcf,
     case NGX_HA_OPTOUT_ACT_RESTORE_REJECTED:
         /* the name is the file's text: escaped, one line */
         ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "ha_optout: saved flag of \"%*s\" dropped: %s",
+                      "ha_optout: saved flag of \"%*s\" dropped: %s%s%V",
                       (size_t) (ngx_http_ha_optout_escape(name,
                                     sizeof(name), s->upstream.data,
                                     s->upstream.len) - name),
-                      name, s->why);
+                      name, s->why, s->policy.len ? ": " : "", &s->policy);
 
         hscf = ngx_http_ha_optout_find_upstream(hmcf, &s->upstream);
 
@@ -2183,10 +2209,19 @@ ngx_http_ha_optout_restore_audit(ngx_http_ha_optout_main_conf_t *hmcf,
 
         /* the audit line says why, in its "cause" */
         cause.data = cbuf;
-        cause.len = ngx_http_ha_optout_drop_cause(cbuf, cbuf + sizeof(cbuf),
-                                                  hscf, &s->upstream,
-                                                  &s->flag, now)
-                    - cbuf;
+
+        if (s->policy.len) {
+            cause.len = ngx_slprintf(cbuf, cbuf + sizeof(cbuf),
+                                     "refused by policy now: %V", &s->policy)
+                        - cbuf;
+
+        } else {
+            cause.len = ngx_http_ha_optout_drop_cause(cbuf,
+                                                      cbuf + sizeof(cbuf),
+                                                      hscf, &s->upstream,
+                                                      &s->flag, now)
+                        - cbuf;
+        }
 
         ngx_http_ha_optout_audit_cause(hmcf, log, s->action, &s->upstream,
                                        &actor, NULL, &reason, &s->flag,
