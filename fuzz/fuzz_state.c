@@ -22,6 +22,18 @@
 static ngx_http_ha_optout_rec_t  fuzz_snap[8];
 
 
+/* the policy (policy.c, not linked here) judges restores, never parsing */
+
+ngx_int_t
+ngx_http_ha_optout_policy_check(ngx_http_ha_optout_main_conf_t *hmcf,
+    ngx_str_t *upstream, ngx_http_ha_optout_flag_t *flag, ngx_uint_t ttl_set,
+    time_t ttl, ngx_str_t *message, ngx_pool_t *pool)
+{
+    fuzz_fail("ngx_http_ha_optout_policy_check() called");
+    return NGX_ERROR;
+}
+
+
 static ngx_int_t
 fuzz_load(ngx_pool_t *pool, ngx_str_t *file, ngx_http_ha_optout_yaml_t *y,
     ngx_http_ha_optout_state_t *st)
