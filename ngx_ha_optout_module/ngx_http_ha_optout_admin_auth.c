@@ -130,21 +130,91 @@ ngx_http_ha_optout_jwt_part(ngx_http_request_t *r, ngx_str_t *token,
 
 
 /*
+ * What a token that verified but was refused says about its iss or aud,
+ * next to what this location wants: "the token's iss is "X"; this location
+ * accepts only "Y" (ha_optout_admin_issuer)".  The token's text is escaped
+ * (it reaches error_log too), and cut to 128 bytes.
+ */
+
+static u_char *
+ngx_http_ha_optout_auth_claim_hint(ngx_http_request_t *r, ngx_str_t *token,
+    const char *name, ngx_str_t *want, const char *directive, u_char *p,
+    u_char *last)
+{
+    u_char   buf[128 * 4];
+    size_t   len;
+    json_t  *j, *v;
+    char    *text;
+
+    j = ngx_http_ha_optout_jwt_part(r, token, 1);
+    v = json_object_get(j, name);
+
+    p = ngx_slprintf(p, last, "bearer token rejected: %s: ", name[0] == 'i'
+                     ? "issuer" : "audience");
+
+    if (v == NULL || (json_is_string(v) && json_string_length(v) == 0)) {
+        p = ngx_slprintf(p, last, "the token has no \"%s\" claim", name);
+
+    } else {
+        text = json_is_string(v)
+               ? NULL : json_dumps(v, JSON_COMPACT|JSON_ENCODE_ANY);
+
+        len = text ? ngx_strlen(text) : json_string_length(v);
+
+        p = ngx_slprintf(p, last, "the token's \"%s\" is %s%*s%s", name,
+                         text ? "" : "\"",
+                         ngx_http_ha_optout_escape(buf, sizeof(buf),
+                             text ? (u_char *) text
+                                  : (u_char *) json_string_value(v),
+                             ngx_min(len, 128)) - buf, buf,
+                         text ? "" : "\"");
+        free(text);
+    }
+
+    json_decref(j);
+
+    return ngx_slprintf(p, last, "; this location accepts only \"%V\" (%s)",
+                        want, directive);
+}
+
+
+/*
  * "bearer token rejected: REASON", and for some reasons what to do: an
  * expired token says its exp and the server's clock (a skewed clock is the
  * usual cause), a token without kid where several keys could verify it
- * says so instead of "unknown_kid"
+ * says so instead of "unknown_kid", a malformed one what is wrong with it,
+ * a wrong issuer or audience what the token says and what is wanted
  */
 
 static u_char *
 ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
     ngx_http_ha_optout_loc_conf_t *hlcf, ngx_str_t *token,
-    const char *reason, u_char *p, u_char *last)
+    ngx_http_ha_optout_claims_t *claims, const char *reason, u_char *p,
+    u_char *last)
 {
     u_char                     now[sizeof("2026-11-27T10:00:00Z")];
     u_char                     exp[sizeof("2026-11-27T10:00:00Z")];
     json_t                    *j, *v;
     ngx_http_ha_optout_key_t  *key;
+
+    if (ngx_strcmp(reason, "malformed") == 0 && claims->malformed) {
+        return ngx_slprintf(p, last, "bearer token rejected: malformed: %s",
+                            claims->malformed);
+    }
+
+    if (ngx_strcmp(reason, "issuer") == 0 && token->len) {
+        return ngx_http_ha_optout_auth_claim_hint(r, token, "iss",
+                                                  &hlcf->issuer,
+                                                  "ha_optout_admin_issuer",
+                                                  p, last);
+    }
+
+    if (ngx_strcmp(reason, "audience") == 0 && token->len) {
+        return ngx_http_ha_optout_auth_claim_hint(r, token, "aud",
+                                                  &hlcf->audience,
+                                                  "ha_optout_admin_audience",
+                                                  p, last);
+    }
 
     if (ngx_strcmp(reason, "expired") == 0 && token->len) {
         j = ngx_http_ha_optout_jwt_part(r, token, 1);
@@ -283,14 +353,14 @@ invalid:
 
     ngx_http_ha_optout_auth_count(reason);
 
-    msg = ngx_pnalloc(r->pool, 512);
+    msg = ngx_pnalloc(r->pool, 1024);
     if (msg == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     message.data = msg;
-    message.len = ngx_http_ha_optout_auth_hint(r, hlcf, &token, reason, msg,
-                                               msg + 512)
+    message.len = ngx_http_ha_optout_auth_hint(r, hlcf, &token, &ctx->claims,
+                                               reason, msg, msg + 1024)
                   - msg;
 
     /*

@@ -120,6 +120,9 @@ ngx_http_ha_optout_token_verify(ngx_pool_t *pool, ngx_array_t *keys,
     rc = ngx_http_ha_optout_jws_decode(pool, token, &alg, &kid, &typ_ok,
                                        &payload, &sig, &input);
     if (rc != NGX_OK) {
+        claims->malformed = "it is not a JWS compact token: three base64url "
+                            "parts without padding, joined by dots, the "
+                            "first a JSON object with \"alg\"";
         return rc;
     }
 
@@ -154,13 +157,15 @@ ngx_http_ha_optout_token_verify(ngx_pool_t *pool, ngx_array_t *keys,
 
     root = json_loadb((const char *) payload.data, payload.len,
                       JSON_REJECT_DUPLICATES, &err);
-    if (root == NULL) {
+
+    if (root == NULL || !json_is_object(root)) {
+        claims->malformed = "its payload is not one JSON object (a claim "
+                            "given twice counts as not one)";
+        json_decref(root);
         return NGX_DECLINED;
     }
 
-    rc = json_is_object(root)
-         ? ngx_http_ha_optout_claims_parse(pool, root, claims, &seen)
-         : NGX_DECLINED;
+    rc = ngx_http_ha_optout_claims_parse(pool, root, claims, &seen);
 
     if (rc == NGX_OK) {
         claims->kid = key->kid;
@@ -628,28 +633,36 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
     rc = ngx_http_ha_optout_claim_time(root, "exp", &claims->exp,
                                        &seen->has_exp);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"exp\" is not a NumericDate "
+                            "(seconds since 1970, not negative)";
         return rc;
     }
 
     rc = ngx_http_ha_optout_claim_time(root, "iat", &claims->iat,
                                        &seen->has_iat);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"iat\" is not a NumericDate "
+                            "(seconds since 1970, not negative)";
         return rc;
     }
 
     rc = ngx_http_ha_optout_claim_time(root, "nbf", &claims->nbf,
                                        &seen->has_nbf);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"nbf\" is not a NumericDate "
+                            "(seconds since 1970, not negative)";
         return rc;
     }
 
     rc = ngx_http_ha_optout_claim_str(pool, root, "sub", &claims->sub);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"sub\" is not a string";
         return rc;
     }
 
     rc = ngx_http_ha_optout_claim_str(pool, root, "jti", &claims->jti);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"jti\" is not a string";
         return rc;
     }
 
@@ -658,17 +671,24 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
 
     rc = ngx_http_ha_optout_claim_str(pool, root, "iss", &claims->iss);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"iss\" is not a string";
         return rc;
     }
 
     rc = ngx_http_ha_optout_claim_scopes(pool, root, claims);
     if (rc != NGX_OK) {
+        claims->malformed = "the claim \"scope\" is not a string, or "
+                            "\"scp\" neither a string nor an array of "
+                            "strings";
         return rc;
     }
 
     aud = json_object_get(root, "aud");
 
     if (aud != NULL && !json_is_string(aud)) {
+        claims->malformed = "the claim \"aud\" is neither a string nor an "
+                            "array of strings";
+
         if (!json_is_array(aud)) {
             return NGX_DECLINED;
         }
@@ -678,11 +698,19 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
                 return NGX_DECLINED;
             }
         }
+
+        claims->malformed = NULL;
     }
 
     seen->aud = aud;
 
-    return ngx_http_ha_optout_claim_upstreams(pool, root, claims);
+    rc = ngx_http_ha_optout_claim_upstreams(pool, root, claims);
+    if (rc == NGX_DECLINED) {
+        claims->malformed = "the claim \"ha_upstreams\" is not an array of "
+                            "strings";
+    }
+
+    return rc;
 }
 
 

@@ -46,6 +46,7 @@ typedef struct {
     time_t          nbf;           /* 0 when absent */
     ngx_uint_t      scopes;        /* NGX_HA_OPTOUT_SCOPE_* */
     ngx_array_t    *upstreams;     /* of ngx_str_t; NULL: no ha_upstreams */
+    const char     *malformed;     /* why it is "malformed", for the 401 */
 } ngx_http_ha_optout_claims_t;
 
 

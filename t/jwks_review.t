@@ -105,7 +105,7 @@ $r = $t->api(GET => 'v1/whoami',
              token => mint(claims => { iss => "$ISS/", sub => "eve\n[emerg] x" }));
 is($r->{status}, 401, 'a token of another issuer: 401');
 ok($t->wait_for(sub { $t->error_log =~
-       /\[info\].*ha_optout: bearer token rejected: issuer \(kid "one", sub "eve\\n\[emerg\] x"\)/ }, 10),
+       /\[info\].*ha_optout: bearer token rejected: issuer: the token.s "iss" is "https:\/\/idp.example\/realms\/ops\/"; this location accepts only "https:\/\/idp.example\/realms\/ops" \(ha_optout_admin_issuer\) \(kid "one", sub "eve\\n\[emerg\] x"\)/ }, 10),
    'the refusal is in error_log with kid and the escaped sub')
     or diag $t->error_log;
 unlike($t->error_log, qr/^\[emerg\] x/m, 'the sub forged no line');
