@@ -79,8 +79,8 @@ static void
 fuzz_prom_check(u_char *p, size_t len, ngx_keyval_t *labels, ngx_uint_t n,
     uint64_t value)
 {
-    u_char      *last, *v, *start;
-    size_t       vlen;
+    u_char      *last, *v, *start, c;
+    size_t       vlen, k;
     uint64_t     got;
     ngx_uint_t   i;
 
@@ -138,14 +138,26 @@ fuzz_prom_check(u_char *p, size_t len, ngx_keyval_t *labels, ngx_uint_t n,
 
                 fuzz_assert((size_t) (v - start) < labels[i].value.len,
                             "label %s value grew", fuzz_keys[i]);
+                fuzz_assert(*p >= 0x20 && *p != 0x7f,
+                            "label %s: a raw control byte", fuzz_keys[i]);
                 *v++ = *p++;
             }
 
+            /* as written, but a control byte other than \n reads "?" */
+
             vlen = v - start;
-            fuzz_assert(vlen == labels[i].value.len
-                        && memcmp(start, labels[i].value.data, vlen) == 0,
+            fuzz_assert(vlen == labels[i].value.len,
                         "label %s does not read back as written",
                         fuzz_keys[i]);
+
+            for (k = 0; k < vlen; k++) {
+                c = labels[i].value.data[k];
+                fuzz_assert(start[k] == ((c < 0x20 && c != '\n')
+                                         || c == 0x7f ? '?' : c),
+                            "label %s does not read back as written",
+                            fuzz_keys[i]);
+            }
+
             free(start);
         }
 

@@ -248,8 +248,8 @@ is(scalar @bad, 0, 'Prometheus: every line a comment or a sample')
     or diag explain \@bad;
 ok(!grep({ /^(# HELP forged|ha_optout_active 9)/ } split /\n/, $prom),
    'the reason forges no line of it');
-like($prom, qr/^ha_optout_flag_info\{[^\n]*reason="line one\\n<\/dd><b>two<\/b>\r\\n# HELP forged\\nha_optout_active 9"\} 1$/m,
-     'it is one label value of ha_optout_flag_info, newlines escaped');
+like($prom, qr/^ha_optout_flag_info\{[^\n]*reason="line one\\n<\/dd><b>two<\/b>\?\\n# HELP forged\\nha_optout_active 9"\} 1$/m,
+     'it is one label value of ha_optout_flag_info, newlines escaped, the CR written ?');
 
 my $json = $t->get('/ha-status')->{body};
 is(scalar(() = $json =~ /\n/g), 1, 'JSON: one line');
