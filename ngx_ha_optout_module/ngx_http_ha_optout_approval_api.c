@@ -26,9 +26,11 @@
 
 
 static ngx_int_t ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, uint64_t id);
+    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_approval_t *a,
+    size_t n);
 static ngx_int_t ngx_http_ha_optout_approval_reject(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, uint64_t id);
+    ngx_http_ha_optout_claims_t *claims, uint64_t id,
+    ngx_http_ha_optout_approval_t *a, size_t n);
 static ngx_int_t ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_approval_t *a,
     ngx_http_ha_optout_approval_t *undo);
@@ -36,6 +38,11 @@ static ngx_int_t ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
 
 #define ngx_ha_optout_aerr(r, st, c, m)                                       \
     ngx_http_ha_optout_admin_errorf(r, st, c, m)
+
+/* 503 StateNotPersisted, and what the failed save means for the request */
+#define ngx_ha_optout_unsaved(r, what)                                        \
+    ngx_ha_optout_aerr(r, NGX_HTTP_SERVICE_UNAVAILABLE, "StateNotPersisted",  \
+                       "the state file could not be written; " what)
 
 
 /*
@@ -208,6 +215,47 @@ ngx_http_ha_optout_approval_jti(ngx_http_request_t *r,
 }
 
 
+/* copies a live approval out of the zone, or answers 404 / 403 */
+
+static ngx_int_t
+ngx_http_ha_optout_approval_get(ngx_http_request_t *r,
+    ngx_http_ha_optout_claims_t *claims, uint64_t id,
+    ngx_http_ha_optout_approval_t *a, ngx_int_t *sent)
+{
+    ngx_http_ha_optout_approval_t  *t;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+    t = ngx_http_ha_optout_approval_find_locked(id);
+    if (t) {
+        *a = *t;
+    }
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+
+    /* one past its time is the timer's to audit: it is gone already */
+
+    if (t == NULL || a->expires_at <= ngx_time()) {
+        *sent = ngx_ha_optout_aerr(r, NGX_HTTP_NOT_FOUND, "NoSuchApproval",
+                                   "no pending approval has this id (it may "
+                                   "have been applied, rejected or have "
+                                   "expired)");
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_http_ha_optout_approval_allowed(claims, a->upstream,
+                                             a->upstream_len))
+    {
+        ngx_http_ha_optout_auth_count("scope");
+        *sent = ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN,
+                                   "UpstreamNotAllowed",
+                                   "the token's ha_upstreams claim does not "
+                                   "include this approval's upstream");
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 /* the pending approval of a write: the flag as sent, without approvers */
 
 static void
@@ -316,10 +364,7 @@ ngx_http_ha_optout_approval_keep(ngx_http_request_t *r,
         slot->id = 0;
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        return ngx_ha_optout_aerr(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "StateNotPersisted",
-                                  "the state file could not be written; "
-                                  "nothing was requested");
+        return ngx_ha_optout_unsaved(r, "nothing was requested");
     }
 
     ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REQUEST, a,
@@ -488,9 +533,11 @@ ngx_int_t
 ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, ngx_str_t *ids)
 {
+    size_t                           n;
     time_t                           now;
     uint64_t                         id;
     ngx_int_t                        rc;
+    ngx_http_ha_optout_approval_t    a;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
@@ -521,10 +568,16 @@ ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
         ngx_http_ha_optout_state_restore(hmcf, r->connection->log);
     }
 
-    if (r->method == NGX_HTTP_POST) {
-        rc = ngx_http_ha_optout_approval_approve(r, claims, id);
-    } else {
-        rc = ngx_http_ha_optout_approval_reject(r, claims, id);
+    /* both act on a copy of the approval as it is now, for the subject */
+
+    if (ngx_http_ha_optout_approval_get(r, claims, id, &a, &rc) == NGX_OK) {
+        n = ngx_http_ha_optout_approval_subject(&claims->sub);
+
+        if (r->method == NGX_HTTP_POST) {
+            rc = ngx_http_ha_optout_approval_approve(r, claims, &a, n);
+        } else {
+            rc = ngx_http_ha_optout_approval_reject(r, claims, id, &a, n);
+        }
     }
 
     ngx_http_ha_optout_writer_unlock();
@@ -533,77 +586,31 @@ ngx_http_ha_optout_approval_handler(ngx_http_request_t *r,
 }
 
 
-/* copies a live approval out of the zone, or answers 404 / 403 */
-
-static ngx_int_t
-ngx_http_ha_optout_approval_get(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, uint64_t id,
-    ngx_http_ha_optout_approval_t *a, ngx_int_t *sent)
-{
-    ngx_http_ha_optout_approval_t  *t;
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    t = ngx_http_ha_optout_approval_find_locked(id);
-    if (t) {
-        *a = *t;
-    }
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    /* one past its time is the timer's to audit: it is gone already */
-
-    if (t == NULL || a->expires_at <= ngx_time()) {
-        *sent = ngx_ha_optout_aerr(r, NGX_HTTP_NOT_FOUND, "NoSuchApproval",
-                                   "no pending approval has this id (it may "
-                                   "have been applied, rejected or have "
-                                   "expired)");
-        return NGX_DECLINED;
-    }
-
-    if (!ngx_http_ha_optout_approval_allowed(claims, a->upstream,
-                                             a->upstream_len))
-    {
-        ngx_http_ha_optout_auth_count("scope");
-        *sent = ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN,
-                                   "UpstreamNotAllowed",
-                                   "the token's ha_upstreams claim does not "
-                                   "include this approval's upstream");
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
 /*
  * POST v1/approvals/{id}, under the writer lock: one more approver, then
- * the write itself once enough have approved.
+ * the write itself once enough have approved.  The handler has found the
+ * approval (a is a copy, changed here) and cut the subject to n bytes.
  *
- * Longer than a screen and a half: the refusals (not found, same person,
- * twice, replayed token, policy raised) come in the order the audit
- * relies on, before the approver is added and saved.
+ * Longer than a screen and a half: the refusals (same person, twice,
+ * replayed token, policy raised) come in the order the audit relies on,
+ * after the handler's "not found", before the approver is added and saved.
  */
 
 static ngx_int_t
 ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, uint64_t id)
+    ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_approval_t *a,
+    size_t n)
 {
-    size_t                           n;
     time_t                           attl;
     ngx_int_t                        rc;
     ngx_str_t                        upstream;
     ngx_uint_t                       i, k, now_needed;
-    ngx_http_ha_optout_approval_t    a, undo;
+    ngx_http_ha_optout_approval_t    undo;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
-
-    if (ngx_http_ha_optout_approval_get(r, claims, id, &a, &rc) != NGX_OK) {
-        return rc;
-    }
-
-    n = ngx_http_ha_optout_approval_subject(&claims->sub);
 
     if (n == 0
         || ngx_http_ha_optout_approval_same(claims->sub.data, n,
@@ -615,17 +622,17 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
     }
 
     if (ngx_http_ha_optout_approval_same(claims->sub.data, n,
-                                         a.flag.actor, a.flag.actor_len))
+                                         a->flag.actor, a->flag.actor_len))
     {
         return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN, "SelfApproval",
                                   "the requester cannot approve their own "
                                   "request");
     }
 
-    for (i = 0; i < a.flag.approvers; i++) {
+    for (i = 0; i < a->flag.approvers; i++) {
         if (ngx_http_ha_optout_approval_same(claims->sub.data, n,
-                                             a.flag.approver[i],
-                                             a.flag.approver_len[i]))
+                                             a->flag.approver[i],
+                                             a->flag.approver_len[i]))
         {
             return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN,
                                       "AlreadyApproved",
@@ -659,20 +666,20 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
         }
     }
 
-    undo = a;
-    k = a.flag.approvers;
+    undo = *a;
+    k = a->flag.approvers;
 
     /*
      * a reload (or a restart) that raised "approvers" raises what this
      * request needs; one that lowered it does not lower it
      */
 
-    upstream.data = a.upstream;
-    upstream.len = a.upstream_len;
+    upstream.data = a->upstream;
+    upstream.len = a->upstream_len;
     now_needed = ngx_http_ha_optout_policy_approvers(hmcf, &upstream, &attl);
 
-    if (now_needed > a.needed) {
-        a.needed = now_needed;
+    if (now_needed > a->needed) {
+        a->needed = now_needed;
     }
 
     if (k >= NGX_HA_OPTOUT_APPROVERS_MAX) {
@@ -681,16 +688,16 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
                                   "this request has all its approvals");
     }
 
-    a.flag.approver_len[k] = (uint16_t) n;
-    ngx_memcpy(a.flag.approver[k], claims->sub.data, n);
-    a.flag.approvers = (uint16_t) (k + 1);
+    a->flag.approver_len[k] = (uint16_t) n;
+    ngx_memcpy(a->flag.approver[k], claims->sub.data, n);
+    a->flag.approvers = (uint16_t) (k + 1);
 
-    if (a.flag.approvers >= a.needed) {
-        return ngx_http_ha_optout_approval_apply(r, claims, &a, &undo);
+    if (a->flag.approvers >= a->needed) {
+        return ngx_http_ha_optout_approval_apply(r, claims, a, &undo);
     }
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-    ngx_http_ha_optout_approval_put_locked(&a);
+    ngx_http_ha_optout_approval_put_locked(a);
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
     if (ngx_http_ha_optout_state_save(hmcf, r->connection->log) != NGX_OK) {
@@ -698,17 +705,14 @@ ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
         ngx_http_ha_optout_approval_put_locked(&undo);
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        return ngx_ha_optout_aerr(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "StateNotPersisted",
-                                  "the state file could not be written; "
-                                  "the approval was not recorded");
+        return ngx_ha_optout_unsaved(r, "the approval was not recorded");
     }
 
-    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_APPROVE, &a,
+    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_APPROVE, a,
                                       &claims->sub, "approved", NULL,
-                                      &a.flag, NULL);
+                                      &a->flag, NULL);
 
-    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
+    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, a);
 }
 
 
@@ -994,37 +998,33 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
 
         ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 
-        return ngx_ha_optout_aerr(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                  "StateNotPersisted",
-                                  "the state file could not be written; "
-                                  "nothing was changed");
+        return ngx_ha_optout_unsaved(r, "nothing was changed");
     }
 
     return ngx_http_ha_optout_approval_applied(r, a, action, &before, &flag);
 }
 
 
+/*
+ * DELETE v1/approvals/{id}, under the writer lock: the requester withdraws
+ * or an approver rejects the approval the handler found
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_approval_reject(ngx_http_request_t *r,
-    ngx_http_ha_optout_claims_t *claims, uint64_t id)
+    ngx_http_ha_optout_claims_t *claims, uint64_t id,
+    ngx_http_ha_optout_approval_t *a, size_t n)
 {
-    size_t                           n;
     ngx_int_t                        rc;
     ngx_uint_t                       own;
-    ngx_http_ha_optout_approval_t    a;
     ngx_http_ha_optout_loc_conf_t   *hlcf;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
 
-    if (ngx_http_ha_optout_approval_get(r, claims, id, &a, &rc) != NGX_OK) {
-        return rc;
-    }
-
-    n = ngx_http_ha_optout_approval_subject(&claims->sub);
-    own = (n && n == a.flag.actor_len
-           && ngx_memcmp(claims->sub.data, a.flag.actor, n) == 0);
+    own = (n && n == a->flag.actor_len
+           && ngx_memcmp(claims->sub.data, a->flag.actor, n) == 0);
 
     if (!own && !(claims->scopes & NGX_HA_OPTOUT_SCOPE_APPROVE)) {
         return ngx_ha_optout_aerr(r, NGX_HTTP_FORBIDDEN, "InsufficientScope",
@@ -1065,10 +1065,10 @@ ngx_http_ha_optout_approval_reject(ngx_http_request_t *r,
                       "persisted yet", id);
     }
 
-    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REJECT, &a,
+    ngx_http_ha_optout_approval_audit(r, NGX_HA_OPTOUT_ACT_REJECT, a,
                                       &claims->sub,
                                       own ? "withdrawn" : "rejected", NULL,
                                       NULL, NULL);
 
-    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, &a);
+    return ngx_http_ha_optout_approval_answer(r, NGX_HTTP_OK, a);
 }
