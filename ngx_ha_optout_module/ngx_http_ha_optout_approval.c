@@ -525,8 +525,15 @@ ngx_http_ha_optout_approvals_json(ngx_str_t *upstream, time_t now)
 }
 
 
-ngx_uint_t
-ngx_http_ha_optout_approvals_count(ngx_str_t *upstream, time_t now)
+/*
+ * the one walk of the pending approvals, under the zone's lock: with an
+ * upstream, those of it still live at now; without, every pending one.
+ * Each is copied to out unless it is NULL; their number.
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_approvals_select(ngx_str_t *upstream, time_t now,
+    ngx_http_ha_optout_approval_t *out)
 {
     ngx_uint_t                      i, n;
     ngx_http_ha_optout_approval_t  *t;
@@ -538,12 +545,24 @@ ngx_http_ha_optout_approvals_count(ngx_str_t *upstream, time_t now)
     t = ngx_http_ha_optout_approvals_locked(0);
 
     for (i = 0; t && i < NGX_HA_OPTOUT_APPROVALS_MAX; i++) {
-        if (t[i].id && t[i].expires_at > now
-            && t[i].upstream_len == upstream->len
-            && ngx_strncmp(t[i].upstream, upstream->data, upstream->len) == 0)
-        {
-            n++;
+        if (t[i].id == 0) {
+            continue;
         }
+
+        if (upstream
+            && (t[i].expires_at <= now
+                || t[i].upstream_len != upstream->len
+                || ngx_strncmp(t[i].upstream, upstream->data,
+                               upstream->len) != 0))
+        {
+            continue;
+        }
+
+        if (out) {
+            out[n] = t[i];
+        }
+
+        n++;
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
@@ -552,29 +571,19 @@ ngx_http_ha_optout_approvals_count(ngx_str_t *upstream, time_t now)
 }
 
 
+ngx_uint_t
+ngx_http_ha_optout_approvals_count(ngx_str_t *upstream, time_t now)
+{
+    return ngx_http_ha_optout_approvals_select(upstream, now, NULL);
+}
+
+
 /* copies the pending approvals out (for the state file and JSON) */
 
 ngx_uint_t
 ngx_http_ha_optout_approvals_snapshot(ngx_http_ha_optout_approval_t *out)
 {
-    ngx_uint_t                      i, n;
-    ngx_http_ha_optout_approval_t  *t;
-
-    n = 0;
-
-    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
-
-    t = ngx_http_ha_optout_approvals_locked(0);
-
-    for (i = 0; t && i < NGX_HA_OPTOUT_APPROVALS_MAX; i++) {
-        if (t[i].id) {
-            out[n++] = t[i];
-        }
-    }
-
-    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
-
-    return n;
+    return ngx_http_ha_optout_approvals_select(NULL, 0, out);
 }
 
 
