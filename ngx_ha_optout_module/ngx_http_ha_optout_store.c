@@ -99,14 +99,8 @@ ngx_http_ha_optout_rec_add_server(ngx_http_ha_optout_rec_t *rec,
     ngx_uint_t                         k;
     ngx_http_ha_optout_server_stat_t  *st;
 
-    for (k = 0; k < rec->nservers; k++) {
-        st = &rec->servers[k];
-
-        if (st->len == name->len
-            && ngx_strncmp(st->name, name->data, name->len) == 0)
-        {
-            return;
-        }
+    if (ngx_http_ha_optout_server_stat(rec, name) != NULL) {
+        return;
     }
 
     if (name->len == 0 || name->len >= NGX_HA_OPTOUT_NAME_LEN) {
