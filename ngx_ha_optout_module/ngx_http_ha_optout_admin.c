@@ -638,11 +638,14 @@ ngx_http_ha_optout_echo(u_char *p, u_char *last, u_char *s, size_t len)
 }
 
 
-/* a header of the answer, of static strings */
+/*
+ * a header of the answer (the admin API's and the status page's): key is
+ * a static string, value lives as long as the request; NULL: no memory
+ */
 
 ngx_table_elt_t *
-ngx_http_ha_optout_admin_header(ngx_http_request_t *r, char *key,
-    char *value)
+ngx_http_ha_optout_header_out(ngx_http_request_t *r, char *key,
+    u_char *value, size_t len)
 {
     ngx_table_elt_t  *h;
 
@@ -654,10 +657,21 @@ ngx_http_ha_optout_admin_header(ngx_http_request_t *r, char *key,
     h->hash = 1;
     h->key.data = (u_char *) key;
     h->key.len = ngx_strlen(key);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
+    h->value.data = value;
+    h->value.len = len;
 
     return h;
+}
+
+
+/* a header of the answer, of static strings */
+
+ngx_table_elt_t *
+ngx_http_ha_optout_admin_header(ngx_http_request_t *r, char *key,
+    char *value)
+{
+    return ngx_http_ha_optout_header_out(r, key, (u_char *) value,
+                                         ngx_strlen(value));
 }
 
 

@@ -464,18 +464,9 @@ static ngx_int_t
 ngx_http_ha_optout_status_header(ngx_http_request_t *r, char *key,
     u_char *value, size_t len)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_ha_optout_header_out(r, key, value, len) == NULL) {
         return NGX_ERROR;
     }
-
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value.data = value;
-    h->value.len = len;
 
     return NGX_OK;
 }
