@@ -664,6 +664,29 @@ ngx_http_ha_optout_header_out(ngx_http_request_t *r, char *key,
 }
 
 
+/* ETag: "version", the flag's version as If-Match takes it back */
+
+ngx_int_t
+ngx_http_ha_optout_admin_etag(ngx_http_request_t *r, uint64_t version)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ha_optout_header_out(r, "ETag", p,
+                                      ngx_sprintf(p, "\"%uL\"", version) - p)
+        == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* a header of the answer, of static strings */
 
 ngx_table_elt_t *
@@ -779,12 +802,10 @@ ngx_int_t
 ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
     void *json, uint64_t etag)
 {
-    u_char           *p;
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_str_t         out;
-    ngx_chain_t       cl;
-    ngx_table_elt_t  *h;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_str_t     out;
+    ngx_chain_t   cl;
 
     ngx_http_ha_optout_admin_count(r->method, status);
 
@@ -809,16 +830,9 @@ ngx_http_ha_optout_admin_send(ngx_http_request_t *r, ngx_uint_t status,
         && (r->method & (NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
             || (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD) && etag)))
     {
-        h = ngx_list_push(&r->headers_out.headers);
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
-        if (h == NULL || p == NULL) {
+        if (ngx_http_ha_optout_admin_etag(r, etag) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "ETag");
-        h->value.data = p;
-        h->value.len = ngx_sprintf(p, "\"%uL\"", etag) - p;
     }
 
     if (ngx_http_ha_optout_admin_header(r, "Cache-Control", "no-store")

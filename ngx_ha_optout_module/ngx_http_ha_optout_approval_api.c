@@ -815,10 +815,8 @@ ngx_http_ha_optout_approval_applied(ngx_http_request_t *r,
     ngx_http_ha_optout_approval_t *a, ngx_uint_t action,
     ngx_http_ha_optout_flag_t *before, ngx_http_ha_optout_flag_t *flag)
 {
-    u_char                          *etag;
     ngx_str_t                        upstream, actor, client;
     ngx_str_t                       *reason, *request_id;
-    ngx_table_elt_t                 *h;
     ngx_http_ha_optout_main_conf_t  *hmcf;
 
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_ha_optout_module);
@@ -859,16 +857,9 @@ ngx_http_ha_optout_approval_applied(ngx_http_request_t *r,
 
     /* the answer of a write: its ETag (admin_send sets it for PUT only) */
 
-    h = ngx_list_push(&r->headers_out.headers);
-    etag = ngx_pnalloc(r->pool, NGX_INT64_LEN + 2);
-    if (h == NULL || etag == NULL) {
+    if (ngx_http_ha_optout_admin_etag(r, flag->version) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value.data = etag;
-    h->value.len = ngx_sprintf(etag, "\"%uL\"", flag->version) - etag;
 
     return ngx_http_ha_optout_admin_send(r, NGX_HTTP_OK,
                ngx_http_ha_optout_flag_json(flag, &upstream,

@@ -631,6 +631,8 @@ ngx_int_t ngx_http_ha_optout_admin_send(ngx_http_request_t *r,
     ngx_uint_t status, void *json, uint64_t etag);
 ngx_table_elt_t *ngx_http_ha_optout_header_out(ngx_http_request_t *r,
     char *key, u_char *value, size_t len);
+ngx_int_t ngx_http_ha_optout_admin_etag(ngx_http_request_t *r,
+    uint64_t version);
 ngx_int_t ngx_http_ha_optout_if_match(ngx_http_request_t *r,
     uint64_t version);
 ngx_str_t *ngx_http_ha_optout_request_id(ngx_http_request_t *r);
