@@ -968,31 +968,33 @@ ngx_http_ha_optout_scopes(ngx_str_t *scope)
 }
 
 
+/* the scopes a token may carry: a table, one bit each */
+
+static struct {
+    ngx_str_t   name;
+    ngx_uint_t  bit;
+} ngx_http_ha_optout_scope_names[] = {
+    { ngx_string("ha:read"),    NGX_HA_OPTOUT_SCOPE_READ },
+    { ngx_string("ha:write"),   NGX_HA_OPTOUT_SCOPE_WRITE },
+    { ngx_string("ha:fleet"),   NGX_HA_OPTOUT_SCOPE_FLEET },
+    { ngx_string("ha:approve"), NGX_HA_OPTOUT_SCOPE_APPROVE }
+};
+
+
 static ngx_uint_t
 ngx_http_ha_optout_scope_one(u_char *p, size_t len)
 {
-    if (len == sizeof("ha:read") - 1
-        && ngx_strncmp(p, "ha:read", len) == 0)
-    {
-        return NGX_HA_OPTOUT_SCOPE_READ;
-    }
+    ngx_str_t   *name;
+    ngx_uint_t   i;
 
-    if (len == sizeof("ha:write") - 1
-        && ngx_strncmp(p, "ha:write", len) == 0)
+    for (i = 0; i < sizeof(ngx_http_ha_optout_scope_names)
+                    / sizeof(ngx_http_ha_optout_scope_names[0]); i++)
     {
-        return NGX_HA_OPTOUT_SCOPE_WRITE;
-    }
+        name = &ngx_http_ha_optout_scope_names[i].name;
 
-    if (len == sizeof("ha:fleet") - 1
-        && ngx_strncmp(p, "ha:fleet", len) == 0)
-    {
-        return NGX_HA_OPTOUT_SCOPE_FLEET;
-    }
-
-    if (len == sizeof("ha:approve") - 1
-        && ngx_strncmp(p, "ha:approve", len) == 0)
-    {
-        return NGX_HA_OPTOUT_SCOPE_APPROVE;
+        if (len == name->len && ngx_strncmp(p, name->data, len) == 0) {
+            return ngx_http_ha_optout_scope_names[i].bit;
+        }
     }
 
     return 0;
