@@ -629,29 +629,30 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
     size_t      i;
     json_t     *aud, *v;
     ngx_int_t   rc;
+    struct {                                   /* the NumericDate claims */
+        const char  *name;
+        time_t      *t;
+        ngx_uint_t  *seen;
+        const char  *malformed;
+    } times[] = {
+        { "exp", &claims->exp, &seen->has_exp,
+          "the claim \"exp\" is not a NumericDate "
+          "(seconds since 1970, not negative)" },
+        { "iat", &claims->iat, &seen->has_iat,
+          "the claim \"iat\" is not a NumericDate "
+          "(seconds since 1970, not negative)" },
+        { "nbf", &claims->nbf, &seen->has_nbf,
+          "the claim \"nbf\" is not a NumericDate "
+          "(seconds since 1970, not negative)" }
+    };
 
-    rc = ngx_http_ha_optout_claim_time(root, "exp", &claims->exp,
-                                       &seen->has_exp);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"exp\" is not a NumericDate "
-                            "(seconds since 1970, not negative)";
-        return rc;
-    }
-
-    rc = ngx_http_ha_optout_claim_time(root, "iat", &claims->iat,
-                                       &seen->has_iat);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"iat\" is not a NumericDate "
-                            "(seconds since 1970, not negative)";
-        return rc;
-    }
-
-    rc = ngx_http_ha_optout_claim_time(root, "nbf", &claims->nbf,
-                                       &seen->has_nbf);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"nbf\" is not a NumericDate "
-                            "(seconds since 1970, not negative)";
-        return rc;
+    for (i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        rc = ngx_http_ha_optout_claim_time(root, times[i].name, times[i].t,
+                                           times[i].seen);
+        if (rc != NGX_OK) {
+            claims->malformed = times[i].malformed;
+            return rc;
+        }
     }
 
     rc = ngx_http_ha_optout_claim_str(pool, root, "sub", &claims->sub);
