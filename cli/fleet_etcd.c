@@ -15,7 +15,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/wait.h>
 
 #include "etcd.h"
 
@@ -531,10 +530,8 @@ hoctl_erun_wait(hoctl_etcd_t *e, const hoctl_conn_t *c,
     const hoctl_flag_t *f, json_t *record, long ttl, int64_t lease,
     int64_t *revision, long interval, pid_t pid, sigset_t *set)
 {
-    int               sig, status, lost;
-    siginfo_t         info;
-    long long         next, now, wait;
-    struct timespec   ts;
+    int               status, lost;
+    long long         next, now;
 
     status = 0;
     lost = 0;
@@ -560,25 +557,8 @@ hoctl_erun_wait(hoctl_etcd_t *e, const hoctl_conn_t *c,
             continue;
         }
 
-        wait = next - now;
-        ts.tv_sec = wait / 1000;
-        ts.tv_nsec = (wait % 1000) * 1000000;
-
-        sig = sigtimedwait(set, &info, &ts);
-
-        if (sig == -1) {
-            continue;
-        }
-
-        if (sig == SIGCHLD) {
-            if (waitpid(pid, &status, WNOHANG) == pid) {
-                return status;
-            }
-            continue;
-        }
-
-        if (info.si_code != SI_KERNEL) {
-            kill(pid, sig);
+        if (hoctl_run_take_signal(set, next - now, pid, &status)) {
+            return status;
         }
     }
 }

@@ -7,8 +7,10 @@
 #define _HOCTL_H_INCLUDED_
 
 
+#include <signal.h>
 #include <stddef.h>
 #include <time.h>
+#include <sys/types.h>
 #include <jansson.h>
 #include <curl/curl.h>
 
@@ -117,6 +119,8 @@ int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
 void hoctl_run_sigchld(int signo);
 long long hoctl_now_ms(void);
 int hoctl_run_exit(int status);
+int hoctl_run_take_signal(const sigset_t *set, long long wait, pid_t pid,
+    int *status);
 int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);
 int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json);

@@ -242,11 +242,9 @@ static int
 hoctl_run_wait(const hoctl_conn_t *c, const hoctl_flag_t *f,
     const char *path, long interval, pid_t pid, const sigset_t *set)
 {
-    int               sig, status;
-    long long         next, now, wait;
-    siginfo_t         info;
+    int               status;
+    long long         next, now;
     hoctl_conn_t      hb;
-    struct timespec   ts;
 
     /* a heartbeat that hangs must not outlive the TTL it is renewing */
     hb = *c;
@@ -274,34 +272,51 @@ hoctl_run_wait(const hoctl_conn_t *c, const hoctl_flag_t *f,
             continue;
         }
 
-        wait = next - now;
-        ts.tv_sec = wait / 1000;
-        ts.tv_nsec = (wait % 1000) * 1000000;
-
-        sig = sigtimedwait(set, &info, &ts);
-
-        if (sig == -1) {
-            continue;           /* EAGAIN: heartbeat time; EINTR */
-        }
-
-        if (sig == SIGCHLD) {
-            if (waitpid(pid, &status, WNOHANG) == pid) {
-                return status;
-            }
-
-            continue;
-        }
-
-        /*
-         * A Ctrl-C at the terminal reaches the whole foreground process
-         * group (si_code SI_KERNEL): the command has it already.  A kill()
-         * aimed at us is passed on.  Either way we wait for the command
-         * and clear the flag after it.
-         */
-        if (info.si_code != SI_KERNEL) {
-            kill(pid, sig);
+        if (hoctl_run_take_signal(set, next - now, pid, &status)) {
+            return status;
         }
     }
+}
+
+
+/*
+ * Takes one signal of *set within WAIT ms: answers 1 with *status once
+ * the command PID has exited, 0 when the time is up (heartbeat time), on
+ * EINTR, or after passing a signal on.  hoctl_run_wait() and the etcd
+ * run's wait loop share it.
+ */
+int
+hoctl_run_take_signal(const sigset_t *set, long long wait, pid_t pid,
+    int *status)
+{
+    int               sig;
+    siginfo_t         info;
+    struct timespec   ts;
+
+    ts.tv_sec = wait / 1000;
+    ts.tv_nsec = (wait % 1000) * 1000000;
+
+    sig = sigtimedwait(set, &info, &ts);
+
+    if (sig == -1) {
+        return 0;               /* EAGAIN: heartbeat time; EINTR */
+    }
+
+    if (sig == SIGCHLD) {
+        return waitpid(pid, status, WNOHANG) == pid;
+    }
+
+    /*
+     * A Ctrl-C at the terminal reaches the whole foreground process
+     * group (si_code SI_KERNEL): the command has it already.  A kill()
+     * aimed at us is passed on.  Either way we wait for the command
+     * and clear the flag after it.
+     */
+    if (info.si_code != SI_KERNEL) {
+        kill(pid, sig);
+    }
+
+    return 0;
 }
 
 
