@@ -95,8 +95,7 @@ static int
 hoctl_agent_cfg_load(const char *file, yaml_document_t *doc, char *err,
     size_t errlen)
 {
-    FILE           *f;
-    yaml_parser_t   parser;
+    FILE  *f;
 
     f = fopen(file, "rb");
     if (f == NULL) {
@@ -105,23 +104,7 @@ hoctl_agent_cfg_load(const char *file, yaml_document_t *doc, char *err,
         return -1;
     }
 
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-
-    if (!yaml_parser_load(&parser, doc)) {
-        snprintf(err, errlen, "%s:%zu:%zu: %s", file,
-                 parser.problem_mark.line + 1,
-                 parser.problem_mark.column + 1,
-                 parser.problem ? parser.problem : "invalid YAML");
-        yaml_parser_delete(&parser);
-        fclose(f);
-        return -1;
-    }
-
-    yaml_parser_delete(&parser);
-    fclose(f);
-
-    return 0;
+    return hoctl_yaml_load(f, file, "invalid YAML", doc, err, errlen);
 }
 
 

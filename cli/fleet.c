@@ -157,9 +157,8 @@ hoctl_fleet_instance(const char *file, yaml_document_t *doc,
 static int
 hoctl_fleet_parse(const char *file, yaml_document_t *doc)
 {
-    FILE           *f;
-    char           *dir;
-    yaml_parser_t   parser;
+    FILE  *f;
+    char  *dir, err[HOCTL_ERRLEN];
 
     f = fopen(file, "rb");
     if (f == NULL) {
@@ -172,21 +171,10 @@ hoctl_fleet_parse(const char *file, yaml_document_t *doc)
     hoctl_fleet_dir = dir ? strdup(dirname(dir)) : NULL;
     free(dir);
 
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-
-    if (!yaml_parser_load(&parser, doc)) {
-        fprintf(stderr, "%s:%zu:%zu: %s\n", file,
-                parser.problem_mark.line + 1,
-                parser.problem_mark.column + 1,
-                parser.problem ? parser.problem : "YAML error");
-        yaml_parser_delete(&parser);
-        fclose(f);
+    if (hoctl_yaml_load(f, file, "YAML error", doc, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
         return -1;
     }
-
-    yaml_parser_delete(&parser);
-    fclose(f);
 
     return 0;
 }

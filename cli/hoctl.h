@@ -9,10 +9,12 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <time.h>
 #include <sys/types.h>
 #include <jansson.h>
 #include <curl/curl.h>
+#include <yaml.h>
 
 
 #define HOCTL_VERSION       "0.1.0"
@@ -126,6 +128,10 @@ int hoctl_fleet(const hoctl_conn_t *defaults, const char *file,
     const char *action, const hoctl_flag_t *f, int json);
 int hoctl_audit_verify(char **files, int nfiles, const char *prev_hash,
     const char *state, int accept_gaps);
+
+/* yaml_doc.c */
+int hoctl_yaml_load(FILE *f, const char *file, const char *problem,
+    yaml_document_t *doc, char *err, size_t errlen);
 
 /* approvals.c */
 int hoctl_approvals(const hoctl_conn_t *c, const char *action,
