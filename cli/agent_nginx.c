@@ -32,6 +32,32 @@ hoctl_agent_path(const char *upstream, const char *tail)
 }
 
 
+/*
+ * METHOD v1/fleet/{upstream}TAIL to the agent's nginx with the JSON body B
+ * (taken: decref'd here), or none when B is NULL.
+ */
+static int
+hoctl_agent_send(hoctl_agent_t *a, hoctl_agent_up_t *u, const char *method,
+    const char *tail, json_t *b, hoctl_resp_t *r)
+{
+    int    rc;
+    char  *path, *body;
+
+    body = NULL;
+    if (b != NULL) {
+        body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        json_decref(b);
+    }
+
+    path = hoctl_agent_path(u->name, tail);
+    rc = hoctl_request(&a->local, method, path, body, NULL, r);
+    free(path);
+    free(body);
+
+    return rc;
+}
+
+
 static void
 hoctl_agent_copy(json_t *to, json_t *from, const char *name)
 {
@@ -49,7 +75,7 @@ hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
 {
     int            rc;
     long           left;
-    char          *path, *body, ttl[32];
+    char           ttl[32];
     json_t        *b;
     hoctl_resp_t   r;
 
@@ -74,13 +100,7 @@ hoctl_agent_put(hoctl_agent_t *a, hoctl_agent_up_t *u)
     hoctl_agent_copy(b, u->record, "actor");
     json_object_set_new(b, "via", json_string(a->host));
 
-    body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(b);
-
-    path = hoctl_agent_path(u->name, "");
-    rc = hoctl_request(&a->local, "PUT", path, body, NULL, &r);
-    free(path);
-    free(body);
+    rc = hoctl_agent_send(a, u, "PUT", "", b, &r);
 
     if (rc == HOCTL_OK) {
         a->nginx_ok = 1;
@@ -120,12 +140,9 @@ static void
 hoctl_agent_delete(hoctl_agent_t *a, hoctl_agent_up_t *u)
 {
     int            rc;
-    char          *path;
     hoctl_resp_t   r;
 
-    path = hoctl_agent_path(u->name, "");
-    rc = hoctl_request(&a->local, "DELETE", path, NULL, NULL, &r);
-    free(path);
+    rc = hoctl_agent_send(a, u, "DELETE", "", NULL, &r);
 
     if (rc == HOCTL_OK || (rc == HOCTL_REFUSED && r.status == 404)) {
         a->nginx_ok = 1;
@@ -162,7 +179,6 @@ static void
 hoctl_agent_denied(hoctl_agent_t *a, hoctl_agent_up_t *u)
 {
     int            rc;
-    char          *path, *body;
     json_t        *b;
     hoctl_resp_t   r;
 
@@ -170,13 +186,8 @@ hoctl_agent_denied(hoctl_agent_t *a, hoctl_agent_up_t *u)
     json_object_set_new(b, "revision", json_integer(u->revision));
     json_object_set_new(b, "reason", json_string(u->message));
     json_object_set_new(b, "via", json_string(a->host));
-    body = json_dumps(b, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(b);
 
-    path = hoctl_agent_path(u->name, "/denied");
-    rc = hoctl_request(&a->local, "POST", path, body, NULL, &r);
-    free(path);
-    free(body);
+    rc = hoctl_agent_send(a, u, "POST", "/denied", b, &r);
 
     if (rc == HOCTL_OK || (rc == HOCTL_REFUSED && r.status < 500)) {
         u->denied = u->revision;
