@@ -18,13 +18,13 @@ use strict;
 use warnings;
 
 use Test::More;
-use Fcntl qw(O_RDONLY O_NONBLOCK F_GETFL F_SETFL);
 use IO::Select;
 use IO::Socket::INET;
-use POSIX qw(mkfifo _exit);
+use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
 use JSON::PP ();
 use HaOptout::Test;
+use HaOptout::StuckWriter;
 
 my $t = HaOptout::Test->new(workers => 2);
 
@@ -33,12 +33,7 @@ $t->backend('b2');
 $t->secret_file;
 $t->state_dir;
 
-my $dir = $t->testdir;
-my $fifo = "$dir/audit.fifo";
-mkfifo($fifo, 0640) or die "mkfifo: $!\n";
-
-# a reader that never reads (so nginx's open() for writing does not block)
-sysopen(my $rd, $fifo, O_RDONLY | O_NONBLOCK) or die "$fifo: $!\n";
+my $sw = HaOptout::StuckWriter->new($t);
 
 $t->write_file('policy.yaml', <<'EOF');
 upstreams:
@@ -81,29 +76,11 @@ $t->run;
 my $ALL = 'ha:read ha:write ha:approve';
 sub as { (token_args => { sub => $_[0], scope => $ALL }) }
 
-my ($drainer, @kids);
+my @kids;
 
 # whatever happens, the FIFO is read in the end, so that nginx can stop
-sub drain {
-    return if $drainer;
-    $drainer = fork // die "fork: $!\n";
-    if ($drainer == 0) {
-        my $fl = fcntl($rd, F_GETFL, 0);
-        fcntl($rd, F_SETFL, $fl & ~O_NONBLOCK);
-        open my $out, '>>', "$dir/audit.out" or _exit(1);
-        $out->autoflush(1);
-        while (1) {
-            my $n = sysread($rd, my $buf, 65536);
-            if (!defined $n || $n == 0) { sleep 0.05; next }
-            print $out $buf;
-        }
-    }
-}
-
 END {
-    drain() if $t;
-    $t->stop if $t;
-    kill 'KILL', $drainer if $drainer;
+    $sw->finish if $sw;
     kill 'KILL', @kids if @kids;
 }
 
@@ -121,25 +98,12 @@ is_deeply($r->{json}{approved_by}, ['bob'], '... with approved_by bob');
 ###############################################################################
 # a writer stuck on the full audit FIFO, holding the writer lock
 
-my $reason = 'x' x 200;
-my ($n, $stuck) = (0, 0);
-while ($n++ < 200) {
-    my $x = $t->api(PUT => 'v1/flags/other', timeout => 1, json => {
-        failover => JSON::PP::false, ttl => '10m',
-        reason => sprintf('%03d%s', $n, $reason) });
-    if ($x->{status} == 599) { $stuck = 1; last }
-    die "PUT $n: $x->{status} $x->{body}\n" unless $x->{status} == 200;
-}
+my ($n, $stuck) = $sw->fill('other', { failover => JSON::PP::false });
 ok($stuck, "write $n of flags gets stuck on the full audit FIFO");
 
-my %old = map { $_ => 1 } $t->worker_pids;
-$t->_write_conf;
-$t->_system($t->_nginx_cmd('-s', 'reload'));
-my $new = $t->wait_for(sub {
-    my @w = grep { !$old{$_} } $t->worker_pids;
-    my @o = grep { $old{$_} } $t->worker_pids;
-    @w >= 2 && @o <= 1 }, 10);
-ok($new, 'new workers serve while the stuck one holds the writer lock');
+my ($new, $left) = $sw->reload;
+ok(@$new >= 2 && @$left <= 1,
+   'new workers serve while the stuck one holds the writer lock');
 
 ###############################################################################
 # the narrower PUT (replication back), sent while the lock is held
@@ -187,7 +151,7 @@ ok($t->wait_for(sub {
    'the approved flag is deleted while the PUT waits');
 
 # the writer is unstuck; the PUT gets the lock within its 2 s
-drain();
+$sw->drain;
 
 my ($buf, $sel) = ('', IO::Select->new($s));
 while (time - $put0 < 8 && $sel->can_read(8 - (time - $put0))) {

@@ -23,10 +23,10 @@ use strict;
 use warnings;
 
 use Test::More;
-use Fcntl qw(O_RDONLY O_NONBLOCK F_GETFL F_SETFL);
-use POSIX qw(mkfifo _exit);
+use POSIX qw(_exit);
 use Time::HiRes qw(sleep time);
 use HaOptout::Test;
+use HaOptout::StuckWriter;
 
 my $t = HaOptout::Test->new(workers => 2);
 
@@ -36,12 +36,8 @@ $t->secret_file;
 $t->state_dir;
 
 my $dir = $t->testdir;
-my $fifo = "$dir/audit.fifo";
 my $state = "$dir/state/ha-optout.state";
-mkfifo($fifo, 0640) or die "mkfifo: $!\n";
-
-# a reader that never reads (so nginx's open() for writing does not block)
-sysopen(my $rd, $fifo, O_RDONLY | O_NONBLOCK) or die "$fifo: $!\n";
+my $sw = HaOptout::StuckWriter->new($t);
 
 $t->conf(<<'EOF');
 http {
@@ -80,56 +76,21 @@ EOF
 $t->run;
 
 my $b1 = '127.0.0.1:' . $t->port('b1');
-my $drainer;
 
 # whatever happens, the FIFO is read in the end, so that nginx can stop
-sub drain {
-    return if $drainer;
-    $drainer = fork // die "fork: $!\n";
-    if ($drainer == 0) {
-        my $fl = fcntl($rd, F_GETFL, 0);
-        fcntl($rd, F_SETFL, $fl & ~O_NONBLOCK);
-        open my $out, '>>', "$dir/audit.out" or _exit(1);
-        $out->autoflush(1);
-        while (1) {
-            my $n = sysread($rd, my $buf, 65536);
-            if (!defined $n || $n == 0) { sleep 0.05; next }
-            print $out $buf;
-        }
-    }
-}
-
-END {
-    drain() if $t;
-    $t->stop if $t;
-    kill 'KILL', $drainer if $drainer;
-}
+END { $sw->finish if $sw }
 
 ###############################################################################
 # fill the FIFO until a write of flags gets stuck
 
-my $reason = 'x' x 200;
-my ($n, $stuck) = (0, 0);
-while ($n++ < 200) {
-    my $r = $t->api(PUT => 'v1/flags/app', timeout => 1, json => {
-        pin => $b1, ttl => '10m', reason => sprintf('%03d%s', $n, $reason) });
-    if ($r->{status} == 599) { $stuck = 1; last }
-    die "PUT $n: $r->{status} $r->{body}\n" unless $r->{status} == 200;
-}
+my ($n, $stuck) = $sw->fill('app', { pin => $b1 });
 ok($stuck, "write $n of flags gets stuck on the full audit FIFO");
 
-my %old = map { $_ => 1 } $t->worker_pids;
-
 # a reload while it is stuck: new workers must start
-$t->_write_conf;
-$t->_system($t->_nginx_cmd('-s', 'reload'));
-my @new = @{ $t->wait_for(sub {
-    my @w = grep { !$old{$_} } $t->worker_pids;
-    @w >= 2 ? \@w : undef }, 10) // [] };
+my ($new, $left) = $sw->reload;
+my @new = @$new;
 is(scalar @new, 2, 'a reload starts two new workers while a writer is stuck');
-my @left = grep { $old{$_} } @{ $t->wait_for(sub {
-    my @w = grep { $old{$_} } $t->worker_pids;
-    @w <= 1 ? \@w : undef }, 10) // [] };
+my @left = @$left;
 is(scalar @left, 1, 'the stuck worker is the one old worker left');
 
 ###############################################################################
@@ -207,7 +168,7 @@ ok((grep { $_ eq '200 b2' } @r) && (grep { $_ eq '200 b1' } @r),
 ###############################################################################
 # the FIFO is read again: the stuck worker finishes, the restore is saved
 
-drain();
+$sw->drain;
 
 ok($t->wait_for(sub { !kill 0, $left[0] }, 10),
    'the stuck worker finishes and exits') if @left;
