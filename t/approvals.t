@@ -12,18 +12,14 @@ use warnings;
 
 use Test::More;
 use HaOptout::Test;
+use HaOptout::Approvals;
 use JSON::PP ();
 use FindBin;
 use POSIX ();
 
 my $t = HaOptout::Test->new;
 
-$t->backend('b1');
-$t->backend('b2');
-$t->secret_file;
-my $dir = $t->state_dir;
-
-$t->write_file('policy.yaml', <<'EOF');
+my $dir = HaOptout::Approvals::setup($t, <<'EOF');
 upstreams:
   "*":
     max_ttl: 2h
@@ -37,51 +33,18 @@ upstreams:
     approval_ttl: 1s
 EOF
 
-my $conf = <<'EOF';
-http {
-    ha_optout_zone ha_optout 1m;
-    ha_optout_policy %%TESTDIR%%/policy.yaml;
-    ha_optout_state_file %%TESTDIR%%/state/ha-optout.state;
-    ha_optout_audit_log %%TESTDIR%%/state/audit.jsonl;
-
-    upstream app {
-        server 127.0.0.1:%%PORT_b1%%;
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    upstream pay {
-        server 127.0.0.1:%%PORT_b1%%;
-        ha_optout;
-    }
-
-    upstream db {
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    upstream free {
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_http%%;
+my $conf = HaOptout::Approvals::conf(
+    upstreams => [ app => ['b1', 'b2'], pay => ['b1'], db => ['b2'],
+                   free => ['b2'] ],
+    server => <<'EOF');
 
         location / {
             proxy_pass http://app;
         }
 
-        location /ha-optout/ {
-            ha_optout_admin;
-            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
-        }
-
         location = /ha-status {
             ha_optout_status;
         }
-    }
-}
 EOF
 
 $t->conf($conf)->run;
@@ -93,12 +56,7 @@ sub as {
     return (token_args => { sub => $sub, scope => $scope // $ALL });
 }
 
-sub audit {
-    my $f = "$dir/audit.jsonl";
-    return () unless -e $f;
-    return map { JSON::PP->new->decode($_) }
-           grep { /\S/ } split /\n/, $t->read_file('state/audit.jsonl');
-}
+sub audit { HaOptout::Approvals::audit($t) }
 
 sub pending { $t->api('GET', 'v1/approvals', as('dave', 'ha:read')) }
 

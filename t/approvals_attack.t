@@ -17,17 +17,12 @@ use Encode ();
 
 use Test::More;
 use HaOptout::Test;
+use HaOptout::Approvals;
 use JSON::PP ();
 use FindBin;
 use POSIX ();
 
 my $t = HaOptout::Test->new;
-
-$t->backend('b1');
-$t->backend('b2');
-$t->secret_file;
-my (undef, $secret2) = $t->secret_file('ops2.key');
-my $dir = $t->state_dir;
 
 my $policy = <<'EOF';
 upstreams:
@@ -42,48 +37,15 @@ upstreams:
     approvers: 1
 EOF
 
-$t->write_file('policy.yaml', $policy);
+my $dir = HaOptout::Approvals::setup($t, $policy);
+my (undef, $secret2) = $t->secret_file('ops2.key');
 
-my $conf = <<'EOF';
-http {
-    ha_optout_zone ha_optout 1m;
-    ha_optout_policy %%TESTDIR%%/policy.yaml;
-    ha_optout_state_file %%TESTDIR%%/state/ha-optout.state;
-    ha_optout_audit_log %%TESTDIR%%/state/audit.jsonl;
-
-    upstream app {
-        server 127.0.0.1:%%PORT_b1%%;
-        ha_optout;
-    }
-
-    upstream pay {
-        server 127.0.0.1:%%PORT_b1%%;
-        ha_optout;
-    }
-
-    upstream db {
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    %%GONE%%
-
-    server {
-        listen 127.0.0.1:%%PORT_http%%;
-
-        location /ha-optout/ {
-            ha_optout_admin;
-            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
-            ha_optout_admin_key hs256 %%TESTDIR%%/ops2.key kid=ops2;
-        }
-    }
-}
-EOF
-
-my $gone = "upstream gone {\n        server 127.0.0.1:%%PORT_b2%%;\n"
-         . "        ha_optout;\n    }";
-(my $c1 = $conf) =~ s/%%GONE%%/$gone/;
-(my $c2 = $conf) =~ s/%%GONE%%//;
+my @ups = (app => ['b1'], pay => ['b1'], db => ['b2']);
+my $admin = "            ha_optout_admin_key hs256 %%TESTDIR%%/ops2.key "
+          . "kid=ops2;\n";
+my $c1 = HaOptout::Approvals::conf(upstreams => [ @ups, gone => ['b2'] ],
+                                   admin => $admin);
+my $c2 = HaOptout::Approvals::conf(upstreams => \@ups, admin => $admin);
 
 $t->conf($c1)->run;
 
@@ -94,11 +56,7 @@ sub as {
     return (token_args => { sub => Encode::encode_utf8($sub), scope => $ALL, kid => 'ops', %o });
 }
 
-sub audit {
-    return () unless -e "$dir/audit.jsonl";
-    return map { JSON::PP->new->decode($_) }
-           grep { /\S/ } split /\n/, $t->read_file('state/audit.jsonl');
-}
+sub audit { HaOptout::Approvals::audit($t) }
 
 sub pending {
     return $t->api('GET', 'v1/approvals', as('dave'))->{json}{approvals}

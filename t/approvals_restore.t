@@ -14,16 +14,14 @@ use warnings;
 
 use Test::More;
 use HaOptout::Test;
+use HaOptout::Approvals;
 use JSON::PP ();
 use POSIX qw(strftime);
 use Time::HiRes ();
 
 my $t = HaOptout::Test->new;
 
-$t->backend('b1');
-$t->backend('b2');
-$t->secret_file;
-my $dir = $t->state_dir;
+my $dir = HaOptout::Approvals::setup($t);
 
 my $now = time;
 $now -= $now % 60;
@@ -51,37 +49,13 @@ windows:
     reason: "next migration"
 EOF
 
-$t->conf(<<'EOF')->run;
-http {
-    ha_optout_zone ha_optout 1m;
-    ha_optout_policy %%TESTDIR%%/policy.yaml;
-    ha_optout_state_file %%TESTDIR%%/state/ha-optout.state;
-    ha_optout_audit_log %%TESTDIR%%/state/audit.jsonl;
-
-    upstream app {
-        server 127.0.0.1:%%PORT_b1%%;
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    upstream db {
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout;
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_http%%;
-
-        location /ha-optout/ {
-            ha_optout_admin;
-            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
-        }
+$t->conf(HaOptout::Approvals::conf(
+    upstreams => [ app => ['b1', 'b2'], db => ['b2'] ],
+    server => <<'EOF'))->run;
 
         location = /ha-status {
             ha_optout_status;
         }
-    }
-}
 EOF
 
 my $ALL = 'ha:read ha:write ha:approve';
@@ -91,11 +65,7 @@ sub as {
     return (token_args => { sub => $sub, scope => $scope // $ALL });
 }
 
-sub audit {
-    return () unless -e "$dir/audit.jsonl";
-    return map { JSON::PP->new->decode($_) }
-           grep { /\S/ } split /\n/, $t->read_file('state/audit.jsonl');
-}
+sub audit { HaOptout::Approvals::audit($t) }
 
 sub pending {
     return $t->api('GET', 'v1/approvals', as('dave', 'ha:read'))
