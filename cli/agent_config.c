@@ -108,41 +108,53 @@ hoctl_agent_cfg_load(const char *file, yaml_document_t *doc, char *err,
 }
 
 
+/*
+ * one file name of trust-key, counted against HOCTL_ETCD_MAX_TRUST: the
+ * file may name the setting more than once ("trust-key: a" lines, lists),
+ * and every name lands in the same array
+ */
+static int
+hoctl_agent_cfg_trust_one(yaml_node_t *n, const char *file,
+    hoctl_etcd_opts_t *o, char *err, size_t errlen)
+{
+    if (n->type != YAML_SCALAR_NODE) {
+        snprintf(err, errlen, "%s:%zu: trust-key is a file or a "
+                 "list of files", file, n->start_mark.line + 1);
+        return -1;
+    }
+
+    if (o->ntrust >= HOCTL_ETCD_MAX_TRUST) {
+        snprintf(err, errlen, "%s:%zu: trust-key: at most %d files in "
+                 "all", file, n->start_mark.line + 1, HOCTL_ETCD_MAX_TRUST);
+        return -1;
+    }
+
+    o->trust[o->ntrust++] = strdup((const char *) n->data.scalar.value);
+
+    return 0;
+}
+
+
 /* trust-key: a file or a list of files */
 static int
 hoctl_agent_cfg_trust(yaml_document_t *doc, yaml_node_t *vn,
     const char *file, hoctl_etcd_opts_t *o, char *err, size_t errlen)
 {
-    yaml_node_t       *item;
     yaml_node_item_t  *it;
 
-    if (vn->type == YAML_SCALAR_NODE) {
-        o->trust[o->ntrust++] = strdup((const char *) vn->data.scalar.value);
-        return 0;
-    }
-
     if (vn->type != YAML_SEQUENCE_NODE) {
-        snprintf(err, errlen, "%s:%zu: trust-key is a file or a "
-                 "list of files", file, vn->start_mark.line + 1);
-        return -1;
+        return hoctl_agent_cfg_trust_one(vn, file, o, err, errlen);
     }
 
     for (it = vn->data.sequence.items.start;
          it < vn->data.sequence.items.top; it++)
     {
-        item = yaml_document_get_node(doc, *it);
-
-        if (item->type != YAML_SCALAR_NODE
-            || o->ntrust == HOCTL_ETCD_MAX_TRUST)
+        if (hoctl_agent_cfg_trust_one(yaml_document_get_node(doc, *it),
+                                      file, o, err, errlen)
+            != 0)
         {
-            snprintf(err, errlen, "%s:%zu: trust-key: at most %d "
-                     "file names", file, item->start_mark.line + 1,
-                     HOCTL_ETCD_MAX_TRUST);
             return -1;
         }
-
-        o->trust[o->ntrust++] =
-            strdup((const char *) item->data.scalar.value);
     }
 
     return 0;
