@@ -17,67 +17,25 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
-BUILD=${BUILD:-$ROOT/build}
-MODULE=$BUILD/ngx_http_ha_optout_module.so
+BENCH_NAME=bench
+SKIP=${BENCH_SKIP:-}
+. "$BENCH/lib.sh"
 CTL=$BUILD/ha-optoutctl
 DURATION=${BENCH_DURATION:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 CONNS=${BENCH_CONNECTIONS:-16}
 CG_REQUESTS=${BENCH_CG_REQUESTS:-2000}
-SKIP=${BENCH_SKIP:-}
-OUT=${BENCH_OUT:-$BUILD/bench}
-NGINX=${NGINX:-/usr/sbin/nginx}
-export -n NGINX      # nginx reads $NGINX as inherited sockets (binary upgrade)
-MODDIR=/usr/lib/nginx/modules
 
-START=$SECONDS
 CASES="a b c d e f"
 VARIANTS="plain ka"
 
-log() { printf '[bench %3ds] %s\n' $((SECONDS - START)) "$*" >&2; }
-skip() { [[ " $SKIP " == *" $1 "* ]]; }
-
-for f in "$MODULE" "$CTL"; do
-    [ -e "$f" ] || { echo "missing $f: run 'make'" >&2; exit 1; }
-done
+bench_need "$MODULE" "$CTL"
 
 # case (f) and the profile need packages that `make deps` does not list
+bench_packages wrk valgrind libnginx-mod-http-lua lua-resty-core
 
-missing=""
-for p in wrk valgrind libnginx-mod-http-lua lua-resty-core; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
-        || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    log "installing:$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-fi
-
-W=$(mktemp -d /tmp/ha-optout-bench-XXXXXX)
-chmod 0755 "$W"
-mkdir -p "$OUT"
-PIDFILES=()
-VGPIDS=()
-
-cleanup() {
-    local p f
-    for p in "${VGPIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for f in "${PIDFILES[@]}"; do
-        [ -s "$f" ] && kill -QUIT "$(cat "$f")" 2>/dev/null || true
-    done
-    sleep 0.3
-    [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-# free ports on 127.0.0.1, chosen by the kernel
-PORTS=($(perl -MIO::Socket::INET -e '
-    my @s = map { IO::Socket::INET->new(LocalAddr => "127.0.0.1",
-                  LocalPort => 0, Listen => 1) or die $! } 1 .. $ARGV[0];
-    print join(" ", map { $_->sockport } @s), "\n"' 24))
-next_port=0
-take_port() { printf -v "$1" %s "${PORTS[$next_port]}"; next_port=$((next_port + 1)); }
+bench_workdir bench QUIT
+bench_ports 24
 
 take_port B1
 take_port B2
@@ -89,33 +47,6 @@ chmod 0600 "$KEY"
 token() {
     "$CTL" token --key "$KEY" --kid bench --sub bench \
         --scope "ha:read ha:write" --ttl 1h
-}
-
-wait_port() {
-    local i
-    for i in $(seq 1 ${2:-100}); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
-
-common_head() {   # dir
-    cat <<EOF
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-EOF
-}
-
-temp_paths() {    # dir
-    cat <<EOF
-    client_body_temp_path $1/client_body_temp;
-    proxy_temp_path $1/proxy_temp;
-    fastcgi_temp_path $1/fastcgi_temp;
-    uwsgi_temp_path $1/uwsgi_temp;
-    scgi_temp_path $1/scgi_temp;
-EOF
 }
 
 # --- the backend: one worker, two ports, "return 200" -----------------------
@@ -306,19 +237,6 @@ worker_processes 1;" > "$d/nginx.conf"
 fi
 
 # --- callgrind: instructions per request in the module -----------------------
-
-# nginx under valgrind can sleep on in epoll_wait after SIGTERM set its
-# flag: a connection wakes it up to notice (and write callgrind's file)
-stop_valgrind() {     # pid port
-    local i
-    kill -TERM "$1"
-    for i in $(seq 1 100); do
-        kill -0 "$1" 2>/dev/null || break
-        (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null || true
-        sleep 0.2
-    done
-    wait "$1" || true
-}
 
 if ! skip callgrind; then
     : > "$OUT/callgrind.txt"

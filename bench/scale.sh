@@ -33,90 +33,23 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/bench
-BUILD=${BUILD:-$ROOT/build}
-MODULE=$BUILD/ngx_http_ha_optout_module.so
+BENCH_NAME=scale
+SKIP=${SCALE_SKIP:-}
+. "$BENCH/lib.sh"
 STREAM_MODULE=$BUILD/ngx_stream_ha_optout_module.so
 CG_REQUESTS=${SCALE_CG_REQUESTS:-1000}
 ROUNDS=${SCALE_ROUNDS:-2}
 DURATION=${SCALE_DURATION:-2}
-SKIP=${SCALE_SKIP:-}
-OUT=${BENCH_OUT:-$BUILD/bench}
-NGINX=${NGINX:-/usr/sbin/nginx}
-export -n NGINX      # nginx reads $NGINX as inherited sockets (binary upgrade)
-MODDIR=/usr/lib/nginx/modules
 WARMUP=200
 
-START=$SECONDS
-log() { printf '[scale %3ds] %s\n' $((SECONDS - START)) "$*" >&2; }
-skip() { [[ " $SKIP " == *" $1 "* ]]; }
+bench_need "$MODULE" "$STREAM_MODULE"
+bench_packages wrk valgrind redis-tools redis-server libnginx-mod-stream
 
-for f in "$MODULE" "$STREAM_MODULE"; do
-    [ -e "$f" ] || { echo "missing $f: run 'make'" >&2; exit 1; }
-done
-
-missing=""
-for p in wrk valgrind redis-tools redis-server libnginx-mod-stream; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
-        || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    log "installing:$missing"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-fi
-
-W=$(mktemp -d /tmp/ha-optout-scale-XXXXXX)
-chmod 0755 "$W"
-mkdir -p "$OUT"
-PIDFILES=()
-VGPIDS=()
-
-cleanup() {
-    local p f
-    for p in "${VGPIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for f in "${PIDFILES[@]}"; do
-        [ -s "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true
-    done
-    sleep 0.3
-    [ -n "${KEEP:-}" ] || rm -rf "$W"
-}
-trap cleanup EXIT
-
-PORTS=($(perl -MIO::Socket::INET -e '
-    my @s = map { IO::Socket::INET->new(LocalAddr => "127.0.0.1",
-                  LocalPort => 0, Listen => 1) or die $! } 1 .. $ARGV[0];
-    print join(" ", map { $_->sockport } @s), "\n"' 80))
-next_port=0
-take_port() { printf -v "$1" %s "${PORTS[$next_port]}"; next_port=$((next_port + 1)); }
+bench_workdir scale TERM
+bench_ports 80
 
 # server i (1-based) of an upstream: 127.0.1.1 ... 127.0.4.250
 addr() { echo "127.0.$(( ($1 - 1) / 250 + 1 )).$(( ($1 - 1) % 250 + 1 ))"; }
-
-wait_port() {     # port [tries of 0.1 s]
-    local i
-    for i in $(seq 1 ${2:-100}); do
-        (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
-
-temp_paths() {    # dir
-    cat <<EOF
-    client_body_temp_path $1/client_body_temp;
-    proxy_temp_path $1/proxy_temp;
-    fastcgi_temp_path $1/fastcgi_temp;
-    uwsgi_temp_path $1/uwsgi_temp;
-    scgi_temp_path $1/scgi_temp;
-EOF
-}
-
-start_nginx() {   # dir
-    PIDFILES+=("$1/nginx.pid")
-    "$NGINX" -p "$1/" -c "$1/nginx.conf" -e "$1/error.log" \
-        || { cat "$1/error.log" >&2; return 1; }
-}
 
 # --- backends: one nginx on 1000 loopback addresses, two Redis --------------
 
@@ -124,9 +57,8 @@ MAXS=1000
 take_port BP
 mkdir -p "$W/backend"
 {
+    common_head "$W/backend"
     cat <<EOF
-pid $W/backend/nginx.pid;
-error_log $W/backend/error.log warn;
 daemon on;
 worker_processes 1;
 worker_rlimit_nofile 20000;
@@ -389,17 +321,6 @@ warm() {          # case port
 ALL_CASES=${SCALE_CASES:-$HTTP_CASES $STREAM_CASES}
 
 # --- callgrind -----------------------------------------------------------------
-
-stop_valgrind() {     # pid port
-    local i
-    kill -TERM "$1"
-    for i in $(seq 1 100); do
-        kill -0 "$1" 2>/dev/null || break
-        (exec 3<>/dev/tcp/127.0.0.1/"$2") 2>/dev/null || true
-        sleep 0.2
-    done
-    wait "$1" || true
-}
 
 if ! skip callgrind; then
     : > "$OUT/scale-callgrind.txt"
