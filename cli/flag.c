@@ -84,6 +84,13 @@ hoctl_flag_check(const hoctl_flag_t *f, int need_ttl, char *err,
         return -1;
     }
 
+    /* the API takes Ns, Nm or Nh: a bare number would only be refused */
+    if (f->ttl[0] != '\0' && strspn(f->ttl, "0123456789") == strlen(f->ttl)) {
+        snprintf(err, errlen, "--ttl %s: give a unit, e.g. %ss or %sm",
+                 f->ttl, f->ttl, f->ttl);
+        return -1;
+    }
+
     ttl = hoctl_parse_duration(f->ttl);
     if (ttl < 0 || (ttl == 0 && need_ttl)) {
         snprintf(err, errlen, "--ttl must be Ns, Nm or Nh%s, not \"%s\": "

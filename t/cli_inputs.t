@@ -4,7 +4,10 @@
 # (no nginx needed: each is refused, or read, before anything is sent):
 #   - an agent --config with more trust-key entries than the CLI keeps (16,
 #     as lines of their own, a list, or both) is refused naming the file,
-#     the line and the limit, and never writes past its array.
+#     the line and the limit, and never writes past its array;
+#   - a bare --ttl 90 (no unit: the API takes Ns, Nm or Nh) is a usage
+#     error saying to give a unit, for set, run and fleet set, instead of
+#     a request nginx refuses (or, for a fleet set, a record in etcd).
 
 use strict;
 use warnings;
@@ -95,5 +98,31 @@ $r = cli('agent', '--config', $conf);
 is($r->{rc}, 2, '16 trust-key lines are read on') or diag $r->{err};
 like($r->{err}, qr/sixteen\.yaml:21: unknown setting "colour"/,
      '... to the next setting');
+
+# ---------------------------------------------------------------- --ttl
+
+my @set = ('--url', "$dead/ha-optout/", '--key', $key, '--upstream', 'app',
+           '--no-failover', '--reason', 'INC-1');
+
+for my $ttl ('90', '0090', '1') {
+    $r = cli('set', @set, '--ttl', $ttl);
+    is($r->{rc}, 2, "set --ttl $ttl (no unit): usage error, nothing sent")
+        or diag $r->{err};
+    like($r->{err}, qr/--ttl \Q$ttl\E: give a unit, e\.g\. \Q$ttl\Es or \Q$ttl\Em/,
+         '... saying to give a unit');
+}
+
+$r = cli('run', @set, '--ttl', '90', '--', 'true');
+is($r->{rc}, 2, 'run --ttl 90: usage error, the command does not run')
+    or diag $r->{err};
+like($r->{err}, qr/--ttl 90: give a unit/, '... saying to give a unit');
+
+$r = cli('set', '--etcd', $dead, '--environment', 'prod', @set[2 .. $#set],
+         '--ttl', '90', '--timeout', '2');
+is($r->{rc}, 2, 'fleet set (--etcd) --ttl 90: usage error') or diag $r->{err};
+
+$r = cli('set', @set, '--ttl', '90s', '--timeout', '2');
+is($r->{rc}, 3, 'set --ttl 90s is sent (here: unreachable, exit 3)')
+    or diag $r->{err};
 
 done_testing();
