@@ -215,7 +215,7 @@ hoctl_etcd_urls(hoctl_etcd_t *e, const char *etcd, char *err, size_t errlen)
 }
 
 
-/* the first line of --etcd-password-file */
+/* the first line of --etcd-password-file, without its "\n" or "\r\n" */
 static int
 hoctl_etcd_password(hoctl_etcd_t *e, const char *file, char *err,
     size_t errlen)
@@ -238,6 +238,11 @@ hoctl_etcd_password(hoctl_etcd_t *e, const char *file, char *err,
     p = strchr(buf, '\n');
     if (p != NULL) {
         *p = '\0';
+
+        /* a file written on Windows: its "\r" is no part of the password */
+        if (p > buf && p[-1] == '\r') {
+            p[-1] = '\0';
+        }
     }
 
     e->password = strdup(buf);

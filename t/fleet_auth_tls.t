@@ -4,8 +4,9 @@
 # authentication on, with a user whose role is limited to /ha-optout/
 # (the RBAC role docs/fleet.md gives): set, status and clear work with
 # --etcd-user/--etcd-password-file/--etcd-cacert/--etcd-cert/--etcd-key;
-# a wrong password, a missing client certificate, an untrusted server and
-# a key outside the role's prefix are refused.
+# a password file with CRLF line endings works too; a wrong password, a
+# missing client certificate, an untrusted server and a key outside the
+# role's prefix are refused.
 
 use strict;
 use warnings;
@@ -59,6 +60,15 @@ is($etcd->get('/ha-optout/prod/flags/app'), undef, 'the record is gone');
                                '--reason', 'r', '--', 'true');
 is($rc, 0, 'run over TLS and auth') or diag($err);
 is($etcd->get('/ha-optout/prod/flags/app'), undef, '... and revoked');
+
+# a password file saved with CRLF line endings (a Windows editor, a
+# secret pasted through one): its "\r" is not part of the password
+my $crlf = $t->write_file('crlf.pw', "ops-secret-pw\r\n", 0600);
+my @crlf = map { $_ eq $pw ? $crlf : $_ } @E;
+($rc, $out, $err) = $etcd->cli('status', @crlf, '--json');
+is($rc, 0, 'a password file with CRLF line endings: authenticated')
+    or diag($err);
+unlike($err, qr/refused user/, '... etcd does not refuse the user');
 
 # refusals
 my @bad = map { $_ eq $pw ? $bad : $_ } @E;
