@@ -321,23 +321,37 @@ hoctl_trust_key(hoctl_trust_key_t *k, const char *file, unsigned char *buf,
 }
 
 
+/*
+ * The keys of FILES; on an error none: the keys read so far are wiped and
+ * freed (hoctl_trust_free), and so is the buffer each file is read into.
+ */
 hoctl_trust_t *
 hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 {
-    int             i;
+    int             i, rc;
     FILE           *f;
     size_t          len;
     hoctl_trust_t  *t;
     unsigned char   buf[65536];
     char            why[320];
 
+    if (n > HOCTL_ETCD_MAX_TRUST) {
+        snprintf(err, errlen, "at most %d --trust-key", HOCTL_ETCD_MAX_TRUST);
+        return NULL;
+    }
+
     t = calloc(1, sizeof(hoctl_trust_t));
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
 
     for (i = 0; i < n; i++) {
         f = fopen(files[i], "rb");
         if (f == NULL) {
             snprintf(err, errlen, "cannot read --trust-key \"%s\": %s",
                      files[i], strerror(errno));
+            hoctl_trust_free(t);
             return NULL;
         }
 
@@ -356,13 +370,14 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
 
         fclose(f);
 
-        if (hoctl_trust_key(&t->key[t->n], files[i], buf, len, err, errlen)
-            != HOCTL_OK)
-        {
+        rc = hoctl_trust_key(&t->key[t->n], files[i], buf, len, err, errlen);
+        OPENSSL_cleanse(buf, sizeof(buf));
+
+        if (rc != HOCTL_OK) {
+            hoctl_trust_free(t);
             return NULL;
         }
 
-        OPENSSL_cleanse(buf, sizeof(buf));
         t->n++;
     }
 
