@@ -144,14 +144,23 @@ hoctl_kv_value(json_t *kv, size_t *len)
 }
 
 
-/* the end of a prefix range: the prefix with its last byte plus one */
+/*
+ * The end of a prefix range: the prefix with its last byte plus one (its
+ * trailing 0xff bytes dropped first).  An empty (or NULL) prefix, or one
+ * of 0xff bytes only, covers every key from it on: "", which stands for
+ * etcd's range_end "\0" and hoctl_range_end_b64() sends as that byte.
+ */
 char *
 hoctl_range_end(const char *prefix)
 {
     char    *end;
     size_t   len;
 
-    end = strdup(prefix);
+    end = strdup(prefix != NULL ? prefix : "");
+    if (end == NULL) {
+        return NULL;
+    }
+
     len = strlen(end);
 
     while (len > 0) {
@@ -162,9 +171,15 @@ hoctl_range_end(const char *prefix)
         end[--len] = '\0';
     }
 
-    /* every key: "\0" */
-    free(end);
-    return NULL;
+    return end;
+}
+
+
+/* range_end as the JSON gateway takes it: "" is the one byte "\0" */
+char *
+hoctl_range_end_b64(const char *end)
+{
+    return hoctl_b64(end, end[0] != '\0' ? strlen(end) : 1);
 }
 
 
@@ -732,7 +747,7 @@ hoctl_etcd_range_req(const char *from, size_t fromlen, int prefix,
     free(k);
 
     if (prefix) {
-        k = hoctl_b64(end, strlen(end));
+        k = hoctl_range_end_b64(end);
         json_object_set_new(req, "range_end", json_string(k));
         free(k);
         json_object_set_new(req, "limit",
@@ -1005,7 +1020,7 @@ hoctl_etcd_watch_start(hoctl_etcd_t *e, hoctl_etcd_watch_t *w,
     json_object_set_new(cr, "key", json_string(k));
     free(k);
     end = hoctl_range_end(key);
-    k = hoctl_b64(end, strlen(end));
+    k = hoctl_range_end_b64(end);
     json_object_set_new(cr, "range_end", json_string(k));
     free(k);
     free(end);

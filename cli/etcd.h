@@ -104,6 +104,7 @@ json_t *hoctl_json_str_int(int64_t n);
 char *hoctl_kv_key(json_t *kv);
 char *hoctl_kv_value(json_t *kv, size_t *len);
 char *hoctl_range_end(const char *prefix);
+char *hoctl_range_end_b64(const char *end);
 
 /* record.c */
 char *hoctl_record_sign(const hoctl_conn_t *c, json_t *record, char *err,

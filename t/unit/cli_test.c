@@ -1,13 +1,15 @@
 
 /*
- * Unit test of ha-optoutctl's helpers (cli/record.c), linked with every
- * CLI source but main.c, with OPENSSL_cleanse() and free() wrapped
- * (-Wl,--wrap) to see what is wiped and what is freed:
+ * Unit test of ha-optoutctl's helpers (cli/record.c, cli/etcd.c), linked
+ * with every CLI source but main.c, with OPENSSL_cleanse() and free()
+ * wrapped (-Wl,--wrap) to see what is wiped and what is freed:
  *
  *   - hoctl_trust_load() on an error (a file it cannot read, a secret too
  *     short, a PEM OpenSSL cannot read, too many files) wipes and frees
  *     the keys it had read, and wipes the buffer the failing file was read
- *     into; the leak of the set itself is LeakSanitizer's to see.
+ *     into; the leak of the set itself is LeakSanitizer's to see;
+ *   - hoctl_range_end() of an empty or NULL prefix, or of 0xff bytes only,
+ *     is etcd's "\0" (every key from there on), sent as base64 "AA==".
  *
  *   make -f t/unit/cli.mk check [BUILD=/tmp/x] [SANITIZE=]
  */
@@ -218,6 +220,43 @@ t_trust(void)
 }
 
 
+static void
+t_range_one(const char *prefix, const char *want, const char *want_b64,
+    const char *what)
+{
+    char  *end, *b64;
+
+    end = hoctl_range_end(prefix);
+    t_ok(end != NULL && strcmp(end, want) == 0, what);
+
+    if (end == NULL) {
+        t_ok(0, "... no range_end to encode");
+        return;
+    }
+
+    b64 = hoctl_range_end_b64(end);
+    t_ok(b64 != NULL && strcmp(b64, want_b64) == 0, "... sent as base64 of it");
+
+    free(b64);
+    free(end);
+}
+
+
+static void
+t_range(void)
+{
+    t_range_one("/ha-optout/prod/flags/", "/ha-optout/prod/flags0",
+                "L2hhLW9wdG91dC9wcm9kL2ZsYWdzMA==",
+                "range_end: the prefix with its last byte plus one");
+    t_range_one("a\xff\xff", "b", "Yg==",
+                "range_end: trailing 0xff bytes are dropped first");
+    t_range_one("", "", "AA==", "range_end of \"\": \"\\0\", every key");
+    t_range_one(NULL, "", "AA==", "range_end of NULL: \"\\0\", every key");
+    t_range_one("\xff\xff", "", "AA==",
+                "range_end of 0xff bytes only: \"\\0\"");
+}
+
+
 int
 main(void)
 {
@@ -231,6 +270,7 @@ main(void)
     }
 
     t_trust();
+    t_range();
 
     printf("1..%d\n", t_tests);
 
