@@ -31,7 +31,7 @@ $(BUILD)/cli-%.o: $(CLIDIR)/%.c $(wildcard $(CLIDIR)/*.h)
 	@mkdir -p $(BUILD)
 	$(CC) -c $(CFLAGS) $(SANITIZE) $< -o $@
 
-$(BUILD)/cli_test.o: $(HERE)/cli_test.c $(wildcard $(CLIDIR)/*.h)
+$(BUILD)/cli_test.o: $(HERE)/cli_test.c $(HERE)/tap.h $(wildcard $(CLIDIR)/*.h)
 	@mkdir -p $(BUILD)
 	$(CC) -c $(CFLAGS) $(SANITIZE) $< -o $@
 

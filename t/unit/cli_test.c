@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "verb.h"
+#include "tap.h"
 
 
 #define T_SECRET  "0123456789abcdef0123456789abcdef-one"
@@ -32,7 +33,6 @@
 #define T_WATCH   8
 
 
-static int    t_tests, t_failed;
 static char   t_dir[] = "/tmp/ha_optout_cli_unit.XXXXXX";
 static char  *t_paths[3];
 
@@ -109,19 +109,6 @@ __wrap_free(void *p)
 
 
 static void
-t_ok(int ok, const char *what)
-{
-    t_tests++;
-
-    if (!ok) {
-        t_failed++;
-    }
-
-    printf("%sok %d - %s\n", ok ? "" : "not ", t_tests, what);
-}
-
-
-static void
 t_watch_start(const char *a, const char *b)
 {
     memset(t_watch, 0, sizeof(t_watch));
@@ -174,38 +161,38 @@ t_trust(void)
     /* a good set: freed and wiped by hoctl_trust_free() */
     t_watch_start(T_SECRET, NULL);
     t = hoctl_trust_load(files, 1, err, sizeof(err));
-    t_ok(t != NULL, "trust: one hs256 secret loads");
+    ok(t != NULL, "trust: one hs256 secret loads");
     hoctl_trust_free(t);
-    t_ok(t_watch[0].freed, "trust: hoctl_trust_free() wipes and frees it");
+    ok(t_watch[0].freed, "trust: hoctl_trust_free() wipes and frees it");
 
     /* the second file cannot be read */
     t_watch_start(T_SECRET, NULL);
     files[1] = "/nonexistent/ha-optout.key";
     t = hoctl_trust_load(files, 2, err, sizeof(err));
-    t_ok(t == NULL && strstr(err, "cannot read --trust-key") != NULL,
+    ok(t == NULL && strstr(err, "cannot read --trust-key") != NULL,
          "trust: a missing second file is an error");
-    t_ok(t_watch[0].freed, "trust: ... and the first file's secret is wiped "
+    ok(t_watch[0].freed, "trust: ... and the first file's secret is wiped "
          "and freed");
 
     /* the second file is a secret too short */
     files[1] = t_file(1, "two.key", T_SHORT "\n");
     t_watch_start(T_SECRET, T_SHORT);
     t = hoctl_trust_load(files, 2, err, sizeof(err));
-    t_ok(t == NULL && strstr(err, "32 bytes") != NULL,
+    ok(t == NULL && strstr(err, "32 bytes") != NULL,
          "trust: a short second secret is an error");
-    t_ok(t_watch[0].freed, "trust: ... the first secret is wiped and freed");
-    t_ok(t_watch[1].nwiped > 0, "trust: ... the buffer holding the short "
+    ok(t_watch[0].freed, "trust: ... the first secret is wiped and freed");
+    ok(t_watch[1].nwiped > 0, "trust: ... the buffer holding the short "
          "one is wiped");
 
     /* a PEM OpenSSL cannot read, after a good secret */
     files[1] = files[2];
     t_watch_start(T_SECRET, "-----BEGIN PUBLIC KEY-----");
     t = hoctl_trust_load(files, 2, err, sizeof(err));
-    t_ok(t == NULL && strstr(err, "OpenSSL cannot read") != NULL,
+    ok(t == NULL && strstr(err, "OpenSSL cannot read") != NULL,
          "trust: an unreadable PEM is an error");
-    t_ok(t_watch[0].freed, "trust: ... the secret before it is wiped and "
+    ok(t_watch[0].freed, "trust: ... the secret before it is wiped and "
          "freed");
-    t_ok(t_watch[1].nwiped > 0, "trust: ... and the buffer holding the PEM "
+    ok(t_watch[1].nwiped > 0, "trust: ... and the buffer holding the PEM "
          "is wiped");
 
     /* more files than a set holds */
@@ -214,7 +201,7 @@ t_trust(void)
     }
 
     t = hoctl_trust_load(files, HOCTL_ETCD_MAX_TRUST + 1, err, sizeof(err));
-    t_ok(t == NULL && strstr(err, "at most 16") != NULL,
+    ok(t == NULL && strstr(err, "at most 16") != NULL,
          "trust: 17 files are refused, not written past the set");
     hoctl_trust_free(t);
 }
@@ -227,15 +214,15 @@ t_range_one(const char *prefix, const char *want, const char *want_b64,
     char  *end, *b64;
 
     end = hoctl_range_end(prefix);
-    t_ok(end != NULL && strcmp(end, want) == 0, what);
+    ok(end != NULL && strcmp(end, want) == 0, what);
 
     if (end == NULL) {
-        t_ok(0, "... no range_end to encode");
+        ok(0, "... no range_end to encode");
         return;
     }
 
     b64 = hoctl_range_end_b64(end);
-    t_ok(b64 != NULL && strcmp(b64, want_b64) == 0, "... sent as base64 of it");
+    ok(b64 != NULL && strcmp(b64, want_b64) == 0, "... sent as base64 of it");
 
     free(b64);
     free(end);

@@ -19,6 +19,7 @@
 
 #include "ngx_http_ha_optout_token.h"
 #include "ngx_stubs.h"
+#include "tap.h"
 
 
 #define T_NOW        1790000000
@@ -36,7 +37,6 @@ typedef struct {
 } t_signer_t;
 
 
-static int          t_tests, t_failed;
 static ngx_pool_t  *t_pool;
 static char         t_dir[] = "/tmp/ha_optout_unit.XXXXXX";
 
@@ -62,19 +62,6 @@ xmalloc(size_t size)
     }
 
     return p;
-}
-
-
-static void
-ok(int cond, const char *name)
-{
-    t_tests++;
-
-    if (!cond) {
-        t_failed++;
-    }
-
-    printf("%sok %d - %s\n", cond ? "" : "not ", t_tests, name);
 }
 
 
