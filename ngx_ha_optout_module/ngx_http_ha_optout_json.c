@@ -1,7 +1,13 @@
 
 /*
  * ngx_ha_optout_module: a flag to and from JSON (jansson): the one parser
- * of request bodies and the one printer of flags.
+ * of request bodies (flag_parse) and the one printer of flags (flag_json).
+ * Also the small text helpers every side shares, none of which calls
+ * another file: a time as ISO 8601 (time_iso), a ttl "30m" (parse_ttl,
+ * also for the policy and state files), the check that a text may stand
+ * in a header (header_safe), the escaper of untrusted text for an
+ * error_log line or a client's message (escape), and a jansson value
+ * into pool memory (json_out).
  */
 
 
