@@ -1,7 +1,13 @@
 
 /*
  * ngx_ha_optout_module: switch high availability off on purpose, per
- * upstream, for a bounded time.  Shared types of the module's files.
+ * upstream, for a bounded time.  Shared types of the module's files (the
+ * flag, the zone's record and shared context, the confs), constants, then
+ * each file's entry points under a comment naming the file, and the small
+ * steps both balancers inline on the request path (a server's name
+ * matched, the tried bit, sticky_bound()).  A few files keep a header of
+ * their own for what only they share: admin.h, approval.h, status.h,
+ * token.h, yaml.h.
  */
 
 #ifndef _NGX_HTTP_HA_OPTOUT_MODULE_H_INCLUDED_
