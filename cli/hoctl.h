@@ -1,6 +1,11 @@
 
 /*
  * ha-optoutctl: command line client for the ngx_ha_optout admin API.
+ * What the CLI's files share: the exit codes, the connection to one nginx
+ * (hoctl_conn_t: URL, credentials, TLS), an answer (hoctl_resp_t) and the
+ * opt-out asked for (hoctl_flag_t); then the calls of http.c, jwt.c,
+ * flag.c and the verb families, each under its file's name.  What a verb
+ * is handed is verb.h; etcd and the fleet records are etcd.h.
  */
 
 #ifndef _HOCTL_H_INCLUDED_
