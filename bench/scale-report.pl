@@ -102,12 +102,13 @@ for my $n (10, 10000) {
 print "\n### Stream twin (redis-benchmark PING_INLINE, one new TCP session per command, 2 Redis servers)\n\n";
 print "| case | whole nginx Ir/session | capacity vs stock stream proxy (Ir) | module Ir/session | proxy CPU µs/session | CPU capacity vs stock |\n";
 print "|---|---:|---:|---:|---:|---:|\n";
-my %tl = (tstock => 'stock stream proxy, round robin', tnoflag => 'stream twin, no flag',
-          tpin => 'stream twin, pin');
-for my $c (qw(tstock tnoflag tpin)) {
+my %tl = (tstock => 'stock stream proxy, round robin',
+          tzone => 'the same, with the http module loaded (zone, state file; no stream twin)',
+          tnoflag => 'stream twin, no flag', tpin => 'stream twin, pin');
+for my $c (qw(tstock tzone tnoflag tpin)) {
     next unless defined IR($c);
     printf "| %s | %s | %s | %s | %s | %s |\n", $tl{$c}, f('%.0f', IR($c)),
-        f('%.3f', cap('tstock', $c)), $c eq 'tstock' ? '-' : f('%.1f', MOD($c)),
+        f('%.3f', cap('tstock', $c)), $c =~ /^t(?:stock|zone)$/ ? '-' : f('%.1f', MOD($c)),
         f('%.2f', CPU($c)), f('%.3f', ccap('tstock', $c));
 }
 
@@ -168,17 +169,46 @@ for my $fl (@fail) {
             . '(a walk ~14 levels deep at 10,000 clients) are ~330 Ir that stock '
             . 'hash, which keeps no state, does not do; a lookup without walk and '
             . 'lock needs a per-worker copy of the bindings (store.c)',
-        'tpin' => 'a stream session is ~10,750 Ir, so 1 % is ~108 Ir; the flag '
-            . 'check, the lock and the counters alone are ~230 (against the 137 '
-            . 'of round robin\'s get), and the peer data takes a new 256-byte '
-            . 'pool block (~200)',
+        'tpin' => stream_why(),
     );
-    print "\nWhy: $why{$ct} (docs/benchmarks.md, \"Second step\").\n" if $why{$ct};
+    print "\nWhy: $why{$ct} (docs/benchmarks.md, \"Second step\" and \"Third step\").\n" if $why{$ct};
     if ($fn{$ct}) {
         print "\nThe module's functions in `$ct` (self + what they call outside the module): "
             . join(', ', map { sprintf('`%s` %.0f', $_->[0] =~ s/^ngx_(?:http|stream)_ha_optout_//r, $_->[1]) }
                          @{ $fn{$ct} }) . ".\n";
     }
+}
+
+# The stream target from the measured parts: what loading the http module
+# costs a stream session by itself (tzone against tstock: its timer in the
+# worker's timer tree, the heap the session's buffers then come from), and
+# what the twin's pin adds on top (tpin against tzone).
+sub stream_why {
+    my ($s, $z, $p) = (IRN('tstock'), IRN('tzone'), IRN('tpin'));
+    return 'a stream session is ~10,750 Ir, so 1 % is ~108 Ir (run tzone '
+         . 'for the parts)' unless defined $s && defined $z && defined $p;
+    my %d;
+    for my $c (qw(tstock tzone)) {
+        for (@{ $top{$c} || [] }) {
+            my $sign = $c eq 'tzone' ? 1 : -1;
+            $d{timer} += $sign * $_->[1] if $_->[0] =~ /rbtree|timer/;
+            $d{heap} += $sign * $_->[1]
+                if $_->[0] =~ /^(?:_int_malloc|_int_free|unlink_chunk|systrim|malloc|free)\b/;
+        }
+    }
+    return sprintf('a stream session is %.0f Ir, so 1 %% is %.0f Ir. Loading the '
+        . 'http module alone, with no stream twin (`tzone`), costs %.0f Ir a '
+        . 'session (%.3f x stock): %+.0f in the timer tree (the module\'s '
+        . '250 ms timer is a second node in an otherwise one-session tree, '
+        . 'walked by every timer the session adds and deletes) and %+.0f in '
+        . 'malloc/free (the session\'s two 16 KB buffers come from the '
+        . 'heap\'s free lists instead of its top chunk: blocks the module '
+        . 'allocates at run time sit above them); the stream twin with its '
+        . 'pin adds %.0f Ir over that (its functions and what they call, '
+        . 'the lock and the 64-byte peer data included: %.0f Ir, against '
+        . 'the 137 of the round robin get it replaces)',
+        $s, $s / 100, $z - $s, $s / $z, $d{timer} // 0, $d{heap} // 0,
+        $p - $z, MOD('tpin') // 0);
 }
 
 # --- the plot ------------------------------------------------------------------

@@ -13,9 +13,12 @@
 #   clients    sticky with 10 and 10,000 distinct client keys
 #              (sticky_key=$http_x_client) against stock
 #              "hash $http_x_client consistent"
-#   stream     stock stream proxy, the stream twin without flag and with a
-#              pin, in front of two real Redis servers, driven by
-#              redis-benchmark (one new TCP session per command)
+#   stream     stock stream proxy, the same with the http module loaded
+#              (its zone and state file, no stream twin: what loading the
+#              module costs a stream session by itself), the stream twin
+#              without flag and with a pin, in front of two real Redis
+#              servers, driven by redis-benchmark (one new TCP session per
+#              command)
 #
 # Every http proxy has "zone" + "keepalive 16" and one worker.  Flags come
 # from a state file (ha_optout_state_file), restored at start, so no admin
@@ -94,7 +97,8 @@ done
 #
 # attrs NAME -> "KIND SERVERS UPSTREAMS CLIENTS FLAG"
 #   KIND: stock (round robin), hash (stock hash consistent), mod (the
-#   module), tstock / tmod (stream); FLAG: none foff pin1 pinS sticky
+#   module), tstock / tzone (the http module only) / tmod (stream); FLAG:
+#   none foff pin1 pinS sticky
 
 SERVERS="2 100 1000"
 HTTP_CASES=""
@@ -102,7 +106,7 @@ for s in $SERVERS; do
     HTTP_CASES="$HTTP_CASES stock-$s noflag-$s foff-$s pinfirst-$s pinlast-$s sticky-$s"
 done
 HTTP_CASES="$HTTP_CASES ups-100 ups-1000 stickyc-10000 hash-10 hash-10000"
-STREAM_CASES="tstock tnoflag tpin"
+STREAM_CASES="tstock tzone tnoflag tpin"
 
 attrs() {
     case $1 in
@@ -116,6 +120,7 @@ attrs() {
     stickyc-*)   echo "mod 2 1 ${1#*-} sticky" ;;
     hash-*)      echo "hash 2 1 ${1#*-} none" ;;
     tstock)      echo "tstock 2 1 0 none" ;;
+    tzone)       echo "tzone 2 1 0 none" ;;
     tnoflag)     echo "tmod 2 1 0 none" ;;
     tpin)        echo "tmod 2 1 0 pin1" ;;
     esac
@@ -233,12 +238,12 @@ EOF
 gen_stream() {    # case port dir main-lines
     local kind s u clients flag mod="" ha="" hazone=""
     read -r kind s u clients flag <<< "$(attrs "$1")"
-    if [ "$kind" = tmod ]; then
+    if [ "$kind" = tmod ] || [ "$kind" = tzone ]; then
         mod="load_module $MODULE;"
         hazone="    ha_optout_zone ha_optout 16m;
     ha_optout_state_file $3/state/ha.state;"
-        ha="        ha_optout;"
     fi
+    [ "$kind" != tmod ] || ha="        ha_optout;"
     cat <<EOF
 $mod
 load_module $MODDIR/ngx_stream_module.so;
@@ -277,6 +282,7 @@ prepare() {       # case port dir main-lines: config and state file
     case $kind in
     mod)  write_state "$3" "$flag" "$s" "$u" ;;
     tmod) write_state "$3" "$flag" "$s" 1 stream ;;
+    tzone) write_state "$3" none "$s" 1 stream ;;
     esac
 }
 
@@ -296,7 +302,7 @@ check_route() {   # case port
     done
 }
 
-is_mod() { case $(attrs "$1") in mod*|tmod*) return 0 ;; esac; return 1; }
+is_mod() { case $(attrs "$1") in mod*|tmod*|tzone*) return 0 ;; esac; return 1; }
 
 # one load of a case: N requests (http) or N sessions (stream)
 # (the warm-up binds every client key, so measured requests find theirs)

@@ -54,6 +54,19 @@ typedef struct {
     ngx_stream_complex_value_t         *sticky_key;
 
     ngx_http_ha_optout_srv_conf_t      *hscf;    /* as the http side sees it */
+
+    /*
+     * worker-local: init_peer's last decision, what
+     * ngx_http_ha_optout_acting() answered for this zone generation and
+     * this second (the worker's view of the flags changes only with the
+     * generation, a flag's expiry only with the second), and the pin's
+     * server in the resolve cache (NULL: not looked up yet; reset with
+     * the decision and whenever the cache is made again or dropped)
+     */
+    ngx_atomic_uint_t                   generation;
+    time_t                              now;      /* 0: no decision yet */
+    ngx_http_ha_optout_flag_t          *flag;     /* NULL: none acts */
+    ngx_http_ha_optout_slot_t          *pin_slot;
 } ngx_stream_ha_optout_srv_conf_t;
 
 
@@ -62,42 +75,49 @@ typedef struct {
 } ngx_stream_ha_optout_main_conf_t;
 
 
+/*
+ * A session's peer data: 64 bytes (144 before), which fit in what the
+ * session pool's last block has left when the upstream is chosen.  Round
+ * robin's data comes first and is handed to its init_peer, so that its
+ * notify and SSL session hooks (least_conn's too) take this block as
+ * their own and are not wrapped.  A balancer with data of its own (hash, random) has its
+ * pointer and hooks in the union instead.  The pin is not kept: the get
+ * that follows init_peer in the same call (the stream proxy connects right
+ * after init_peer, and with one try never gets a peer again) reads it
+ * from the worker's decision, scf->flag, before any other event could
+ * change it.
+ */
 typedef struct {
+    union {
+        ngx_stream_upstream_rr_peer_data_t   rr;      /* own: round robin's */
+        struct {
+            ngx_stream_upstream_rr_peer_data_t  *rrp;
+            ngx_event_notify_peer_pt             notify;
+#if (NGX_STREAM_SSL)
+            ngx_event_set_peer_session_pt        set_session;
+            ngx_event_save_peer_session_pt       save_session;
+#endif
+        } other;
+    } u;
+
     ngx_stream_ha_optout_srv_conf_t    *scf;
-    ngx_stream_session_t               *session;
+    ngx_event_get_peer_pt               original_get_peer;
 
-    /*
-     * the pin, in the worker's view of the flag: read only by the get that
-     * follows init_peer in the same call (the stream proxy connects right
-     * after init_peer, and with one try never gets a peer again), before
-     * any other event could refresh the view
-     */
-    u_char                             *pin_name;
-    size_t                              pin_len;
-    uint64_t                            ident;     /* of a sticky flag */
-
+    unsigned                            own:1;       /* u.rr */
     unsigned                            pin:1;
     unsigned                            no_failover:1;
     unsigned                            sticky:1;
-
-    /* the free is round robin's, see init_peer */
-    ngx_event_get_peer_pt               original_get_peer;
-    ngx_event_notify_peer_pt            original_notify;
-#if (NGX_STREAM_SSL)
-    ngx_event_set_peer_session_pt       original_set_session;
-    ngx_event_save_peer_session_pt      original_save_session;
-#endif
-
-    ngx_stream_upstream_rr_peer_data_t *rrp;
-    ngx_stream_upstream_rr_peers_t     *primary;
-    ngx_stream_upstream_rr_peer_t      *selected;
-    ngx_uint_t                          tries;
-
-    ngx_http_ha_optout_slot_t          *slot;      /* the cache's answer */
-
-    /* round robin's data, in the same allocation (see init_peer) */
-    ngx_stream_upstream_rr_peer_data_t  rr;
+    unsigned                            retry:1;     /* tries > 1 unwrapped */
+    unsigned                            counted:1;   /* the pinned session */
 } ngx_stream_ha_optout_peer_data_t;
+
+
+/* a sticky session's: its key is read in get, and the flag's identity */
+typedef struct {
+    ngx_stream_ha_optout_peer_data_t    peer;
+    ngx_stream_session_t               *session;
+    uint64_t                            ident;
+} ngx_stream_ha_optout_sticky_data_t;
 
 
 /* nginx 1.27.3+: "resolve" servers change the peer list at run time */
@@ -125,32 +145,38 @@ static ngx_int_t ngx_stream_ha_optout_init_upstream(ngx_conf_t *cf,
     ngx_stream_upstream_srv_conf_t *us);
 static ngx_int_t ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     ngx_stream_upstream_srv_conf_t *us);
+static ngx_http_ha_optout_flag_t *ngx_stream_ha_optout_decide(
+    ngx_stream_ha_optout_srv_conf_t *scf);
 static void ngx_stream_ha_optout_wrap_session(ngx_stream_session_t *s,
     ngx_stream_ha_optout_srv_conf_t *scf, ngx_http_ha_optout_flag_t *flag,
+    ngx_stream_ha_optout_peer_data_t *bp);
+static ngx_stream_upstream_rr_peer_data_t *ngx_stream_ha_optout_rrp(
     ngx_stream_ha_optout_peer_data_t *bp);
 static ngx_int_t ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static size_t ngx_stream_ha_optout_sticky_lookup(
-    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key, u_char *server);
+    ngx_stream_ha_optout_sticky_data_t *sd, ngx_str_t *key, u_char *server);
 static ngx_int_t ngx_stream_ha_optout_get_balanced(ngx_peer_connection_t *pc,
-    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key);
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp, ngx_str_t *key);
 static void ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static void ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t type);
 static ngx_int_t ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
-    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
-    ngx_stream_upstream_rr_peer_t *want);
-static void ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
     ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp, u_char *name, size_t len,
+    ngx_http_ha_optout_slot_t **slotp);
+static void ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
+    ngx_stream_upstream_rr_peer_data_t *rrp,
     ngx_stream_upstream_rr_peers_t *list, ngx_stream_upstream_rr_peer_t *peer,
     ngx_uint_t i);
 static ngx_int_t ngx_stream_ha_optout_resolve(
-    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
-    ngx_stream_upstream_rr_peers_t **listp,
-    ngx_stream_upstream_rr_peer_t **peerp, ngx_uint_t *ip);
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp, u_char *name, size_t len,
+    ngx_http_ha_optout_slot_t **slotp);
 static ngx_http_ha_optout_cache_t *ngx_stream_ha_optout_cache_make(
-    ngx_stream_ha_optout_peer_data_t *bp);
+    ngx_stream_ha_optout_srv_conf_t *scf);
 static ngx_int_t ngx_stream_ha_optout_find_peer(void *conf, u_char *name,
     size_t len, ngx_uint_t *down, ngx_uint_t *backup);
 static ngx_int_t ngx_stream_ha_optout_peer_views(void *conf,
@@ -575,6 +601,7 @@ static ngx_int_t
 ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     ngx_stream_upstream_srv_conf_t *us)
 {
+    size_t                             size;
     ngx_stream_upstream_t             *u;
     ngx_http_ha_optout_flag_t         *flag;
     ngx_stream_ha_optout_srv_conf_t   *scf;
@@ -588,15 +615,17 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
         return scf->original_init_peer(s, us);
     }
 
-    flag = ngx_http_ha_optout_acting(scf->hscf, ngx_time());
+    flag = ngx_stream_ha_optout_decide(scf);
 
-    if (flag == NULL
-        || !(flag->no_failover || flag->pin_len || flag->sticky))
-    {
+    if (flag == NULL) {
         return scf->original_init_peer(s, us);
     }
 
     u = s->upstream;
+
+    size = (flag->sticky && flag->pin_len == 0)
+           ? sizeof(ngx_stream_ha_optout_sticky_data_t)
+           : sizeof(ngx_stream_ha_optout_peer_data_t);
 
     /*
      * one allocation for our data and round robin's: its init_peer takes
@@ -607,13 +636,12 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     bp = NULL;
 
     if (u->peer.data == NULL) {
-        bp = ngx_palloc(s->connection->pool,
-                        sizeof(ngx_stream_ha_optout_peer_data_t));
+        bp = ngx_palloc(s->connection->pool, size);
         if (bp == NULL) {
             return NGX_ERROR;
         }
 
-        u->peer.data = &bp->rr;
+        u->peer.data = &bp->u.rr;
     }
 
     if (scf->original_init_peer(s, us) != NGX_OK) {
@@ -625,8 +653,7 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
     }
 
     if (bp == NULL) {
-        bp = ngx_palloc(s->connection->pool,
-                        sizeof(ngx_stream_ha_optout_peer_data_t));
+        bp = ngx_palloc(s->connection->pool, size);
         if (bp == NULL) {
             return NGX_ERROR;
         }
@@ -638,48 +665,101 @@ ngx_stream_ha_optout_init_peer(ngx_stream_session_t *s,
 }
 
 
-/* the session's peer hooks wrapped: round robin's data behind ours */
+/*
+ * The flag that acts on this upstream's sessions, or NULL: what
+ * ngx_http_ha_optout_acting() answers, asked once per zone generation and
+ * second instead of per session.  The generation is read before the
+ * view is refreshed: a change in between leaves a decision that the next
+ * session makes again.
+ */
+
+static ngx_inline ngx_http_ha_optout_flag_t *
+ngx_stream_ha_optout_decide(ngx_stream_ha_optout_srv_conf_t *scf)
+{
+    time_t                      now;
+    ngx_atomic_uint_t           generation;
+    ngx_http_ha_optout_flag_t  *flag;
+
+    now = ngx_time();
+    generation = ngx_http_ha_optout_sh->generation;
+
+    if (generation == scf->generation && now == scf->now) {
+        return scf->flag;
+    }
+
+    flag = ngx_http_ha_optout_acting(scf->hscf, now);
+
+    if (flag && !(flag->no_failover || flag->pin_len || flag->sticky)) {
+        flag = NULL;
+    }
+
+    scf->generation = generation;
+    scf->now = now;
+    scf->flag = flag;
+    scf->pin_slot = NULL;
+
+    return flag;
+}
+
+
+/* the session's get and free wrapped, see ngx_stream_ha_optout_peer_data_t */
 
 static ngx_inline void
 ngx_stream_ha_optout_wrap_session(ngx_stream_session_t *s,
     ngx_stream_ha_optout_srv_conf_t *scf, ngx_http_ha_optout_flag_t *flag,
     ngx_stream_ha_optout_peer_data_t *bp)
 {
-    ngx_stream_upstream_t  *u = s->upstream;
+    ngx_stream_upstream_t               *u = s->upstream;
+    ngx_stream_ha_optout_sticky_data_t  *sd;
 
-    /* every field is set here: no zeroing, no copy of the whole flag */
+    /* every field is set here: no zeroing, no copy of the flag */
 
     bp->scf = scf;
-    bp->session = s;
-    bp->pin_name = flag->pin;
-    bp->pin_len = flag->pin_len;
+    bp->original_get_peer = u->peer.get;
 
-    bp->ident = flag->sticky ? ngx_http_ha_optout_flag_ident(flag) : 0;
-    bp->selected = NULL;
-    bp->slot = NULL;
-
+    bp->own = (u->peer.data == (void *) &bp->u.rr);
     bp->pin = (flag->pin_len != 0);
     bp->no_failover = flag->no_failover;
     bp->sticky = flag->sticky && !bp->pin;
+    bp->retry = (u->peer.tries > 1);
+    bp->counted = 0;
 
-    bp->rrp = u->peer.data;
-    bp->primary = bp->rrp->peers;
-    bp->original_get_peer = u->peer.get;
-    bp->original_notify = u->peer.notify;
-    bp->tries = u->peer.tries;
+    if (bp->sticky) {
+        sd = (ngx_stream_ha_optout_sticky_data_t *) bp;
+        sd->session = s;
+        sd->ident = ngx_http_ha_optout_flag_ident(flag);
+    }
 
-    u->peer.data = bp;
-    u->peer.get = ngx_stream_ha_optout_get_peer;
-    u->peer.free = ngx_stream_ha_optout_free_peer;
-    u->peer.notify = ngx_stream_ha_optout_notify;
-    u->peer.tries = 1;
+    if (!bp->own) {
+        bp->u.other.rrp = u->peer.data;
+        bp->u.other.notify = u->peer.notify;
+
+        u->peer.data = bp;
+
+        if (u->peer.notify) {
+            u->peer.notify = ngx_stream_ha_optout_notify;
+        }
 
 #if (NGX_STREAM_SSL)
-    bp->original_set_session = u->peer.set_session;
-    bp->original_save_session = u->peer.save_session;
-    u->peer.set_session = ngx_stream_ha_optout_set_session;
-    u->peer.save_session = ngx_stream_ha_optout_save_session;
+        bp->u.other.set_session = u->peer.set_session;
+        bp->u.other.save_session = u->peer.save_session;
+        u->peer.set_session = ngx_stream_ha_optout_set_session;
+        u->peer.save_session = ngx_stream_ha_optout_save_session;
 #endif
+    }
+
+    u->peer.get = ngx_stream_ha_optout_get_peer;
+    u->peer.free = ngx_stream_ha_optout_free_peer;
+    u->peer.tries = 1;
+}
+
+
+/* round robin's data: in our block, or the balancer's own */
+
+static ngx_inline ngx_stream_upstream_rr_peer_data_t *
+ngx_stream_ha_optout_rrp(ngx_stream_ha_optout_peer_data_t *bp)
+{
+    return bp->own ? &bp->u.rr : bp->u.other.rrp;
 }
 
 
@@ -688,42 +768,51 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    size_t                              len;
-    u_char                              server[NGX_HA_OPTOUT_NAME_LEN];
-    ngx_int_t                           rc;
-    ngx_str_t                           key;
+    size_t                               len;
+    u_char                               server[NGX_HA_OPTOUT_NAME_LEN];
+    ngx_int_t                            rc;
+    ngx_str_t                            key;
+    ngx_http_ha_optout_flag_t           *flag;
+    ngx_http_ha_optout_slot_t           *slot;
+    ngx_stream_upstream_rr_peer_data_t  *rrp;
+
+    rrp = ngx_stream_ha_optout_rrp(bp);
 
     if (bp->pin) {
-        rc = ngx_stream_ha_optout_select(pc, bp, bp->pin_name, bp->pin_len,
-                                         NULL);
+        /* the decision of the init_peer just before, see peer_data_t */
+        flag = bp->scf->flag;
 
-        if (rc == NGX_OK && bp->selected == NULL) {
+        rc = ngx_stream_ha_optout_select(pc, bp, rrp, flag->pin,
+                                         flag->pin_len, &slot);
+
+        if (rc == NGX_OK && !bp->counted) {
             ngx_http_ha_optout_count_pinned(bp->scf->hscf->rec, pc->name,
-                                            bp->slot, bp->rrp->current);
+                                            slot, rrp->current);
+            bp->counted = 1;
         }
 
-        bp->selected = bp->rrp->current;
         return rc;
     }
 
     key.len = 0;
 
-    len = bp->sticky ? ngx_stream_ha_optout_sticky_lookup(bp, &key, server)
-                     : 0;
+    len = bp->sticky
+          ? ngx_stream_ha_optout_sticky_lookup(
+                (ngx_stream_ha_optout_sticky_data_t *) bp, &key, server)
+          : 0;
 
     if (len == (size_t) NGX_ERROR) {
         return NGX_ERROR;
     }
 
     if (len) {
-        rc = ngx_stream_ha_optout_select(pc, bp, server, len, NULL);
+        rc = ngx_stream_ha_optout_select(pc, bp, rrp, server, len, NULL);
         if (rc == NGX_OK) {
-            bp->selected = bp->rrp->current;
             return NGX_OK;
         }
     }
 
-    return ngx_stream_ha_optout_get_balanced(pc, bp, &key);
+    return ngx_stream_ha_optout_get_balanced(pc, bp, rrp, &key);
 }
 
 
@@ -735,11 +824,11 @@ ngx_stream_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
  */
 
 static ngx_inline size_t
-ngx_stream_ha_optout_sticky_lookup(ngx_stream_ha_optout_peer_data_t *bp,
+ngx_stream_ha_optout_sticky_lookup(ngx_stream_ha_optout_sticky_data_t *sd,
     ngx_str_t *key, u_char *server)
 {
-    ngx_stream_session_t             *s = bp->session;
-    ngx_stream_ha_optout_srv_conf_t  *scf = bp->scf;
+    ngx_stream_session_t             *s = sd->session;
+    ngx_stream_ha_optout_srv_conf_t  *scf = sd->peer.scf;
 
     if (scf->sticky_key) {
         if (ngx_stream_complex_value(s, scf->sticky_key, key) != NGX_OK) {
@@ -752,11 +841,11 @@ ngx_stream_ha_optout_sticky_lookup(ngx_stream_ha_optout_peer_data_t *bp,
 
     if (key->len == 0) {
         /* no key, nothing to keep: balanced, without failover */
-        bp->sticky = 0;
+        sd->peer.sticky = 0;
         return 0;
     }
 
-    return ngx_http_ha_optout_sticky_bound(scf->hscf->rec, bp->ident, key,
+    return ngx_http_ha_optout_sticky_bound(scf->hscf->rec, sd->ident, key,
                                            server);
 }
 
@@ -765,32 +854,32 @@ ngx_stream_ha_optout_sticky_lookup(ngx_stream_ha_optout_peer_data_t *bp,
 
 static ngx_inline ngx_int_t
 ngx_stream_ha_optout_get_balanced(ngx_peer_connection_t *pc,
-    ngx_stream_ha_optout_peer_data_t *bp, ngx_str_t *key)
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp, ngx_str_t *key)
 {
     ngx_int_t  rc;
 
-    rc = bp->original_get_peer(pc, bp->rrp);
+    rc = bp->original_get_peer(pc, bp->own ? (void *) bp : rrp);
 
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (bp->no_failover && bp->rrp->peers != bp->primary) {
+    if (bp->no_failover && rrp->peers != bp->scf->uscf->peer.data) {
         ngx_http_ha_optout_held_backup(pc->log, bp->scf->hscf,
-                                       &bp->rrp->current->name);
+                                       &rrp->current->name);
 
-        ngx_stream_upstream_free_round_robin_peer(pc, bp->rrp, 0);
+        ngx_stream_upstream_free_round_robin_peer(pc, rrp, 0);
         pc->sockaddr = NULL;
         pc->tries = 0;
 
         return NGX_BUSY;
     }
 
-    bp->selected = bp->rrp->current;
-
     if (bp->sticky) {
         ngx_http_ha_optout_sticky_set(bp->scf->hscf->rec,
-                                      bp->ident, key, pc->name);
+                                      ((ngx_stream_ha_optout_sticky_data_t *)
+                                       bp)->ident, key, pc->name);
     }
 
     return NGX_OK;
@@ -803,7 +892,11 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    if ((state & NGX_PEER_FAILED) && bp->tries > 1 && !pc->cached) {
+    ngx_stream_upstream_rr_peer_data_t  *rrp;
+
+    rrp = ngx_stream_ha_optout_rrp(bp);
+
+    if ((state & NGX_PEER_FAILED) && bp->retry && !pc->cached) {
         ngx_http_ha_optout_held_retry(pc->log, bp->scf->hscf, pc->name,
                                       bp->pin, bp->no_failover);
     }
@@ -816,14 +909,16 @@ ngx_stream_ha_optout_free_peer(ngx_peer_connection_t *pc, void *data,
     /* 1 when the get took its reference (t/compat_refs.t reads this) */
     ngx_log_debug2(NGX_LOG_DEBUG_STREAM, pc->log, 0,
                    "ha_optout: free peer %V refs:%ui", pc->name,
-                   bp->rrp->current ? bp->rrp->current->refs : 0);
+                   rrp->current ? rrp->current->refs : 0);
 #endif
 
-    ngx_stream_upstream_free_round_robin_peer(pc, bp->rrp, state);
+    ngx_stream_upstream_free_round_robin_peer(pc, rrp, state);
 
     pc->tries = 0;
 }
 
+
+/* a balancer's own notify (its data is not ours): wrapped only if set */
 
 static void
 ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc, void *data,
@@ -831,41 +926,63 @@ ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc, void *data,
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    if (bp->original_notify) {
-        bp->original_notify(pc, bp->rrp, type);
-    }
+    bp->u.other.notify(pc, bp->u.other.rrp, type);
 }
 
 
-/* as ngx_http_ha_optout_select(): a server by name or this session's own */
+/*
+ * As ngx_http_ha_optout_select(): a server by name, *slotp (when given)
+ * the resolve cache's slot that found it, else NULL
+ */
 
 static ngx_int_t
 ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
-    ngx_stream_ha_optout_peer_data_t *bp, u_char *name, size_t len,
-    ngx_stream_upstream_rr_peer_t *want)
+    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp, u_char *name, size_t len,
+    ngx_http_ha_optout_slot_t **slotp)
 {
     ngx_uint_t                       i;
+    ngx_http_ha_optout_slot_t       *slot;
     ngx_stream_upstream_rr_peer_t   *peer;
-    ngx_stream_upstream_rr_peers_t  *list;
+    ngx_stream_upstream_rr_peers_t  *list, *primary;
 
     pc->cached = 0;
     pc->connection = NULL;
 
-    if (want == NULL
-        && ngx_stream_ha_optout_resolve(bp, name, len, &list, &peer, &i)
-           == NGX_OK)
-    {
+    if (ngx_stream_ha_optout_resolve(bp, rrp, name, len, &slot) == NGX_OK) {
         /* the server by name without a walk: its list is locked */
-        goto found;
+
+        list = slot->list;
+        peer = slot->peer;
+
+        if (!peer->down) {
+            if (slotp) {
+                *slotp = slot;
+            }
+
+            ngx_stream_ha_optout_take(pc, rrp, list, peer, slot->index);
+
+            return NGX_OK;
+        }
+
+        /* down: the walk, which then tries the backup list, as before */
+
+        ngx_stream_upstream_rr_peers_unlock(list);
     }
 
-    for (list = bp->primary; list; list = (list == bp->primary)
-                                          ? bp->primary->next : NULL)
+    if (slotp) {
+        *slotp = NULL;
+    }
+
+    primary = bp->scf->uscf->peer.data;
+
+    for (list = primary; list; list = (list == primary) ? primary->next
+                                                        : NULL)
     {
         ngx_stream_upstream_rr_peers_wlock(list);
 
 #if (NGX_HA_OPTOUT_STREAM_REFS)
-        if (list->config && bp->rrp->config != *list->config) {
+        if (list->config && rrp->config != *list->config) {
             ngx_stream_upstream_rr_peers_unlock(list);
 
             ngx_log_error(NGX_LOG_WARN, pc->log, 0,
@@ -873,31 +990,24 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
                           "during the session, not picking one by hand",
                           &bp->scf->hscf->name);
 
-            pc->name = bp->primary->name;
+            pc->name = primary->name;
             return NGX_BUSY;
         }
 #endif
 
         for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
 
-            if (want) {
-                if (peer != want) {
-                    continue;
-                }
-
-            } else if (!ngx_http_ha_optout_named(&peer->name, &peer->server,
-                                                 name, len))
+            if (!ngx_http_ha_optout_named(&peer->name, &peer->server,
+                                          name, len))
             {
                 continue;
             }
-
-        found:
 
             if (peer->down) {
                 break;
             }
 
-            ngx_stream_ha_optout_take(pc, bp, list, peer, i);
+            ngx_stream_ha_optout_take(pc, rrp, list, peer, i);
 
             return NGX_OK;
         }
@@ -909,7 +1019,7 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
                   "ha_optout: server \"%*s\" of upstream \"%V\" is not "
                   "usable", len, name, &bp->scf->hscf->name);
 
-    pc->name = bp->primary->name;
+    pc->name = primary->name;
 
     return NGX_BUSY;
 }
@@ -919,14 +1029,14 @@ ngx_stream_ha_optout_select(ngx_peer_connection_t *pc,
 
 static ngx_inline void
 ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
-    ngx_stream_ha_optout_peer_data_t *bp,
+    ngx_stream_upstream_rr_peer_data_t *rrp,
     ngx_stream_upstream_rr_peers_t *list, ngx_stream_upstream_rr_peer_t *peer,
     ngx_uint_t i)
 {
-    ngx_http_ha_optout_tried(bp->rrp->tried, i);
+    ngx_http_ha_optout_tried(rrp->tried, i);
 
-    bp->rrp->peers = list;
-    bp->rrp->current = peer;
+    rrp->peers = list;
+    rrp->current = peer;
 
     pc->sockaddr = peer->sockaddr;
     pc->socklen = peer->socklen;
@@ -943,31 +1053,44 @@ ngx_stream_ha_optout_take(ngx_peer_connection_t *pc,
 }
 
 
-/* as ngx_http_ha_optout_resolve(), for stream peers (same cache code) */
+/*
+ * As ngx_http_ha_optout_resolve(), for stream peers (same cache code):
+ * NGX_OK with the slot's list write-locked.  The pin's slot is looked up
+ * once per decision (scf->pin_slot), a sticky binding's every time.
+ */
 
 static ngx_int_t
 ngx_stream_ha_optout_resolve(ngx_stream_ha_optout_peer_data_t *bp,
-    u_char *name, size_t len, ngx_stream_upstream_rr_peers_t **listp,
-    ngx_stream_upstream_rr_peer_t **peerp, ngx_uint_t *ip)
+    ngx_stream_upstream_rr_peer_data_t *rrp, u_char *name, size_t len,
+    ngx_http_ha_optout_slot_t **slotp)
 {
-    ngx_http_ha_optout_slot_t       *slot;
-    ngx_http_ha_optout_cache_t      *cache;
-    ngx_stream_upstream_rr_peers_t  *list;
+    ngx_http_ha_optout_slot_t        *slot;
+    ngx_http_ha_optout_cache_t       *cache;
+    ngx_stream_ha_optout_srv_conf_t  *scf;
+    ngx_stream_upstream_rr_peers_t   *list;
 
-    bp->slot = NULL;
+    scf = bp->scf;
 
-    cache = ngx_http_ha_optout_cache_get(bp->scf->hscf);
+    slot = bp->pin ? scf->pin_slot : NULL;
 
-    if (cache == NULL || cache->primary != bp->primary) {
-        cache = ngx_stream_ha_optout_cache_make(bp);
-        if (cache == NULL) {
+    if (slot == NULL) {
+        cache = ngx_http_ha_optout_cache_get(scf->hscf);
+
+        if (cache == NULL || cache->primary != scf->uscf->peer.data) {
+            cache = ngx_stream_ha_optout_cache_make(scf);
+            if (cache == NULL) {
+                return NGX_DECLINED;
+            }
+        }
+
+        slot = ngx_http_ha_optout_cache_find(cache, name, len);
+        if (slot == NULL) {
             return NGX_DECLINED;
         }
-    }
 
-    slot = ngx_http_ha_optout_cache_find(cache, name, len);
-    if (slot == NULL) {
-        return NGX_DECLINED;
+        if (bp->pin) {
+            scf->pin_slot = slot;
+        }
     }
 
     list = slot->list;
@@ -975,39 +1098,42 @@ ngx_stream_ha_optout_resolve(ngx_stream_ha_optout_peer_data_t *bp,
     ngx_stream_upstream_rr_peers_wlock(list);
 
 #if (NGX_HA_OPTOUT_STREAM_CONFIG)
+    cache = ngx_http_ha_optout_cache_get(scf->hscf);
+
     if (list->config
-        && (*list->config != cache->config
-            || bp->rrp->config != cache->config))
+        && (*list->config != cache->config || rrp->config != cache->config))
     {
         ngx_stream_upstream_rr_peers_unlock(list);
 
         if (*list->config != cache->config) {
-            ngx_http_ha_optout_cache_drop(bp->scf->hscf);
+            ngx_http_ha_optout_cache_drop(scf->hscf);
+            scf->pin_slot = NULL;
         }
 
         return NGX_DECLINED;
     }
 #endif
 
-    bp->slot = slot;
-
-    *listp = list;
-    *peerp = slot->peer;
-    *ip = slot->index;
+    *slotp = slot;
 
     return NGX_OK;
 }
 
 
+/* the resolve cache made again from the peer lists; the pin's slot with it */
+
 static ngx_http_ha_optout_cache_t *
-ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_peer_data_t *bp)
+ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_srv_conf_t *scf)
 {
     ngx_uint_t                       i, n, config;
     ngx_http_ha_optout_cache_t      *cache;
     ngx_stream_upstream_rr_peer_t   *peer;
-    ngx_stream_upstream_rr_peers_t  *list;
+    ngx_stream_upstream_rr_peers_t  *list, *primary;
 
-    list = bp->primary;
+    scf->pin_slot = NULL;
+
+    primary = scf->uscf->peer.data;
+    list = primary;
 
     ngx_stream_upstream_rr_peers_rlock(list);
 
@@ -1020,7 +1146,7 @@ ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_peer_data_t *bp)
     }
 #endif
 
-    cache = ngx_http_ha_optout_cache_new(bp->scf->hscf, list, config, n);
+    cache = ngx_http_ha_optout_cache_new(scf->hscf, list, config, n);
 
     if (cache == NULL) {
         ngx_stream_upstream_rr_peers_unlock(list);
@@ -1029,17 +1155,17 @@ ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_peer_data_t *bp)
 
     for ( ;; ) {
         for (peer = list->peer, i = 0; peer; peer = peer->next, i++) {
-            ngx_http_ha_optout_cache_add(cache, bp->scf->hscf->rec,
+            ngx_http_ha_optout_cache_add(cache, scf->hscf->rec,
                                          &peer->name, &peer->name, list,
                                          peer, i);
-            ngx_http_ha_optout_cache_add(cache, bp->scf->hscf->rec,
+            ngx_http_ha_optout_cache_add(cache, scf->hscf->rec,
                                          &peer->server, &peer->name, list,
                                          peer, i);
         }
 
         ngx_stream_upstream_rr_peers_unlock(list);
 
-        if (list != bp->primary || list->next == NULL) {
+        if (list != primary || list->next == NULL) {
             break;
         }
 
@@ -1054,12 +1180,14 @@ ngx_stream_ha_optout_cache_make(ngx_stream_ha_optout_peer_data_t *bp)
 
 #if (NGX_STREAM_SSL)
 
+/* a balancer's own SSL session hooks (its data is not ours) */
+
 static ngx_int_t
 ngx_stream_ha_optout_set_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    return bp->original_set_session(pc, bp->rrp);
+    return bp->u.other.set_session(pc, bp->u.other.rrp);
 }
 
 
@@ -1068,7 +1196,7 @@ ngx_stream_ha_optout_save_session(ngx_peer_connection_t *pc, void *data)
 {
     ngx_stream_ha_optout_peer_data_t  *bp = data;
 
-    bp->original_save_session(pc, bp->rrp);
+    bp->u.other.save_session(pc, bp->u.other.rrp);
 }
 
 #endif
