@@ -145,6 +145,15 @@ $r = capn('tstock', 'tpin');
 verdict('stream twin with a pin >= 0.99 x stock stream proxy', defined $r ? $r >= 0.99 : undef,
         f('%.3f', $r), 'tpin', 'tstock');
 
+# not a target of the issue: what the twin itself costs, against the same
+# nginx with the http module loaded (tzone), which the no-flag twin pays too
+$r = capn('tzone', 'tpin');
+if (defined $r) {
+    printf "- (for the stream target's parts, not a target) stream twin with a pin "
+        . "vs the stock stream proxy with the http module loaded (`tzone`): %.3f, "
+        . "no flag %s\n", $r, f('%.3f', capn('tzone', 'tnoflag'));
+}
+
 for my $fl (@fail) {
     my ($text, $c, $ref) = @$fl;
     my ($ct, $rt) = (k($c), k($ref));

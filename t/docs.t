@@ -180,7 +180,7 @@ sub nginx_conf {
         $mods .= ($HaOptout::Test::STREAM_CORE eq '' ? ''
                   : "load_module $HaOptout::Test::STREAM_CORE;\n")
                . "load_module $HaOptout::Test::STREAM_MODULE;\n"
-            if $frag =~ /^\s*stream\s*\{/m && $mods !~ /stream/;
+            if $frag =~ /^\s*stream\s*\{/m && $mods !~ m{/ngx_stream_[^/;]*\.so};
         my $s = stubs($frag);
         $frag =~ s/^(\s*http\s*\{[^\n]*\n)/$1$TEMP$s/m;
         return $mods . $HEAD . $frag;

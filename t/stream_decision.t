@@ -49,6 +49,7 @@ $ups}
 
 http {
     ha_optout_zone ha_optout 1m;
+    access_log %%TESTDIR%%/access.log;
 
     server {
         listen 127.0.0.1:%%PORT_http%%;
