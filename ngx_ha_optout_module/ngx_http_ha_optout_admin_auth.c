@@ -178,6 +178,45 @@ ngx_http_ha_optout_auth_claim_hint(ngx_http_request_t *r, ngx_str_t *token,
 }
 
 
+/* an expired token: its exp and this server's clock, or that it has none */
+
+static u_char *
+ngx_http_ha_optout_auth_expired_hint(ngx_http_request_t *r, ngx_str_t *token,
+    u_char *p, u_char *last)
+{
+    u_char   now[sizeof("2026-11-27T10:00:00Z")];
+    u_char   exp[sizeof("2026-11-27T10:00:00Z")];
+    json_t  *j, *v;
+
+    j = ngx_http_ha_optout_jwt_part(r, token, 1);
+    v = json_object_get(j, "exp");
+
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *ngx_http_ha_optout_time_iso(now, ngx_time()) = '\0';
+        *ngx_http_ha_optout_time_iso(exp,
+                                (time_t) json_integer_value(v)) = '\0';
+        p = ngx_slprintf(p, last, "bearer token rejected: expired: its "
+                         "exp %L is %s, this server's time is %T (%s); "
+                         "mint a new token, or fix the clock that is "
+                         "wrong", (int64_t) json_integer_value(v), exp,
+                         ngx_time(), now);
+        json_decref(j);
+        return p;
+    }
+
+    if (j && v == NULL) {
+        json_decref(j);
+        return ngx_slprintf(p, last, "bearer token rejected: expired: "
+                            "the token has no \"exp\" claim, which "
+                            "every token needs (mint it with one)");
+    }
+
+    json_decref(j);
+
+    return p;
+}
+
+
 /*
  * "bearer token rejected: REASON", and for some reasons what to do: an
  * expired token says its exp and the server's clock (a skewed clock is the
@@ -192,8 +231,7 @@ ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, const char *reason, u_char *p,
     u_char *last)
 {
-    u_char                     now[sizeof("2026-11-27T10:00:00Z")];
-    u_char                     exp[sizeof("2026-11-27T10:00:00Z")];
+    u_char                    *q;
     json_t                    *j, *v;
     ngx_http_ha_optout_key_t  *key;
 
@@ -217,30 +255,10 @@ ngx_http_ha_optout_auth_hint(ngx_http_request_t *r,
     }
 
     if (ngx_strcmp(reason, "expired") == 0 && token->len) {
-        j = ngx_http_ha_optout_jwt_part(r, token, 1);
-        v = json_object_get(j, "exp");
-
-        if (json_is_integer(v) && json_integer_value(v) > 0) {
-            *ngx_http_ha_optout_time_iso(now, ngx_time()) = '\0';
-            *ngx_http_ha_optout_time_iso(exp,
-                                    (time_t) json_integer_value(v)) = '\0';
-            p = ngx_slprintf(p, last, "bearer token rejected: expired: its "
-                             "exp %L is %s, this server's time is %T (%s); "
-                             "mint a new token, or fix the clock that is "
-                             "wrong", (int64_t) json_integer_value(v), exp,
-                             ngx_time(), now);
-            json_decref(j);
-            return p;
+        q = ngx_http_ha_optout_auth_expired_hint(r, token, p, last);
+        if (q != p) {
+            return q;
         }
-
-        if (j && v == NULL) {
-            json_decref(j);
-            return ngx_slprintf(p, last, "bearer token rejected: expired: "
-                                "the token has no \"exp\" claim, which "
-                                "every token needs (mint it with one)");
-        }
-
-        json_decref(j);
     }
 
     key = (hlcf->keys && hlcf->keys->nelts) ? hlcf->keys->elts : NULL;

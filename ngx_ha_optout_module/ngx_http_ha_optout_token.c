@@ -88,6 +88,7 @@ static const char *ngx_http_ha_optout_check_time(
 static ngx_int_t ngx_http_ha_optout_check_aud(json_t *aud,
     ngx_str_t *audience);
 static ngx_uint_t ngx_http_ha_optout_json_eq(json_t *v, ngx_str_t *s);
+static ngx_uint_t ngx_http_ha_optout_strings(json_t *v, ngx_uint_t one);
 
 
 static u_char  ngx_http_ha_optout_empty[] = "";
@@ -627,7 +628,7 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
     ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_seen_t *seen)
 {
     size_t      i;
-    json_t     *aud, *v;
+    json_t     *aud;
     ngx_int_t   rc;
     struct {                                   /* the NumericDate claims */
         const char  *name;
@@ -645,6 +646,15 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
           "the claim \"nbf\" is not a NumericDate "
           "(seconds since 1970, not negative)" }
     };
+    struct {                                   /* the string claims */
+        const char  *name;
+        ngx_str_t   *s;
+        const char  *malformed;
+    } strs[] = {
+        { "sub", &claims->sub, "the claim \"sub\" is not a string" },
+        { "jti", &claims->jti, "the claim \"jti\" is not a string" },
+        { "iss", &claims->iss, "the claim \"iss\" is not a string" }
+    };
 
     for (i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
         rc = ngx_http_ha_optout_claim_time(root, times[i].name, times[i].t,
@@ -655,25 +665,15 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
         }
     }
 
-    rc = ngx_http_ha_optout_claim_str(pool, root, "sub", &claims->sub);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"sub\" is not a string";
-        return rc;
-    }
+    seen->has_iss = (json_object_get(root, "iss") != NULL);
 
-    rc = ngx_http_ha_optout_claim_str(pool, root, "jti", &claims->jti);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"jti\" is not a string";
-        return rc;
-    }
-
-    v = json_object_get(root, "iss");
-    seen->has_iss = (v != NULL);
-
-    rc = ngx_http_ha_optout_claim_str(pool, root, "iss", &claims->iss);
-    if (rc != NGX_OK) {
-        claims->malformed = "the claim \"iss\" is not a string";
-        return rc;
+    for (i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        rc = ngx_http_ha_optout_claim_str(pool, root, strs[i].name,
+                                          strs[i].s);
+        if (rc != NGX_OK) {
+            claims->malformed = strs[i].malformed;
+            return rc;
+        }
     }
 
     rc = ngx_http_ha_optout_claim_scopes(pool, root, claims);
@@ -686,21 +686,10 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
 
     aud = json_object_get(root, "aud");
 
-    if (aud != NULL && !json_is_string(aud)) {
+    if (!ngx_http_ha_optout_strings(aud, 1)) {
         claims->malformed = "the claim \"aud\" is neither a string nor an "
                             "array of strings";
-
-        if (!json_is_array(aud)) {
-            return NGX_DECLINED;
-        }
-
-        json_array_foreach(aud, i, v) {
-            if (!json_is_string(v)) {
-                return NGX_DECLINED;
-            }
-        }
-
-        claims->malformed = NULL;
+        return NGX_DECLINED;
     }
 
     seen->aud = aud;
@@ -712,6 +701,32 @@ ngx_http_ha_optout_claims_parse(ngx_pool_t *pool, json_t *root,
     }
 
     return rc;
+}
+
+
+/* absent, an array of strings, or (when one may be) a string */
+
+static ngx_uint_t
+ngx_http_ha_optout_strings(json_t *v, ngx_uint_t one)
+{
+    size_t   i;
+    json_t  *e;
+
+    if (v == NULL || (one && json_is_string(v))) {
+        return 1;
+    }
+
+    if (!json_is_array(v)) {
+        return 0;
+    }
+
+    json_array_foreach(v, i, e) {
+        if (!json_is_string(e)) {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 
@@ -818,14 +833,8 @@ ngx_http_ha_optout_claim_upstreams(ngx_pool_t *pool, json_t *root,
         return NGX_OK;
     }
 
-    if (!json_is_array(list)) {
+    if (!ngx_http_ha_optout_strings(list, 0)) {
         return NGX_DECLINED;
-    }
-
-    json_array_foreach(list, i, v) {
-        if (!json_is_string(v)) {
-            return NGX_DECLINED;
-        }
     }
 
     /* an empty array is kept: it allows no upstream at all */

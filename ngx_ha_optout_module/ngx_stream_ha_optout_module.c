@@ -932,7 +932,10 @@ ngx_stream_ha_optout_notify(ngx_peer_connection_t *pc, void *data,
 
 /*
  * As ngx_http_ha_optout_select(): a server by name, *slotp (when given)
- * the resolve cache's slot that found it, else NULL
+ * the resolve cache's slot that found it, else NULL.  Longer than a
+ * screen and a half, as its http twin: the cache, the walk of both lists
+ * and the take (lock, down, drain, tried bit, conns) read as one step
+ * under one lock, the way round robin's get reads.
  */
 
 static ngx_int_t
