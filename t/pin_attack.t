@@ -1,0 +1,315 @@
+#!/usr/bin/perl
+
+# An attack on the per-worker resolve cache (peer.c, balancer.c: issue 18)
+# that finds a pinned server and a sticky client's server in O(1): what an
+# unlucky operator can give it.  Names of the lengths where the two
+# overlapping words of the compare meet (7, 8, 16, 17 bytes), addresses and
+# server texts that differ, IPv6 and unix: peers, two lines of one
+# address, a pin that is a prefix of a server; backup, down, weight and an
+# ejected pinned server; 1,000 servers whose names cluster in the table;
+# the X-HA-Optout text when another upstream's variable was read first;
+# reloads in a row while pinned requests run (servers reordered, renamed,
+# removed; zone on, off, resized) with bounded worker memory; the counter
+# of a server whose zone slot a reload gave to another server.  Two
+# workers throughout: every answer must come from the pinned server.
+
+use strict;
+use warnings;
+
+use Test::More;
+use IO::Socket::INET;
+use POSIX qw(_exit setsid WNOHANG);
+use Time::HiRes qw(sleep time);
+use HaOptout::Test;
+
+no warnings 'portable';            # the 64-bit constant of the hash
+
+my $t = HaOptout::Test->new(workers => 2);
+
+$t->backend($_) for qw(b1 b2 b3 b4 b5 b6);
+$t->secret_file;
+
+sub addr { '127.0.0.1:' . $t->port($_[0]) }
+
+sub served {
+    my ($n, $path, %o) = @_;
+    my %seen;
+    $seen{$_}++ for map { join '-', split / / } $t->spray($n, $path // '/', %o);
+    return join ',', map { "$_=$seen{$_}" } sort keys %seen;
+}
+
+sub pin {
+    my ($ups, $pin, %o) = @_;
+    return $t->api(PUT => "v1/flags/$ups", json => {
+        pin => $pin, ttl => '10m', reason => "pin $pin", %o });
+}
+
+sub prom {
+    return $t->http(GET => '/ha-status?format=prometheus')->{body};
+}
+
+sub pinned_count {
+    my ($ups, $server, $prom) = @_;
+    $prom //= prom();
+    my $a = quotemeta $server;
+    return $prom =~ /^ha_optout_pinned_requests_total\{upstream="$ups",server="$a"\} (\d+)$/m
+           ? $1 : 0;
+}
+
+# the hash of peer.c (ngx_http_ha_optout_name_hash) for names of 8-16
+# bytes, to put 1,000 names into one cluster of the table below
+
+my $K = 0x9e3779b97f4a7c15;
+sub mul { use integer; return $_[0] * $K }
+
+sub name_hash {
+    my ($s) = @_;
+    my $len = length $s;
+    die "name_hash: 8-16 bytes only\n" if $len < 8 || $len > 16;
+    my $w0 = unpack 'Q<', substr($s, 0, 8);
+    my $w1 = unpack 'Q<', substr($s, $len - 8, 8);
+    my $h = mul($len);
+    $h = mul($h ^ $w0);
+    $h = mul($h ^ ($h >> 29) ^ $w1);
+    return ($h ^ ($h >> 32)) & 0xffffffff;
+}
+
+# 1,000 servers: the pinned one's slot in the table (4,096 slots, linear
+# probing) behind 999 names that fall just before it, so that a lookup
+# walks the cluster; the pin on the first, the last, a backup
+
+my $P1 = $t->port('b1');
+my $big_slot = name_hash("127.0.0.1:$P1") & 4095;
+my @big;
+for my $port (1024 .. 65535) {
+    next if $port == $P1;
+    my $d = ($big_slot - (name_hash("127.0.0.1:$port") & 4095)) & 4095;
+    push @big, [$d, $port] if $d < 512;
+}
+@big = map { $_->[1] } sort { $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1] }
+       @big;
+splice @big, 998;
+ok(@big == 998, '998 names of the cluster found');
+
+my $BIG = join '', map { "        server 127.0.0.1:$_ down;\n" } @big[1 .. $#big];
+
+sub conf {
+    my (%o) = @_;
+    my $zone = $o{zone} // 'zone app 64k;';
+    my $app = $o{app} // join '', map { "        server " . addr($_) . ";\n" }
+                                  qw(b1 b2 b3);
+    my $u = $t->port('u');
+    $t->conf(<<EOF);
+http {
+    ha_optout_zone ha_optout 4m;
+@{[ $o{http} // '' ]}
+
+    upstream app {
+        $zone
+$app
+        ha_optout sticky_key=\$http_x_client;
+    }
+
+    # the lengths of the two-word compare: "0:P" (7), "00:P" (8),
+    # "127.0.0.01:P" (16), "127.0.0.001:P" (17); addresses of 12 and 15
+    # bytes; [::1] (nothing listens: the pin's 502 names it) and a unix:
+    # socket served by this nginx
+    upstream odd {
+        zone odd 64k;
+        server 0:%%PORT_b1%%;
+        server 00:%%PORT_b2%%;
+        server 127.0.0.01:%%PORT_b3%%;
+        server 127.0.0.001:%%PORT_b4%%;
+        server [::1]:%%PORT_b5%%;
+        server unix:%%TESTDIR%%/u.sock;
+        server 127.0.0.1:%%PORT_b6%%;
+        server 127.0.0.1:%%PORT_b6%%;
+        ha_optout;
+    }
+
+    upstream bk {
+        zone bk 64k;
+        server 127.0.0.1:%%PORT_b1%% max_fails=1 fail_timeout=60s;
+        server 127.0.0.1:%%PORT_b2%% weight=5;
+        server 127.0.0.1:%%PORT_b3%% down;
+        server 127.0.0.1:%%PORT_b4%% backup;
+        ha_optout;
+    }
+
+    upstream big {
+        zone big 1m;
+        server 127.0.0.1:$big[0];
+$BIG        server 127.0.0.1:%%PORT_b1%%;
+        server 127.0.0.1:%%PORT_b2%% backup;
+        ha_optout;
+    }
+
+    upstream other {
+        server 127.0.0.1:%%PORT_b5%%;
+        ha_optout;
+    }
+
+    server {
+        listen unix:%%TESTDIR%%/u.sock;
+        location / {
+            add_header X-Backend unix;
+            return 200 "unix\\n";
+        }
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT_http%%;
+
+        ha_optout_header on;
+        proxy_next_upstream error timeout http_502;
+
+        location / {
+            proxy_pass http://app;
+        }
+
+        location /odd {
+            proxy_pass http://odd;
+            proxy_next_upstream off;
+        }
+
+        location /bk {
+            proxy_pass http://bk;
+        }
+
+        location /big {
+            proxy_pass http://big;
+            proxy_next_upstream off;
+        }
+
+        # another upstream's variable read before app's balancer runs
+        location /var {
+            proxy_set_header X-Other "\$ha_optout_other";
+            proxy_pass http://app;
+        }
+
+        location /ha-optout/ {
+            ha_optout_admin;
+            ha_optout_admin_key hs256 %%TESTDIR%%/ha-optout.key kid=ops;
+        }
+
+        location = /ha-status {
+            ha_optout_status;
+        }
+    }
+}
+EOF
+}
+
+conf();
+$t->run;
+
+# --- names of odd lengths ---------------------------------------------------
+
+my %odd = (
+    "0:" . $t->port('b1')             => 'b1',     # 7 bytes
+    "0.0.0.0:" . $t->port('b1')       => 'b1',     # 12
+    "00:" . $t->port('b2')            => 'b2',     # 8
+    "127.0.0.01:" . $t->port('b3')    => 'b3',     # 16
+    addr('b3')                        => 'b3',     # 15
+    "127.0.0.001:" . $t->port('b4')   => 'b4',     # 17
+    addr('b4')                        => 'b4',
+    "unix:" . $t->testdir . "/u.sock" => 'unix',
+    addr('b6')                        => 'b6',     # two lines, one address
+);
+
+# each twice, in an order that moves between lengths at every step
+for my $round (1, 2) {
+    for my $name (sort { length $a <=> length $b || $a cmp $b } keys %odd) {
+        my $r = pin('odd', $name);
+        is($r->{status}, 200, "pin on \"$name\" (" . length($name)
+           . " bytes)") or diag $r->{body};
+        is(served(6, '/odd'), "200-$odd{$name}=6",
+           "every request reaches $odd{$name} (round $round)");
+    }
+}
+
+my $v6 = '[::1]:' . $t->port('b5');
+is(pin('odd', $v6)->{status}, 200, "pin on $v6 (11 bytes)");
+is(served(2, '/odd'), '502--=2', 'nothing listens on [::1]: 502, no failover');
+like($t->error_log, qr/connect\(\) failed .*upstream: "http:\/\/\Q$v6\E\/odd"/,
+     'and nginx connected to [::1], the pinned peer');
+
+# a name that is a prefix of another, or longer by a byte, is no server
+
+for my $bad ("127.0.0.001:" . substr($t->port('b4'), 0, -1),
+             "127.0.0.01:" . $t->port('b3') . "0", "00:" . $t->port('b2') . ";",
+             "0:" . $t->port('b1') . " ")
+{
+    my $r = pin('odd', $bad);
+    isnt($r->{status}, 200, "a pin on \"$bad\" is refused");
+}
+
+# --- backup, down, weight, an ejected server -------------------------------
+
+is(pin('bk', addr('b4'))->{status}, 200, 'pin on the backup server');
+is(served(6, '/bk'), '200-b4=6', 'the backup serves every pinned request');
+
+is(pin('bk', addr('b3'))->{status}, 409, 'a pin on a down server is refused')
+    or diag $t->api(GET => 'v1/flags/bk')->{body};
+
+is(pin('bk', addr('b1'))->{status}, 200, 'pin on b1 (weight 1 of 6)');
+is(served(6, '/bk'), '200-b1=6', 'the weight does not matter to a pin');
+
+# b1 fails once without a flag: round robin ejects it for 60 s
+$t->api(DELETE => 'v1/flags/bk');
+$t->backend_set_status('b1', 502);
+$t->spray(8, '/bk');
+$t->backend_set_status('b1', 200);
+my $rr = served(12, '/bk');
+unlike($rr, qr/b1/, "b1 ejected, round robin avoids it ($rr)");
+
+is(pin('bk', addr('b1'))->{status}, 200, 'pin on the ejected b1');
+is(served(6, '/bk'), '200-b1=6', 'an ejected pinned server is still taken');
+
+# --- 1,000 servers in one cluster of the table -----------------------------
+
+for my $case ([addr('b1'), 'b1', 'the last primary, its slot behind 998'],
+              [addr('b2'), 'b2', 'the backup after them'],
+              [addr('b1'), 'b1', 'the last primary again'])
+{
+    is(pin('big', $case->[0])->{status}, 200, "big: pin on $case->[2]");
+    is(served(6, '/big'), "200-$case->[1]=6", "big: every request on $case->[1]");
+}
+
+is(pin('big', "127.0.0.1:$big[0]")->{status}, 200, 'big: pin on the first');
+is(served(2, '/big'), '502--=2', 'big: the first (nothing listens) answers 502');
+like($t->error_log, qr/upstream: "http:\/\/127\.0\.0\.1:$big[0]\/big"/,
+     'big: and nginx connected to the first server');
+
+# --- the header and the variable --------------------------------------------
+
+$t->api(DELETE => 'v1/flags/app');
+$t->api(DELETE => 'v1/flags/other');
+is(pin('app', addr('b2'))->{status}, 200, 'pin on app b2');
+
+my $r = $t->get('/');
+is($r->{headers}{'x-ha-optout'}, 'pin=' . addr('b2'), 'X-HA-Optout names the pin');
+
+$r = $t->get('/var');
+is($r->{headers}{'x-backend'}, 'b2', 'app pinned, $ha_optout_other read first');
+is($r->{headers}{'x-ha-optout'}, 'pin=' . addr('b2'),
+   'X-HA-Optout still describes app, the upstream that served');
+
+is(pin('other', addr('b5'))->{status}, 200, 'a pin on other as well');
+$r = $t->get('/var');
+is($r->{headers}{'x-ha-optout'}, 'pin=' . addr('b2'),
+   'X-HA-Optout describes app, not the other upstream whose variable was read');
+my @hit = $t->hit_log('b2');
+like($hit[-1], qr/x-other=pin=\Q${\ addr('b5')}\E/,
+     'and $ha_optout_other was the other upstream\'s text');
+
+# app without a flag: no header claims the other upstream's flag
+$t->api(DELETE => 'v1/flags/app');
+$r = $t->get('/var');
+is($r->{headers}{'x-backend'}, 'b1', 'app without a flag, other pinned');
+ok(!defined $r->{headers}{'x-ha-optout'},
+   'no X-HA-Optout: no flag acts on app, whatever other has');
+
+$t->api(DELETE => 'v1/flags/other');
+
+done_testing();
