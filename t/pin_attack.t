@@ -312,4 +312,154 @@ ok(!defined $r->{headers}{'x-ha-optout'},
 
 $t->api(DELETE => 'v1/flags/other');
 
+# --- reloads in a row while pinned requests run -----------------------------
+
+# a process's own memory: RssAnon, not VmRSS (which grows with every page
+# of the shared zones it touches, as the audit ring fills)
+sub rss {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/status" or return 0;
+    while (<$fh>) { return $1 if /^RssAnon:\s+(\d+)/ }
+    return 0;
+}
+
+sub workers_rss {
+    my $max = 0;
+    for my $pid ($t->worker_pids) {
+        my $r = rss($pid);
+        $max = $r if $r > $max;
+    }
+    return $max;
+}
+
+sub app_list {
+    return join '', map { "        server " . addr($_) . ";\n" } @_;
+}
+
+$t->api(DELETE => "v1/flags/$_") for qw(app odd bk big);
+is(pin('app', addr('b2'))->{status}, 200, 'pin on app b2 before the reloads');
+
+# the client: one request a connection until told to stop (or 90 s)
+my $log = $t->testdir . '/storm.log';
+my $stop = $t->testdir . '/storm.stop';
+my $port = $t->port('http');
+my $kid = fork // die "fork: $!\n";
+if ($kid == 0) {
+    setsid();
+    open my $out, '>', $log or _exit(1);
+    $out->autoflush(1);
+    my $deadline = time + 90;
+    while (!-e $stop && time < $deadline) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                      Timeout => 5) or do {
+            print $out "connect-failed\n"; next };
+        print $s "GET / HTTP/1.0\r\nHost: app\r\n\r\n";
+        local $/;
+        my $resp = <$s> // '';
+        my ($st) = $resp =~ m{^HTTP/1\.\d (\d+)};
+        my ($be) = $resp =~ /^X-Backend: (\S+)/mi;
+        print $out(($st // '-') . ' ' . ($be // '-') . "\n");
+    }
+    _exit(0);
+}
+
+my @zones = ('zone app 64k;', '', 'zone app 128k;', 'zone app2 64k;');
+my @others = ([qw(b1 b3)], [qw(b3 b1 b4)], [qw(b5)], [qw(b6 b5 b4 b3 b1)],
+              [], [qw(b4)]);
+my ($rss_early, $mrss_early, $reloads_ok) = (0, 0, 0);
+my $RELOADS = 24;
+
+for my $i (1 .. $RELOADS) {
+    my @o = @{ $others[$i % @others] };
+    my $at = $i % (@o + 1);
+    my @list = @o;
+    splice @list, $at, 0, 'b2';                 # the pinned one moves
+    conf(zone => $zones[$i % @zones], app => app_list(@list));
+    $reloads_ok++ if $t->reload;
+
+    # each new worker makes its caches: app's, and big's 4,096 slots
+    $t->spray(2, '/big');
+    $t->spray(2, '/');
+
+    if ($i == 4) {
+        $rss_early = workers_rss();
+        $mrss_early = rss($t->master_pid);
+    }
+}
+
+is($reloads_ok, $RELOADS, "$RELOADS reloads, each with new workers");
+
+$t->write_file('storm.stop', '');
+waitpid $kid, 0;
+
+my %storm;
+$storm{$_}++ for split /\n/, $t->read_file('storm.log');
+my $total = 0;
+$total += $_ for values %storm;
+ok($total >= 50, "$total requests ran during the reloads");
+is(join(',', map { "$_=$storm{$_}" } grep { $_ ne '200 b2' } sort keys %storm),
+   '', 'every one of them reached the pinned b2, whatever the order, names '
+   . 'or zone');
+
+my ($rss_end, $mrss_end) = (workers_rss(), rss($t->master_pid));
+ok($rss_end > 0 && $rss_end < $rss_early + 1024,
+   "worker RSS bounded across reloads ($rss_early KB after 4, $rss_end KB "
+   . "after $RELOADS)");
+ok($mrss_end > 0 && $mrss_end < $mrss_early + 2048,
+   "master RSS bounded across reloads ($mrss_early KB, $mrss_end KB)");
+
+# one worker generation: the pin moved 400 times over 1,000 servers
+my $rss0 = workers_rss();
+for my $k (1 .. 200) {
+    pin('big', $k % 2 ? addr('b1') : addr('b2'));
+    $t->spray(1, '/big');
+}
+my $rss1 = workers_rss();
+ok($rss1 > 0 && $rss1 < $rss0 + 512, "worker RSS flat while the pin moves ($rss0 KB, "
+   . "$rss1 KB after 200 moves)");
+
+# --- a counter slot given to another server by a reload ---------------------
+
+# a config flag pins b3 in this configuration; the next drops b3 and adds
+# b5, which takes b3's counter slot in the zone.  A request the old worker
+# still holds (its body not yet read) is pinned to b3 after the reload: it
+# must not count on b5.
+
+$t->api(DELETE => "v1/flags/$_") for qw(app big);
+conf(app => app_list(qw(b1 b2 b3)),
+     http => "    ha_optout_flag app pin=" . addr('b3')
+             . " \"reason=config pin\";");
+ok($t->reload, 'reload: a config flag pins b3');
+
+my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 5)
+    or die "connect: $!\n";
+$s->autoflush(1);
+print $s "GET / HTTP/1.1\r\nHost: app\r\n\r\n";
+my $first = '';
+while ($first !~ /\r\n\r\n/ || $first !~ /\r\n\r\nb3$/) {
+    last unless sysread($s, $first, 4096, length $first);
+}
+like($first, qr/X-Backend: b3/, 'a kept-alive connection pinned to b3');
+
+print $s "POST / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n"
+       . "Content-Length: 10\r\n\r\n12345";
+
+my $b5_before = pinned_count('app', addr('b5'));
+my %old = map { $_ => 1 } $t->worker_pids;
+conf(app => app_list(qw(b1 b2 b5)));
+$t->_write_conf;
+$t->_system($t->_nginx_cmd('-s', 'reload'));
+ok($t->wait_for(sub { grep { !$old{$_} } $t->worker_pids }, 10),
+   'reload without b3, with b5 (b3\'s counter slot goes to b5)');
+ok($t->wait_for(sub { prom() =~ /server="\Q${\ addr('b5')}\E"/ }, 5),
+   'b5 has a counter now');
+
+print $s "67890";
+my $resp = '';
+while (sysread($s, $resp, 4096, length $resp)) { }
+close $s;
+like($resp, qr/X-Backend: b3/, 'the old worker sent the held request to b3');
+is(pinned_count('app', addr('b5')), $b5_before,
+   'and did not count it on b5, the server now in b3\'s slot');
+
 done_testing();
