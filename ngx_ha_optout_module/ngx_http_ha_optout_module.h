@@ -500,7 +500,7 @@ extern const char  *ngx_http_ha_optout_actions[];
  * sticky binding finds its server in O(1) of the upstream's size.
  */
 typedef struct {
-    ngx_str_t                         *key;     /* NULL: empty slot */
+    ngx_str_t                         *key;     /* a copy; NULL: empty */
     uint32_t                           hash;
     ngx_uint_t                         index;   /* in its list: tried bit */
     void                              *list;    /* rr_peers_t */
@@ -514,6 +514,9 @@ typedef struct {
     ngx_uint_t                         mask;    /* slots - 1 */
     ngx_uint_t                         used;
     ngx_http_ha_optout_slot_t         *last;    /* found last: the pin */
+    void                              *names;   /* blocks of key copies */
+    u_char                            *pos;     /* free in the newest */
+    u_char                            *end;
     ngx_http_ha_optout_slot_t          slots[1];
 } ngx_http_ha_optout_cache_t;
 

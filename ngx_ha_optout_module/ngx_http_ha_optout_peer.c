@@ -17,13 +17,24 @@
 #include "ngx_http_ha_optout_module.h"
 
 
+static void ngx_http_ha_optout_cache_free(ngx_http_ha_optout_cache_t *cache);
 static void ngx_http_ha_optout_cache_cleanup(void *data);
+static ngx_str_t *ngx_http_ha_optout_cache_name(
+    ngx_http_ha_optout_cache_t *cache, ngx_str_t *key);
+
+
+/* the key copies of a cache come in blocks of this size (or one name) */
+#define NGX_HA_OPTOUT_CACHE_NAMES  8192
 
 
 /*
  * The table itself, for http and stream alike: open addressing, at most
  * half full, in memory of its own (ngx_alloc) that a re-made cache frees
- * and the cycle's pool frees at the end.
+ * and the cycle's pool frees at the end.  The names it is keyed by are
+ * copied into that memory too: a lookup reads nothing of the peers, which
+ * a "resolve" server may free at any time in another worker (1.27.3+); a
+ * peer is read only once its list is locked and its change counter is
+ * the cache's.
  */
 
 ngx_http_ha_optout_cache_t *
@@ -94,9 +105,23 @@ ngx_http_ha_optout_cache_drop(ngx_http_ha_optout_srv_conf_t *hscf)
     holder = hscf->resolve_cache;
 
     if (holder && *holder) {
-        ngx_free(*holder);
+        ngx_http_ha_optout_cache_free(*holder);
         *holder = NULL;
     }
+}
+
+
+static void
+ngx_http_ha_optout_cache_free(ngx_http_ha_optout_cache_t *cache)
+{
+    void  **block, **next;
+
+    for (block = cache->names; block; block = next) {
+        next = *block;
+        ngx_free(block);
+    }
+
+    ngx_free(cache);
 }
 
 
@@ -106,9 +131,46 @@ ngx_http_ha_optout_cache_cleanup(void *data)
     ngx_http_ha_optout_cache_t  **holder = data;
 
     if (*holder) {
-        ngx_free(*holder);
+        ngx_http_ha_optout_cache_free(*holder);
         *holder = NULL;
     }
+}
+
+
+/* a copy of a key, in the cache's blocks; NULL: out of memory */
+
+static ngx_str_t *
+ngx_http_ha_optout_cache_name(ngx_http_ha_optout_cache_t *cache,
+    ngx_str_t *key)
+{
+    size_t      size, n;
+    void      **block;
+    ngx_str_t  *copy;
+
+    size = ngx_align(sizeof(ngx_str_t) + key->len, sizeof(void *));
+
+    if ((size_t) (cache->end - cache->pos) < size) {
+        n = ngx_max(sizeof(void *) + size, NGX_HA_OPTOUT_CACHE_NAMES);
+
+        block = ngx_alloc(n, ngx_cycle->log);
+        if (block == NULL) {
+            return NULL;
+        }
+
+        *block = cache->names;
+        cache->names = block;
+        cache->pos = (u_char *) (block + 1);
+        cache->end = (u_char *) block + n;
+    }
+
+    copy = (ngx_str_t *) cache->pos;
+    cache->pos += size;
+
+    copy->len = key->len;
+    copy->data = (u_char *) (copy + 1);
+    ngx_memcpy(copy->data, key->data, key->len);
+
+    return copy;
 }
 
 
@@ -222,7 +284,12 @@ ngx_http_ha_optout_cache_add(ngx_http_ha_optout_cache_t *cache,
         }
     }
 
-    slot->key = key;
+    slot->key = ngx_http_ha_optout_cache_name(cache, key);
+    if (slot->key == NULL) {
+        /* not cached: walked */
+        return;
+    }
+
     slot->hash = hash;
     slot->index = index;
     slot->list = list;
