@@ -282,6 +282,7 @@ ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
     ngx_table_elt_t                *h;
     ngx_http_ha_optout_loc_conf_t  *hlcf;
     ngx_http_ha_optout_decision_t  *d;
+    ngx_http_upstream_srv_conf_t   *uscf;
 
     hlcf = ngx_http_get_module_loc_conf(r, ngx_http_ha_optout_module);
 
@@ -292,6 +293,21 @@ ngx_http_ha_optout_header_filter(ngx_http_request_t *r)
     d = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
 
     if (d == NULL || !d->active) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /*
+     * the header describes the upstream the request was proxied to: a
+     * decision that $ha_optout_<name> made for another one (an upstream
+     * without ha_optout served, or none did) is not this response's
+     */
+
+    uscf = r->upstream ? r->upstream->upstream : NULL;
+
+    if (uscf == NULL || uscf->srv_conf == NULL
+        || ngx_http_conf_upstream_srv_conf(uscf, ngx_http_ha_optout_module)
+           != d->hscf)
+    {
         return ngx_http_next_header_filter(r);
     }
 
