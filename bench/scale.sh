@@ -126,7 +126,12 @@ attrs() {
     esac
 }
 
-# the flag of the case in the state file's YAML
+# the flag of the case in the state file's YAML.  It expires in a day, as
+# bench/run.sh's API flags carry a ttl: a restore judges a saved flag by
+# the policy as a write would, and the default policy refuses a flag
+# without expiry (ttl_none: false, docs/state-and-policy.md).
+SET_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+EXPIRES_AT=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
 flag_yaml() {     # upstream flag servers
     local pin=null foff=true sticky=false
     case $2 in
@@ -147,8 +152,8 @@ flag_yaml() {     # upstream flag servers
     reason: "bench/scale.sh"
     actor: "bench"
     version: 1
-    set_at: 2026-01-01T00:00:00Z
-    expires_at: null
+    set_at: $SET_AT
+    expires_at: $EXPIRES_AT
 EOF
 }
 
