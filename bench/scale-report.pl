@@ -240,7 +240,13 @@ sub svg {
                     ['stock hash consistent', [IR('hash-10'), IR('hash-10000')]],
                     ['stock round robin', [IR('stock-2'), IR('stock-2')]]] },
     );
-    my @col = ('#444444', '#1f77b4', '#2ca02c', '#ff7f0e', '#d62728', '#9467bd');
+    # one colour per series in every panel; the pin on the first server is
+    # dashed (it lies on the pin on the last server, which would hide it)
+    my %col = ($label{stock} => '#444444', $label{noflag} => '#1f77b4',
+               $label{foff} => '#2ca02c', $label{pinfirst} => '#ff7f0e',
+               $label{pinlast} => '#d62728', $label{sticky} => '#9467bd',
+               'module sticky' => '#9467bd', 'stock hash consistent' => '#8c564b');
+    my %dash = ($label{pinfirst} => ' stroke-dasharray="6 4"');
     my $out = qq{<svg xmlns="http://www.w3.org/2000/svg" width="$W" height="$H" viewBox="0 0 $W $H" font-family="sans-serif" font-size="11">\n};
     $out .= qq{<rect width="$W" height="$H" fill="white"/>\n};
     my $pw = $W / 3;
@@ -275,11 +281,12 @@ sub svg {
             my ($name, $vals) = @{ $P->{lines}[$i] };
             my @pt = map { defined $vals->[$_] ? sprintf('%.1f,%.1f', $X->($xs[$_]), $Y->($vals->[$_])) : () } 0 .. $#xs;
             next unless @pt;
-            $out .= sprintf qq{<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>\n}, $col[$i], join(' ', @pt);
-            $out .= sprintf qq{<circle cx="%s" cy="%s" r="3" fill="%s"/>\n}, split(/,/, $_), $col[$i] for @pt;
+            my ($c, $d) = ($col{$name} // '#000000', $dash{$name} // '');
+            $out .= sprintf qq{<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>\n}, $c, $d, join(' ', @pt);
+            $out .= sprintf qq{<circle cx="%s" cy="%s" r="3" fill="%s"/>\n}, split(/,/, $_), $c for @pt;
             my $lx = $x0 + ($i % 2) * 170;
             my $yy = $ly + int($i / 2) * 16;
-            $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"/>\n}, $lx, $yy - 4, $lx + 20, $yy - 4, $col[$i];
+            $out .= sprintf qq{<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>\n}, $lx, $yy - 4, $lx + 20, $yy - 4, $c, $d;
             $out .= sprintf qq{<text x="%d" y="%d">%s</text>\n}, $lx + 26, $yy, $name;
         }
         $out .= sprintf qq{<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">%s</text>\n},
