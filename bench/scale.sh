@@ -329,7 +329,18 @@ warm() {          # case port
     drive "$1" "$2" "$n"
 }
 
-ALL_CASES=${SCALE_CASES:-$HTTP_CASES $STREAM_CASES}
+ALL_CASES=""
+for c in ${SCALE_CASES:-$HTTP_CASES $STREAM_CASES}; do
+    # the report's aliases: the same measurement seen from another dimension
+    case $c in ups-1) c=pinfirst-2 ;; stickyc-10) c=sticky-2 ;; esac
+    [[ " $HTTP_CASES $STREAM_CASES " == *" $c "* ]] || {
+        echo "unknown case '$c' in SCALE_CASES; the cases are:" \
+            $HTTP_CASES $STREAM_CASES "(ups-1 = pinfirst-2," \
+            "stickyc-10 = sticky-2)" >&2
+        exit 1
+    }
+    ALL_CASES="$ALL_CASES $c"
+done
 
 # --- callgrind -----------------------------------------------------------------
 
