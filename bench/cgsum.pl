@@ -87,7 +87,8 @@ for my $f (@top[0 .. ($ntop < @top ? $ntop : @top) - 1]) {
 
 # what the module's timer (ngx_http_ha_optout_tick, every 250 ms) costs
 # between the two runs: it depends on how long they ran, not on requests
-my $timer = qr/_ha_optout_(?:tick|windows_tick|expire|sticky_sweep|state_restore|state_save|audit\w*|flag_json|json_out|writer_\w+)$/;
+# (gcc may suffix a static function: .isra.0, .part.0, .constprop.0)
+my $timer = qr/_ha_optout_(?:tick|windows_tick|approvals_tick|expire|sticky_sweep|state_restore|state_save|state_write|state_behind|persist_retry|tmp_sweep|sha256_hex|emit\w*|audit\w*|flag_json|json_out|writer_\w+)(?:\.\w+\.\d+)*$/;
 my ($tsum, $ticks) = (0, 0);
 $tsum += $own{$_} for grep { /$timer/ } keys %own;
 for my $f (keys %calls) {
