@@ -347,5 +347,9 @@ if ! skip scale && [ -s "$OUT/scale-report.md" ]; then
     { echo; echo "## How cost grows (bench/scale.sh)"; echo
       cat "$OUT/scale-report.md"; } >> "$OUT/report.md"
 fi
+if ! skip fleet && command -v etcd > /dev/null && [ -s "$OUT/fleet.txt" ]; then
+    { echo; echo "## Fleet on etcd (bench/fleet.pl)"; echo
+      cat "$OUT/fleet.txt"; } >> "$OUT/report.md"
+fi
 cat "$OUT/report.md"
 log "report: $OUT/report.md (raw: wrk.tsv callgrind.txt propagation.txt zone.txt)"
