@@ -74,6 +74,36 @@ ngx_http_ha_optout_approval_slot_locked(void)
 }
 
 
+/*
+ * How many live requests this subject has pending (subjects compared as
+ * the two-person rule compares them): one writer may hold at most
+ * NGX_HA_OPTOUT_APPROVALS_PER_SUBJECT of the table, so one token holder
+ * (or a script gone wrong) cannot fill it and lock out everyone else's
+ * requests.
+ */
+
+ngx_uint_t
+ngx_http_ha_optout_approvals_by_locked(u_char *sub, size_t len, time_t now)
+{
+    ngx_uint_t                      i, n;
+    ngx_http_ha_optout_approval_t  *t;
+
+    t = ngx_http_ha_optout_approvals_locked(0);
+
+    for (i = 0, n = 0; t && i < NGX_HA_OPTOUT_APPROVALS_MAX; i++) {
+        if (t[i].id != 0 && t[i].expires_at > now
+            && ngx_http_ha_optout_approval_same(t[i].flag.actor,
+                                                t[i].flag.actor_len,
+                                                sub, len))
+        {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
 uint64_t
 ngx_http_ha_optout_approval_new_id_locked(void)
 {

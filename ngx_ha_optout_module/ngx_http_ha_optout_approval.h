@@ -14,10 +14,15 @@
 #define NGX_HA_OPTOUT_APPROVAL_PUT    1
 #define NGX_HA_OPTOUT_APPROVAL_PATCH  2
 
+/* pending requests one subject may hold: a quarter of the table */
+#define NGX_HA_OPTOUT_APPROVALS_PER_SUBJECT  8
+
 
 ngx_http_ha_optout_approval_t *ngx_http_ha_optout_approval_find_locked(
     uint64_t id);
 ngx_http_ha_optout_approval_t *ngx_http_ha_optout_approval_slot_locked(void);
+ngx_uint_t ngx_http_ha_optout_approvals_by_locked(u_char *sub, size_t len,
+    time_t now);
 void ngx_http_ha_optout_approval_put_locked(ngx_http_ha_optout_approval_t *a);
 void ngx_http_ha_optout_approval_drop_locked(uint64_t id);
 uint64_t ngx_http_ha_optout_approval_new_id_locked(void);

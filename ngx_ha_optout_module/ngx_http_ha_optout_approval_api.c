@@ -24,6 +24,10 @@
 #error "the ZoneFull message of approval_keep() names 32"
 #endif
 
+#if (NGX_HA_OPTOUT_APPROVALS_PER_SUBJECT != 8)
+#error "the TooManyPending message of approval_keep() names 8"
+#endif
+
 
 static ngx_int_t ngx_http_ha_optout_approval_approve(ngx_http_request_t *r,
     ngx_http_ha_optout_claims_t *claims, ngx_http_ha_optout_approval_t *a,
@@ -326,6 +330,18 @@ ngx_http_ha_optout_approval_keep(ngx_http_request_t *r,
                "whatever its size): approve or reject one (GET v1/approvals "
                "lists them, DELETE v1/approvals/{id} rejects) or wait for "
                "one to expire; restoring HA needs no room";
+
+    } else if (ngx_http_ha_optout_approvals_by_locked(a->flag.actor,
+                                                      a->flag.actor_len, now)
+               >= NGX_HA_OPTOUT_APPROVALS_PER_SUBJECT)
+    {
+        status = NGX_HTTP_TOO_MANY_REQUESTS;
+        ecode = "TooManyPending";
+        text = "this subject already has 8 requests waiting for approval "
+               "(at most 8 of the 32 the table holds, so that one writer "
+               "cannot fill it): withdraw one (DELETE v1/approvals/{id}, "
+               "ha-optoutctl approvals reject --id ID) or have one "
+               "approved; restoring HA needs no room";
 
     } else if (hlcf->replay) {
         rc = ngx_http_ha_optout_replay_check_locked(&claims->jti,
