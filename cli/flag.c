@@ -261,6 +261,34 @@ hoctl_str(json_t *flag, const char *name)
 
 
 /*
+ * " [approved by bob, carol]" after the reason of a flag the two-person
+ * rule let through, then the end of the line; each subject escaped
+ */
+static void
+hoctl_print_approved_by(json_t *flag)
+{
+    size_t   i;
+    json_t  *by, *v;
+
+    by = json_object_get(flag, "approved_by");
+
+    if (json_is_array(by) && json_array_size(by)) {
+        printf(" [approved by");
+
+        json_array_foreach(by, i, v) {
+            printf("%s %s", i ? "," : "",
+                   json_is_string(v) ? hoctl_safe(json_string_value(v))
+                                     : "?");
+        }
+
+        printf("]");
+    }
+
+    printf("\n");
+}
+
+
+/*
  * GET v1/flags: {"app": {...flag...}, "reporting": null}.  The reason comes
  * last and is never cut: it is what the person on call needs to read.
  */
@@ -295,9 +323,11 @@ hoctl_print_flags_table(json_t *flags, const char *prefix)
         what = hoctl_flag_summary(flag);
         left = hoctl_time_left(flag, now);
 
-        printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s\n", prefix, w,
+        printf("%s%-*s  %-6s  %-32s  %-12s  %-9s  %s", prefix, w,
                hoctl_safe(name), "ACTIVE", what, hoctl_str(flag, "actor"),
                left, hoctl_str(flag, "reason"));
+
+        hoctl_print_approved_by(flag);
 
         free(what);
         free(left);

@@ -371,6 +371,9 @@ like($c->{out}, qr/approved and applied: HA suspended: .*approved by frank/,
      'cli approve applies it') or diag $c->{out}, $c->{err};
 is($t->api('GET', 'v1/flags/app')->{json}{actor}, 'erin',
    'the CLI-approved flag acts');
+$c = cli('frank', 'status');
+like($c->{out}, qr/^app\s+ACTIVE\s.*\berin\b.*INC-9 cli \[approved by frank\]$/m,
+     'cli status names who approved the acting flag') or diag $c->{out};
 
 # a set that adds an opt-out to the acting flag widens it: approval
 $c = cli('erin', 'set', '--upstream', 'app', '--no-failover', '--sticky',
