@@ -69,18 +69,24 @@ static ngx_int_t ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
 static void ngx_http_ha_optout_wrap_request(ngx_http_request_t *r,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_http_ha_optout_decision_t *d,
     ngx_http_ha_optout_peer_data_t *bp);
-static size_t ngx_http_ha_optout_sticky_lookup(
-    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key, u_char *server);
+static ngx_uint_t ngx_http_ha_optout_one_variable(ngx_conf_t *cf,
+    ngx_str_t *value);
 static ngx_int_t ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc,
     void *data);
-static ngx_int_t ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+static ngx_int_t ngx_http_ha_optout_get_sticky(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp);
+static ngx_int_t ngx_http_ha_optout_sticky_key(
     ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key);
+static ngx_int_t ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key, uint32_t hash);
 static void ngx_http_ha_optout_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_uint_t ngx_http_ha_optout_would_retry(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, u_char *name, size_t len,
     ngx_http_upstream_rr_peer_t *want);
+static ngx_int_t ngx_http_ha_optout_select_slot(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_http_ha_optout_slot_t *slot);
 static void ngx_http_ha_optout_take(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, ngx_http_upstream_rr_peers_t *list,
     ngx_http_upstream_rr_peer_t *peer, ngx_uint_t i);
@@ -140,7 +146,47 @@ ngx_http_ha_optout_init_upstream(ngx_conf_t *cf,
     us->peer.init = ngx_http_ha_optout_init_peer;
     hscf->wrapped = 1;
 
+    if (hscf->sticky_key) {
+        hscf->sticky_var = ngx_http_ha_optout_one_variable(cf,
+                                                &hscf->sticky_key->value);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * sticky_key=$name is read as the variable itself, without the complex
+ * value's copy into the request pool: its index + 1, or 0
+ */
+
+static ngx_uint_t
+ngx_http_ha_optout_one_variable(ngx_conf_t *cf, ngx_str_t *value)
+{
+    size_t      i;
+    ngx_int_t   index;
+    ngx_str_t   name;
+
+    if (value->len < 2 || value->data[0] != '$') {
+        return 0;
+    }
+
+    name.data = value->data + 1;
+    name.len = value->len - 1;
+
+    for (i = 0; i < name.len; i++) {
+        if (!((name.data[i] >= 'a' && name.data[i] <= 'z')
+              || (name.data[i] >= 'A' && name.data[i] <= 'Z')
+              || (name.data[i] >= '0' && name.data[i] <= '9')
+              || name.data[i] == '_'))
+        {
+            return 0;
+        }
+    }
+
+    index = ngx_http_get_variable_index(cf, &name);
+
+    return (index == NGX_ERROR) ? 0 : (ngx_uint_t) index + 1;
 }
 
 
@@ -271,10 +317,7 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_ha_optout_peer_data_t  *bp = data;
 
-    size_t                          len;
-    u_char                          server[NGX_HA_OPTOUT_NAME_LEN];
     ngx_int_t                       rc;
-    ngx_str_t                       key;
 
     if (bp->decision->pin) {
         rc = ngx_http_ha_optout_select(pc, bp, bp->decision->pin_name.data,
@@ -302,59 +345,120 @@ ngx_http_ha_optout_get_peer(ngx_peer_connection_t *pc, void *data)
      * sticky client's key and binding are looked up here, not kept
      */
 
-    len = bp->decision->sticky
-          ? ngx_http_ha_optout_sticky_lookup(bp, &key, server) : 0;
+    if (bp->decision->sticky) {
+        return ngx_http_ha_optout_get_sticky(pc, bp);
+    }
 
-    if (len == (size_t) NGX_ERROR) {
+    return ngx_http_ha_optout_get_balanced(pc, bp, NULL, 0);
+}
+
+
+/*
+ * A sticky client: back to its server, whatever its health, or balanced
+ * and bound.  The worker's copy of the binding (sticky.c) answers while
+ * the zone's change counter says it is the zone's; else, or when its
+ * server cannot be taken from the copy, the zone's table under its mutex.
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_get_sticky(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp)
+{
+    size_t                            len;
+    u_char                            server[NGX_HA_OPTOUT_NAME_LEN];
+    uint32_t                          hash;
+    ngx_int_t                         rc;
+    ngx_str_t                         key;
+    ngx_http_ha_optout_slot_t        *slot;
+    ngx_http_ha_optout_srv_conf_t    *hscf;
+    ngx_http_ha_optout_sticky_ref_t   ref;
+
+    hscf = bp->hscf;
+
+    if (ngx_http_ha_optout_sticky_key(bp, &key) != NGX_OK) {
         return NGX_ERROR;
     }
 
+    if (key.len == 0) {
+        /* no key: balanced, without failover, not bound */
+        bp->decision->sticky = 0;
+        return ngx_http_ha_optout_get_balanced(pc, bp, NULL, 0);
+    }
+
+    /* the key is cut to what the zone's table keeps */
+
+    if (key.len > NGX_HA_OPTOUT_STICKY_KEY) {
+        key.len = NGX_HA_OPTOUT_STICKY_KEY;
+    }
+
+    hash = ngx_crc32_short(key.data, key.len);
+
+    slot = ngx_http_ha_optout_wcache_find(hscf, bp->decision->ident, &key,
+                                          hash);
+
+    if (slot && ngx_http_ha_optout_select_slot(pc, bp, slot) == NGX_OK) {
+        bp->selected = bp->rrp->current;
+        return NGX_OK;
+    }
+
+    len = ngx_http_ha_optout_sticky_get_ref(hscf->rec, bp->decision->ident,
+                                            &key, hash, server, &ref);
     if (len) {
         /* a known client: back to its server, whatever its health */
 
         rc = ngx_http_ha_optout_select(pc, bp, server, len, NULL);
         if (rc == NGX_OK) {
             bp->selected = bp->rrp->current;
+
+            slot = (bp->slot && bp->slot->peer == bp->rrp->current)
+                   ? bp->slot : NULL;
+
+            ngx_http_ha_optout_wcache_keep(hscf, bp->decision->ident, &key,
+                                           hash, &ref, slot);
             return NGX_OK;
         }
 
         /* the server left the configuration: balance and bind anew */
     }
 
-    return ngx_http_ha_optout_get_balanced(pc, bp, &key);
+    return ngx_http_ha_optout_get_balanced(pc, bp, &key, hash);
 }
 
 
 /*
- * The client key ($remote_addr unless sticky_key=) and the server it is
- * bound to: its length into server (0: not bound, or no key, which then
- * is balanced without failover), NGX_ERROR
+ * The client key: $remote_addr unless sticky_key=; one variable is read
+ * as it is, without a copy
  */
 
-static size_t
-ngx_http_ha_optout_sticky_lookup(ngx_http_ha_optout_peer_data_t *bp,
-    ngx_str_t *key, u_char *server)
+static ngx_int_t
+ngx_http_ha_optout_sticky_key(ngx_http_ha_optout_peer_data_t *bp,
+    ngx_str_t *key)
 {
+    ngx_http_variable_value_t      *vv;
     ngx_http_ha_optout_srv_conf_t  *hscf = bp->hscf;
 
-    if (hscf->sticky_key) {
-        if (ngx_http_complex_value(bp->request, hscf->sticky_key, key)
-            != NGX_OK)
-        {
-            return (size_t) NGX_ERROR;
+    if (hscf->sticky_var) {
+        vv = ngx_http_get_flushed_variable(bp->request, hscf->sticky_var - 1);
+
+        if (vv == NULL || vv->not_found) {
+            key->len = 0;
+            key->data = NULL;
+
+        } else {
+            key->len = vv->len;
+            key->data = vv->data;
         }
 
-    } else {
-        *key = bp->request->connection->addr_text;
+        return NGX_OK;
     }
 
-    if (key->len == 0) {
-        bp->decision->sticky = 0;
-        return 0;
+    if (hscf->sticky_key) {
+        return ngx_http_complex_value(bp->request, hscf->sticky_key, key);
     }
 
-    return ngx_http_ha_optout_sticky_bound(hscf->rec, bp->decision->ident,
-                                           key, server);
+    *key = bp->request->connection->addr_text;
+
+    return NGX_OK;
 }
 
 
@@ -365,9 +469,10 @@ ngx_http_ha_optout_sticky_lookup(ngx_http_ha_optout_peer_data_t *bp,
 
 static ngx_inline ngx_int_t
 ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
-    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key)
+    ngx_http_ha_optout_peer_data_t *bp, ngx_str_t *key, uint32_t hash)
 {
-    ngx_int_t  rc;
+    ngx_int_t                         rc;
+    ngx_http_ha_optout_sticky_ref_t   ref;
 
     rc = bp->original_get_peer(pc, bp->rrp);
 
@@ -391,8 +496,12 @@ ngx_http_ha_optout_get_balanced(ngx_peer_connection_t *pc,
     bp->selected = bp->rrp->current;
 
     if (bp->decision->sticky) {
-        ngx_http_ha_optout_sticky_set(bp->hscf->rec, bp->decision->ident,
-                                      key, pc->name);
+        ngx_http_ha_optout_sticky_set_ref(bp->hscf->rec, bp->decision->ident,
+                                          key, hash, pc->name, &ref);
+
+        /* its server's slot is learnt by the next locked lookup */
+        ngx_http_ha_optout_wcache_keep(bp->hscf, bp->decision->ident, key,
+                                       hash, &ref, NULL);
     }
 
     return NGX_OK;
@@ -581,6 +690,60 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
 }
 
 
+/*
+ * A sticky client's server from the worker's copy of its binding: the
+ * resolve cache's slot, taken as _select() takes a server by name; when
+ * the slot is not current or its server is down (the walk would then try
+ * the backup list by name), NGX_DECLINED and the caller asks the zone
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_select_slot(ngx_peer_connection_t *pc,
+    ngx_http_ha_optout_peer_data_t *bp, ngx_http_ha_optout_slot_t *slot)
+{
+    ngx_http_ha_optout_cache_t    *cache;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *list;
+
+    cache = ngx_http_ha_optout_cache_get(bp->hscf);
+
+    if (cache == NULL || cache->primary != bp->primary) {
+        return NGX_DECLINED;
+    }
+
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    list = slot->list;
+    peer = slot->peer;
+
+    ngx_http_upstream_rr_peers_wlock(list);
+
+#if (NGX_HA_OPTOUT_HTTP_CONFIG)
+    if (list->config
+        && (*list->config != cache->config
+            || bp->rrp->config != cache->config))
+    {
+        ngx_http_upstream_rr_peers_unlock(list);
+        return NGX_DECLINED;
+    }
+#endif
+
+    /* a sticky client is not new traffic: a draining server keeps it */
+
+    if (peer->down & ~(ngx_uint_t) NGX_HA_OPTOUT_HTTP_DRAINING) {
+        ngx_http_upstream_rr_peers_unlock(list);
+        return NGX_DECLINED;
+    }
+
+    bp->slot = slot;
+
+    ngx_http_ha_optout_take(pc, bp, list, peer, slot->index);
+
+    return NGX_OK;
+}
+
+
 /* the server chosen, taken as round robin takes it; its list unlocked */
 
 static ngx_inline void
@@ -664,6 +827,7 @@ ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
         if (*list->config != cache->config) {
             /* the peers it points to may be gone: never read them again */
             ngx_http_ha_optout_cache_drop(bp->hscf);
+            ngx_http_ha_optout_wcache_forget_peers(bp->hscf);
         }
 
         return NGX_DECLINED;
@@ -691,6 +855,9 @@ ngx_http_ha_optout_cache_make(ngx_http_ha_optout_peer_data_t *bp)
     ngx_http_upstream_rr_peers_t  *list;
 
     list = bp->primary;
+
+    /* the sticky copies' slots are of the cache this one replaces */
+    ngx_http_ha_optout_wcache_forget_peers(bp->hscf);
 
     ngx_http_upstream_rr_peers_rlock(list);
 

@@ -34,6 +34,7 @@
 #define NGX_HA_OPTOUT_BODY_MAX       16384
 #define NGX_HA_OPTOUT_STICKY_MAX     65536      /* entries per zone */
 #define NGX_HA_OPTOUT_STICKY_KEY     255
+#define NGX_HA_OPTOUT_STICKY_SEQS    64         /* change counters a rec */
 #define NGX_HA_OPTOUT_TEXT_LEN                                              \
     (sizeof("failover=off; pin=; pin_selector=; replication=off; sticky=on; ")\
      + NGX_HA_OPTOUT_PIN_LEN + NGX_HA_OPTOUT_SELECTOR_LEN)
@@ -160,7 +161,18 @@ typedef struct {
 
     /* per layer but config's, by source - 1: window, fleet, api */
     ngx_http_ha_optout_since_t  since[NGX_HA_OPTOUT_SRC_N - 1];
+
+    /*
+     * the sticky bindings' change counters, by the key's hash: every
+     * change of a binding (bind, rebind, unbind, eviction, sweep) and a
+     * reload bump them under the zone mutex; a worker's copy of a binding
+     * (sticky.c) is trusted without the mutex while its counter holds
+     */
+    ngx_atomic_uint_t           sticky_seq[NGX_HA_OPTOUT_STICKY_SEQS];
 } ngx_http_ha_optout_rec_t;
+
+#define ngx_http_ha_optout_sticky_seq(rec, hash)                              \
+    (&(rec)->sticky_seq[(hash) & (NGX_HA_OPTOUT_STICKY_SEQS - 1)])
 
 
 #define NGX_HA_OPTOUT_ADMIN_CODES    16
@@ -368,6 +380,12 @@ typedef struct {
 
     /* worker-local: servers by name, ngx_http_ha_optout_cache_t (balancer.c) */
     void                            *resolve_cache;
+
+    /* worker-local: sticky bindings seen (sticky.c) */
+    void                            *sticky_cache;
+
+    /* sticky_key= is one variable: its index + 1 (0: not so) */
+    ngx_uint_t                       sticky_var;
 } ngx_http_ha_optout_srv_conf_t;
 
 
@@ -487,6 +505,29 @@ size_t ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec,
     uint64_t ident, ngx_str_t *key, u_char *server);
 void ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec,
     uint64_t ident, ngx_str_t *key, ngx_str_t *server);
+
+/* a binding as the zone has it now: what a worker may keep of it */
+typedef struct {
+    void                       *entry;          /* NULL: none */
+    ngx_atomic_uint_t           seq;            /* its change counter */
+    ngx_uint_t                  server;         /* in rec->servers[] */
+} ngx_http_ha_optout_sticky_ref_t;
+
+/* a use of a kept binding, for the zone's LRU order */
+typedef struct {
+    void                       *entry;
+    ngx_atomic_uint_t           seq;
+    uint32_t                    hash;
+} ngx_http_ha_optout_sticky_touch_t;
+
+size_t ngx_http_ha_optout_sticky_get_ref(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, uint32_t hash, u_char *server,
+    ngx_http_ha_optout_sticky_ref_t *ref);
+void ngx_http_ha_optout_sticky_set_ref(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, uint32_t hash, ngx_str_t *server,
+    ngx_http_ha_optout_sticky_ref_t *ref);
+void ngx_http_ha_optout_sticky_touch(ngx_http_ha_optout_rec_t *rec,
+    ngx_http_ha_optout_sticky_touch_t *touch, ngx_uint_t n);
 void ngx_http_ha_optout_sticky_sweep(ngx_http_ha_optout_main_conf_t *hmcf);
 void ngx_http_ha_optout_auth_count(const char *reason);
 extern const char  *ngx_http_ha_optout_auth_reasons[];
@@ -538,6 +579,16 @@ void ngx_http_ha_optout_held_retry(ngx_log_t *log,
     ngx_uint_t no_failover);
 void ngx_http_ha_optout_held_backup(ngx_log_t *log,
     ngx_http_ha_optout_srv_conf_t *hscf, ngx_str_t *name);
+
+/* sticky.c: a worker's copy of the sticky bindings it used */
+ngx_http_ha_optout_slot_t *ngx_http_ha_optout_wcache_find(
+    ngx_http_ha_optout_srv_conf_t *hscf, uint64_t ident, ngx_str_t *key,
+    uint32_t hash);
+void ngx_http_ha_optout_wcache_keep(ngx_http_ha_optout_srv_conf_t *hscf,
+    uint64_t ident, ngx_str_t *key, uint32_t hash,
+    ngx_http_ha_optout_sticky_ref_t *ref, ngx_http_ha_optout_slot_t *slot);
+void ngx_http_ha_optout_wcache_forget_peers(
+    ngx_http_ha_optout_srv_conf_t *hscf);
 
 
 /*

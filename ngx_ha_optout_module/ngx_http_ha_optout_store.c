@@ -170,6 +170,12 @@ ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
             ngx_http_ha_optout_rec_add_server(rec, &server[i].addrs[j].name);
         }
     }
+
+    /* a server slot may name another server now: workers forget bindings */
+
+    for (k = 0; k < NGX_HA_OPTOUT_STICKY_SEQS; k++) {
+        rec->sticky_seq[k]++;
+    }
 }
 
 
@@ -1100,6 +1106,9 @@ ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e)
 {
     ngx_http_ha_optout_rec_t  *rec = e->owner;
 
+    /* a worker's copy of the binding is no longer to be trusted */
+    (*ngx_http_ha_optout_sticky_seq(rec, e->node.key))++;
+
     ngx_queue_remove(&e->queue);
     ngx_rbtree_delete(&ngx_http_ha_optout_sh->sticky, &e->node);
     ngx_slab_free_locked(ngx_http_ha_optout_shpool, e);
@@ -1115,15 +1124,34 @@ size_t
 ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
     ngx_str_t *key, u_char *server)
 {
+    ngx_http_ha_optout_sticky_ref_t  ref;
+
+    return ngx_http_ha_optout_sticky_get_ref(rec, ident, key,
+                                             ngx_crc32_short(key->data,
+                                                             key->len),
+                                             server, &ref);
+}
+
+
+/*
+ * The same, with what a worker may keep of the binding (ref: the entry
+ * and its change counter, read under the mutex, so that they agree)
+ */
+
+size_t
+ngx_http_ha_optout_sticky_get_ref(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, uint32_t hash, u_char *server,
+    ngx_http_ha_optout_sticky_ref_t *ref)
+{
     size_t                       len;
     ngx_http_ha_optout_entry_t  *e;
 
     len = 0;
+    ref->entry = NULL;
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
-    e = ngx_http_ha_optout_entry_find(&ngx_http_ha_optout_sh->sticky,
-                                      ngx_crc32_short(key->data, key->len),
+    e = ngx_http_ha_optout_entry_find(&ngx_http_ha_optout_sh->sticky, hash,
                                       rec, key->data, key->len);
     if (e && e->value != ident) {
         ngx_http_ha_optout_sticky_drop(e);
@@ -1137,6 +1165,12 @@ ngx_http_ha_optout_sticky_get(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
 
         len = rec->servers[e->server].len;
         ngx_memcpy(server, rec->servers[e->server].name, len);
+
+        if (len) {
+            ref->entry = e;
+            ref->seq = *ngx_http_ha_optout_sticky_seq(rec, hash);
+            ref->server = e->server;
+        }
     }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
@@ -1151,11 +1185,25 @@ void
 ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
     ngx_str_t *key, ngx_str_t *server)
 {
-    uint32_t                           hash;
+    ngx_http_ha_optout_sticky_ref_t  ref;
+
+    ngx_http_ha_optout_sticky_set_ref(rec, ident, key,
+                                      ngx_crc32_short(key->data, key->len),
+                                      server, &ref);
+}
+
+
+void
+ngx_http_ha_optout_sticky_set_ref(ngx_http_ha_optout_rec_t *rec,
+    uint64_t ident, ngx_str_t *key, uint32_t hash, ngx_str_t *server,
+    ngx_http_ha_optout_sticky_ref_t *ref)
+{
     ngx_queue_t                       *q;
     ngx_http_ha_optout_entry_t        *e;
     ngx_http_ha_optout_shctx_t        *sh;
     ngx_http_ha_optout_server_stat_t  *st;
+
+    ref->entry = NULL;
 
     st = ngx_http_ha_optout_server_stat(rec, server);
     if (st == NULL) {
@@ -1163,7 +1211,6 @@ ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
     }
 
     sh = ngx_http_ha_optout_sh;
-    hash = ngx_crc32_short(key->data, key->len);
 
     ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
 
@@ -1196,13 +1243,60 @@ ngx_http_ha_optout_sticky_set(ngx_http_ha_optout_rec_t *rec, uint64_t ident,
         sh->sticky_count++;
         rec->sticky_entries++;
 
+        /*
+         * a new binding changes no other: a worker's copy of an earlier
+         * binding of this key went stale when that one was dropped
+         */
+
     } else {
         ngx_queue_remove(&e->queue);
+
+        if (e->value != ident || e->server != (u_char) (st - rec->servers)) {
+            /* a rebinding: the workers' copies of it are stale */
+            (*ngx_http_ha_optout_sticky_seq(rec, hash))++;
+        }
     }
 
     e->value = ident;
     e->server = (u_char) (st - rec->servers);
     ngx_queue_insert_head(&sh->sticky_queue, &e->queue);
+
+    ref->entry = e;
+    ref->seq = *ngx_http_ha_optout_sticky_seq(rec, hash);
+    ref->server = e->server;
+
+    ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
+}
+
+
+/*
+ * Bindings that workers used from their copies (sticky.c), moved to the
+ * front of the LRU order as a locked lookup moves them; one whose change
+ * counter moved since may be gone, and is left alone
+ */
+
+void
+ngx_http_ha_optout_sticky_touch(ngx_http_ha_optout_rec_t *rec,
+    ngx_http_ha_optout_sticky_touch_t *touch, ngx_uint_t n)
+{
+    ngx_uint_t                   i;
+    ngx_http_ha_optout_entry_t  *e;
+
+    ngx_shmtx_lock(&ngx_http_ha_optout_shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        if (*ngx_http_ha_optout_sticky_seq(rec, touch[i].hash)
+            != touch[i].seq)
+        {
+            continue;
+        }
+
+        e = touch[i].entry;
+
+        ngx_queue_remove(&e->queue);
+        ngx_queue_insert_head(&ngx_http_ha_optout_sh->sticky_queue,
+                              &e->queue);
+    }
 
     ngx_shmtx_unlock(&ngx_http_ha_optout_shpool->mutex);
 }
