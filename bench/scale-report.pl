@@ -190,14 +190,18 @@ for my $fl (@fail) {
     my %why = (
         'pinfirst-2' => $pin_why,
         'pinlast-2' => $pin_why,
-        'stickyc-10000' => 'the binding lives in the zone\'s shared rbtree: '
-            . 'sticky_get (zone mutex, LRU move, copy of the name) and entry_find '
-            . '(a walk ~14 levels deep at 10,000 clients) are ~330 Ir that stock '
-            . 'hash, which keeps no state, does not do; a lookup without walk and '
-            . 'lock needs a per-worker copy of the bindings (store.c)',
+        'stickyc-10000' => 'a known client is answered from the worker\'s '
+            . 'copy of its binding (sticky.c: no zone mutex, no rbtree walk); '
+            . 'what is left over stock hash is the flag\'s decision and peer '
+            . 'data (`decide`, `init_peer`, ~400 Ir) and a third request-pool '
+            . 'block for every other request (2.5 blocks against hash\'s 2.0, '
+            . '~350 Ir); a run where the copies miss (every client new, or the '
+            . 'zone\'s bindings changing) takes the locked path (+~500 Ir)',
         'tpin' => stream_why(),
     );
-    print "\nWhy: $why{$ct} (docs/benchmarks.md, \"Second step\" and \"Third step\").\n" if $why{$ct};
+    my %where = ('stickyc-10000' => '"Sticky: the worker\'s copies of the bindings"');
+    print "\nWhy: $why{$ct} (docs/benchmarks.md, "
+        . ($where{$ct} // '"Second step" and "Third step"') . ").\n" if $why{$ct};
     if ($fn{$ct}) {
         print "\nThe module's functions in `$ct` (self + what they call outside the module): "
             . join(', ', map { sprintf('`%s` %.0f', $_->[0] =~ s/^ngx_(?:http|stream)_ha_optout_//r, $_->[1]) }
