@@ -87,6 +87,8 @@ ngx_http_ha_optout_wcache_find(ngx_http_ha_optout_srv_conf_t *hscf,
         return NULL;
     }
 
+    b = NULL;
+
     for (i = hash, n = 0; n < NGX_HA_OPTOUT_STICKY_PROBES; i++, n++) {
         b = &wc->slots[i & wc->mask];
 
@@ -101,7 +103,7 @@ ngx_http_ha_optout_wcache_find(ngx_http_ha_optout_srv_conf_t *hscf,
         }
     }
 
-    if (n == NGX_HA_OPTOUT_STICKY_PROBES) {
+    if (b == NULL || n == NGX_HA_OPTOUT_STICKY_PROBES) {
         return NULL;
     }
 
