@@ -75,6 +75,7 @@ fi
 # the CLI does not depend on nginx: the one make built (make cli, build/)
 HA_OPTOUT_CLI=${HA_OPTOUT_CLI:-$ROOT/build/ha-optoutctl} \
 HA_OPTOUT_MODULE=$MODULE HA_OPTOUT_NGINX=$BUILD_ASAN/bin/nginx \
+HA_OPTOUT_SANITIZED=1 \
     prove -j"$PROVE_JOBS" -I t/lib "$@"
 rc=$?
 

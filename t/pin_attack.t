@@ -492,11 +492,6 @@ is(join(',', map { "$_=$storm{$_}" } grep { $_ ne '200 b2' } sort keys %storm),
    . 'or zone');
 
 my ($rss_end, $mrss_end) = (workers_rss(), rss($t->master_pid));
-ok($rss_end > 0 && $rss_end < $rss_early + 1024,
-   "worker RSS bounded across reloads ($rss_early KB after 4, $rss_end KB "
-   . "after $RELOADS)");
-ok($mrss_end > 0 && $mrss_end < $mrss_early + 2048,
-   "master RSS bounded across reloads ($mrss_early KB, $mrss_end KB)");
 
 # one worker generation: the pin moved 400 times over 1,000 servers
 my $rss0 = workers_rss();
@@ -505,8 +500,20 @@ for my $k (1 .. 200) {
     $t->spray(1, '/big');
 }
 my $rss1 = workers_rss();
-ok($rss1 > 0 && $rss1 < $rss0 + 512, "worker RSS flat while the pin moves ($rss0 KB, "
-   . "$rss1 KB after 200 moves)");
+
+SKIP: {
+    # ASan keeps freed memory in its quarantine: RSS says nothing of ours
+    skip 'memory bounds under a sanitizer (HA_OPTOUT_SANITIZED)', 3
+        if $ENV{HA_OPTOUT_SANITIZED};
+
+    ok($rss_end > 0 && $rss_end < $rss_early + 1024,
+       "worker RSS bounded across reloads ($rss_early KB after 4, $rss_end "
+       . "KB after $RELOADS)");
+    ok($mrss_end > 0 && $mrss_end < $mrss_early + 2048,
+       "master RSS bounded across reloads ($mrss_early KB, $mrss_end KB)");
+    ok($rss1 > 0 && $rss1 < $rss0 + 512, "worker RSS flat while the pin "
+       . "moves ($rss0 KB, $rss1 KB after 200 moves)");
+}
 
 # --- sticky clients through reloads, two workers ---------------------------
 
