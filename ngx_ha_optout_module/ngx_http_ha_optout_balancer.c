@@ -6,6 +6,11 @@
  * The stream twin (ngx_stream_ha_optout_module.c) has its own copy of the
  * wrap over nginx's stream round-robin peers, a type of their own (see
  * there why); what touches no peer type, both call in peer.c.
+ *
+ * A little over 1,000 lines: one concern, the request path and its
+ * choices (pin, failover off, sticky with its worker copies of the
+ * bindings, backup held) read in one file in the order a request meets
+ * them; splitting get from select would hide the one lock they share.
  */
 
 
