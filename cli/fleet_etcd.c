@@ -410,10 +410,6 @@ hoctl_etcd_clear(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
 
 /* ---------------------------------------------------------------- run */
 
-static const int  hoctl_erun_forwarded[] = { SIGINT, SIGTERM, SIGHUP,
-                                              SIGQUIT };
-
-
 /*
  * A heartbeat: keep the lease, then re-sign the record with a fresh
  * expires_at, unless another writer replaced it meanwhile.
@@ -471,52 +467,6 @@ hoctl_erun_heartbeat(hoctl_etcd_t *e, const hoctl_conn_t *c,
     }
 
     return rc;
-}
-
-
-/* SIGCHLD and the forwarded signals blocked: taken by sigtimedwait() */
-static void
-hoctl_erun_signals(sigset_t *set, sigset_t *old)
-{
-    size_t             n;
-    struct sigaction   sa;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = hoctl_run_sigchld;
-    sigaction(SIGCHLD, &sa, NULL);
-
-    sigemptyset(set);
-    sigaddset(set, SIGCHLD);
-    for (n = 0; n < sizeof(hoctl_erun_forwarded) / sizeof(int); n++) {
-        sigaddset(set, hoctl_erun_forwarded[n]);
-    }
-    sigprocmask(SIG_BLOCK, set, old);
-}
-
-
-/* COMMAND, with the signal mask it was given; never returns in the child */
-static pid_t
-hoctl_erun_spawn(char **argv, const sigset_t *old)
-{
-    int    i;
-    pid_t  pid;
-
-    fflush(stdout);
-    fflush(stderr);
-
-    pid = fork();
-    if (pid == 0) {
-        signal(SIGPIPE, SIG_DFL);
-        signal(SIGCHLD, SIG_DFL);
-        sigprocmask(SIG_SETMASK, old, NULL);
-        execvp(argv[0], argv);
-        i = errno;
-        fprintf(stderr, "%s: cannot run \"%s\": %s\n", hoctl_progname,
-                argv[0], strerror(i));
-        _exit(i == ENOENT ? 127 : 126);
-    }
-
-    return pid;
 }
 
 
@@ -616,7 +566,7 @@ hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
 
     interval = ttl * 1000 / 3;
 
-    hoctl_erun_signals(&set, &old);
+    hoctl_run_signals(&set, &old);
 
     rc = hoctl_etcd_init(&e, o, err, sizeof(err));
     if (rc != HOCTL_OK) {
@@ -643,7 +593,10 @@ hoctl_etcd_run(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
                interval / 1000, interval % 1000, argv[0]);
     free(what);
 
-    pid = hoctl_erun_spawn(argv, &old);
+    fflush(stdout);
+    fflush(stderr);
+
+    pid = hoctl_run_spawn(argv, &old);
 
     if (pid < 0) {
         hoctl_warn("fork: %s", strerror(errno));

@@ -126,6 +126,8 @@ int hoctl_clear_outcome(json_t *body, const char *upstream, int api_only,
 void hoctl_run_sigchld(int signo);
 long long hoctl_now_ms(void);
 int hoctl_run_exit(int status);
+void hoctl_run_signals(sigset_t *set, sigset_t *old);
+pid_t hoctl_run_spawn(char **argv, const sigset_t *mask);
 int hoctl_run_take_signal(const sigset_t *set, long long wait, pid_t pid,
     int *status);
 int hoctl_run(const hoctl_conn_t *c, const hoctl_flag_t *f, char **argv);

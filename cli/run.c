@@ -149,7 +149,11 @@ hoctl_run_clear(const hoctl_conn_t *c, const char *path, const char *upstream)
 }
 
 
-static pid_t
+/*
+ * COMMAND in a child; never returns there.  run and run --etcd share it
+ * (with hoctl_run_signals()), so both give the command the same signals.
+ */
+pid_t
 hoctl_run_spawn(char **argv, const sigset_t *mask)
 {
     int    err;
@@ -321,8 +325,8 @@ hoctl_run_take_signal(const sigset_t *set, long long wait, pid_t pid,
 
 
 /* the signals we pass on (and SIGCHLD) blocked into *set; *old the mask
- * before, for the command */
-static void
+ * before, for the command; run and run --etcd */
+void
 hoctl_run_signals(sigset_t *set, sigset_t *old)
 {
     size_t             i;

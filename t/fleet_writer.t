@@ -193,6 +193,26 @@ diag(sprintf('killed run: record gone %.2f s after SIGKILL (ttl 2s)', $lapse));
 is($rc, 7, 'run returns the command\'s exit status');
 is($etcd->get($K), undef, '... and removes the record');
 
+# ---- run --etcd started where SIGINT and SIGQUIT are ignored (a CI job,
+# a shell's background job): the command must not inherit "ignore" for
+# the signals run passes on, as plain run already ensures
+{
+    local $SIG{INT} = 'IGNORE';
+    local $SIG{QUIT} = 'IGNORE';
+    local $SIG{TERM} = 'IGNORE';
+    ($rc, $out, $err) = $etcd->cli('run', @E, '--upstream', 'app',
+        '--no-failover', '--ttl', '5s', '--reason', 'sigign', '--',
+        'grep', '^SigIgn:', '/proc/self/status');
+}
+is($rc, 0, 'run --etcd with SIGINT ignored: the command ran') or diag($err);
+my ($ign) = $out =~ /^SigIgn:\s*([0-9a-f]+)/m;
+ok(defined $ign, "the command reported its ignored signals ($out)");
+$ign = hex($ign // 'ffff');
+is($ign & (1 << (2 - 1)), 0, '... SIGINT is not ignored by the command');
+is($ign & (1 << (3 - 1)), 0, '... nor SIGQUIT');
+is($ign & (1 << (15 - 1)), 0, '... nor SIGTERM');
+is($etcd->get($K), undef, '... and the record is gone after it');
+
 # ---- unreachable etcd
 ($rc, $out, $err) = $etcd->cli('set', '--etcd',
     'http://127.0.0.1:' . $t->dead_port('dead'), '--environment', 'prod',
