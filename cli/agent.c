@@ -37,13 +37,19 @@
 
 
 static volatile sig_atomic_t  hoctl_agent_stop;
+static volatile sig_atomic_t  hoctl_agent_hup;
 
 
+/* SIGTERM, SIGINT: stop; SIGHUP: reload (hoctl_agent_reload()) */
 static void
 hoctl_agent_signal(int signo)
 {
-    (void) signo;
-    hoctl_agent_stop = 1;
+    if (signo == SIGHUP) {
+        hoctl_agent_hup = 1;
+
+    } else {
+        hoctl_agent_stop = 1;
+    }
 }
 
 
@@ -654,6 +660,8 @@ hoctl_agent_setup(hoctl_agent_t *a, const hoctl_conn_t *c,
         return HOCTL_USAGE;
     }
 
+    a->ntrust = o->ntrust;
+
     /* it runs on, refusing every record: fleet flags go, HA comes back */
     if (hoctl_trust_unsafe_text(a->trust) != NULL) {
         hoctl_warn("%s", hoctl_trust_unsafe_text(a->trust));
@@ -754,6 +762,80 @@ hoctl_agent_report_due(hoctl_agent_t *a, long long now,
 }
 
 
+/*
+ * SIGHUP: the --config file (if any) and the trusted keys read again, with
+ * the checks of the start.  A file that does not parse, keys that do not
+ * load or are not safe: refused, logged, the keys before kept.  New keys:
+ * every record is judged again (a full read of etcd).  The other settings
+ * are only compared: a change waits for a restart, and the log says so.
+ */
+static void
+hoctl_agent_reload(hoctl_agent_t *a)
+{
+    int                 i;
+    char                err[HOCTL_ERRLEN], changed[256];
+    const char         *file, *unsafe;
+    hoctl_conn_t        c;
+    hoctl_trust_t      *t;
+    hoctl_etcd_opts_t   o;
+
+    c = a->cli_conn;
+    o = a->cli_opts;
+    file = o.config;
+    changed[0] = '\0';
+
+    if (file != NULL) {
+        if (hoctl_agent_config(file, &c, &o, err, sizeof(err)) != 0) {
+            hoctl_agent_log(a, "SIGHUP: reload refused: %s; the settings "
+                            "and the %d trusted keys before are kept", err,
+                            a->ntrust);
+            return;
+        }
+
+        hoctl_agent_config_changed(a->conn, a->opts, &c, &o, changed,
+                                   sizeof(changed));
+    }
+
+    if (o.ntrust == 0) {
+        hoctl_agent_log(a, "SIGHUP: reload refused: no trust-key in \"%s\"; "
+                        "the %d trusted keys before are kept", file,
+                        a->ntrust);
+        return;
+    }
+
+    t = hoctl_trust_load(o.trust, o.ntrust, err, sizeof(err));
+    if (t == NULL) {
+        hoctl_agent_log(a, "SIGHUP: reload refused: %s; the %d trusted keys "
+                        "before are kept", err, a->ntrust);
+        return;
+    }
+
+    unsafe = hoctl_trust_unsafe_text(t);
+    if (unsafe != NULL) {
+        hoctl_agent_log(a, "SIGHUP: reload refused: %s; the %d trusted keys "
+                        "before are kept", unsafe, a->ntrust);
+        hoctl_trust_free(t);
+        return;
+    }
+
+    hoctl_trust_free(a->trust);
+    a->trust = t;
+    a->ntrust = o.ntrust;
+
+    /* every record judged again with the keys now trusted */
+    for (i = 0; i < a->nups; i++) {
+        a->ups[i].revision = 0;
+    }
+    a->connected = 0;
+
+    hoctl_agent_log(a, "SIGHUP: reloaded %d trusted keys%s%s; records are "
+                    "verified again%s%s", a->ntrust,
+                    file ? " and the settings of " : "", file ? file : "",
+                    changed[0] ? "; changed, and kept as they were until "
+                                 "a restart: " : "", changed);
+}
+
+
 static void
 hoctl_agent_shutdown(hoctl_agent_t *a, hoctl_etcd_watch_t *w)
 {
@@ -780,7 +862,8 @@ hoctl_agent_shutdown(hoctl_agent_t *a, hoctl_etcd_watch_t *w)
 
 
 int
-hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
+hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
+    const hoctl_conn_t *cli_c, const hoctl_etcd_opts_t *cli_o)
 {
     int                  rc;
     char                 hostbuf[256];
@@ -796,6 +879,10 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     if (rc != HOCTL_OK) {
         return rc;
     }
+
+    a->conn = c;
+    a->cli_conn = *cli_c;
+    a->cli_opts = *cli_o;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = hoctl_agent_signal;
@@ -817,6 +904,11 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
     a->nginx_ok = 1;
 
     while (!hoctl_agent_stop) {
+        if (hoctl_agent_hup) {
+            hoctl_agent_hup = 0;
+            hoctl_agent_reload(a);
+        }
+
         now = hoctl_now_ms();
 
         if (!a->connected) {
@@ -855,11 +947,17 @@ hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o)
 int
 hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a)
 {
-    char  err[HOCTL_ERRLEN];
+    char               err[HOCTL_ERRLEN];
+    hoctl_conn_t       cli_c;
+    hoctl_etcd_opts_t  cli_o;
 
     if (a->nargs != 0) {
         return hoctl_usage(v, "unexpected argument \"%s\"", a->args[0]);
     }
+
+    /* what the command line gave: SIGHUP reads the file again over it */
+    cli_c = a->conn;
+    cli_o = a->etcd;
 
     if (a->etcd.config != NULL
         && hoctl_agent_config(a->etcd.config, &a->conn, &a->etcd, err,
@@ -875,5 +973,5 @@ hoctl_verb_agent(const hoctl_verb_t *v, hoctl_args_t *a)
                            "required");
     }
 
-    return hoctl_agent(&a->conn, &a->etcd);
+    return hoctl_agent(&a->conn, &a->etcd, &cli_c, &cli_o);
 }

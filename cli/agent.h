@@ -47,9 +47,13 @@ typedef struct {
 
 typedef struct {
     hoctl_conn_t        local;
+    const hoctl_conn_t       *conn;     /* the settings it started with */
     const hoctl_etcd_opts_t  *opts;
+    hoctl_conn_t        cli_conn;       /* the command line's, for SIGHUP */
+    hoctl_etcd_opts_t   cli_opts;
     hoctl_etcd_t        etcd;
     hoctl_trust_t      *trust;
+    int                 ntrust;
     const char         *host;
     char               *flags_key;
     size_t              flags_len;

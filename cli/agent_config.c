@@ -301,3 +301,44 @@ done:
     yaml_document_delete(&doc);
     return rc;
 }
+
+
+/*
+ * The names of the one-string settings that differ between two sets, as
+ * "etcd, url" in buf ("" when none): on SIGHUP the agent applies only the
+ * trusted keys, and says which other settings wait for a restart.
+ */
+void
+hoctl_agent_config_changed(const hoctl_conn_t *c0,
+    const hoctl_etcd_opts_t *o0, const hoctl_conn_t *c1,
+    const hoctl_etcd_opts_t *o1, char *buf, size_t len)
+{
+    size_t        i, n;
+    const char   *a, *b;
+    const void   *base0, *base1;
+
+    buf[0] = '\0';
+    n = 0;
+
+    for (i = 0; i < sizeof(hoctl_agent_cfg_strings)
+                    / sizeof(hoctl_agent_cfg_strings[0]); i++)
+    {
+        base0 = hoctl_agent_cfg_strings[i].conn ? (const void *) c0
+                                                : (const void *) o0;
+        base1 = hoctl_agent_cfg_strings[i].conn ? (const void *) c1
+                                                : (const void *) o1;
+        a = *(const char *const *) ((const char *) base0
+                                    + hoctl_agent_cfg_strings[i].off);
+        b = *(const char *const *) ((const char *) base1
+                                    + hoctl_agent_cfg_strings[i].off);
+
+        if (a == b || (a != NULL && b != NULL && strcmp(a, b) == 0)) {
+            continue;
+        }
+
+        if (n < len) {
+            n += snprintf(buf + n, len - n, "%s%s", n ? ", " : "",
+                          hoctl_agent_cfg_strings[i].name);
+        }
+    }
+}

@@ -139,11 +139,15 @@ int hoctl_etcd_fleet_status(const hoctl_etcd_opts_t *o, const char *upstream,
     int json);
 
 /* agent.c */
-int hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o);
+int hoctl_agent(const hoctl_conn_t *c, const hoctl_etcd_opts_t *o,
+    const hoctl_conn_t *cli_c, const hoctl_etcd_opts_t *cli_o);
 
 /* agent_config.c */
 int hoctl_agent_config(const char *file, hoctl_conn_t *c,
     hoctl_etcd_opts_t *o, char *err, size_t errlen);
+void hoctl_agent_config_changed(const hoctl_conn_t *c0,
+    const hoctl_etcd_opts_t *o0, const hoctl_conn_t *c1,
+    const hoctl_etcd_opts_t *o1, char *buf, size_t len);
 
 
 #endif /* _HOCTL_ETCD_H_INCLUDED_ */

@@ -225,7 +225,9 @@ static const hoctl_verb_t  hoctl_verbs[] = {
       "--config FILE (YAML: etcd, environment, url, key, alg, kid,\n"
       "trust-key, host, etcd-prefix, etcd-user, etcd-password-file,\n"
       "etcd-cacert, etcd-cert, etcd-key) fills in what the command line\n"
-      "leaves out.\n"
+      "leaves out.  SIGHUP reads --config and the --trust-key files\n"
+      "again (keys refused: the ones before are kept) and keeps running;\n"
+      "other changed settings wait for a restart.\n"
       "\n" HOCTL_CREDS_HELP "\n" HOCTL_ETCD_HELP },
     { "approvals", G_CONN | G_MINT | G_UP | G_JSON | G_ID, 0,
       hoctl_verb_approvals,

@@ -365,7 +365,8 @@ hoctl_trust_load(const char *const *files, int n, char *err, size_t errlen)
         {
             snprintf(t->unsafe, sizeof(t->unsafe), "--trust-key \"%.150s\" is "
                      "not safe: %.250s; no record is trusted until it is fixed "
-                     "and the agent restarted", files[i], why);
+                     "and the agent reloaded (SIGHUP) or restarted", files[i],
+                     why);
         }
 
         fclose(f);

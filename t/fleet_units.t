@@ -98,6 +98,30 @@ for my $file (sort keys %UNITS) {
        . '(' . join(' ', @args) . ')')
         or diag("exit " . ($rc // 'none') . ":\n"
                 . (-e $log ? $t->read_file($log) : ''));
+
+    # systemctl reload: ExecReload sends SIGHUP; the agent reads its keys
+    # (and --config) again and keeps running, its flags kept up
+    my ($reload) = $u->{text} =~ /^ExecReload=(.*)$/m;
+    is($reload, '/bin/kill -HUP $MAINPID',
+       "$file: systemctl reload sends SIGHUP to the agent");
+    if ($started && !defined $rc) {
+        kill 'HUP', $pid;
+        my $reloaded = 0;
+        $deadline = time + 10;
+        while (time < $deadline) {
+            if (waitpid($pid, WNOHANG) == $pid) { $rc = $? >> 8; last }
+            if ($t->read_file($log) =~ /agent \S+: SIGHUP: reloaded 1 trusted keys/) {
+                $reloaded = 1;
+                last;
+            }
+            sleep 0.05;
+        }
+        ok($reloaded && !defined $rc && waitpid($pid, WNOHANG) == 0,
+           "$file: after SIGHUP the agent has reloaded and still runs")
+            or diag("exit " . ($rc // 'none') . ":\n"
+                    . $t->read_file($log));
+    }
+
     if (!defined $rc) {
         kill 'TERM', $pid;
         waitpid($pid, 0);
