@@ -541,6 +541,11 @@ ngx_http_ha_optout_admin_stage_locked(ngx_http_request_t *r,
 
     flag->version = ++sh->version_seq;
 
+    /* a new flag: its sticky bindings start afresh (flag_ident()) */
+    if (r->method == NGX_HTTP_PUT) {
+        flag->put_version = flag->version;
+    }
+
     *s = ngx_http_ha_optout_audit_build(hmcf, r->connection->log,
                                         ctx->action, &hscf->name, actor,
                                         &client, reason,

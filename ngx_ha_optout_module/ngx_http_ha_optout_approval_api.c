@@ -978,6 +978,11 @@ ngx_http_ha_optout_approval_apply(ngx_http_request_t *r,
     }
 
     flag.version = ++ngx_http_ha_optout_sh->version_seq;
+
+    if (a->method == NGX_HA_OPTOUT_APPROVAL_PUT) {
+        flag.put_version = flag.version;
+    }
+
     rec->api = flag;
     (void) ngx_atomic_fetch_add(&rec->changes[action], 1);
     ngx_http_ha_optout_approval_drop_locked(a->id);

@@ -88,6 +88,7 @@ typedef struct {
 
     uint64_t                    version;
     uint64_t                    revision;       /* fleet: etcd revision */
+    uint64_t                    put_version;    /* the PUT that set it */
     time_t                      set_at;
     time_t                      expires_at;     /* 0: no ttl */
 

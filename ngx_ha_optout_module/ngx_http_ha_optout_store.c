@@ -1083,8 +1083,11 @@ ngx_http_ha_optout_make_room_locked(void)
 
 /*
  * Which flag a sticky binding belongs to: a new flag (PUT) starts afresh,
- * while a PATCH (a heartbeat) keeps set_at and so the bindings.  A config
- * flag is parsed anew by every reload: it is known by its content.
+ * while a PATCH (a heartbeat) keeps set_at and so the bindings.  set_at
+ * is in seconds: two PUTs within one second are told apart by the version
+ * of the PUT (put_version, kept by a PATCH; 0 in a flag restored from the
+ * state file or a window's, which set_at tells apart).  A config flag is
+ * parsed anew by every reload: it is known by its content.
  */
 
 uint64_t
@@ -1095,7 +1098,7 @@ ngx_http_ha_optout_flag_ident(ngx_http_ha_optout_flag_t *flag)
     t = (flag->source == NGX_HA_OPTOUT_SRC_CONFIG)
         ? ngx_crc32_short(flag->reason, flag->reason_len)
           ^ ngx_crc32_short(flag->pin, flag->pin_len)
-        : (uint64_t) flag->set_at;
+        : (uint64_t) flag->set_at ^ (flag->put_version << 34);
 
     return (t << 3) | flag->source;
 }
