@@ -69,9 +69,21 @@ sub entries {
 
 sub one {
     my ($key) = @_;
+    return raw_one($key) if $key =~ /[^\x20-\x7e]/;
     my $r = $t->get('/', headers => { 'X-Client' => $key });
     return ($r->{headers}{'x-worker'} // '-',
             "$r->{status} " . ($r->{headers}{'x-backend'} // '-'));
+}
+
+# a key HTTP::Tiny will not send (bytes over 0x7e): raw request text
+sub raw_one {
+    my ($key) = @_;
+    my ($text) = $t->raw("GET / HTTP/1.0\r\nHost: x\r\n"
+                         . "X-Client: $key\r\n\r\n");
+    my ($status) = $text =~ m{^HTTP/1\.\d (\d+)};
+    my ($w) = $text =~ /^X-Worker: (\d+)\r?$/mi;
+    my ($b) = $text =~ /^X-Backend: (\S+)\r?$/mi;
+    return ($w // '-', ($status // 0) . ' ' . ($b // '-'));
 }
 
 ###############################################################################
@@ -94,5 +106,76 @@ for my $try (1 .. 5) {
 }
 ok($same, 'a sticky flag replaced by a PUT within the same second');
 is($kept, 0, 'the old flag\'s bindings are dropped (a new PUT starts afresh)');
+
+# --- cleared and set again within the second: afresh too -----------------
+
+($same, $kept) = (0, -1);
+for my $try (1 .. 5) {
+    my $before = time;
+    $t->wait_for(sub { time > $before }, 3);
+    my ($st1, $at1) = flag();
+    one("clr$_") for 1 .. 4;
+    my $bound = entries();
+    my $del = $t->api(DELETE => 'v1/flags/app')->{status};
+    my ($st2, $at2) = flag();
+    next unless $st1 == 200 && $del == 200 && $st2 == 200 && $at1 eq $at2
+                && $bound >= 4;
+    $same = 1;
+    $t->wait_for(sub { entries() == 0 }, 5);
+    $kept = entries();
+    last;
+}
+ok($same, 'a sticky flag cleared and set again within the same second');
+is($kept, 0, 'the bindings made before the clear are dropped');
+
+# --- hostile keys: the copy's bound, the zone's cut, binary ---------------
+
+# requests of one client on fresh connections until each worker served it
+# $n times; the answers seen
+sub both {
+    my ($key, $n) = @_;
+    my (%per, %seen);
+    for (1 .. 400) {
+        my ($w, $s) = one($key);
+        $per{$w}++;
+        $seen{$s}++;
+        last if keys %per == 2 && !grep { $_ < $n } values %per;
+    }
+    my $workers = grep { $per{$_} >= $n } keys %per;
+    return ($workers, join ',', sort keys %seen);
+}
+
+my %keys = (
+    'k63'     => 'a' x 63,
+    'k64'     => 'b' x 64,
+    'k65'     => 'c' x 65,
+    'k255'    => 'd' x 255,
+    'k256'    => 'e' x 256,
+    'k4000'   => 'f' x 4000,
+    'binary'  => join('', map { chr } 0x80 .. 0xbf),              # 64 bytes
+    'binary2' => join('', map { chr } 0x21 .. 0x7e, 0x80 .. 0xff), # 222
+);
+
+my @wrong;
+for my $round (1 .. 2) {
+    my $before = time;
+    $t->wait_for(sub { time > $before }, 3);
+    my ($st) = flag();                          # a new flag each round
+    $t->wait_for(sub { entries() == 0 }, 5);
+    for my $name (sort keys %keys) {
+        my ($workers, $seen) = both($keys{$name}, 3);
+        push @wrong, "round $round $name: $seen ($workers workers)"
+            unless $workers == 2 && $seen =~ /^200 b\d$/;
+    }
+    my $n = entries();
+    push @wrong, "round $round: $n bindings, not 8" unless $n == 8;
+}
+is("@wrong", '', 'every hostile key keeps one server in both workers');
+
+# keys alike in their first 255 bytes are one client (the zone's cut)
+my ($w1, $s1) = both(('d' x 255) . 'tail-one', 2);
+my ($w2, $s2) = both(('d' x 255) . 'tail-two', 2);
+is("$w1 $s1 | $w2 $s2", "2 $s1 | 2 $s1",
+   'keys alike in their first 255 bytes share the binding');
 
 done_testing();
