@@ -53,6 +53,8 @@ typedef struct {
 
 
 static void ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e);
+static void ngx_http_ha_optout_sticky_drop_servers(
+    ngx_http_ha_optout_rec_t *rec, uint64_t gone);
 static void ngx_http_ha_optout_zone_too_small(ngx_shm_zone_t *shm_zone,
     ngx_http_ha_optout_main_conf_t *hmcf, ngx_uint_t i);
 static void ngx_http_ha_optout_zone_little_room(ngx_shm_zone_t *shm_zone,
@@ -133,6 +135,7 @@ static void
 ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
     ngx_http_upstream_srv_conf_t *uscf)
 {
+    uint64_t                           gone;
     ngx_uint_t                         i, j, k, found;
     ngx_http_upstream_server_t        *server;
     ngx_http_ha_optout_server_stat_t  *st;
@@ -148,6 +151,8 @@ ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
      * frees its slot, so that the slots do not run out
      */
 
+    gone = 0;
+
     for (k = 0; k < rec->nservers; k++) {
         st = &rec->servers[k];
         found = (st->len == 0);
@@ -162,7 +167,17 @@ ngx_http_ha_optout_rec_servers(ngx_http_ha_optout_rec_t *rec,
 
         if (!found) {
             ngx_memzero(st, sizeof(ngx_http_ha_optout_server_stat_t));
+            gone |= (uint64_t) 1 << k;
         }
+    }
+
+    /*
+     * its sticky clients are balanced anew: their bindings go before a
+     * new server takes the slot and, with it, those clients
+     */
+
+    if (gone && rec->sticky_entries) {
+        ngx_http_ha_optout_sticky_drop_servers(rec, gone);
     }
 
     for (i = 0; i < uscf->servers->nelts; i++) {
@@ -1118,6 +1133,34 @@ ngx_http_ha_optout_sticky_drop(ngx_http_ha_optout_entry_t *e)
 
     ngx_http_ha_optout_sh->sticky_count--;
     rec->sticky_entries--;
+}
+
+
+/* the bindings of an upstream to servers that left it (bits of slots) */
+
+static void
+ngx_http_ha_optout_sticky_drop_servers(ngx_http_ha_optout_rec_t *rec,
+    uint64_t gone)
+{
+    ngx_queue_t                 *q, *next;
+    ngx_http_ha_optout_entry_t  *e;
+    ngx_http_ha_optout_shctx_t  *sh;
+
+    sh = ngx_http_ha_optout_sh;
+
+    for (q = ngx_queue_head(&sh->sticky_queue);
+         q != ngx_queue_sentinel(&sh->sticky_queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_http_ha_optout_entry_t, queue);
+
+        if (e->owner == rec && e->server < 64
+            && (gone & ((uint64_t) 1 << e->server)))
+        {
+            ngx_http_ha_optout_sticky_drop(e);
+        }
+    }
 }
 
 

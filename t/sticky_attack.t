@@ -18,24 +18,25 @@ use HaOptout::Test;
 
 my $t = HaOptout::Test->new(workers => 2);
 
-$t->backend($_) for qw(b1 b2);
+$t->backend($_) for qw(b1 b2 b3);
 $t->secret_file;
 
-$t->conf(<<'EOF');
+sub conf {
+    my $list = join '', map { "        server 127.0.0.1:%%PORT_$_%%;\n" } @_;
+    $t->conf(<<EOF);
 http {
     ha_optout_zone ha_optout 64k;
 
     upstream app {
         zone app 64k;
-        server 127.0.0.1:%%PORT_b1%%;
-        server 127.0.0.1:%%PORT_b2%%;
-        ha_optout sticky_key=$http_x_client;
+$list
+        ha_optout sticky_key=\$http_x_client;
     }
 
     server {
         listen 127.0.0.1:%%PORT_http%% reuseport;
 
-        add_header X-Worker $pid always;
+        add_header X-Worker \$pid always;
 
         location / {
             proxy_pass http://app;
@@ -52,7 +53,9 @@ http {
     }
 }
 EOF
+}
 
+conf(qw(b1 b2));
 $t->run;
 
 ok($t->wait_for(sub { $t->worker_pids == 2 }, 10), 'two workers run');
@@ -177,5 +180,45 @@ my ($w1, $s1) = both(('d' x 255) . 'tail-one', 2);
 my ($w2, $s2) = both(('d' x 255) . 'tail-two', 2);
 is("$w1 $s1 | $w2 $s2", "2 $s1 | 2 $s1",
    'keys alike in their first 255 bytes share the binding');
+
+# --- a reload that removes the bound server and adds another --------------
+
+# b2 leaves and b3 comes in the same reload: b3 takes b2's slot in the
+# zone's record; b2's clients must be balanced anew (b1 or b3), not all
+# moved to b3 as if they had been bound to it
+
+my ($bst) = flag();
+$t->wait_for(sub { entries() == 0 }, 5);
+my %on;
+for my $k (map { "rl$_" } 1 .. 12) {
+    my ($workers, $seen) = both($k, 2);
+    my ($b) = $seen =~ /^200 (b\d)$/;
+    push @{ $on{$b // '?'} }, $k;
+}
+my @b2 = @{ $on{b2} // [] };
+ok(@b2 >= 3 && @{ $on{b1} // [] } >= 3, '12 clients bound to b1 and b2')
+    or diag(join ' ', map { "$_: @{ $on{$_} }" } sort keys %on);
+
+conf(qw(b1 b3));
+ok($t->reload, 'reload: b2 out, b3 in');
+ok($t->wait_for(sub { $t->worker_pids == 2 }, 10), 'two new workers run');
+
+my (%now, @bad);
+for my $k (@b2) {
+    my ($workers, $seen) = both($k, 2);
+    push @bad, "$k: $seen ($workers workers)"
+        unless $workers == 2 && $seen =~ /^200 (b1|b3)$/;
+    $now{$1}++ if $seen =~ /^200 (b\d)$/;
+}
+is("@bad", '', "b2's clients keep one server in both workers");
+ok($now{b1}, "b2's clients are balanced anew, not all moved to b3 ("
+   . join(' ', map { "$_=$now{$_}" } sort keys %now) . ')');
+
+my @moved;
+for my $k (@{ $on{b1} // [] }) {
+    my ($workers, $seen) = both($k, 2);
+    push @moved, "$k: $seen" unless $workers == 2 && $seen eq '200 b1';
+}
+is("@moved", '', "b1's clients stay on b1");
 
 done_testing();
