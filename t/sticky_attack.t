@@ -181,6 +181,33 @@ my ($w2, $s2) = both(('d' x 255) . 'tail-two', 2);
 is("$w1 $s1 | $w2 $s2", "2 $s1 | 2 $s1",
    'keys alike in their first 255 bytes share the binding');
 
+# --- keys alike in crc32 (one bucket, one hash): each its own server -----
+
+my @pairs = map { [ split /:/ ] } qw(
+    c-0xyf3rpz5c:c-ga87t0m5rv c-s7es8sg4pi:c-4qmt6x6i4e
+    c-5yhe75m6bz:c-ban3m5ajw6 c-6blsenjfhr:c-dxn75jo42y
+    c-b4pn777dwp:c-mttaxfila6 c-5m9tlumpkv:c-96dlli479q
+    c-1bsntu2w57:c-804pw4jvdh c-62ytglh6ba:c-8dwk0sk8lc
+    c-fqjz4nzzex:c-yv31pj5zwa c-npxck330rd:c-goqcvnwos6
+    c-xkold96koo:c-l473uxwo0v c-aj0494r8zw:c-3dlutygt54
+);
+
+my ($apart, @mixed) = (0);
+for my $p (@pairs) {
+    my ($a, $b) = @$p;
+    my ($wa, $sa) = both($a, 2);
+    my ($wb, $sb) = both($b, 2);
+    my ($wa2, $sa2) = both($a, 2);             # after $b's copies were made
+    my ($wb2, $sb2) = both($b, 2);
+    push @mixed, "$a/$b: $sa $sb then $sa2 $sb2"
+        unless $wa == 2 && $wb == 2 && $wa2 == 2 && $wb2 == 2
+               && $sa =~ /^200 b\d$/ && $sb =~ /^200 b\d$/
+               && $sa2 eq $sa && $sb2 eq $sb;
+    $apart++ if $sa ne $sb;
+}
+is("@mixed", '', 'keys of one crc32 keep each its own server in both workers');
+ok($apart, "$apart of 12 crc32-alike pairs were bound to two servers");
+
 # --- a reload that removes the bound server and adds another --------------
 
 # b2 leaves and b3 comes in the same reload: b3 takes b2's slot in the
