@@ -6,9 +6,16 @@
 # - a sticky flag replaced by a new PUT within the second it was set: a
 #   new flag starts afresh, its bindings must go (they were known by the
 #   flag's set_at, in seconds, so a PUT in the same second kept them)
+# - the same with a clear and a PUT in one second
 # - hostile client keys: 64 and 65 bytes (the copy's bound), 255+ bytes
 #   (the zone's cut), binary bytes: each client keeps its server in both
-#   workers
+#   workers; keys alike in their first 255 bytes are one client
+# - keys alike in crc32 (one hash, one change counter): each keeps its
+#   own server, in both workers, after the other's copies were made
+# - a worker killed with -9: after its respawn the bindings hold in both
+# - a reload that removes a server and adds another, which takes its
+#   slot in the zone's record: the removed server's clients are balanced
+#   anew, not all handed to the newcomer (they were)
 
 use strict;
 use warnings;
@@ -207,6 +214,28 @@ for my $p (@pairs) {
 }
 is("@mixed", '', 'keys of one crc32 keep each its own server in both workers');
 ok($apart, "$apart of 12 crc32-alike pairs were bound to two servers");
+
+# --- a worker killed (-9) and respawned: the bindings hold in both -------
+
+my %home;
+for my $k (map { "kl$_" } 1 .. 8) {
+    my ($workers, $seen) = both($k, 2);
+    ($home{$k}) = $seen =~ /^200 (b\d)$/;
+}
+my @old = $t->worker_pids;
+kill 9, $old[0];
+ok($t->wait_for(sub {
+    my @now = $t->worker_pids;
+    @now == 2 && !grep { $_ == $old[0] } @now }, 10),
+   'a worker killed with -9 is respawned');
+my @lost;
+for my $k (sort keys %home) {
+    my ($workers, $seen) = both($k, 2);
+    push @lost, "$k: " . ($home{$k} // '?') . " -> $seen ($workers workers)"
+        unless defined $home{$k} && $workers == 2
+               && $seen eq "200 $home{$k}";
+}
+is("@lost", '', 'after the respawn every client is on its server in both');
 
 # --- a reload that removes the bound server and adds another --------------
 
