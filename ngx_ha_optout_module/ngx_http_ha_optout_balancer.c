@@ -92,6 +92,9 @@ static ngx_int_t ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
     ngx_http_upstream_rr_peer_t *want);
 static ngx_int_t ngx_http_ha_optout_select_slot(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, ngx_http_ha_optout_slot_t *slot);
+static ngx_int_t ngx_http_ha_optout_slot_lock(
+    ngx_http_ha_optout_peer_data_t *bp, ngx_http_ha_optout_cache_t *cache,
+    ngx_http_upstream_rr_peers_t *list);
 static void ngx_http_ha_optout_take(ngx_peer_connection_t *pc,
     ngx_http_ha_optout_peer_data_t *bp, ngx_http_upstream_rr_peers_t *list,
     ngx_http_upstream_rr_peer_t *peer, ngx_uint_t i);
@@ -696,6 +699,37 @@ ngx_http_ha_optout_select(ngx_peer_connection_t *pc,
 
 
 /*
+ * The list a resolve-cache slot is in, write-locked as round robin locks
+ * it: NGX_OK locked; unlocked, NGX_DECLINED when this request's list is
+ * not the one the cache was made from, NGX_ABORT when the list itself
+ * changed since (its peers may be gone)
+ */
+
+static ngx_int_t
+ngx_http_ha_optout_slot_lock(ngx_http_ha_optout_peer_data_t *bp,
+    ngx_http_ha_optout_cache_t *cache, ngx_http_upstream_rr_peers_t *list)
+{
+    ngx_http_upstream_rr_peers_wlock(list);
+
+#if (NGX_HA_OPTOUT_HTTP_CONFIG)
+    if (list->config
+        && (*list->config != cache->config
+            || bp->rrp->config != cache->config))
+    {
+        ngx_http_upstream_rr_peers_unlock(list);
+
+        return (*list->config != cache->config) ? NGX_ABORT : NGX_DECLINED;
+    }
+#else
+    (void) bp;
+    (void) cache;
+#endif
+
+    return NGX_OK;
+}
+
+
+/*
  * A sticky client's server from the worker's copy of its binding: the
  * resolve cache's slot, taken as _select() takes a server by name; when
  * the slot is not current or its server is down (the walk would then try
@@ -722,17 +756,9 @@ ngx_http_ha_optout_select_slot(ngx_peer_connection_t *pc,
     list = slot->list;
     peer = slot->peer;
 
-    ngx_http_upstream_rr_peers_wlock(list);
-
-#if (NGX_HA_OPTOUT_HTTP_CONFIG)
-    if (list->config
-        && (*list->config != cache->config
-            || bp->rrp->config != cache->config))
-    {
-        ngx_http_upstream_rr_peers_unlock(list);
+    if (ngx_http_ha_optout_slot_lock(bp, cache, list) != NGX_OK) {
         return NGX_DECLINED;
     }
-#endif
 
     /* a sticky client is not new traffic: a draining server keeps it */
 
@@ -797,6 +823,7 @@ ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
     size_t len, ngx_http_upstream_rr_peers_t **listp,
     ngx_http_upstream_rr_peer_t **peerp, ngx_uint_t *ip)
 {
+    ngx_int_t                      rc;
     ngx_http_ha_optout_slot_t     *slot;
     ngx_http_ha_optout_cache_t    *cache;
     ngx_http_upstream_rr_peers_t  *list;
@@ -820,16 +847,10 @@ ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
 
     list = slot->list;
 
-    ngx_http_upstream_rr_peers_wlock(list);
+    rc = ngx_http_ha_optout_slot_lock(bp, cache, list);
 
-#if (NGX_HA_OPTOUT_HTTP_CONFIG)
-    if (list->config
-        && (*list->config != cache->config
-            || bp->rrp->config != cache->config))
-    {
-        ngx_http_upstream_rr_peers_unlock(list);
-
-        if (*list->config != cache->config) {
+    if (rc != NGX_OK) {
+        if (rc == NGX_ABORT) {
             /* the peers it points to may be gone: never read them again */
             ngx_http_ha_optout_cache_drop(bp->hscf);
             ngx_http_ha_optout_wcache_forget_peers(bp->hscf);
@@ -837,7 +858,6 @@ ngx_http_ha_optout_resolve(ngx_http_ha_optout_peer_data_t *bp, u_char *name,
 
         return NGX_DECLINED;
     }
-#endif
 
     bp->slot = slot;
 
