@@ -198,6 +198,13 @@ ngx_http_ha_optout_one_variable(ngx_conf_t *cf, ngx_str_t *value)
 }
 
 
+/*
+ * The request path's entry: the no-flag exit first (one atomic load),
+ * then the decision and the wrap.  Longer than a screen and a half: the
+ * order of those steps is what keeps the no-flag path at one load, and
+ * it reads best in one place.
+ */
+
 static ngx_int_t
 ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
