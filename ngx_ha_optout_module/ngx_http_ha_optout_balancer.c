@@ -217,22 +217,26 @@ ngx_http_ha_optout_init_peer(ngx_http_request_t *r,
 
     hscf = ngx_http_conf_upstream_srv_conf(us, ngx_http_ha_optout_module);
 
+    /*
+     * the no-flag path: one atomic load (a decision another upstream's
+     * $ha_optout_<name> left in the request needs no care here: the
+     * header filter shows a decision only for the upstream that served)
+     */
+
+    if (ngx_http_ha_optout_sh->active == 0 && hscf->config_flag == NULL) {
+        return hscf->original_init_peer(r, us);
+    }
+
     ctx = ngx_http_get_module_ctx(r, ngx_http_ha_optout_module);
 
     if (ctx && ((ngx_http_ha_optout_decision_t *) ctx)->hscf != hscf) {
         /*
          * another upstream's $ha_optout_<name> was read first (say by
          * proxy_set_header, before the balancer runs): its decision is not
-         * this request's, which X-HA-Optout describes
+         * this request's, which decide() must make anew
          */
         ngx_http_set_ctx(r, NULL, ngx_http_ha_optout_module);
         ctx = NULL;
-    }
-
-    /* the no-flag path: one atomic load */
-
-    if (ngx_http_ha_optout_sh->active == 0 && hscf->config_flag == NULL) {
-        return hscf->original_init_peer(r, us);
     }
 
     d = ngx_http_ha_optout_decide(r, hscf);
